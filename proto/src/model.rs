@@ -1,0 +1,241 @@
+//! Domain types for what an agent reports, shaped as `vakt-agent collect --json` prints them
+//! (see INTERFACE.md). Collectors produce these; the server turns stored protobuf back into them
+//! for `vakt device show --json`. Kept apart from the generated types so the JSON contract and
+//! the wire can each change without dragging the other.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one collection run found. Each family is independent: a failed collector leaves
+/// its family empty (or partial) and adds an entry to `errors`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub host: HostFacts,
+    pub software: Vec<Package>,
+    pub mail: MailSettings,
+    pub roaming: RoamingState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<CollectorError>,
+}
+
+/// Which fact family a section or an error belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SectionKind {
+    Host,
+    Software,
+    Mail,
+    Roaming,
+}
+
+impl SectionKind {
+    pub const ALL: [SectionKind; 4] = [Self::Host, Self::Software, Self::Mail, Self::Roaming];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Software => "software",
+            Self::Mail => "mail",
+            Self::Roaming => "roaming",
+        }
+    }
+}
+
+/// A collector, or one source of it (one file, one database), that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectorError {
+    pub section: SectionKind,
+    /// What failed: a path under the agent's root, a database, a bus name.
+    pub source: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    /// The operating system's long name, e.g. "Debian GNU/Linux 12 (bookworm)".
+    pub os: String,
+    pub os_version: String,
+    pub kernel: String,
+    pub arch: String,
+    pub machine_id: String,
+    pub serial: String,
+    pub vendor: String,
+    pub model: String,
+    pub cpu: String,
+    pub cpu_cores: u32,
+    pub memory_bytes: u64,
+    pub uptime_s: u64,
+    pub boot_time_ms: i64,
+    pub disks: Vec<Disk>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub mount_point: String,
+    pub file_system: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub removable: bool,
+}
+
+/// How a program was packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageFormat {
+    Deb,
+    Rpm,
+    Snap,
+    Flatpak,
+    Appimage,
+    /// A macOS application bundle.
+    App,
+    /// A Windows installer entry (MSI or a plain win32 installer).
+    Msi,
+    Appx,
+    Binary,
+}
+
+/// Where a program came from (INTERFACE.md gives the exact meaning of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SoftwareSource {
+    OsVendor,
+    ThirdPartyRepo,
+    Store,
+    Unlisted,
+    Sideloaded,
+}
+
+impl SoftwareSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OsVendor => "os-vendor",
+            Self::ThirdPartyRepo => "third-party-repo",
+            Self::Store => "store",
+            Self::Unlisted => "unlisted",
+            Self::Sideloaded => "sideloaded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub format: PackageFormat,
+    pub source: SoftwareSource,
+    /// The best evidence for `source`: repository origin, remote, store, or the hint.
+    pub origin: String,
+    /// Repository packages: false when a configured repository offers a newer version.
+    pub current: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arch: String,
+    /// Whose per-user install this is; empty for system-wide ones.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// Where it lives, for programs outside a package manager.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSettings {
+    pub accounts: Vec<MailAccount>,
+    pub forwards: Vec<MailForward>,
+    pub identities: Vec<MailIdentity>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSecurity {
+    Tls,
+    Starttls,
+    None,
+    /// No explicit setting: the client's default applies.
+    Default,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailAccount {
+    pub client: String,
+    pub user: String,
+    pub address: String,
+    pub host: String,
+    pub port: u32,
+    pub security: MailSecurity,
+    /// imap, pop3, smtp, ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardKind {
+    Forward,
+    Redirect,
+    DotForward,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailForward {
+    pub client: String,
+    pub user: String,
+    pub rule: String,
+    pub enabled: bool,
+    pub target: String,
+    pub kind: ForwardKind,
+    /// The rule keeps a copy in the mailbox (sieve `:copy`, a `\user` line in ~/.forward).
+    #[serde(default)]
+    pub keeps_copy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailIdentity {
+    pub client: String,
+    pub user: String,
+    pub address: String,
+    pub signature: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoamingState {
+    pub modems: Vec<Modem>,
+    /// Periods registered outside the home country, with the data used then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abroad: Vec<AbroadPeriod>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Modem {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    pub registration: String,
+    pub roaming: bool,
+    pub operator_mcc: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operator_mnc: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operator_name: String,
+    pub country: String,
+    pub home_mcc: String,
+    pub data_connected: bool,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbroadPeriod {
+    pub country: String,
+    pub mcc: String,
+    pub entered_ms: i64,
+    /// None while still abroad.
+    pub left_ms: Option<i64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
