@@ -1,1 +1,162 @@
-fn main() {}
+//! The `vakt-agent` binary: `run`, `collect` and `status`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use vakt_agent::collect::{Collector, Root};
+use vakt_agent::config::Config;
+use vakt_agent::state::StateDir;
+
+#[derive(Parser)]
+#[command(name = "vakt-agent", version, about = "Vakt device agent")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enroll if needed, then report and hold the command stream.
+    Run {
+        #[arg(long, default_value = "/etc/vakt/agent.toml")]
+        config: PathBuf,
+        /// Enroll if needed, report once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print what the agent would report, without a server.
+    Collect {
+        #[arg(long)]
+        json: bool,
+        /// Read every file under DIR instead of /.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Identity, server and last report.
+    Status {
+        #[arg(long, default_value = "/etc/vakt/agent.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VAKT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vakt-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config, once } => {
+            let cfg = Config::load(&config)?;
+            vakt_agent::daemon::run(cfg, once, shutdown_signal(), None).await?;
+        }
+        Cmd::Collect { json, root } => {
+            let report =
+                tokio::task::spawn_blocking(move || Collector::new(Root::new(root)).collect())
+                    .await
+                    .context("collector task")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_summary(&report);
+            }
+        }
+        Cmd::Status { config, json } => {
+            let cfg = Config::load(&config)?;
+            let state = StateDir::open(&cfg.state_dir)?;
+            let id = state.identity()?;
+            let rs = state.report_state()?;
+            if json {
+                let v = serde_json::json!({
+                    "enrolled": id.is_some(),
+                    "device_id": id.as_ref().map(|i| i.device_id.clone()),
+                    "server": id.as_ref().map_or(cfg.server.clone(), |i| i.server.clone()),
+                    "last_report_sequence": rs.sequence,
+                    "last_report_ack_ms": rs.last_ack_ms,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                match &id {
+                    Some(i) => println!("device:      {}\nserver:      {}", i.device_id, i.server),
+                    None => println!("device:      not enrolled\nserver:      {}", cfg.server),
+                }
+                println!(
+                    "last report: sequence {} acknowledged {}",
+                    rs.sequence,
+                    ms_text(rs.last_ack_ms)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ms_text(ms: i64) -> String {
+    if ms <= 0 {
+        return "never".into();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.unsigned_abs());
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn print_summary(r: &vakt_proto::model::Report) {
+    println!(
+        "host:      {} ({}, kernel {})",
+        r.host.hostname, r.host.os, r.host.kernel
+    );
+    println!("software:  {} packages", r.software.len());
+    println!(
+        "mail:      {} accounts, {} forwards, {} identities",
+        r.mail.accounts.len(),
+        r.mail.forwards.len(),
+        r.mail.identities.len()
+    );
+    println!("roaming:   {} modems", r.roaming.modems.len());
+    for e in &r.errors {
+        println!(
+            "error:     [{}] {}: {}",
+            e.section.as_str(),
+            e.source,
+            e.message
+        );
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (how systemd stops a service).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

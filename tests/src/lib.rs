@@ -1,1 +1,233 @@
+//! Harness for the end-to-end tests: the real `vakt-server`, `vakt` and `vakt-agent` binaries
+//! as processes, on loopback ports and temporary directories.
+//!
+//! The binaries are the ones `cargo test --workspace` builds next to this test executable
+//! (the server and agent packages have integration tests of their own, which makes cargo build
+//! their binaries first).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The path of a workspace binary built for this test run.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        p.display()
+    );
+    p
+}
+
+/// A `vakt-server serve` process on an ephemeral loopback port.
+pub struct TestServer {
+    pub data: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+    /// Lines the server wrote to stderr, for failure messages.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// Starts a server on `data` (created if needed).
+    pub fn start(data: &Path) -> Self {
+        Self::start_on(data, "127.0.0.1:0")
+    }
+
+    pub fn start_on(data: &Path, listen: &str) -> Self {
+        let mut child = Command::new(bin("vakt-server"))
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", listen])
+            .env("VAKT_LOG", "info,vakt_server=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vakt-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving gRPC on https://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "vakt-server did not start; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            data: data.to_path_buf(),
+            addr,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.data.join("ca.pem")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_path()).unwrap()
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs `vakt ARGS` against this server with the initial admin token.
+    pub fn vakt(&self, args: &[&str]) -> Output {
+        self.vakt_with_token(&self.admin_token(), args)
+    }
+
+    pub fn vakt_with_token(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(bin("vakt"))
+            .args(args)
+            .env("VAKT_SERVER", self.url())
+            .env("VAKT_CA", self.ca_path())
+            .env("VAKT_TOKEN", token)
+            .env_remove("VAKT_TOKEN_FILE")
+            .output()
+            .expect("run vakt")
+    }
+
+    /// `vakt ARGS`, which must succeed; its stdout.
+    pub fn vakt_ok(&self, args: &[&str]) -> String {
+        let out = self.vakt(args);
+        assert!(
+            out.status.success(),
+            "vakt {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `vakt ARGS --json`, parsed.
+    pub fn vakt_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.vakt_ok(&a)).expect("vakt --json prints JSON")
+    }
+
+    pub fn enroll_token(&self, extra: &[&str]) -> String {
+        let mut a = vec!["enroll-token", "create"];
+        a.extend_from_slice(extra);
+        self.vakt_ok(&a).trim().to_string()
+    }
+
+    /// Kills the server at once (SIGKILL: nothing gets a chance to flush).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills and starts again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::start_on(&self.data, &self.addr);
+        *self = again;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An agent's directory: config, state, token file.
+pub struct TestAgent {
+    pub dir: PathBuf,
+}
+
+impl TestAgent {
+    /// Writes a config for `server` under `dir`, with `token` in the token file.
+    pub fn new(dir: &Path, server: &TestServer, token: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("enroll.token"), format!("{token}\n")).unwrap();
+        let cfg = format!(
+            "server = \"{}\"\nca = {:?}\nstate_dir = {:?}\nenroll_token_file = {:?}\nreport_interval = \"10s\"\n",
+            server.url(),
+            server.ca_path().display().to_string(),
+            dir.join("state").display().to_string(),
+            dir.join("enroll.token").display().to_string(),
+        );
+        std::fs::write(dir.join("agent.toml"), cfg).unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+
+    /// `vakt-agent run --once`.
+    pub fn run_once(&self) -> Output {
+        Command::new(bin("vakt-agent"))
+            .args(["run", "--once", "--config"])
+            .arg(self.config())
+            .output()
+            .expect("run vakt-agent")
+    }
+
+    pub fn identity(&self) -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.dir.join("state/identity.json")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    pub fn device_id(&self) -> String {
+        self.identity()["device_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn state_file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("state").join(name)).unwrap()
+    }
+}
+
+/// Waits until `f` is true, polling; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// stderr of a finished process, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -90,3 +90,29 @@ mod tests {
         assert_eq!(r.display(Path::new("/fixture/etc/passwd")), "/etc/passwd");
     }
 }
+
+/// Runs every collector over one root and assembles the report. Holds what collectors keep
+/// between runs (parsed package lists, say), so a daemon keeps one `Collector` for its life.
+#[derive(Debug)]
+pub struct Collector {
+    root: Root,
+}
+
+impl Collector {
+    pub fn new(root: Root) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// Collects the file-based families. Blocking: call it off the async executor.
+    pub fn collect(&mut self) -> vakt_proto::model::Report {
+        let mut report = vakt_proto::model::Report::default();
+        let host = host::collect(&self.root);
+        report.host = host.value;
+        report.errors.extend(host.errors);
+        report
+    }
+}

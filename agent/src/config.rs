@@ -1,0 +1,223 @@
+//! The agent's configuration file (TOML, `/etc/vakt/agent.toml` when installed).
+//!
+//! Unknown keys and bad values are errors that name the file, the line and the key: a typo in a
+//! config pushed to hundreds of laptops must fail loudly, not fall back to a default.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// How the agent locks the device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockMethod {
+    Logind,
+    Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    pub method: LockMethod,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub unlock_command: Vec<String>,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        Self {
+            method: LockMethod::Logind,
+            command: Vec::new(),
+            unlock_command: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WipeStrategy {
+    LuksErase,
+    Paths,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WipeConfig {
+    pub strategy: WipeStrategy,
+    /// `luks-erase`: the LUKS block devices whose key slots are erased.
+    #[serde(default)]
+    pub devices: Vec<PathBuf>,
+    /// `paths`: what is removed (never crossing into another file system).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+}
+
+impl Default for WipeConfig {
+    fn default() -> Self {
+        Self {
+            strategy: WipeStrategy::LuksErase,
+            devices: Vec::new(),
+            paths: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    server: String,
+    ca: PathBuf,
+    state_dir: PathBuf,
+    enroll_token_file: Option<PathBuf>,
+    report_interval: Option<String>,
+    root: Option<PathBuf>,
+    system_bus: Option<String>,
+    lock: Option<LockConfig>,
+    wipe: Option<WipeConfig>,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: String,
+    pub ca: PathBuf,
+    pub state_dir: PathBuf,
+    pub enroll_token_file: Option<PathBuf>,
+    pub report_interval: Duration,
+    pub root: PathBuf,
+    pub system_bus: Option<String>,
+    pub lock: LockConfig,
+    pub wipe: WipeConfig,
+}
+
+/// The shortest report interval accepted: more often than this only loads the server.
+pub const MIN_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses and validates the text of a config file; the error is a message for a person.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        if !raw.server.starts_with("https://") {
+            return Err(format!(
+                "server: '{}' must be an https:// URL (agents only talk TLS)",
+                raw.server
+            ));
+        }
+        let report_interval = match &raw.report_interval {
+            None => DEFAULT_REPORT_INTERVAL,
+            Some(s) => {
+                let d = humantime::parse_duration(s).map_err(|e| {
+                    format!("report_interval: '{s}' is not a duration ({e}); write e.g. \"15m\"")
+                })?;
+                if d < MIN_REPORT_INTERVAL {
+                    return Err(format!(
+                        "report_interval: '{s}' is shorter than the minimum of {}s",
+                        MIN_REPORT_INTERVAL.as_secs()
+                    ));
+                }
+                d
+            }
+        };
+        let lock = raw.lock.unwrap_or_default();
+        if lock.method == LockMethod::Command && lock.command.is_empty() {
+            return Err(
+                "lock: method = \"command\" needs command = [\"/path/to/program\", ...]".into(),
+            );
+        }
+        let wipe = raw.wipe.unwrap_or_default();
+        if wipe.strategy == WipeStrategy::Paths && wipe.paths.is_empty() {
+            return Err("wipe: strategy = \"paths\" needs paths = [...]".into());
+        }
+        if let Some(bus) = &raw.system_bus
+            && !bus.contains(':')
+        {
+            return Err(format!(
+                "system_bus: '{bus}' is not a D-Bus address (e.g. \"unix:path=/run/dbus/system_bus_socket\")"
+            ));
+        }
+        Ok(Self {
+            server: raw.server.trim_end_matches('/').to_string(),
+            ca: raw.ca,
+            state_dir: raw.state_dir,
+            enroll_token_file: raw.enroll_token_file,
+            report_interval,
+            root: raw.root.unwrap_or_else(|| PathBuf::from("/")),
+            system_bus: raw.system_bus,
+            lock,
+            wipe,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+server = "https://vakt.example.org:7443"
+ca = "/etc/vakt/ca.pem"
+state_dir = "/var/lib/vakt"
+enroll_token_file = "/etc/vakt/enroll.token"
+report_interval = "15m"
+[lock]
+method = "logind"
+[wipe]
+strategy = "luks-erase"
+"#;
+
+    #[test]
+    fn interface_example_parses() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.report_interval, Duration::from_secs(900));
+        assert_eq!(c.root, PathBuf::from("/"));
+        assert_eq!(c.lock.method, LockMethod::Logind);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse(&format!("{GOOD}\n[lock]\n")).unwrap_err();
+        assert!(err.contains("line"), "{err}");
+        let err = Config::parse(&GOOD.replace("report_interval", "report_intervall")).unwrap_err();
+        assert!(
+            err.contains("report_intervall") && err.contains("line 6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::parse(&GOOD.replace("\"15m\"", "\"soon\"")).unwrap_err();
+        assert!(err.starts_with("report_interval: 'soon'"), "{err}");
+        let err = Config::parse(&GOOD.replace("https://", "http://")).unwrap_err();
+        assert!(err.starts_with("server:"), "{err}");
+        let err = Config::parse(&GOOD.replace("\"logind\"", "\"command\"")).unwrap_err();
+        assert!(err.starts_with("lock:"), "{err}");
+        let err = Config::parse(&GOOD.replace("\"logind\"", "\"magic\"")).unwrap_err();
+        assert!(err.contains("magic"), "{err}");
+    }
+}

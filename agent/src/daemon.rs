@@ -1,0 +1,241 @@
+//! The agent's run loop: enroll if needed, report on a timer, hold the Connect stream, and
+//! reconnect with backoff. Shutdown comes in as a future, so tests and the server's demo run
+//! the same loop in-process.
+
+use crate::backoff::Backoff;
+use crate::collect::{Collector, Root};
+use crate::config::Config;
+use crate::link::{self, LinkError};
+use crate::state::{Identity, StateDir, StateError};
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_stream::wrappers::ReceiverStream;
+use vakt_proto::model::Report;
+use vakt_proto::pb;
+use vakt_proto::pb::agent_service_client::AgentServiceClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("collector task failed: {0}")]
+    Collector(String),
+}
+
+/// What the daemon tells its host (the demo prints it; `run` logs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Enrolled { device_id: String },
+    Reported { sequence: u64, sent: Vec<String> },
+    StreamUp,
+}
+
+/// Collects on a blocking thread, keeping the collector (and its caches) across runs.
+async fn collect(collector: &mut Option<Collector>) -> Result<Report, DaemonError> {
+    let mut c = collector
+        .take()
+        .ok_or_else(|| DaemonError::Collector("collector lost after an earlier failure".into()))?;
+    let (c, report) = tokio::task::spawn_blocking(move || {
+        let r = c.collect();
+        (c, r)
+    })
+    .await
+    .map_err(|e| DaemonError::Collector(e.to_string()))?;
+    *collector = Some(c);
+    Ok(report)
+}
+
+/// Runs the agent until `shutdown` resolves (or, with `once`, after one acknowledged report).
+/// `events` receives progress for whoever hosts the loop.
+pub async fn run(
+    cfg: Config,
+    once: bool,
+    shutdown: impl Future<Output = ()>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<(), DaemonError> {
+    let emit = |e: Event| {
+        if let Some(tx) = &events {
+            let _ = tx.send(e);
+        }
+    };
+    tokio::pin!(shutdown);
+    let state = StateDir::open(&cfg.state_dir)?;
+    let mut collector = Some(Collector::new(Root::new(&cfg.root)));
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+
+    // 1. Identity: enroll once, retrying while the server is unreachable.
+    let identity: Identity = loop {
+        if let Some(id) = state.identity()? {
+            break id;
+        }
+        let report = collect(&mut collector).await?;
+        match link::enroll(&cfg, &state, link::hardware_of(&report)).await {
+            Ok(id) => {
+                tracing::info!(device = %id.device_id, "enrolled");
+                emit(Event::Enrolled {
+                    device_id: id.device_id.clone(),
+                });
+                break id;
+            }
+            Err(e) if e.is_transient() && !once => {
+                let d = backoff.next_delay();
+                tracing::warn!("enrollment failed, retrying in {d:?}: {e}");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(d) => continue,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    backoff.reset();
+
+    // 2. A channel with the client certificate. tonic reconnects it by itself afterwards.
+    let channel = loop {
+        match link::connect_as(&identity).await {
+            Ok(c) => break c,
+            Err(e) if e.is_transient() && !once => {
+                let d = backoff.next_delay();
+                tracing::warn!("cannot connect, retrying in {d:?}: {e}");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(d) => continue,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+
+    if once {
+        let report = collect(&mut collector).await?;
+        let s = link::send_report(channel, &state, &report).await?;
+        emit(Event::Reported {
+            sequence: s.sequence,
+            sent: s.sent,
+        });
+        return Ok(());
+    }
+
+    // 3. The loop: reports on a timer, the stream held open, both retried with backoff.
+    let mut report_backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
+    let mut stream_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
+    let mut next_report = Instant::now();
+    let mut stream: Option<tokio::task::JoinHandle<Result<(), LinkError>>> = None;
+    let mut stream_started = Instant::now();
+    let mut stream_retry_at = Instant::now();
+    loop {
+        if stream.is_none() && Instant::now() >= stream_retry_at {
+            stream_started = Instant::now();
+            stream = Some(tokio::spawn(hold_stream(channel.clone(), events.clone())));
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = sleep_until(next_report) => {
+                let report = collect(&mut collector).await?;
+                match link::send_report(channel.clone(), &state, &report).await {
+                    Ok(s) => {
+                        tracing::info!(sequence = s.sequence, sent = ?s.sent, "report acknowledged");
+                        emit(Event::Reported { sequence: s.sequence, sent: s.sent });
+                        report_backoff.reset();
+                        next_report = Instant::now() + cfg.report_interval;
+                    }
+                    Err(e) if e.is_transient() => {
+                        let d = report_backoff.next_delay();
+                        tracing::warn!("report failed, retrying in {d:?}: {e}");
+                        next_report = Instant::now() + d;
+                    }
+                    Err(e) => {
+                        // A refusal (revoked certificate, say) will not fix itself by retrying
+                        // fast; keep trying at the regular pace so a fixed server is found.
+                        tracing::error!("report refused: {e}");
+                        next_report = Instant::now() + cfg.report_interval;
+                    }
+                }
+            }
+            res = async {
+                match stream.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                stream = None;
+                if stream_started.elapsed() > Duration::from_secs(60) {
+                    stream_backoff.reset();
+                }
+                let d = stream_backoff.next_delay();
+                match res {
+                    Ok(Ok(())) => tracing::info!("command stream closed by the server; reconnecting in {d:?}"),
+                    Ok(Err(e)) => tracing::warn!("command stream failed, reconnecting in {d:?}: {e}"),
+                    Err(e) => tracing::error!("command stream task failed: {e}"),
+                }
+                stream_retry_at = Instant::now() + d;
+            }
+            _ = sleep_until(stream_retry_at), if stream.is_none() => {}
+        }
+    }
+    if let Some(h) = stream {
+        h.abort();
+    }
+    Ok(())
+}
+
+/// Holds one Connect stream: hello, then heartbeats at the interval the server asks for, until
+/// the stream ends.
+async fn hold_stream(
+    channel: tonic::transport::Channel,
+    events: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<(), LinkError> {
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(8);
+    let hello = pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            last_report_sequence: 0,
+        })),
+    };
+    let _ = tx.send(hello).await;
+    let mut inbound = AgentServiceClient::new(channel)
+        .connect(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| LinkError::Rpc(format!("connect: {}", s.message())))?
+        .into_inner();
+    let mut interval = Duration::from_secs(30);
+    let mut next_beat = Instant::now() + interval;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Ok(()),
+                    Err(s) => return Err(LinkError::Rpc(format!("stream: {}", s.message()))),
+                };
+                match msg.msg {
+                    Some(pb::server_message::Msg::Welcome(w)) => {
+                        if w.heartbeat_interval_s >= 5 {
+                            interval = Duration::from_secs(u64::from(w.heartbeat_interval_s));
+                            next_beat = Instant::now() + interval;
+                        }
+                        if let Some(e) = &events {
+                            let _ = e.send(Event::StreamUp);
+                        }
+                    }
+                    Some(pb::server_message::Msg::HeartbeatAck(_)) => {}
+                    Some(other) => tracing::warn!("unhandled server message: {other:?}"),
+                    None => {}
+                }
+            }
+            _ = sleep_until(next_beat) => {
+                let beat = pb::AgentMessage {
+                    msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { sent_at_ms: link::now_ms() })),
+                };
+                if tx.send(beat).await.is_err() {
+                    return Ok(());
+                }
+                next_beat = Instant::now() + interval;
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The agent's side of the wire: TLS channels to the server, enrollment, reports with section
+//! deltas, and the Connect stream.
+
+use crate::config::Config;
+use crate::state::{Identity, ReportState, StateDir, StateError};
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
+use vakt_proto::model::Report;
+use vakt_proto::pb;
+use vakt_proto::pb::agent_service_client::AgentServiceClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("server address '{0}' is not a valid URL")]
+    BadUrl(String),
+    #[error("cannot reach the server at {server}: {message}")]
+    Unreachable { server: String, message: String },
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Rpc(String),
+    #[error("enrollment token file {path}: {source}")]
+    TokenFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no identity and no enroll_token_file configured: cannot enroll")]
+    NoToken,
+    #[error("CA file {path}: {source}")]
+    Ca {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key generation: {0}")]
+    Key(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl LinkError {
+    /// Errors that waiting and trying again can fix (the server down, the network away), as
+    /// opposed to ones that need a person (a bad token, a bad config).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Rpc(_))
+    }
+}
+
+/// Renders a transport error with its causes: tonic's top-level text ("transport error") alone
+/// does not tell a person what went wrong.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+fn status_error(s: tonic::Status) -> LinkError {
+    use tonic::Code;
+    match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
+            LinkError::Refused(s.message().to_string())
+        }
+        Code::Unavailable => LinkError::Unreachable {
+            server: String::new(),
+            message: s.message().to_string(),
+        },
+        _ => LinkError::Rpc(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().map(str::to_string);
+    }
+    Some(
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_string(),
+    )
+}
+
+/// A TLS channel to `server`, trusting `ca_pem`, presenting `identity` when given.
+pub async fn connect(
+    server: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, LinkError> {
+    let host = host_of(server).ok_or_else(|| LinkError::BadUrl(server.to_string()))?;
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(host);
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(TlsIdentity::from_pem(cert, key));
+    }
+    let endpoint = Endpoint::from_shared(server.to_string())
+        .map_err(|_| LinkError::BadUrl(server.to_string()))?
+        .tls_config(tls)
+        .map_err(|e| LinkError::BadUrl(format!("{server}: {e}")))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(60))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| LinkError::Unreachable {
+            server: server.to_string(),
+            message: error_chain(&e),
+        })
+}
+
+/// The hardware identity sent at enrollment, from the collected host facts.
+pub fn hardware_of(report: &Report) -> pb::HardwareIdentity {
+    pb::HardwareIdentity {
+        machine_id: report.host.machine_id.clone(),
+        serial: report.host.serial.clone(),
+        hostname: report.host.hostname.clone(),
+        model: report.host.model.clone(),
+    }
+}
+
+/// Enrolls with the token from the config: makes a key pair here (the private key never
+/// leaves the device), sends a CSR, and stores the identity. The token file is removed after
+/// success, since it is a secret that is of no further use.
+pub async fn enroll(
+    cfg: &Config,
+    state: &StateDir,
+    hardware: pb::HardwareIdentity,
+) -> Result<Identity, LinkError> {
+    let token_path = cfg.enroll_token_file.as_ref().ok_or(LinkError::NoToken)?;
+    let token = std::fs::read_to_string(token_path).map_err(|source| LinkError::TokenFile {
+        path: token_path.clone(),
+        source,
+    })?;
+    let ca_pem = std::fs::read_to_string(&cfg.ca).map_err(|source| LinkError::Ca {
+        path: cfg.ca.clone(),
+        source,
+    })?;
+    let key = rcgen::KeyPair::generate().map_err(|e| LinkError::Key(e.to_string()))?;
+    let csr = rcgen::CertificateParams::new(vec![hardware.hostname.clone()])
+        .and_then(|p| p.serialize_request(&key))
+        .map_err(|e| LinkError::Key(e.to_string()))?;
+    let channel = connect(&cfg.server, &ca_pem, None).await?;
+    let resp = AgentServiceClient::new(channel)
+        .enroll(pb::EnrollRequest {
+            token: token.trim().to_string(),
+            csr_der: csr.der().to_vec(),
+            hardware: Some(hardware),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let id = Identity {
+        device_id: resp.device_id,
+        server: cfg.server.clone(),
+        command_public_key: hex(&resp.command_public_key),
+        enrolled_at_ms: now_ms(),
+        key_pem: key.serialize_pem(),
+        cert_pem: resp.certificate_pem,
+        ca_pem: resp.ca_pem,
+    };
+    state.save_identity(&id)?;
+    // A new identity starts its report bookkeeping afresh: the server holds nothing for it yet
+    // if it is a new device, and will ask for what it lacks if it is a known one.
+    let mut rs = state.report_state()?;
+    rs.acked.clear();
+    state.save_report_state(&rs)?;
+    if let Err(e) = std::fs::remove_file(token_path) {
+        tracing::warn!(
+            "enrolled, but could not remove {}: {e}",
+            token_path.display()
+        );
+    }
+    Ok(id)
+}
+
+/// A channel with the device's client certificate.
+pub async fn connect_as(id: &Identity) -> Result<Channel, LinkError> {
+    connect(&id.server, &id.ca_pem, Some((&id.cert_pem, &id.key_pem))).await
+}
+
+/// What one report exchange did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSummary {
+    pub sequence: u64,
+    pub sent: Vec<String>,
+    pub resend_requested: bool,
+}
+
+/// Sends the sections of `report` that changed since the last acknowledged report, with the
+/// digests of all, and records the acknowledgement. If the server asks for sections it lacks,
+/// or its sequence is ahead of ours (our state was reset), it sends again at once, once.
+pub async fn send_report(
+    channel: Channel,
+    state: &StateDir,
+    report: &Report,
+) -> Result<ReportSummary, LinkError> {
+    let mut client = AgentServiceClient::new(channel);
+    let sections = vakt_proto::convert::report_to_sections(report);
+    let mut rs = state.report_state()?;
+    let mut summary = None;
+    for _attempt in 0..2 {
+        let (req, sent) = build_request(&rs, &sections);
+        let resp = client
+            .report(req.clone())
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let ok = apply_ack(&mut rs, &req, &resp, now_ms());
+        state.save_report_state(&rs)?;
+        summary = Some(ReportSummary {
+            sequence: req.sequence,
+            sent,
+            resend_requested: !ok,
+        });
+        if ok {
+            break;
+        }
+    }
+    summary.ok_or_else(|| LinkError::Rpc("no report attempt was made".into()))
+}
+
+/// The request for the next report: changed sections, every digest, the next sequence number.
+pub fn build_request(
+    rs: &ReportState,
+    sections: &[pb::Section],
+) -> (pb::ReportRequest, Vec<String>) {
+    let mut sent = Vec::new();
+    let mut changed = Vec::new();
+    for s in sections {
+        let name = kind_name(s.kind);
+        if rs.acked.get(&name) != Some(&hex(&s.hash)) {
+            sent.push(name);
+            changed.push(s.clone());
+        }
+    }
+    let digests = sections
+        .iter()
+        .map(|s| pb::SectionDigest {
+            kind: s.kind,
+            hash: s.hash.clone(),
+        })
+        .collect();
+    (
+        pb::ReportRequest {
+            sequence: rs.sequence + 1,
+            sections: changed,
+            digests,
+            collected_at_ms: now_ms(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        sent,
+    )
+}
+
+/// Records an acknowledgement. Returns false when the agent must send again now: the server
+/// asked for sections, or acknowledged a sequence other than ours (our state was reset).
+pub fn apply_ack(
+    rs: &mut ReportState,
+    req: &pb::ReportRequest,
+    resp: &pb::ReportResponse,
+    now_ms: i64,
+) -> bool {
+    rs.last_ack_ms = now_ms;
+    if resp.acknowledged_sequence != req.sequence {
+        rs.sequence = rs.sequence.max(resp.acknowledged_sequence);
+        rs.acked.clear();
+        return false;
+    }
+    rs.sequence = req.sequence;
+    for s in &req.sections {
+        rs.acked.insert(kind_name(s.kind), hex(&s.hash));
+    }
+    for k in &resp.resend {
+        rs.acked.remove(&kind_name(*k));
+    }
+    resp.resend.is_empty()
+}
+
+fn kind_name(kind: i32) -> String {
+    vakt_proto::convert::section_kind(kind)
+        .map(|k| k.as_str().to_string())
+        .unwrap_or_else(|_| format!("kind-{kind}"))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_urls() {
+        assert_eq!(
+            host_of("https://vakt.example.org:7443").as_deref(),
+            Some("vakt.example.org")
+        );
+        assert_eq!(
+            host_of("https://127.0.0.1:7443/").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(host_of("https://[::1]:7443").as_deref(), Some("::1"));
+        assert_eq!(host_of("https://h").as_deref(), Some("h"));
+        assert_eq!(host_of("http://h"), None);
+    }
+
+    #[test]
+    fn only_changed_sections_are_sent_and_acks_are_recorded() {
+        let report = Report::default();
+        let sections = vakt_proto::convert::report_to_sections(&report);
+        let mut rs = ReportState::default();
+        let (req, sent) = build_request(&rs, &sections);
+        assert_eq!(sent.len(), 4);
+        assert_eq!(req.sequence, 1);
+        let resp = pb::ReportResponse {
+            acknowledged_sequence: 1,
+            resend: vec![],
+        };
+        assert!(apply_ack(&mut rs, &req, &resp, 10));
+        let (req2, sent2) = build_request(&rs, &sections);
+        assert!(sent2.is_empty() && req2.sections.is_empty());
+        assert_eq!(req2.digests.len(), 4);
+        assert_eq!(req2.sequence, 2);
+    }
+
+    #[test]
+    fn resend_request_and_sequence_reset() {
+        let report = Report::default();
+        let sections = vakt_proto::convert::report_to_sections(&report);
+        let mut rs = ReportState::default();
+        let (req, _) = build_request(&rs, &sections);
+        let resp = pb::ReportResponse {
+            acknowledged_sequence: 1,
+            resend: vec![pb::SectionKind::Mail as i32],
+        };
+        assert!(!apply_ack(&mut rs, &req, &resp, 10));
+        let (_, sent) = build_request(&rs, &sections);
+        assert_eq!(sent, vec!["mail".to_string()]);
+        // The server is ahead (the agent's state was wiped): adopt its sequence, send all.
+        let (req, _) = build_request(&rs, &sections);
+        let resp = pb::ReportResponse {
+            acknowledged_sequence: 40,
+            resend: vec![],
+        };
+        assert!(!apply_ack(&mut rs, &req, &resp, 11));
+        let (req, sent) = build_request(&rs, &sections);
+        assert_eq!(req.sequence, 41);
+        assert_eq!(sent.len(), 4);
+    }
+}

@@ -1,0 +1,205 @@
+//! What the agent keeps in its state directory: its identity (key, certificate, the server's
+//! CA and command key pinned at enrollment) and its report bookkeeping. Every file is written
+//! atomically and readable only by root (the directory is 0700, files 0600).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Who this agent is to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub device_id: String,
+    pub server: String,
+    /// Hex of the Ed25519 key that signs commands, pinned at enrollment.
+    pub command_public_key: String,
+    pub enrolled_at_ms: i64,
+    #[serde(skip)]
+    pub key_pem: String,
+    #[serde(skip)]
+    pub cert_pem: String,
+    #[serde(skip)]
+    pub ca_pem: String,
+}
+
+/// Report bookkeeping: the last sequence number used and the hash of each section the server
+/// acknowledged. Updated only after an acknowledgement, so a crash re-sends rather than loses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportState {
+    pub sequence: u64,
+    /// Section kind name → hex hash acknowledged.
+    pub acked: BTreeMap<String, String>,
+    pub last_ack_ms: i64,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens the directory, creating it (0700) if needed.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The identity, if the agent has enrolled.
+    pub fn identity(&self) -> Result<Option<Identity>, StateError> {
+        let meta_path = self.path("identity.json");
+        let Some(meta) = read_opt(&meta_path)? else {
+            return Ok(None);
+        };
+        let mut id: Identity = serde_json::from_str(&meta).map_err(|e| StateError::Corrupt {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?;
+        let need = |name: &str| -> Result<String, StateError> {
+            let p = self.path(name);
+            read_opt(&p)?.ok_or(StateError::Corrupt {
+                path: p,
+                message: "missing although identity.json exists; remove identity.json to re-enroll"
+                    .into(),
+            })
+        };
+        id.key_pem = need("key.pem")?;
+        id.cert_pem = need("cert.pem")?;
+        id.ca_pem = need("ca.pem")?;
+        Ok(Some(id))
+    }
+
+    /// Saves a new identity. identity.json goes last: it is what marks enrollment complete.
+    pub fn save_identity(&self, id: &Identity) -> Result<(), StateError> {
+        write_atomic(&self.path("key.pem"), id.key_pem.as_bytes())?;
+        write_atomic(&self.path("cert.pem"), id.cert_pem.as_bytes())?;
+        write_atomic(&self.path("ca.pem"), id.ca_pem.as_bytes())?;
+        let meta = serde_json::to_vec_pretty(id).map_err(|e| StateError::Corrupt {
+            path: self.path("identity.json"),
+            message: e.to_string(),
+        })?;
+        write_atomic(&self.path("identity.json"), &meta)
+    }
+
+    pub fn report_state(&self) -> Result<ReportState, StateError> {
+        let p = self.path("report.json");
+        match read_opt(&p)? {
+            None => Ok(ReportState::default()),
+            Some(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+                path: p,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn save_report_state(&self, s: &ReportState) -> Result<(), StateError> {
+        let p = self.path("report.json");
+        let bytes = serde_json::to_vec_pretty(s).map_err(|e| StateError::Corrupt {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&p, &bytes)
+    }
+}
+
+fn read_opt(path: &Path) -> Result<Option<String>, StateError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Temp file (0600) + fsync + rename + fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_round_trip_and_private_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(&dir.path().join("state")).unwrap();
+        assert!(s.identity().unwrap().is_none());
+        let id = Identity {
+            device_id: "dev-1".into(),
+            server: "https://x".into(),
+            command_public_key: "00".into(),
+            enrolled_at_ms: 1,
+            key_pem: "KEY".into(),
+            cert_pem: "CERT".into(),
+            ca_pem: "CA".into(),
+        };
+        s.save_identity(&id).unwrap();
+        assert_eq!(s.identity().unwrap().unwrap(), id);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(s.path("key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn corrupt_report_state_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        std::fs::write(s.path("report.json"), "{not json").unwrap();
+        let err = s.report_state().unwrap_err().to_string();
+        assert!(err.contains("report.json"), "{err}");
+    }
+}

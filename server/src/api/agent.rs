@@ -1,0 +1,261 @@
+//! `AgentService`: enrollment, reports and the Connect stream.
+//!
+//! Enroll is the only call allowed without a client certificate. Every other call is
+//! identified by the sha-256 of the TLS client certificate, looked up in the store, so a
+//! revoked (replaced) certificate stops working the moment its device re-enrolls, even though
+//! the CA still vouches for it.
+
+use super::{Connection, State, internal};
+use crate::store::{EnrollError, EnrollRefusal};
+use crate::timefmt::now_ms;
+use crate::token;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use vakt_proto::pb;
+use vakt_proto::pb::agent_service_server::AgentService;
+
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// The largest report section list an agent may send in one report.
+const MAX_SECTIONS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    state: State,
+}
+
+impl AgentApi {
+    pub fn new(state: State) -> Self {
+        Self { state }
+    }
+
+    /// The device calling, from its client certificate.
+    fn device<T>(&self, req: &Request<T>) -> Result<pb::DeviceRecord, Status> {
+        let certs = req.peer_certs().ok_or_else(|| {
+            Status::unauthenticated(
+                "this call needs the device's client certificate (enroll first)",
+            )
+        })?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
+        let sha = crate::pki::sha256(leaf.as_ref());
+        match self.state.store.device_by_cert(&sha).map_err(internal)? {
+            Some(rec) => Ok(rec),
+            None => Err(Status::unauthenticated(
+                "this client certificate has been revoked or was not issued by this server; re-enroll the device",
+            )),
+        }
+    }
+}
+
+fn new_device_id() -> String {
+    format!("dev-{}", token::hex(&token::random_bytes::<8>()))
+}
+
+type ServerStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let r = req.into_inner();
+        let presented = r.token.trim();
+        if presented.is_empty() {
+            return Err(Status::invalid_argument("enrollment needs a token"));
+        }
+        if r.csr_der.is_empty() {
+            return Err(Status::invalid_argument(
+                "enrollment needs a certificate signing request",
+            ));
+        }
+        let hw = r.hardware.unwrap_or_default();
+        let now = now_ms();
+        let hash = token::hash(presented);
+        let store = &self.state.store;
+        let refused = |e: EnrollError| match e {
+            EnrollError::Refused(r) => Status::permission_denied(r.to_string()),
+            EnrollError::Store(e) => internal(e),
+        };
+        store
+            .check_enroll_token(&hash, presented, now)
+            .map_err(refused)?;
+        let device_id = match store.device_for_hardware(&hw).map_err(internal)? {
+            Some(id) => id,
+            None => new_device_id(),
+        };
+        let cert = self
+            .state
+            .pki
+            .issue_device_cert(&r.csr_der, &device_id, time::OffsetDateTime::now_utc())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let device = pb::Device {
+            id: device_id.clone(),
+            hostname: hw.hostname.clone(),
+            state: pb::DeviceState::Active as i32,
+            last_seen_ms: now,
+            enrolled_at_ms: now,
+            machine_id: hw.machine_id.clone(),
+            serial: hw.serial.clone(),
+            model: hw.model.clone(),
+            agent_version: r.agent_version.clone(),
+            ..Default::default()
+        };
+        let rec = store
+            .enroll(&hash, now, device, hw, cert.sha256)
+            .await
+            .map_err(|e| match e {
+                // The token was checked a moment ago; name it the same way if it ran out since.
+                EnrollError::Refused(EnrollRefusal::Unknown(_)) => Status::permission_denied(
+                    EnrollRefusal::Unknown(token::redacted(presented)).to_string(),
+                ),
+                other => refused(other),
+            })?;
+        tracing::info!(
+            device = %device_id,
+            revoked = rec.revoked_cert_sha256.len(),
+            "device enrolled"
+        );
+        Ok(Response::new(pb::EnrollResponse {
+            device_id,
+            certificate_pem: cert.pem,
+            ca_pem: self.state.pki.ca_pem().to_string(),
+            command_public_key: self.state.pki.command_public_key(),
+        }))
+    }
+
+    async fn report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let rec = self.device(&req)?;
+        let device_id = rec.device.map(|d| d.id).unwrap_or_default();
+        let r = req.into_inner();
+        if r.sections.len() > MAX_SECTIONS {
+            return Err(Status::invalid_argument(format!(
+                "a report carries at most {MAX_SECTIONS} sections, this one {}",
+                r.sections.len()
+            )));
+        }
+        // Refuse the whole report if any section is malformed: nothing half-stored.
+        for s in &r.sections {
+            let kind = vakt_proto::convert::section_kind(s.kind)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            vakt_proto::convert::sections_to_report(std::slice::from_ref(s))
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if vakt_proto::hash::section_hash(s).as_slice() != s.hash.as_slice() {
+                return Err(Status::invalid_argument(format!(
+                    "section {}: the hash does not match its content",
+                    kind.as_str()
+                )));
+            }
+        }
+        let outcome = self
+            .state
+            .store
+            .store_report(
+                &device_id,
+                r.sequence,
+                &r.sections,
+                &r.digests,
+                now_ms(),
+                &r.agent_version,
+            )
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ReportResponse {
+            acknowledged_sequence: outcome.acknowledged_sequence,
+            resend: outcome.resend,
+        }))
+    }
+
+    type ConnectStream = ServerStream;
+
+    async fn connect(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let rec = self.device(&req)?;
+        let device_id = rec.device.map(|d| d.id).unwrap_or_default();
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut map) = self.state.connected.lock() {
+            // A newer stream of the same device replaces the old one (the old sender drops).
+            map.insert(
+                device_id.clone(),
+                Connection {
+                    epoch,
+                    tx: tx.clone(),
+                },
+            );
+        }
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let welcome = pb::ServerMessage {
+                msg: Some(pb::server_message::Msg::Welcome(pb::Welcome {
+                    device_id: device_id.clone(),
+                    server_time_ms: now_ms(),
+                    heartbeat_interval_s: state.heartbeat_interval_s,
+                })),
+            };
+            let _ = tx.send(Ok(welcome)).await;
+            touch(&state, &device_id);
+            while let Some(msg) = inbound.next().await {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!(device = %device_id, "stream ended: {e}");
+                        break;
+                    }
+                };
+                touch(&state, &device_id);
+                match msg.msg {
+                    Some(pb::agent_message::Msg::Heartbeat(_)) => {
+                        let ack = pb::ServerMessage {
+                            msg: Some(pb::server_message::Msg::HeartbeatAck(pb::HeartbeatAck {
+                                server_time_ms: now_ms(),
+                            })),
+                        };
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(pb::agent_message::Msg::Hello(h)) => {
+                        tracing::debug!(device = %device_id, version = %h.agent_version, "hello");
+                    }
+                    Some(pb::agent_message::Msg::Result(r)) => {
+                        // Command results are handled by the command queue; until a command was
+                        // issued there is nothing to match, so say so rather than drop silently.
+                        tracing::warn!(device = %device_id, command = %r.command_id, "result for an unknown command");
+                    }
+                    None => {}
+                }
+            }
+            if let Ok(mut map) = state.connected.lock()
+                && map.get(&device_id).is_some_and(|c| c.epoch == epoch)
+            {
+                map.remove(&device_id);
+            }
+        });
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(out) as ServerStream))
+    }
+}
+
+/// Records that the device was heard from now (not flushed: last-seen is not acknowledged data).
+fn touch(state: &State, device_id: &str) {
+    let now = now_ms();
+    if let Err(e) = state.store.update_device(device_id, |r| {
+        if let Some(d) = r.device.as_mut() {
+            d.last_seen_ms = d.last_seen_ms.max(now);
+        }
+    }) {
+        tracing::warn!(device = %device_id, "could not record last seen: {e}");
+    }
+}

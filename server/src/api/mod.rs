@@ -1,0 +1,55 @@
+//! The gRPC services: what agents call (`agent`) and what IT calls (`admin`), over one shared
+//! [`State`]. Handlers check who is calling, turn the request into store operations, and map
+//! errors to gRPC statuses with messages a person can act on.
+
+pub mod admin;
+pub mod agent;
+
+use crate::pki::Pki;
+use crate::store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use vakt_proto::pb;
+
+/// Everything the services share.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub store: Store,
+    pub pki: Arc<Pki>,
+    /// Agents with an open Connect stream: where to push messages to them.
+    pub connected: Arc<Mutex<HashMap<String, Connection>>>,
+    pub heartbeat_interval_s: u32,
+}
+
+/// One open Connect stream. `epoch` tells a stream apart from the one that replaced it, so a
+/// closing old stream does not unregister its successor.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub epoch: u64,
+    pub tx: mpsc::Sender<Result<pb::ServerMessage, tonic::Status>>,
+}
+
+impl State {
+    pub fn new(store: Store, pki: Pki) -> Self {
+        Self {
+            store,
+            pki: Arc::new(pki),
+            connected: Arc::default(),
+            heartbeat_interval_s: 30,
+        }
+    }
+
+    pub fn is_connected(&self, device_id: &str) -> bool {
+        self.connected
+            .lock()
+            .map(|m| m.contains_key(device_id))
+            .unwrap_or(false)
+    }
+}
+
+/// A store failure seen by a client: internal, with the cause logged here and not sent out.
+pub(crate) fn internal(e: impl std::fmt::Display) -> tonic::Status {
+    tracing::error!("internal error: {e}");
+    tonic::Status::internal("the server could not complete the request; see its log")
+}

@@ -1,0 +1,115 @@
+//! Putting the server together: [`prepare`] opens a data directory (store, PKI, first admin
+//! token) and [`run`] serves gRPC on a listener until `shutdown` resolves — the listener and
+//! the shutdown signal come from the caller, so tests and the demo run the real server on an
+//! ephemeral loopback port.
+
+use crate::api::{State, admin::AdminApi, agent::AgentApi};
+use crate::pki::{Pki, PkiError};
+use crate::store::{Store, StoreError};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use vakt_proto::pb;
+use vakt_proto::pb::admin_service_server::AdminServiceServer;
+use vakt_proto::pb::agent_service_server::AgentServiceServer;
+
+/// The largest message the server decodes: a full software inventory of a big machine is a few
+/// hundred KiB; anything near this limit is not a report.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Opens the data directory: takes the store lock first (so a second server fails before it
+/// touches anything), loads or creates the PKI, and on first start writes `admin.token`.
+pub async fn prepare(data: &Path, hostnames: &[String]) -> Result<State, ServerError> {
+    let store = Store::open(data)?;
+    let pki = Pki::load_or_create(data, hostnames)?;
+    if store.admin_token_count() == 0 {
+        let (id, secret) = crate::api::admin::create_admin_token(
+            &store,
+            pb::Role::Admin,
+            "initial-admin",
+            "system",
+        )
+        .await?;
+        let path = data.join("admin.token");
+        crate::fsutil::write_private(&path, format!("{secret}\n").as_bytes()).map_err(
+            |source| ServerError::Io {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        store
+            .audit(
+                "system",
+                "admin-token.create",
+                &id,
+                "first start: initial-admin",
+                crate::timefmt::now_ms(),
+            )
+            .await?;
+        tracing::info!("first start: admin token written to {}", path.display());
+    }
+    Ok(State::new(store, pki))
+}
+
+/// Serves the agent and admin APIs (plus gRPC health and reflection) over TLS on `listener`
+/// until `shutdown` completes. Client certificates are optional at the TLS layer because admin
+/// calls and enrollment come without one; the agent API checks them per call.
+pub async fn run(
+    listener: TcpListener,
+    state: State,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            &state.pki.server_cert_pem,
+            &state.pki.server_key_pem,
+        ))
+        .client_ca_root(Certificate::from_pem(state.pki.ca_pem()))
+        .client_auth_optional(true)
+        .timeout(std::time::Duration::from_secs(10));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let agent = AgentServiceServer::new(AgentApi::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(AdminApi::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    Server::builder()
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .add_service(agent)
+        .add_service(admin)
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    // Whatever sled still buffers (last-seen times) goes to disk before we exit.
+    state.store.flush().await?;
+    Ok(())
+}

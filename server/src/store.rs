@@ -1,0 +1,665 @@
+//! The embedded store: sled trees holding protobuf records.
+//!
+//! Durability rule: a method that returns something the caller will acknowledge to a client
+//! (`enroll`, `store_report`) has already flushed sled to disk. Everything else (last-seen
+//! times) is written without waiting and reaches disk with sled's periodic flush.
+//!
+//! Trees and keys:
+//! - `devices`: device id → `DeviceRecord`
+//! - `hardware`: machine id + serial → device id (re-enrollment keeps the device)
+//! - `certs`: sha-256 of a valid client certificate → device id
+//! - `sections`: device id, 0, section kind → `Section` (the latest of each kind)
+//! - `enroll_tokens` / `admin_tokens`: sha-256 of the token → its record
+
+use prost::Message;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::{Path, PathBuf};
+use vakt_proto::pb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data directory {0} is in use by another vakt-server process (lock file {0}/lock); stop it first or pass another --data"
+    )]
+    Locked(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store record {tree}/{key} does not decode: {source}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        source: prost::DecodeError,
+    },
+}
+
+/// Why an enrollment was refused. Every message names the token (by its redacted form or id).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnrollRefusal {
+    #[error("enrollment token {0} is not known to this server")]
+    Unknown(String),
+    #[error("enrollment token {id} expired at {at}")]
+    Expired { id: String, at: String },
+    #[error("enrollment token {0} has no uses left")]
+    UsedUp(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    Refused(#[from] EnrollRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The outcome of storing a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportOutcome {
+    pub acknowledged_sequence: u64,
+    /// Kinds the agent announced but the store does not hold at that hash.
+    pub resend: Vec<i32>,
+    /// Whether any section changed (the caller re-evaluates policy only then).
+    pub changed: bool,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    devices: sled::Tree,
+    hardware: sled::Tree,
+    certs: sled::Tree,
+    sections: sled::Tree,
+    enroll_tokens: sled::Tree,
+    admin_tokens: sled::Tree,
+    audit: sled::Tree,
+    /// Serialises audit appends: each entry needs the hash of the one before.
+    audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    _lock: std::sync::Arc<std::fs::File>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn decode<M: Message + Default>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn section_key(device_id: &str, kind: i32) -> Vec<u8> {
+    let mut k = device_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&kind.to_be_bytes());
+    k
+}
+
+fn hardware_key(hw: &pb::HardwareIdentity) -> Option<Vec<u8>> {
+    if hw.machine_id.trim().is_empty() && hw.serial.trim().is_empty() {
+        return None;
+    }
+    Some(format!("{}\0{}", hw.machine_id.trim(), hw.serial.trim()).into_bytes())
+}
+
+fn abort<T>(e: T) -> ConflictableTransactionError<T> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, taking an exclusive lock on the directory first so
+    /// a second server on the same data fails at once with a clear message.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.into())),
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        Ok(Self {
+            devices: db.open_tree("devices")?,
+            hardware: db.open_tree("hardware")?,
+            certs: db.open_tree("certs")?,
+            sections: db.open_tree("sections")?,
+            enroll_tokens: db.open_tree("enroll_tokens")?,
+            admin_tokens: db.open_tree("admin_tokens")?,
+            audit: db.open_tree("audit")?,
+            audit_lock: std::sync::Arc::default(),
+            db,
+            _lock: std::sync::Arc::new(lock),
+        })
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    // ---- tokens ----
+
+    pub async fn put_admin_token(
+        &self,
+        hash: &[u8; 32],
+        rec: &pb::AdminTokenRecord,
+    ) -> Result<(), StoreError> {
+        self.admin_tokens.insert(hash, rec.encode_to_vec())?;
+        self.flush().await
+    }
+
+    pub fn admin_token(&self, hash: &[u8; 32]) -> Result<Option<pb::AdminTokenRecord>, StoreError> {
+        self.admin_tokens
+            .get(hash)?
+            .map(|v| decode("admin_tokens", hash, &v))
+            .transpose()
+    }
+
+    pub fn admin_token_count(&self) -> usize {
+        self.admin_tokens.len()
+    }
+
+    pub async fn put_enroll_token(
+        &self,
+        hash: &[u8; 32],
+        rec: &pb::EnrollTokenRecord,
+    ) -> Result<(), StoreError> {
+        self.enroll_tokens.insert(hash, rec.encode_to_vec())?;
+        self.flush().await
+    }
+
+    /// Checks an enrollment token without using it up.
+    pub fn check_enroll_token(
+        &self,
+        hash: &[u8; 32],
+        presented: &str,
+        now_ms: i64,
+    ) -> Result<pb::EnrollTokenRecord, EnrollError> {
+        let rec: pb::EnrollTokenRecord =
+            match self.enroll_tokens.get(hash).map_err(StoreError::from)? {
+                Some(v) => decode("enroll_tokens", hash, &v)?,
+                None => {
+                    return Err(EnrollRefusal::Unknown(crate::token::redacted(presented)).into());
+                }
+            };
+        validate_token(&rec, now_ms)?;
+        Ok(rec)
+    }
+
+    // ---- devices ----
+
+    /// The device id the hardware already has, if it enrolled before.
+    pub fn device_for_hardware(
+        &self,
+        hw: &pb::HardwareIdentity,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(k) = hardware_key(hw) else {
+            return Ok(None);
+        };
+        Ok(self
+            .hardware
+            .get(k)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Uses one use of the token and records the device with its new certificate, revoking the
+    /// certificate it had before, all in one transaction; then flushes.
+    pub async fn enroll(
+        &self,
+        token_hash: &[u8; 32],
+        now_ms: i64,
+        device: pb::Device,
+        hardware: pb::HardwareIdentity,
+        cert_sha256: [u8; 32],
+    ) -> Result<pb::DeviceRecord, EnrollError> {
+        let id = device.id.clone();
+        let hw_key = hardware_key(&hardware);
+        let result = (
+            &self.enroll_tokens,
+            &self.devices,
+            &self.hardware,
+            &self.certs,
+        )
+            .transaction(|(tokens, devices, hw, certs)| {
+                let Some(raw) = tokens.get(token_hash)? else {
+                    return Err(abort(EnrollError::Refused(EnrollRefusal::Unknown(
+                        crate::token::hex(&token_hash[..6]),
+                    ))));
+                };
+                let mut tok: pb::EnrollTokenRecord =
+                    decode("enroll_tokens", token_hash, &raw).map_err(|e| abort(e.into()))?;
+                validate_token(&tok, now_ms).map_err(|e| abort(e.into()))?;
+                tok.uses_left -= 1;
+                tokens.insert(token_hash, tok.encode_to_vec())?;
+
+                let mut rec = match devices.get(id.as_bytes())? {
+                    Some(old) => {
+                        let mut old: pb::DeviceRecord =
+                            decode("devices", id.as_bytes(), &old).map_err(|e| abort(e.into()))?;
+                        if !old.cert_sha256.is_empty() {
+                            certs.remove(old.cert_sha256.as_slice())?;
+                            let prev = std::mem::take(&mut old.cert_sha256);
+                            old.revoked_cert_sha256.push(prev);
+                        }
+                        let mut d = old.device.take().unwrap_or_default();
+                        d.hostname = device.hostname.clone();
+                        d.machine_id = device.machine_id.clone();
+                        d.serial = device.serial.clone();
+                        d.model = device.model.clone();
+                        d.agent_version = device.agent_version.clone();
+                        d.last_seen_ms = now_ms;
+                        old.device = Some(d);
+                        old
+                    }
+                    None => pb::DeviceRecord {
+                        device: Some(device.clone()),
+                        ..Default::default()
+                    },
+                };
+                rec.cert_sha256 = cert_sha256.to_vec();
+                rec.hardware = Some(hardware.clone());
+                devices.insert(id.as_bytes(), rec.encode_to_vec())?;
+                certs.insert(&cert_sha256[..], id.as_bytes())?;
+                if let Some(k) = &hw_key {
+                    hw.insert(k.as_slice(), id.as_bytes())?;
+                }
+                Ok(rec)
+            });
+        let rec = match result {
+            Ok(rec) => rec,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(StoreError::from(e).into()),
+        };
+        self.flush().await?;
+        Ok(rec)
+    }
+
+    /// The device whose current certificate has this fingerprint. Revoked (replaced) and
+    /// unknown certificates give `None`.
+    pub fn device_by_cert(&self, sha: &[u8; 32]) -> Result<Option<pb::DeviceRecord>, StoreError> {
+        match self.certs.get(sha)? {
+            Some(id) => self.device(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<pb::DeviceRecord>, StoreError> {
+        self.devices
+            .get(id.as_bytes())?
+            .map(|v| decode("devices", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    pub fn devices(&self) -> Result<Vec<pb::DeviceRecord>, StoreError> {
+        self.devices
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("devices", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Applies `f` to a device record and writes it back (no flush: for last-seen and similar).
+    pub fn update_device(
+        &self,
+        id: &str,
+        f: impl Fn(&mut pb::DeviceRecord),
+    ) -> Result<Option<pb::DeviceRecord>, StoreError> {
+        let mut out = None;
+        let mut err = None;
+        self.devices.fetch_and_update(id.as_bytes(), |old| {
+            let old = old?;
+            match pb::DeviceRecord::decode(old) {
+                Ok(mut rec) => {
+                    f(&mut rec);
+                    let bytes = rec.encode_to_vec();
+                    out = Some(rec);
+                    Some(bytes)
+                }
+                Err(e) => {
+                    err = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(source) = err {
+            return Err(StoreError::Corrupt {
+                tree: "devices",
+                key: id.to_string(),
+                source,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- reports ----
+
+    /// Stores the changed sections of a report and the device's report bookkeeping in one
+    /// transaction, then flushes: when this returns, the report may be acknowledged.
+    pub async fn store_report(
+        &self,
+        device_id: &str,
+        sequence: u64,
+        sections: &[pb::Section],
+        digests: &[pb::SectionDigest],
+        now_ms: i64,
+        agent_version: &str,
+    ) -> Result<ReportOutcome, StoreError> {
+        let hostname = sections.iter().find_map(|s| match &s.body {
+            Some(pb::section::Body::Host(h)) => Some(h.clone()),
+            _ => None,
+        });
+        let result = (&self.devices, &self.sections).transaction(|(devices, secs)| {
+            let Some(raw) = devices.get(device_id.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut rec: pb::DeviceRecord =
+                decode("devices", device_id.as_bytes(), &raw).map_err(abort)?;
+            let mut d = rec.device.take().unwrap_or_default();
+            let stale = sequence < d.last_report_sequence;
+            let mut changed = false;
+            if !stale {
+                for s in sections {
+                    let key = section_key(device_id, s.kind);
+                    let same = secs
+                        .get(&key)?
+                        .and_then(|old| pb::Section::decode(&*old).ok())
+                        .is_some_and(|old| old.hash == s.hash);
+                    if !same {
+                        secs.insert(key, s.encode_to_vec())?;
+                        changed = true;
+                    }
+                }
+                d.last_report_sequence = sequence;
+                d.last_report_ms = now_ms;
+                if let Some(h) = &hostname {
+                    d.hostname = h.hostname.clone();
+                    if !h.serial.is_empty() {
+                        d.serial = h.serial.clone();
+                    }
+                    if !h.model.is_empty() {
+                        d.model = h.model.clone();
+                    }
+                }
+                if !agent_version.is_empty() {
+                    d.agent_version = agent_version.to_string();
+                }
+            }
+            d.last_seen_ms = d.last_seen_ms.max(now_ms);
+            let acknowledged_sequence = d.last_report_sequence;
+            // What the agent says it holds but the store lacks at that hash: ask for it again.
+            let mut resend = Vec::new();
+            for dg in digests {
+                let held = secs
+                    .get(section_key(device_id, dg.kind))?
+                    .and_then(|old| pb::Section::decode(&*old).ok())
+                    .is_some_and(|old| old.hash == dg.hash);
+                if !held {
+                    resend.push(dg.kind);
+                }
+            }
+            rec.device = Some(d);
+            devices.insert(device_id.as_bytes(), rec.encode_to_vec())?;
+            Ok(Some(ReportOutcome {
+                acknowledged_sequence,
+                resend,
+                changed,
+            }))
+        });
+        let outcome = match result {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                return Err(StoreError::Io {
+                    path: PathBuf::from(device_id),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
+                });
+            }
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        self.flush().await?;
+        Ok(outcome)
+    }
+
+    /// The latest stored section of each kind for a device.
+    pub fn sections(&self, device_id: &str) -> Result<Vec<pb::Section>, StoreError> {
+        let mut prefix = device_id.as_bytes().to_vec();
+        prefix.push(0);
+        self.sections
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("sections", &k, &v)
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    /// Appends an entry to the audit log and flushes: an admin action is acknowledged only once
+    /// its audit entry is durable.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        at_ms: i64,
+    ) -> Result<pb::AuditEntry, StoreError> {
+        let _guard = self.audit_lock.lock().await;
+        let (seq, prev_hash) = match self.audit.last()? {
+            Some((k, v)) => {
+                let prev: pb::AuditEntry = decode("audit", &k, &v)?;
+                (prev.seq + 1, prev.hash)
+            }
+            None => (1, Vec::new()),
+        };
+        let mut e = pb::AuditEntry {
+            seq,
+            at_ms,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail: detail.into(),
+            prev_hash,
+            hash: Vec::new(),
+        };
+        e.hash = audit_hash(&e).to_vec();
+        self.audit.insert(seq.to_be_bytes(), e.encode_to_vec())?;
+        self.flush().await?;
+        Ok(e)
+    }
+
+    /// The whole audit log, oldest first.
+    pub fn audit_log(&self) -> Result<Vec<pb::AuditEntry>, StoreError> {
+        self.audit
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("audit", &k, &v)
+            })
+            .collect()
+    }
+}
+
+/// The chain hash of an audit entry (its `hash` field ignored).
+pub fn audit_hash(e: &pb::AuditEntry) -> [u8; 32] {
+    let mut unhashed = e.clone();
+    unhashed.hash.clear();
+    crate::pki::sha256(&unhashed.encode_to_vec())
+}
+
+fn validate_token(rec: &pb::EnrollTokenRecord, now_ms: i64) -> Result<(), EnrollRefusal> {
+    if rec.expires_at_ms != 0 && now_ms >= rec.expires_at_ms {
+        return Err(EnrollRefusal::Expired {
+            id: rec.id.clone(),
+            at: crate::timefmt::rfc3339_ms(rec.expires_at_ms),
+        });
+    }
+    if rec.uses_left == 0 {
+        return Err(EnrollRefusal::UsedUp(rec.id.clone()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: &str) -> pb::Device {
+        pb::Device {
+            id: id.into(),
+            hostname: "lap".into(),
+            state: pb::DeviceState::Active as i32,
+            ..Default::default()
+        }
+    }
+
+    async fn token(store: &Store, uses: u32, expires_at_ms: i64) -> [u8; 32] {
+        let h = crate::token::hash("vakt_e_test");
+        store
+            .put_enroll_token(
+                &h,
+                &pb::EnrollTokenRecord {
+                    id: "tok1".into(),
+                    uses_left: uses,
+                    uses_total: uses,
+                    expires_at_ms,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        h
+    }
+
+    #[tokio::test]
+    async fn second_open_of_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another vakt-server"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn enroll_uses_up_token_and_reenroll_revokes_old_cert() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let h = token(&s, 2, 0).await;
+        let hw = pb::HardwareIdentity {
+            machine_id: "m1".into(),
+            serial: "s1".into(),
+            ..Default::default()
+        };
+        s.enroll(&h, 1, device("d1"), hw.clone(), [1; 32])
+            .await
+            .unwrap();
+        assert_eq!(s.device_for_hardware(&hw).unwrap().as_deref(), Some("d1"));
+        s.enroll(&h, 2, device("d1"), hw.clone(), [2; 32])
+            .await
+            .unwrap();
+        assert!(
+            s.device_by_cert(&[1; 32]).unwrap().is_none(),
+            "old cert revoked"
+        );
+        let rec = s.device_by_cert(&[2; 32]).unwrap().unwrap();
+        assert_eq!(rec.revoked_cert_sha256, vec![vec![1u8; 32]]);
+        let err = s
+            .enroll(&h, 3, device("d2"), hw, [3; 32])
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "enrollment token tok1 has no uses left");
+    }
+
+    #[tokio::test]
+    async fn expired_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let h = token(&s, 1, 1000).await;
+        let err = s
+            .check_enroll_token(&h, "vakt_e_test", 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("enrollment token tok1 expired at 1970-01-01T00:00:01"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn report_sections_and_resend() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let h = token(&s, 1, 0).await;
+        s.enroll(&h, 1, device("d1"), Default::default(), [1; 32])
+            .await
+            .unwrap();
+        let report = vakt_proto::model::Report::default();
+        let secs = vakt_proto::convert::report_to_sections(&report);
+        let digests: Vec<_> = secs
+            .iter()
+            .map(|s| pb::SectionDigest {
+                kind: s.kind,
+                hash: s.hash.clone(),
+            })
+            .collect();
+        // Only digests, nothing stored yet: the server asks for all four.
+        let o = s
+            .store_report("d1", 1, &[], &digests, 5, "t")
+            .await
+            .unwrap();
+        assert_eq!(o.resend.len(), 4);
+        let o = s
+            .store_report("d1", 2, &secs, &digests, 6, "t")
+            .await
+            .unwrap();
+        assert!(o.resend.is_empty() && o.changed);
+        assert_eq!(s.sections("d1").unwrap().len(), 4);
+        // An older sequence changes nothing but is acknowledged with the newest number.
+        let o = s
+            .store_report("d1", 1, &secs, &digests, 7, "t")
+            .await
+            .unwrap();
+        assert_eq!(o.acknowledged_sequence, 2);
+        assert!(!o.changed);
+    }
+}
