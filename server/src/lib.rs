@@ -6,7 +6,9 @@
 //! that parses command lines, reads the environment or installs signal handlers.
 
 pub mod api;
+pub mod commands;
 pub mod fsutil;
+pub mod loss;
 pub mod pki;
 pub mod server;
 pub mod store;

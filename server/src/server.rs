@@ -95,7 +95,20 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(AdminApi::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    Server::builder()
+    // Commands whose queue time ran out are marked expired once a minute.
+    let expiry_state = state.clone();
+    let expiry = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) =
+                crate::commands::expire_due(&expiry_state, crate::timefmt::now_ms()).await
+            {
+                tracing::error!("command expiry: {e}");
+            }
+        }
+    });
+    let served = Server::builder()
         .tls_config(tls)?
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
@@ -108,7 +121,9 @@ pub async fn run(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
-        .await?;
+        .await;
+    expiry.abort();
+    served?;
     // Whatever sled still buffers (last-seen times) goes to disk before we exit.
     state.store.flush().await?;
     Ok(())

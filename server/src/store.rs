@@ -78,6 +78,8 @@ pub struct Store {
     enroll_tokens: sled::Tree,
     admin_tokens: sled::Tree,
     audit: sled::Tree,
+    commands: sled::Tree,
+    losses: sled::Tree,
     /// Serialises audit appends: each entry needs the hash of the one before.
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     _lock: std::sync::Arc<std::fs::File>,
@@ -160,6 +162,8 @@ impl Store {
             enroll_tokens: db.open_tree("enroll_tokens")?,
             admin_tokens: db.open_tree("admin_tokens")?,
             audit: db.open_tree("audit")?,
+            commands: db.open_tree("commands")?,
+            losses: db.open_tree("losses")?,
             audit_lock: std::sync::Arc::default(),
             db,
             _lock: std::sync::Arc::new(lock),
@@ -515,6 +519,99 @@ impl Store {
                 decode("audit", &k, &v)
             })
             .collect()
+    }
+}
+
+impl Store {
+    // ---- commands and loss cases ----
+
+    pub fn command(&self, id: &str) -> Result<Option<pb::CommandInfo>, StoreError> {
+        self.commands
+            .get(id.as_bytes())?
+            .map(|v| decode("commands", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every command, oldest first (ids are time-ordered).
+    pub fn commands(&self) -> Result<Vec<pb::CommandInfo>, StoreError> {
+        self.commands
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("commands", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Writes a command and flushes.
+    pub async fn put_command(&self, c: &pb::CommandInfo) -> Result<(), StoreError> {
+        self.commands.insert(c.id.as_bytes(), c.encode_to_vec())?;
+        self.flush().await
+    }
+
+    /// Applies `f` to a stored command, writes it back and flushes. `None` if it does not exist.
+    pub async fn update_command(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut pb::CommandInfo),
+    ) -> Result<Option<pb::CommandInfo>, StoreError> {
+        let Some(mut c) = self.command(id)? else {
+            return Ok(None);
+        };
+        f(&mut c);
+        self.put_command(&c).await?;
+        Ok(Some(c))
+    }
+
+    pub fn loss(&self, id: &str) -> Result<Option<pb::LossCase>, StoreError> {
+        self.losses
+            .get(id.as_bytes())?
+            .map(|v| decode("losses", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every loss case, oldest first.
+    pub fn losses(&self) -> Result<Vec<pb::LossCase>, StoreError> {
+        self.losses
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("losses", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Writes a loss case, the commands that go with it and the device's new state in one
+    /// transaction, then flushes: a loss report never leaves a case without its lock.
+    pub async fn save_loss(
+        &self,
+        case: &pb::LossCase,
+        commands: &[pb::CommandInfo],
+        device_state: Option<pb::DeviceState>,
+    ) -> Result<(), StoreError> {
+        let result = (&self.losses, &self.commands, &self.devices).transaction(|(l, c, d)| {
+            l.insert(case.id.as_bytes(), case.encode_to_vec())?;
+            for cmd in commands {
+                c.insert(cmd.id.as_bytes(), cmd.encode_to_vec())?;
+            }
+            if let Some(st) = device_state
+                && let Some(raw) = d.get(case.device_id.as_bytes())?
+            {
+                let mut rec: pb::DeviceRecord =
+                    decode("devices", case.device_id.as_bytes(), &raw).map_err(abort)?;
+                if let Some(dev) = rec.device.as_mut() {
+                    dev.state = st as i32;
+                }
+                d.insert(case.device_id.as_bytes(), rec.encode_to_vec())?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        }
+        self.flush().await
     }
 }
 

@@ -147,6 +147,35 @@ impl AdminApi {
         }
     }
 
+    /// The open loss case of a device, if any.
+    fn open_case(&self, device_id: &str) -> Result<Option<pb::LossCase>, Status> {
+        Ok(self
+            .state
+            .store
+            .losses()
+            .map_err(internal)?
+            .into_iter()
+            .rev()
+            .find(|c| c.device_id == device_id && c.open))
+    }
+
+    /// A case by its id, or the latest case of a device named by id or hostname.
+    fn case_for(&self, what: &str) -> Result<pb::LossCase, Status> {
+        let what = what.trim();
+        if let Some(c) = self.state.store.loss(what).map_err(internal)? {
+            return Ok(c);
+        }
+        let d = self.find_device(what)?.device.unwrap_or_default();
+        self.state
+            .store
+            .losses()
+            .map_err(internal)?
+            .into_iter()
+            .rev()
+            .find(|c| c.device_id == d.id)
+            .ok_or_else(|| Status::not_found(format!("{} has no loss case", d.hostname)))
+    }
+
     fn device_view(&self, rec: pb::DeviceRecord) -> pb::Device {
         let mut d = rec.device.unwrap_or_default();
         d.connected = self.state.is_connected(&d.id);
@@ -286,6 +315,462 @@ impl AdminService for AdminApi {
         self.state.store.flush().await.map_err(internal)?;
         self.audit(&actor, "device.assign", &id, &email).await?;
         Ok(Response::new(self.device_view(updated)))
+    }
+
+    async fn list_commands(
+        &self,
+        req: Request<pb::ListCommandsRequest>,
+    ) -> Result<Response<pb::ListCommandsResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let device = req.get_ref().device.trim();
+        let filter = if device.is_empty() {
+            None
+        } else {
+            Some(
+                self.find_device(device)?
+                    .device
+                    .map(|d| d.id)
+                    .unwrap_or_default(),
+            )
+        };
+        let commands = self
+            .state
+            .store
+            .commands()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|c| filter.as_ref().is_none_or(|d| &c.device_id == d))
+            .collect();
+        Ok(Response::new(pb::ListCommandsResponse { commands }))
+    }
+
+    async fn report_loss(
+        &self,
+        req: Request<pb::ReportLossRequest>,
+    ) -> Result<Response<pb::LossCase>, Status> {
+        let actor = self.authorize(&req, pb::Role::Operator)?;
+        let r = req.into_inner();
+        let rec = self.find_device(&r.device)?;
+        let d = rec.device.unwrap_or_default();
+        if let Some(open) = self.open_case(&d.id)? {
+            return Err(Status::already_exists(format!(
+                "{} already has an open loss case {}; see `vakt loss show {}`",
+                d.hostname, open.id, d.id
+            )));
+        }
+        let reported_by = r.reported_by.trim().to_lowercase();
+        if !reported_by.is_empty() && !looks_like_email(&reported_by) {
+            return Err(Status::invalid_argument(format!(
+                "--reported-by '{}' is not an e-mail address",
+                r.reported_by
+            )));
+        }
+        let now = now_ms();
+        let case_id = crate::loss::new_id(now);
+        let mut lock = crate::commands::new_command(
+            &d.id,
+            pb::CommandKind::Lock,
+            &actor.audit_name(),
+            &format!("loss case {case_id}"),
+            now,
+        );
+        lock.loss_case_id = case_id.clone();
+        let case = pb::LossCase {
+            id: case_id.clone(),
+            device_id: d.id.clone(),
+            open: true,
+            opened_ms: now,
+            reported_by: if reported_by.is_empty() {
+                d.assigned_to.clone()
+            } else {
+                reported_by
+            },
+            opened_by: actor.audit_name(),
+            police_report: r.police_report.trim().to_string(),
+            lock_command_id: lock.id.clone(),
+            notes: r.notes,
+            hostname: d.hostname.clone(),
+            assigned_to: d.assigned_to.clone(),
+            serial: d.serial.clone(),
+            model: d.model.clone(),
+            last_seen_ms: d.last_seen_ms,
+            ..Default::default()
+        };
+        self.state
+            .store
+            .save_loss(
+                &case,
+                std::slice::from_ref(&lock),
+                Some(pb::DeviceState::Lost),
+            )
+            .await
+            .map_err(internal)?;
+        self.audit(
+            &actor,
+            "loss.report",
+            &d.id,
+            &format!("case={case_id} lock={}", lock.id),
+        )
+        .await?;
+        crate::commands::deliver(&self.state, &d.id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(case))
+    }
+
+    async fn update_loss(
+        &self,
+        req: Request<pb::UpdateLossRequest>,
+    ) -> Result<Response<pb::LossCase>, Status> {
+        let actor = self.authorize(&req, pb::Role::Operator)?;
+        let r = req.into_inner();
+        let mut case = self.case_for(&r.device)?;
+        if !case.open {
+            return Err(Status::failed_precondition(format!(
+                "loss case {} is closed",
+                case.id
+            )));
+        }
+        let now = now_ms();
+        let mut changes = Vec::new();
+        if r.sim_blocked && case.sim_blocked_ms == 0 {
+            case.sim_blocked_ms = now;
+            case.sim_blocked_by = actor.audit_name();
+            changes.push("sim-blocked".to_string());
+        }
+        if !r.police_report.trim().is_empty() {
+            case.police_report = r.police_report.trim().to_string();
+            case.no_police_report_reason.clear();
+            changes.push(format!("police-report={}", case.police_report));
+        }
+        if !r.no_police_report_reason.trim().is_empty() {
+            if !case.police_report.is_empty() && r.police_report.trim().is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "the case already has police report {}; a reason for not reporting contradicts it",
+                    case.police_report
+                )));
+            }
+            case.no_police_report_reason = r.no_police_report_reason.trim().to_string();
+            changes.push("no-police-report".to_string());
+        }
+        if r.incident_report_sent && case.incident_report_sent_ms == 0 {
+            case.incident_report_sent_ms = now;
+            changes.push("incident-report-sent".to_string());
+        }
+        if r.manager_informed && case.manager_informed_ms == 0 {
+            case.manager_informed_ms = now;
+            changes.push("manager-informed".to_string());
+        }
+        if !r.notes.trim().is_empty() {
+            if !case.notes.is_empty() {
+                case.notes.push('\n');
+            }
+            case.notes.push_str(r.notes.trim());
+            changes.push("notes".to_string());
+        }
+        if changes.is_empty() {
+            return Err(Status::invalid_argument(
+                "nothing to record: pass --sim-blocked, --police-report, --no-police-report, --incident-report-sent, --manager-informed or --notes",
+            ));
+        }
+        self.state
+            .store
+            .save_loss(&case, &[], None)
+            .await
+            .map_err(internal)?;
+        self.audit(
+            &actor,
+            "loss.update",
+            &case.device_id,
+            &format!("case={} {}", case.id, changes.join(" ")),
+        )
+        .await?;
+        Ok(Response::new(case))
+    }
+
+    async fn get_loss(
+        &self,
+        req: Request<pb::GetLossRequest>,
+    ) -> Result<Response<pb::LossCase>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        Ok(Response::new(self.case_for(&req.get_ref().device)?))
+    }
+
+    async fn recover_device(
+        &self,
+        req: Request<pb::GetLossRequest>,
+    ) -> Result<Response<pb::LossCase>, Status> {
+        let actor = self.authorize(&req, pb::Role::Operator)?;
+        let mut case = self.case_for(&req.get_ref().device)?;
+        if !case.open {
+            return Err(Status::failed_precondition(format!(
+                "loss case {} was already closed at {}",
+                case.id,
+                crate::timefmt::rfc3339_ms(case.closed_ms)
+            )));
+        }
+        let now = now_ms();
+        let mut commands = Vec::new();
+        // A lock that never reached the laptop is withdrawn rather than delivered late.
+        let mut lock_reached_device = true;
+        if let Some(mut lock) = self
+            .state
+            .store
+            .command(&case.lock_command_id)
+            .map_err(internal)?
+            && lock.state == pb::CommandState::Pending as i32
+        {
+            lock.state = pb::CommandState::Expired as i32;
+            lock.detail = "withdrawn: the device was recovered before the lock reached it".into();
+            lock.updated_ms = now;
+            lock.finished_ms = now;
+            lock_reached_device = false;
+            commands.push(lock);
+        }
+        let mut unlock = crate::commands::new_command(
+            &case.device_id,
+            pb::CommandKind::Unlock,
+            &actor.audit_name(),
+            &format!("loss case {} recovered", case.id),
+            now,
+        );
+        unlock.loss_case_id = case.id.clone();
+        case.unlock_command_id = unlock.id.clone();
+        case.open = false;
+        case.closed_ms = now;
+        case.closed_by = actor.audit_name();
+        commands.push(unlock);
+        let device_state = if lock_reached_device {
+            pb::DeviceState::Locked
+        } else {
+            pb::DeviceState::Active
+        };
+        self.state
+            .store
+            .save_loss(&case, &commands, Some(device_state))
+            .await
+            .map_err(internal)?;
+        self.audit(
+            &actor,
+            "loss.recovered",
+            &case.device_id,
+            &format!("case={} unlock={}", case.id, case.unlock_command_id),
+        )
+        .await?;
+        crate::commands::deliver(&self.state, &case.device_id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(case))
+    }
+
+    async fn get_incident_report(
+        &self,
+        req: Request<pb::GetLossRequest>,
+    ) -> Result<Response<pb::IncidentReport>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let case = self.case_for(&req.get_ref().device)?;
+        let commands: Vec<_> = self
+            .state
+            .store
+            .commands()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|c| c.loss_case_id == case.id)
+            .collect();
+        Ok(Response::new(pb::IncidentReport {
+            markdown: crate::loss::incident_markdown(&case, &commands),
+            html: crate::loss::incident_html(&case, &commands),
+        }))
+    }
+
+    async fn request_wipe(
+        &self,
+        req: Request<pb::RequestWipeRequest>,
+    ) -> Result<Response<pb::CommandInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Admin)?;
+        let r = req.into_inner();
+        let reason = r.reason.trim();
+        if reason.len() < 5 {
+            return Err(Status::invalid_argument(
+                "a wipe needs a --reason a second admin can judge (at least a few words)",
+            ));
+        }
+        let rec = self.find_device(&r.device)?;
+        let d = rec.device.unwrap_or_default();
+        let now = now_ms();
+        let mut cmd = crate::commands::new_command(
+            &d.id,
+            pb::CommandKind::Wipe,
+            &actor.audit_name(),
+            reason,
+            now,
+        );
+        match self.open_case(&d.id)? {
+            Some(mut case) => {
+                cmd.loss_case_id = case.id.clone();
+                case.wipe_command_ids.push(cmd.id.clone());
+                self.state
+                    .store
+                    .save_loss(&case, std::slice::from_ref(&cmd), None)
+                    .await
+                    .map_err(internal)?;
+            }
+            None => self.state.store.put_command(&cmd).await.map_err(internal)?,
+        }
+        self.audit(
+            &actor,
+            "wipe.request",
+            &d.id,
+            &format!("command={} reason={reason}", cmd.id),
+        )
+        .await?;
+        Ok(Response::new(cmd))
+    }
+
+    async fn approve_wipe(
+        &self,
+        req: Request<pb::ApproveWipeRequest>,
+    ) -> Result<Response<pb::CommandInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Admin)?;
+        let id = req.get_ref().command_id.trim().to_string();
+        let cmd = self
+            .state
+            .store
+            .command(&id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no command '{id}'")))?;
+        if cmd.kind != pb::CommandKind::Wipe as i32 {
+            return Err(Status::failed_precondition(format!("{id} is not a wipe")));
+        }
+        if cmd.state != pb::CommandState::AwaitingApproval as i32 {
+            return Err(Status::failed_precondition(format!(
+                "{id} is {}, not awaiting approval",
+                crate::commands::state_name(cmd.state)
+            )));
+        }
+        let now = now_ms();
+        if cmd.expires_ms <= now {
+            crate::commands::expire_due(&self.state, now)
+                .await
+                .map_err(internal)?;
+            return Err(Status::failed_precondition(format!(
+                "{id}: the approval window closed at {}; request the wipe again",
+                crate::timefmt::rfc3339_ms(cmd.expires_ms)
+            )));
+        }
+        // Two different admins: neither the same token nor the same token name approves.
+        let me = actor.audit_name();
+        let same_person = cmd.requested_by == me
+            || cmd.requested_by.split(':').nth(1) == Some(actor.name.as_str())
+            || cmd.requested_by.rsplit(':').next() == Some(actor.token_id.as_str());
+        if same_person {
+            self.audit(
+                &actor,
+                "wipe.approve-refused",
+                &cmd.device_id,
+                &format!("command={id} self-approval"),
+            )
+            .await?;
+            return Err(Status::permission_denied(format!(
+                "{id} was requested by {}; a wipe must be approved by a different admin",
+                cmd.requested_by
+            )));
+        }
+        let approved = self
+            .state
+            .store
+            .update_command(&id, |c| {
+                c.state = pb::CommandState::Pending as i32;
+                c.approved_by = me.clone();
+                c.updated_ms = now;
+                c.expires_ms = now.saturating_add(crate::commands::WIPE_DELIVERY_TTL_MS);
+            })
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no command '{id}'")))?;
+        self.audit(
+            &actor,
+            "wipe.approve",
+            &cmd.device_id,
+            &format!("command={id}"),
+        )
+        .await?;
+        crate::commands::deliver(&self.state, &cmd.device_id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(approved))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let entries = self
+            .state
+            .store
+            .audit_log()
+            .map_err(internal)?
+            .into_iter()
+            .map(|e| pb::AuditRecord {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                detail: e.detail,
+                hash: token::hex(&e.hash),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let log = self.state.store.audit_log().map_err(internal)?;
+        Ok(Response::new(verify_chain(&log)))
+    }
+}
+
+/// Walks the audit chain: every entry's hash must match its content, link to the previous
+/// entry's hash, and sequence numbers must run without gaps.
+pub fn verify_chain(log: &[pb::AuditEntry]) -> pb::VerifyAuditResponse {
+    let mut prev: Vec<u8> = Vec::new();
+    for (i, e) in log.iter().enumerate() {
+        let expected_seq = i as u64 + 1;
+        let problem = if e.seq != expected_seq {
+            Some(format!(
+                "entry {expected_seq} is missing (found {} in its place)",
+                e.seq
+            ))
+        } else if e.prev_hash != prev {
+            Some(format!(
+                "entry {} does not link to the entry before it",
+                e.seq
+            ))
+        } else if crate::store::audit_hash(e).as_slice() != e.hash.as_slice() {
+            Some(format!("entry {} was changed after it was written", e.seq))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return pb::VerifyAuditResponse {
+                ok: false,
+                entries: log.len() as u64,
+                first_bad_seq: expected_seq,
+                problem,
+            };
+        }
+        prev = e.hash.clone();
+    }
+    pb::VerifyAuditResponse {
+        ok: true,
+        entries: log.len() as u64,
+        first_bad_seq: 0,
+        problem: String::new(),
     }
 }
 

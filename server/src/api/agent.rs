@@ -206,6 +206,10 @@ impl AgentService for AgentApi {
             };
             let _ = tx.send(Ok(welcome)).await;
             touch(&state, &device_id);
+            // Everything queued while the device was away goes out now.
+            if let Err(e) = crate::commands::deliver(&state, &device_id).await {
+                tracing::error!(device = %device_id, "could not deliver queued commands: {e}");
+            }
             while let Some(msg) = inbound.next().await {
                 let msg = match msg {
                     Ok(m) => m,
@@ -230,9 +234,23 @@ impl AgentService for AgentApi {
                         tracing::debug!(device = %device_id, version = %h.agent_version, "hello");
                     }
                     Some(pb::agent_message::Msg::Result(r)) => {
-                        // Command results are handled by the command queue; until a command was
-                        // issued there is nothing to match, so say so rather than drop silently.
-                        tracing::warn!(device = %device_id, command = %r.command_id, "result for an unknown command");
+                        // Acknowledge only once the result is durable; on a store error the
+                        // agent keeps the result and sends it again on its next stream.
+                        match crate::commands::record_result(&state, &device_id, &r).await {
+                            Ok(_) => {
+                                let ack = pb::ServerMessage {
+                                    msg: Some(pb::server_message::Msg::ResultAck(pb::ResultAck {
+                                        command_id: r.command_id.clone(),
+                                    })),
+                                };
+                                if tx.send(Ok(ack)).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(device = %device_id, command = %r.command_id, "could not record result: {e}");
+                            }
+                        }
                     }
                     None => {}
                 }

@@ -48,6 +48,18 @@ impl State {
     }
 }
 
+/// The name INTERFACE.md gives a device state.
+pub fn device_state_name(raw: i32) -> &'static str {
+    match pb::DeviceState::try_from(raw) {
+        Ok(pb::DeviceState::Active) => "active",
+        Ok(pb::DeviceState::Lost) => "lost",
+        Ok(pb::DeviceState::Locked) => "locked",
+        Ok(pb::DeviceState::Wiped) => "wiped",
+        Ok(pb::DeviceState::Retired) => "retired",
+        _ => "unknown",
+    }
+}
+
 /// A store failure seen by a client: internal, with the cause logged here and not sent out.
 pub(crate) fn internal(e: impl std::fmt::Display) -> tonic::Status {
     tracing::error!("internal error: {e}");

@@ -12,6 +12,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_client::AdminServiceClient;
+use vakt_server::api::device_state_name;
+use vakt_server::commands::{kind_name, state_name};
 use vakt_server::timefmt::rfc3339_ms;
 
 #[derive(Parser)]
@@ -61,6 +63,104 @@ enum Cmd {
     Device {
         #[command(subcommand)]
         cmd: DeviceCmd,
+    },
+    /// Queued and finished commands (lock, unlock, wipe).
+    Commands {
+        /// Only this device (id or hostname).
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The loss procedure of policy section 8.1.
+    Loss {
+        #[command(subcommand)]
+        cmd: LossCmd,
+    },
+    /// Wipes: one admin requests, a different admin approves.
+    Wipe {
+        #[command(subcommand)]
+        cmd: WipeCmd,
+    },
+    /// The audit log of every admin action.
+    Audit {
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LossCmd {
+    /// Open a loss case: marks the device lost and queues a lock at once.
+    Report {
+        /// Device id or hostname.
+        id: String,
+        /// Who reported the loss (defaults to the person the device is assigned to).
+        #[arg(long)]
+        reported_by: Option<String>,
+        #[arg(long)]
+        police_report: Option<String>,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// The case with its checklist.
+    Show {
+        /// Device id, hostname or case id.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record steps of the checklist.
+    Update {
+        id: String,
+        /// Step 1: the SIM is blocked and a new one ordered.
+        #[arg(long)]
+        sim_blocked: bool,
+        /// Step 2: the police report's number.
+        #[arg(long)]
+        police_report: Option<String>,
+        /// Step 2: why no police report is needed (misuse ruled out).
+        #[arg(long)]
+        no_police_report: Option<String>,
+        /// Step 3: the incident report went to the risk and security group.
+        #[arg(long)]
+        incident_report_sent: bool,
+        /// Step 4: the manager is informed.
+        #[arg(long)]
+        manager_informed: bool,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// The incident report for the risk and security group (Swedish).
+    IncidentReport {
+        id: String,
+        #[arg(long)]
+        html: bool,
+    },
+    /// The device is back: queue an unlock and close the case.
+    Recovered { id: String },
+}
+
+#[derive(Subcommand)]
+enum WipeCmd {
+    /// Request a wipe (an admin); it waits for a second admin's approval.
+    Request {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve another admin's wipe request.
+    Approve { command_id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the audit log's hash chain.
+    Verify {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -268,26 +368,316 @@ async fn real_main() -> anyhow::Result<()> {
                 .into_inner();
             println!("{} ({}) is assigned to {}", d.id, d.hostname, d.assigned_to);
         }
+        Cmd::Commands { device, json } => {
+            let list = client(&cli)
+                .await?
+                .list_commands(pb::ListCommandsRequest {
+                    device: device.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .commands;
+            if *json {
+                let rows: Vec<Value> = list.iter().map(command_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if list.is_empty() {
+                println!("no commands");
+            } else {
+                println!(
+                    "{:<25} {:<21} {:<7} {:<18} {:<30} APPROVED BY",
+                    "ID", "DEVICE", "KIND", "STATE", "REQUESTED BY"
+                );
+                for c in &list {
+                    println!(
+                        "{:<25} {:<21} {:<7} {:<18} {:<30} {}",
+                        c.id,
+                        c.device_id,
+                        kind_name(c.kind),
+                        state_name(c.state),
+                        c.requested_by,
+                        c.approved_by
+                    );
+                }
+            }
+        }
+        Cmd::Loss { cmd } => loss(&cli, cmd).await?,
+        Cmd::Wipe { cmd } => {
+            let mut c = client(&cli).await?;
+            let info = match cmd {
+                WipeCmd::Request { id, reason } => c
+                    .request_wipe(pb::RequestWipeRequest {
+                        device: id.clone(),
+                        reason: reason.clone(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+                WipeCmd::Approve { command_id } => c
+                    .approve_wipe(pb::ApproveWipeRequest {
+                        command_id: command_id.clone(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            };
+            match cmd {
+                WipeCmd::Request { .. } => {
+                    // The id alone on stdout, so a script can hand it to the approver.
+                    println!("{}", info.id);
+                    eprintln!(
+                        "wipe of {} requested; another admin must run: vakt wipe approve {} (before {})",
+                        info.device_id,
+                        info.id,
+                        rfc3339_ms(info.expires_ms)
+                    );
+                }
+                WipeCmd::Approve { .. } => println!(
+                    "{} approved: {} (device {})",
+                    info.id,
+                    state_name(info.state),
+                    info.device_id
+                ),
+            }
+        }
+        Cmd::Audit { cmd: None, json } => {
+            let entries = client(&cli)
+                .await?
+                .list_audit(pb::ListAuditRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .entries;
+            if *json {
+                let rows: Vec<Value> = entries
+                    .iter()
+                    .map(|e| {
+                        json!({"seq": e.seq, "at": rfc3339_ms(e.at_ms), "actor": e.actor,
+                               "action": e.action, "target": e.target, "detail": e.detail, "hash": e.hash})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for e in &entries {
+                    println!(
+                        "{:>5} {} {:<32} {:<22} {} {}",
+                        e.seq,
+                        rfc3339_ms(e.at_ms),
+                        e.actor,
+                        e.action,
+                        e.target,
+                        e.detail
+                    );
+                }
+            }
+        }
+        Cmd::Audit {
+            cmd: Some(AuditCmd::Verify { json }),
+            ..
+        } => {
+            let v = client(&cli)
+                .await?
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"ok": v.ok, "entries": v.entries,
+                        "first_bad_seq": v.first_bad_seq, "problem": v.problem}))?
+                );
+            }
+            if !v.ok {
+                bail!(
+                    "the audit log is broken: {} ({} entries)",
+                    v.problem,
+                    v.entries
+                );
+            }
+            if !*json {
+                println!(
+                    "audit log intact: {} entries, hash chain verified",
+                    v.entries
+                );
+            }
+        }
     }
     Ok(())
 }
 
-fn state_name(raw: i32) -> &'static str {
-    match pb::DeviceState::try_from(raw) {
-        Ok(pb::DeviceState::Active) => "active",
-        Ok(pb::DeviceState::Lost) => "lost",
-        Ok(pb::DeviceState::Locked) => "locked",
-        Ok(pb::DeviceState::Wiped) => "wiped",
-        Ok(pb::DeviceState::Retired) => "retired",
-        _ => "unknown",
+async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
+    let mut c = client(cli).await?;
+    match cmd {
+        LossCmd::Report {
+            id,
+            reported_by,
+            police_report,
+            notes,
+        } => {
+            let case = c
+                .report_loss(pb::ReportLossRequest {
+                    device: id.clone(),
+                    reported_by: reported_by.clone().unwrap_or_default(),
+                    police_report: police_report.clone().unwrap_or_default(),
+                    notes: notes.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "loss case {} opened for {} ({}); device marked lost, lock queued as {}",
+                case.id, case.hostname, case.device_id, case.lock_command_id
+            );
+            print_checklist(&case);
+        }
+        LossCmd::Show { id, json } => {
+            let case = c
+                .get_loss(pb::GetLossRequest { device: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&loss_json(&case))?);
+            } else {
+                println!(
+                    "case        {} ({})",
+                    case.id,
+                    if case.open { "open" } else { "closed" }
+                );
+                println!("device      {} ({})", case.hostname, case.device_id);
+                println!("reported by {}", case.reported_by);
+                println!(
+                    "opened      {} by {}",
+                    rfc3339_ms(case.opened_ms),
+                    case.opened_by
+                );
+                println!("lock        {}", case.lock_command_id);
+                if !case.unlock_command_id.is_empty() {
+                    println!("unlock      {}", case.unlock_command_id);
+                }
+                for w in &case.wipe_command_ids {
+                    println!("wipe        {w}");
+                }
+                print_checklist(&case);
+            }
+        }
+        LossCmd::Update {
+            id,
+            sim_blocked,
+            police_report,
+            no_police_report,
+            incident_report_sent,
+            manager_informed,
+            notes,
+        } => {
+            let case = c
+                .update_loss(pb::UpdateLossRequest {
+                    device: id.clone(),
+                    sim_blocked: *sim_blocked,
+                    police_report: police_report.clone().unwrap_or_default(),
+                    no_police_report_reason: no_police_report.clone().unwrap_or_default(),
+                    incident_report_sent: *incident_report_sent,
+                    manager_informed: *manager_informed,
+                    notes: notes.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_checklist(&case);
+        }
+        LossCmd::IncidentReport { id, html } => {
+            let r = c
+                .get_incident_report(pb::GetLossRequest { device: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print!("{}", if *html { r.html } else { r.markdown });
+        }
+        LossCmd::Recovered { id } => {
+            let case = c
+                .recover_device(pb::GetLossRequest { device: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "loss case {} closed; unlock queued as {}",
+                case.id, case.unlock_command_id
+            );
+        }
     }
+    Ok(())
+}
+
+fn print_checklist(case: &pb::LossCase) {
+    println!("checklist (policy 8.1):");
+    for s in vakt_server::loss::checklist(case) {
+        println!(
+            "  {}. [{}] {}{}",
+            s.number,
+            if s.done { "x" } else { " " },
+            s.title_en,
+            if s.note.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", s.note)
+            }
+        );
+    }
+}
+
+fn loss_json(c: &pb::LossCase) -> Value {
+    let steps: Vec<Value> = vakt_server::loss::checklist(c)
+        .iter()
+        .map(|s| json!({"step": s.number, "title_sv": s.title_sv, "title_en": s.title_en, "done": s.done, "note": s.note}))
+        .collect();
+    json!({
+        "id": c.id,
+        "device": c.device_id,
+        "hostname": c.hostname,
+        "open": c.open,
+        "opened": rfc3339_ms(c.opened_ms),
+        "opened_by": c.opened_by,
+        "reported_by": c.reported_by,
+        "police_report": c.police_report,
+        "no_police_report_reason": c.no_police_report_reason,
+        "sim_blocked": rfc3339_ms(c.sim_blocked_ms),
+        "incident_report_sent": rfc3339_ms(c.incident_report_sent_ms),
+        "manager_informed": rfc3339_ms(c.manager_informed_ms),
+        "closed": rfc3339_ms(c.closed_ms),
+        "lock_command": c.lock_command_id,
+        "unlock_command": c.unlock_command_id,
+        "wipe_commands": c.wipe_command_ids,
+        "notes": c.notes,
+        "checklist": steps,
+    })
+}
+
+fn command_json(c: &pb::CommandInfo) -> Value {
+    json!({
+        "id": c.id,
+        "device": c.device_id,
+        "kind": kind_name(c.kind),
+        "state": state_name(c.state),
+        "requested_by": c.requested_by,
+        "approved_by": c.approved_by,
+        "reason": c.reason,
+        "created": rfc3339_ms(c.created_ms),
+        "updated": rfc3339_ms(c.updated_ms),
+        "delivered": rfc3339_ms(c.delivered_ms),
+        "finished": rfc3339_ms(c.finished_ms),
+        "expires": rfc3339_ms(c.expires_ms),
+        "deliveries": c.deliveries,
+        "detail": c.detail,
+        "loss_case": c.loss_case_id,
+    })
 }
 
 fn device_json(d: &pb::Device) -> Value {
     json!({
         "id": d.id,
         "hostname": d.hostname,
-        "state": state_name(d.state),
+        "state": device_state_name(d.state),
         "last_seen": rfc3339_ms(d.last_seen_ms),
         "assigned_to": d.assigned_to,
         "connected": d.connected,
@@ -315,7 +705,7 @@ fn print_devices(list: &[pb::Device]) {
             "{:<21} {:<24} {:<8} {:<21} {:<4} {}",
             d.id,
             d.hostname,
-            state_name(d.state),
+            device_state_name(d.state),
             rfc3339_ms(d.last_seen_ms),
             if d.connected { "up" } else { "-" },
             d.assigned_to
@@ -327,7 +717,7 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
     println!("device      {} ({})", d.id, d.hostname);
     println!(
         "state       {}{}",
-        state_name(d.state),
+        device_state_name(d.state),
         if d.connected { ", connected" } else { "" }
     );
     println!(

@@ -1,0 +1,273 @@
+//! The command queue: lock, unlock and wipe, from request to the agent's result.
+//!
+//! A command lives in the store from the moment it is requested. It is signed when it is
+//! *delivered*, not when it is queued: the signature's short expiry (minutes) bounds replay of a
+//! captured command, while the queue's own expiry (days) lets a lock wait for a lost laptop
+//! that stays offline for a week. Delivery is at least once — on request if the device is
+//! connected, and again on every reconnect until a result arrives; the agent runs each id at
+//! most once.
+
+use crate::api::State;
+use crate::store::StoreError;
+use crate::timefmt::now_ms;
+use prost::Message;
+use vakt_proto::pb;
+
+/// How long a delivered signature is valid.
+pub const SIGNATURE_TTL_MS: i64 = 15 * 60 * 1000;
+/// How long a lock or unlock waits in the queue for its device.
+pub const LOCK_QUEUE_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
+/// How long a wipe request waits for a second admin.
+pub const WIPE_APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
+/// How long an approved wipe waits for its device.
+pub const WIPE_DELIVERY_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
+
+pub fn kind_name(kind: i32) -> &'static str {
+    match pb::CommandKind::try_from(kind) {
+        Ok(pb::CommandKind::Lock) => "lock",
+        Ok(pb::CommandKind::Unlock) => "unlock",
+        Ok(pb::CommandKind::Wipe) => "wipe",
+        _ => "unknown",
+    }
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    use pb::CommandState as S;
+    match S::try_from(state) {
+        Ok(S::AwaitingApproval) => "awaiting-approval",
+        Ok(S::Pending) => "pending",
+        Ok(S::Delivered) => "delivered",
+        Ok(S::Succeeded) => "succeeded",
+        Ok(S::Failed) => "failed",
+        Ok(S::Refused) => "refused",
+        Ok(S::Expired) => "expired",
+        _ => "unknown",
+    }
+}
+
+/// True for states from which nothing more happens.
+pub fn is_final(state: i32) -> bool {
+    use pb::CommandState as S;
+    matches!(
+        S::try_from(state),
+        Ok(S::Succeeded | S::Failed | S::Refused | S::Expired)
+    )
+}
+
+/// A new, time-ordered command id (so the store lists commands oldest first).
+pub fn new_id(now_ms: i64) -> String {
+    format!(
+        "cmd-{:012x}{}",
+        now_ms.max(0),
+        crate::token::hex(&crate::token::random_bytes::<4>())
+    )
+}
+
+/// A new command in the queue: pending, or awaiting approval for a wipe.
+pub fn new_command(
+    device_id: &str,
+    kind: pb::CommandKind,
+    requested_by: &str,
+    reason: &str,
+    now_ms: i64,
+) -> pb::CommandInfo {
+    let (state, ttl) = match kind {
+        pb::CommandKind::Wipe => (pb::CommandState::AwaitingApproval, WIPE_APPROVAL_TTL_MS),
+        _ => (pb::CommandState::Pending, LOCK_QUEUE_TTL_MS),
+    };
+    pb::CommandInfo {
+        id: new_id(now_ms),
+        device_id: device_id.to_string(),
+        kind: kind as i32,
+        state: state as i32,
+        requested_by: requested_by.to_string(),
+        reason: reason.to_string(),
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        expires_ms: now_ms.saturating_add(ttl),
+        ..Default::default()
+    }
+}
+
+/// The signed envelope of a command, valid for [`SIGNATURE_TTL_MS`] from `now_ms`.
+pub fn sign(state: &State, c: &pb::CommandInfo, now_ms: i64) -> pb::SignedCommand {
+    let body = pb::Command {
+        id: c.id.clone(),
+        device_id: c.device_id.clone(),
+        kind: c.kind,
+        parameters: c.parameters.clone(),
+        issued_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(SIGNATURE_TTL_MS),
+    }
+    .encode_to_vec();
+    pb::SignedCommand {
+        signature: state.pki.sign_command(&body),
+        command: body,
+    }
+}
+
+fn deliverable(c: &pb::CommandInfo, now_ms: i64) -> bool {
+    let st = pb::CommandState::try_from(c.state);
+    matches!(
+        st,
+        Ok(pb::CommandState::Pending | pb::CommandState::Delivered)
+    ) && c.expires_ms > now_ms
+}
+
+/// Pushes every deliverable command of `device_id` over its open stream, oldest first, and
+/// records the delivery. Returns how many were pushed (0 when the device is not connected).
+pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError> {
+    let Some(conn) = state
+        .connected
+        .lock()
+        .ok()
+        .and_then(|m| m.get(device_id).cloned())
+    else {
+        return Ok(0);
+    };
+    let now = now_ms();
+    let due: Vec<_> = state
+        .store
+        .commands()?
+        .into_iter()
+        .filter(|c| c.device_id == device_id && deliverable(c, now))
+        .collect();
+    let mut pushed = 0;
+    for c in due {
+        let msg = pb::ServerMessage {
+            msg: Some(pb::server_message::Msg::Command(sign(state, &c, now))),
+        };
+        if conn.tx.send(Ok(msg)).await.is_err() {
+            break;
+        }
+        pushed += 1;
+        state
+            .store
+            .update_command(&c.id, |c| {
+                if c.state == pb::CommandState::Pending as i32 {
+                    c.state = pb::CommandState::Delivered as i32;
+                }
+                c.delivered_ms = now;
+                c.deliveries += 1;
+                c.updated_ms = now;
+            })
+            .await?;
+    }
+    Ok(pushed)
+}
+
+/// Records an agent's result for one of its commands, durably, and moves the device to the
+/// state the result implies. Returns false when the command is unknown or not this device's
+/// (the agent is still acknowledged, so it stops resending).
+pub async fn record_result(
+    state: &State,
+    device_id: &str,
+    r: &pb::CommandResult,
+) -> Result<bool, StoreError> {
+    let Some(c) = state.store.command(&r.command_id)? else {
+        tracing::warn!(device = %device_id, command = %r.command_id, "result for an unknown command");
+        return Ok(false);
+    };
+    if c.device_id != device_id {
+        tracing::warn!(device = %device_id, command = %r.command_id, "result for another device's command ignored");
+        return Ok(false);
+    }
+    if is_final(c.state) {
+        return Ok(true);
+    }
+    let now = now_ms();
+    let outcome =
+        pb::CommandOutcome::try_from(r.outcome).unwrap_or(pb::CommandOutcome::Unspecified);
+    let new_state = match outcome {
+        pb::CommandOutcome::Started => pb::CommandState::Delivered,
+        pb::CommandOutcome::Succeeded => pb::CommandState::Succeeded,
+        pb::CommandOutcome::Failed => pb::CommandState::Failed,
+        pb::CommandOutcome::Refused => pb::CommandState::Refused,
+        pb::CommandOutcome::Unspecified => pb::CommandState::Failed,
+    };
+    let detail = if r.detail.is_empty() && outcome == pb::CommandOutcome::Started {
+        "started".to_string()
+    } else {
+        r.detail.clone()
+    };
+    state
+        .store
+        .update_command(&c.id, |c| {
+            c.state = new_state as i32;
+            c.detail = detail.clone();
+            c.updated_ms = now;
+            if is_final(c.state) {
+                c.finished_ms = now;
+            }
+        })
+        .await?;
+    if new_state == pb::CommandState::Succeeded {
+        let device_state = match pb::CommandKind::try_from(c.kind) {
+            Ok(pb::CommandKind::Lock) => Some(pb::DeviceState::Locked),
+            Ok(pb::CommandKind::Unlock) => Some(pb::DeviceState::Active),
+            Ok(pb::CommandKind::Wipe) => Some(pb::DeviceState::Wiped),
+            _ => None,
+        };
+        if let Some(ds) = device_state {
+            state.store.update_device(device_id, |rec| {
+                if let Some(d) = rec.device.as_mut() {
+                    // A lock that lands after the device was recovered must not mark it locked
+                    // again; only a lost (or already locked) device becomes locked.
+                    let lost_or_locked = d.state == pb::DeviceState::Lost as i32
+                        || d.state == pb::DeviceState::Locked as i32;
+                    if ds != pb::DeviceState::Locked || lost_or_locked {
+                        d.state = ds as i32;
+                    }
+                }
+            })?;
+            state.store.flush().await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Marks commands whose queue time ran out as expired. Returns their ids.
+pub async fn expire_due(state: &State, now_ms: i64) -> Result<Vec<String>, StoreError> {
+    let mut expired = Vec::new();
+    for c in state.store.commands()? {
+        let waiting = matches!(
+            pb::CommandState::try_from(c.state),
+            Ok(pb::CommandState::Pending | pb::CommandState::AwaitingApproval)
+        );
+        if waiting && c.expires_ms <= now_ms {
+            state
+                .store
+                .update_command(&c.id, |c| {
+                    c.state = pb::CommandState::Expired as i32;
+                    c.detail = "expired before it was delivered or approved".into();
+                    c.updated_ms = now_ms;
+                    c.finished_ms = now_ms;
+                })
+                .await?;
+            expired.push(c.id);
+        }
+    }
+    Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time() {
+        let a = new_id(1_000);
+        let b = new_id(2_000);
+        assert!(a < b);
+    }
+
+    #[test]
+    fn wipe_starts_awaiting_approval_lock_pending() {
+        let w = new_command("d", pb::CommandKind::Wipe, "a", "r", 0);
+        assert_eq!(state_name(w.state), "awaiting-approval");
+        assert_eq!(w.expires_ms, WIPE_APPROVAL_TTL_MS);
+        let l = new_command("d", pb::CommandKind::Lock, "a", "", 0);
+        assert_eq!(state_name(l.state), "pending");
+        assert!(!is_final(l.state));
+    }
+}
