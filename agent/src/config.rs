@@ -63,6 +63,16 @@ pub struct WipeConfig {
     /// `paths`: what is removed (never crossing into another file system).
     #[serde(default)]
     pub paths: Vec<PathBuf>,
+    /// `luks-erase`: copies of the LUKS headers (made with luksHeaderBackup) to destroy too.
+    #[serde(default)]
+    pub header_backups: Vec<PathBuf>,
+    /// Power off after a wipe (default true; tests turn it off).
+    #[serde(default = "yes")]
+    pub poweroff: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for WipeConfig {
@@ -71,6 +81,8 @@ impl Default for WipeConfig {
             strategy: WipeStrategy::LuksErase,
             devices: Vec::new(),
             paths: Vec::new(),
+            header_backups: Vec::new(),
+            poweroff: true,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! reconnect with backoff. Shutdown comes in as a future, so tests and the server's demo run
 //! the same loop in-process.
 
+use crate::act::{After, Begin, Executor};
 use crate::backoff::Backoff;
 use crate::collect::{Collector, Root};
 use crate::config::Config;
@@ -94,6 +95,21 @@ pub async fn run(
     };
     backoff.reset();
 
+    // Commands: anything interrupted by a crash is reported failed (never re-run), and a lock
+    // that was in force before a restart is put back.
+    let bus = crate::bus::system_bus_address(
+        cfg.system_bus.as_deref(),
+        std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().as_deref(),
+    );
+    let executor = std::sync::Arc::new(Executor::new(&cfg, state.clone(), &identity, bus));
+    let interrupted = executor.recover_interrupted()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            "{interrupted} command(s) were interrupted by a restart and are reported failed"
+        );
+    }
+    executor.reassert_lock().await;
+
     // 2. A channel with the client certificate. tonic reconnects it by itself afterwards.
     let channel = loop {
         match link::connect_as(&identity).await {
@@ -130,7 +146,11 @@ pub async fn run(
     loop {
         if stream.is_none() && Instant::now() >= stream_retry_at {
             stream_started = Instant::now();
-            stream = Some(tokio::spawn(hold_stream(channel.clone(), events.clone())));
+            stream = Some(tokio::spawn(hold_stream(
+                channel.clone(),
+                events.clone(),
+                executor.clone(),
+            )));
         }
         tokio::select! {
             _ = &mut shutdown => break,
@@ -183,11 +203,21 @@ pub async fn run(
     Ok(())
 }
 
-/// Holds one Connect stream: hello, then heartbeats at the interval the server asks for, until
-/// the stream ends.
+/// How long a wipe waits for the server to acknowledge "wipe started" before it goes ahead.
+const WIPE_START_ACK_WAIT: Duration = Duration::from_secs(10);
+
+fn result_msg(r: pb::CommandResult) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Result(r)),
+    }
+}
+
+/// Holds one Connect stream: hello and any unacknowledged results, then heartbeats at the
+/// interval the server asks for, running the commands that arrive, until the stream ends.
 async fn hold_stream(
     channel: tonic::transport::Channel,
     events: Option<mpsc::UnboundedSender<Event>>,
+    executor: std::sync::Arc<Executor>,
 ) -> Result<(), LinkError> {
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(8);
     let hello = pb::AgentMessage {
@@ -197,6 +227,10 @@ async fn hold_stream(
         })),
     };
     let _ = tx.send(hello).await;
+    for r in executor.unacked()? {
+        let _ = tx.send(result_msg(r)).await;
+    }
+    let mut pending_wipe: Option<(pb::Command, Instant)> = None;
     let mut inbound = AgentServiceClient::new(channel)
         .connect(ReceiverStream::new(rx))
         .await
@@ -223,8 +257,46 @@ async fn hold_stream(
                         }
                     }
                     Some(pb::server_message::Msg::HeartbeatAck(_)) => {}
-                    Some(other) => tracing::warn!("unhandled server message: {other:?}"),
+                    Some(pb::server_message::Msg::Command(signed)) => {
+                        match executor.begin(&signed)? {
+                            Begin::Reply(r) => {
+                                let _ = tx.send(result_msg(r)).await;
+                            }
+                            Begin::Run(cmd) => {
+                                let (r, after) = executor.run(&cmd).await?;
+                                let _ = tx.send(result_msg(r)).await;
+                                finish(after).await;
+                            }
+                            Begin::RunAfterStartAck(cmd, started) => {
+                                let _ = tx.send(result_msg(started)).await;
+                                pending_wipe = Some((cmd, Instant::now() + WIPE_START_ACK_WAIT));
+                            }
+                        }
+                    }
+                    Some(pb::server_message::Msg::ResultAck(a)) => {
+                        executor.acked(&a.command_id, a.outcome)?;
+                        let start_acked = a.outcome == pb::CommandOutcome::Started as i32
+                            && pending_wipe.as_ref().is_some_and(|(c, _)| c.id == a.command_id);
+                        if start_acked && let Some((cmd, _)) = pending_wipe.take() {
+                            let (r, after) = executor.run(&cmd).await?;
+                            let _ = tx.send(result_msg(r)).await;
+                            finish(after).await;
+                        }
+                    }
                     None => {}
+                }
+            }
+            _ = async {
+                match &pending_wipe {
+                    Some((_, deadline)) => sleep_until(*deadline).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // The acknowledgement of "started" did not come: the wipe goes ahead anyway.
+                if let Some((cmd, _)) = pending_wipe.take() {
+                    let (r, after) = executor.run(&cmd).await?;
+                    let _ = tx.send(result_msg(r)).await;
+                    finish(after).await;
                 }
             }
             _ = sleep_until(next_beat) => {
@@ -237,5 +309,14 @@ async fn hold_stream(
                 next_beat = Instant::now() + interval;
             }
         }
+    }
+}
+
+/// What follows a command's result: a wipe powers the machine off, after giving the result a
+/// moment to leave.
+async fn finish(after: After) {
+    if after == After::PowerOff {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        crate::act::power_off().await;
     }
 }

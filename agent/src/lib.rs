@@ -5,7 +5,9 @@
 //! deltas), `daemon` (the run loop). Inner layers never reach outward: collectors know nothing
 //! of the network, the link nothing of how facts are gathered.
 
+pub mod act;
 pub mod backoff;
+pub mod bus;
 pub mod collect;
 pub mod config;
 pub mod daemon;

@@ -241,6 +241,7 @@ impl AgentService for AgentApi {
                                 let ack = pb::ServerMessage {
                                     msg: Some(pb::server_message::Msg::ResultAck(pb::ResultAck {
                                         command_id: r.command_id.clone(),
+                                        outcome: r.outcome,
                                     })),
                                 };
                                 if tx.send(Ok(ack)).await.is_err() {
