@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use zbus::Connection;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
-use super::facts::{MODEM_IFACE, BEARER_IFACE, Problem, Prop, Props, RawModem, SIM_IFACE};
+use super::facts::{BEARER_IFACE, MODEM_IFACE, Problem, Prop, Props, RawModem, SIM_IFACE};
 use super::{BusAddress, MM_BUS_NAME, MM_PATH, RoamingError};
 
 const DBUS_NAME: &str = "org.freedesktop.DBus";
@@ -33,7 +33,7 @@ pub(crate) struct Reading {
 pub(crate) async fn connect(bus: &BusAddress) -> Result<Connection, RoamingError> {
     let err = |source| RoamingError::Connect {
         address: bus.to_string(),
-        source,
+        source: Box::new(source),
     };
     zbus::connection::Builder::address(bus.as_str())
         .map_err(err)?
@@ -66,15 +66,12 @@ pub(crate) async fn manager_owner(conn: &Connection) -> Result<Option<String>, R
             .body()
             .deserialize::<String>()
             .map(Some)
-            .map_err(|source| RoamingError::Bus {
-                what: "GetNameOwner".into(),
-                source,
-            }),
+            .map_err(|e| RoamingError::bus("GetNameOwner", e)),
         Err(e) if is_absent(&e) => Ok(None),
-        Err(source) => Err(RoamingError::Bus {
-            what: format!("asking the bus who owns {MM_BUS_NAME}"),
-            source,
-        }),
+        Err(e) => Err(RoamingError::bus(
+            format!("asking the bus who owns {MM_BUS_NAME}"),
+            e,
+        )),
     }
 }
 
@@ -97,20 +94,20 @@ pub(crate) async fn read(bus: &BusAddress) -> Result<Reading, RoamingError> {
         )
         .await;
     let objects: ManagedObjects = match reply {
-        Ok(msg) => msg.body().deserialize().map_err(|source| RoamingError::Bus {
-            what: format!("GetManagedObjects on {MM_PATH}"),
-            source,
-        })?,
+        Ok(msg) => msg
+            .body()
+            .deserialize()
+            .map_err(|e| RoamingError::bus(format!("GetManagedObjects on {MM_PATH}"), e))?,
         // ModemManager left between the two calls: the same as not running.
         Err(e) if is_absent(&e) => {
             reading.manager = None;
             return Ok(reading);
         }
-        Err(source) => {
-            return Err(RoamingError::Bus {
-                what: format!("GetManagedObjects on {MM_PATH}"),
-                source,
-            });
+        Err(e) => {
+            return Err(RoamingError::bus(
+                format!("GetManagedObjects on {MM_PATH}"),
+                e,
+            ));
         }
     };
 
@@ -175,7 +172,13 @@ pub(crate) async fn read(bus: &BusAddress) -> Result<Reading, RoamingError> {
 
 async fn get_all(conn: &Connection, owner: &str, path: &str, iface: &str) -> Result<Props, String> {
     let reply = conn
-        .call_method(Some(owner), path, Some(PROPERTIES_IFACE), "GetAll", &(iface,))
+        .call_method(
+            Some(owner),
+            path,
+            Some(PROPERTIES_IFACE),
+            "GetAll",
+            &(iface,),
+        )
         .await
         .map_err(|e| format!("reading {iface}: {e}"))?;
     let props: HashMap<String, OwnedValue> = reply
@@ -246,7 +249,9 @@ mod tests {
         assert_eq!(to_prop(&paths), Prop::List(vec![Prop::Path("/a/1".into())]));
         assert_eq!(to_prop(&Value::F64(1.5)), Prop::Other("d".into()));
         assert_eq!(
-            to_prop(&Value::Value(Box::new(Value::Value(Box::new(Value::from("x")))))),
+            to_prop(&Value::Value(Box::new(Value::Value(Box::new(
+                Value::from("x")
+            ))))),
             Prop::Str("x".into())
         );
     }

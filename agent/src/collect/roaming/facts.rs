@@ -225,7 +225,11 @@ pub fn whereabouts(modem: &Modem, registered: bool, home: &HomeMccs) -> Whereabo
 }
 
 /// Maps one modem. Properties of the wrong type are left out and recorded in `problems`.
-pub fn modem_snapshot(raw: &RawModem, home: &HomeMccs, problems: &mut Vec<Problem>) -> ModemSnapshot {
+pub fn modem_snapshot(
+    raw: &RawModem,
+    home: &HomeMccs,
+    problems: &mut Vec<Problem>,
+) -> ModemSnapshot {
     let modem_props = raw.interfaces.get(MODEM_IFACE);
     let gpp = raw.interfaces.get(MODEM_3GPP_IFACE);
     let mut r = Reader {
@@ -299,8 +303,12 @@ pub fn modem_snapshot(raw: &RawModem, home: &HomeMccs, problems: &mut Vec<Proble
         .collect();
     bearers.sort_by(|a, b| a.path.cmp(&b.path));
     m.data_connected = bearers.iter().any(|b| b.connected);
-    m.rx_bytes = bearers.iter().fold(0u64, |acc, b| acc.saturating_add(b.rx_bytes));
-    m.tx_bytes = bearers.iter().fold(0u64, |acc, b| acc.saturating_add(b.tx_bytes));
+    m.rx_bytes = bearers
+        .iter()
+        .fold(0u64, |acc, b| acc.saturating_add(b.rx_bytes));
+    m.tx_bytes = bearers
+        .iter()
+        .fold(0u64, |acc, b| acc.saturating_add(b.tx_bytes));
 
     let whereabouts = whereabouts(&m, registration.is_some_and(is_registered), home);
     ModemSnapshot {
@@ -327,7 +335,10 @@ pub fn bearer_snapshot(path: &str, props: &Props, problems: &mut Vec<Problem>) -
         let v = stats?.get(key)?;
         let n = v.as_u64();
         if n.is_none() {
-            r.problem(format!("Bearer.Stats {key:?} is {}, expected an unsigned integer", v.kind()));
+            r.problem(format!(
+                "Bearer.Stats {key:?} is {}, expected an unsigned integer",
+                v.kind()
+            ));
         }
         n
     };
@@ -355,7 +366,9 @@ mod tests {
     use super::*;
 
     fn props(list: &[(&str, Prop)]) -> Props {
-        list.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn s(v: &str) -> Prop {
@@ -604,7 +617,11 @@ mod tests {
                     ("Connected", Prop::Bool(false)),
                     (
                         "Stats",
-                        stats(&[("rx-bytes", 5), ("tx-bytes", 6), ("start-date", 1_700_000_000)]),
+                        stats(&[
+                            ("rx-bytes", 5),
+                            ("tx-bytes", 6),
+                            ("start-date", 1_700_000_000),
+                        ]),
                     ),
                 ]),
             ),
@@ -638,7 +655,10 @@ mod tests {
             "/b/0".into(),
             props(&[
                 ("Connected", Prop::UInt(1)),
-                ("Stats", Prop::Dict([("rx-bytes".to_string(), s("lots"))].into())),
+                (
+                    "Stats",
+                    Prop::Dict([("rx-bytes".to_string(), s("lots"))].into()),
+                ),
             ]),
         )];
         let mut problems = vec![];
@@ -657,7 +677,10 @@ mod tests {
         assert_eq!(problems[0].path, "/org/freedesktop/ModemManager1/Modem/0");
         assert_eq!(problems[3].path, "/b/0");
         let m = &snap.modem;
-        assert_eq!((m.state.as_str(), m.registration.as_str()), ("unknown", "unknown"));
+        assert_eq!(
+            (m.state.as_str(), m.registration.as_str()),
+            ("unknown", "unknown")
+        );
         assert_eq!(m.operator_mcc, "");
         assert_eq!(m.operator_name, "Telenor");
         assert_eq!(m.home_mcc, "240");

@@ -148,7 +148,7 @@ impl Ledger {
     pub fn prune_acknowledged(&mut self, observed_ms: i64) -> bool {
         let before = self.trips.len();
         self.trips
-            .retain(|t| !t.closed_at_ms.is_some_and(|c| c <= observed_ms));
+            .retain(|t| t.closed_at_ms.is_none_or(|c| c > observed_ms));
         self.trips.len() != before
     }
 
@@ -165,7 +165,9 @@ impl Ledger {
             match &m.whereabouts {
                 Whereabouts::Home => home_seen = true,
                 Whereabouts::Abroad { mcc, country } => {
-                    let e = abroad.entry(mcc.as_str()).or_insert((country.as_str(), 0, 0));
+                    let e = abroad
+                        .entry(mcc.as_str())
+                        .or_insert((country.as_str(), 0, 0));
                     e.1 = e.1.saturating_add(rx);
                     e.2 = e.2.saturating_add(tx);
                 }
@@ -211,7 +213,11 @@ impl Ledger {
             }
         }
 
-        let closed = self.trips.iter().filter(|t| t.closed_at_ms.is_some()).count();
+        let closed = self
+            .trips
+            .iter()
+            .filter(|t| t.closed_at_ms.is_some())
+            .count();
         let mut excess = closed.saturating_sub(MAX_CLOSED_TRIPS);
         self.trips.retain(|t| {
             if excess > 0 && t.closed_at_ms.is_some() {
@@ -433,19 +439,55 @@ mod tests {
                 steps: vec![
                     (0, ":1.1", vec![modem(HOME, 0, 0)]),
                     (MIN, ":1.1", vec![modem(NO, 100, 10)]),
-                    (MIN + GAP_MS + 1, ":1.1", vec![modem(Where::Nowhere, 100, 10)]),
+                    (
+                        MIN + GAP_MS + 1,
+                        ":1.1",
+                        vec![modem(Where::Nowhere, 100, 10)],
+                    ),
                 ],
                 want: vec![period("NO", "242", MIN, Some(MIN), 100, 10)],
             },
             Case {
                 name: "a reconnect zeroes the ongoing counter: count from zero",
                 steps: vec![
-                    (0, ":1.1", vec![M { id: "m", at: NO, bearers: vec![("/b/0", 0, 0, Counter::Ongoing { start_date: 1 })] }]),
-                    (MIN, ":1.1", vec![M { id: "m", at: NO, bearers: vec![("/b/0", 800, 80, Counter::Ongoing { start_date: 1 })] }]),
+                    (
+                        0,
+                        ":1.1",
+                        vec![M {
+                            id: "m",
+                            at: NO,
+                            bearers: vec![("/b/0", 0, 0, Counter::Ongoing { start_date: 1 })],
+                        }],
+                    ),
+                    (
+                        MIN,
+                        ":1.1",
+                        vec![M {
+                            id: "m",
+                            at: NO,
+                            bearers: vec![("/b/0", 800, 80, Counter::Ongoing { start_date: 1 })],
+                        }],
+                    ),
                     // Reconnected and already past the old value: only start-date tells.
-                    (2 * MIN, ":1.1", vec![M { id: "m", at: NO, bearers: vec![("/b/0", 900, 90, Counter::Ongoing { start_date: 2 })] }]),
+                    (
+                        2 * MIN,
+                        ":1.1",
+                        vec![M {
+                            id: "m",
+                            at: NO,
+                            bearers: vec![("/b/0", 900, 90, Counter::Ongoing { start_date: 2 })],
+                        }],
+                    ),
                     // Reconnected without a start-date: the value dropped.
-                    (3 * MIN, ":1.1", vec![M { id: "m", at: NO, bearers: vec![("/b/0", 50, 5, Counter::Ongoing { start_date: 2 })] }]),
+                    (
+                        3 * MIN,
+                        ":1.1",
+                        vec![M {
+                            id: "m",
+                            at: NO,
+                            bearers: vec![("/b/0", 50, 5, Counter::Ongoing { start_date: 2 })],
+                        }],
+                    ),
                 ],
                 want: vec![period("NO", "242", 0, None, 800 + 900 + 50, 80 + 90 + 5)],
             },
@@ -464,7 +506,15 @@ mod tests {
                     (0, ":1.1", vec![modem(NO, 0, 0)]),
                     (MIN, ":1.1", vec![modem(NO, 100, 10)]),
                     (2 * MIN, ":1.1", vec![]),
-                    (3 * MIN, ":1.1", vec![M { id: "imei-1", at: NO, bearers: vec![("/b/4", 40, 4, Counter::Total)] }]),
+                    (
+                        3 * MIN,
+                        ":1.1",
+                        vec![M {
+                            id: "imei-1",
+                            at: NO,
+                            bearers: vec![("/b/4", 40, 4, Counter::Total)],
+                        }],
+                    ),
                 ],
                 want: vec![period("NO", "242", 0, None, 140, 14)],
             },
@@ -479,8 +529,34 @@ mod tests {
             Case {
                 name: "data over a home modem is not charged to a trip of another",
                 steps: vec![
-                    (0, ":1.1", vec![M { id: "a", ..modem(NO, 0, 0) }, M { id: "b", ..modem(HOME, 0, 0) }]),
-                    (MIN, ":1.1", vec![M { id: "a", ..modem(NO, 10, 1) }, M { id: "b", ..modem(HOME, 9999, 999) }]),
+                    (
+                        0,
+                        ":1.1",
+                        vec![
+                            M {
+                                id: "a",
+                                ..modem(NO, 0, 0)
+                            },
+                            M {
+                                id: "b",
+                                ..modem(HOME, 0, 0)
+                            },
+                        ],
+                    ),
+                    (
+                        MIN,
+                        ":1.1",
+                        vec![
+                            M {
+                                id: "a",
+                                ..modem(NO, 10, 1)
+                            },
+                            M {
+                                id: "b",
+                                ..modem(HOME, 9999, 999)
+                            },
+                        ],
+                    ),
                 ],
                 want: vec![period("NO", "242", 0, None, 10, 1)],
             },
@@ -540,7 +616,10 @@ mod tests {
         assert!(!ledger.observe(&Snapshot::default(), 0), "nothing to keep");
         assert!(ledger.observe(&snap(":1.1", &[modem(HOME, 0, 0)]), 0));
         assert!(!ledger.observe(&snap(":1.1", &[modem(HOME, 0, 0)]), 0));
-        assert!(ledger.observe(&snap(":1.1", &[modem(HOME, 5, 0)]), 0), "baseline moved");
+        assert!(
+            ledger.observe(&snap(":1.1", &[modem(HOME, 5, 0)]), 0),
+            "baseline moved"
+        );
     }
 
     #[test]

@@ -383,7 +383,11 @@ mod tests {
             ("750", Area::Country("FK"), "FK"),
             ("362", Area::Shared(&["CW", "SX", "BQ"]), "CW/SX/BQ"),
             ("647", Area::Shared(&["RE", "YT"]), "RE/YT"),
-            ("901", Area::NonGeographic("International mobile, shared code"), ""),
+            (
+                "901",
+                Area::NonGeographic("International mobile, shared code"),
+                "",
+            ),
             ("001", Area::NonGeographic("Test networks"), ""),
             ("000", Area::Unknown, ""),
             ("123", Area::Unknown, ""),

@@ -113,16 +113,25 @@ pub enum RoamingError {
     Connect {
         address: String,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("{what}: {source}")]
     Bus {
         what: String,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("{0:?} is not a mobile country code (three digits)")]
     BadMcc(String),
+}
+
+impl RoamingError {
+    pub(crate) fn bus(what: impl Into<String>, source: zbus::Error) -> Self {
+        Self::Bus {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Where a modem is registered, as the abroad ledger sees it.
@@ -199,10 +208,7 @@ pub async fn collect(bus: &BusAddress, home: &HomeMccs) -> Collected<Snapshot> {
             out.error(
                 SectionKind::Roaming,
                 MM_BUS_NAME,
-                format!(
-                    "no answer within {} s on {bus}",
-                    COLLECT_TIMEOUT.as_secs()
-                ),
+                format!("no answer within {} s on {bus}", COLLECT_TIMEOUT.as_secs()),
             );
             return out;
         }
@@ -240,14 +246,22 @@ mod tests {
     #[test]
     fn bus_address_resolution() {
         let cases = [
-            (Some("unix:path=/tmp/a"), Some("unix:path=/tmp/b"), "unix:path=/tmp/a"),
+            (
+                Some("unix:path=/tmp/a"),
+                Some("unix:path=/tmp/b"),
+                "unix:path=/tmp/a",
+            ),
             (None, Some("unix:path=/tmp/b"), "unix:path=/tmp/b"),
             (Some("  "), Some(" unix:path=/tmp/b "), "unix:path=/tmp/b"),
             (None, Some(""), DEFAULT_SYSTEM_BUS),
             (None, None, DEFAULT_SYSTEM_BUS),
         ];
         for (config, env, want) in cases {
-            assert_eq!(BusAddress::resolve(config, env).as_str(), want, "{config:?} {env:?}");
+            assert_eq!(
+                BusAddress::resolve(config, env).as_str(),
+                want,
+                "{config:?} {env:?}"
+            );
         }
     }
 
@@ -259,7 +273,10 @@ mod tests {
         assert!(HomeMccs::new(Vec::<String>::new()).unwrap().is_empty());
         for bad in ["24", "2400", "SE", ""] {
             let err = HomeMccs::new([bad]).unwrap_err();
-            assert!(err.to_string().contains("not a mobile country code"), "{err}");
+            assert!(
+                err.to_string().contains("not a mobile country code"),
+                "{err}"
+            );
         }
     }
 

@@ -66,10 +66,7 @@ impl Drop for Watcher {
 }
 
 fn bus_err(what: &str) -> impl FnOnce(zbus::Error) -> RoamingError + '_ {
-    move |source| RoamingError::Bus {
-        what: what.to_string(),
-        source,
-    }
+    move |source| RoamingError::bus(what, source)
 }
 
 /// Subscribes to ModemManager's changes on `bus`. The subscriptions are in place when this
@@ -226,7 +223,10 @@ fn decode(msg: &Message) -> Option<Signal> {
             })
         }
         ("org.freedesktop.DBus.ObjectManager", "InterfacesAdded") => {
-            type Added = (OwnedObjectPath, HashMap<String, HashMap<String, OwnedValue>>);
+            type Added = (
+                OwnedObjectPath,
+                HashMap<String, HashMap<String, OwnedValue>>,
+            );
             let (object, ifaces): Added = body.deserialize().ok()?;
             let mut interfaces: Vec<String> = ifaces.into_keys().collect();
             interfaces.sort();
@@ -295,7 +295,10 @@ pub(crate) fn relevant(signal: &Signal) -> Option<String> {
             if manager != MM_PATH || !ours {
                 return None;
             }
-            Some(format!("{object} {}", if *added { "added" } else { "removed" }))
+            Some(format!(
+                "{object} {}",
+                if *added { "added" } else { "removed" }
+            ))
         }
         Signal::NameOwnerChanged { name, old, new } => {
             if name != MM_BUS_NAME {
@@ -328,17 +331,37 @@ mod tests {
     fn relevance_table() {
         let cases: Vec<(Signal, Option<&str>)> = vec![
             (
-                props(MODEM_3GPP_IFACE, &["OperatorCode", "OperatorName", "RegistrationState"]),
-                Some("Modem3gpp.OperatorCode,RegistrationState on /org/freedesktop/ModemManager1/Modem/0"),
+                props(
+                    MODEM_3GPP_IFACE,
+                    &["OperatorCode", "OperatorName", "RegistrationState"],
+                ),
+                Some(
+                    "Modem3gpp.OperatorCode,RegistrationState on /org/freedesktop/ModemManager1/Modem/0",
+                ),
             ),
             (props(MODEM_3GPP_IFACE, &["OperatorName"]), None),
             (props(MODEM_IFACE, &["SignalQuality"]), None),
-            (props(MODEM_IFACE, &["State"]), Some("Modem.State on /org/freedesktop/ModemManager1/Modem/0")),
-            (props(MODEM_IFACE, &["Bearers"]), Some("Modem.Bearers on /org/freedesktop/ModemManager1/Modem/0")),
+            (
+                props(MODEM_IFACE, &["State"]),
+                Some("Modem.State on /org/freedesktop/ModemManager1/Modem/0"),
+            ),
+            (
+                props(MODEM_IFACE, &["Bearers"]),
+                Some("Modem.Bearers on /org/freedesktop/ModemManager1/Modem/0"),
+            ),
             (props(BEARER_IFACE, &["Stats"]), None),
-            (props(BEARER_IFACE, &["Connected", "Stats"]), Some("Bearer.Connected on /org/freedesktop/ModemManager1/Modem/0")),
-            (props(SIM_IFACE, &["OperatorIdentifier"]), Some("Sim.OperatorIdentifier on /org/freedesktop/ModemManager1/Modem/0")),
-            (props("org.freedesktop.NetworkManager.Device", &["State"]), None),
+            (
+                props(BEARER_IFACE, &["Connected", "Stats"]),
+                Some("Bearer.Connected on /org/freedesktop/ModemManager1/Modem/0"),
+            ),
+            (
+                props(SIM_IFACE, &["OperatorIdentifier"]),
+                Some("Sim.OperatorIdentifier on /org/freedesktop/ModemManager1/Modem/0"),
+            ),
+            (
+                props("org.freedesktop.NetworkManager.Device", &["State"]),
+                None,
+            ),
             (
                 Signal::Interfaces {
                     manager: MM_PATH.into(),
@@ -367,19 +390,35 @@ mod tests {
                 None,
             ),
             (
-                Signal::NameOwnerChanged { name: MM_BUS_NAME.into(), old: "".into(), new: ":1.5".into() },
+                Signal::NameOwnerChanged {
+                    name: MM_BUS_NAME.into(),
+                    old: "".into(),
+                    new: ":1.5".into(),
+                },
                 Some("ModemManager started"),
             ),
             (
-                Signal::NameOwnerChanged { name: MM_BUS_NAME.into(), old: ":1.5".into(), new: "".into() },
+                Signal::NameOwnerChanged {
+                    name: MM_BUS_NAME.into(),
+                    old: ":1.5".into(),
+                    new: "".into(),
+                },
                 Some("ModemManager stopped"),
             ),
             (
-                Signal::NameOwnerChanged { name: MM_BUS_NAME.into(), old: ":1.5".into(), new: ":1.9".into() },
+                Signal::NameOwnerChanged {
+                    name: MM_BUS_NAME.into(),
+                    old: ":1.5".into(),
+                    new: ":1.9".into(),
+                },
                 Some("ModemManager restarted"),
             ),
             (
-                Signal::NameOwnerChanged { name: "org.freedesktop.login1".into(), old: "".into(), new: ":1.2".into() },
+                Signal::NameOwnerChanged {
+                    name: "org.freedesktop.login1".into(),
+                    old: "".into(),
+                    new: ":1.2".into(),
+                },
                 None,
             ),
         ];
