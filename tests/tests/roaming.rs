@@ -66,16 +66,7 @@ async fn add_home_modem(mock: &Mock) -> String {
     mock.update_properties(&modem, MODEM, &[("State", Value::I32(8))])
         .await
         .unwrap();
-    mock.update_properties(
-        &modem,
-        MODEM_3GPP,
-        &[
-            ("OperatorCode", "24001".into()),
-            ("OperatorName", "Telia".into()),
-        ],
-    )
-    .await
-    .unwrap();
+    register(mock, &modem, 1, "24001", "Telia").await;
     modem
 }
 
@@ -110,17 +101,7 @@ async fn roam_to_norway(mock: &Mock, modem: &str, rx: u64, tx: u64) {
     )
     .await
     .unwrap();
-    mock.update_properties(
-        modem,
-        MODEM_3GPP,
-        &[
-            ("RegistrationState", Value::U32(5)),
-            ("OperatorCode", "24201".into()),
-            ("OperatorName", "Telenor".into()),
-        ],
-    )
-    .await
-    .unwrap();
+    register(mock, modem, 5, "24201", "Telenor").await;
 }
 
 /// Back home: registered on Telia, bearer disconnected (its totals stay).
@@ -128,13 +109,18 @@ async fn come_home(mock: &Mock, modem: &str) {
     mock.update_properties(BEARER_PATH, BEARER, &[("Connected", Value::Bool(false))])
         .await
         .unwrap();
+    register(mock, modem, 1, "24001", "Telia").await;
+}
+
+/// Sets the 3GPP registration (MMModem3gppRegistrationState) and operator in one change.
+async fn register(mock: &Mock, modem: &str, state: u32, code: &str, name: &str) {
     mock.update_properties(
         modem,
         MODEM_3GPP,
         &[
-            ("RegistrationState", Value::U32(1)),
-            ("OperatorCode", "24001".into()),
-            ("OperatorName", "Telia".into()),
+            ("RegistrationState", Value::U32(state)),
+            ("OperatorCode", code.into()),
+            ("OperatorName", name.into()),
         ],
     )
     .await

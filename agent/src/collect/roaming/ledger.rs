@@ -55,7 +55,9 @@ const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("the abroad ledger is not valid: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(#[source] serde_json::Error),
+    #[error("cannot encode the abroad ledger: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error("the abroad ledger has version {0}; this agent reads version {VERSION}")]
     Version(u32),
 }
@@ -111,9 +113,8 @@ impl Default for Ledger {
 
 impl Ledger {
     /// The ledger as stored in the state directory (JSON).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // A map of strings and integers always serialises; the fallback is unreachable.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+    pub fn to_bytes(&self) -> Result<Vec<u8>, LedgerError> {
+        serde_json::to_vec_pretty(self).map_err(LedgerError::Encode)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
@@ -121,11 +122,11 @@ impl Ledger {
         struct Head {
             version: u32,
         }
-        let head: Head = serde_json::from_slice(bytes)?;
+        let head: Head = serde_json::from_slice(bytes).map_err(LedgerError::Decode)?;
         if head.version != VERSION {
             return Err(LedgerError::Version(head.version));
         }
-        Ok(serde_json::from_slice(bytes)?)
+        serde_json::from_slice(bytes).map_err(LedgerError::Decode)
     }
 
     /// Open trips and closed ones not yet acknowledged, oldest first, as the report carries them.
@@ -583,7 +584,7 @@ mod tests {
         let mut ledger = Ledger::default();
         ledger.observe(&snap(":1.1", &[modem(HOME, 0, 0)]), 0);
         ledger.observe(&snap(":1.1", &[modem(NO, 100, 10)]), MIN);
-        let stored = ledger.to_bytes();
+        let stored = ledger.to_bytes().unwrap();
 
         let mut restarted = Ledger::from_bytes(&stored).unwrap();
         assert_eq!(restarted, ledger);
@@ -648,6 +649,9 @@ mod tests {
             assert!(err.to_string().contains(want), "{err}");
         }
         let empty = Ledger::default();
-        assert_eq!(Ledger::from_bytes(&empty.to_bytes()).unwrap(), empty);
+        assert_eq!(
+            Ledger::from_bytes(&empty.to_bytes().unwrap()).unwrap(),
+            empty
+        );
     }
 }

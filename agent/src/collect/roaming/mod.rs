@@ -16,7 +16,7 @@
 //! unreachable bus or a failing ModemManager call is an error in [`Collected::errors`].
 //!
 //! Layout: [`mcc`] (the E.212 table), [`facts`] (pure mapping of D-Bus properties), `client`
-//! (the zbus edge), [`watch`] (change notifications), [`ledger`] (trips abroad).
+//! (the zbus edge), [`mod@watch`] (change notifications), [`ledger`] (trips abroad).
 
 use std::time::Duration;
 

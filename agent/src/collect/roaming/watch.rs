@@ -7,7 +7,7 @@
 //!   ObjectManager at [`MM_PATH`]),
 //! - `NameOwnerChanged` for ModemManager's name (it appearing, disappearing or restarting).
 //!
-//! Only changes that matter to the report wake the daemon ([`relevant`]): bearer `Stats`, signal
+//! Only changes that matter to the report wake the daemon (see `relevant`): bearer `Stats`, signal
 //! quality and the like change every few seconds and are left to the regular report.
 //!
 //! Notifications are debounced: a burst (registration, operator and state change together when
