@@ -97,6 +97,8 @@ struct Raw {
     report_interval: Option<String>,
     root: Option<PathBuf>,
     system_bus: Option<String>,
+    #[serde(default)]
+    home_mccs: Vec<String>,
     lock: Option<LockConfig>,
     wipe: Option<WipeConfig>,
 }
@@ -111,6 +113,8 @@ pub struct Config {
     pub report_interval: Duration,
     pub root: PathBuf,
     pub system_bus: Option<String>,
+    /// Mobile country codes that count as home; empty: each SIM's own country.
+    pub home_mccs: Vec<String>,
     pub lock: LockConfig,
     pub wipe: WipeConfig,
 }
@@ -155,6 +159,9 @@ impl Config {
                 d
             }
         };
+        if let Err(e) = crate::collect::roaming::HomeMccs::new(raw.home_mccs.iter()) {
+            return Err(format!("home_mccs: {e}"));
+        }
         let lock = raw.lock.unwrap_or_default();
         if lock.method == LockMethod::Command && lock.command.is_empty() {
             return Err(
@@ -180,6 +187,7 @@ impl Config {
             report_interval,
             root: raw.root.unwrap_or_else(|| PathBuf::from("/")),
             system_bus: raw.system_bus,
+            home_mccs: raw.home_mccs,
             lock,
             wipe,
         })

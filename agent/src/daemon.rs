@@ -4,7 +4,7 @@
 
 use crate::act::{After, Begin, Executor};
 use crate::backoff::Backoff;
-use crate::collect::{Collector, Root};
+use crate::collect::{Collector, Root, roaming};
 use crate::config::Config;
 use crate::link::{self, LinkError};
 use crate::state::{Identity, StateDir, StateError};
@@ -48,6 +48,71 @@ async fn collect(collector: &mut Option<Collector>) -> Result<Report, DaemonErro
     .map_err(|e| DaemonError::Collector(e.to_string()))?;
     *collector = Some(c);
     Ok(report)
+}
+
+/// The roaming side of collection: the modems now, folded into the durable abroad ledger.
+struct Roaming {
+    bus: crate::bus::BusAddress,
+    home: roaming::HomeMccs,
+    ledger: roaming::Ledger,
+    state: StateDir,
+}
+
+impl Roaming {
+    fn load(state: &StateDir, bus: crate::bus::BusAddress, home: roaming::HomeMccs) -> Self {
+        let path = state.path("abroad.json");
+        let ledger = match std::fs::read(&path) {
+            Ok(bytes) => roaming::Ledger::from_bytes(&bytes).unwrap_or_else(|e| {
+                // Keep the unreadable file for a person to look at; start a new ledger.
+                let aside = state.path("abroad.json.corrupt");
+                tracing::error!(
+                    "{}: {e}; kept as {} and starting afresh",
+                    path.display(),
+                    aside.display()
+                );
+                let _ = std::fs::rename(&path, &aside);
+                roaming::Ledger::default()
+            }),
+            Err(_) => roaming::Ledger::default(),
+        };
+        Self {
+            bus,
+            home,
+            ledger,
+            state: state.clone(),
+        }
+    }
+
+    fn persist(&self) {
+        let path = self.state.path("abroad.json");
+        match self.ledger.to_bytes() {
+            Ok(bytes) => {
+                if let Err(e) = crate::state::write_atomic(&path, &bytes) {
+                    tracing::error!("could not save the abroad ledger: {e}");
+                }
+            }
+            Err(e) => tracing::error!("could not encode the abroad ledger: {e}"),
+        }
+    }
+
+    /// Reads the modems, updates the ledger, and fills the report's roaming section.
+    async fn fill(&mut self, report: &mut Report) -> i64 {
+        let got = roaming::collect(&self.bus, &self.home).await;
+        let now = link::now_ms();
+        if self.ledger.observe(&got.value, now) {
+            self.persist();
+        }
+        report.roaming = got.value.state(&self.ledger);
+        report.errors.extend(got.errors);
+        now
+    }
+
+    /// The server has the report carrying the observation made at `observed_ms`.
+    fn acknowledged(&mut self, observed_ms: i64) {
+        if self.ledger.prune_acknowledged(observed_ms) {
+            self.persist();
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` resolves (or, with `once`, after one acknowledged report).
@@ -97,11 +162,11 @@ pub async fn run(
 
     // Commands: anything interrupted by a crash is reported failed (never re-run), and a lock
     // that was in force before a restart is put back.
-    let bus = crate::bus::system_bus_address(
+    let bus = crate::bus::BusAddress::resolve(
         cfg.system_bus.as_deref(),
         std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().as_deref(),
     );
-    let executor = std::sync::Arc::new(Executor::new(&cfg, state.clone(), &identity, bus));
+    let executor = std::sync::Arc::new(Executor::new(&cfg, state.clone(), &identity, bus.clone()));
     let interrupted = executor.recover_interrupted()?;
     if interrupted > 0 {
         tracing::warn!(
@@ -126,9 +191,15 @@ pub async fn run(
         }
     };
 
+    let home = roaming::HomeMccs::new(cfg.home_mccs.iter())
+        .map_err(|e| DaemonError::Collector(format!("home_mccs: {e}")))?;
+    let mut roam = Roaming::load(&state, bus.clone(), home);
+
     if once {
-        let report = collect(&mut collector).await?;
+        let mut report = collect(&mut collector).await?;
+        let observed = roam.fill(&mut report).await;
         let s = link::send_report(channel, &state, &report).await?;
+        roam.acknowledged(observed);
         emit(Event::Reported {
             sequence: s.sequence,
             sent: s.sent,
@@ -143,7 +214,19 @@ pub async fn run(
     let mut stream: Option<tokio::task::JoinHandle<Result<(), LinkError>>> = None;
     let mut stream_started = Instant::now();
     let mut stream_retry_at = Instant::now();
+    let mut watcher: Option<roaming::Watcher> = None;
+    let mut watch_retry_at = Instant::now();
     loop {
+        // Watch before collecting, so a change between the two still wakes us.
+        if watcher.is_none() && Instant::now() >= watch_retry_at {
+            match roaming::watch(&bus).await {
+                Ok(w) => watcher = Some(w),
+                Err(e) => {
+                    tracing::debug!("cannot watch the modems: {e}");
+                    watch_retry_at = Instant::now() + Duration::from_secs(60);
+                }
+            }
+        }
         if stream.is_none() && Instant::now() >= stream_retry_at {
             stream_started = Instant::now();
             stream = Some(tokio::spawn(hold_stream(
@@ -154,10 +237,29 @@ pub async fn run(
         }
         tokio::select! {
             _ = &mut shutdown => break,
+            change = async {
+                match watcher.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match change {
+                    Some(c) => {
+                        tracing::info!(reasons = ?c.reasons, "modem change: reporting now");
+                        next_report = Instant::now();
+                    }
+                    None => {
+                        watcher = None;
+                        watch_retry_at = Instant::now() + Duration::from_secs(5);
+                    }
+                }
+            }
             _ = sleep_until(next_report) => {
-                let report = collect(&mut collector).await?;
+                let mut report = collect(&mut collector).await?;
+                let observed = roam.fill(&mut report).await;
                 match link::send_report(channel.clone(), &state, &report).await {
                     Ok(s) => {
+                        roam.acknowledged(observed);
                         tracing::info!(sequence = s.sequence, sent = ?s.sent, "report acknowledged");
                         emit(Event::Reported { sequence: s.sequence, sent: s.sent });
                         report_backoff.reset();

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use vakt_agent::collect::{Collector, Root};
+use vakt_agent::collect::{Collector, Root, roaming};
 use vakt_agent::config::Config;
 use vakt_agent::state::StateDir;
 
@@ -67,10 +67,19 @@ async fn real_main() -> anyhow::Result<()> {
             vakt_agent::daemon::run(cfg, once, shutdown_signal(), None).await?;
         }
         Cmd::Collect { json, root } => {
-            let report =
+            let mut report =
                 tokio::task::spawn_blocking(move || Collector::new(Root::new(root)).collect())
                     .await
                     .context("collector task")?;
+            // The modems as they are now; no ledger of trips abroad without a state directory.
+            let bus = vakt_agent::bus::BusAddress::resolve(
+                None,
+                std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().as_deref(),
+            );
+            let home = roaming::HomeMccs::new(Vec::<String>::new())?;
+            let got = roaming::collect(&bus, &home).await;
+            report.roaming = got.value.state(&roaming::Ledger::default());
+            report.errors.extend(got.errors);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

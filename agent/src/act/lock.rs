@@ -232,8 +232,9 @@ pub fn unblock_logins(root: &Root, state: &LockState) -> Result<(), LockError> {
 }
 
 /// Asks logind on the system bus at `bus` to lock every session.
-pub async fn lock_sessions(bus: &str) -> Result<(), LockError> {
-    let conn = crate::bus::connect(bus)
+pub async fn lock_sessions(bus: &crate::bus::BusAddress) -> Result<(), LockError> {
+    let conn = bus
+        .connect()
         .await
         .map_err(|e| LockError::Logind(format!("cannot reach the system bus at {bus}: {e}")))?;
     conn.call_method(

@@ -90,12 +90,17 @@ pub struct Executor {
     state: StateDir,
     device_id: String,
     pinned_key: String,
-    bus: String,
+    bus: crate::bus::BusAddress,
     journal: Mutex<()>,
 }
 
 impl Executor {
-    pub fn new(cfg: &Config, state: StateDir, identity: &Identity, bus: String) -> Self {
+    pub fn new(
+        cfg: &Config,
+        state: StateDir,
+        identity: &Identity,
+        bus: crate::bus::BusAddress,
+    ) -> Self {
         Self {
             root: Root::new(&cfg.root),
             cfg: cfg.clone(),
