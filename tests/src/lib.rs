@@ -189,6 +189,29 @@ impl TestAgent {
         }
     }
 
+    /// As [`new`](Self::new), with more config lines (root, system_bus, [lock], [wipe]...).
+    pub fn with_config(dir: &Path, server: &TestServer, token: &str, extra: &str) -> Self {
+        let a = Self::new(dir, server, token);
+        let mut cfg = std::fs::read_to_string(a.config()).unwrap();
+        cfg.push_str(extra);
+        std::fs::write(a.config(), cfg).unwrap();
+        a
+    }
+
+    /// Starts `vakt-agent run` in the background; killed when the guard drops.
+    pub fn spawn(&self) -> AgentProcess {
+        let log = self.dir.join("agent.log");
+        let child = Command::new(bin("vakt-agent"))
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("VAKT_LOG", "info,vakt_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn vakt-agent");
+        AgentProcess { child, log }
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.join("agent.toml")
     }
@@ -216,6 +239,49 @@ impl TestAgent {
     pub fn state_file(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join("state").join(name)).unwrap()
     }
+}
+
+/// A running `vakt-agent run`; killed (SIGKILL) when dropped.
+pub struct AgentProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `f` is true, polling without blocking the async runtime; panics with `what`
+/// after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Whether a tool CI installs must be there (`VAKT_REQUIRE_TOOLS=1`): then a missing tool fails
+/// the test instead of skipping it.
+pub fn tools_required() -> bool {
+    std::env::var("VAKT_REQUIRE_TOOLS").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Waits until `f` is true, polling; panics with `what` after `timeout`.
