@@ -48,7 +48,10 @@ fn device_state(server: &TestServer, device: &str) -> String {
 }
 
 fn agent_config(root: &Path, bus: &str, wipe: &str) -> String {
-    format!("root = {root:?}\nsystem_bus = {bus:?}\n[lock]\nmethod = \"logind\"\n{wipe}", root = root.display().to_string())
+    format!(
+        "root = {root:?}\nsystem_bus = {bus:?}\n[lock]\nmethod = \"logind\"\n{wipe}",
+        root = root.display().to_string()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +77,13 @@ async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it() {
     let device = agent.device_id();
     server.vakt_ok(&["device", "assign", &device, "anna@sorsele.se"]);
 
-    let out = server.vakt_ok(&["loss", "report", &device, "--reported-by", "anna@sorsele.se"]);
+    let out = server.vakt_ok(&[
+        "loss",
+        "report",
+        &device,
+        "--reported-by",
+        "anna@sorsele.se",
+    ]);
     assert!(out.contains("lock queued"), "{out}");
     wait_until("the lock to succeed", Duration::from_secs(10), || {
         command_state(&server, &device, "lock") == "succeeded"
@@ -84,11 +93,25 @@ async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it() {
         .method_calls("/org/freedesktop/login1", "LockSessions")
         .await
         .unwrap();
-    assert_eq!(calls.len(), 1, "logind's LockSessions was called once; agent log:\n{}", proc.log());
+    assert_eq!(
+        calls.len(),
+        1,
+        "logind's LockSessions was called once; agent log:\n{}",
+        proc.log()
+    );
     let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
-    assert!(shadow.contains("anna:$y$j9T$abc:19000:0:99999:7::1:"), "{shadow}");
-    assert!(shadow.contains("bo:$y$j9T$def:19000:0:99999:7::1:"), "{shadow}");
-    assert!(shadow.contains("root:*:19000:0:99999:7:::"), "root is never locked out");
+    assert!(
+        shadow.contains("anna:$y$j9T$abc:19000:0:99999:7::1:"),
+        "{shadow}"
+    );
+    assert!(
+        shadow.contains("bo:$y$j9T$def:19000:0:99999:7::1:"),
+        "{shadow}"
+    );
+    assert!(
+        shadow.contains("root:*:19000:0:99999:7:::"),
+        "root is never locked out"
+    );
     assert!(root.join("etc/nologin").exists());
     assert_eq!(device_state(&server, &device), "locked");
 
@@ -96,9 +119,19 @@ async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it() {
     let case = server.vakt_json(&["loss", "show", &device]);
     assert_eq!(case["open"], true);
     assert_eq!(case["checklist"].as_array().unwrap().len(), 4);
-    assert!(case["checklist"].as_array().unwrap().iter().all(|s| s["done"] == false));
+    assert!(
+        case["checklist"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["done"] == false)
+    );
     server.vakt_ok(&[
-        "loss", "update", &device, "--sim-blocked", "--no-police-report",
+        "loss",
+        "update",
+        &device,
+        "--sim-blocked",
+        "--no-police-report",
         "glömd i personalrummet, missbruk uteslutet",
     ]);
     let case = server.vakt_json(&["loss", "show", &device]);
@@ -106,7 +139,10 @@ async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it() {
     assert_eq!(case["checklist"][1]["done"], true);
     assert_eq!(case["checklist"][2]["done"], false);
     let md = server.vakt_ok(&["loss", "incident-report", &device]);
-    assert!(md.contains("# Incidentrapport: förlorad utrustning"), "{md}");
+    assert!(
+        md.contains("# Incidentrapport: förlorad utrustning"),
+        "{md}"
+    );
     assert!(md.contains("1. [x] IT spärrar SIM-kortet"), "{md}");
     assert!(md.contains("Låsning"), "{md}");
     let html = server.vakt_ok(&["loss", "incident-report", &device, "--html"]);
@@ -118,14 +154,22 @@ async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it() {
         command_state(&server, &device, "unlock") == "succeeded"
     })
     .await;
-    assert_eq!(std::fs::read_to_string(root.join("etc/shadow")).unwrap(), SHADOW);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/shadow")).unwrap(),
+        SHADOW
+    );
     assert!(!root.join("etc/nologin").exists());
     assert_eq!(device_state(&server, &device), "active");
     assert_eq!(server.vakt_json(&["loss", "show", &device])["open"], false);
 
     // Every step is in the audit log, and the chain holds.
     let audit = server.vakt_json(&["audit"]);
-    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     for a in ["loss.report", "loss.update", "loss.recovered"] {
         assert!(actions.contains(&a), "{a} audited: {actions:?}");
     }
@@ -143,23 +187,39 @@ async fn loss_reported_while_offline_survives_a_restart_and_locks_on_return() {
         &tmp.path().join("agent"),
         &server,
         &server.enroll_token(&[]),
-        &agent_config(&root, bus.address(), "[wipe]\nstrategy = \"paths\"\npaths = [\"/home\"]\npoweroff = false\n"),
+        &agent_config(
+            &root,
+            bus.address(),
+            "[wipe]\nstrategy = \"paths\"\npaths = [\"/home\"]\npoweroff = false\n",
+        ),
     );
-    assert!(agent.run_once().status.success(), "enrolled and reported once, then offline");
+    assert!(
+        agent.run_once().status.success(),
+        "enrolled and reported once, then offline"
+    );
     let device = agent.device_id();
     server.vakt_ok(&["loss", "report", &device]);
     assert_eq!(command_state(&server, &device, "lock"), "pending");
 
     server.restart();
-    assert_eq!(command_state(&server, &device, "lock"), "pending", "the queue survived the restart");
+    assert_eq!(
+        command_state(&server, &device, "lock"),
+        "pending",
+        "the queue survived the restart"
+    );
     assert_eq!(device_state(&server, &device), "lost");
 
     let proc = agent.spawn();
-    wait_until("the lock to run when the laptop comes back", Duration::from_secs(30), || {
-        command_state(&server, &device, "lock") == "succeeded"
-    })
+    wait_until(
+        "the lock to run when the laptop comes back",
+        Duration::from_secs(30),
+        || command_state(&server, &device, "lock") == "succeeded",
+    )
     .await;
-    let calls = logind.method_calls("/org/freedesktop/login1", "LockSessions").await.unwrap();
+    let calls = logind
+        .method_calls("/org/freedesktop/login1", "LockSessions")
+        .await
+        .unwrap();
     assert!(!calls.is_empty(), "agent log:\n{}", proc.log());
 
     // A locked agent that restarts stays locked and locks the sessions again.
@@ -169,15 +229,22 @@ async fn loss_reported_while_offline_survives_a_restart_and_locks_on_return() {
         server.vakt_json(&["devices"])[0]["connected"] == true
     })
     .await;
-    wait_until("sessions locked again after the restart", Duration::from_secs(10), || {
-        let n = futures_now(logind.method_calls("/org/freedesktop/login1", "LockSessions"));
-        n >= 2
-    })
+    wait_until(
+        "sessions locked again after the restart",
+        Duration::from_secs(10),
+        || {
+            let n = futures_now(logind.method_calls("/org/freedesktop/login1", "LockSessions"));
+            n >= 2
+        },
+    )
     .await;
     assert!(root.join("etc/nologin").exists());
     let cmds = server.vakt_json(&["commands", "--device", &device]);
     assert_eq!(
-        command(&cmds, "lock").unwrap()["deliveries"].as_u64().unwrap() >= 1,
+        command(&cmds, "lock").unwrap()["deliveries"]
+            .as_u64()
+            .unwrap()
+            >= 1,
         true
     );
     drop(proc);
@@ -203,7 +270,11 @@ async fn wipe_needs_a_second_admin_then_erases_the_paths() {
         &tmp.path().join("agent"),
         &server,
         &server.enroll_token(&[]),
-        &agent_config(&root, bus.address(), "[wipe]\nstrategy = \"paths\"\npaths = [\"/home/anna\"]\npoweroff = false\n"),
+        &agent_config(
+            &root,
+            bus.address(),
+            "[wipe]\nstrategy = \"paths\"\npaths = [\"/home/anna\"]\npoweroff = false\n",
+        ),
     );
     let proc = agent.spawn();
     wait_until("the agent to connect", Duration::from_secs(30), || {
@@ -213,26 +284,65 @@ async fn wipe_needs_a_second_admin_then_erases_the_paths() {
     let device = agent.device_id();
     let first = server.admin_token();
     let second = server
-        .vakt_ok(&["admin-token", "create", "--role", "admin", "--name", "it-chef"])
+        .vakt_ok(&[
+            "admin-token",
+            "create",
+            "--role",
+            "admin",
+            "--name",
+            "it-chef",
+        ])
         .trim()
         .to_string();
     let operator = server
-        .vakt_ok(&["admin-token", "create", "--role", "operator", "--name", "helpdesk"])
+        .vakt_ok(&[
+            "admin-token",
+            "create",
+            "--role",
+            "operator",
+            "--name",
+            "helpdesk",
+        ])
         .trim()
         .to_string();
 
-    let out = server.vakt_with_token(&operator, &["wipe", "request", &device, "--reason", "stulen, polisanmäld"]);
+    let out = server.vakt_with_token(
+        &operator,
+        &[
+            "wipe",
+            "request",
+            &device,
+            "--reason",
+            "stulen, polisanmäld",
+        ],
+    );
     assert!(!out.status.success(), "an operator cannot request a wipe");
 
-    let out = server.vakt_with_token(&first, &["wipe", "request", &device, "--reason", "stulen, polisanmäld"]);
+    let out = server.vakt_with_token(
+        &first,
+        &[
+            "wipe",
+            "request",
+            &device,
+            "--reason",
+            "stulen, polisanmäld",
+        ],
+    );
     assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
     let wipe_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(command_state(&server, &device, "wipe"), "awaiting-approval");
 
     let out = server.vakt_with_token(&first, &["wipe", "approve", &wipe_id]);
     assert!(!out.status.success());
-    assert!(vakt_tests::stderr(&out).contains("different admin"), "{}", vakt_tests::stderr(&out));
-    assert!(root.join("home/anna/Dokument/lönelista.ods").exists(), "nothing wiped on self-approval");
+    assert!(
+        vakt_tests::stderr(&out).contains("different admin"),
+        "{}",
+        vakt_tests::stderr(&out)
+    );
+    assert!(
+        root.join("home/anna/Dokument/lönelista.ods").exists(),
+        "nothing wiped on self-approval"
+    );
 
     let out = server.vakt_with_token(&second, &["wipe", "approve", &wipe_id]);
     assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
@@ -240,15 +350,31 @@ async fn wipe_needs_a_second_admin_then_erases_the_paths() {
         command_state(&server, &device, "wipe") == "succeeded"
     })
     .await;
-    assert!(!root.join("home/anna").exists(), "agent log:\n{}", proc.log());
-    assert!(root.join("home/bo").exists(), "only the configured paths go");
+    assert!(
+        !root.join("home/anna").exists(),
+        "agent log:\n{}",
+        proc.log()
+    );
+    assert!(
+        root.join("home/bo").exists(),
+        "only the configured paths go"
+    );
     assert_eq!(device_state(&server, &device), "wiped");
     let cmds = server.vakt_json(&["commands"]);
     let w = command(&cmds, "wipe").unwrap();
     assert!(w["approved_by"].as_str().unwrap().contains("it-chef"));
     let audit = server.vakt_json(&["audit"]);
-    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert!(actions.contains(&"wipe.request") && actions.contains(&"wipe.approve-refused") && actions.contains(&"wipe.approve"));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"wipe.request")
+            && actions.contains(&"wipe.approve-refused")
+            && actions.contains(&"wipe.approve")
+    );
 }
 
 #[test]
@@ -257,7 +383,14 @@ fn audit_verify_detects_an_edited_entry() {
     let data = tmp.path().join("server");
     let mut server = TestServer::start(&data);
     server.enroll_token(&[]);
-    server.vakt_ok(&["admin-token", "create", "--role", "viewer", "--name", "revisor"]);
+    server.vakt_ok(&[
+        "admin-token",
+        "create",
+        "--role",
+        "viewer",
+        "--name",
+        "revisor",
+    ]);
     server.vakt_ok(&["audit", "verify"]);
     server.kill();
     {
