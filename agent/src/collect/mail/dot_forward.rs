@@ -13,8 +13,8 @@
 //! `keeps_copy` when the owner's `\user` is in the file; programs, files and includes are
 //! reported as written, since where they send mail cannot be seen from here.
 
-use super::text::{Parsed, Problem, bare_address, decode};
 use super::Probe;
+use super::text::{Parsed, Problem, bare_address, decode};
 use std::path::PathBuf;
 use vakt_proto::model::ForwardKind;
 

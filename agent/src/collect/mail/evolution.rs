@@ -525,7 +525,10 @@ mod tests {
         let r = &got.value;
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].title, "Till Gmail & Outlook");
-        assert_eq!(r[0].forward_to, vec!["Åsa <asa@gmail.com>", "asa@outlook.com"]);
+        assert_eq!(
+            r[0].forward_to,
+            vec!["Åsa <asa@gmail.com>", "asa@outlook.com"]
+        );
         assert!(r[0].enabled && r[0].deletes);
         assert!(!r[1].enabled);
         assert!(r[2].enabled);
@@ -553,7 +556,10 @@ mod tests {
              [Security]\r\nMethod=starttls-on-standard-port\r\n[Authentication]\r\nPort=587\r\n",
         )
         .unwrap();
-        assert_eq!(s.get("Data Source", "DisplayName").as_deref(), Some("Jobb Sorsele"));
+        assert_eq!(
+            s.get("Data Source", "DisplayName").as_deref(),
+            Some("Jobb Sorsele")
+        );
         assert_eq!(s.security(), MailSecurity::Starttls);
         assert_eq!(s.port(), Some(587));
         assert!(s.enabled());

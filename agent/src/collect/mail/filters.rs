@@ -184,11 +184,8 @@ pub fn parse_filter_rules(bytes: &[u8]) -> Parsed<Vec<Filter>> {
         pos: 0,
         line: 1,
     };
-    loop {
-        // Attribute name: up to whitespace or '='.
-        let Some(first) = cur.next_non_space() else {
-            break;
-        };
+    // Each round: an attribute name, up to whitespace or '=', then its value.
+    while let Some(first) = cur.next_non_space() {
         let line = cur.line;
         let mut name = vec![first];
         let mut ended = false;
@@ -225,10 +222,8 @@ pub fn parse_filter_rules(bytes: &[u8]) -> Parsed<Vec<Filter>> {
         }
         let (raw, closed) = read_value(&mut cur);
         if !closed {
-            out.problems.push(Problem::new(
-                line,
-                "file ends inside a value (truncated?)",
-            ));
+            out.problems
+                .push(Problem::new(line, "file ends inside a value (truncated?)"));
         }
         let value = String::from_utf8_lossy(&raw).into_owned();
         apply(&mut out.value, attr(&String::from_utf8_lossy(&name)), value);
@@ -286,11 +281,7 @@ fn apply(filters: &mut Vec<Filter>, attr: Attr, value: String) {
         }
         Attr::Condition => f.condition = value,
         Attr::Unknown => f.unparseable = true,
-        Attr::Version
-        | Attr::Logging
-        | Attr::Description
-        | Attr::ScriptName
-        | Attr::Name => {}
+        Attr::Version | Attr::Logging | Attr::Description | Attr::ScriptName | Attr::Name => {}
     }
 }
 
@@ -333,11 +324,17 @@ mod tests {
             .filter(|a| a.kind == "Forward")
             .map(|a| a.value.as_str())
             .collect();
-        assert_eq!(forwards, vec!["asa.oberg@gmail.com", "Åsa <asa@outlook.com>"]);
+        assert_eq!(
+            forwards,
+            vec!["asa.oberg@gmail.com", "Åsa <asa@outlook.com>"]
+        );
         assert_eq!(f[0].condition, "AND (from,contains,chef@sorsele.se)");
         assert!(!f[1].enabled);
         assert!(!f[1].runs_by_itself());
-        assert_eq!(f[1].actions[0].custom_id, "filtaquilla@mesquilla.com#runFile");
+        assert_eq!(
+            f[1].actions[0].custom_id,
+            "filtaquilla@mesquilla.com#runFile"
+        );
         assert_eq!(f[1].actions[0].value, "/usr/bin/x");
     }
 
@@ -385,7 +382,14 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for input in [&b""[..], b"=", b"\"", b"name", b"\xff\xfe=\"\\", b"a=\"\\\\"] {
+        for input in [
+            &b""[..],
+            b"=",
+            b"\"",
+            b"name",
+            b"\xff\xfe=\"\\",
+            b"a=\"\\\\",
+        ] {
             let _ = parse_filter_rules(input);
         }
     }

@@ -188,7 +188,10 @@ mod tests {
         symlink("/etc/secret", d.join("home/anna/abs")).unwrap();
         symlink("../../../../../../etc/secret", d.join("home/anna/up")).unwrap();
         let r = |p: &str| resolve(&root, Path::new(p)).unwrap();
-        assert_eq!(r("/home/anna/.dovecot.sieve"), d.join("home/anna/sieve/a.sieve"));
+        assert_eq!(
+            r("/home/anna/.dovecot.sieve"),
+            d.join("home/anna/sieve/a.sieve")
+        );
         assert_eq!(r("/home/anna/abs"), d.join("etc/secret"));
         assert_eq!(r("/home/anna/up"), d.join("etc/secret"));
     }

@@ -64,8 +64,10 @@ pub fn parse_ini(text: &str, comment_chars: &[char]) -> Parsed<Ini> {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            out.problems
-                .push(Problem::new(line_no, "not a key=value line, a section or a comment"));
+            out.problems.push(Problem::new(
+                line_no,
+                "not a key=value line, a section or a comment",
+            ));
             continue;
         };
         match out.value.sections.last_mut() {

@@ -540,15 +540,13 @@ mod tests {
         assert_eq!(got.value.len(), 2);
         let lines: Vec<usize> = got.problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 7]);
-        assert_eq!(
-            got.problems[4].message,
-            "unterminated string literal"
-        );
+        assert_eq!(got.problems[4].message, "unterminated string literal");
     }
 
     #[test]
     fn later_values_win_and_nul_ends_the_file() {
-        let got = parse_prefs(b"user_pref(\"a\", 1);\nuser_pref(\"a\", 2);\n\0user_pref(\"b\", 3);");
+        let got =
+            parse_prefs(b"user_pref(\"a\", 1);\nuser_pref(\"a\", 2);\n\0user_pref(\"b\", 3);");
         assert_eq!(got.value.int("a"), Some(2));
         assert_eq!(got.value.get("b"), None);
         assert_eq!(got.problems.len(), 1);

@@ -542,13 +542,7 @@ fn render_test(t: &Test) -> String {
         }
         many => {
             s.push('(');
-            s.push_str(
-                &many
-                    .iter()
-                    .map(render_test)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
+            s.push_str(&many.iter().map(render_test).collect::<Vec<_>>().join(", "));
             s.push(')');
         }
     }
@@ -622,12 +616,18 @@ fn collect_script(
             continue;
         }
         if depth + 1 > MAX_INCLUDE_DEPTH {
-            probe.error(&real, format!("includes nested deeper than {MAX_INCLUDE_DEPTH}"));
+            probe.error(
+                &real,
+                format!("includes nested deeper than {MAX_INCLUDE_DEPTH}"),
+            );
             continue;
         }
         // A script name is a name, not a path.
         if inc.name.contains('/') || inc.name.is_empty() {
-            probe.error(&real, format!("include of an invalid script name {:?}", inc.name));
+            probe.error(
+                &real,
+                format!("include of an invalid script name {:?}", inc.name),
+            );
             continue;
         }
         let mut conditions = outer.to_vec();

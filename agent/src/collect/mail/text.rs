@@ -74,8 +74,22 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
 
 /// Elements after which a mail client's rendering starts a new line.
 const BLOCK_TAGS: &[&str] = &[
-    "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
-    "blockquote", "pre", "hr",
+    "p",
+    "div",
+    "tr",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "table",
+    "ul",
+    "ol",
+    "blockquote",
+    "pre",
+    "hr",
 ];
 
 /// The visible text of an HTML fragment: tags removed, block elements and `<br>` as line
@@ -126,10 +140,8 @@ pub fn html_to_text(html: &str) -> String {
                 "head" if !closing => skip_until = Some("head"),
                 "br" => out.push('\n'),
                 // Adjacent block boundaries make one line break, as they render.
-                n if BLOCK_TAGS.contains(&n) => {
-                    if !out.is_empty() && !out.ends_with('\n') {
-                        out.push('\n');
-                    }
+                n if BLOCK_TAGS.contains(&n) && !out.is_empty() && !out.ends_with('\n') => {
+                    out.push('\n');
                 }
                 "td" | "th" if closing => out.push(' '),
                 _ => {}
@@ -235,9 +247,11 @@ fn entity(name: &str) -> Option<char> {
 pub fn looks_like_html(text: &str) -> bool {
     let t = text.trim_start().to_ascii_lowercase();
     t.starts_with('<')
-        && ["<br", "<p", "<div", "<html", "<span", "<table", "<b>", "<a ", "<font"]
-            .iter()
-            .any(|tag| t.contains(tag))
+        && [
+            "<br", "<p", "<div", "<html", "<span", "<table", "<b>", "<a ", "<font",
+        ]
+        .iter()
+        .any(|tag| t.contains(tag))
 }
 
 /// The address of a recipient written as `Name <addr@host>` (or bare), trimmed.
@@ -294,7 +308,10 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(bare_address(" Anna Berg <anna@gmail.com> "), "anna@gmail.com");
+        assert_eq!(
+            bare_address(" Anna Berg <anna@gmail.com> "),
+            "anna@gmail.com"
+        );
         assert_eq!(bare_address("anna@gmail.com"), "anna@gmail.com");
         assert_eq!(bare_address("a > b <"), "a > b <");
     }

@@ -249,8 +249,10 @@ fn profile_relative(profile: &Path, rel: &str) -> Option<PathBuf> {
 
 /// The device path a path pref names: the `-rel` form first, then the absolute one.
 fn pref_path(profile: &Path, rel: Option<&str>, abs: Option<&str>) -> Option<PathBuf> {
-    rel.and_then(|r| profile_relative(profile, r))
-        .or_else(|| abs.filter(|a| a.starts_with('/')).map(|a| fs::normalize(Path::new(a))))
+    rel.and_then(|r| profile_relative(profile, r)).or_else(|| {
+        abs.filter(|a| a.starts_with('/'))
+            .map(|a| fs::normalize(Path::new(a)))
+    })
 }
 
 /// Collects every Thunderbird profile of the probe's user.
@@ -532,12 +534,20 @@ user_pref("mail.smtp.defaultserver", "smtp1");
         assert_eq!(c.accounts.len(), 2);
         let s1 = c.accounts[0].server.as_ref().unwrap();
         assert_eq!(
-            (s1.kind.as_str(), s1.hostname.as_str(), s1.port, s1.socket_type),
+            (
+                s1.kind.as_str(),
+                s1.hostname.as_str(),
+                s1.port,
+                s1.socket_type
+            ),
             ("imap", "imap.sorsele.se", Some(993), Some(3))
         );
         assert_eq!(c.accounts[0].identities[0].email, "anna@sorsele.se");
         assert!(c.accounts[0].identities[0].html_sig_format);
-        assert_eq!(c.accounts[0].identities[1].smtp_server.as_deref(), Some("smtp2"));
+        assert_eq!(
+            c.accounts[0].identities[1].smtp_server.as_deref(),
+            Some("smtp2")
+        );
         assert_eq!(c.smtp[0].try_ssl, Some(2));
         assert_eq!(c.smtp[1].try_ssl, None);
         assert_eq!(c.default_smtp.as_deref(), Some("smtp1"));
@@ -554,6 +564,9 @@ user_pref("mail.smtp.defaultserver", "smtp1");
             pref_path(profile, None, Some("/home/a/sig.txt")),
             Some(PathBuf::from("/home/a/sig.txt"))
         );
-        assert_eq!(pref_path(profile, Some("sig.txt"), Some("C:\\sig.txt")), None);
+        assert_eq!(
+            pref_path(profile, Some("sig.txt"), Some("C:\\sig.txt")),
+            None
+        );
     }
 }
