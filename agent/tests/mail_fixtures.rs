@@ -178,6 +178,17 @@ fn accounts_from_every_client() {
 fn forwards_from_every_client() {
     use ForwardKind::*;
     let got = mail::collect(&fixture()).value.forwards;
+    let bo_forward = |target: &str| {
+        forward(
+            "dot-forward",
+            "bo",
+            "~/.forward",
+            true,
+            target,
+            DotForward,
+            false,
+        )
+    };
     let want = vec![
         // One filter, two Forward actions (and a "Mark read" between them).
         forward(
@@ -288,33 +299,10 @@ fn forwards_from_every_client() {
             Forward,
             true,
         ),
-        forward(
-            "dot-forward",
-            "bo",
-            "~/.forward",
-            true,
-            "|/usr/bin/procmail -f-",
-            DotForward,
-            false,
-        ),
-        forward(
-            "dot-forward",
-            "bo",
-            "~/.forward",
-            true,
-            "bo.ek@hotmail.com",
-            DotForward,
-            false,
-        ),
-        forward(
-            "dot-forward",
-            "bo",
-            "~/.forward",
-            true,
-            "|/usr/bin/vacation bo",
-            DotForward,
-            false,
-        ),
+        bo_forward("|/usr/bin/procmail -f-"),
+        bo_forward("bo.ek@hotmail.com"),
+        // The line's closing quote is missing: the rest of the line is the destination.
+        bo_forward("|/usr/bin/vacation bo"),
     ];
     assert_eq!(got, want);
 }

@@ -11,7 +11,7 @@
 use crate::collect::Root;
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Links followed while resolving one path before giving up (the kernel's own limit is 40).
@@ -91,7 +91,19 @@ pub fn read_user_file(
     uid: u32,
 ) -> Result<Option<Vec<u8>>, ReadError> {
     let real = resolve(root, device_path)?;
-    let mut file = match std::fs::File::open(&real) {
+    // Only regular files are opened: opening a FIFO would block, a device could act.
+    match std::fs::symlink_metadata(&real) {
+        Ok(meta) if !meta.is_file() => return Err(ReadError::NotAFile),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    // Non-blocking and not following a link, in case the file was swapped since the check.
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&real)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -232,6 +244,21 @@ mod tests {
         );
         assert!(matches!(
             read_user_file(&root, Path::new("/home/anna/sieve"), 0),
+            Err(ReadError::NotAFile)
+        ));
+    }
+
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let (dir, root) = tree();
+        let fifo = dir.path().join("home/anna/.forward");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(matches!(
+            read_user_file(&root, Path::new("/home/anna/.forward"), 0),
             Err(ReadError::NotAFile)
         ));
     }
