@@ -20,6 +20,11 @@
 //!   rule text names the add-on action).
 //! - `forwards[].enabled` false with "(manual only)" in the rule: the filter exists but runs
 //!   only when the user starts it, so it forwards nothing by itself.
+//! - `forwards[].keeps_copy`: client filters forward a copy, so it is true unless the same
+//!   rule also deletes the message; Sieve: `:copy`, or `keep`/`fileinto` beside the redirect;
+//!   `.forward`: the owner's own `\user` entry is present.
+//! - Signatures are the text the client would insert (HTML reduced to text), at most 1,000
+//!   characters; empty when there is none, or when Evolution would run a script for it.
 
 pub mod dot_forward;
 pub mod evolution;
