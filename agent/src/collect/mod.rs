@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use vakt_proto::model::{CollectorError, SectionKind};
 
 pub mod host;
+pub mod mail;
 pub mod roaming;
 pub mod users;
 
@@ -114,6 +115,9 @@ impl Collector {
         let host = host::collect(&self.root);
         report.host = host.value;
         report.errors.extend(host.errors);
+        let mail = mail::collect(&self.root);
+        report.mail = mail.value;
+        report.errors.extend(mail.errors);
         report
     }
 }
