@@ -2,11 +2,13 @@
 //!
 //! Layers: `token`, `pki`, `timefmt`, `fsutil` (leaf helpers) → `store` (sled, protobuf
 //! records) → `api` (gRPC services over a shared `State`) → `server` (`prepare` a data
-//! directory, `run(listener, state, shutdown)`). The binaries in `src/bin` are the only place
+//! directory, `run(listener, state, shutdown)`, and `run_console` for the web console
+//! in `console`, which calls the same admin API). The binaries in `src/bin` are the only place
 //! that parses command lines, reads the environment or installs signal handlers.
 
 pub mod api;
 pub mod commands;
+pub mod console;
 pub mod fsutil;
 pub mod loss;
 pub mod pki;

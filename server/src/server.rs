@@ -1,7 +1,8 @@
 //! Putting the server together: [`prepare`] opens a data directory (store, PKI, first admin
-//! token) and [`run`] serves gRPC on a listener until `shutdown` resolves — the listener and
-//! the shutdown signal come from the caller, so tests and the demo run the real server on an
-//! ephemeral loopback port.
+//! token), [`run`] serves gRPC on a listener until `shutdown` resolves, and [`run_console`]
+//! serves the web console beside it over the same [`State`] — the listeners and the shutdown
+//! signals come from the caller, so tests and the demo run the real server on ephemeral
+//! loopback ports.
 
 use crate::api::{State, admin::AdminApi, agent::AgentApi};
 use crate::pki::{Pki, PkiError};
@@ -33,6 +34,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
 }
 
 /// Opens the data directory: takes the store lock first (so a second server fails before it
@@ -126,5 +129,18 @@ pub async fn run(
     served?;
     // Whatever sled still buffers (last-seen times) goes to disk before we exit.
     state.store.flush().await?;
+    Ok(())
+}
+
+/// Serves the web console on `listener` until `shutdown` completes: HTTPS with the server's
+/// certificate, or plain HTTP when `transport` says so (only ever for loopback; see
+/// [`crate::console::Transport::for_addr`]). Its pages call the same admin API as `vakt`.
+pub async fn run_console(
+    listener: TcpListener,
+    state: State,
+    transport: crate::console::Transport,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    crate::console::serve(listener, state, transport, shutdown).await?;
     Ok(())
 }

@@ -29,10 +29,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A `vakt-server serve` process on an ephemeral loopback port.
+/// A `vakt-server serve` process on ephemeral loopback ports.
 pub struct TestServer {
     pub data: PathBuf,
+    /// The gRPC address.
     pub addr: String,
+    /// The web console's base URL, `http://127.0.0.1:PORT` (or `https://` with `--console-tls`).
+    pub console: String,
+    /// Extra arguments the server was started with (kept for restarts).
+    extra: Vec<String>,
     child: Option<Child>,
     /// Lines the server wrote to stderr, for failure messages.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -45,10 +50,17 @@ impl TestServer {
     }
 
     pub fn start_on(data: &Path, listen: &str) -> Self {
+        Self::start_with(data, listen, "127.0.0.1:0", &[])
+    }
+
+    /// Starts a server with its gRPC API on `listen`, its console on `console`, and `extra`
+    /// arguments (such as `--console-tls`).
+    pub fn start_with(data: &Path, listen: &str, console: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("vakt-server"))
             .args(["serve", "--data"])
             .arg(data)
-            .args(["--listen", listen])
+            .args(["--listen", listen, "--console", console])
+            .args(extra)
             .env("VAKT_LOG", "info,vakt_server=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -62,27 +74,44 @@ impl TestServer {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("serving gRPC on https://").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((false, addr));
+                }
+                if let Some(rest) = line.split("serving the console on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send((true, url));
                 }
                 log2.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "vakt-server did not start; its log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
+        let (mut addr, mut console_url) = (None, None);
+        while addr.is_none() || console_url.is_none() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((true, url)) => console_url = Some(url),
+                Ok((false, a)) => addr = Some(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "vakt-server did not start; its log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
             }
-        };
+        }
         Self {
             data: data.to_path_buf(),
-            addr,
+            addr: addr.unwrap(),
+            console: console_url.unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: Some(child),
             log,
         }
+    }
+
+    /// The console's address, `127.0.0.1:PORT`.
+    pub fn console_addr(&self) -> &str {
+        self.console
+            .split_once("://")
+            .map_or(self.console.as_str(), |(_, a)| a)
     }
 
     pub fn url(&self) -> String {
@@ -152,10 +181,11 @@ impl TestServer {
         }
     }
 
-    /// Kills and starts again on the same data directory and port.
+    /// Kills and starts again on the same data directory and ports.
     pub fn restart(&mut self) {
         self.kill();
-        let again = Self::start_on(&self.data, &self.addr);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let again = Self::start_with(&self.data, &self.addr, self.console_addr(), &extra);
         *self = again;
     }
 }

@@ -35,7 +35,8 @@ pub struct AdminApi {
     state: State,
 }
 
-fn role_rank(r: pb::Role) -> u8 {
+/// Roles in order: a role may do everything the ones below it may.
+pub fn role_rank(r: pb::Role) -> u8 {
     match r {
         pb::Role::Unspecified => 0,
         pb::Role::Viewer => 1,
@@ -494,6 +495,24 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::LossCase>, Status> {
         self.authorize(&req, pb::Role::Viewer)?;
         Ok(Response::new(self.case_for(&req.get_ref().device)?))
+    }
+
+    async fn list_losses(
+        &self,
+        req: Request<pb::ListLossesRequest>,
+    ) -> Result<Response<pb::ListLossesResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let open_only = req.get_ref().open_only;
+        let mut cases: Vec<_> = self
+            .state
+            .store
+            .losses()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|c| c.open || !open_only)
+            .collect();
+        cases.sort_by(|a, b| b.opened_ms.cmp(&a.opened_ms).then(b.id.cmp(&a.id)));
+        Ok(Response::new(pb::ListLossesResponse { cases }))
     }
 
     async fn recover_device(

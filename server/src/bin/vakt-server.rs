@@ -1,5 +1,5 @@
-//! The `vakt-server` binary: `serve` (the service) and `demo` (a server with a local agent
-//! enrolled against it, for a first look).
+//! The `vakt-server` binary: `serve` (the service: gRPC and the web console) and `demo` (a
+//! server with a local agent enrolled against it, for a first look).
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use vakt_server::console::Transport;
 use vakt_server::server;
 
 #[derive(Parser)]
@@ -26,9 +27,13 @@ enum Cmd {
         /// gRPC over TLS, for agents and the admin API.
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: SocketAddr,
-        /// The web console's address.
+        /// The web console's address. HTTPS with the server certificate, except on a loopback
+        /// address, where it is plain HTTP unless --console-tls is given.
         #[arg(long, default_value = "127.0.0.1:7480")]
         console: SocketAddr,
+        /// Serve the console over HTTPS on a loopback address too.
+        #[arg(long)]
+        console_tls: bool,
         /// A host name agents use to reach this server (repeatable); goes into the server
         /// certificate besides localhost and 127.0.0.1.
         #[arg(long = "hostname")]
@@ -41,6 +46,9 @@ enum Cmd {
         data: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: SocketAddr,
+        /// The web console's address (plain HTTP on loopback).
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        console: SocketAddr,
         /// How often the demo agent reports.
         #[arg(long, default_value = "60s")]
         report_interval: String,
@@ -71,49 +79,142 @@ async fn real_main() -> anyhow::Result<()> {
             data,
             listen,
             console,
+            console_tls,
             hostnames,
         } => {
             let state = server::prepare(&data, &hostnames).await?;
-            let listener = bind(listen).await?;
+            let listener = bind(listen, "--listen").await?;
+            let console_listener = bind(console, "--console").await?;
+            let transport = Transport::for_addr(console_listener.local_addr()?, console_tls);
+            print_console_line(&console_listener, transport, &data)?;
             eprintln!(
-                "vakt-server: serving gRPC on https://{} (data in {}; console address {console} is reserved for the web console)",
+                "vakt-server: serving gRPC on https://{} (data in {})",
                 listener.local_addr()?,
                 data.display()
             );
-            server::run(listener, state, shutdown_signal()).await?;
+            serve_both(
+                listener,
+                console_listener,
+                transport,
+                state,
+                shutdown_signal(),
+            )
+            .await?;
         }
         Cmd::Demo {
             data,
             listen,
+            console,
             report_interval,
-        } => demo(&data, listen, &report_interval).await?,
+        } => demo(&data, listen, console, &report_interval).await?,
     }
     Ok(())
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (is another server running there? pass --listen)")
+        format!("cannot listen on {addr} (is another server running there? pass {flag})")
     })
 }
 
-async fn demo(data: &Path, listen: SocketAddr, report_interval: &str) -> anyhow::Result<()> {
+/// Says where the console is and how it is protected; the test harness reads this line.
+fn print_console_line(
+    listener: &TcpListener,
+    transport: Transport,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let how = match transport {
+        Transport::Plain => {
+            "plain HTTP, reachable from this machine only; --console-tls for HTTPS".to_string()
+        }
+        Transport::Tls => format!(
+            "TLS with the server certificate; browsers must trust {}",
+            data.join("ca.pem").display()
+        ),
+    };
+    eprintln!(
+        "vakt-server: serving the console on {}://{addr} ({how})",
+        transport.scheme()
+    );
+    Ok(())
+}
+
+/// Runs the gRPC server and the console until `shutdown`, or until either of them stops on its
+/// own (an error), which stops the other too.
+async fn serve_both(
+    grpc: TcpListener,
+    console: TcpListener,
+    transport: Transport,
+    state: vakt_server::api::State,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut console_task = tokio::spawn(server::run_console(
+        console,
+        state.clone(),
+        transport,
+        stopped(stop_rx.clone()),
+    ));
+    let mut grpc_task = tokio::spawn(server::run(grpc, state, stopped(stop_rx)));
+    let (mut console_done, mut grpc_done) = (None, None);
+    tokio::select! {
+        _ = shutdown => {}
+        r = &mut console_task => console_done = Some(r),
+        r = &mut grpc_task => grpc_done = Some(r),
+    }
+    let _ = stop_tx.send(true);
+    let grpc_done = match grpc_done {
+        Some(r) => r,
+        None => grpc_task.await,
+    };
+    // A browser holding a request open does not keep the server from stopping.
+    let console_done = match console_done {
+        Some(r) => r,
+        None => match tokio::time::timeout(Duration::from_secs(5), &mut console_task).await {
+            Ok(r) => r,
+            Err(_) => {
+                console_task.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    grpc_done.context("the gRPC server task")??;
+    console_done.context("the console task")??;
+    Ok(())
+}
+
+async fn demo(
+    data: &Path,
+    listen: SocketAddr,
+    console: SocketAddr,
+    report_interval: &str,
+) -> anyhow::Result<()> {
     let data = std::path::absolute(data)?;
     let server_dir = data.join("server");
     let agent_dir = data.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
     let state = server::prepare(&server_dir, &[]).await?;
-    let listener = bind(listen).await?;
+    let listener = bind(listen, "--listen").await?;
     let addr = listener.local_addr()?;
+    let console_listener = bind(console, "--console").await?;
+    let console_addr = console_listener.local_addr()?;
+    let transport = Transport::for_addr(console_addr, false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let server_state = state.clone();
-    let server_task = tokio::spawn(async move {
-        server::run(listener, server_state, async move {
+    let server_task = tokio::spawn(serve_both(
+        listener,
+        console_listener,
+        transport,
+        server_state,
+        async move {
             let _ = server_stop.changed().await;
-        })
-        .await
-    });
+        },
+    ));
 
     // The local agent: its own config and state, enrolled with a token made here.
     let agent_state = agent_dir.join("state");
@@ -191,6 +292,7 @@ async fn demo(data: &Path, listen: SocketAddr, report_interval: &str) -> anyhow:
     println!(
         "\nVakt demo is running.\n\
          \n  server   https://{addr}  (data: {server})\
+         \n  console  {scheme}://{console_addr}  (log in with the token in {tok})\
          \n  agent    {device_id}, reporting every {report_interval} (config: {cfg})\
          \n\nLook with the IT command line, in another terminal:\
          \n  export VAKT_SERVER=https://{addr} VAKT_CA={ca} VAKT_TOKEN_FILE={tok}\
@@ -202,6 +304,7 @@ async fn demo(data: &Path, listen: SocketAddr, report_interval: &str) -> anyhow:
         ca = server_dir.join("ca.pem").display(),
         tok = server_dir.join("admin.token").display(),
         data = data.display(),
+        scheme = transport.scheme(),
     );
     shutdown_signal().await;
     let _ = stop_tx.send(true);

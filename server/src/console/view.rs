@@ -1,0 +1,209 @@
+//! Pure helpers that turn admin API answers into what a page shows: times, ages, sizes, and
+//! the device list's search. No I/O; `now_ms` is always passed in.
+
+use super::i18n::Lang;
+use crate::timefmt::rfc3339_ms;
+use vakt_proto::pb;
+
+/// A timestamp for people: `2026-11-28 08:46:20 UTC`; a dash for never.
+pub fn when(ms: i64) -> String {
+    let s = rfc3339_ms(ms);
+    if s.is_empty() {
+        return "–".into();
+    }
+    format!("{} UTC", s.trim_end_matches('Z').replacen('T', " ", 1))
+}
+
+/// How long ago `ms` was, in words: "för 3 min sedan" / "3 min ago".
+pub fn ago(lang: Lang, now_ms: i64, ms: i64) -> String {
+    if ms <= 0 {
+        return lang.t("aldrig", "never").into();
+    }
+    let s = now_ms.saturating_sub(ms) / 1000;
+    if s < 60 {
+        return lang.t("nyss", "just now").into();
+    }
+    let (n, sv, en) = if s < 3600 {
+        (s / 60, "min", "min")
+    } else if s < 2 * 86400 {
+        (s / 3600, "tim", "h")
+    } else {
+        (s / 86400, "dagar", "days")
+    };
+    match lang {
+        Lang::Sv => format!("för {n} {sv} sedan"),
+        Lang::En => format!("{n} {en} ago"),
+    }
+}
+
+/// A byte count in binary units, with the language's decimal separator.
+pub fn bytes(lang: Lang, n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let s = format!("{v:.1} {}", UNITS[unit]);
+    match lang {
+        Lang::Sv => s.replacen('.', ",", 1),
+        Lang::En => s,
+    }
+}
+
+/// The device list's filter: free text over hostname, id, serial and model; a state name as
+/// INTERFACE.md spells it; and a person (part of the assigned e-mail address).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DeviceFilter {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub person: String,
+}
+
+impl DeviceFilter {
+    pub fn is_empty(&self) -> bool {
+        self.q.trim().is_empty() && self.state.is_empty() && self.person.trim().is_empty()
+    }
+
+    pub fn matches(&self, d: &pb::Device) -> bool {
+        let q = self.q.trim().to_lowercase();
+        let person = self.person.trim().to_lowercase();
+        let text_ok = q.is_empty()
+            || [&d.hostname, &d.id, &d.serial, &d.model]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&q));
+        let state_ok =
+            self.state.is_empty() || crate::api::device_state_name(d.state) == self.state;
+        let person_ok = person.is_empty() || d.assigned_to.to_lowercase().contains(&person);
+        text_ok && state_ok && person_ok
+    }
+}
+
+/// The device states in the order the console lists them, with INTERFACE.md's names.
+pub const DEVICE_STATES: [pb::DeviceState; 5] = [
+    pb::DeviceState::Active,
+    pb::DeviceState::Lost,
+    pb::DeviceState::Locked,
+    pb::DeviceState::Wiped,
+    pb::DeviceState::Retired,
+];
+
+/// A queued or finished command as the tables show it.
+pub struct CommandRow {
+    pub id: String,
+    pub device_id: String,
+    pub hostname: String,
+    pub kind: &'static str,
+    /// INTERFACE.md's state name, for the badge's style.
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub requested_by: String,
+    pub approved_by: String,
+    pub reason: String,
+    pub created: String,
+    pub updated: String,
+    pub expires: String,
+    pub detail: String,
+}
+
+impl CommandRow {
+    pub fn new(lang: Lang, c: &pb::CommandInfo, hostname: &str) -> Self {
+        Self {
+            id: c.id.clone(),
+            device_id: c.device_id.clone(),
+            hostname: if hostname.is_empty() {
+                c.device_id.clone()
+            } else {
+                hostname.to_string()
+            },
+            kind: lang.command_kind(c.kind),
+            state: crate::commands::state_name(c.state),
+            state_label: lang.command_state(c.state),
+            requested_by: c.requested_by.clone(),
+            approved_by: c.approved_by.clone(),
+            reason: c.reason.clone(),
+            created: when(c.created_ms),
+            updated: when(c.updated_ms),
+            expires: when(c.expires_ms),
+            detail: c.detail.clone(),
+        }
+    }
+}
+
+/// A path a form may send the browser back to: local to this site only.
+pub fn local_path(p: &str) -> Option<&str> {
+    let ok = p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.starts_with("/\\")
+        && !p.contains(['\r', '\n']);
+    ok.then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_utc_and_never_is_a_dash() {
+        assert_eq!(when(0), "–");
+        assert_eq!(when(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn ages_in_both_languages() {
+        let now = 1_700_000_000_000;
+        assert_eq!(ago(Lang::Sv, now, 0), "aldrig");
+        assert_eq!(ago(Lang::En, now, now - 5_000), "just now");
+        assert_eq!(ago(Lang::Sv, now, now - 180_000), "för 3 min sedan");
+        assert_eq!(ago(Lang::En, now, now - 5 * 3_600_000), "5 h ago");
+        assert_eq!(ago(Lang::Sv, now, now - 3 * 86_400_000), "för 3 dagar sedan");
+    }
+
+    #[test]
+    fn sizes_use_the_languages_decimal_separator() {
+        assert_eq!(bytes(Lang::Sv, 512), "512 B");
+        assert_eq!(bytes(Lang::Sv, 1_048_576 + 104_858), "1,1 MiB");
+        assert_eq!(bytes(Lang::En, 1_048_576 + 104_858), "1.1 MiB");
+        assert_eq!(bytes(Lang::En, u64::MAX), "16777216.0 TiB");
+    }
+
+    #[test]
+    fn device_filter_matches_text_state_and_person() {
+        let d = pb::Device {
+            id: "dev-01".into(),
+            hostname: "Lap-Anna".into(),
+            state: pb::DeviceState::Lost as i32,
+            assigned_to: "anna.berg@sorsele.se".into(),
+            serial: "PF3XYZ".into(),
+            ..Default::default()
+        };
+        let f = |q: &str, state: &str, person: &str| DeviceFilter {
+            q: q.into(),
+            state: state.into(),
+            person: person.into(),
+        };
+        assert!(f("", "", "").matches(&d));
+        assert!(f("lap-a", "", "").matches(&d));
+        assert!(f("pf3x", "lost", "").matches(&d));
+        assert!(f("", "", "ANNA").matches(&d));
+        assert!(!f("", "active", "").matches(&d));
+        assert!(!f("", "", "bo.ek").matches(&d));
+        assert!(!f("other", "", "").matches(&d));
+    }
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(local_path("/devices?q=a"), Some("/devices?q=a"));
+        assert_eq!(local_path("//evil.example/"), None);
+        assert_eq!(local_path("/\\evil.example/"), None);
+        assert_eq!(local_path("https://evil.example/"), None);
+        assert_eq!(local_path("/x\r\nSet-Cookie: a=b"), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! Wipes: one admin requests (from the device's page), a different admin approves here. The
+//! two-admin rule is the admin API's; this page only hides the approve button from the admin
+//! who asked, and shows the API's refusal if it is pressed anyway.
+
+use super::view::CommandRow;
+use super::{Authed, Frame, Lang, Post, html};
+use askama::Template;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use std::collections::HashMap;
+use vakt_proto::pb;
+use vakt_proto::pb::admin_service_server::AdminService;
+
+pub struct WipeRow {
+    pub cmd: CommandRow,
+    /// Requested by the logged-in user's token name: they cannot approve it.
+    pub mine: bool,
+}
+
+#[derive(Template)]
+#[template(path = "wipes.html")]
+struct WipeList {
+    c: Frame,
+    waiting: Vec<WipeRow>,
+    commands: Vec<CommandRow>,
+}
+
+/// Whether an audit name (`token:<name>:<id>`) names the token called `name`.
+fn requested_by_name(requested_by: &str, name: &str) -> bool {
+    requested_by.split(':').nth(1) == Some(name)
+}
+
+pub async fn list(a: Authed) -> Response {
+    let devices = match a.api().list_devices(a.req(pb::ListDevicesRequest {})).await {
+        Ok(r) => r.into_inner().devices,
+        Err(s) => return a.fail(s, "/"),
+    };
+    let commands = match a
+        .api()
+        .list_commands(a.req(pb::ListCommandsRequest::default()))
+        .await
+    {
+        Ok(r) => r.into_inner().commands,
+        Err(s) => return a.fail(s, "/"),
+    };
+    let names: HashMap<&str, &str> = devices
+        .iter()
+        .map(|d| (d.id.as_str(), d.hostname.as_str()))
+        .collect();
+    let hostname = |c: &pb::CommandInfo| names.get(c.device_id.as_str()).copied().unwrap_or("");
+    let wipes: Vec<&pb::CommandInfo> = commands
+        .iter()
+        .rev()
+        .filter(|c| c.kind == pb::CommandKind::Wipe as i32)
+        .collect();
+    let waiting = wipes
+        .iter()
+        .filter(|c| c.state == pb::CommandState::AwaitingApproval as i32)
+        .map(|c| WipeRow {
+            cmd: CommandRow::new(a.lang, c, hostname(c)),
+            mine: requested_by_name(&c.requested_by, &a.user.name),
+        })
+        .collect();
+    let commands = wipes
+        .iter()
+        .filter(|c| c.state != pb::CommandState::AwaitingApproval as i32)
+        .map(|c| CommandRow::new(a.lang, c, hostname(c)))
+        .collect();
+    let page = WipeList {
+        c: a.frame("wipes", a.t("Radering", "Wipes")),
+        waiting,
+        commands,
+    };
+    html(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+pub struct RequestForm {
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn request(Path(id): Path<String>, Post(a, f): Post<RequestForm>) -> Response {
+    let back = format!("/devices/{id}");
+    match a
+        .api()
+        .request_wipe(a.req(pb::RequestWipeRequest {
+            device: id,
+            reason: f.reason,
+        }))
+        .await
+    {
+        Ok(r) => {
+            let cmd = r.into_inner();
+            let text = match a.lang {
+                Lang::Sv => format!(
+                    "Radering {} är begärd. En annan administratör måste godkänna den.",
+                    cmd.id
+                ),
+                Lang::En => format!(
+                    "Wipe {} is requested. A different admin must approve it.",
+                    cmd.id
+                ),
+            };
+            a.done("/wipes", text)
+        }
+        Err(s) => a.fail(s, &back),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ApproveForm {
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+pub async fn approve(Path(command): Path<String>, Post(a, f): Post<ApproveForm>) -> Response {
+    if f.confirm.is_none() {
+        return a.error_page(
+            StatusCode::BAD_REQUEST,
+            a.t("Bekräftelse saknas", "Not confirmed"),
+            a.t(
+                "Kryssa i att du har bedömt skälet innan du godkänner en radering.",
+                "Tick the box that says you judged the reason before approving a wipe.",
+            ),
+            "/wipes",
+        );
+    }
+    match a
+        .api()
+        .approve_wipe(a.req(pb::ApproveWipeRequest {
+            command_id: command,
+        }))
+        .await
+    {
+        Ok(r) => {
+            let cmd = r.into_inner();
+            let text = match a.lang {
+                Lang::Sv => format!(
+                    "Radering {} är godkänd och skickas till enheten.",
+                    cmd.id
+                ),
+                Lang::En => format!("Wipe {} is approved and goes to the device.", cmd.id),
+            };
+            a.done("/wipes", text)
+        }
+        Err(s) => a.fail(s, "/wipes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_requester_is_named_by_token_name() {
+        assert!(requested_by_name("token:it-chef:0123abcd", "it-chef"));
+        assert!(!requested_by_name("token:initial-admin:0123abcd", "it-chef"));
+        assert!(!requested_by_name("system", "system"));
+    }
+}
