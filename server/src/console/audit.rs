@@ -110,7 +110,8 @@ mod tests {
         assert_eq!(third.len(), 50);
         assert_eq!(third.last().unwrap().seq, 1);
         assert_eq!(next3, None);
-        let (small, none) = page_of(&log(3), 0);
+        let three = log(3);
+        let (small, none) = page_of(&three, 0);
         assert_eq!(small.len(), 3);
         assert_eq!(none, None);
     }

@@ -504,3 +504,6 @@ async fn not_found(a: Authed) -> Response {
         "/",
     )
 }
+
+#[cfg(test)]
+mod tests;
