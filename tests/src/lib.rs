@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: the real `vakt-server`, `vakt` and `vakt-agent` binaries
 //! as processes, on loopback ports and temporary directories, and (`dbus`) private D-Bus
-//! daemons with python-dbusmock standing in for ModemManager and logind.
+//! daemons with python-dbusmock standing in for ModemManager and logind, and (`webdriver`) a
+//! headless Chromium driven through chromedriver for the web console.
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to this test executable
 //! (the server and agent packages have integration tests of their own, which makes cargo build
@@ -9,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dbus;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -137,6 +137,7 @@ pub fn router(console: Console) -> Router {
         .route("/logout", post(auth::logout))
         .route("/lang", post(auth::switch_language))
         .route("/console.css", get(stylesheet))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::show))
         .route("/devices/{id}/assign", post(devices::assign))
@@ -367,7 +368,16 @@ impl Authed {
         req
     }
 
+    /// The frame of a page, with the notice a form left for it (which is then gone).
     pub fn frame(&self, nav: &'static str, title: impl Into<String>) -> Frame {
+        let mut f = self.frame_without_notice(nav, title);
+        f.flash = self.console.sessions().take_flash(&self.sid);
+        f
+    }
+
+    /// The frame of an error page, which leaves a pending notice for the page it links back
+    /// to. (A browser's stray request, such as for a favicon, must not eat the notice either.)
+    fn frame_without_notice(&self, nav: &'static str, title: impl Into<String>) -> Frame {
         Frame {
             lang: self.lang,
             title: title.into(),
@@ -376,7 +386,7 @@ impl Authed {
             role: self.lang.role(self.user.role),
             csrf: self.csrf.clone(),
             here: self.here.clone(),
-            flash: self.console.sessions().take_flash(&self.sid),
+            flash: None,
             logged_in: true,
             can_operate: role_rank(self.user.role) >= role_rank(pb::Role::Operator),
             can_admin: role_rank(self.user.role) >= role_rank(pb::Role::Admin),
@@ -417,7 +427,7 @@ impl Authed {
         back: &str,
     ) -> Response {
         let back = view::local_path(back).unwrap_or("/").to_string();
-        let mut c = self.frame("", heading);
+        let mut c = self.frame_without_notice("", heading);
         // The language switch returns to a page, never to the form that failed.
         c.here = back.clone();
         let page = ErrorPage {

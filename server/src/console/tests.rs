@@ -376,7 +376,9 @@ async fn a_form_without_the_csrf_token_is_refused_and_changes_nothing() {
     assert_eq!(r.status, 303);
     let d = f.state.store.device(&id).unwrap().unwrap().device.unwrap();
     assert_eq!(d.assigned_to, "anna@sorsele.se");
-    // The notice, once.
+    // The notice, once, on the next page: not on a stray request in between.
+    assert_eq!(c.get("/favicon.ico").await.status, 204);
+    assert_eq!(c.get("/no-such-page").await.status, 404);
     let page = c.get(&format!("/devices/{id}")).await;
     assert!(page.body.contains("är tilldelad anna@sorsele.se"));
     let page = c.get(&format!("/devices/{id}")).await;
