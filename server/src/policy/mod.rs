@@ -341,3 +341,207 @@ mod tests {
         assert!(!trip.covers("NO", datetime!(2025-06-13 12:00 UTC)));
     }
 }
+
+/// The issue's end-to-end scenario at the engine's level, on the built-in Sorsele pack: a laptop
+/// forwarding to Gmail, fetching over plain IMAP, with no signature and a roaming modem with
+/// data up gives exactly the expected findings; removing the forward resolves that one.
+#[cfg(test)]
+mod sorsele_scenario {
+    use vakt_proto::model::{
+        ForwardKind, MailAccount, MailForward, MailIdentity, MailSecurity, MailSettings, Modem,
+        Report, RoamingState,
+    };
+
+    use super::testkit::*;
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            mail: MailSettings {
+                accounts: vec![MailAccount {
+                    client: "thunderbird".into(),
+                    user: "anna".into(),
+                    address: "anna.berg@sorsele.se".into(),
+                    host: "imap.sorsele.se".into(),
+                    port: 143,
+                    security: MailSecurity::None,
+                    protocol: "imap".into(),
+                }],
+                forwards: vec![MailForward {
+                    client: "thunderbird".into(),
+                    user: "anna".into(),
+                    rule: "till gmail".into(),
+                    enabled: true,
+                    target: "anna.berg@gmail.com".into(),
+                    kind: ForwardKind::Forward,
+                    keeps_copy: true,
+                }],
+                identities: vec![MailIdentity {
+                    client: "thunderbird".into(),
+                    user: "anna".into(),
+                    address: "anna.berg@sorsele.se".into(),
+                    signature: String::new(),
+                    name: "Anna Berg".into(),
+                }],
+            },
+            roaming: RoamingState {
+                modems: vec![Modem {
+                    registration: "roaming".into(),
+                    roaming: true,
+                    operator_mcc: "242".into(),
+                    operator_mnc: "01".into(),
+                    operator_name: "Telenor".into(),
+                    country: "NO".into(),
+                    home_mcc: "240".into(),
+                    data_connected: true,
+                    rx_bytes: 1_048_576,
+                    tx_bytes: 4096,
+                    ..Modem::default()
+                }],
+                ..RoamingState::default()
+            },
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn exactly_the_expected_findings_and_the_forward_resolves() {
+        let pack = default_pack();
+        let people = [anna()];
+        let c = ctx(&people, &[], &[]);
+        let mut n = 0;
+        let mut id = || {
+            n += 1;
+            format!("f{n}")
+        };
+        let outcomes = evaluate(&pack, &laptop(), &report(), &c, NOW);
+        let first = reconcile("dev-1", &[], &outcomes, NOW, &mut id);
+        let got: Vec<(&str, &str, Severity, FindingStatus)> = first
+            .findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.section.as_str(), f.severity, f.status))
+            .collect();
+        use FindingStatus::Open;
+        use Severity::*;
+        assert_eq!(
+            got,
+            [
+                ("mail-transport-encryption", "8.2", Violation, Open),
+                ("mobile-data-abroad-laptop", "8.4", Violation, Open),
+                ("private-travel-approval", "8.5", Violation, Open),
+                ("mail-auto-forward-external", "9", Violation, Open),
+                ("mail-signature", "9", Warning, Open),
+            ]
+        );
+        assert_eq!(
+            first.notify.len(),
+            4,
+            "every violation is announced, the warning is not"
+        );
+        let fwd = &first.findings[3];
+        assert_eq!(
+            fwd.message_sv,
+            "Regeln \"till gmail\" i thunderbird vidarebefordrar e-post automatiskt till den \
+             externa adressen anna.berg@gmail.com. Enligt avsnitt 9 får e-post inte automatiskt \
+             vidarebefordras till extern e-postadress; e-post som kommer in till kommunen \
+             omfattas av kraven på allmänna handlingar."
+        );
+        assert_eq!(fwd.evidence["keeps_copy"], "yes");
+        let mail = violation_mail(&pack, fwd, &laptop(), Some(&anna()));
+        assert!(mail.body.contains("anna.berg@gmail.com"));
+
+        // The employee removes the forward; an hour later nothing else has changed.
+        let mut fixed = report();
+        fixed.mail.forwards.clear();
+        let later = NOW + Duration::hours(1);
+        let outcomes = evaluate(&pack, &laptop(), &fixed, &c, later);
+        let second = reconcile("dev-1", &first.findings, &outcomes, later, &mut id);
+        let statuses: Vec<(&str, FindingStatus)> = second
+            .findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("mail-transport-encryption", Open),
+                ("mobile-data-abroad-laptop", Open),
+                ("private-travel-approval", Open),
+                ("mail-auto-forward-external", FindingStatus::Resolved),
+                ("mail-signature", Open),
+            ]
+        );
+        assert!(second.notify.is_empty());
+        assert_eq!(second.findings[3].resolved_at, Some(later));
+    }
+
+    #[test]
+    fn a_business_trip_and_an_exemption_change_the_roaming_findings() {
+        let pack = default_pack();
+        let people = [anna()];
+        let trips = [trip(TripKind::Business, "NO", None)];
+        let outcomes = evaluate(&pack, &laptop(), &report(), &ctx(&people, &trips, &[]), NOW);
+        let roaming: Vec<(&str, EvaluationStatus)> = outcomes
+            .iter()
+            .flat_map(|o| &o.evaluations)
+            .filter(|e| e.section == "8.4" || e.section == "8.5")
+            .map(|e| (e.rule.as_str(), e.status))
+            .collect();
+        assert_eq!(
+            roaming,
+            [("mobile-data-abroad-laptop", EvaluationStatus::Exempted)],
+            "on a business trip the laptop may be abroad and online"
+        );
+
+        let private = [trip(TripKind::Private, "NO", Some("chef@sorsele.se"))];
+        let ex = [exemption("mobile-data-abroad", None)];
+        let outcomes = evaluate(
+            &pack,
+            &laptop(),
+            &report(),
+            &ctx(&people, &private, &ex),
+            NOW,
+        );
+        let roaming: Vec<(&str, EvaluationStatus)> = outcomes
+            .iter()
+            .flat_map(|o| &o.evaluations)
+            .filter(|e| e.section == "8.4" || e.section == "8.5")
+            .map(|e| (e.rule.as_str(), e.status))
+            .collect();
+        assert_eq!(
+            roaming,
+            [("mobile-broadband-abroad-private", EvaluationStatus::Failed)],
+            "an approved private trip: travel is fine, data is never"
+        );
+    }
+
+    #[test]
+    fn a_retired_device_resolves_everything() {
+        let pack = default_pack();
+        let people = [anna()];
+        let c = ctx(&people, &[], &[]);
+        let mut n = 0;
+        let mut id = || {
+            n += 1;
+            format!("f{n}")
+        };
+        let first = reconcile(
+            "dev-1",
+            &[],
+            &evaluate(&pack, &laptop(), &report(), &c, NOW),
+            NOW,
+            &mut id,
+        );
+        let mut retired = laptop();
+        retired.status = DeviceStatus::Retired;
+        let outcomes = evaluate(&pack, &retired, &report(), &c, NOW);
+        assert!(outcomes.is_empty());
+        let second = reconcile("dev-1", &first.findings, &outcomes, NOW, &mut id);
+        assert!(
+            second
+                .findings
+                .iter()
+                .all(|f| f.status == FindingStatus::Resolved)
+        );
+    }
+}

@@ -96,7 +96,8 @@ mod tests {
     fn table() {
         let pack = pack_with(RULE);
         use DeviceStatus::*;
-        let cases: Vec<(&str, Device, Vec<(&str, EvaluationStatus)>)> = vec![
+        type Case = (&'static str, Device, Vec<(&'static str, EvaluationStatus)>);
+        let cases: Vec<Case> = vec![
             ("seen today passes", seen(Some(NOW), Active), vec![]),
             (
                 "exactly 14 days passes",

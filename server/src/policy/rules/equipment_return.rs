@@ -147,7 +147,8 @@ mod tests {
     fn table() {
         let pack = pack_with(RULE);
         // NOW is 2025-06-11 12:00 UTC.
-        let cases: Vec<(&str, Person, Vec<(&str, EvaluationStatus)>)> = vec![
+        type Case = (&'static str, Person, Vec<(&'static str, EvaluationStatus)>);
+        let cases: Vec<Case> = vec![
             ("no dates pass", anna(), vec![]),
             (
                 "end date in the future passes",

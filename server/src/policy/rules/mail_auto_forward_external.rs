@@ -153,7 +153,12 @@ mod tests {
     fn table() {
         use ForwardKind::*;
         let pack = pack_with(RULE);
-        let cases: Vec<(&str, Vec<MailForward>, Vec<(&str, EvaluationStatus)>)> = vec![
+        type Case = (
+            &'static str,
+            Vec<MailForward>,
+            Vec<(&'static str, EvaluationStatus)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "internal passes",
                 vec![fwd("kollega@sorsele.se", true, Forward)],

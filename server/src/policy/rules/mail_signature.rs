@@ -172,7 +172,12 @@ mod tests {
     fn table() {
         let pack = pack_with(RULE);
         let key = "mail-signature/thunderbird/anna/anna@sorsele.se";
-        let cases: Vec<(&str, MailIdentity, Vec<(&str, EvaluationStatus)>)> = vec![
+        type Case = (
+            &'static str,
+            MailIdentity,
+            Vec<(&'static str, EvaluationStatus)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "plain text passes",
                 identity("anna@sorsele.se", "Anna Berg\nSorsele kommun\n0952-140 00"),

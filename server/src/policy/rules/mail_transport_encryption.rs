@@ -292,7 +292,12 @@ mod tests {
         let k = |host: &str, p: &str| {
             format!("mail-encryption/thunderbird/anna/imap/{host}/anna@sorsele.se/{p}")
         };
-        let cases: Vec<(&str, Vec<MailAccount>, Vec<(String, EvaluationStatus)>)> = vec![
+        type Case = (
+            &'static str,
+            Vec<MailAccount>,
+            Vec<(String, EvaluationStatus)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "tls to an approved host passes",
                 vec![account("thunderbird", A, "imap.sorsele.se", 993, Tls)],

@@ -77,12 +77,13 @@ mod tests {
         let pack = pack_with(RULE);
         let k = "broadband-private/242";
         let approved = Some("chef@sorsele.se");
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             bool,
             Vec<crate::policy::Trip>,
-            Vec<(&str, EvaluationStatus)>,
-        )> = vec![
+            Vec<(&'static str, EvaluationStatus)>,
+        );
+        let cases: Vec<Case> = vec![
             ("no trip: not this rule's case", true, vec![], vec![]),
             (
                 "a business trip: not this rule's case",

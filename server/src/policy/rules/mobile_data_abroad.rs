@@ -45,7 +45,7 @@ pub(super) const PLACEHOLDERS: &[&str] = &[
 pub(super) fn parse(f: &mut Fields<'_, '_>, d: &mut Diags) -> Option<Params> {
     let exempts = f.boolean("business_trip_exempts", false, d);
     Some(Params {
-        business_trip_exempts: exempts.map_or(true, |b| b.into_inner()),
+        business_trip_exempts: exempts.is_none_or(|b| b.into_inner()),
     })
 }
 
@@ -196,12 +196,13 @@ pub(super) mod tests {
         let pack = pack_with(RULE);
         let people = [anna()];
         let k = "mobile-data-abroad-laptop/242";
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<Modem>,
             Vec<crate::policy::Trip>,
-            Vec<(&str, EvaluationStatus)>,
-        )> = vec![
+            Vec<(&'static str, EvaluationStatus)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "home with data passes",
                 vec![modem("240", "SE", true)],

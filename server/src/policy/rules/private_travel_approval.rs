@@ -83,12 +83,13 @@ mod tests {
         let pack = pack_with(RULE);
         let k = "private-travel/242";
         let chef = Some("chef@sorsele.se");
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<vakt_proto::model::Modem>,
             Vec<crate::policy::Trip>,
-            Vec<(&str, EvaluationStatus)>,
-        )> = vec![
+            Vec<(&'static str, EvaluationStatus)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "at home passes",
                 vec![modem("240", "SE", true)],

@@ -159,11 +159,12 @@ mod tests {
     #[test]
     fn table() {
         let pack = pack_with(RULE);
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<Package>,
-            Vec<(&str, crate::policy::EvaluationStatus)>,
-        )> = vec![
+            Vec<(&'static str, crate::policy::EvaluationStatus)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "os-vendor passes",
                 vec![pkg("bash", SoftwareSource::OsVendor, "Debian")],
