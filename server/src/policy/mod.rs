@@ -409,11 +409,7 @@ mod sorsele_scenario {
         let pack = default_pack();
         let people = [anna()];
         let c = ctx(&people, &[], &[]);
-        let mut n = 0;
-        let mut id = || {
-            n += 1;
-            format!("f{n}")
-        };
+        let mut id = ids();
         let outcomes = evaluate(&pack, &laptop(), &report(), &c, NOW);
         let first = reconcile("dev-1", &[], &outcomes, NOW, &mut id);
         let got: Vec<(&str, &str, Severity, FindingStatus)> = first
@@ -475,20 +471,25 @@ mod sorsele_scenario {
         assert_eq!(second.findings[3].resolved_at, Some(later));
     }
 
+    /// The evaluations of the travel and roaming sections, 8.4 and 8.5.
+    fn roaming(outcomes: &[RuleOutcome]) -> Vec<(&str, EvaluationStatus)> {
+        outcomes
+            .iter()
+            .flat_map(|o| &o.evaluations)
+            .filter(|e| e.section == "8.4" || e.section == "8.5")
+            .map(|e| (e.rule.as_str(), e.status))
+            .collect()
+    }
+
     #[test]
     fn a_business_trip_and_an_exemption_change_the_roaming_findings() {
         let pack = default_pack();
         let people = [anna()];
         let trips = [trip(TripKind::Business, "NO", None)];
         let outcomes = evaluate(&pack, &laptop(), &report(), &ctx(&people, &trips, &[]), NOW);
-        let roaming: Vec<(&str, EvaluationStatus)> = outcomes
-            .iter()
-            .flat_map(|o| &o.evaluations)
-            .filter(|e| e.section == "8.4" || e.section == "8.5")
-            .map(|e| (e.rule.as_str(), e.status))
-            .collect();
+        let found = roaming(&outcomes);
         assert_eq!(
-            roaming,
+            found,
             [("mobile-data-abroad-laptop", EvaluationStatus::Exempted)],
             "on a business trip the laptop may be abroad and online"
         );
@@ -502,14 +503,9 @@ mod sorsele_scenario {
             &ctx(&people, &private, &ex),
             NOW,
         );
-        let roaming: Vec<(&str, EvaluationStatus)> = outcomes
-            .iter()
-            .flat_map(|o| &o.evaluations)
-            .filter(|e| e.section == "8.4" || e.section == "8.5")
-            .map(|e| (e.rule.as_str(), e.status))
-            .collect();
+        let found = roaming(&outcomes);
         assert_eq!(
-            roaming,
+            found,
             [("mobile-broadband-abroad-private", EvaluationStatus::Failed)],
             "an approved private trip: travel is fine, data is never"
         );
@@ -520,11 +516,7 @@ mod sorsele_scenario {
         let pack = default_pack();
         let people = [anna()];
         let c = ctx(&people, &[], &[]);
-        let mut n = 0;
-        let mut id = || {
-            n += 1;
-            format!("f{n}")
-        };
+        let mut id = ids();
         let first = reconcile(
             "dev-1",
             &[],

@@ -241,39 +241,30 @@ fn read_pack(text: &str, doc: &DeTable<'_>, d: &mut Diags) -> Option<Pack> {
     let document = non_empty(f.string("document", true, d), "document", d);
     let reference = non_empty(f.string("reference", true, d), "reference", d);
     let version = non_empty(f.string("version", true, d), "version", d);
-    let home_mccs = f.strings("home_mccs", true, d).and_then(|list| {
-        if list.get_ref().is_empty() {
-            d.push(
-                list.span(),
-                "`home_mccs` must name at least one mobile country code",
-            );
-            return None;
-        }
-        let mut ok = true;
-        for mcc in list.get_ref() {
-            let m = mcc.get_ref();
-            if m.len() != 3 || !m.bytes().all(|b| b.is_ascii_digit()) {
-                ok = false;
-                d.push(
-                    mcc.span(),
-                    format!("`{m}` is not a mobile country code (three digits, e.g. \"240\")"),
-                );
+    let home_mccs = f
+        .strings_non_empty("home_mccs", true, d, "mobile country code")
+        .and_then(|list| {
+            let mut ok = true;
+            for mcc in list.get_ref() {
+                let m = mcc.get_ref();
+                if m.len() != 3 || !m.bytes().all(|b| b.is_ascii_digit()) {
+                    ok = false;
+                    d.push(
+                        mcc.span(),
+                        format!("`{m}` is not a mobile country code (three digits, e.g. \"240\")"),
+                    );
+                }
             }
-        }
-        ok.then(|| {
-            list.into_inner()
-                .into_iter()
-                .map(Spanned::into_inner)
-                .collect()
-        })
-    });
-    let mail_domains = f.strings("mail_domains", true, d).and_then(|list| {
-        if list.get_ref().is_empty() {
-            d.push(list.span(), "`mail_domains` must name at least one domain");
-            return None;
-        }
-        domains(list.into_inner(), "mail_domains", false, d)
-    });
+            ok.then(|| {
+                list.into_inner()
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect()
+            })
+        });
+    let mail_domains = f
+        .strings_non_empty("mail_domains", true, d, "domain")
+        .and_then(|list| domains(list.into_inner(), "mail_domains", false, d));
     let approved_mail_hosts = match f.strings("approved_mail_hosts", false, d) {
         Some(list) => domains(list.into_inner(), "approved_mail_hosts", true, d),
         None => Some(Vec::new()),
@@ -430,18 +421,13 @@ fn read_rule(
         }
         severity
     });
-    let devices = f.strings("devices", true, d).and_then(|list| {
-        if list.get_ref().is_empty() {
-            d.push(
-                list.span(),
-                "`devices` must name at least one device class (laptop, phone)",
-            );
-            return None;
-        }
-        let choices: Vec<(&str, DeviceClass)> =
-            DeviceClass::ALL.iter().map(|c| (c.as_str(), *c)).collect();
-        super::rules::parse_choices(list.get_ref(), "devices", &choices, d)
-    });
+    let devices = f
+        .strings_non_empty("devices", true, d, "device class (laptop, phone)")
+        .and_then(|list| {
+            let choices: Vec<(&str, DeviceClass)> =
+                DeviceClass::ALL.iter().map(|c| (c.as_str(), *c)).collect();
+            super::rules::parse_choices(list.get_ref(), "devices", &choices, d)
+        });
     let params_table = f.table("params", d);
     let params = kind.and_then(|kind| {
         let empty = DeTable::new();
@@ -498,7 +484,7 @@ fn check_template(text: &str, message: &Spanned<String>, kind: RuleKind, d: &mut
                     && !COMMON_PLACEHOLDERS.contains(&name)
                     && !kind.placeholders().contains(&name)
                 {
-                    let mut known: Vec<&str> = kind.placeholders().to_vec();
+                    let mut known = kind.placeholders();
                     known.extend_from_slice(COMMON_PLACEHOLDERS);
                     d.push(
                         at(offset, &format!("{{{name}}}")),
@@ -732,7 +718,7 @@ approved_mail_hosts = ["*.", "imap.sorsele.se"]
             (
                 "checkin-overdue",
                 "days = 0",
-                "p.toml:16:8: `days` must be a whole number of days from 1, not 0",
+                "p.toml:16:8: `days` must be a whole number from 1, not 0",
             ),
             (
                 "checkin-overdue",
@@ -742,7 +728,7 @@ approved_mail_hosts = ["*.", "imap.sorsele.se"]
             (
                 "equipment-return",
                 "max_leave_days = -5",
-                "p.toml:16:18: `max_leave_days` must be a whole number of days from 1, not -5",
+                "p.toml:16:18: `max_leave_days` must be a whole number from 1, not -5",
             ),
             (
                 "mail-transport-encryption",

@@ -95,6 +95,29 @@ impl<'a, 'i> Fields<'a, 'i> {
         value
     }
 
+    /// A scalar value that `get` can read; anything else is reported as not being `expected`.
+    fn scalar<T>(
+        &mut self,
+        key: &'static str,
+        required: bool,
+        d: &mut Diags,
+        expected: &str,
+        get: impl Fn(&DeValue<'i>) -> Option<T>,
+    ) -> Option<Spanned<T>> {
+        let value = self.lookup(key, required, d)?;
+        let got = get(value.get_ref());
+        if got.is_none() {
+            d.push(
+                value.span(),
+                format!(
+                    "`{key}` must be {expected}, not {}",
+                    type_name(value.get_ref())
+                ),
+            );
+        }
+        got.map(|v| Spanned::new(value.span(), v))
+    }
+
     /// A string value.
     pub fn string(
         &mut self,
@@ -102,17 +125,10 @@ impl<'a, 'i> Fields<'a, 'i> {
         required: bool,
         d: &mut Diags,
     ) -> Option<Spanned<String>> {
-        let value = self.lookup(key, required, d)?;
-        match value.get_ref() {
-            DeValue::String(s) => Some(Spanned::new(value.span(), s.to_string())),
-            other => {
-                d.push(
-                    value.span(),
-                    format!("`{key}` must be a string, not {}", type_name(other)),
-                );
-                None
-            }
-        }
+        self.scalar(key, required, d, "a string", |v| match v {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => None,
+        })
     }
 
     /// An array of strings; each element keeps its own span.
@@ -153,26 +169,53 @@ impl<'a, 'i> Fields<'a, 'i> {
         ok.then(|| Spanned::new(value.span(), out))
     }
 
-    /// An integer value.
-    pub fn integer(
+    /// An array of strings that must not be empty; `what` says what it must name.
+    pub fn strings_non_empty(
         &mut self,
         key: &'static str,
         required: bool,
         d: &mut Diags,
-    ) -> Option<Spanned<i64>> {
-        let value = self.lookup(key, required, d)?;
-        match value.get_ref() {
-            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
-                Ok(n) => Some(Spanned::new(value.span(), n)),
-                Err(_) => {
-                    d.push(value.span(), format!("`{key}` is out of range"));
-                    None
-                }
-            },
-            other => {
+        what: &str,
+    ) -> Option<Spanned<Vec<Spanned<String>>>> {
+        let list = self.strings(key, required, d)?;
+        if list.get_ref().is_empty() {
+            d.push(
+                list.span(),
+                format!("`{key}` must name at least one {what}"),
+            );
+            return None;
+        }
+        Some(list)
+    }
+
+    /// A whole number from `min` up that fits a `u32` (a count of days).
+    pub fn count(
+        &mut self,
+        key: &'static str,
+        required: bool,
+        d: &mut Diags,
+        min: u32,
+    ) -> Option<Spanned<u32>> {
+        let n = self.scalar(key, required, d, "an integer", |v| match v {
+            // Out-of-range integers are kept as None inside and reported below.
+            DeValue::Integer(i) => Some(i64::from_str_radix(i.as_str(), i.radix()).ok()),
+            _ => None,
+        })?;
+        let span = n.span();
+        match n.into_inner().and_then(|v| u32::try_from(v).ok()) {
+            Some(v) if v >= min => Some(Spanned::new(span, v)),
+            _ => {
+                let raw = self
+                    .table
+                    .get(key)
+                    .and_then(|v| match v.get_ref() {
+                        DeValue::Integer(i) => Some(i.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
                 d.push(
-                    value.span(),
-                    format!("`{key}` must be an integer, not {}", type_name(other)),
+                    span,
+                    format!("`{key}` must be a whole number from {min}, not {raw}"),
                 );
                 None
             }
@@ -186,17 +229,10 @@ impl<'a, 'i> Fields<'a, 'i> {
         required: bool,
         d: &mut Diags,
     ) -> Option<Spanned<bool>> {
-        let value = self.lookup(key, required, d)?;
-        match value.get_ref() {
-            DeValue::Boolean(b) => Some(Spanned::new(value.span(), *b)),
-            other => {
-                d.push(
-                    value.span(),
-                    format!("`{key}` must be true or false, not {}", type_name(other)),
-                );
-                None
-            }
-        }
+        self.scalar(key, required, d, "true or false", |v| match v {
+            DeValue::Boolean(b) => Some(*b),
+            _ => None,
+        })
     }
 
     /// A sub-table (`[rule.params]` or an inline `params = { ... }`).

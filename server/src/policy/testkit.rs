@@ -125,23 +125,38 @@ pub fn statuses(out: &RuleOutcome) -> Vec<(&str, EvaluationStatus)> {
         .collect()
 }
 
-/// A failing report opens findings; the fixed one resolves every one of them.
-pub fn assert_resolves(pack: &Pack, device: &Device, bad: &Report, fixed: &Report, ctx: &Context) {
+/// A finding id generator for tests: f1, f2, ...
+pub fn ids() -> impl FnMut() -> String {
     let mut n = 0;
-    let mut new_id = || {
+    move || {
         n += 1;
         format!("f{n}")
-    };
+    }
+}
+
+/// What one evaluation looks at: the device, its report and the context.
+pub type State<'a> = (&'a Device, &'a Report, &'a Context<'a>);
+
+/// A failing report opens findings; the fixed one resolves every one of them.
+pub fn assert_resolves(pack: &Pack, device: &Device, bad: &Report, fixed: &Report, ctx: &Context) {
+    assert_resolves_between(pack, (device, bad, ctx), (device, fixed, ctx));
+}
+
+/// The `bad` state opens findings (all open); an hour later the `fixed` state (a changed
+/// report, device record or context) resolves every one of them.
+pub fn assert_resolves_between(pack: &Pack, bad: State<'_>, fixed: State<'_>) {
+    let mut new_id = ids();
+    let (device, report, ctx) = bad;
     let first = reconcile(
         &device.id,
         &[],
-        &[run_one(pack, device, bad, ctx)],
+        &[run_one(pack, device, report, ctx)],
         NOW,
         &mut new_id,
     );
     assert!(
         !first.findings.is_empty(),
-        "the bad report must open findings"
+        "the bad state must open findings"
     );
     assert!(
         first
@@ -150,10 +165,11 @@ pub fn assert_resolves(pack: &Pack, device: &Device, bad: &Report, fixed: &Repor
             .all(|f| f.status == FindingStatus::Open)
     );
     let later = NOW + time::Duration::hours(1);
+    let (device, report, ctx) = fixed;
     let second = reconcile(
         &device.id,
         &first.findings,
-        &[run_at(pack, device, fixed, ctx, later)],
+        &[run_at(pack, device, report, ctx, later)],
         later,
         &mut new_id,
     );

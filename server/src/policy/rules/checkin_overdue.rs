@@ -25,20 +25,8 @@ pub(super) const KEYS: &[&str] = &["days"];
 pub(super) const PLACEHOLDERS: &[&str] = &["last_seen", "last_seen_date", "days_silent", "days"];
 
 pub(super) fn parse(f: &mut Fields<'_, '_>, d: &mut Diags) -> Option<Params> {
-    let n = f.integer("days", true, d)?;
-    match u32::try_from(*n.get_ref()) {
-        Ok(days) if days >= 1 => Some(Params { days }),
-        _ => {
-            d.push(
-                n.span(),
-                format!(
-                    "`days` must be a whole number of days from 1, not {}",
-                    n.get_ref()
-                ),
-            );
-            None
-        }
-    }
+    let days = f.count("days", true, d, 1)?.into_inner();
+    Some(Params { days })
 }
 
 pub(super) fn evaluate(p: &Params, input: &Input<'_>) -> Vec<Hit> {
@@ -150,30 +138,9 @@ mod tests {
             Exempted
         );
 
-        let mut n = 0;
-        let mut id = || {
-            n += 1;
-            format!("f{n}")
-        };
-        let c = ctx(&[], &[], &[]);
-        let first = crate::policy::reconcile(
-            "dev-1",
-            &[],
-            &[run_one(&pack, &quiet, &Report::default(), &c)],
-            NOW,
-            &mut id,
-        );
         let back = seen(Some(NOW), DeviceStatus::Active);
-        let second = crate::policy::reconcile(
-            "dev-1",
-            &first.findings,
-            &[run_one(&pack, &back, &Report::default(), &c)],
-            NOW,
-            &mut id,
-        );
-        assert_eq!(
-            second.findings[0].status,
-            crate::policy::FindingStatus::Resolved
-        );
+        let c = ctx(&[], &[], &[]);
+        let report = Report::default();
+        assert_resolves_between(&pack, (&quiet, &report, &c), (&back, &report, &c));
     }
 }

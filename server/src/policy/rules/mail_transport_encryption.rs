@@ -58,23 +58,13 @@ pub(super) const PLACEHOLDERS: &[&str] = &[
 ];
 
 pub(super) fn parse(f: &mut Fields<'_, '_>, d: &mut Diags) -> Option<Params> {
-    let accepted = match f.strings("accepted", false, d) {
-        Some(list) => {
-            let parsed = parse_choices(
-                list.get_ref(),
-                "accepted",
-                &[("tls", Accepted::Tls), ("starttls", Accepted::Starttls)],
-                d,
-            );
-            if parsed.as_ref().is_some_and(Vec::is_empty) {
-                d.push(
-                    list.span(),
-                    "`accepted` must name at least one of tls, starttls",
-                );
-                return None;
-            }
-            parsed
-        }
+    let accepted = match f.strings_non_empty("accepted", false, d, "of tls, starttls") {
+        Some(list) => parse_choices(
+            list.get_ref(),
+            "accepted",
+            &[("tls", Accepted::Tls), ("starttls", Accepted::Starttls)],
+            d,
+        ),
         None => Some(vec![Accepted::Tls, Accepted::Starttls]),
     };
     let scope = match f.string("scope", false, d) {

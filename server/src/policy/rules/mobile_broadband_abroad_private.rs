@@ -19,17 +19,8 @@ use crate::policy::TripKind;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {}
 
-pub(super) const PLACEHOLDERS: &[&str] = &[
-    "country",
-    "mcc",
-    "operator",
-    "rx_bytes",
-    "tx_bytes",
-    "data_used",
-    "trip",
-    "trip_from",
-    "trip_to",
-];
+/// Besides the location and data placeholders of `mobile-data-abroad`.
+pub(super) const PLACEHOLDERS: &[&str] = &["trip", "trip_from", "trip_to"];
 
 pub(super) fn evaluate(_: &Params, input: &Input<'_>) -> Vec<Hit> {
     let person = input.person();

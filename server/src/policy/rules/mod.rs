@@ -199,17 +199,26 @@ impl RuleKind {
     }
 
     /// The placeholders this kind's messages may use, besides [`COMMON_PLACEHOLDERS`].
-    pub fn placeholders(self) -> &'static [&'static str] {
+    pub fn placeholders(self) -> Vec<&'static str> {
         match self {
-            Self::SoftwareSource => software_source::PLACEHOLDERS,
-            Self::MailAutoForwardExternal => mail_auto_forward_external::PLACEHOLDERS,
-            Self::MailTransportEncryption => mail_transport_encryption::PLACEHOLDERS,
-            Self::MailSignature => mail_signature::PLACEHOLDERS,
-            Self::MobileDataAbroad => mobile_data_abroad::PLACEHOLDERS,
-            Self::MobileBroadbandAbroadPrivate => mobile_broadband_abroad_private::PLACEHOLDERS,
-            Self::PrivateTravelApproval => private_travel_approval::PLACEHOLDERS,
-            Self::EquipmentReturn => equipment_return::PLACEHOLDERS,
-            Self::CheckinOverdue => checkin_overdue::PLACEHOLDERS,
+            Self::SoftwareSource => software_source::PLACEHOLDERS.to_vec(),
+            Self::MailAutoForwardExternal => mail_auto_forward_external::PLACEHOLDERS.to_vec(),
+            Self::MailTransportEncryption => mail_transport_encryption::PLACEHOLDERS.to_vec(),
+            Self::MailSignature => mail_signature::PLACEHOLDERS.to_vec(),
+            Self::MobileDataAbroad => mobile_data_abroad::PLACEHOLDERS.to_vec(),
+            // The roaming kinds all show where the modem is and how much data it used.
+            Self::MobileBroadbandAbroadPrivate => [
+                mobile_data_abroad::PLACEHOLDERS,
+                mobile_broadband_abroad_private::PLACEHOLDERS,
+            ]
+            .concat(),
+            Self::PrivateTravelApproval => [
+                mobile_data_abroad::PLACEHOLDERS,
+                private_travel_approval::PLACEHOLDERS,
+            ]
+            .concat(),
+            Self::EquipmentReturn => equipment_return::PLACEHOLDERS.to_vec(),
+            Self::CheckinOverdue => checkin_overdue::PLACEHOLDERS.to_vec(),
         }
     }
 

@@ -20,15 +20,8 @@ use crate::policy::TripKind;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {}
 
-pub(super) const PLACEHOLDERS: &[&str] = &[
-    "country",
-    "mcc",
-    "operator",
-    "rx_bytes",
-    "tx_bytes",
-    "data_used",
-    "problem",
-];
+/// Besides the location and data placeholders of `mobile-data-abroad`.
+pub(super) const PLACEHOLDERS: &[&str] = &["problem"];
 
 pub(super) fn evaluate(_: &Params, input: &Input<'_>) -> Vec<Hit> {
     let person = input.person();
@@ -166,28 +159,7 @@ mod tests {
         );
         // Approving the trip resolves the finding, with the laptop still abroad.
         let approved = [trip(Private, "NO", Some("chef@sorsele.se"))];
-        let mut n = 0;
-        let mut id = || {
-            n += 1;
-            format!("f{n}")
-        };
-        let first = crate::policy::reconcile(
-            "dev-1",
-            &[],
-            &[run_one(&pack, &laptop(), &bad, &ctx(&[], &[], &[]))],
-            NOW,
-            &mut id,
-        );
-        let second = crate::policy::reconcile(
-            "dev-1",
-            &first.findings,
-            &[run_one(&pack, &laptop(), &bad, &ctx(&[], &approved, &[]))],
-            NOW,
-            &mut id,
-        );
-        assert_eq!(
-            second.findings[0].status,
-            crate::policy::FindingStatus::Resolved
-        );
+        let (before, after) = (ctx(&[], &[], &[]), ctx(&[], &approved, &[]));
+        assert_resolves_between(&pack, (&laptop(), &bad, &before), (&laptop(), &bad, &after));
     }
 }
