@@ -167,6 +167,14 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Person>, Vec<CsvError>> {
     if errors.is_empty() {
         Ok(people)
     } else {
+        // Errors found while splitting records knew the column but not yet its name.
+        for e in &mut errors {
+            if e.header.is_none()
+                && let Some(name) = e.column.and_then(|c| header.fields.get(c - 1))
+            {
+                e.header = Some(name.trim().to_lowercase());
+            }
+        }
         errors.sort_by_key(|e| (e.row, e.column));
         Err(errors)
     }
@@ -566,18 +574,18 @@ mod tests {
         assert_eq!(
             errs("email,name\na@sorsele.se,An\"na\n"),
             [
-                "row 2, column B: a quote inside an unquoted field; quote the whole field and write the quote as \"\""
+                "row 2, column B (name): a quote inside an unquoted field; quote the whole field and write the quote as \"\""
             ]
         );
         assert_eq!(
             errs("email,name\na@sorsele.se,\"Anna\"x\n"),
             [
-                "row 2, column B: text after the closing quote; quote the whole field and write a quote inside it as \"\" (found `x`)"
+                "row 2, column B (name): text after the closing quote; quote the whole field and write a quote inside it as \"\" (found `x`)"
             ]
         );
         assert_eq!(
             errs("email,name\na@sorsele.se,\"Anna\n"),
-            ["row 2, column B: a quoted field is never closed with `\"`"]
+            ["row 2, column B (name): a quoted field is never closed with `\"`"]
         );
     }
 

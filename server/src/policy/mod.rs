@@ -290,12 +290,17 @@ pub fn evaluate(
 
 /// The earliest instant that is `date` somewhere on Earth (00:00 at UTC+14).
 pub fn day_start(date: Date) -> OffsetDateTime {
-    date.with_time(Time::MIDNIGHT).assume_utc() - Duration::hours(14)
+    // Saturating: the first days the `time` crate can represent have no "day before".
+    date.with_time(Time::MIDNIGHT)
+        .assume_utc()
+        .saturating_sub(Duration::hours(14))
 }
 
 /// The first instant after which `date` is over everywhere on Earth (24:00 at UTC−12).
 pub fn day_end(date: Date) -> OffsetDateTime {
-    date.with_time(Time::MIDNIGHT).assume_utc() + Duration::hours(36)
+    date.with_time(Time::MIDNIGHT)
+        .assume_utc()
+        .saturating_add(Duration::hours(36))
 }
 
 /// An instant as RFC 3339 (UTC), for evidence and messages.
@@ -318,6 +323,9 @@ mod tests {
         // 00:00 in Kiribati (UTC+14) is 10:00 UTC the day before.
         assert_eq!(day_start(d), datetime!(2025-06-09 10:00 UTC));
         assert_eq!(day_end(d), datetime!(2025-06-11 12:00 UTC));
+        // The ends of the representable range saturate instead of panicking.
+        assert!(day_start(Date::MIN) <= day_end(Date::MIN));
+        assert!(day_start(Date::MAX) <= day_end(Date::MAX));
     }
 
     #[test]
@@ -433,6 +441,36 @@ mod sorsele_scenario {
             first.notify.len(),
             4,
             "every violation is announced, the warning is not"
+        );
+        assert!(
+            first.findings[0].message_sv.starts_with(
+                "I thunderbird ansluter e-postkontot anna.berg@sorsele.se till servern \
+                 imap.sorsele.se:143 utan kryptering. Enligt avsnitt 8.2"
+            ),
+            "{}",
+            first.findings[0].message_sv
+        );
+        assert!(
+            first.findings[1].message_en.starts_with(
+                "The laptop's mobile broadband is connected in NO (operator Telenor) with no \
+                 business trip recorded and no exemption active; 1.0 MB transferred."
+            ),
+            "{}",
+            first.findings[1].message_en
+        );
+        assert!(
+            first.findings[2].message_sv.starts_with(
+                "Datorn är utomlands, i NO (operatör Telenor), men ingen resa är registrerad."
+            ),
+            "{}",
+            first.findings[2].message_sv
+        );
+        assert!(
+            first.findings[4].message_sv.starts_with(
+                "Avsändaridentiteten anna.berg@sorsele.se i thunderbird saknar signatur (brevfot)."
+            ),
+            "{}",
+            first.findings[4].message_sv
         );
         let fwd = &first.findings[3];
         assert_eq!(

@@ -55,7 +55,8 @@ pub fn default_pack() -> Pack {
     }
 }
 
-/// A validated policy pack.
+/// A validated policy pack. Text from people goes through [`check`]; `Deserialize` is for the
+/// server's own records of a pack it checked before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pack {
     pub organisation: String,

@@ -19,8 +19,8 @@
 //!   resolves it while the other stays open.
 //! - An account with no host (local mail folders) talks to no server and is skipped.
 //!
-//! Messages can name the account as `{account}`: its address, or "the smtp account" when it
-//! has none.
+//! Messages can name the account as `{account}`: "e-postkontot anna@sorsele.se" / "the mail
+//! account anna@sorsele.se", or "smtp-kontot" / "the smtp account" when it has no address.
 //!
 //! Parameters: `accepted` — the security settings that count as encrypted, of `tls` and
 //! `starttls` (default both); `scope` — `organisation` (default) or `all`.
@@ -177,8 +177,8 @@ pub(super) fn evaluate(p: &Params, input: &Input<'_>) -> Vec<Hit> {
             continue;
         }
         let host = account.host.trim().trim_end_matches('.').to_lowercase();
-        // How a message names the account: its address, or (an outgoing server often has
-        // none) its protocol.
+        // How a message names the account: by its address, or (an outgoing server often has
+        // none) by its protocol.
         let (account_sv, account_en) = if account.address.trim().is_empty() {
             let protocol = if account.protocol.is_empty() {
                 "e-post"
@@ -190,7 +190,10 @@ pub(super) fn evaluate(p: &Params, input: &Input<'_>) -> Vec<Hit> {
                 format!("the {protocol} account"),
             )
         } else {
-            (account.address.clone(), account.address.clone())
+            (
+                format!("e-postkontot {}", account.address),
+                format!("the mail account {}", account.address),
+            )
         };
         let base = |problem: &str| {
             Hit::new([

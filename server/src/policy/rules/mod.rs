@@ -469,6 +469,14 @@ pub(crate) fn run(
     let mut seen = BTreeSet::new();
     let mut evaluations = Vec::with_capacity(hits.len());
     for hit in hits {
+        // Each kind promises the placeholders it declares; a message never renders a hole.
+        debug_assert!(
+            kind.placeholders()
+                .iter()
+                .all(|p| hit.evidence.contains_key(*p) || hit.phrases.iter().any(|x| x.name == *p)),
+            "{} left a declared placeholder unset",
+            kind.as_str()
+        );
         let key = finding_key(&rule.id, &hit.key);
         // One condition, one finding: two modems in one country, or one forward found twice,
         // keep the first hit's evidence.
