@@ -32,12 +32,30 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Ask for a short exemption for mobile data abroad (policy 8.4: a necessary work task
+    /// that Wi-Fi cannot serve). IT and your manager see the reason.
+    Exemption {
+        #[command(subcommand)]
+        cmd: ExemptionCmd,
+    },
     /// Identity, server and last report.
     Status {
         #[arg(long, default_value = "/etc/vakt/agent.toml")]
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExemptionCmd {
+    Request {
+        #[arg(long, default_value = "/etc/vakt/agent.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        minutes: u32,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -85,6 +103,26 @@ async fn real_main() -> anyhow::Result<()> {
             } else {
                 print_summary(&report);
             }
+        }
+        Cmd::Exemption {
+            cmd: ExemptionCmd::Request { config, minutes, reason },
+        } => {
+            let cfg = Config::load(&config)?;
+            let state = StateDir::open(&cfg.state_dir)?;
+            let id = state
+                .identity()?
+                .context("this laptop is not enrolled yet; run the agent first")?;
+            let channel = vakt_agent::link::connect_as(&id).await?;
+            let reply = vakt_proto::pb::agent_service_client::AgentServiceClient::new(channel)
+                .request_exemption(vakt_proto::pb::ExemptionRequest { minutes, reason })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            println!(
+                "exemption {} granted until {}",
+                reply.id,
+                ms_text(reply.until_ms)
+            );
         }
         Cmd::Status { config, json } => {
             let cfg = Config::load(&config)?;

@@ -4,11 +4,18 @@
 //! records) → `api` (gRPC services over a shared `State`) → `server` (`prepare` a data
 //! directory, `run(listener, state, shutdown)`). The binaries in `src/bin` are the only place
 //! that parses command lines, reads the environment or installs signal handlers.
+//!
+//! The policy engine (`policy`) and the people register (`people`) are pure cores (no files,
+//! sockets or clocks); `findings` and `notify` wrap them with the store and the outbox.
 
 pub mod api;
 pub mod commands;
+pub mod findings;
 pub mod fsutil;
 pub mod loss;
+pub mod notify;
+pub mod people;
+pub mod policy;
 pub mod pki;
 pub mod server;
 pub mod store;

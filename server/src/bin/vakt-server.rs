@@ -33,6 +33,8 @@ enum Cmd {
         /// certificate besides localhost and 127.0.0.1.
         #[arg(long = "hostname")]
         hostnames: Vec<String>,
+        #[command(flatten)]
+        mail: MailArgs,
     },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
@@ -45,6 +47,34 @@ enum Cmd {
         #[arg(long, default_value = "60s")]
         report_interval: String,
     },
+}
+
+/// Where notifications (new violations to managers, loss reports) are mailed.
+#[derive(clap::Args)]
+struct MailArgs {
+    /// SMTP relay: smtp://host:port (plain, local relay), smtp://host?tls=required (STARTTLS),
+    /// smtps://host (TLS); user:pass@ before the host if it needs a login.
+    #[arg(long, env = "VAKT_SMTP")]
+    smtp: Option<String>,
+    /// The sender of notification mail.
+    #[arg(long, default_value = "vakt@localhost")]
+    mail_from: String,
+    /// Who hears of a violation when the device's person has no known manager.
+    #[arg(long)]
+    it_mail: Option<String>,
+}
+
+impl MailArgs {
+    fn config(self) -> vakt_server::notify::NotifyConfig {
+        if self.smtp.is_none() {
+            eprintln!("vakt-server: no --smtp relay configured: notifications are queued, not sent");
+        }
+        vakt_server::notify::NotifyConfig {
+            smtp_url: self.smtp,
+            from: self.mail_from,
+            it_address: self.it_mail,
+        }
+    }
 }
 
 #[tokio::main]
@@ -72,8 +102,9 @@ async fn real_main() -> anyhow::Result<()> {
             listen,
             console,
             hostnames,
+            mail,
         } => {
-            let state = server::prepare(&data, &hostnames).await?;
+            let state = server::prepare(&data, &hostnames, mail.config()).await?;
             let listener = bind(listen).await?;
             eprintln!(
                 "vakt-server: serving gRPC on https://{} (data in {}; console address {console} is reserved for the web console)",
@@ -102,7 +133,7 @@ async fn demo(data: &Path, listen: SocketAddr, report_interval: &str) -> anyhow:
     let server_dir = data.join("server");
     let agent_dir = data.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
-    let state = server::prepare(&server_dir, &[]).await?;
+    let state = server::prepare(&server_dir, &[], vakt_server::notify::NotifyConfig::default()).await?;
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

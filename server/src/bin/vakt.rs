@@ -82,6 +82,37 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WipeCmd,
     },
+    /// Findings: where a device breaks the policy in force, with the section it cites.
+    Findings {
+        /// Only this device (id or hostname).
+        #[arg(long)]
+        device: Option<String>,
+        /// Include resolved findings.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The policy pack in force.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// The people register: who has which device, their managers, end dates and leaves.
+    People {
+        #[command(subcommand)]
+        cmd: PeopleCmd,
+    },
+    /// Trips abroad (policy 8.4, 8.5).
+    Trips {
+        #[command(subcommand)]
+        cmd: TripsCmd,
+    },
+    /// Exemptions from a rule, time-boxed or until revoked.
+    Exemptions {
+        #[command(subcommand)]
+        cmd: ExemptionsCmd,
+    },
     /// The audit log of every admin action.
     Audit {
         #[command(subcommand)]
@@ -153,6 +184,81 @@ enum WipeCmd {
     },
     /// Approve another admin's wipe request.
     Approve { command_id: String },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a pack offline; errors name line and column.
+    Check { file: PathBuf },
+    /// Replace the policy in force (only if the pack is valid).
+    Apply { file: PathBuf },
+    /// The policy in force.
+    Show {
+        #[arg(long)]
+        json: bool,
+        /// Print the pack's TOML.
+        #[arg(long)]
+        toml: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeopleCmd {
+    /// Replace the register from a CSV file (validated whole first; nothing applied on error).
+    Import { file: PathBuf },
+    /// The register.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TripsCmd {
+    /// Record a trip.
+    Add {
+        #[arg(long)]
+        person: String,
+        /// ISO country codes (repeat, or comma-separated).
+        #[arg(long = "country", num_args = 1.., required = true)]
+        countries: Vec<String>,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        kind: String,
+        /// Who approved taking the laptop along.
+        #[arg(long)]
+        approved_by: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExemptionsCmd {
+    /// Grant an exemption to a device or a person.
+    Grant {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        person: Option<String>,
+        /// A rule id or kind, e.g. mobile-data-abroad.
+        #[arg(long)]
+        rule: String,
+        /// How long; none: until revoked.
+        #[arg(long)]
+        minutes: Option<u32>,
+        #[arg(long)]
+        reason: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -334,12 +440,28 @@ async fn real_main() -> anyhow::Result<()> {
         Cmd::Device {
             cmd: DeviceCmd::Show { id, json },
         } => {
-            let detail = client(&cli)
-                .await?
+            let mut c = client(&cli).await?;
+            let detail = c
                 .get_device(pb::GetDeviceRequest { id: id.clone() })
                 .await
                 .map_err(status)?
                 .into_inner();
+            let device_id = detail.device.as_ref().map(|d| d.id.clone()).unwrap_or_default();
+            let findings = c
+                .list_findings(pb::ListFindingsRequest {
+                    device: device_id.clone(),
+                    include_resolved: false,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .findings;
+            let commands = c
+                .list_commands(pb::ListCommandsRequest { device: device_id })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .commands;
             let device = detail.device.unwrap_or_default();
             let report = vakt_proto::convert::sections_to_report(&detail.sections)
                 .map_err(|e| anyhow!("the server sent a section this vakt cannot read: {e}"))?;
@@ -348,10 +470,20 @@ async fn real_main() -> anyhow::Result<()> {
                 let r = serde_json::to_value(&report)?;
                 if let (Some(obj), Value::Object(rm)) = (v.as_object_mut(), r) {
                     obj.extend(rm);
+                    obj.insert("findings".into(), findings.iter().map(finding_json).collect());
+                    obj.insert("commands".into(), commands.iter().map(command_json).collect());
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_device(&device, &report);
+                println!("findings    {} open", findings.len());
+                for f in &findings {
+                    println!("  §{:<5} {:<9} {:<9} {}", f.section, f.severity, f.status, f.message_en);
+                }
+                println!("commands    {}", commands.len());
+                for c in &commands {
+                    println!("  {} {} {} {}", c.id, kind_name(c.kind), state_name(c.state), c.detail);
+                }
             }
         }
         Cmd::Device {
@@ -438,6 +570,193 @@ async fn real_main() -> anyhow::Result<()> {
                     state_name(info.state),
                     info.device_id
                 ),
+            }
+        }
+        Cmd::Findings { device, all, json } => {
+            let list = client(&cli)
+                .await?
+                .list_findings(pb::ListFindingsRequest {
+                    device: device.clone().unwrap_or_default(),
+                    include_resolved: *all,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .findings;
+            if *json {
+                let rows: Vec<Value> = list.iter().map(finding_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if list.is_empty() {
+                println!("no findings");
+            } else {
+                for f in &list {
+                    println!(
+                        "{:<20} §{:<5} {:<9} {:<9} {:<32} {}",
+                        f.hostname, f.section, f.severity, f.status, f.rule, f.message_en
+                    );
+                }
+            }
+        }
+        Cmd::Policy { cmd: PolicyCmd::Check { file } } => {
+            // Offline: no server, no token.
+            let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+            let check = vakt_server::api::admin::check_pack(&pb::PolicyText {
+                toml: text,
+                file_name: file.display().to_string(),
+            });
+            if !check.ok {
+                for e in &check.errors {
+                    eprintln!("{e}");
+                }
+                bail!("{}: {} error(s)", file.display(), check.errors.len());
+            }
+            println!("{}: valid, {} rules", file.display(), check.rules);
+        }
+        Cmd::Policy { cmd: PolicyCmd::Apply { file } } => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+            let info = client(&cli)
+                .await?
+                .apply_policy(pb::PolicyText {
+                    toml: text,
+                    file_name: file.display().to_string(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "policy version {} in force: {} ({} rules)",
+                info.version, info.pack_version, info.rules
+            );
+        }
+        Cmd::Policy { cmd: PolicyCmd::Show { json, toml } } => {
+            let p = client(&cli)
+                .await?
+                .show_policy(pb::ShowPolicyRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if *toml {
+                print!("{}", p.toml);
+            } else if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "version": p.version, "organisation": p.organisation, "document": p.document,
+                        "reference": p.reference, "pack_version": p.pack_version,
+                        "applied": rfc3339_ms(p.applied_ms), "applied_by": p.applied_by, "rules": p.rules,
+                    }))?
+                );
+            } else {
+                println!("{} — {} ({})", p.organisation, p.document, p.reference);
+                println!("pack {} with {} rules; version {} applied {} by {}", p.pack_version, p.rules, p.version, rfc3339_ms(p.applied_ms), p.applied_by);
+            }
+        }
+        Cmd::People { cmd: PeopleCmd::Import { file } } => {
+            let csv = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
+            let r = client(&cli)
+                .await?
+                .import_people(pb::ImportPeopleRequest {
+                    csv,
+                    file_name: file.display().to_string(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{} people imported", r.imported);
+        }
+        Cmd::People { cmd: PeopleCmd::List { json } } => {
+            let people = client(&cli)
+                .await?
+                .list_people(pb::ListPeopleRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .people;
+            if *json {
+                let rows: Vec<Value> = people
+                    .iter()
+                    .map(|p| json!({"email": p.email, "name": p.name, "manager_email": p.manager_email,
+                                    "end_date": p.end_date, "leave_from": p.leave_from, "leave_to": p.leave_to}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for p in &people {
+                    println!("{:<32} {:<28} manager {}", p.email, p.name, p.manager_email);
+                }
+            }
+        }
+        Cmd::Trips { cmd: TripsCmd::Add { person, countries, from, to, kind, approved_by } } => {
+            let t = client(&cli)
+                .await?
+                .add_trip(pb::AddTripRequest {
+                    person: person.clone(),
+                    countries: countries.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    kind: kind.clone(),
+                    approved_by: approved_by.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{}", t.id);
+        }
+        Cmd::Trips { cmd: TripsCmd::List { json } } => {
+            let trips = client(&cli)
+                .await?
+                .list_trips(pb::ListTripsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .trips;
+            if *json {
+                let rows: Vec<Value> = trips
+                    .iter()
+                    .map(|t| json!({"id": t.id, "person": t.person, "countries": t.countries, "from": t.from,
+                                    "to": t.to, "kind": t.kind, "approved_by": t.approved_by}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for t in &trips {
+                    println!("{} {} {} {}..{} {} {}", t.id, t.person, t.countries.join(","), t.from, t.to, t.kind, t.approved_by);
+                }
+            }
+        }
+        Cmd::Exemptions { cmd: ExemptionsCmd::Grant { device, person, rule, minutes, reason } } => {
+            let e = client(&cli)
+                .await?
+                .grant_exemption(pb::GrantExemptionRequest {
+                    device: device.clone().unwrap_or_default(),
+                    person: person.clone().unwrap_or_default(),
+                    rule: rule.clone(),
+                    minutes: minutes.unwrap_or(0),
+                    reason: reason.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{}", e.id);
+        }
+        Cmd::Exemptions { cmd: ExemptionsCmd::List { json } } => {
+            let list = client(&cli)
+                .await?
+                .list_exemptions(pb::ListExemptionsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .exemptions;
+            if *json {
+                let rows: Vec<Value> = list
+                    .iter()
+                    .map(|e| json!({"id": e.id, "device": e.device, "person": e.person, "rule": e.rule,
+                                    "from": rfc3339_ms(e.from_ms), "until": rfc3339_ms(e.until_ms),
+                                    "reason": e.reason, "granted_by": e.granted_by}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for e in &list {
+                    println!("{} {}{} {} until {} — {}", e.id, e.device, e.person, e.rule, rfc3339_ms(e.until_ms), e.reason);
+                }
             }
         }
         Cmd::Audit { cmd: None, json } => {
@@ -650,6 +969,25 @@ fn loss_json(c: &pb::LossCase) -> Value {
         "wipe_commands": c.wipe_command_ids,
         "notes": c.notes,
         "checklist": steps,
+    })
+}
+
+fn finding_json(f: &pb::FindingInfo) -> Value {
+    json!({
+        "id": f.id,
+        "device": f.device,
+        "hostname": f.hostname,
+        "rule": f.rule,
+        "kind": f.kind,
+        "section": f.section,
+        "severity": f.severity,
+        "status": f.status,
+        "message_sv": f.message_sv,
+        "message_en": f.message_en,
+        "evidence": f.evidence,
+        "first_seen": rfc3339_ms(f.first_seen_ms),
+        "last_seen": rfc3339_ms(f.last_seen_ms),
+        "resolved_at": rfc3339_ms(f.resolved_at_ms),
     })
 }
 
