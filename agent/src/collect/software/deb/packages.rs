@@ -1,0 +1,458 @@
+//! apt's package lists (`/var/lib/apt/lists/*_Packages`): which versions a repository offers.
+//!
+//! These are the big inputs: Debian's main list is about 60 000 paragraphs and 50 MB
+//! uncompressed, read on every scan. So this parser is a fast path of its own rather than the
+//! general one in `control.rs`: it works on bytes, looks only at the three fields attribution
+//! needs (`Package`, `Version`, `Architecture`), skips to the end of a paragraph with a SIMD
+//! search as soon as it has them, copies the few bytes it keeps into one arena instead of a
+//! string per paragraph, and consumes the (decompressed) list in chunks so memory stays flat.
+
+use memchr::memmem;
+use std::io::Read;
+
+/// A byte range in [`PackageList::arena`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    name: Span,
+    version: Span,
+    /// Index into [`PackageList::archs`].
+    arch: u16,
+}
+
+/// What one list offers, indexed by package name.
+#[derive(Debug, Clone, Default)]
+pub struct PackageList {
+    arena: String,
+    /// Sorted by name, so lookups are a binary search.
+    entries: Vec<Entry>,
+    /// The distinct architectures seen (a list has one or two: its own and `all`).
+    archs: Vec<String>,
+    /// Paragraphs without a usable `Package` or `Version`.
+    pub bad_paragraphs: usize,
+}
+
+/// One version of one package that a list offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    /// `all` when the paragraph had no `Architecture` field.
+    pub arch: &'a str,
+}
+
+impl PackageList {
+    /// Number of package versions offered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn text(&self, s: Span) -> &str {
+        let start = s.start as usize;
+        self.arena.get(start..start + s.len as usize).unwrap_or("")
+    }
+
+    fn offer(&self, e: &Entry) -> Offer<'_> {
+        Offer {
+            name: self.text(e.name),
+            version: self.text(e.version),
+            arch: self.archs.get(usize::from(e.arch)).map_or("all", |a| a),
+        }
+    }
+
+    /// Every version of `name` this list offers.
+    pub fn offers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Offer<'a>> + 'a {
+        let first = self.entries.partition_point(|e| self.text(e.name) < name);
+        self.entries[first..]
+            .iter()
+            .take_while(move |e| self.text(e.name) == name)
+            .map(|e| self.offer(e))
+    }
+
+    /// Every offer, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = Offer<'_>> {
+        self.entries.iter().map(|e| self.offer(e))
+    }
+}
+
+/// Why a list could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a paragraph is longer than {limit} bytes: not a package list")]
+    ParagraphTooLong { limit: usize },
+    #[error("more than {limit} bytes once decompressed")]
+    TooLarge { limit: u64 },
+    #[error("the list is too large to index")]
+    ArenaFull,
+}
+
+/// Limits that keep a hostile or corrupt list from exhausting memory. The largest real lists
+/// (Debian and Ubuntu main, all fields) are below 100 MB; the biggest real paragraph a few kB.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_paragraph: usize,
+    pub max_total: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_paragraph: 16 << 20,
+            max_total: 2 << 30,
+        }
+    }
+}
+
+/// Builds a [`PackageList`] from text handed over in whole paragraphs.
+#[derive(Debug, Default)]
+struct Builder {
+    list: PackageList,
+}
+
+/// The value of a `Field: value` line whose field name (with its colon) is `prefix_len` bytes.
+fn value_of(line: &[u8], prefix_len: usize) -> &[u8] {
+    let v = line.get(prefix_len..).unwrap_or(b"");
+    let start = v.iter().position(|&c| c != b' ' && c != b'\t');
+    let Some(start) = start else {
+        return b"";
+    };
+    let end = v
+        .iter()
+        .rposition(|&c| !matches!(c, b' ' | b'\t' | b'\r'))
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// Case-insensitive test that `line` starts with `field` followed by a colon.
+fn is_field(line: &[u8], field: &[u8]) -> bool {
+    line.len() > field.len()
+        && line[field.len()] == b':'
+        && line[..field.len()].eq_ignore_ascii_case(field)
+}
+
+impl Builder {
+    fn push_str(&mut self, s: &str) -> Result<Span, ListError> {
+        let start = u32::try_from(self.list.arena.len()).map_err(|_| ListError::ArenaFull)?;
+        let len = u32::try_from(s.len()).map_err(|_| ListError::ArenaFull)?;
+        start.checked_add(len).ok_or(ListError::ArenaFull)?;
+        self.list.arena.push_str(s);
+        Ok(Span { start, len })
+    }
+
+    fn arch_index(&mut self, arch: &str) -> Result<u16, ListError> {
+        if let Some(i) = self.list.archs.iter().position(|a| a == arch) {
+            return u16::try_from(i).map_err(|_| ListError::ArenaFull);
+        }
+        let i = u16::try_from(self.list.archs.len()).map_err(|_| ListError::ArenaFull)?;
+        self.list.archs.push(arch.to_string());
+        Ok(i)
+    }
+
+    fn add(&mut self, name: &[u8], version: &[u8], arch: &[u8]) -> Result<(), ListError> {
+        let (Ok(name), Ok(version), Ok(arch)) = (
+            std::str::from_utf8(name),
+            std::str::from_utf8(version),
+            std::str::from_utf8(arch),
+        ) else {
+            self.list.bad_paragraphs += 1;
+            return Ok(());
+        };
+        if name.is_empty() || version.is_empty() {
+            self.list.bad_paragraphs += 1;
+            return Ok(());
+        }
+        let arch = if arch.is_empty() { "all" } else { arch };
+        let entry = Entry {
+            name: self.push_str(name)?,
+            version: self.push_str(version)?,
+            arch: self.arch_index(arch)?,
+        };
+        self.list.entries.push(entry);
+        Ok(())
+    }
+
+    /// Parses `text`, which holds whole paragraphs (a cut may only fall between paragraphs).
+    fn paragraphs(&mut self, text: &[u8]) -> Result<(), ListError> {
+        // Real lists end lines with LF only; with a CR anywhere the paragraph end may be
+        // "\n\r\n", which the fast skip does not look for, so walk line by line instead.
+        let fast_skip = memchr::memchr(b'\r', text).is_none();
+        let blank = memmem::Finder::new(b"\n\n");
+        let mut pos = 0;
+        while pos < text.len() {
+            let (mut name, mut version, mut arch): (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) =
+                (None, None, None);
+            let mut in_paragraph = false;
+            // Walk the paragraph's lines until its end or until all three fields are known.
+            loop {
+                if pos >= text.len() {
+                    break;
+                }
+                let end = memchr::memchr(b'\n', &text[pos..]).map_or(text.len(), |i| pos + i);
+                let line = &text[pos..end];
+                let next = (end + 1).min(text.len());
+                if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
+                    pos = next;
+                    if in_paragraph {
+                        break;
+                    }
+                    continue;
+                }
+                in_paragraph = true;
+                pos = next;
+                match line[0] {
+                    b'P' | b'p' if name.is_none() && is_field(line, b"Package") => {
+                        name = Some(value_of(line, 8));
+                    }
+                    b'V' | b'v' if version.is_none() && is_field(line, b"Version") => {
+                        version = Some(value_of(line, 8));
+                    }
+                    b'A' | b'a' if arch.is_none() && is_field(line, b"Architecture") => {
+                        arch = Some(value_of(line, 13));
+                    }
+                    _ => {}
+                }
+                if name.is_some() && version.is_some() && arch.is_some() {
+                    // Everything needed is known: jump over the rest of the paragraph.
+                    if fast_skip {
+                        // `pos` is a line start; a blank line right here ends the paragraph.
+                        let from = pos.saturating_sub(1);
+                        pos = blank
+                            .find(&text[from..])
+                            .map_or(text.len(), |i| from + i + 2);
+                        break;
+                    }
+                    // Slow path: keep walking lines until the blank one.
+                }
+            }
+            if in_paragraph {
+                self.add(
+                    name.unwrap_or(b""),
+                    version.unwrap_or(b""),
+                    arch.unwrap_or(b""),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> PackageList {
+        let list = &mut self.list;
+        let arena = &list.arena;
+        let text = |s: Span| {
+            let start = s.start as usize;
+            arena.get(start..start + s.len as usize).unwrap_or("")
+        };
+        // Lists come sorted by name from the archive, so this is normally a linear check.
+        if !list
+            .entries
+            .is_sorted_by(|a, b| text(a.name) <= text(b.name))
+        {
+            list.entries.sort_by(|a, b| text(a.name).cmp(text(b.name)));
+        }
+        self.list
+    }
+}
+
+/// Parses a whole (decompressed) list held in memory.
+pub fn parse_packages(text: &[u8]) -> Result<PackageList, ListError> {
+    let mut b = Builder::default();
+    b.paragraphs(text)?;
+    Ok(b.finish())
+}
+
+/// Reads a (decompressed) list from `reader` in chunks, parsing whole paragraphs as they
+/// arrive, so the full text is never held in memory.
+pub fn read_packages(mut reader: impl Read, limits: Limits) -> Result<PackageList, ListError> {
+    const CHUNK: usize = 1 << 20;
+    let mut b = Builder::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+    let mut filled = 0usize;
+    let mut total: u64 = 0;
+    let boundary = memmem::FinderRev::new(b"\n\n");
+    let boundary_crlf = memmem::FinderRev::new(b"\n\r\n");
+    loop {
+        if buf.len() < filled + CHUNK {
+            buf.resize(filled + CHUNK, 0);
+        }
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            b.paragraphs(&buf[..filled])?;
+            return Ok(b.finish());
+        }
+        total += n as u64;
+        if total > limits.max_total {
+            return Err(ListError::TooLarge {
+                limit: limits.max_total,
+            });
+        }
+        // Only the newly read bytes (plus two before them) can hold a new boundary.
+        let search_from = filled.saturating_sub(2);
+        filled += n;
+        let window = &buf[search_from..filled];
+        let cut = match boundary.rfind(window) {
+            Some(i) => Some(i + 2),
+            None => boundary_crlf.rfind(window).map(|i| i + 3),
+        };
+        match cut {
+            Some(cut) => {
+                let cut = search_from + cut;
+                b.paragraphs(&buf[..cut])?;
+                buf.copy_within(cut..filled, 0);
+                filled -= cut;
+            }
+            None if filled > limits.max_paragraph => {
+                return Err(ListError::ParagraphTooLong {
+                    limit: limits.max_paragraph,
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = "\
+Package: zsh
+Version: 5.9-4+b2
+Installed-Size: 2318
+Maintainer: Debian Zsh Maintainers <pkg-zsh-devel@lists.alioth.debian.org>
+Architecture: amd64
+Description: shell with lots of features
+ Package: not-a-field
+Filename: pool/main/z/zsh/zsh_5.9-4+b2_amd64.deb
+
+Package: apt
+Source: apt
+Version: 2.6.1
+Architecture: amd64
+
+Package: apt
+Version: 2.6.2
+Architecture: amd64
+
+Package: tzdata
+Version: 2025b-0+deb12u1
+Architecture: all
+Multi-Arch: foreign
+";
+
+    #[test]
+    fn indexes_name_version_arch() {
+        let l = parse_packages(LIST.as_bytes()).unwrap();
+        assert_eq!(l.len(), 4);
+        assert_eq!(l.bad_paragraphs, 0);
+        let apt: Vec<_> = l.offers("apt").map(|o| o.version).collect();
+        assert_eq!(apt, ["2.6.1", "2.6.2"]);
+        let tz: Vec<_> = l.offers("tzdata").collect();
+        assert_eq!(tz[0].arch, "all");
+        assert_eq!(l.offers("zsh").next().unwrap().version, "5.9-4+b2");
+        assert_eq!(l.offers("not-a-field").count(), 0);
+        assert_eq!(l.offers("ap").count(), 0);
+        // Sorted by name although the input was not.
+        let names: Vec<_> = l.iter().map(|o| o.name).collect();
+        assert_eq!(names, ["apt", "apt", "tzdata", "zsh"]);
+    }
+
+    #[test]
+    fn crlf_and_odd_spacing_take_the_slow_path() {
+        let text = LIST
+            .replace('\n', "\r\n")
+            .replace("Version: 2.6.2", "version:2.6.2  ");
+        let l = parse_packages(text.as_bytes()).unwrap();
+        assert_eq!(l.len(), 4);
+        let apt: Vec<_> = l.offers("apt").map(|o| o.version).collect();
+        assert_eq!(apt, ["2.6.1", "2.6.2"]);
+        assert_eq!(l.offers("zsh").next().unwrap().arch, "amd64");
+    }
+
+    #[test]
+    fn chunked_reading_agrees_with_whole_parsing() {
+        // Many paragraphs so that chunk cuts fall everywhere; a tiny reader forces short reads.
+        let mut big = String::new();
+        for i in 0..30_000 {
+            big.push_str(&format!(
+                "Package: p{i:05}\nVersion: 1.{i}\nArchitecture: amd64\nDescription: x\n y\n\n"
+            ));
+        }
+        struct Dribble<'a>(&'a [u8]);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = out.len().min(self.0.len()).min(777);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let l = read_packages(Dribble(big.as_bytes()), Limits::default()).unwrap();
+        assert_eq!(l.len(), 30_000);
+        assert_eq!(l.offers("p12345").next().unwrap().version, "1.12345");
+        let whole = parse_packages(big.as_bytes()).unwrap();
+        assert!(l.iter().eq(whole.iter()));
+    }
+
+    #[test]
+    fn garbage_paragraphs_are_counted_not_fatal() {
+        let text =
+            b"Version: 1\n\nPackage: \xff\xfe\nVersion: 1\n\nno colon\n\nPackage: ok\nVersion: 2\n";
+        let l = parse_packages(text).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.bad_paragraphs, 3);
+    }
+
+    #[test]
+    fn limits_stop_hostile_input() {
+        let zeros = vec![0u8; 3 << 20];
+        let small = Limits {
+            max_paragraph: 1 << 20,
+            max_total: 1 << 40,
+        };
+        assert!(matches!(
+            read_packages(&zeros[..], small),
+            Err(ListError::ParagraphTooLong { .. })
+        ));
+        let newlines = vec![b'\n'; 3 << 20];
+        let tiny_total = Limits {
+            max_paragraph: 1 << 20,
+            max_total: 1 << 20,
+        };
+        assert!(matches!(
+            read_packages(&newlines[..], tiny_total),
+            Err(ListError::TooLarge { .. })
+        ));
+        assert!(
+            read_packages(&newlines[..], Limits::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn empty_and_truncated_inputs() {
+        assert!(parse_packages(b"").unwrap().is_empty());
+        let cut = &LIST.as_bytes()[..LIST.find("Version: 2.6.2").unwrap() + 12];
+        let l = parse_packages(cut).unwrap();
+        // The last paragraph was cut inside its Version: it still counts, with what it had.
+        assert_eq!(
+            l.offers("apt").map(|o| o.version).collect::<Vec<_>>(),
+            ["2.6.1", "2.6"]
+        );
+    }
+}
