@@ -35,13 +35,14 @@ pub struct Repository {
 
 impl Repository {
     /// The publisher, as `origin` reports it: the Release file's Origin, else its Label, else
-    /// the host the repository is fetched from.
+    /// the host the repository is fetched from, else (a `file:` repository) its site.
     pub fn origin(&self) -> String {
         self.release
             .as_ref()
             .and_then(|r| [&r.origin, &r.label].into_iter().find(|s| !s.is_empty()))
             .cloned()
-            .unwrap_or_else(|| self.entry.host())
+            .or_else(|| Some(self.entry.host()).filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| self.entry.site())
     }
 
     /// The line `apt-cache policy` prints for this list (`http://deb.debian.org/debian
@@ -482,6 +483,7 @@ mod tests {
         assert_eq!(r.origin(), "Example Label");
         let flat = repo("deb file:/srv/repo ./", "", "", false);
         assert_eq!(flat.apt_description(), "file:/srv/repo ./ Packages");
+        assert_eq!(flat.origin(), "file:/srv/repo");
     }
 
     #[test]

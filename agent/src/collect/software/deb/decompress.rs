@@ -107,7 +107,7 @@ impl<R: Read> Read for Lz4Frames<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Write;
 

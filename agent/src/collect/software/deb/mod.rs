@@ -136,6 +136,11 @@ impl DebScanner {
         Self::default()
     }
 
+    /// How many parsed lists (or their errors) the cache holds.
+    pub fn cached_lists(&self) -> usize {
+        self.cache.len()
+    }
+
     /// How many lists the last scan had to parse because the cache did not hold them.
     pub fn lists_parsed_last_scan(&self) -> usize {
         self.parsed_last
@@ -541,7 +546,10 @@ fn list_dir(dir: &Path, quiet: bool, out: &mut Collected<DebInventory>) -> BTree
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod name_tests {
     use super::*;
 
     #[test]

@@ -19,6 +19,8 @@ struct Span {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// FNV-1a hash of the name: the index key.
+    hash: u64,
     name: Span,
     version: Span,
     /// Index into [`PackageList::archs`].
@@ -29,7 +31,10 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct PackageList {
     arena: String,
-    /// Sorted by name, so lookups are a binary search.
+    /// Sorted by name hash (ties in list order), so a lookup is a binary search. Sorting by
+    /// the names themselves would cost more: Debian's lists are ordered by source package,
+    /// not by binary name, so a real sort is needed, and comparing u64s beats comparing
+    /// strings that share long prefixes (`python3-…`).
     entries: Vec<Entry>,
     /// The distinct architectures seen (a list has one or two: its own and `all`).
     archs: Vec<String>,
@@ -69,16 +74,18 @@ impl PackageList {
         }
     }
 
-    /// Every version of `name` this list offers.
+    /// Every version of `name` this list offers, in list order.
     pub fn offers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Offer<'a>> + 'a {
-        let first = self.entries.partition_point(|e| self.text(e.name) < name);
+        let hash = fnv1a(name.as_bytes());
+        let first = self.entries.partition_point(|e| e.hash < hash);
         self.entries[first..]
             .iter()
-            .take_while(move |e| self.text(e.name) == name)
+            .take_while(move |e| e.hash == hash)
+            .filter(move |e| self.text(e.name) == name)
             .map(|e| self.offer(e))
     }
 
-    /// Every offer, in name order.
+    /// Every offer, in index order (the same for the same list).
     pub fn iter(&self) -> impl Iterator<Item = Offer<'_>> {
         self.entries.iter().map(|e| self.offer(e))
     }
@@ -174,6 +181,7 @@ impl Builder {
         }
         let arch = if arch.is_empty() { "all" } else { arch };
         let entry = Entry {
+            hash: fnv1a(name.as_bytes()),
             name: self.push_str(name)?,
             version: self.push_str(version)?,
             arch: self.arch_index(arch)?,
@@ -247,21 +255,19 @@ impl Builder {
     }
 
     fn finish(mut self) -> PackageList {
-        let list = &mut self.list;
-        let arena = &list.arena;
-        let text = |s: Span| {
-            let start = s.start as usize;
-            arena.get(start..start + s.len as usize).unwrap_or("")
-        };
-        // Lists come sorted by name from the archive, so this is normally a linear check.
-        if !list
-            .entries
-            .is_sorted_by(|a, b| text(a.name) <= text(b.name))
-        {
-            list.entries.sort_by(|a, b| text(a.name).cmp(text(b.name)));
-        }
+        // Stable, so the versions of one name stay in list order.
+        self.list.entries.sort_by_key(|e| e.hash);
         self.list
     }
+}
+
+/// 64-bit FNV-1a: a cheap, fixed hash, so the index is the same on every run. A crafted list
+/// full of colliding names costs only lookup time in that list, never correctness: names are
+/// compared after the hash.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Parses a whole (decompressed) list held in memory.
@@ -366,8 +372,9 @@ Multi-Arch: foreign
         assert_eq!(l.offers("zsh").next().unwrap().version, "5.9-4+b2");
         assert_eq!(l.offers("not-a-field").count(), 0);
         assert_eq!(l.offers("ap").count(), 0);
-        // Sorted by name although the input was not.
-        let names: Vec<_> = l.iter().map(|o| o.name).collect();
+        // Every offer is in the index exactly once.
+        let mut names: Vec<_> = l.iter().map(|o| o.name).collect();
+        names.sort();
         assert_eq!(names, ["apt", "apt", "tzdata", "zsh"]);
     }
 

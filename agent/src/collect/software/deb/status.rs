@@ -90,6 +90,9 @@ fn installed_from(p: &control::Paragraph<'_>) -> Result<Option<Installed>, Strin
         .get("Package")
         .filter(|n| !n.is_empty())
         .ok_or("paragraph without a Package field")?;
+    if !valid_package_name(name) {
+        return Err(format!("{name:?} is not a package name"));
+    }
     let status = p
         .get("Status")
         .ok_or_else(|| format!("package {name}: no Status field"))?;
@@ -116,6 +119,17 @@ fn installed_from(p: &control::Paragraph<'_>) -> Result<Option<Installed>, Strin
         state,
         reinstall_required: flag.contains("reinstreq"),
     }))
+}
+
+/// dpkg's rule for package names (`pkg_name_is_illegal`): an alphanumeric first character,
+/// then alphanumerics and `-+._`. Anything else did not come from dpkg.
+fn valid_package_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.' | '_'))
 }
 
 /// The machine's native architecture: that of dpkg itself (always installed and never `all`),
@@ -219,12 +233,14 @@ Architecture: amd64
         let text = "Status: install ok installed\nVersion: 1\n\n\
                     Package: v\nStatus: install ok installed\n\n\
                     Package: w\nStatus: install ok exploded\nVersion: 1\n\n\
-                    Package: ok\nStatus: install ok unpacked\nVersion: 3\nArchitecture: arm64\n";
+                    Package: ok\nStatus: install ok unpacked\nVersion: 3\nArchitecture: arm64\n\n\
+                    Package: -x\nStatus: install ok installed\nVersion: 1\n\n\
+                    Package: a\u{fffd}\nStatus: install ok installed\nVersion: 1\n";
         let (pkgs, problems) = parse_status(text);
         assert_eq!(pkgs.len(), 1);
         assert_eq!(pkgs[0].state, InstallState::Unpacked);
         let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
-        assert_eq!(lines, [1, 4, 7]);
+        assert_eq!(lines, [1, 4, 7, 16, 20]);
         assert_eq!(native_arch(&pkgs).as_deref(), Some("arm64"));
     }
 
