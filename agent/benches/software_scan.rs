@@ -89,24 +89,7 @@ fn main() {
         println!("software_scan: no dpkg database on this machine; nothing to measure");
         return;
     }
-    let native = inv
-        .packages
-        .iter()
-        .find(|p| p.installed.name == "dpkg")
-        .map(|p| p.installed.arch.clone())
-        .unwrap_or_default();
-    let args: Vec<String> = inv
-        .packages
-        .iter()
-        .map(|p| {
-            let arch = &p.installed.arch;
-            if arch == "all" || *arch == native {
-                p.installed.name.clone()
-            } else {
-                format!("{}:{arch}", p.installed.name)
-            }
-        })
-        .collect();
+    let args = inv.apt_names();
     println!(
         "software_scan: {} installed packages, {} configured package lists, {} errors",
         inv.packages.len(),

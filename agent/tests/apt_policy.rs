@@ -130,24 +130,7 @@ fn attribution_matches_apt_cache_policy() {
         !inv.packages.is_empty(),
         "apt-cache exists but the scan found no installed packages in {DPKG_STATUS}"
     );
-    let native = inv
-        .packages
-        .iter()
-        .find(|p| p.installed.name == "dpkg")
-        .map(|p| p.installed.arch.clone())
-        .expect("dpkg itself is installed");
-    let query: Vec<String> = inv
-        .packages
-        .iter()
-        .map(|p| {
-            let a = &p.installed.arch;
-            if a == "all" || *a == native {
-                p.installed.name.clone()
-            } else {
-                format!("{}:{a}", p.installed.name)
-            }
-        })
-        .collect();
+    let query = inv.apt_names();
     let policy = parse_policy(&apt_cache_policy(&query).expect("apt-cache policy runs"));
 
     let mut same = 0usize;

@@ -43,6 +43,26 @@ pub struct DebInventory {
     pub packages: Vec<Attributed>,
     /// Every configured `Packages` list that could be read; `Attributed::repository` indexes it.
     pub repositories: Vec<Repository>,
+    /// dpkg's native architecture (empty if no package says).
+    pub native_arch: String,
+}
+
+impl DebInventory {
+    /// How apt names each package (`name`, or `name:arch` for a foreign architecture), in the
+    /// order of `packages`: the arguments for `apt-cache policy`.
+    pub fn apt_names(&self) -> Vec<String> {
+        self.packages
+            .iter()
+            .map(|p| {
+                let arch = &p.installed.arch;
+                if arch == "all" || *arch == self.native_arch {
+                    p.installed.name.clone()
+                } else {
+                    format!("{}:{arch}", p.installed.name)
+                }
+            })
+            .collect()
+    }
 }
 
 impl Attributed {
@@ -244,6 +264,7 @@ impl DebScanner {
         out.value = DebInventory {
             packages,
             repositories: repos,
+            native_arch: native,
         };
         out
     }

@@ -198,8 +198,7 @@ impl Builder {
         let blank = memmem::Finder::new(b"\n\n");
         let mut pos = 0;
         while pos < text.len() {
-            let (mut name, mut version, mut arch): (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) =
-                (None, None, None);
+            let (mut name, mut version, mut arch) = (None::<&[u8]>, None::<&[u8]>, None::<&[u8]>);
             let mut in_paragraph = false;
             // Walk the paragraph's lines until its end or until all three fields are known.
             loop {
@@ -426,24 +425,16 @@ Multi-Arch: foreign
 
     #[test]
     fn limits_stop_hostile_input() {
+        let limits = |max_paragraph: usize, max_total: u64| Limits {
+            max_paragraph,
+            max_total,
+        };
         let zeros = vec![0u8; 3 << 20];
-        let small = Limits {
-            max_paragraph: 1 << 20,
-            max_total: 1 << 40,
-        };
-        assert!(matches!(
-            read_packages(&zeros[..], small),
-            Err(ListError::ParagraphTooLong { .. })
-        ));
+        let r = read_packages(&zeros[..], limits(1 << 20, 1 << 40));
+        assert!(matches!(r, Err(ListError::ParagraphTooLong { .. })));
         let newlines = vec![b'\n'; 3 << 20];
-        let tiny_total = Limits {
-            max_paragraph: 1 << 20,
-            max_total: 1 << 20,
-        };
-        assert!(matches!(
-            read_packages(&newlines[..], tiny_total),
-            Err(ListError::TooLarge { .. })
-        ));
+        let r = read_packages(&newlines[..], limits(1 << 20, 1 << 20));
+        assert!(matches!(r, Err(ListError::TooLarge { .. })));
         assert!(
             read_packages(&newlines[..], Limits::default())
                 .unwrap()

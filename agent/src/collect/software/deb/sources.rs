@@ -638,11 +638,57 @@ mod tests {
             exclude: vec![],
             line: 1,
         };
+        // (URI, suite, component, architecture, list file name)
+        let cases = [
+            (
+                "http://deb.debian.org/debian",
+                "bookworm",
+                "main",
+                "amd64",
+                "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages",
+            ),
+            (
+                "https://deb.nodesource.com/node_20.x",
+                "nodistro",
+                "main",
+                "amd64",
+                "deb.nodesource.com_node%5f20.x_dists_nodistro_main_binary-amd64_Packages",
+            ),
+            // User and password never reach a file name; the port does.
+            (
+                "https://u:p%40ss@repo.example:8443/apt/",
+                "stable",
+                "non-free",
+                "arm64",
+                "repo.example:8443_apt_dists_stable_non-free_binary-arm64_Packages",
+            ),
+            // A flat repository.
+            ("file:/srv/repo", "./", "", "amd64", "_srv_repo_._Packages"),
+            // URIEncode on the suite, then URItoFileName quotes the '%' again.
+            (
+                "http://x.org/d",
+                "a~b+c",
+                "main",
+                "i386",
+                "x.org_d_dists_a%257eb%252bc_main_binary-i386_Packages",
+            ),
+            // PPA style.
+            (
+                "https://ppa.launchpadcontent.net/ubuntu-toolchain-r/test/ubuntu",
+                "jammy",
+                "main",
+                "amd64",
+                "ppa.launchpadcontent.net_ubuntu-toolchain-r_test_ubuntu_dists_jammy_main_binary-amd64_Packages",
+            ),
+        ];
+        for (uri, suite, comp, arch, want) in cases {
+            assert_eq!(
+                e(uri, suite, comp).packages_file(arch),
+                want,
+                "{uri} {suite}"
+            );
+        }
         let d = e("http://deb.debian.org/debian", "bookworm", "main");
-        assert_eq!(
-            d.packages_file("amd64"),
-            "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages"
-        );
         assert_eq!(
             d.release_files()[0],
             "deb.debian.org_debian_dists_bookworm_InRelease"
@@ -652,44 +698,12 @@ mod tests {
             "deb.debian.org_debian_dists_bookworm_main_binary-"
         );
         assert_eq!(d.site(), "http://deb.debian.org/debian");
-        let n = e("https://deb.nodesource.com/node_20.x", "nodistro", "main");
-        assert_eq!(
-            n.packages_file("amd64"),
-            "deb.nodesource.com_node%5f20.x_dists_nodistro_main_binary-amd64_Packages"
-        );
-        // User and password never reach a file name; the port does.
-        let p = e(
-            "https://u:p%40ss@repo.example:8443/apt/",
-            "stable",
-            "non-free",
-        );
-        assert_eq!(
-            p.packages_file("arm64"),
-            "repo.example:8443_apt_dists_stable_non-free_binary-arm64_Packages"
-        );
+        let p = e("https://u:p%40ss@repo.example:8443/apt/", "stable", "main");
         assert_eq!(p.site(), "https://repo.example:8443/apt");
-        // Flat repositories.
         let f = e("file:/srv/repo", "./", "");
-        assert_eq!(f.packages_file("amd64"), "_srv_repo_._Packages");
         assert_eq!(f.release_files()[1], "_srv_repo_._Release");
         assert_eq!(f.packages_prefix(), None);
         assert_eq!(f.site(), "file:/srv/repo");
-        // URIEncode on the suite, then URItoFileName quotes the '%' again.
-        let t = e("http://x.org/d", "a~b+c", "main");
-        assert_eq!(
-            t.packages_file("i386"),
-            "x.org_d_dists_a%257eb%252bc_main_binary-i386_Packages"
-        );
-        // PPA style: '~' in the path.
-        let l = e(
-            "https://ppa.launchpadcontent.net/ubuntu-toolchain-r/test/ubuntu",
-            "jammy",
-            "main",
-        );
-        assert_eq!(
-            l.packages_file("amd64"),
-            "ppa.launchpadcontent.net_ubuntu-toolchain-r_test_ubuntu_dists_jammy_main_binary-amd64_Packages"
-        );
     }
 
     #[test]
@@ -732,6 +746,21 @@ mod tests {
         }
     }
 
+    /// (URI, suite, component, line) of each entry.
+    fn summary(entries: &[SourceEntry]) -> Vec<(&str, &str, &str, usize)> {
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e.uri.as_str(),
+                    e.suite.as_str(),
+                    e.component.as_str(),
+                    e.line,
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn one_line_style() {
         let text = "\
@@ -750,17 +779,7 @@ deb
 deb http://a.example/ ./ main
 ";
         let (entries, problems) = parse_one_line(text, "amd64");
-        let got: Vec<(&str, &str, &str, usize)> = entries
-            .iter()
-            .map(|e| {
-                (
-                    e.uri.as_str(),
-                    e.suite.as_str(),
-                    e.component.as_str(),
-                    e.line,
-                )
-            })
-            .collect();
+        let got = summary(&entries);
         assert_eq!(
             got,
             [
@@ -840,17 +859,7 @@ Types: rpm
 URIs: http://r/
 ";
         let (entries, problems) = parse_deb822(text, "amd64");
-        let got: Vec<(&str, &str, &str, usize)> = entries
-            .iter()
-            .map(|e| {
-                (
-                    e.uri.as_str(),
-                    e.suite.as_str(),
-                    e.component.as_str(),
-                    e.line,
-                )
-            })
-            .collect();
+        let got = summary(&entries);
         assert_eq!(
             got,
             [
