@@ -5,8 +5,9 @@
 //! shown as the source `/var/lib/dpkg/status`. Translated into the agent's rule, apt's answer
 //! for a package is:
 //! - the lists offering the installed version, when there are any (other than dpkg's database);
-//! - else the lists offering any newer version (the rows above `***`; apt sorts the table
-//!   newest first);
+//! - else the lists offering any newer version (the rows above `***`: apt sorts the table
+//!   newest first; a row there with the installed version string is another build of it,
+//!   which apt keeps apart by its version hash, and is not newer);
 //! - else nothing: the package is unlisted.
 //!
 //! "Same source" then means: both say unlisted, or the list the agent chose is one of the lists
@@ -41,8 +42,10 @@ impl PolicyBlock {
                 .cloned()
                 .collect()
         };
+        let installed_version = &self.versions[installed].0;
         let newer: Vec<String> = self.versions[..installed]
             .iter()
+            .filter(|(v, _, _)| v != installed_version)
             .flat_map(|(_, _, s)| lists(s))
             .collect();
         let exact = lists(&self.versions[installed].2);
@@ -231,6 +234,14 @@ libfoo:i386:
  *** 1.0 500
         500 http://x.org/d stable/main i386 Packages
         100 /var/lib/dpkg/status
+rebuilt:
+  Installed: 2.0
+  Candidate: 2.0
+  Version table:
+     2.0 500
+        500 http://x.org/d stable/main amd64 Packages
+ *** 2.0 100
+        100 /var/lib/dpkg/status
 ";
     let p = parse_policy(text);
     assert_eq!(p["nodejs"].answer(), (vec![], false));
@@ -241,6 +252,8 @@ libfoo:i386:
             true
         )
     );
+    // Another build under the installed version string is neither the installed one nor newer.
+    assert_eq!(p["rebuilt"].answer(), (vec![], false));
     assert_eq!(
         p["libfoo:i386"].answer(),
         (

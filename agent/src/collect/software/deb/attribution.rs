@@ -3,6 +3,9 @@
 //!
 //! The rule (INTERFACE.md): a package belongs to the configured repository that offers its
 //! installed version, or else to one offering a newer version of it (then `current` is false).
+//! "Its installed version" means what apt means: the same version *and* the same build (apt's
+//! version hash, `fingerprint.rs`); a repository offering another build under the same version
+//! string does not offer what is installed.
 //! When several offer the installed version, the operating system's own repository wins (the
 //! package is then what the vendor ships, whoever else mirrors it), then the order of the
 //! sources. When none offers this version or a newer one the package is `unlisted`: dpkg's own
@@ -105,15 +108,34 @@ pub fn same_arch(installed: &str, offered: &str, native: &str) -> bool {
     norm(installed) == norm(offered)
 }
 
-/// The versions of `p` that `list` offers for `p`'s architecture.
-fn versions_for<'a>(
+/// How an offered version relates to the installed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Relation {
+    /// The installed version and build.
+    Same,
+    Newer,
+    /// The installed version string, but another build of it.
+    OtherBuild,
+    Older,
+}
+
+/// The versions of `p` that `list` offers for `p`'s architecture, with their relation to it.
+fn offers_for<'a>(
     p: &'a Installed,
     list: &'a PackageList,
     native: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
+) -> impl Iterator<Item = (&'a str, Relation)> + 'a {
     list.offers(&p.name)
         .filter(move |o| same_arch(&p.arch, o.arch, native))
-        .map(|o| o.version)
+        .map(move |o| {
+            let rel = match compare_versions(o.version, &p.version) {
+                Ordering::Equal if o.fingerprint == p.fingerprint => Relation::Same,
+                Ordering::Equal => Relation::OtherBuild,
+                Ordering::Greater => Relation::Newer,
+                Ordering::Less => Relation::Older,
+            };
+            (o.version, rel)
+        })
 }
 
 /// Attributes every installed package to a configured repository, or marks it unlisted (with
@@ -137,9 +159,9 @@ fn attribute_one(p: Installed, repos: &[RepoView<'_>], native: &str) -> Attribut
         if !view.repo.entry.admits(&p.name) {
             continue;
         }
-        for v in versions_for(&p, view.list, native) {
-            match compare_versions(v, &p.version) {
-                Ordering::Equal => {
+        for (v, rel) in offers_for(&p, view.list, native) {
+            match rel {
+                Relation::Same => {
                     let better = match exact {
                         None => true,
                         Some(j) => view.repo.vendor && !repos[j].repo.vendor,
@@ -148,7 +170,7 @@ fn attribute_one(p: Installed, repos: &[RepoView<'_>], native: &str) -> Attribut
                         exact = Some(i);
                     }
                 }
-                Ordering::Greater => {
+                Relation::Newer => {
                     let better = match newest {
                         None => true,
                         Some((j, best)) => match compare_versions(v, best) {
@@ -161,7 +183,7 @@ fn attribute_one(p: Installed, repos: &[RepoView<'_>], native: &str) -> Attribut
                         newest = Some((i, v));
                     }
                 }
-                Ordering::Less => {}
+                Relation::OtherBuild | Relation::Older => {}
             }
         }
     }
@@ -201,24 +223,19 @@ pub fn hint_unlisted(packages: &mut [Attributed], stale: &[StaleView<'_>], nativ
         .filter(|a| a.source == SoftwareSource::Unlisted)
     {
         let p = &a.installed;
-        // A stale list that had exactly this version is the strongest evidence; one with
-        // another version of the package still says where it used to come from.
-        let mut best: Option<(u8, &str)> = None;
+        // A stale list that had exactly this build is the strongest evidence; one with another
+        // version of the package still says where it used to come from.
+        let mut best: Option<(Relation, &str)> = None;
         let mut newest: Option<&str> = None;
         for s in stale {
-            for v in versions_for(p, s.list, native) {
-                let rank = match compare_versions(v, &p.version) {
-                    Ordering::Equal => 0,
-                    Ordering::Greater => {
-                        if newest.is_none_or(|n| compare_versions(v, n) == Ordering::Greater) {
-                            newest = Some(v);
-                        }
-                        1
-                    }
-                    Ordering::Less => 2,
-                };
-                if best.is_none_or(|(r, _)| rank < r) {
-                    best = Some((rank, s.label));
+            for (v, rel) in offers_for(p, s.list, native) {
+                if rel == Relation::Newer
+                    && newest.is_none_or(|n| compare_versions(v, n) == Ordering::Greater)
+                {
+                    newest = Some(v);
+                }
+                if best.is_none_or(|(r, _)| rel < r) {
+                    best = Some((rel, s.label));
                 }
             }
         }
@@ -312,6 +329,7 @@ pub fn is_vendor_origin(origin: &str, vendors: &[String]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fingerprint::Fingerprint;
     use super::super::packages::parse_packages;
     use super::super::sources::parse_one_line;
     use super::super::status::InstallState;
@@ -325,6 +343,8 @@ mod tests {
             maintainer: "Jane Doe <jane@example.org>".into(),
             state: InstallState::Installed,
             reinstall_required: false,
+            // What a paragraph without any hashed field gives, as in the lists below.
+            fingerprint: Fingerprint::default().value(),
         }
     }
 
@@ -450,6 +470,53 @@ mod tests {
         assert_eq!(row(5).0, SoftwareSource::Unlisted);
         assert_eq!(row(6), (SoftwareSource::Unlisted, None, true, None));
         assert_eq!(row(7).0, SoftwareSource::Unlisted);
+    }
+
+    #[test]
+    fn another_build_of_the_same_version_is_not_the_installed_one() {
+        let vendor = repo(
+            "deb http://deb.debian.org/debian bookworm main",
+            "amd64",
+            "Debian",
+            true,
+        );
+        let third = repo(
+            "deb https://repo.example/apt stable main",
+            "amd64",
+            "Example",
+            false,
+        );
+        let v_l = list("Package: tool\nVersion: 1.0-1\nArchitecture: amd64\nDepends: libc6\n");
+        let t_l =
+            list("Package: tool\nVersion: 1.0-1\nArchitecture: amd64\nDepends: libc6, libssl3\n");
+        let views = [
+            RepoView {
+                repo: &vendor,
+                list: &v_l,
+            },
+            RepoView {
+                repo: &third,
+                list: &t_l,
+            },
+        ];
+        let mut installed = pkg("tool", "1.0-1", "amd64");
+        let build = |deps: &str| {
+            let mut f = Fingerprint::default();
+            f.feed(deps.as_bytes());
+            f.value()
+        };
+        // The installed build is the third party's, although Debian has the same version.
+        installed.fingerprint = build("libc6, libssl3");
+        let got = attribute(vec![installed.clone()], &views, "amd64");
+        assert_eq!(
+            (got[0].source, got[0].repository),
+            (SoftwareSource::ThirdPartyRepo, Some(1))
+        );
+        // A build that neither offers: unlisted (a local rebuild under the same version).
+        installed.fingerprint = build("libc6, libevil");
+        let got = attribute(vec![installed], &views, "amd64");
+        assert_eq!(got[0].source, SoftwareSource::Unlisted);
+        assert!(got[0].current);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod attribution;
 pub mod control;
 pub mod decompress;
+pub mod fingerprint;
 pub mod packages;
 pub mod release;
 pub mod sources;

@@ -3,10 +3,12 @@
 //! These are the big inputs: Debian's main list is about 60 000 paragraphs and 50 MB
 //! uncompressed, read on every scan. So this parser is a fast path of its own rather than the
 //! general one in `control.rs`: it works on bytes, looks only at the three fields attribution
-//! needs (`Package`, `Version`, `Architecture`), skips to the end of a paragraph with a SIMD
-//! search as soon as it has them, copies the few bytes it keeps into one arena instead of a
-//! string per paragraph, and consumes the (decompressed) list in chunks so memory stays flat.
+//! needs (`Package`, `Version`, `Architecture`, and the fields of apt's version hash, see
+//! `fingerprint.rs`), finds line ends with SIMD `memchr`, copies the few bytes it keeps into one
+//! arena instead of a string per paragraph, and consumes the (decompressed) list in chunks so
+//! memory stays flat.
 
+use super::fingerprint::Fingerprint;
 use memchr::memmem;
 use std::io::Read;
 
@@ -25,6 +27,7 @@ struct Entry {
     version: Span,
     /// Index into [`PackageList::archs`].
     arch: u16,
+    fingerprint: u32,
 }
 
 /// What one list offers, indexed by package name.
@@ -49,6 +52,8 @@ pub struct Offer<'a> {
     pub version: &'a str,
     /// `all` when the paragraph had no `Architecture` field.
     pub arch: &'a str,
+    /// apt's version hash of the paragraph.
+    pub fingerprint: u32,
 }
 
 impl PackageList {
@@ -71,6 +76,7 @@ impl PackageList {
             name: self.text(e.name),
             version: self.text(e.version),
             arch: self.archs.get(usize::from(e.arch)).map_or("all", |a| a),
+            fingerprint: e.fingerprint,
         }
     }
 
@@ -127,25 +133,61 @@ struct Builder {
     list: PackageList,
 }
 
-/// The value of a `Field: value` line whose field name (with its colon) is `prefix_len` bytes.
-fn value_of(line: &[u8], prefix_len: usize) -> &[u8] {
-    let v = line.get(prefix_len..).unwrap_or(b"");
-    let start = v.iter().position(|&c| c != b' ' && c != b'\t');
-    let Some(start) = start else {
-        return b"";
+/// The range (within `line`) of the trimmed value of a `Field: value` line whose colon is at
+/// `colon`.
+fn value_range(line: &[u8], colon: usize) -> (usize, usize) {
+    let is_space = |c: &u8| matches!(c, b' ' | b'\t' | b'\r');
+    let from = colon + 1;
+    let rest = line.get(from..).unwrap_or(b"");
+    let Some(lead) = rest.iter().position(|c| !is_space(c)) else {
+        return (from, from);
     };
-    let end = v
+    let trail = rest
         .iter()
-        .rposition(|&c| !matches!(c, b' ' | b'\t' | b'\r'))
-        .map_or(start, |e| e + 1);
-    &v[start..end]
+        .rposition(|c| !is_space(c))
+        .map_or(lead, |e| e + 1);
+    (from + lead, from + trail)
 }
 
-/// Case-insensitive test that `line` starts with `field` followed by a colon.
-fn is_field(line: &[u8], field: &[u8]) -> bool {
-    line.len() > field.len()
-        && line[field.len()] == b':'
-        && line[..field.len()].eq_ignore_ascii_case(field)
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r'))
+}
+
+/// The fields a paragraph is read for.
+#[derive(Clone, Copy)]
+enum Wanted {
+    Package,
+    Version,
+    Architecture,
+    /// Index into `fingerprint::FIELDS`.
+    Hashed(usize),
+}
+
+/// Which wanted field a field name is, case-insensitively, without comparing it to each.
+fn wanted(name: &[u8]) -> Option<Wanted> {
+    let first = name.first()?.to_ascii_lowercase();
+    let (field, w): (&[u8], Wanted) = match (name.len(), first) {
+        (7, b'p') => (b"Package", Wanted::Package),
+        (7, b'v') => (b"Version", Wanted::Version),
+        (12, b'a') => (b"Architecture", Wanted::Architecture),
+        (14, b'i') => (b"Installed-Size", Wanted::Hashed(0)),
+        (7, b'd') => (b"Depends", Wanted::Hashed(1)),
+        (11, b'p') => (b"Pre-Depends", Wanted::Hashed(2)),
+        (9, b'c') => (b"Conflicts", Wanted::Hashed(3)),
+        (6, b'b') => (b"Breaks", Wanted::Hashed(4)),
+        (8, b'r') => (b"Replaces", Wanted::Hashed(5)),
+        _ => return None,
+    };
+    name.eq_ignore_ascii_case(field).then_some(w)
+}
+
+/// What one paragraph held, as byte ranges of the text being parsed.
+#[derive(Default)]
+struct Found {
+    name: Option<(usize, usize)>,
+    version: Option<(usize, usize)>,
+    arch: Option<(usize, usize)>,
+    hashed: [Option<(usize, usize)>; 6],
 }
 
 impl Builder {
@@ -166,7 +208,13 @@ impl Builder {
         Ok(i)
     }
 
-    fn add(&mut self, name: &[u8], version: &[u8], arch: &[u8]) -> Result<(), ListError> {
+    fn add(
+        &mut self,
+        name: &[u8],
+        version: &[u8],
+        arch: &[u8],
+        fingerprint: u32,
+    ) -> Result<(), ListError> {
         let (Ok(name), Ok(version), Ok(arch)) = (
             std::str::from_utf8(name),
             std::str::from_utf8(version),
@@ -185,6 +233,7 @@ impl Builder {
             name: self.push_str(name)?,
             version: self.push_str(version)?,
             arch: self.arch_index(arch)?,
+            fingerprint,
         };
         self.list.entries.push(entry);
         Ok(())
@@ -192,61 +241,60 @@ impl Builder {
 
     /// Parses `text`, which holds whole paragraphs (a cut may only fall between paragraphs).
     fn paragraphs(&mut self, text: &[u8]) -> Result<(), ListError> {
-        // Real lists end lines with LF only; with a CR anywhere the paragraph end may be
-        // "\n\r\n", which the fast skip does not look for, so walk line by line instead.
-        let fast_skip = memchr::memchr(b'\r', text).is_none();
-        let blank = memmem::Finder::new(b"\n\n");
         let mut pos = 0;
         while pos < text.len() {
-            let (mut name, mut version, mut arch) = (None::<&[u8]>, None::<&[u8]>, None::<&[u8]>);
+            let mut found = Found::default();
             let mut in_paragraph = false;
-            // Walk the paragraph's lines until its end or until all three fields are known.
-            loop {
-                if pos >= text.len() {
-                    break;
-                }
+            // The hashed field whose continuation lines may follow.
+            let mut open: Option<usize> = None;
+            while pos < text.len() {
+                let start = pos;
                 let end = memchr::memchr(b'\n', &text[pos..]).map_or(text.len(), |i| pos + i);
-                let line = &text[pos..end];
-                let next = (end + 1).min(text.len());
-                if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
-                    pos = next;
+                pos = (end + 1).min(text.len());
+                let line = &text[start..end];
+                if is_blank(line) {
                     if in_paragraph {
                         break;
                     }
                     continue;
                 }
                 in_paragraph = true;
-                pos = next;
-                match line[0] {
-                    b'P' | b'p' if name.is_none() && is_field(line, b"Package") => {
-                        name = Some(value_of(line, 8));
+                if matches!(line[0], b' ' | b'\t') {
+                    if let Some(span) = open.and_then(|i| found.hashed[i].as_mut()) {
+                        span.1 = end;
                     }
-                    b'V' | b'v' if version.is_none() && is_field(line, b"Version") => {
-                        version = Some(value_of(line, 8));
-                    }
-                    b'A' | b'a' if arch.is_none() && is_field(line, b"Architecture") => {
-                        arch = Some(value_of(line, 13));
+                    continue;
+                }
+                open = None;
+                let Some(colon) = memchr::memchr(b':', line) else {
+                    continue;
+                };
+                let value = || {
+                    let (s, e) = value_range(line, colon);
+                    Some((start + s, start + e))
+                };
+                match wanted(&line[..colon]) {
+                    Some(Wanted::Package) if found.name.is_none() => found.name = value(),
+                    Some(Wanted::Version) if found.version.is_none() => found.version = value(),
+                    Some(Wanted::Architecture) if found.arch.is_none() => found.arch = value(),
+                    Some(Wanted::Hashed(i)) if found.hashed[i].is_none() => {
+                        found.hashed[i] = Some((start + colon + 1, end));
+                        open = Some(i);
                     }
                     _ => {}
                 }
-                if name.is_some() && version.is_some() && arch.is_some() {
-                    // Everything needed is known: jump over the rest of the paragraph.
-                    if fast_skip {
-                        // `pos` is a line start; a blank line right here ends the paragraph.
-                        let from = pos.saturating_sub(1);
-                        pos = blank
-                            .find(&text[from..])
-                            .map_or(text.len(), |i| from + i + 2);
-                        break;
-                    }
-                    // Slow path: keep walking lines until the blank one.
-                }
             }
             if in_paragraph {
+                let get = |r: Option<(usize, usize)>| r.map_or(&b""[..], |(s, e)| &text[s..e]);
+                let mut fp = Fingerprint::default();
+                for span in found.hashed {
+                    fp.feed(get(span));
+                }
                 self.add(
-                    name.unwrap_or(b""),
-                    version.unwrap_or(b""),
-                    arch.unwrap_or(b""),
+                    get(found.name),
+                    get(found.version),
+                    get(found.arch),
+                    fp.value(),
                 )?;
             }
         }

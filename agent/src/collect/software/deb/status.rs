@@ -7,6 +7,7 @@
 //! `apt-cache policy`. `config-files` and `not-installed` leave no program behind and are skipped.
 
 use super::control;
+use super::fingerprint::{self, Fingerprint};
 
 /// dpkg's current-state word for a package whose files are (possibly partly) on the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +52,8 @@ pub struct Installed {
     pub state: InstallState,
     /// dpkg flagged the package as needing a reinstall (`reinstreq`).
     pub reinstall_required: bool,
+    /// apt's version hash of the installed build (see `fingerprint.rs`).
+    pub fingerprint: u32,
 }
 
 /// A paragraph of the status file that could not be read.
@@ -111,7 +114,13 @@ fn installed_from(p: &control::Paragraph<'_>) -> Result<Option<Installed>, Strin
         .get("Version")
         .filter(|v| !v.is_empty())
         .ok_or_else(|| format!("package {name}: installed but no Version field"))?;
+    let mut fp = Fingerprint::default();
+    for f in fingerprint::FIELDS.iter().filter_map(|n| p.field(n)) {
+        fp.feed(f.value.as_bytes());
+        fp.feed(f.rest.as_bytes());
+    }
     Ok(Some(Installed {
+        fingerprint: fp.value(),
         name: name.to_string(),
         version: version.to_string(),
         arch: p.get("Architecture").unwrap_or("").to_string(),
@@ -253,6 +262,7 @@ Architecture: amd64
             maintainer: String::new(),
             state: InstallState::Installed,
             reinstall_required: false,
+            fingerprint: 0,
         };
         let pkgs = [pkg("all"), pkg("i386"), pkg("arm64"), pkg("arm64")];
         assert_eq!(native_arch(&pkgs).as_deref(), Some("arm64"));
