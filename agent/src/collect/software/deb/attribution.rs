@@ -330,7 +330,7 @@ pub fn is_vendor_origin(origin: &str, vendors: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::fingerprint::Fingerprint;
-    use super::super::packages::parse_packages;
+    use super::super::packages::{Interest, parse_packages};
     use super::super::sources::parse_one_line;
     use super::super::status::InstallState;
     use super::*;
@@ -364,7 +364,7 @@ mod tests {
     }
 
     fn list(text: &str) -> PackageList {
-        parse_packages(text.as_bytes()).unwrap()
+        parse_packages(text.as_bytes(), Interest::All).unwrap()
     }
 
     #[test]

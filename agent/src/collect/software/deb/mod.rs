@@ -4,9 +4,13 @@
 //! The pure parts live in the submodules (`status`, `sources`, `packages`, `release`,
 //! `version`, `attribution`); this file is the thin probe that reads them under a [`Root`]:
 //! the dpkg status file, `/etc/apt/sources.list{,.d}`, the lists and Release files apt keeps in
-//! `/var/lib/apt/lists` and os-release for the vendor's name. Parsed lists are kept between
-//! scans, keyed by their file's identity, so a rescan with unchanged lists reads only the small
-//! files.
+//! `/var/lib/apt/lists` and os-release for the vendor's name.
+//!
+//! A list is parsed for the installed packages only (the rest of its paragraphs are skipped
+//! unread) and kept between scans, keyed by its file's identity (size, mtime, and on Unix inode
+//! and ctime) together with the names it was parsed for. A rescan with unchanged lists and no
+//! newly installed package names reads only the small files; a new name or a replaced list
+//! costs a fresh parse of the lists concerned.
 
 pub mod attribution;
 pub mod control;
@@ -21,7 +25,7 @@ pub mod version;
 use super::super::{Collected, Root};
 use attribution::{Attributed, RepoView, Repository, StaleView};
 use decompress::Compression;
-use packages::{Limits, PackageList};
+use packages::{Interest, Limits, PackageList};
 use release::ReleaseInfo;
 use sources::SourceEntry;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -125,6 +129,8 @@ impl Stamp {
 
 struct CachedList {
     stamp: Stamp,
+    /// The package names the list was parsed for.
+    names: Arc<HashSet<String>>,
     list: Result<Arc<PackageList>, String>,
 }
 
@@ -184,10 +190,12 @@ impl DebScanner {
             out.error(SECTION, STATUS, format!("line {}: {}", p.line, p.message));
         }
         let native = status::native_arch(&installed).unwrap_or_default();
+        let names: Arc<HashSet<String>> =
+            Arc::new(installed.iter().map(|p| p.name.clone()).collect());
         let vendors = read_vendors(root, &mut out);
         let entries = read_sources(root, &native, &mut out);
         let lists_dir = root.join(LISTS);
-        let names = list_dir(&lists_dir, entries.is_empty(), &mut out);
+        let files = list_dir(&lists_dir, entries.is_empty(), &mut out);
 
         let mut seen = HashSet::new();
         let mut claimed = HashSet::new();
@@ -195,7 +203,7 @@ impl DebScanner {
         let mut lists = Vec::new();
         let mut releases: HashMap<String, Option<ReleaseInfo>> = HashMap::new();
         for (entry, file) in &entries {
-            let found = lists_of(entry, &names);
+            let found = lists_of(entry, &files);
             if found.is_empty() {
                 out.error(
                     SECTION,
@@ -211,7 +219,7 @@ impl DebScanner {
                 continue;
             }
             let [inrelease, plain] = entry.release_files();
-            let release_file = [inrelease, plain].into_iter().find(|n| names.contains(n));
+            let release_file = [inrelease, plain].into_iter().find(|n| files.contains(n));
             let release = match &release_file {
                 Some(n) => releases
                     .entry(n.clone())
@@ -226,7 +234,7 @@ impl DebScanner {
                 if !claimed.insert(f.name.clone()) {
                     continue; // the same list configured twice
                 }
-                match self.load(&lists_dir.join(&f.name), &f, &mut seen) {
+                match self.load(&lists_dir.join(&f.name), &f, &names, &mut seen) {
                     Ok(list) => {
                         report_bad_paragraphs(&list, root, &lists_dir, &f.name, &mut out);
                         repos.push(Repository {
@@ -253,7 +261,14 @@ impl DebScanner {
             .iter()
             .any(|p| p.source == SoftwareSource::Unlisted)
         {
-            let stale = self.stale_lists(root, &lists_dir, &names, &claimed, &mut seen, &mut out);
+            let stale = self.stale_lists(
+                root,
+                &lists_dir,
+                (&files, &claimed),
+                &names,
+                &mut seen,
+                &mut out,
+            );
             let views: Vec<StaleView<'_>> = stale
                 .iter()
                 .map(|(label, list)| StaleView { label, list })
@@ -270,27 +285,34 @@ impl DebScanner {
         out
     }
 
-    /// A list from the cache when its file is unchanged, else parsed afresh (and cached, the
-    /// error included, so a corrupt list costs one attempt per change, not per scan).
+    /// A list from the cache when its file is unchanged and it was parsed for every name now
+    /// installed, else parsed afresh for `names` (and cached, the error included, so a corrupt
+    /// list costs one attempt per change, not per scan).
     fn load(
         &mut self,
         path: &Path,
         file: &ListFile,
+        names: &Arc<HashSet<String>>,
         seen: &mut HashSet<PathBuf>,
     ) -> Result<Arc<PackageList>, String> {
         let stamp = Stamp::of(&fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?);
         seen.insert(path.to_path_buf());
-        if let Some(c) = self.cache.get(path).filter(|c| c.stamp == stamp) {
+        let fresh = |c: &&CachedList| {
+            c.stamp == stamp
+                && (Arc::ptr_eq(&c.names, names) || names.iter().all(|n| c.names.contains(n)))
+        };
+        if let Some(c) = self.cache.get(path).filter(fresh) {
             return c.list.clone();
         }
         self.parsed_last += 1;
-        let list = read_list_file(path, &file.name[file.base.len()..])
+        let list = read_list_file(path, &file.name[file.base.len()..], Interest::Names(names))
             .map(Arc::new)
             .map_err(|e| e.to_string());
         self.cache.insert(
             path.to_path_buf(),
             CachedList {
                 stamp,
+                names: Arc::clone(names),
                 list: list.clone(),
             },
         );
@@ -302,13 +324,13 @@ impl DebScanner {
         &mut self,
         root: &Root,
         lists_dir: &Path,
-        names: &BTreeSet<String>,
-        claimed: &HashSet<String>,
+        (files, claimed): (&BTreeSet<String>, &HashSet<String>),
+        names: &Arc<HashSet<String>>,
         seen: &mut HashSet<PathBuf>,
         out: &mut Collected<DebInventory>,
     ) -> Vec<(String, Arc<PackageList>)> {
         let mut stale = Vec::new();
-        for name in names {
+        for name in files {
             if claimed.contains(name) {
                 continue;
             }
@@ -316,9 +338,9 @@ impl DebScanner {
                 continue;
             };
             let path = lists_dir.join(name);
-            match self.load(&path, &file, seen) {
+            match self.load(&path, &file, names, seen) {
                 Ok(list) => {
-                    let label = stale_release_file(&file.base, names)
+                    let label = stale_release_file(&file.base, files)
                         .and_then(|r| read_release(lists_dir, &r, root, out))
                         .and_then(|r| [r.origin, r.label].into_iter().find(|s| !s.is_empty()))
                         .unwrap_or_else(|| site_of_list(&file.base));
@@ -432,7 +454,11 @@ fn report_bad_paragraphs(
 
 /// Opens a list, checks that its first bytes match the compression its name claims, and
 /// parses it while decompressing.
-fn read_list_file(path: &Path, ext: &str) -> Result<PackageList, ListFileError> {
+fn read_list_file(
+    path: &Path,
+    ext: &str,
+    interest: Interest<'_>,
+) -> Result<PackageList, ListFileError> {
     let compression = Compression::from_extension(ext)?;
     let mut file = fs::File::open(path)?;
     let mut head = [0u8; 8];
@@ -450,6 +476,7 @@ fn read_list_file(path: &Path, ext: &str) -> Result<PackageList, ListFileError> 
     Ok(packages::read_packages(
         compression.reader(file)?,
         Limits::default(),
+        interest,
     )?)
 }
 

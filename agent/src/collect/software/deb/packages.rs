@@ -1,15 +1,18 @@
 //! apt's package lists (`/var/lib/apt/lists/*_Packages`): which versions a repository offers.
 //!
 //! These are the big inputs: Debian's main list is about 60 000 paragraphs and 50 MB
-//! uncompressed, read on every scan. So this parser is a fast path of its own rather than the
-//! general one in `control.rs`: it works on bytes, looks only at the three fields attribution
-//! needs (`Package`, `Version`, `Architecture`, and the fields of apt's version hash, see
-//! `fingerprint.rs`), finds line ends with SIMD `memchr`, copies the few bytes it keeps into one
-//! arena instead of a string per paragraph, and consumes the (decompressed) list in chunks so
+//! uncompressed, while a laptop has a few thousand packages installed. So this parser is a fast
+//! path of its own rather than the general one in `control.rs`: it works on bytes; it reads a
+//! paragraph's `Package` line (the first one in every real list) and, when the package is not
+//! of interest (not installed), jumps to the paragraph's end with a SIMD search; for the others
+//! it reads only the fields attribution needs (`Package`, `Version`, `Architecture` and those of
+//! apt's version hash, see `fingerprint.rs`); it copies the few bytes it keeps into one arena
+//! instead of a string per paragraph; and it consumes the (decompressed) list in chunks so
 //! memory stays flat.
 
 use super::fingerprint::Fingerprint;
 use memchr::memmem;
+use std::collections::HashSet;
 use std::io::Read;
 
 /// A byte range in [`PackageList::arena`].
@@ -127,10 +130,28 @@ impl Default for Limits {
     }
 }
 
+/// Which packages a parse keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Interest<'a> {
+    All,
+    /// Only these names (the installed packages); the other paragraphs are skipped unread.
+    Names(&'a HashSet<String>),
+}
+
+impl Interest<'_> {
+    fn wants(self, name: &[u8]) -> bool {
+        match self {
+            Self::All => true,
+            Self::Names(set) => std::str::from_utf8(name).is_ok_and(|n| set.contains(n)),
+        }
+    }
+}
+
 /// Builds a [`PackageList`] from text handed over in whole paragraphs.
-#[derive(Debug, Default)]
-struct Builder {
+#[derive(Debug)]
+struct Builder<'a> {
     list: PackageList,
+    interest: Interest<'a>,
 }
 
 /// The range (within `line`) of the trimmed value of a `Field: value` line whose colon is at
@@ -190,7 +211,14 @@ struct Found {
     hashed: [Option<(usize, usize)>; 6],
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
+    fn new(interest: Interest<'a>) -> Self {
+        Self {
+            list: PackageList::default(),
+            interest,
+        }
+    }
+
     fn push_str(&mut self, s: &str) -> Result<Span, ListError> {
         let start = u32::try_from(self.list.arena.len()).map_err(|_| ListError::ArenaFull)?;
         let len = u32::try_from(s.len()).map_err(|_| ListError::ArenaFull)?;
@@ -241,10 +269,15 @@ impl Builder {
 
     /// Parses `text`, which holds whole paragraphs (a cut may only fall between paragraphs).
     fn paragraphs(&mut self, text: &[u8]) -> Result<(), ListError> {
+        // Real lists end lines with LF only. With a CR anywhere a paragraph may end in
+        // "\n\r\n", which the jump does not look for, so skipping walks line by line instead.
+        let can_jump = memchr::memchr(b'\r', text).is_none();
+        let blank = memmem::Finder::new(b"\n\n");
         let mut pos = 0;
         while pos < text.len() {
             let mut found = Found::default();
             let mut in_paragraph = false;
+            let mut skipping = false;
             // The hashed field whose continuation lines may follow.
             let mut open: Option<usize> = None;
             while pos < text.len() {
@@ -259,6 +292,9 @@ impl Builder {
                     continue;
                 }
                 in_paragraph = true;
+                if skipping {
+                    continue;
+                }
                 if matches!(line[0], b' ' | b'\t') {
                     if let Some(span) = open.and_then(|i| found.hashed[i].as_mut()) {
                         span.1 = end;
@@ -269,14 +305,25 @@ impl Builder {
                 let Some(colon) = memchr::memchr(b':', line) else {
                     continue;
                 };
-                let value = || {
-                    let (s, e) = value_range(line, colon);
-                    Some((start + s, start + e))
-                };
+                let (vs, ve) = value_range(line, colon);
+                let value = Some((start + vs, start + ve));
                 match wanted(&line[..colon]) {
-                    Some(Wanted::Package) if found.name.is_none() => found.name = value(),
-                    Some(Wanted::Version) if found.version.is_none() => found.version = value(),
-                    Some(Wanted::Architecture) if found.arch.is_none() => found.arch = value(),
+                    Some(Wanted::Package) if found.name.is_none() => {
+                        found.name = value;
+                        if !self.interest.wants(&line[vs..ve]) {
+                            skipping = true;
+                            if can_jump {
+                                // `pos` starts a line: a blank line right here ends it.
+                                let from = pos.saturating_sub(1);
+                                pos = blank
+                                    .find(&text[from..])
+                                    .map_or(text.len(), |i| from + i + 2);
+                                break;
+                            }
+                        }
+                    }
+                    Some(Wanted::Version) if found.version.is_none() => found.version = value,
+                    Some(Wanted::Architecture) if found.arch.is_none() => found.arch = value,
                     Some(Wanted::Hashed(i)) if found.hashed[i].is_none() => {
                         found.hashed[i] = Some((start + colon + 1, end));
                         open = Some(i);
@@ -284,7 +331,7 @@ impl Builder {
                     _ => {}
                 }
             }
-            if in_paragraph {
+            if in_paragraph && !skipping {
                 let get = |r: Option<(usize, usize)>| r.map_or(&b""[..], |(s, e)| &text[s..e]);
                 let mut fp = Fingerprint::default();
                 for span in found.hashed {
@@ -318,17 +365,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Parses a whole (decompressed) list held in memory.
-pub fn parse_packages(text: &[u8]) -> Result<PackageList, ListError> {
-    let mut b = Builder::default();
+pub fn parse_packages(text: &[u8], interest: Interest<'_>) -> Result<PackageList, ListError> {
+    let mut b = Builder::new(interest);
     b.paragraphs(text)?;
     Ok(b.finish())
 }
 
 /// Reads a (decompressed) list from `reader` in chunks, parsing whole paragraphs as they
 /// arrive, so the full text is never held in memory.
-pub fn read_packages(mut reader: impl Read, limits: Limits) -> Result<PackageList, ListError> {
+pub fn read_packages(
+    mut reader: impl Read,
+    limits: Limits,
+    interest: Interest<'_>,
+) -> Result<PackageList, ListError> {
     const CHUNK: usize = 1 << 20;
-    let mut b = Builder::default();
+    let mut b = Builder::new(interest);
     let mut buf: Vec<u8> = Vec::with_capacity(2 * CHUNK);
     let mut filled = 0usize;
     let mut total: u64 = 0;
@@ -409,7 +460,7 @@ Multi-Arch: foreign
 
     #[test]
     fn indexes_name_version_arch() {
-        let l = parse_packages(LIST.as_bytes()).unwrap();
+        let l = parse_packages(LIST.as_bytes(), Interest::All).unwrap();
         assert_eq!(l.len(), 4);
         assert_eq!(l.bad_paragraphs, 0);
         let apt: Vec<_> = l.offers("apt").map(|o| o.version).collect();
@@ -426,11 +477,31 @@ Multi-Arch: foreign
     }
 
     #[test]
+    fn only_wanted_names_are_kept() {
+        let wanted: HashSet<String> = ["apt", "zsh", "missing"].map(String::from).into();
+        for text in [LIST.to_string(), LIST.replace('\n', "\r\n")] {
+            let l = parse_packages(text.as_bytes(), Interest::Names(&wanted)).unwrap();
+            let mut got: Vec<(&str, &str)> = l.iter().map(|o| (o.name, o.version)).collect();
+            got.sort();
+            assert_eq!(
+                got,
+                [("apt", "2.6.1"), ("apt", "2.6.2"), ("zsh", "5.9-4+b2")]
+            );
+            assert_eq!(l.bad_paragraphs, 0);
+            // The same offers as a full parse, fingerprints included.
+            let all = parse_packages(text.as_bytes(), Interest::All).unwrap();
+            for name in ["apt", "zsh"] {
+                assert!(l.offers(name).eq(all.offers(name)), "{name}");
+            }
+        }
+    }
+
+    #[test]
     fn crlf_and_odd_spacing_take_the_slow_path() {
         let text = LIST
             .replace('\n', "\r\n")
             .replace("Version: 2.6.2", "version:2.6.2  ");
-        let l = parse_packages(text.as_bytes()).unwrap();
+        let l = parse_packages(text.as_bytes(), Interest::All).unwrap();
         assert_eq!(l.len(), 4);
         let apt: Vec<_> = l.offers("apt").map(|o| o.version).collect();
         assert_eq!(apt, ["2.6.1", "2.6.2"]);
@@ -455,10 +526,10 @@ Multi-Arch: foreign
                 Ok(n)
             }
         }
-        let l = read_packages(Dribble(big.as_bytes()), Limits::default()).unwrap();
+        let l = read_packages(Dribble(big.as_bytes()), Limits::default(), Interest::All).unwrap();
         assert_eq!(l.len(), 30_000);
         assert_eq!(l.offers("p12345").next().unwrap().version, "1.12345");
-        let whole = parse_packages(big.as_bytes()).unwrap();
+        let whole = parse_packages(big.as_bytes(), Interest::All).unwrap();
         assert!(l.iter().eq(whole.iter()));
     }
 
@@ -466,7 +537,7 @@ Multi-Arch: foreign
     fn garbage_paragraphs_are_counted_not_fatal() {
         let text =
             b"Version: 1\n\nPackage: \xff\xfe\nVersion: 1\n\nno colon\n\nPackage: ok\nVersion: 2\n";
-        let l = parse_packages(text).unwrap();
+        let l = parse_packages(text, Interest::All).unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!(l.bad_paragraphs, 3);
     }
@@ -478,13 +549,13 @@ Multi-Arch: foreign
             max_total,
         };
         let zeros = vec![0u8; 3 << 20];
-        let r = read_packages(&zeros[..], limits(1 << 20, 1 << 40));
+        let r = read_packages(&zeros[..], limits(1 << 20, 1 << 40), Interest::All);
         assert!(matches!(r, Err(ListError::ParagraphTooLong { .. })));
         let newlines = vec![b'\n'; 3 << 20];
-        let r = read_packages(&newlines[..], limits(1 << 20, 1 << 20));
+        let r = read_packages(&newlines[..], limits(1 << 20, 1 << 20), Interest::All);
         assert!(matches!(r, Err(ListError::TooLarge { .. })));
         assert!(
-            read_packages(&newlines[..], Limits::default())
+            read_packages(&newlines[..], Limits::default(), Interest::All)
                 .unwrap()
                 .is_empty()
         );
@@ -492,9 +563,9 @@ Multi-Arch: foreign
 
     #[test]
     fn empty_and_truncated_inputs() {
-        assert!(parse_packages(b"").unwrap().is_empty());
+        assert!(parse_packages(b"", Interest::All).unwrap().is_empty());
         let cut = &LIST.as_bytes()[..LIST.find("Version: 2.6.2").unwrap() + 12];
-        let l = parse_packages(cut).unwrap();
+        let l = parse_packages(cut, Interest::All).unwrap();
         // The last paragraph was cut inside its Version: it still counts, with what it had.
         assert_eq!(
             l.offers("apt").map(|o| o.version).collect::<Vec<_>>(),

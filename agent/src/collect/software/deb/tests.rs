@@ -175,8 +175,8 @@ fn scanner_reports_sorted_deb_packages() {
 #[test]
 fn every_compression_reads_the_same_list() {
     let dir = fixtures().join("formats");
-    let plain = read_list_file(&dir.join("Packages"), "").unwrap();
-    assert_eq!(plain.len(), 7);
+    let plain = read_list_file(&dir.join("Packages"), "", Interest::All).unwrap();
+    assert_eq!(plain.len(), 8);
     let want: Vec<_> = plain.iter().collect();
     for (file, ext) in [
         ("Packages.gz", ".gz"),
@@ -186,15 +186,16 @@ fn every_compression_reads_the_same_list() {
         ("Packages-two-members.gz", ".gz"),
         ("Packages-two-frames.lz4", ".lz4"),
     ] {
-        let l = read_list_file(&dir.join(file), ext).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let l = read_list_file(&dir.join(file), ext, Interest::All)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(l.iter().collect::<Vec<_>>(), want, "{file}");
     }
     // A name that lies about the compression is refused by its magic number.
-    let e = read_list_file(&dir.join("Packages"), ".lz4").unwrap_err();
+    let e = read_list_file(&dir.join("Packages"), ".lz4", Interest::All).unwrap_err();
     assert_eq!(e.to_string(), "not lz4 data although the name says so");
-    let e = read_list_file(&dir.join("Packages.gz"), ".xz").unwrap_err();
+    let e = read_list_file(&dir.join("Packages.gz"), ".xz", Interest::All).unwrap_err();
     assert_eq!(e.to_string(), "not xz data although the name says so");
-    let e = read_list_file(&dir.join("Packages"), ".zst").unwrap_err();
+    let e = read_list_file(&dir.join("Packages"), ".zst", Interest::All).unwrap_err();
     assert_eq!(e.to_string(), "compression .zst is not supported");
 }
 
@@ -224,6 +225,22 @@ fn unchanged_lists_come_from_the_cache() {
     assert_eq!(s.lists_parsed_last_scan(), 1);
     let m = by_name(&after.value);
     assert!(m["example-agent"].2, "1.5-1 is no longer offered");
+
+    // A newly installed package name: the lists were parsed for the old names only, so they
+    // are parsed again, and the new package finds its repository.
+    let status = dir.path().join("var/lib/dpkg/status");
+    let mut text = fs::read_to_string(&status).unwrap();
+    text.push_str(
+        "\nPackage: vim\nStatus: install ok installed\nInstalled-Size: 4000\n\
+         Architecture: amd64\nVersion: 2:9.0.1378-2\n\
+         Depends: vim-common (= 2:9.0.1378-2), vim-runtime (= 2:9.0.1378-2), libc6 (>= 2.34)\n",
+    );
+    fs::write(&status, text).unwrap();
+    let after = s.scan(&root);
+    assert_eq!(s.lists_parsed_last_scan(), 8);
+    assert_eq!(by_name(&after.value)["vim"].0, OsVendor);
+    let _ = s.scan(&root);
+    assert_eq!(s.lists_parsed_last_scan(), 0);
 
     // A list that disappears leaves the cache too.
     fs::remove_file(
