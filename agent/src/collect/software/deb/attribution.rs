@@ -12,7 +12,9 @@
 //! database is its only source, exactly the case where `apt-cache policy` shows just
 //! `100 /var/lib/dpkg/status` for the installed version and nothing newer. Its `origin` is
 //! then the best hint there is: a list left behind by a repository that is no longer
-//! configured, a tell-tale version suffix, or the maintainer.
+//! configured, a tell-tale version suffix, or the maintainer. No configured repository can make
+//! an unlisted package outdated (none offers a newer version, by definition), so its `current`
+//! says whether such a stale list offers a newer one: the only evidence of an update it misses.
 
 use super::packages::PackageList;
 use super::release::ReleaseInfo;

@@ -21,6 +21,7 @@ pub enum Compression {
 pub struct Unsupported(pub String);
 
 /// The memory a single xz/lzma stream may claim for its dictionary; apt's lists use a few MB.
+#[cfg(target_os = "linux")]
 const LZMA_MEMLIMIT: u64 = 512 << 20;
 
 impl Compression {
@@ -70,24 +71,35 @@ impl Compression {
         Ok(match self {
             Self::None => Box::new(input),
             Self::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-            Self::Xz => {
-                let stream = liblzma::stream::Stream::new_stream_decoder(
-                    LZMA_MEMLIMIT,
-                    liblzma::stream::CONCATENATED,
-                )
-                .map_err(std::io::Error::other)?;
-                Box::new(liblzma::read::XzDecoder::new_stream(input, stream))
-            }
-            Self::Lzma => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(LZMA_MEMLIMIT)
-                    .map_err(std::io::Error::other)?;
-                Box::new(liblzma::read::XzDecoder::new_stream(input, stream))
-            }
+            Self::Xz | Self::Lzma => lzma_reader(self, input)?,
             Self::Lz4 => Box::new(Lz4Frames(lz4_flex::frame::FrameDecoder::new(
                 BufReader::new(input),
             ))),
         })
     }
+}
+
+/// An xz (concatenated streams) or legacy lzma decoder.
+#[cfg(target_os = "linux")]
+fn lzma_reader<'a, R: Read + 'a>(c: Compression, input: R) -> std::io::Result<Box<dyn Read + 'a>> {
+    use liblzma::stream::{CONCATENATED, Stream};
+    let stream = match c {
+        Compression::Lzma => Stream::new_lzma_decoder(LZMA_MEMLIMIT),
+        _ => Stream::new_stream_decoder(LZMA_MEMLIMIT, CONCATENATED),
+    }
+    .map_err(std::io::Error::other)?;
+    Ok(Box::new(liblzma::read::XzDecoder::new_stream(
+        input, stream,
+    )))
+}
+
+/// apt lists live on Linux; elsewhere the C library behind xz is not built (see Cargo.toml).
+#[cfg(not(target_os = "linux"))]
+fn lzma_reader<'a, R: Read + 'a>(c: Compression, _input: R) -> std::io::Result<Box<dyn Read + 'a>> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("{} lists are only read on Linux", c.name()),
+    ))
 }
 
 /// lz4 frames one after another, as `lz4 -d` reads them: lz4_flex's decoder reports the end of
@@ -107,6 +119,7 @@ impl<R: Read> Read for Lz4Frames<R> {
 }
 
 #[cfg(test)]
+#[cfg(target_os = "linux")]
 pub(super) mod tests {
     use super::*;
     use std::io::Write;
