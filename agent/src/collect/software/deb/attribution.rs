@@ -365,30 +365,38 @@ mod tests {
         }
     }
 
+    fn debian_main() -> Repository {
+        repo(
+            "deb http://deb.debian.org/debian bookworm main",
+            "amd64",
+            "Debian",
+            true,
+        )
+    }
+
+    fn example() -> Repository {
+        repo(
+            "deb https://repo.example/apt stable main",
+            "amd64",
+            "Example",
+            false,
+        )
+    }
+
     fn list(text: &str) -> PackageList {
         parse_packages(text.as_bytes(), Interest::All).unwrap()
     }
 
     #[test]
     fn exact_newer_and_unlisted() {
-        let main = repo(
-            "deb http://deb.debian.org/debian bookworm main",
-            "amd64",
-            "Debian",
-            true,
-        );
+        let main = debian_main();
         let sec = repo(
             "deb http://deb.debian.org/debian-security bookworm-security main",
             "amd64",
             "Debian",
             true,
         );
-        let third = repo(
-            "deb https://repo.example/apt stable main",
-            "amd64",
-            "Example",
-            false,
-        );
+        let third = example();
         let main_l = list(
             "Package: libc6\nVersion: 2.36-9+deb12u4\nArchitecture: amd64\n\n\
              Package: tzdata\nVersion: 2024a-0+deb12u1\nArchitecture: all\n\n\
@@ -476,18 +484,8 @@ mod tests {
 
     #[test]
     fn another_build_of_the_same_version_is_not_the_installed_one() {
-        let vendor = repo(
-            "deb http://deb.debian.org/debian bookworm main",
-            "amd64",
-            "Debian",
-            true,
-        );
-        let third = repo(
-            "deb https://repo.example/apt stable main",
-            "amd64",
-            "Example",
-            false,
-        );
+        let vendor = debian_main();
+        let third = example();
         let v_l = list("Package: tool\nVersion: 1.0-1\nArchitecture: amd64\nDepends: libc6\n");
         let t_l =
             list("Package: tool\nVersion: 1.0-1\nArchitecture: amd64\nDepends: libc6, libssl3\n");
