@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use vakt_proto::model::{CollectorError, SectionKind};
 
 pub mod host;
+pub mod software;
 pub mod users;
 
 /// The file-system root a collector reads under: `/` on a laptop, a fixture tree in tests.

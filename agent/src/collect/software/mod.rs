@@ -1,0 +1,13 @@
+//! Installed software and where each program came from (INTERFACE.md `software[]`).
+//!
+//! One module per packaging format. Each exposes `collect(root) -> Collected<Vec<Package>>`
+//! built on pure parsers; a source that fails becomes an error entry and the rest stands.
+//! (This file only declares the non-Debian formats; the Debian/apt side is merged in beside it.)
+
+pub mod files;
+pub mod flatpak;
+pub mod macos;
+pub mod rpm;
+pub mod snap;
+pub mod unmanaged;
+pub mod windows;
