@@ -1,1 +1,1 @@
-//! placeholder while building
+//! placeholder
