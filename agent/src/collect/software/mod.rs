@@ -7,6 +7,8 @@
 pub mod files;
 pub mod flatpak;
 pub mod macos;
+// rpm is Linux-only, and its SQLite is C: gating it keeps cross-checks free of a C toolchain.
+#[cfg(target_os = "linux")]
 pub mod rpm;
 pub mod snap;
 pub mod unmanaged;
