@@ -17,7 +17,8 @@
 //!
 //! "No package manager owns it": dpkg records every path a package installed, one per line, in
 //! `/var/lib/dpkg/info/<package>.list` (directories included); [`Ownership`] is built from those
-//! lists. A link in `/usr/local/bin` to a packaged program counts as packaged.
+//! lists, and from the file lists in the rpm database's headers. A link in `/usr/local/bin` to
+//! a packaged program counts as packaged.
 
 use crate::collect::software::files;
 use crate::collect::users::local_users;
@@ -220,7 +221,14 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
     if found.is_empty() && opt_dirs.is_empty() {
         return out;
     }
-    let owners = load_dpkg_ownership(root, &mut out);
+    #[allow(unused_mut)] // Only Linux adds rpm's paths.
+    let mut owners = load_dpkg_ownership(root, &mut out);
+    // rpm's file lists count too; problems with its database are the rpm collector's to
+    // report, so they are not repeated here.
+    #[cfg(target_os = "linux")]
+    for p in super::rpm::owned_paths(root).value {
+        owners.add(p);
+    }
     // A link in ~/.local/bin to an AppImage in ~/Applications is one program, found twice.
     let found_paths: HashSet<String> = found.iter().map(|c| c.path.clone()).collect();
     for c in found {
@@ -499,10 +507,11 @@ fn walk_opt(root: &Root, dir: &str, depth: usize, budget: &mut usize, acc: &mut 
         } else if meta.is_file() && is_executable(&meta) {
             // Libraries carry execute bits too; only ELF executables, AppImages and scripts
             // are programs.
-            if let Some(c) = candidate(root, device, name, "", false) {
-                if !matches!(c.kind, Sniffed::Other) && !c.name.contains(".so") {
-                    acc.push(c);
-                }
+            if let Some(c) = candidate(root, device, name, "", false)
+                && !matches!(c.kind, Sniffed::Other)
+                && !c.name.contains(".so")
+            {
+                acc.push(c);
             }
         }
     }
@@ -741,5 +750,36 @@ mod tests {
         // No /etc/passwd: the per-user part is reported as unreadable, the rest stands.
         assert_eq!(got.errors.len(), 1);
         assert_eq!(got.errors[0].source, "/etc/passwd");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn rpm_file_lists_count_as_ownership() {
+        let dir = tempfile::tempdir().unwrap();
+        let chrome = dir.path().join("opt/google/chrome/chrome");
+        std::fs::create_dir_all(chrome.parent().unwrap()).unwrap();
+        std::fs::write(
+            &chrome,
+            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00",
+        )
+        .unwrap();
+        std::fs::set_permissions(&chrome, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "").unwrap();
+        let root = Root::new(dir.path());
+        // No package database: /opt/google is somebody's unpackaged directory.
+        let got = collect(&root);
+        assert_eq!(got.value.len(), 1);
+        assert_eq!(got.value[0].path, "/opt/google");
+        // The real rpmdb of the rpm fixture lists /opt/google: now it is packaged.
+        let rpmdb = format!(
+            "{}/tests/fixtures/software/rpm/root/var/lib/rpm/rpmdb.sqlite",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::create_dir_all(dir.path().join("var/lib/rpm")).unwrap();
+        std::fs::copy(rpmdb, dir.path().join("var/lib/rpm/rpmdb.sqlite")).unwrap();
+        let got = collect(&root);
+        assert!(got.value.is_empty(), "{:?}", got.value);
     }
 }

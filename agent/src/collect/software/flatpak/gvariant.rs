@@ -118,7 +118,7 @@ fn string_dict(buf: &[u8]) -> Result<BTreeMap<String, String>, GVariantError> {
     let osz = offset_size(n);
     let table_start = read_offset(buf, n.checked_sub(osz).ok_or(GVariantError::Short)?, osz)?;
     let table_len = n - table_start;
-    if table_len % osz != 0 {
+    if !table_len.is_multiple_of(osz) {
         return Err(GVariantError::Short);
     }
     let mut prev_end = 0;
