@@ -105,15 +105,36 @@ fn elf_arch(head: &[u8]) -> &'static str {
 #[derive(Debug, Default, Clone)]
 pub struct Ownership {
     paths: HashSet<String>,
+    /// When set, only these paths (and their merged-/usr aliases) are kept from the lists: a
+    /// Debian desktop's lists hold a few hundred thousand paths, and only the candidates'
+    /// matter.
+    only: Option<HashSet<String>>,
 }
 
 impl Ownership {
+    /// An ownership set that keeps only what is needed to answer [`Ownership::owns`] for
+    /// `paths`.
+    pub fn for_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut only = HashSet::new();
+        for p in paths {
+            only.insert(p.to_string());
+            only.insert(usr_alias(p));
+        }
+        Self {
+            paths: HashSet::new(),
+            only: Some(only),
+        }
+    }
+
     /// Adds the paths of one dpkg `.list` file: one absolute path per line; `/.` is the root
     /// every package lists and says nothing.
     pub fn add_dpkg_list(&mut self, text: &str) {
         for line in text.lines() {
             let p = line.trim_end_matches('\r');
-            if p.starts_with('/') && p != "/." {
+            if !p.starts_with('/') || p == "/." {
+                continue;
+            }
+            if self.only.as_ref().is_none_or(|only| only.contains(p)) {
                 self.paths.insert(p.to_string());
             }
         }
@@ -126,24 +147,25 @@ impl Ownership {
     /// Whether a package installed this device path. With merged /usr, dpkg may list
     /// `/bin/x` for what is found as `/usr/bin/x` and the other way round, so both count.
     pub fn owns(&self, path: &str) -> bool {
-        if self.paths.contains(path) {
-            return true;
-        }
-        let alias = match path.strip_prefix("/usr") {
-            Some(rest)
-                if ["/bin/", "/sbin/", "/lib/"]
-                    .iter()
-                    .any(|d| rest.starts_with(d)) =>
-            {
-                rest.to_string()
-            }
-            _ => format!("/usr{path}"),
-        };
-        self.paths.contains(&alias)
+        self.paths.contains(path) || self.paths.contains(&usr_alias(path))
     }
 
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+}
+
+/// The other name of a path under merged /usr: `/usr/bin/x` for `/bin/x` and back.
+fn usr_alias(path: &str) -> String {
+    match path.strip_prefix("/usr") {
+        Some(rest)
+            if ["/bin/", "/sbin/", "/lib/"]
+                .iter()
+                .any(|d| rest.starts_with(d)) =>
+        {
+            rest.to_string()
+        }
+        _ => format!("/usr{path}"),
     }
 }
 
@@ -221,8 +243,14 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
     if found.is_empty() && opt_dirs.is_empty() {
         return out;
     }
-    #[allow(unused_mut)] // Only Linux adds rpm's paths.
-    let mut owners = load_dpkg_ownership(root, &mut out);
+    let wanted = found
+        .iter()
+        .flat_map(|c| [c.path.as_str(), c.real.as_str()])
+        .chain(opt_dirs.iter().flat_map(|(dir, cands)| {
+            std::iter::once(dir.as_str()).chain(cands.iter().map(|c| c.real.as_str()))
+        }));
+    let mut owners = Ownership::for_paths(wanted);
+    load_dpkg_ownership(root, &mut owners, &mut out);
     // rpm's file lists count too; problems with its database are the rpm collector's to
     // report, so they are not repeated here.
     #[cfg(target_os = "linux")]
@@ -518,8 +546,7 @@ fn walk_opt(root: &Root, dir: &str, depth: usize, budget: &mut usize, acc: &mut 
 }
 
 /// Every path dpkg installed; an unreadable list is reported and the others still count.
-fn load_dpkg_ownership(root: &Root, out: &mut Collected<Vec<Package>>) -> Ownership {
-    let mut owners = Ownership::default();
+fn load_dpkg_ownership(root: &Root, owners: &mut Ownership, out: &mut Collected<Vec<Package>>) {
     for (name, path) in listing(root, DPKG_INFO, out) {
         if !name.ends_with(".list") {
             continue;
@@ -529,7 +556,6 @@ fn load_dpkg_ownership(root: &Root, out: &mut Collected<Vec<Package>>) -> Owners
             Err(e) => out.error(SectionKind::Software, format!("{DPKG_INFO}/{name}"), e),
         }
     }
-    owners
 }
 
 #[cfg(test)]
@@ -573,6 +599,16 @@ mod tests {
             }
         );
         assert_eq!(sniff(b""), Sniffed::Other);
+    }
+
+    #[test]
+    fn ownership_limited_to_candidates_still_sees_aliases() {
+        let mut o = Ownership::for_paths(["/usr/bin/ls", "/opt/zoom"]);
+        o.add_dpkg_list("/bin/ls\n/usr/bin/cat\n/opt/zoom\n");
+        assert!(o.owns("/usr/bin/ls"));
+        assert!(o.owns("/opt/zoom"));
+        // Not asked about, so not kept.
+        assert!(!o.owns("/usr/bin/cat"));
     }
 
     #[test]
