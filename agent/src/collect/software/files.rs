@@ -2,8 +2,10 @@
 //! state file must not exhaust the agent's memory) and directory listings that tolerate a
 //! missing directory, since most formats are simply absent on a given machine.
 
+use crate::collect::{Collected, Root};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use vakt_proto::model::SectionKind;
 
 /// Reads at most `cap` bytes of `path`; a longer file is an error rather than a silent
 /// truncation, because a cut-off JSON or database is corrupt input, not a smaller one.
@@ -39,6 +41,18 @@ pub fn list_dir(path: &Path) -> io::Result<Option<Vec<(String, PathBuf)>>> {
     }
     out.sort();
     Ok(Some(out))
+}
+
+/// [`list_dir`] of a device directory under `root`, with a failure (other than absence)
+/// recorded against that directory and an empty listing in its place.
+pub fn list_or_report<T>(root: &Root, dir: &str, out: &mut Collected<T>) -> Vec<(String, PathBuf)> {
+    match list_dir(&root.join(dir)) {
+        Ok(l) => l.unwrap_or_default(),
+        Err(e) => {
+            out.error(SectionKind::Software, dir, e);
+            Vec::new()
+        }
+    }
 }
 
 /// Reads a file that may legitimately be absent: `Ok(None)` when it does not exist.

@@ -111,13 +111,7 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
         1,
         &mut out,
     );
-    let homes = match files::list_dir(&root.join("/Users")) {
-        Ok(l) => l.unwrap_or_default(),
-        Err(e) => {
-            out.error(SectionKind::Software, "/Users", e);
-            Vec::new()
-        }
-    };
+    let homes = files::list_or_report(root, "/Users", &mut out);
     for (user, _) in homes {
         if user.starts_with('.') || user == "Shared" {
             continue;
@@ -138,14 +132,7 @@ fn scan(
     depth: usize,
     out: &mut Collected<Vec<Package>>,
 ) {
-    let entries = match files::list_dir(&root.join(dir)) {
-        Ok(Some(l)) => l,
-        Ok(None) => return,
-        Err(e) => {
-            out.error(SectionKind::Software, dir, e);
-            return;
-        }
-    };
+    let entries = files::list_or_report(root, dir, out);
     for (name, real) in entries {
         let device = format!("{dir}/{name}");
         if !real.is_dir() {

@@ -497,13 +497,7 @@ fn read_history(root: &Root, out: &mut Collected<Vec<Package>>) -> History {
 
 fn configured_repos(root: &Root, out: &mut Collected<Vec<Package>>) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
-    let listing = match files::list_dir(&root.join(REPOS_D)) {
-        Ok(l) => l.unwrap_or_default(),
-        Err(e) => {
-            out.error(SectionKind::Software, REPOS_D, e);
-            Vec::new()
-        }
-    };
+    let listing = files::list_or_report(root, REPOS_D, out);
     for (name, path) in listing.into_iter().filter(|(n, _)| n.ends_with(".repo")) {
         match files::read_capped(&path, REPO_CAP) {
             Ok(b) => ids.extend(parse_repo_ids(&String::from_utf8_lossy(&b))),

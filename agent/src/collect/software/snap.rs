@@ -289,14 +289,7 @@ fn mounted_version(
 /// the mount's `current` link names, else the highest kept. The type is unknown here, so only
 /// well-known system snaps are left out.
 fn scan_snap_files(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<InstalledSnap> {
-    let listing = match files::list_dir(&root.join(SNAPS_DIR)) {
-        Ok(Some(l)) => l,
-        Ok(None) => return Vec::new(),
-        Err(e) => {
-            out.error(SectionKind::Software, SNAPS_DIR, e);
-            return Vec::new();
-        }
-    };
+    let listing = files::list_or_report(root, SNAPS_DIR, out);
     let mut by_instance: HashMap<String, Vec<Revision>> = HashMap::new();
     for (name, _) in listing {
         if let Some((instance, rev)) = parse_snap_file_name(&name) {

@@ -25,7 +25,7 @@ use crate::collect::users::local_users;
 use crate::collect::{Collected, Root};
 use std::collections::HashSet;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
 const DPKG_INFO: &str = "/var/lib/dpkg/info";
@@ -222,23 +222,25 @@ struct Candidate {
 pub fn collect(root: &Root) -> Collected<Vec<Package>> {
     let mut out = Collected::new(Vec::new());
     let mut found = Vec::new();
-    scan_bin_dir(root, "/usr/local/bin", "", &mut found, &mut out);
+    scan_dir(root, "/usr/local/bin", "", false, &mut found, &mut out);
     let opt_dirs = scan_opt(root, &mut found, &mut out);
     let users = local_users(root, SectionKind::Software);
     out.errors.extend(users.errors);
     for u in &users.value {
         let home = u.home.trim_end_matches('/');
-        for d in [".local/bin", "bin"] {
-            scan_bin_dir(root, &format!("{home}/{d}"), &u.name, &mut found, &mut out);
+        let dirs = [
+            (".local/bin", false),
+            ("bin", false),
+            ("Applications", true),
+            ("AppImages", true),
+            ("Downloads", true),
+        ];
+        for (d, appimages_only) in dirs {
+            let dir = format!("{home}/{d}");
+            scan_dir(root, &dir, &u.name, appimages_only, &mut found, &mut out);
         }
-        for d in ["Applications", "AppImages", "Downloads", ""] {
-            let dir = if d.is_empty() {
-                home.to_string()
-            } else {
-                format!("{home}/{d}")
-            };
-            scan_appimages(root, &dir, &u.name, &mut found, &mut out);
-        }
+        // The home directory itself: AppImages saved there.
+        scan_dir(root, home, &u.name, true, &mut found, &mut out);
     }
     if found.is_empty() && opt_dirs.is_empty() {
         return out;
@@ -433,51 +435,30 @@ fn candidate(
     })
 }
 
-fn listing(root: &Root, dir: &str, out: &mut Collected<Vec<Package>>) -> Vec<(String, PathBuf)> {
-    match files::list_dir(&root.join(dir)) {
-        Ok(Some(l)) => l,
-        Ok(None) => Vec::new(),
-        Err(e) => {
-            out.error(SectionKind::Software, dir, e);
-            Vec::new()
-        }
-    }
-}
-
-fn scan_bin_dir(
+/// Candidates in one directory: every executable (and AppImage) in a bin directory, or only
+/// AppImages in places where people keep downloads.
+fn scan_dir(
     root: &Root,
     dir: &str,
     user: &str,
+    appimages_only: bool,
     found: &mut Vec<Candidate>,
     out: &mut Collected<Vec<Package>>,
 ) {
-    for (name, _) in listing(root, dir, out) {
+    for (name, _) in files::list_or_report(root, dir, out) {
         let device = format!("{dir}/{name}");
-        if let Some(c) = candidate(root, device, name, user, false) {
-            found.push(c);
+        if appimages_only {
+            // Reading the head of every file in Downloads is cheap, but only names or modes
+            // that suggest a program are worth it.
+            let named = name.to_ascii_lowercase().ends_with(".appimage");
+            let exec = std::fs::metadata(root.join(&device))
+                .map(|m| m.is_file() && is_executable(&m))
+                .unwrap_or(false);
+            if !named && !exec {
+                continue;
+            }
         }
-    }
-}
-
-fn scan_appimages(
-    root: &Root,
-    dir: &str,
-    user: &str,
-    found: &mut Vec<Candidate>,
-    out: &mut Collected<Vec<Package>>,
-) {
-    for (name, _) in listing(root, dir, out) {
-        // Reading the head of every file in Downloads is cheap, but only names or modes
-        // that suggest a program are worth it.
-        let named = name.to_ascii_lowercase().ends_with(".appimage");
-        let device = format!("{dir}/{name}");
-        let exec = std::fs::metadata(root.join(&device))
-            .map(|m| m.is_file() && is_executable(&m))
-            .unwrap_or(false);
-        if !named && !exec {
-            continue;
-        }
-        if let Some(c) = candidate(root, device, name, user, true) {
+        if let Some(c) = candidate(root, device, name, user, appimages_only) {
             found.push(c);
         }
     }
@@ -492,7 +473,7 @@ fn scan_opt(
     out: &mut Collected<Vec<Package>>,
 ) -> Vec<(String, Vec<Candidate>)> {
     let mut dirs = Vec::new();
-    for (name, real) in listing(root, "/opt", out) {
+    for (name, real) in files::list_or_report(root, "/opt", out) {
         let device = format!("/opt/{name}");
         let is_dir = std::fs::symlink_metadata(&real)
             .map(|m| m.is_dir())
@@ -547,7 +528,7 @@ fn walk_opt(root: &Root, dir: &str, depth: usize, budget: &mut usize, acc: &mut 
 
 /// Every path dpkg installed; an unreadable list is reported and the others still count.
 fn load_dpkg_ownership(root: &Root, owners: &mut Ownership, out: &mut Collected<Vec<Package>>) {
-    for (name, path) in listing(root, DPKG_INFO, out) {
+    for (name, path) in files::list_or_report(root, DPKG_INFO, out) {
         if !name.ends_with(".list") {
             continue;
         }

@@ -114,6 +114,14 @@ fn unescape(v: &str) -> String {
     out
 }
 
+/// The name in a `[kind "name"]` group header.
+fn quoted_group<'a>(group: &'a str, kind: &str) -> Option<&'a str> {
+    group
+        .strip_prefix(kind)?
+        .strip_prefix(" \"")?
+        .strip_suffix('"')
+}
+
 /// An extra system installation from `installations.d`: its id and device path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraInstallation {
@@ -127,10 +135,7 @@ pub fn parse_installations_conf(text: &str) -> Result<Vec<ExtraInstallation>, Fl
     let kf = parse_keyfile(text)?;
     let mut out = Vec::new();
     for (group, _) in &kf.groups {
-        let Some(id) = group
-            .strip_prefix("Installation \"")
-            .and_then(|g| g.strip_suffix('"'))
-        else {
+        let Some(id) = quoted_group(group, "Installation") else {
             continue;
         };
         let path = kf
@@ -158,10 +163,7 @@ pub fn parse_remotes(text: &str) -> Result<BTreeMap<String, Remote>, FlatpakErro
     let kf = parse_keyfile(text)?;
     let mut out = BTreeMap::new();
     for (group, _) in &kf.groups {
-        let Some(name) = group
-            .strip_prefix("remote \"")
-            .and_then(|g| g.strip_suffix('"'))
-        else {
+        let Some(name) = quoted_group(group, "remote") else {
             continue;
         };
         let get = |k: &str| kf.get(group, k).unwrap_or_default().to_string();
@@ -240,14 +242,7 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
 }
 
 fn extra_installations(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<ExtraInstallation> {
-    let listing = match files::list_dir(&root.join(INSTALLATIONS_D)) {
-        Ok(Some(l)) => l,
-        Ok(None) => return Vec::new(),
-        Err(e) => {
-            out.error(SectionKind::Software, INSTALLATIONS_D, e);
-            return Vec::new();
-        }
-    };
+    let listing = files::list_or_report(root, INSTALLATIONS_D, out);
     let mut found = Vec::new();
     for (name, path) in listing.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
         let device = format!("{INSTALLATIONS_D}/{name}");
@@ -265,14 +260,10 @@ fn extra_installations(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<Ex
 /// The deployed apps of the installation at device path `dir`.
 fn collect_installation(root: &Root, dir: &str, user: &str, out: &mut Collected<Vec<Package>>) {
     let dir = dir.trim_end_matches('/');
-    let apps = match files::list_dir(&root.join(format!("{dir}/app"))) {
-        Ok(Some(l)) => l,
-        Ok(None) => return,
-        Err(e) => {
-            out.error(SectionKind::Software, format!("{dir}/app"), e);
-            return;
-        }
-    };
+    let apps = files::list_or_report(root, &format!("{dir}/app"), out);
+    if apps.is_empty() {
+        return;
+    }
     let config_path = format!("{dir}/repo/config");
     let remotes = match files::read_optional(&root.join(&config_path), CONFIG_CAP) {
         Ok(Some(b)) => parse_remotes(&String::from_utf8_lossy(&b)).unwrap_or_else(|e| {
