@@ -105,7 +105,12 @@ async fn real_main() -> anyhow::Result<()> {
             }
         }
         Cmd::Exemption {
-            cmd: ExemptionCmd::Request { config, minutes, reason },
+            cmd:
+                ExemptionCmd::Request {
+                    config,
+                    minutes,
+                    reason,
+                },
         } => {
             let cfg = Config::load(&config)?;
             let state = StateDir::open(&cfg.state_dir)?;

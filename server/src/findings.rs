@@ -163,7 +163,9 @@ pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), Store
     for f in &rec.notify {
         let text = policy::violation_mail(&pack, f, &dev, person);
         match &to {
-            Some(to) => notify::enqueue(state, std::slice::from_ref(to), &text.subject, &text.body).await?,
+            Some(to) => {
+                notify::enqueue(state, std::slice::from_ref(to), &text.subject, &text.body).await?
+            }
             None => {
                 // Nobody to tell yet (device unassigned, manager unknown, no IT address): the
                 // finding stays "not yet told", so assigning the device later tells the manager.
@@ -183,7 +185,10 @@ pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), Store
         .filter(|f| rec.changed.contains(&f.id))
         .map(|f| (finding_key(device_id, &f.id), f.clone()))
         .collect();
-    state.store.json_apply(JsonTree::Findings, &puts, &[]).await?;
+    state
+        .store
+        .json_apply(JsonTree::Findings, &puts, &[])
+        .await?;
     Ok(())
 }
 

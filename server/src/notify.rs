@@ -34,9 +34,17 @@ pub struct OutboxItem {
 }
 
 /// Queues a mail durably and wakes the sender.
-pub async fn enqueue(state: &State, to: &[String], subject: &str, body: &str) -> Result<(), StoreError> {
+pub async fn enqueue(
+    state: &State,
+    to: &[String],
+    subject: &str,
+    body: &str,
+) -> Result<(), StoreError> {
     let now = now_ms();
-    let id = format!("m-{now:012x}{}", crate::token::hex(&crate::token::random_bytes::<4>()));
+    let id = format!(
+        "m-{now:012x}{}",
+        crate::token::hex(&crate::token::random_bytes::<4>())
+    );
     let item = OutboxItem {
         id: id.clone(),
         to: to.to_vec(),
@@ -90,7 +98,10 @@ pub async fn run_sender(state: State) {
     loop {
         let now = now_ms();
         let due: Vec<OutboxItem> = match pending(&state) {
-            Ok(items) => items.into_iter().filter(|i| i.next_attempt_ms <= now).collect(),
+            Ok(items) => items
+                .into_iter()
+                .filter(|i| i.next_attempt_ms <= now)
+                .collect(),
             Err(e) => {
                 tracing::error!("outbox: {e}");
                 Vec::new()
@@ -98,7 +109,11 @@ pub async fn run_sender(state: State) {
         };
         for mut item in due {
             let sent = match build(&state.notify, &item) {
-                Ok(msg) => transport.send(msg).await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(msg) => transport
+                    .send(msg)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             let key = item.id.clone().into_bytes();
@@ -112,11 +127,16 @@ pub async fn run_sender(state: State) {
                 }
                 Err(e) => {
                     item.attempts += 1;
-                    let delay = 30_000i64.saturating_mul(1 << item.attempts.min(7)).min(3_600_000);
+                    let delay = 30_000i64
+                        .saturating_mul(1 << item.attempts.min(7))
+                        .min(3_600_000);
                     item.next_attempt_ms = now_ms() + delay;
                     tracing::warn!(to = ?item.to, attempts = item.attempts, "mail not sent, retrying in {} s: {e}", delay / 1000);
                     item.last_error = e;
-                    state.store.json_apply(JsonTree::Outbox, &[(key, item)], &[]).await
+                    state
+                        .store
+                        .json_apply(JsonTree::Outbox, &[(key, item)], &[])
+                        .await
                 }
             };
             if let Err(e) = res {

@@ -671,7 +671,11 @@ impl Store {
         }
     }
 
-    fn decode_json<T: serde::de::DeserializeOwned>(t: JsonTree, k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    fn decode_json<T: serde::de::DeserializeOwned>(
+        t: JsonTree,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<T, StoreError> {
         serde_json::from_slice(v).map_err(|e| StoreError::CorruptJson {
             tree: t.name(),
             key: String::from_utf8_lossy(k).into_owned(),
@@ -679,7 +683,11 @@ impl Store {
         })
     }
 
-    fn encode_json<T: serde::Serialize>(t: JsonTree, k: &[u8], v: &T) -> Result<Vec<u8>, StoreError> {
+    fn encode_json<T: serde::Serialize>(
+        t: JsonTree,
+        k: &[u8],
+        v: &T,
+    ) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(v).map_err(|e| StoreError::CorruptJson {
             tree: t.name(),
             key: String::from_utf8_lossy(k).into_owned(),
@@ -688,7 +696,11 @@ impl Store {
     }
 
     /// Every record of a JSON tree whose key starts with `prefix`, in key order.
-    pub fn json_list<T: serde::de::DeserializeOwned>(&self, t: JsonTree, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+    pub fn json_list<T: serde::de::DeserializeOwned>(
+        &self,
+        t: JsonTree,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
         self.json_tree(t)
             .scan_prefix(prefix)
             .map(|kv| {
@@ -698,7 +710,11 @@ impl Store {
             .collect()
     }
 
-    pub fn json_get<T: serde::de::DeserializeOwned>(&self, t: JsonTree, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn json_get<T: serde::de::DeserializeOwned>(
+        &self,
+        t: JsonTree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         self.json_tree(t)
             .get(key)?
             .map(|v| Self::decode_json(t, key, &v))
@@ -735,8 +751,12 @@ impl Store {
             .keys()
             .map(|k| k.map(|k| k.to_vec()))
             .collect::<Result<_, _>>()?;
-        let keep: std::collections::HashSet<&[u8]> = records.iter().map(|(k, _)| k.as_slice()).collect();
-        let removes: Vec<Vec<u8>> = removes.into_iter().filter(|k| !keep.contains(k.as_slice())).collect();
+        let keep: std::collections::HashSet<&[u8]> =
+            records.iter().map(|(k, _)| k.as_slice()).collect();
+        let removes: Vec<Vec<u8>> = removes
+            .into_iter()
+            .filter(|k| !keep.contains(k.as_slice()))
+            .collect();
         self.json_apply(t, records, &removes).await
     }
 }

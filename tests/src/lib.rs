@@ -305,13 +305,16 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Starts aiosmtpd; `Err(reason)` when it is not installed (see .ci/install-smtp.sh).
     pub fn start() -> Result<Self, String> {
-        let python = std::env::var("VAKT_SMTP_PYTHON").unwrap_or_else(|_| "/opt/vakt-ci/smtp/bin/python3".into());
+        let python = std::env::var("VAKT_SMTP_PYTHON")
+            .unwrap_or_else(|_| "/opt/vakt-ci/smtp/bin/python3".into());
         let ok = Command::new(&python)
             .args(["-c", "import aiosmtpd"])
             .output()
             .is_ok_and(|o| o.status.success());
         if !ok {
-            return Err(format!("aiosmtpd is not installed for {python} (run .ci/install-smtp.sh)"));
+            return Err(format!(
+                "aiosmtpd is not installed for {python} (run .ci/install-smtp.sh)"
+            ));
         }
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("maildir");
@@ -321,7 +324,15 @@ impl SmtpSink {
             .unwrap()
             .port();
         let child = Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
             .arg(&maildir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -334,7 +345,12 @@ impl SmtpSink {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Self { child, port, maildir, _dir: dir })
+        Ok(Self {
+            child,
+            port,
+            maildir,
+            _dir: dir,
+        })
     }
 
     pub fn url(&self) -> String {

@@ -101,4 +101,3 @@ pub async fn register(mock: &Mock, modem: &str, state: u32, code: &str, name: &s
     .await
     .unwrap();
 }
-

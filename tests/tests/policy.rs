@@ -19,7 +19,11 @@ const FILTERS: &str = "version=\"9\"\nlogging=\"no\"\nname=\"till gmail\"\nenabl
 fn laptop(dir: &Path) -> PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000:Anna Berg:/home/anna:/bin/bash\n").unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000:Anna Berg:/home/anna:/bin/bash\n",
+    )
+    .unwrap();
     let tb = root.join("home/anna/.thunderbird");
     let profile = tb.join("k3x9.default-release");
     std::fs::create_dir_all(profile.join("ImapMail/imap.sorsele.se")).unwrap();
@@ -42,7 +46,11 @@ fn laptop(dir: &Path) -> PathBuf {
         ),
     )
     .unwrap();
-    std::fs::write(profile.join("ImapMail/imap.sorsele.se/msgFilterRules.dat"), FILTERS).unwrap();
+    std::fs::write(
+        profile.join("ImapMail/imap.sorsele.se/msgFilterRules.dat"),
+        FILTERS,
+    )
+    .unwrap();
     root
 }
 
@@ -95,7 +103,11 @@ async fn findings_manager_mail_and_resolution() {
         &tmp.path().join("agent"),
         &server,
         &server.enroll_token(&[]),
-        &format!("root = {:?}\nsystem_bus = {:?}\n", root.display().to_string(), bus.address()),
+        &format!(
+            "root = {:?}\nsystem_bus = {:?}\n",
+            root.display().to_string(),
+            bus.address()
+        ),
     );
     let out = agent.run_once();
     assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
@@ -118,9 +130,17 @@ async fn findings_manager_mail_and_resolution() {
     .iter()
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     .collect();
-    assert_eq!(got, want, "findings: {}", serde_json::to_string_pretty(&findings).unwrap());
+    assert_eq!(
+        got,
+        want,
+        "findings: {}",
+        serde_json::to_string_pretty(&findings).unwrap()
+    );
     for f in findings.as_array().unwrap() {
-        assert!(!f["message_sv"].as_str().unwrap().is_empty() && !f["message_en"].as_str().unwrap().is_empty());
+        assert!(
+            !f["message_sv"].as_str().unwrap().is_empty()
+                && !f["message_en"].as_str().unwrap().is_empty()
+        );
     }
 
     // Each new violation is mailed once to Anna's manager, Swedish first.
@@ -136,9 +156,16 @@ async fn findings_manager_mail_and_resolution() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mails = smtp.messages();
-    assert_eq!(mails.len(), 4, "one mail per violation (4), none for the warning");
+    assert_eq!(
+        mails.len(),
+        4,
+        "one mail per violation (4), none for the warning"
+    );
     assert!(mails.iter().all(|m| m.contains("chef@sorsele.se")));
-    assert!(mails.iter().any(|m| m.contains("gmail.com")), "the forward's target is in the mail");
+    assert!(
+        mails.iter().any(|m| m.contains("gmail.com")),
+        "the forward's target is in the mail"
+    );
 
     // The forward is removed: its finding resolves, the others stay, and no new mail goes out.
     std::fs::write(
@@ -147,10 +174,17 @@ async fn findings_manager_mail_and_resolution() {
     )
     .unwrap();
     assert!(agent.run_once().status.success());
-    wait_until("the forward finding to resolve", Duration::from_secs(10), || {
-        let all = server.vakt_json(&["findings", "--device", &device, "--all"]);
-        all.as_array().unwrap().iter().any(|f| f["kind"] == "mail-auto-forward-external" && f["status"] == "resolved")
-    })
+    wait_until(
+        "the forward finding to resolve",
+        Duration::from_secs(10),
+        || {
+            let all = server.vakt_json(&["findings", "--device", &device, "--all"]);
+            all.as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == "mail-auto-forward-external" && f["status"] == "resolved")
+        },
+    )
     .await;
     let open = open_by_kind(&server.vakt_json(&["findings", "--device", &device]));
     assert_eq!(open.len(), 4);
@@ -159,11 +193,26 @@ async fn findings_manager_mail_and_resolution() {
     // An approved business trip to Norway exempts the laptop's data abroad.
     let today = time::OffsetDateTime::now_utc().date();
     server.vakt_ok(&[
-        "trips", "add", "--person", "anna.berg@sorsele.se", "--country", "NO",
-        "--from", &today.to_string(), "--to", &today.next_day().unwrap().to_string(), "--kind", "business",
+        "trips",
+        "add",
+        "--person",
+        "anna.berg@sorsele.se",
+        "--country",
+        "NO",
+        "--from",
+        &today.to_string(),
+        "--to",
+        &today.next_day().unwrap().to_string(),
+        "--kind",
+        "business",
     ]);
     let all = server.vakt_json(&["findings", "--device", &device]);
-    let data = all.as_array().unwrap().iter().find(|f| f["kind"] == "mobile-data-abroad").unwrap();
+    let data = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "mobile-data-abroad")
+        .unwrap();
     assert_eq!(data["status"], "exempted", "{data}");
 }
 
@@ -181,34 +230,61 @@ async fn a_border_crossing_reaches_the_server_within_five_seconds() {
         &tmp.path().join("agent"),
         &server,
         &server.enroll_token(&[]),
-        &format!("root = {:?}\nsystem_bus = {:?}\n", root.display().to_string(), bus.address()),
+        &format!(
+            "root = {:?}\nsystem_bus = {:?}\n",
+            root.display().to_string(),
+            bus.address()
+        ),
     );
-    let cfg = std::fs::read_to_string(agent.config()).unwrap().replace("report_interval = \"10s\"", "report_interval = \"10m\"");
+    let cfg = std::fs::read_to_string(agent.config())
+        .unwrap()
+        .replace("report_interval = \"10s\"", "report_interval = \"10m\"");
     std::fs::write(agent.config(), cfg).unwrap();
     let proc = agent.spawn();
     let country = |server: &TestServer| -> String {
         let d = server.vakt_json(&["devices"]);
-        let Some(id) = d[0]["id"].as_str() else { return String::new() };
+        let Some(id) = d[0]["id"].as_str() else {
+            return String::new();
+        };
         server.vakt_json(&["device", "show", id])["roaming"]["modems"][0]["country"]
             .as_str()
             .unwrap_or("")
             .to_string()
     };
-    wait_until("the first report at home", Duration::from_secs(30), || country(&server) == "SE").await;
+    wait_until("the first report at home", Duration::from_secs(30), || {
+        country(&server) == "SE"
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let t0 = Instant::now();
     roam_to_norway(&mm, &modem, 5_000, 700).await;
-    wait_until("roaming in Norway on the server", Duration::from_secs(5), || country(&server) == "NO").await;
+    wait_until(
+        "roaming in Norway on the server",
+        Duration::from_secs(5),
+        || country(&server) == "NO",
+    )
+    .await;
     let abroad = t0.elapsed();
 
     let t1 = Instant::now();
     come_home(&mm, &modem).await;
-    wait_until("back home on the server", Duration::from_secs(5), || country(&server) == "SE").await;
+    wait_until("back home on the server", Duration::from_secs(5), || {
+        country(&server) == "SE"
+    })
+    .await;
     let home = t1.elapsed();
     eprintln!("border crossing reached the server in {abroad:?} (abroad) and {home:?} (home)");
     let show = server.vakt_json(&["device", "show", &agent.device_id()]);
-    let trips = show["roaming"]["abroad"].as_array().cloned().unwrap_or_default();
-    assert_eq!(trips.len(), 1, "the trip to Norway is in the ledger: {show}; agent log:\n{}", proc.log());
+    let trips = show["roaming"]["abroad"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        trips.len(),
+        1,
+        "the trip to Norway is in the ledger: {show}; agent log:\n{}",
+        proc.log()
+    );
     assert_eq!(trips[0]["country"], "NO");
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vakt_agent::collect::roaming::{self, BusAddress, HomeMccs, Ledger, Snapshot, Watcher};
 use vakt_tests::dbus::{Mock, PrivateBus};
-use vakt_tests::mm::{BEARER, BEARER_PATH, IMEI, MODEM, add_home_modem, come_home, roam_to_norway, stats};
+use vakt_tests::mm::{
+    BEARER, BEARER_PATH, IMEI, MODEM, add_home_modem, come_home, roam_to_norway, stats,
+};
 use vakt_tests::skip_unless_dbus;
 use zbus::zvariant::{ObjectPath, Value};
 

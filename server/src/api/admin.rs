@@ -314,7 +314,9 @@ impl AdminService for AdminApi {
             .ok_or_else(|| Status::not_found(format!("no device '{id}'")))?;
         self.state.store.flush().await.map_err(internal)?;
         self.audit(&actor, "device.assign", &id, &email).await?;
-        crate::findings::evaluate_device(&self.state, &id).await.map_err(internal)?;
+        crate::findings::evaluate_device(&self.state, &id)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(self.device_view(updated)))
     }
 
@@ -711,7 +713,12 @@ impl AdminService for AdminApi {
         let device = if r.device.trim().is_empty() {
             None
         } else {
-            Some(self.find_device(&r.device)?.device.map(|d| d.id).unwrap_or_default())
+            Some(
+                self.find_device(&r.device)?
+                    .device
+                    .map(|d| d.id)
+                    .unwrap_or_default(),
+            )
         };
         let hostnames: std::collections::HashMap<String, String> = self
             .state
@@ -721,13 +728,22 @@ impl AdminService for AdminApi {
             .into_iter()
             .filter_map(|r| r.device.map(|d| (d.id, d.hostname)))
             .collect();
-        let mut findings: Vec<pb::FindingInfo> = crate::findings::findings(&self.state, device.as_deref())
-            .map_err(internal)?
-            .iter()
-            .filter(|f| r.include_resolved || f.status != crate::policy::FindingStatus::Resolved)
-            .map(|f| crate::findings::finding_info(f, hostnames.get(&f.device).map_or("", |h| h)))
-            .collect();
-        findings.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.first_seen_ms.cmp(&b.first_seen_ms)));
+        let mut findings: Vec<pb::FindingInfo> =
+            crate::findings::findings(&self.state, device.as_deref())
+                .map_err(internal)?
+                .iter()
+                .filter(|f| {
+                    r.include_resolved || f.status != crate::policy::FindingStatus::Resolved
+                })
+                .map(|f| {
+                    crate::findings::finding_info(f, hostnames.get(&f.device).map_or("", |h| h))
+                })
+                .collect();
+        findings.sort_by(|a, b| {
+            a.hostname
+                .cmp(&b.hostname)
+                .then(a.first_seen_ms.cmp(&b.first_seen_ms))
+        });
         Ok(Response::new(pb::ListFindingsResponse { findings }))
     }
 
@@ -746,7 +762,11 @@ impl AdminService for AdminApi {
         let actor = self.authorize(&req, pb::Role::Admin)?;
         let r = req.into_inner();
         let pack = crate::policy::check(&r.toml).map_err(|errors| {
-            let name = if r.file_name.is_empty() { "policy" } else { &r.file_name };
+            let name = if r.file_name.is_empty() {
+                "policy"
+            } else {
+                &r.file_name
+            };
             let lines: Vec<String> = errors.iter().map(|e| e.in_file(name).to_string()).collect();
             Status::invalid_argument(format!(
                 "the policy was not applied; {} error(s):\n{}",
@@ -781,9 +801,16 @@ impl AdminService for AdminApi {
         if let Ok(mut p) = self.state.policy.write() {
             *p = crate::findings::PolicyInForce { pack, stored };
         }
-        self.audit(&actor, "policy.apply", &format!("version {version}"), &format!("{} {} rules", info.pack_version, info.rules))
-            .await?;
-        crate::findings::evaluate_all(&self.state).await.map_err(internal)?;
+        self.audit(
+            &actor,
+            "policy.apply",
+            &format!("version {version}"),
+            &format!("{} {} rules", info.pack_version, info.rules),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(info))
     }
 
@@ -807,7 +834,11 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ImportPeopleResponse>, Status> {
         let actor = self.authorize(&req, pb::Role::Operator)?;
         let r = req.into_inner();
-        let name = if r.file_name.is_empty() { "people.csv" } else { &r.file_name };
+        let name = if r.file_name.is_empty() {
+            "people.csv"
+        } else {
+            &r.file_name
+        };
         let people = crate::people::parse(&r.csv).map_err(|errors| {
             let lines: Vec<String> = errors.iter().map(|e| format!("{name}: {e}")).collect();
             Status::invalid_argument(format!(
@@ -825,8 +856,16 @@ impl AdminService for AdminApi {
             .json_replace_all(crate::store::JsonTree::People, &records)
             .await
             .map_err(internal)?;
-        self.audit(&actor, "people.import", name, &format!("{} people", people.len())).await?;
-        crate::findings::evaluate_all(&self.state).await.map_err(internal)?;
+        self.audit(
+            &actor,
+            "people.import",
+            name,
+            &format!("{} people", people.len()),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(pb::ImportPeopleResponse {
             imported: u32::try_from(people.len()).unwrap_or(u32::MAX),
         }))
@@ -861,38 +900,55 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let person = r.person.trim().to_lowercase();
         if !looks_like_email(&person) {
-            return Err(Status::invalid_argument(format!("--person '{}' is not an e-mail address", r.person)));
+            return Err(Status::invalid_argument(format!(
+                "--person '{}' is not an e-mail address",
+                r.person
+            )));
         }
         let kind = match r.kind.as_str() {
             "business" => crate::policy::TripKind::Business,
             "private" => crate::policy::TripKind::Private,
-            other => return Err(Status::invalid_argument(format!("--kind '{other}' must be business or private"))),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "--kind '{other}' must be business or private"
+                )));
+            }
         };
         let fmt = time::macros::format_description!("[year]-[month]-[day]");
         let date = |flag: &str, v: &str| {
-            time::Date::parse(v.trim(), &fmt)
-                .map_err(|_| Status::invalid_argument(format!("--{flag} '{v}' is not a date (YYYY-MM-DD)")))
+            time::Date::parse(v.trim(), &fmt).map_err(|_| {
+                Status::invalid_argument(format!("--{flag} '{v}' is not a date (YYYY-MM-DD)"))
+            })
         };
         let (from, to) = (date("from", &r.from)?, date("to", &r.to)?);
         if to < from {
-            return Err(Status::invalid_argument(format!("--to {to} is before --from {from}")));
+            return Err(Status::invalid_argument(format!(
+                "--to {to} is before --from {from}"
+            )));
         }
         let mut countries = Vec::new();
         for c in &r.countries {
             for part in c.split(',') {
                 let cc = part.trim().to_uppercase();
                 if cc.len() != 2 || !cc.chars().all(|ch| ch.is_ascii_uppercase()) {
-                    return Err(Status::invalid_argument(format!("--country '{part}' is not a two-letter ISO code (NO, FI, DE...)")));
+                    return Err(Status::invalid_argument(format!(
+                        "--country '{part}' is not a two-letter ISO code (NO, FI, DE...)"
+                    )));
                 }
                 countries.push(cc);
             }
         }
         if countries.is_empty() {
-            return Err(Status::invalid_argument("a trip needs at least one --country"));
+            return Err(Status::invalid_argument(
+                "a trip needs at least one --country",
+            ));
         }
         let approved_by = r.approved_by.trim().to_lowercase();
         if !approved_by.is_empty() && !looks_like_email(&approved_by) {
-            return Err(Status::invalid_argument(format!("--approved-by '{}' is not an e-mail address", r.approved_by)));
+            return Err(Status::invalid_argument(format!(
+                "--approved-by '{}' is not an e-mail address",
+                r.approved_by
+            )));
         }
         let now = now_ms();
         let trip = crate::policy::Trip {
@@ -906,12 +962,26 @@ impl AdminService for AdminApi {
         };
         self.state
             .store
-            .json_apply(crate::store::JsonTree::Trips, &[(trip.id.clone().into_bytes(), trip.clone())], &[])
+            .json_apply(
+                crate::store::JsonTree::Trips,
+                &[(trip.id.clone().into_bytes(), trip.clone())],
+                &[],
+            )
             .await
             .map_err(internal)?;
-        self.audit(&actor, "trip.add", &trip.person, &format!("{} {:?} {}..{}", trip.id, trip.countries, trip.from, trip.to))
-            .await?;
-        crate::findings::evaluate_all(&self.state).await.map_err(internal)?;
+        self.audit(
+            &actor,
+            "trip.add",
+            &trip.person,
+            &format!(
+                "{} {:?} {}..{}",
+                trip.id, trip.countries, trip.from, trip.to
+            ),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(trip_info(&trip)))
     }
 
@@ -920,7 +990,11 @@ impl AdminService for AdminApi {
         req: Request<pb::ListTripsRequest>,
     ) -> Result<Response<pb::ListTripsResponse>, Status> {
         self.authorize(&req, pb::Role::Viewer)?;
-        let trips = crate::findings::trips(&self.state).map_err(internal)?.iter().map(trip_info).collect();
+        let trips = crate::findings::trips(&self.state)
+            .map_err(internal)?
+            .iter()
+            .map(trip_info)
+            .collect();
         Ok(Response::new(pb::ListTripsResponse { trips }))
     }
 
@@ -932,20 +1006,36 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let subject = match (r.device.trim(), r.person.trim()) {
             (d, "") if !d.is_empty() => crate::policy::ExemptionSubject::Device(
-                self.find_device(d)?.device.map(|d| d.id).unwrap_or_default(),
+                self.find_device(d)?
+                    .device
+                    .map(|d| d.id)
+                    .unwrap_or_default(),
             ),
-            ("", p) if looks_like_email(&p.to_lowercase()) => crate::policy::ExemptionSubject::Person(p.to_lowercase()),
-            _ => return Err(Status::invalid_argument("name either a device or a person (an e-mail address)")),
+            ("", p) if looks_like_email(&p.to_lowercase()) => {
+                crate::policy::ExemptionSubject::Person(p.to_lowercase())
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "name either a device or a person (an e-mail address)",
+                ));
+            }
         };
         let rule = r.rule.trim();
         let known = self
             .state
             .policy
             .read()
-            .map(|p| p.pack.rules.iter().any(|x| x.id == rule || x.kind().as_str() == rule))
+            .map(|p| {
+                p.pack
+                    .rules
+                    .iter()
+                    .any(|x| x.id == rule || x.kind().as_str() == rule)
+            })
             .unwrap_or(false);
         if !known {
-            return Err(Status::invalid_argument(format!("'{rule}' is neither a rule id nor a rule kind of the policy in force")));
+            return Err(Status::invalid_argument(format!(
+                "'{rule}' is neither a rule id nor a rule kind of the policy in force"
+            )));
         }
         if r.reason.trim().len() < 5 {
             return Err(Status::invalid_argument("an exemption needs a --reason"));
@@ -956,17 +1046,30 @@ impl AdminService for AdminApi {
             subject,
             rule: rule.to_string(),
             from: crate::findings::ms_to_time(now),
-            until: (r.minutes > 0).then(|| crate::findings::ms_to_time(now + i64::from(r.minutes) * 60_000)),
+            until: (r.minutes > 0)
+                .then(|| crate::findings::ms_to_time(now + i64::from(r.minutes) * 60_000)),
             reason: r.reason.trim().to_string(),
             granted_by: actor.audit_name(),
         };
         self.state
             .store
-            .json_apply(crate::store::JsonTree::Exemptions, &[(e.id.clone().into_bytes(), e.clone())], &[])
+            .json_apply(
+                crate::store::JsonTree::Exemptions,
+                &[(e.id.clone().into_bytes(), e.clone())],
+                &[],
+            )
             .await
             .map_err(internal)?;
-        self.audit(&actor, "exemption.grant", &e.id, &format!("rule={} reason={}", e.rule, e.reason)).await?;
-        crate::findings::evaluate_all(&self.state).await.map_err(internal)?;
+        self.audit(
+            &actor,
+            "exemption.grant",
+            &e.id,
+            &format!("rule={} reason={}", e.rule, e.reason),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(exemption_info(&e)))
     }
 
@@ -1019,7 +1122,11 @@ impl AdminService for AdminApi {
 
 /// Validates a pack's text; errors as `FILE:LINE:COL: message`.
 pub fn check_pack(r: &pb::PolicyText) -> pb::PolicyCheck {
-    let name = if r.file_name.is_empty() { "policy" } else { &r.file_name };
+    let name = if r.file_name.is_empty() {
+        "policy"
+    } else {
+        &r.file_name
+    };
     match crate::policy::check(&r.toml) {
         Ok(pack) => pb::PolicyCheck {
             ok: true,
@@ -1034,7 +1141,10 @@ pub fn check_pack(r: &pb::PolicyText) -> pb::PolicyCheck {
     }
 }
 
-fn policy_info(pack: &crate::policy::Pack, stored: &crate::findings::StoredPolicy) -> pb::PolicyInfo {
+fn policy_info(
+    pack: &crate::policy::Pack,
+    stored: &crate::findings::StoredPolicy,
+) -> pb::PolicyInfo {
     pb::PolicyInfo {
         version: stored.version,
         organisation: pack.organisation.clone(),

@@ -211,16 +211,29 @@ impl AgentService for AgentApi {
         };
         self.state
             .store
-            .json_apply(crate::store::JsonTree::Exemptions, &[(id.clone().into_bytes(), exemption)], &[])
+            .json_apply(
+                crate::store::JsonTree::Exemptions,
+                &[(id.clone().into_bytes(), exemption)],
+                &[],
+            )
             .await
             .map_err(internal)?;
         self.state
             .store
-            .audit(&format!("device:{}", d.id), "exemption.request", &d.id, &format!("id={id} minutes={} reason={reason}", r.minutes), now)
+            .audit(
+                &format!("device:{}", d.id),
+                "exemption.request",
+                &d.id,
+                &format!("id={id} minutes={} reason={reason}", r.minutes),
+                now,
+            )
             .await
             .map_err(internal)?;
         crate::findings::evaluate_later(&self.state, &d.id);
-        Ok(Response::new(pb::ExemptionReply { id, until_ms: until }))
+        Ok(Response::new(pb::ExemptionReply {
+            id,
+            until_ms: until,
+        }))
     }
 
     type ConnectStream = ServerStream;

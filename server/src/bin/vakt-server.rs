@@ -67,7 +67,9 @@ struct MailArgs {
 impl MailArgs {
     fn config(self) -> vakt_server::notify::NotifyConfig {
         if self.smtp.is_none() {
-            eprintln!("vakt-server: no --smtp relay configured: notifications are queued, not sent");
+            eprintln!(
+                "vakt-server: no --smtp relay configured: notifications are queued, not sent"
+            );
         }
         vakt_server::notify::NotifyConfig {
             smtp_url: self.smtp,
@@ -133,7 +135,12 @@ async fn demo(data: &Path, listen: SocketAddr, report_interval: &str) -> anyhow:
     let server_dir = data.join("server");
     let agent_dir = data.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
-    let state = server::prepare(&server_dir, &[], vakt_server::notify::NotifyConfig::default()).await?;
+    let state = server::prepare(
+        &server_dir,
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await?;
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

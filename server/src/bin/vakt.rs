@@ -446,7 +446,11 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let device_id = detail.device.as_ref().map(|d| d.id.clone()).unwrap_or_default();
+            let device_id = detail
+                .device
+                .as_ref()
+                .map(|d| d.id.clone())
+                .unwrap_or_default();
             let findings = c
                 .list_findings(pb::ListFindingsRequest {
                     device: device_id.clone(),
@@ -470,19 +474,34 @@ async fn real_main() -> anyhow::Result<()> {
                 let r = serde_json::to_value(&report)?;
                 if let (Some(obj), Value::Object(rm)) = (v.as_object_mut(), r) {
                     obj.extend(rm);
-                    obj.insert("findings".into(), findings.iter().map(finding_json).collect());
-                    obj.insert("commands".into(), commands.iter().map(command_json).collect());
+                    obj.insert(
+                        "findings".into(),
+                        findings.iter().map(finding_json).collect(),
+                    );
+                    obj.insert(
+                        "commands".into(),
+                        commands.iter().map(command_json).collect(),
+                    );
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_device(&device, &report);
                 println!("findings    {} open", findings.len());
                 for f in &findings {
-                    println!("  §{:<5} {:<9} {:<9} {}", f.section, f.severity, f.status, f.message_en);
+                    println!(
+                        "  §{:<5} {:<9} {:<9} {}",
+                        f.section, f.severity, f.status, f.message_en
+                    );
                 }
                 println!("commands    {}", commands.len());
                 for c in &commands {
-                    println!("  {} {} {} {}", c.id, kind_name(c.kind), state_name(c.state), c.detail);
+                    println!(
+                        "  {} {} {} {}",
+                        c.id,
+                        kind_name(c.kind),
+                        state_name(c.state),
+                        c.detail
+                    );
                 }
             }
         }
@@ -597,9 +616,12 @@ async fn real_main() -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Policy { cmd: PolicyCmd::Check { file } } => {
+        Cmd::Policy {
+            cmd: PolicyCmd::Check { file },
+        } => {
             // Offline: no server, no token.
-            let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
             let check = vakt_server::api::admin::check_pack(&pb::PolicyText {
                 toml: text,
                 file_name: file.display().to_string(),
@@ -612,8 +634,11 @@ async fn real_main() -> anyhow::Result<()> {
             }
             println!("{}: valid, {} rules", file.display(), check.rules);
         }
-        Cmd::Policy { cmd: PolicyCmd::Apply { file } } => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+        Cmd::Policy {
+            cmd: PolicyCmd::Apply { file },
+        } => {
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
             let info = client(&cli)
                 .await?
                 .apply_policy(pb::PolicyText {
@@ -628,7 +653,9 @@ async fn real_main() -> anyhow::Result<()> {
                 info.version, info.pack_version, info.rules
             );
         }
-        Cmd::Policy { cmd: PolicyCmd::Show { json, toml } } => {
+        Cmd::Policy {
+            cmd: PolicyCmd::Show { json, toml },
+        } => {
             let p = client(&cli)
                 .await?
                 .show_policy(pb::ShowPolicyRequest {})
@@ -648,10 +675,19 @@ async fn real_main() -> anyhow::Result<()> {
                 );
             } else {
                 println!("{} — {} ({})", p.organisation, p.document, p.reference);
-                println!("pack {} with {} rules; version {} applied {} by {}", p.pack_version, p.rules, p.version, rfc3339_ms(p.applied_ms), p.applied_by);
+                println!(
+                    "pack {} with {} rules; version {} applied {} by {}",
+                    p.pack_version,
+                    p.rules,
+                    p.version,
+                    rfc3339_ms(p.applied_ms),
+                    p.applied_by
+                );
             }
         }
-        Cmd::People { cmd: PeopleCmd::Import { file } } => {
+        Cmd::People {
+            cmd: PeopleCmd::Import { file },
+        } => {
             let csv = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
             let r = client(&cli)
                 .await?
@@ -664,7 +700,9 @@ async fn real_main() -> anyhow::Result<()> {
                 .into_inner();
             println!("{} people imported", r.imported);
         }
-        Cmd::People { cmd: PeopleCmd::List { json } } => {
+        Cmd::People {
+            cmd: PeopleCmd::List { json },
+        } => {
             let people = client(&cli)
                 .await?
                 .list_people(pb::ListPeopleRequest {})
@@ -685,7 +723,17 @@ async fn real_main() -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Trips { cmd: TripsCmd::Add { person, countries, from, to, kind, approved_by } } => {
+        Cmd::Trips {
+            cmd:
+                TripsCmd::Add {
+                    person,
+                    countries,
+                    from,
+                    to,
+                    kind,
+                    approved_by,
+                },
+        } => {
             let t = client(&cli)
                 .await?
                 .add_trip(pb::AddTripRequest {
@@ -701,7 +749,9 @@ async fn real_main() -> anyhow::Result<()> {
                 .into_inner();
             println!("{}", t.id);
         }
-        Cmd::Trips { cmd: TripsCmd::List { json } } => {
+        Cmd::Trips {
+            cmd: TripsCmd::List { json },
+        } => {
             let trips = client(&cli)
                 .await?
                 .list_trips(pb::ListTripsRequest {})
@@ -718,11 +768,29 @@ async fn real_main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for t in &trips {
-                    println!("{} {} {} {}..{} {} {}", t.id, t.person, t.countries.join(","), t.from, t.to, t.kind, t.approved_by);
+                    println!(
+                        "{} {} {} {}..{} {} {}",
+                        t.id,
+                        t.person,
+                        t.countries.join(","),
+                        t.from,
+                        t.to,
+                        t.kind,
+                        t.approved_by
+                    );
                 }
             }
         }
-        Cmd::Exemptions { cmd: ExemptionsCmd::Grant { device, person, rule, minutes, reason } } => {
+        Cmd::Exemptions {
+            cmd:
+                ExemptionsCmd::Grant {
+                    device,
+                    person,
+                    rule,
+                    minutes,
+                    reason,
+                },
+        } => {
             let e = client(&cli)
                 .await?
                 .grant_exemption(pb::GrantExemptionRequest {
@@ -737,7 +805,9 @@ async fn real_main() -> anyhow::Result<()> {
                 .into_inner();
             println!("{}", e.id);
         }
-        Cmd::Exemptions { cmd: ExemptionsCmd::List { json } } => {
+        Cmd::Exemptions {
+            cmd: ExemptionsCmd::List { json },
+        } => {
             let list = client(&cli)
                 .await?
                 .list_exemptions(pb::ListExemptionsRequest {})
@@ -748,14 +818,24 @@ async fn real_main() -> anyhow::Result<()> {
             if *json {
                 let rows: Vec<Value> = list
                     .iter()
-                    .map(|e| json!({"id": e.id, "device": e.device, "person": e.person, "rule": e.rule,
+                    .map(|e| {
+                        json!({"id": e.id, "device": e.device, "person": e.person, "rule": e.rule,
                                     "from": rfc3339_ms(e.from_ms), "until": rfc3339_ms(e.until_ms),
-                                    "reason": e.reason, "granted_by": e.granted_by}))
+                                    "reason": e.reason, "granted_by": e.granted_by})
+                    })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for e in &list {
-                    println!("{} {}{} {} until {} — {}", e.id, e.device, e.person, e.rule, rfc3339_ms(e.until_ms), e.reason);
+                    println!(
+                        "{} {}{} {} until {} — {}",
+                        e.id,
+                        e.device,
+                        e.person,
+                        e.rule,
+                        rfc3339_ms(e.until_ms),
+                        e.reason
+                    );
                 }
             }
         }

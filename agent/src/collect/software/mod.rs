@@ -6,6 +6,15 @@
 //! rebuild (the parsed apt package lists) between scans.
 
 pub mod deb;
+pub mod files;
+pub mod flatpak;
+pub mod macos;
+// rpm is Linux-only, and its SQLite is C: gating it keeps cross-checks free of a C toolchain.
+#[cfg(target_os = "linux")]
+pub mod rpm;
+pub mod snap;
+pub mod unmanaged;
+pub mod windows;
 
 use super::{Collected, Root};
 use vakt_proto::model::Package;
@@ -30,6 +39,25 @@ impl Scanner {
         out.errors.extend(deb.errors);
         out.value
             .extend(deb.value.packages.iter().map(|p| p.to_package()));
+        let mut others = vec![
+            snap::collect(root),
+            flatpak::collect(root),
+            unmanaged::collect(root),
+            macos::collect(root),
+        ];
+        #[cfg(target_os = "linux")]
+        others.push(rpm::collect(root));
+        #[cfg(windows)]
+        others.push(windows::collect(root));
+        for c in others {
+            out.value.extend(c.value);
+            // Two collectors that walk the users report a bad /etc/passwd once, not twice.
+            for e in c.errors {
+                if !out.errors.contains(&e) {
+                    out.errors.push(e);
+                }
+            }
+        }
         out.value.sort_by(|a, b| {
             (&a.name, &a.arch, &a.version, a.format).cmp(&(&b.name, &b.arch, &b.version, b.format))
         });
