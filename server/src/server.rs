@@ -112,7 +112,7 @@ pub async fn run(
             {
                 tracing::error!("command expiry: {e}");
             }
-            if n % 5 == 0
+            if n.is_multiple_of(5)
                 && let Err(e) = crate::findings::evaluate_all(&timer_state).await
             {
                 tracing::error!("policy evaluation: {e}");
