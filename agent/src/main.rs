@@ -134,6 +134,7 @@ async fn real_main() -> anyhow::Result<()> {
             let state = StateDir::open(&cfg.state_dir)?;
             let id = state.identity()?;
             let rs = state.report_state()?;
+            let lock = vakt_agent::act::lock_status(&state)?;
             if json {
                 let v = serde_json::json!({
                     "enrolled": id.is_some(),
@@ -141,6 +142,9 @@ async fn real_main() -> anyhow::Result<()> {
                     "server": id.as_ref().map_or(cfg.server.clone(), |i| i.server.clone()),
                     "last_report_sequence": rs.sequence,
                     "last_report_ack_ms": rs.last_ack_ms,
+                    "locked": lock.locked,
+                    "locked_since_ms": lock.since_ms,
+                    "lock_command": lock.command_id,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -153,6 +157,15 @@ async fn real_main() -> anyhow::Result<()> {
                     rs.sequence,
                     ms_text(rs.last_ack_ms)
                 );
+                if lock.locked {
+                    println!(
+                        "lost mode:   LOCKED since {} (command {})",
+                        ms_text(lock.since_ms),
+                        lock.command_id
+                    );
+                } else {
+                    println!("lost mode:   no");
+                }
             }
         }
     }
