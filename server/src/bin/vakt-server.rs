@@ -5,8 +5,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use vakt_server::config::{FileConfig, Flags, HostName, Settings};
 use vakt_server::server;
 
 #[derive(Parser)]
@@ -20,19 +22,23 @@ struct Cli {
 enum Cmd {
     /// Run the server.
     Serve {
-        /// Data directory: the store, the CA and keys, admin.token on first start.
+        /// A TOML file with data, listen, console and hostnames (/etc/vakt/server.toml when
+        /// installed); flags given here override it.
         #[arg(long)]
-        data: PathBuf,
-        /// gRPC over TLS, for agents and the admin API.
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        listen: SocketAddr,
-        /// The web console's address.
-        #[arg(long, default_value = "127.0.0.1:7480")]
-        console: SocketAddr,
-        /// A host name agents use to reach this server (repeatable); goes into the server
-        /// certificate besides localhost and 127.0.0.1.
-        #[arg(long = "hostname")]
-        hostnames: Vec<String>,
+        config: Option<PathBuf>,
+        /// Data directory: the store, the CA and keys, admin.token on first start.
+        #[arg(long, required_unless_present = "config")]
+        data: Option<PathBuf>,
+        /// gRPC over TLS, for agents and the admin API [default: 127.0.0.1:7443].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The web console's address [default: 127.0.0.1:7480].
+        #[arg(long)]
+        console: Option<SocketAddr>,
+        /// A host name agents use to reach this server (repeatable; replaces the config
+        /// file's list); goes into the server certificate besides localhost and 127.0.0.1.
+        #[arg(long = "hostname", value_parser = HostName::from_str)]
+        hostnames: Vec<HostName>,
     },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
@@ -68,11 +74,25 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve {
+            config,
             data,
             listen,
             console,
             hostnames,
         } => {
+            let file = config.as_deref().map(FileConfig::load).transpose()?;
+            let flags = Flags {
+                data,
+                listen,
+                console,
+                hostnames,
+            };
+            let Settings {
+                data,
+                listen,
+                console,
+                hostnames,
+            } = Settings::resolve(file, flags)?;
             let state = server::prepare(&data, &hostnames).await?;
             let listener = bind(listen).await?;
             eprintln!(
