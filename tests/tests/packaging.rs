@@ -32,8 +32,8 @@ fn shipped_agent_config_parses() {
 /// the other, a fresh install would never start (or start with nothing to do).
 #[test]
 fn agent_unit_conditions_match_the_shipped_config() {
-    let unit = std::fs::read_to_string(workspace().join("deploy/systemd/vakt-agent.service"))
-        .unwrap();
+    let unit =
+        std::fs::read_to_string(workspace().join("deploy/systemd/vakt-agent.service")).unwrap();
     let text = std::fs::read_to_string(workspace().join("deploy/config/agent.toml")).unwrap();
     let cfg = vakt_agent::config::Config::parse(&text).unwrap();
     let identity = cfg.state_dir.join("identity.json");
@@ -77,8 +77,5 @@ fn debian_packages_install_enroll_and_purge() {
         "deploy/test-packages.sh failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(
-        stdout.contains("all checks passed"),
-        "{stdout}\n{stderr}"
-    );
+    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
 }
