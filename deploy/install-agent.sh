@@ -118,11 +118,15 @@ fi
 if ! [[ "$interval" =~ ^[0-9]+(s|m|h|d)$ ]]; then
     usage_error "--report-interval: '$interval' is not a duration like 30s, 15m, 1h"
 fi
-[ -f "$ca" ] && [ -r "$ca" ] || usage_error "--ca: cannot read '$ca'"
+if ! [ -f "$ca" ] || ! [ -r "$ca" ]; then
+    usage_error "--ca: cannot read '$ca'"
+fi
 grep -q -- "-----BEGIN CERTIFICATE-----" "$ca" ||
     usage_error "--ca: '$ca' holds no PEM certificate (use the server's DATA/ca.pem)"
 if [ -n "$deb" ]; then
-    [ -f "$deb" ] && [ -r "$deb" ] || usage_error "--deb: cannot read '$deb'"
+    if ! [ -f "$deb" ] || ! [ -r "$deb" ]; then
+        usage_error "--deb: cannot read '$deb'"
+    fi
     pkg=$(dpkg-deb --field "$deb" Package 2>/dev/null) ||
         usage_error "--deb: '$deb' is not a Debian package"
     [ "$pkg" = vakt-agent ] || usage_error "--deb: '$deb' is package '$pkg', not vakt-agent"
@@ -194,9 +198,8 @@ enroll_token_file = "$TOKEN_DEST"
 # How often the agent reports (it sends only what changed). At least 10s.
 report_interval = "$interval"
 
-# The defaults for locking (logind) and wiping (LUKS key slots) apply; see the package's
-# original of this file (dpkg keeps it as /etc/vakt/agent.toml.dpkg-dist when it differs)
-# or deploy/config/agent.toml in Vakt's source for [lock] and [wipe].
+# The defaults for locking (logind) and wiping (LUKS key slots) apply; for [lock] and
+# [wipe], see deploy/config/agent.toml in Vakt's source.
 EOF
 # The agent itself checks the file (a too short interval, say) before it replaces the old one.
 if ! check=$("$AGENT" status --config "$tmp" 2>&1 >/dev/null); then

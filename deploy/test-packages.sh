@@ -82,7 +82,9 @@ expect_file() {
 expect_gone() {
     local p
     for p in "$@"; do
-        [ ! -e "$p" ] && [ ! -L "$p" ] || fail "$p is still there"
+        if [ -e "$p" ] || [ -L "$p" ]; then
+            fail "$p is still there"
+        fi
     done
 }
 
