@@ -15,43 +15,9 @@
 # stderr; anything else non-zero is a failure.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-repo=$(pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-export CARGO_TARGET_DIR=$target
-
-skip() {
-    echo "SKIP: $*" >&2
-    exit 77
-}
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-step() {
-    echo "== $*"
-}
-
-# --- Can it run here, and may it?
-[ "$(id -u)" -eq 0 ] || skip "not root (installs packages)"
-for tool in dpkg dpkg-deb apt-get systemd-analyze runuser flock; do
-    command -v "$tool" >/dev/null || skip "$tool is not installed"
-done
-cargo deb --version >/dev/null 2>&1 || skip "cargo-deb is not installed (cargo install cargo-deb --locked)"
-for bin in vakt-agent vakt-server vakt; do
-    [ -x "$target/debug/$bin" ] || fail "$target/debug/$bin is missing: build first (cargo build --workspace)"
-done
-# One run at a time on this machine: the packages and their paths are machine-wide.
-exec 9>/run/lock/vakt-test-packages.lock
-flock -w 600 9 || fail "another test-packages.sh still holds /run/lock/vakt-test-packages.lock"
-for pkg in vakt-agent vakt-server; do
-    if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -qv "not-installed"; then
-        skip "$pkg is installed on this machine; this test installs and purges it"
-    fi
-done
-for path in /etc/vakt /var/lib/vakt /var/lib/vakt-server /usr/bin/vakt-agent /usr/bin/vakt-server; do
-    [ ! -e "$path" ] || skip "$path exists on this machine; this test would remove it"
-done
+# shellcheck source=deploy/test-common.sh
+. "$(dirname "$0")/test-common.sh"
+require_tools apt-get systemd-analyze runuser
 
 work=$(mktemp -d /tmp/vakt-test-packages.XXXXXX)
 server_pid=""
@@ -90,14 +56,7 @@ expect_gone() {
 
 # --- Build.
 step "cargo deb (debug binaries from $target/debug)"
-for pkg in vakt-agent vakt-server; do
-    # --profile dev packages the debug build cargo test already made; cargo-deb warns that it
-    # prefers release builds, which is beside the point for this test.
-    cargo deb -p "$pkg" --no-build --profile dev --fast --output "$work/" -q 2>"$work/cargo-deb.log" ||
-        fail "cargo deb -p $pkg: $(cat "$work/cargo-deb.log")"
-done
-agent_deb=$(ls "$work"/vakt-agent_*.deb)
-server_deb=$(ls "$work"/vakt-server_*.deb)
+build_packages "$work"
 
 # --- Contents: exactly these files (directories aside), with these modes.
 step "package contents"

@@ -16,36 +16,12 @@
 # Vakt is installed. Debug binaries from CARGO_TARGET_DIR (default target/). Exit 77: skipped.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-repo=$(pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-export CARGO_TARGET_DIR=$target
+# shellcheck source=deploy/test-common.sh
+. "$(dirname "$0")/test-common.sh"
 port=17443
-
-skip() {
-    echo "SKIP: $*" >&2
-    exit 77
-}
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-step() {
-    echo "== $*"
-}
-
-[ "$(id -u)" -eq 0 ] || skip "not root"
-for tool in unshare nsenter dpkg systemd-analyze; do
-    command -v "$tool" >/dev/null || skip "$tool is not installed"
-done
 [ -x /lib/systemd/systemd ] || skip "systemd is not installed"
 [ ! -d /run/systemd/system ] || skip "systemd already runs here: use the real one"
-cargo deb --version >/dev/null 2>&1 || skip "cargo-deb is not installed"
-exec 9>/run/lock/vakt-test-packages.lock
-flock -w 600 9 || fail "another package test holds /run/lock/vakt-test-packages.lock"
-for path in /etc/vakt /var/lib/vakt /var/lib/vakt-server /usr/bin/vakt-agent /usr/bin/vakt-server; do
-    [ ! -e "$path" ] || skip "$path exists on this machine; this test would remove it"
-done
+require_tools unshare nsenter systemd-analyze
 if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     skip "port $port is in use"
 fi
@@ -73,12 +49,7 @@ cleanup() {
 trap cleanup EXIT
 
 step "cargo deb"
-for pkg in vakt-agent vakt-server; do
-    cargo deb -p "$pkg" --no-build --profile dev --fast --output "$work/" -q 2>"$work/cargo-deb.log" ||
-        fail "cargo deb -p $pkg: $(cat "$work/cargo-deb.log")"
-done
-agent_deb=$(ls "$work"/vakt-agent_*.deb)
-server_deb=$(ls "$work"/vakt-server_*.deb)
+build_packages "$work"
 
 step "boot systemd in its own namespaces"
 cat >"$work/boot.sh" <<EOF
