@@ -1,8 +1,8 @@
 //! vakt-server: the control server and the library behind the `vakt` command line.
 //!
-//! Layers: `token`, `pki`, `timefmt`, `fsutil` (leaf helpers) → `store` (sled, protobuf
-//! records) → `api` (gRPC services over a shared `State`) → `server` (`prepare` a data
-//! directory, `run(listener, state, shutdown)`). The binaries in `src/bin` are the only place
+//! Layers: `config` (the service's TOML file), `token`, `pki`, `timefmt`, `fsutil` (leaf
+//! helpers) → `store` (sled, protobuf records) → `api` (gRPC services over a shared `State`) →
+//! `server` (`prepare` a data directory, `run(listener, state, shutdown)`). The binaries in `src/bin` are the only place
 //! that parses command lines, reads the environment or installs signal handlers.
 //!
 //! The policy engine (`policy`) and the people register (`people`) are pure cores (no files,
@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod commands;
+pub mod config;
 pub mod findings;
 pub mod fsutil;
 pub mod loss;

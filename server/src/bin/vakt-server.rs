@@ -5,8 +5,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use vakt_server::config::{FileConfig, Flags, HostName, Settings};
 use vakt_server::server;
 
 #[derive(Parser)]
@@ -20,19 +22,23 @@ struct Cli {
 enum Cmd {
     /// Run the server.
     Serve {
-        /// Data directory: the store, the CA and keys, admin.token on first start.
+        /// A TOML file with data, listen, console and hostnames (/etc/vakt/server.toml when
+        /// installed); flags given here override it.
         #[arg(long)]
-        data: PathBuf,
-        /// gRPC over TLS, for agents and the admin API.
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        listen: SocketAddr,
-        /// The web console's address.
-        #[arg(long, default_value = "127.0.0.1:7480")]
-        console: SocketAddr,
-        /// A host name agents use to reach this server (repeatable); goes into the server
-        /// certificate besides localhost and 127.0.0.1.
-        #[arg(long = "hostname")]
-        hostnames: Vec<String>,
+        config: Option<PathBuf>,
+        /// Data directory: the store, the CA and keys, admin.token on first start.
+        #[arg(long, required_unless_present = "config")]
+        data: Option<PathBuf>,
+        /// gRPC over TLS, for agents and the admin API [default: 127.0.0.1:7443].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The web console's address [default: 127.0.0.1:7480].
+        #[arg(long)]
+        console: Option<SocketAddr>,
+        /// A host name agents use to reach this server (repeatable; replaces the config
+        /// file's list); goes into the server certificate besides localhost and 127.0.0.1.
+        #[arg(long = "hostname", value_parser = HostName::from_str)]
+        hostnames: Vec<HostName>,
         #[command(flatten)]
         mail: MailArgs,
     },
@@ -56,25 +62,30 @@ struct MailArgs {
     /// smtps://host (TLS); user:pass@ before the host if it needs a login.
     #[arg(long, env = "VAKT_SMTP")]
     smtp: Option<String>,
-    /// The sender of notification mail.
-    #[arg(long, default_value = "vakt@localhost")]
-    mail_from: String,
+    /// The sender of notification mail [default: vakt@localhost].
+    #[arg(long)]
+    mail_from: Option<String>,
     /// Who hears of a violation when the device's person has no known manager.
     #[arg(long)]
     it_mail: Option<String>,
 }
 
 impl MailArgs {
-    fn config(self) -> vakt_server::notify::NotifyConfig {
-        if self.smtp.is_none() {
+    /// Flags override the config file's `[mail]` table.
+    fn config(self, file: vakt_server::config::MailFile) -> vakt_server::notify::NotifyConfig {
+        let smtp_url = self.smtp.or(file.smtp);
+        if smtp_url.is_none() {
             eprintln!(
-                "vakt-server: no --smtp relay configured: notifications are queued, not sent"
+                "vakt-server: no SMTP relay configured (--smtp or [mail] smtp): notifications are queued, not sent"
             );
         }
         vakt_server::notify::NotifyConfig {
-            smtp_url: self.smtp,
-            from: self.mail_from,
-            it_address: self.it_mail,
+            smtp_url,
+            from: self
+                .mail_from
+                .or(file.from)
+                .unwrap_or_else(|| "vakt@localhost".into()),
+            it_address: self.it_mail.or(file.it_address),
         }
     }
 }
@@ -100,13 +111,28 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve {
+            config,
             data,
             listen,
             console,
             hostnames,
             mail,
         } => {
-            let state = server::prepare(&data, &hostnames, mail.config()).await?;
+            let file = config.as_deref().map(FileConfig::load).transpose()?;
+            let mail_file = file.as_ref().map(|f| f.mail.clone()).unwrap_or_default();
+            let flags = Flags {
+                data,
+                listen,
+                console,
+                hostnames,
+            };
+            let Settings {
+                data,
+                listen,
+                console,
+                hostnames,
+            } = Settings::resolve(file, flags)?;
+            let state = server::prepare(&data, &hostnames, mail.config(mail_file)).await?;
             let listener = bind(listen).await?;
             eprintln!(
                 "vakt-server: serving gRPC on https://{} (data in {}; console address {console} is reserved for the web console)",

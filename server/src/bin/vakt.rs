@@ -16,6 +16,26 @@ use vakt_server::api::device_state_name;
 use vakt_server::commands::{kind_name, state_name};
 use vakt_server::timefmt::rfc3339_ms;
 
+/// Writes a line to stdout; a reader that went away (`vakt devices | head -1`) ends the
+/// program quietly instead of a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "vakt", version, about = "Vakt IT command line")]
 struct Cli {
@@ -401,7 +421,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{}", t.token);
+            outln!("{}", t.token);
         }
         Cmd::AdminToken {
             cmd: AdminTokenCmd::Create { role, name },
@@ -420,7 +440,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{}", t.token);
+            outln!("{}", t.token);
         }
         Cmd::Devices { json } => {
             let list = client(&cli)
@@ -432,7 +452,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .devices;
             if *json {
                 let rows: Vec<Value> = list.iter().map(device_json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 print_devices(&list);
             }
@@ -483,19 +503,22 @@ async fn real_main() -> anyhow::Result<()> {
                         commands.iter().map(command_json).collect(),
                     );
                 }
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_device(&device, &report);
-                println!("findings    {} open", findings.len());
+                outln!("findings    {} open", findings.len());
                 for f in &findings {
-                    println!(
+                    outln!(
                         "  §{:<5} {:<9} {:<9} {}",
-                        f.section, f.severity, f.status, f.message_en
+                        f.section,
+                        f.severity,
+                        f.status,
+                        f.message_en
                     );
                 }
-                println!("commands    {}", commands.len());
+                outln!("commands    {}", commands.len());
                 for c in &commands {
-                    println!(
+                    outln!(
                         "  {} {} {} {}",
                         c.id,
                         kind_name(c.kind),
@@ -517,7 +540,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{} ({}) is assigned to {}", d.id, d.hostname, d.assigned_to);
+            outln!("{} ({}) is assigned to {}", d.id, d.hostname, d.assigned_to);
         }
         Cmd::Commands { device, json } => {
             let list = client(&cli)
@@ -531,16 +554,20 @@ async fn real_main() -> anyhow::Result<()> {
                 .commands;
             if *json {
                 let rows: Vec<Value> = list.iter().map(command_json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else if list.is_empty() {
-                println!("no commands");
+                outln!("no commands");
             } else {
-                println!(
+                outln!(
                     "{:<25} {:<21} {:<7} {:<18} {:<30} APPROVED BY",
-                    "ID", "DEVICE", "KIND", "STATE", "REQUESTED BY"
+                    "ID",
+                    "DEVICE",
+                    "KIND",
+                    "STATE",
+                    "REQUESTED BY"
                 );
                 for c in &list {
-                    println!(
+                    outln!(
                         "{:<25} {:<21} {:<7} {:<18} {:<30} {}",
                         c.id,
                         c.device_id,
@@ -575,7 +602,7 @@ async fn real_main() -> anyhow::Result<()> {
             match cmd {
                 WipeCmd::Request { .. } => {
                     // The id alone on stdout, so a script can hand it to the approver.
-                    println!("{}", info.id);
+                    outln!("{}", info.id);
                     eprintln!(
                         "wipe of {} requested; another admin must run: vakt wipe approve {} (before {})",
                         info.device_id,
@@ -583,7 +610,7 @@ async fn real_main() -> anyhow::Result<()> {
                         rfc3339_ms(info.expires_ms)
                     );
                 }
-                WipeCmd::Approve { .. } => println!(
+                WipeCmd::Approve { .. } => outln!(
                     "{} approved: {} (device {})",
                     info.id,
                     state_name(info.state),
@@ -604,14 +631,19 @@ async fn real_main() -> anyhow::Result<()> {
                 .findings;
             if *json {
                 let rows: Vec<Value> = list.iter().map(finding_json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else if list.is_empty() {
-                println!("no findings");
+                outln!("no findings");
             } else {
                 for f in &list {
-                    println!(
+                    outln!(
                         "{:<20} §{:<5} {:<9} {:<9} {:<32} {}",
-                        f.hostname, f.section, f.severity, f.status, f.rule, f.message_en
+                        f.hostname,
+                        f.section,
+                        f.severity,
+                        f.status,
+                        f.rule,
+                        f.message_en
                     );
                 }
             }
@@ -632,7 +664,7 @@ async fn real_main() -> anyhow::Result<()> {
                 }
                 bail!("{}: {} error(s)", file.display(), check.errors.len());
             }
-            println!("{}: valid, {} rules", file.display(), check.rules);
+            outln!("{}: valid, {} rules", file.display(), check.rules);
         }
         Cmd::Policy {
             cmd: PolicyCmd::Apply { file },
@@ -648,9 +680,11 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!(
+            outln!(
                 "policy version {} in force: {} ({} rules)",
-                info.version, info.pack_version, info.rules
+                info.version,
+                info.pack_version,
+                info.rules
             );
         }
         Cmd::Policy {
@@ -663,9 +697,9 @@ async fn real_main() -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             if *toml {
-                print!("{}", p.toml);
+                out!("{}", p.toml);
             } else if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "version": p.version, "organisation": p.organisation, "document": p.document,
@@ -674,8 +708,8 @@ async fn real_main() -> anyhow::Result<()> {
                     }))?
                 );
             } else {
-                println!("{} — {} ({})", p.organisation, p.document, p.reference);
-                println!(
+                outln!("{} — {} ({})", p.organisation, p.document, p.reference);
+                outln!(
                     "pack {} with {} rules; version {} applied {} by {}",
                     p.pack_version,
                     p.rules,
@@ -698,7 +732,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{} people imported", r.imported);
+            outln!("{} people imported", r.imported);
         }
         Cmd::People {
             cmd: PeopleCmd::List { json },
@@ -716,10 +750,10 @@ async fn real_main() -> anyhow::Result<()> {
                     .map(|p| json!({"email": p.email, "name": p.name, "manager_email": p.manager_email,
                                     "end_date": p.end_date, "leave_from": p.leave_from, "leave_to": p.leave_to}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for p in &people {
-                    println!("{:<32} {:<28} manager {}", p.email, p.name, p.manager_email);
+                    outln!("{:<32} {:<28} manager {}", p.email, p.name, p.manager_email);
                 }
             }
         }
@@ -747,7 +781,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{}", t.id);
+            outln!("{}", t.id);
         }
         Cmd::Trips {
             cmd: TripsCmd::List { json },
@@ -765,10 +799,10 @@ async fn real_main() -> anyhow::Result<()> {
                     .map(|t| json!({"id": t.id, "person": t.person, "countries": t.countries, "from": t.from,
                                     "to": t.to, "kind": t.kind, "approved_by": t.approved_by}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for t in &trips {
-                    println!(
+                    outln!(
                         "{} {} {} {}..{} {} {}",
                         t.id,
                         t.person,
@@ -803,7 +837,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{}", e.id);
+            outln!("{}", e.id);
         }
         Cmd::Exemptions {
             cmd: ExemptionsCmd::List { json },
@@ -824,10 +858,10 @@ async fn real_main() -> anyhow::Result<()> {
                                     "reason": e.reason, "granted_by": e.granted_by})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for e in &list {
-                    println!(
+                    outln!(
                         "{} {}{} {} until {} — {}",
                         e.id,
                         e.device,
@@ -855,10 +889,10 @@ async fn real_main() -> anyhow::Result<()> {
                                "action": e.action, "target": e.target, "detail": e.detail, "hash": e.hash})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for e in &entries {
-                    println!(
+                    outln!(
                         "{:>5} {} {:<32} {:<22} {} {}",
                         e.seq,
                         rfc3339_ms(e.at_ms),
@@ -881,7 +915,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({"ok": v.ok, "entries": v.entries,
                         "first_bad_seq": v.first_bad_seq, "problem": v.problem}))?
@@ -895,7 +929,7 @@ async fn real_main() -> anyhow::Result<()> {
                 );
             }
             if !*json {
-                println!(
+                outln!(
                     "audit log intact: {} entries, hash chain verified",
                     v.entries
                 );
@@ -924,9 +958,12 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!(
+            outln!(
                 "loss case {} opened for {} ({}); device marked lost, lock queued as {}",
-                case.id, case.hostname, case.device_id, case.lock_command_id
+                case.id,
+                case.hostname,
+                case.device_id,
+                case.lock_command_id
             );
             print_checklist(&case);
         }
@@ -937,26 +974,26 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             if *json {
-                println!("{}", serde_json::to_string_pretty(&loss_json(&case))?);
+                outln!("{}", serde_json::to_string_pretty(&loss_json(&case))?);
             } else {
-                println!(
+                outln!(
                     "case        {} ({})",
                     case.id,
                     if case.open { "open" } else { "closed" }
                 );
-                println!("device      {} ({})", case.hostname, case.device_id);
-                println!("reported by {}", case.reported_by);
-                println!(
+                outln!("device      {} ({})", case.hostname, case.device_id);
+                outln!("reported by {}", case.reported_by);
+                outln!(
                     "opened      {} by {}",
                     rfc3339_ms(case.opened_ms),
                     case.opened_by
                 );
-                println!("lock        {}", case.lock_command_id);
+                outln!("lock        {}", case.lock_command_id);
                 if !case.unlock_command_id.is_empty() {
-                    println!("unlock      {}", case.unlock_command_id);
+                    outln!("unlock      {}", case.unlock_command_id);
                 }
                 for w in &case.wipe_command_ids {
-                    println!("wipe        {w}");
+                    outln!("wipe        {w}");
                 }
                 print_checklist(&case);
             }
@@ -991,7 +1028,7 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            print!("{}", if *html { r.html } else { r.markdown });
+            out!("{}", if *html { r.html } else { r.markdown });
         }
         LossCmd::Recovered { id } => {
             let case = c
@@ -999,9 +1036,10 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!(
+            outln!(
                 "loss case {} closed; unlock queued as {}",
-                case.id, case.unlock_command_id
+                case.id,
+                case.unlock_command_id
             );
         }
     }
@@ -1009,9 +1047,9 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
 }
 
 fn print_checklist(case: &pb::LossCase) {
-    println!("checklist (policy 8.1):");
+    outln!("checklist (policy 8.1):");
     for s in vakt_server::loss::checklist(case) {
-        println!(
+        outln!(
             "  {}. [{}] {}{}",
             s.number,
             if s.done { "x" } else { " " },
@@ -1111,15 +1149,19 @@ fn device_json(d: &pb::Device) -> Value {
 
 fn print_devices(list: &[pb::Device]) {
     if list.is_empty() {
-        println!("no devices enrolled yet");
+        outln!("no devices enrolled yet");
         return;
     }
-    println!(
+    outln!(
         "{:<21} {:<24} {:<8} {:<21} {:<4} ASSIGNED TO",
-        "ID", "HOSTNAME", "STATE", "LAST SEEN", "LINK"
+        "ID",
+        "HOSTNAME",
+        "STATE",
+        "LAST SEEN",
+        "LINK"
     );
     for d in list {
-        println!(
+        outln!(
             "{:<21} {:<24} {:<8} {:<21} {:<4} {}",
             d.id,
             d.hostname,
@@ -1132,13 +1174,13 @@ fn print_devices(list: &[pb::Device]) {
 }
 
 fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
-    println!("device      {} ({})", d.id, d.hostname);
-    println!(
+    outln!("device      {} ({})", d.id, d.hostname);
+    outln!(
         "state       {}{}",
         device_state_name(d.state),
         if d.connected { ", connected" } else { "" }
     );
-    println!(
+    outln!(
         "assigned to {}",
         if d.assigned_to.is_empty() {
             "-"
@@ -1146,23 +1188,27 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             &d.assigned_to
         }
     );
-    println!("last seen   {}", rfc3339_ms(d.last_seen_ms));
-    println!(
+    outln!("last seen   {}", rfc3339_ms(d.last_seen_ms));
+    outln!(
         "last report {} (sequence {})",
         rfc3339_ms(d.last_report_ms),
         d.last_report_sequence
     );
-    println!(
+    outln!(
         "os          {} / kernel {} / {}",
-        r.host.os, r.host.kernel, r.host.arch
+        r.host.os,
+        r.host.kernel,
+        r.host.arch
     );
-    println!(
+    outln!(
         "hardware    {} {} serial {}",
-        r.host.vendor, r.host.model, r.host.serial
+        r.host.vendor,
+        r.host.model,
+        r.host.serial
     );
-    println!("software    {} packages", r.software.len());
+    outln!("software    {} packages", r.software.len());
     for p in &r.software {
-        println!(
+        outln!(
             "  {:<32} {:<28} {:<8} {:<16} {}{}",
             p.name,
             p.version,
@@ -1172,14 +1218,14 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             if p.current { "" } else { " (update available)" }
         );
     }
-    println!(
+    outln!(
         "mail        {} accounts, {} forwards, {} identities",
         r.mail.accounts.len(),
         r.mail.forwards.len(),
         r.mail.identities.len()
     );
     for f in &r.mail.forwards {
-        println!(
+        outln!(
             "  forward   {} {} '{}' -> {}{}",
             f.client,
             f.user,
@@ -1188,9 +1234,9 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             if f.enabled { "" } else { " (disabled)" }
         );
     }
-    println!("roaming     {} modems", r.roaming.modems.len());
+    outln!("roaming     {} modems", r.roaming.modems.len());
     for m in &r.roaming.modems {
-        println!(
+        outln!(
             "  modem     {} {} country {} data {}",
             m.registration,
             m.operator_mcc,
@@ -1199,7 +1245,7 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
         );
     }
     for e in &r.errors {
-        println!(
+        outln!(
             "error       [{}] {}: {}",
             e.section.as_str(),
             e.source,
