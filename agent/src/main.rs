@@ -82,7 +82,7 @@ async fn real_main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { config, once } => {
             let cfg = Config::load(&config)?;
-            vakt_agent::daemon::run(cfg, once, shutdown_signal(), None).await?;
+            vakt_agent::daemon::run(cfg, once, vakt_agent::daemon::shutdown_signal(), None).await?;
         }
         Cmd::Collect { json, root } => {
             let mut report =
@@ -200,28 +200,5 @@ fn print_summary(r: &vakt_proto::model::Report) {
             e.source,
             e.message
         );
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM (how systemd stops a service).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -139,7 +139,7 @@ async fn real_main() -> anyhow::Result<()> {
                 listener.local_addr()?,
                 data.display()
             );
-            server::run(listener, state, shutdown_signal()).await?;
+            server::run(listener, state, vakt_agent::daemon::shutdown_signal()).await?;
         }
         Cmd::Demo {
             data,
@@ -267,23 +267,9 @@ async fn demo(data: &Path, listen: SocketAddr, report_interval: &str) -> anyhow:
         tok = server_dir.join("admin.token").display(),
         data = data.display(),
     );
-    shutdown_signal().await;
+    vakt_agent::daemon::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = agent_task.await;
     server_task.await??;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
