@@ -32,12 +32,30 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Ask for a short exemption for mobile data abroad (policy 8.4: a necessary work task
+    /// that Wi-Fi cannot serve). IT and your manager see the reason.
+    Exemption {
+        #[command(subcommand)]
+        cmd: ExemptionCmd,
+    },
     /// Identity, server and last report.
     Status {
         #[arg(long, default_value = "/etc/vakt/agent.toml")]
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExemptionCmd {
+    Request {
+        #[arg(long, default_value = "/etc/vakt/agent.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        minutes: u32,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -64,7 +82,7 @@ async fn real_main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { config, once } => {
             let cfg = Config::load(&config)?;
-            vakt_agent::daemon::run(cfg, once, shutdown_signal(), None).await?;
+            vakt_agent::daemon::run(cfg, once, vakt_agent::daemon::shutdown_signal(), None).await?;
         }
         Cmd::Collect { json, root } => {
             let mut report =
@@ -86,11 +104,37 @@ async fn real_main() -> anyhow::Result<()> {
                 print_summary(&report);
             }
         }
+        Cmd::Exemption {
+            cmd:
+                ExemptionCmd::Request {
+                    config,
+                    minutes,
+                    reason,
+                },
+        } => {
+            let cfg = Config::load(&config)?;
+            let state = StateDir::open(&cfg.state_dir)?;
+            let id = state
+                .identity()?
+                .context("this laptop is not enrolled yet; run the agent first")?;
+            let channel = vakt_agent::link::connect_as(&id).await?;
+            let reply = vakt_proto::pb::agent_service_client::AgentServiceClient::new(channel)
+                .request_exemption(vakt_proto::pb::ExemptionRequest { minutes, reason })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            println!(
+                "exemption {} granted until {}",
+                reply.id,
+                ms_text(reply.until_ms)
+            );
+        }
         Cmd::Status { config, json } => {
             let cfg = Config::load(&config)?;
             let state = StateDir::open(&cfg.state_dir)?;
             let id = state.identity()?;
             let rs = state.report_state()?;
+            let lock = vakt_agent::act::lock_status(&state)?;
             if json {
                 let v = serde_json::json!({
                     "enrolled": id.is_some(),
@@ -98,6 +142,9 @@ async fn real_main() -> anyhow::Result<()> {
                     "server": id.as_ref().map_or(cfg.server.clone(), |i| i.server.clone()),
                     "last_report_sequence": rs.sequence,
                     "last_report_ack_ms": rs.last_ack_ms,
+                    "locked": lock.locked,
+                    "locked_since_ms": lock.since_ms,
+                    "lock_command": lock.command_id,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -110,6 +157,15 @@ async fn real_main() -> anyhow::Result<()> {
                     rs.sequence,
                     ms_text(rs.last_ack_ms)
                 );
+                if lock.locked {
+                    println!(
+                        "lost mode:   LOCKED since {} (command {})",
+                        ms_text(lock.since_ms),
+                        lock.command_id
+                    );
+                } else {
+                    println!("lost mode:   no");
+                }
             }
         }
     }
@@ -144,28 +200,5 @@ fn print_summary(r: &vakt_proto::model::Report) {
             e.source,
             e.message
         );
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM (how systemd stops a service).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

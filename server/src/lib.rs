@@ -1,17 +1,25 @@
 //! vakt-server: the control server and the library behind the `vakt` command line.
 //!
-//! Layers: `token`, `pki`, `timefmt`, `fsutil` (leaf helpers) → `store` (sled, protobuf
-//! records) → `api` (gRPC services over a shared `State`) → `server` (`prepare` a data
-//! directory, `run(listener, state, shutdown)`, and `run_console` for the web console
-//! in `console`, which calls the same admin API). The binaries in `src/bin` are the only place
-//! that parses command lines, reads the environment or installs signal handlers.
+//! Layers: `config` (the service's TOML file), `token`, `pki`, `timefmt`, `fsutil` (leaf
+//! helpers) → `store` (sled, protobuf records) → `api` (gRPC services over a shared `State`) →
+//! `server` (`prepare` a data directory, `run(listener, state, shutdown)`, and `run_console` for
+//! the web console in `console`, which calls the same admin API). The binaries in `src/bin` are
+//! the only place that parses command lines, reads the environment or installs signal handlers.
+//!
+//! The policy engine (`policy`) and the people register (`people`) are pure cores (no files,
+//! sockets or clocks); `findings` and `notify` wrap them with the store and the outbox.
 
 pub mod api;
 pub mod commands;
 pub mod console;
+pub mod config;
+pub mod findings;
 pub mod fsutil;
 pub mod loss;
+pub mod notify;
+pub mod people;
 pub mod pki;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod timefmt;

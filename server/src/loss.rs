@@ -85,15 +85,9 @@ fn or_dash(s: &str) -> &str {
     if s.is_empty() { "–" } else { s }
 }
 
-/// The incident report in Markdown (Swedish), for the risk and security group.
-pub fn incident_markdown(c: &pb::LossCase, commands: &[pb::CommandInfo]) -> String {
-    let mut m = String::new();
-    let _ = writeln!(m, "# Incidentrapport: förlorad utrustning\n");
-    let _ = writeln!(
-        m,
-        "Enligt *Policy för telefoni, mobila enheter och e-post*, avsnitt 8.1.\n"
-    );
-    let rows = [
+/// The case's facts as (label, value) rows, for both renderings of the report.
+fn summary_rows(c: &pb::LossCase) -> [(&'static str, String); 10] {
+    [
         ("Ärende", c.id.clone()),
         (
             "Status",
@@ -120,7 +114,18 @@ pub fn incident_markdown(c: &pb::LossCase, commands: &[pb::CommandInfo]) -> Stri
             or_dash(&rfc3339_ms(c.last_seen_ms)).to_string(),
         ),
         ("Polisanmälan", or_dash(&c.police_report).to_string()),
-    ];
+    ]
+}
+
+/// The incident report in Markdown (Swedish), for the risk and security group.
+pub fn incident_markdown(c: &pb::LossCase, commands: &[pb::CommandInfo]) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "# Incidentrapport: förlorad utrustning\n");
+    let _ = writeln!(
+        m,
+        "Enligt *Policy för telefoni, mobila enheter och e-post*, avsnitt 8.1.\n"
+    );
+    let rows = summary_rows(c);
     for (k, v) in rows {
         let _ = writeln!(m, "- **{k}:** {}", escape_md(&v));
     }
@@ -178,34 +183,7 @@ pub fn incident_html(c: &pb::LossCase, commands: &[pb::CommandInfo]) -> String {
         "<!doctype html>\n<html lang=\"sv\"><head><meta charset=\"utf-8\"><title>Incidentrapport {}</title></head><body>\n<h1>Incidentrapport: förlorad utrustning</h1>\n<p>Enligt <em>Policy för telefoni, mobila enheter och e-post</em>, avsnitt 8.1.</p>\n<dl>\n",
         esc(&c.id)
     );
-    let rows = [
-        ("Ärende", c.id.clone()),
-        (
-            "Status",
-            if c.open {
-                "öppet".into()
-            } else {
-                format!("avslutat {}", rfc3339_ms(c.closed_ms))
-            },
-        ),
-        (
-            "Enhet",
-            format!("{} ({})", or_dash(&c.hostname), c.device_id),
-        ),
-        ("Modell", or_dash(&c.model).to_string()),
-        ("Serienummer", or_dash(&c.serial).to_string()),
-        ("Tilldelad", or_dash(&c.assigned_to).to_string()),
-        ("Förlusten anmäld av", or_dash(&c.reported_by).to_string()),
-        (
-            "Ärendet öppnat",
-            format!("{} av {}", rfc3339_ms(c.opened_ms), or_dash(&c.opened_by)),
-        ),
-        (
-            "Senaste kontakt med servern",
-            or_dash(&rfc3339_ms(c.last_seen_ms)).to_string(),
-        ),
-        ("Polisanmälan", or_dash(&c.police_report).to_string()),
-    ];
+    let rows = summary_rows(c);
     for (k, v) in rows {
         let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(&v));
     }

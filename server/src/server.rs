@@ -40,7 +40,11 @@ pub enum ServerError {
 
 /// Opens the data directory: takes the store lock first (so a second server fails before it
 /// touches anything), loads or creates the PKI, and on first start writes `admin.token`.
-pub async fn prepare(data: &Path, hostnames: &[String]) -> Result<State, ServerError> {
+pub async fn prepare(
+    data: &Path,
+    hostnames: &[String],
+    notify: crate::notify::NotifyConfig,
+) -> Result<State, ServerError> {
     let store = Store::open(data)?;
     let pki = Pki::load_or_create(data, hostnames)?;
     if store.admin_token_count() == 0 {
@@ -69,7 +73,7 @@ pub async fn prepare(data: &Path, hostnames: &[String]) -> Result<State, ServerE
             .await?;
         tracing::info!("first start: admin token written to {}", path.display());
     }
-    Ok(State::new(store, pki))
+    Ok(State::new(store, pki, notify)?)
 }
 
 /// Serves the agent and admin APIs (plus gRPC health and reflection) over TLS on `listener`
@@ -98,19 +102,28 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(AdminApi::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    // Commands whose queue time ran out are marked expired once a minute.
-    let expiry_state = state.clone();
+    // Once a minute: commands whose queue time ran out expire; every five minutes the
+    // time-based rules (check-in overdue, trips ending, end of employment) are re-evaluated.
+    let timer_state = state.clone();
     let expiry = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut n: u64 = 0;
         loop {
             tick.tick().await;
             if let Err(e) =
-                crate::commands::expire_due(&expiry_state, crate::timefmt::now_ms()).await
+                crate::commands::expire_due(&timer_state, crate::timefmt::now_ms()).await
             {
                 tracing::error!("command expiry: {e}");
             }
+            if n.is_multiple_of(5)
+                && let Err(e) = crate::findings::evaluate_all(&timer_state).await
+            {
+                tracing::error!("policy evaluation: {e}");
+            }
+            n += 1;
         }
     });
+    let sender = tokio::spawn(crate::notify::run_sender(state.clone()));
     let served = Server::builder()
         .tls_config(tls)?
         .tcp_nodelay(true)
@@ -126,6 +139,7 @@ pub async fn run(
         )
         .await;
     expiry.abort();
+    sender.abort();
     served?;
     // Whatever sled still buffers (last-seen times) goes to disk before we exit.
     state.store.flush().await?;

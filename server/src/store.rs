@@ -30,6 +30,12 @@ pub enum StoreError {
     },
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    #[error("store record {tree}/{key} does not decode: {message}")]
+    CorruptJson {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("store record {tree}/{key} does not decode: {source}")]
     Corrupt {
         tree: &'static str,
@@ -80,6 +86,14 @@ pub struct Store {
     audit: sled::Tree,
     commands: sled::Tree,
     losses: sled::Tree,
+    /// Policy-domain records (findings, people, trips, exemptions, policy versions, outbox)
+    /// are the policy engine's serde types stored as JSON; see ARCHITECTURE.md.
+    findings: sled::Tree,
+    people: sled::Tree,
+    trips: sled::Tree,
+    exemptions: sled::Tree,
+    policies: sled::Tree,
+    outbox: sled::Tree,
     /// Serialises audit appends: each entry needs the hash of the one before.
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     _lock: std::sync::Arc<std::fs::File>,
@@ -164,6 +178,12 @@ impl Store {
             audit: db.open_tree("audit")?,
             commands: db.open_tree("commands")?,
             losses: db.open_tree("losses")?,
+            findings: db.open_tree("findings")?,
+            people: db.open_tree("people")?,
+            trips: db.open_tree("trips")?,
+            exemptions: db.open_tree("exemptions")?,
+            policies: db.open_tree("policies")?,
+            outbox: db.open_tree("outbox")?,
             audit_lock: std::sync::Arc::default(),
             db,
             _lock: std::sync::Arc::new(lock),
@@ -612,6 +632,132 @@ impl Store {
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         }
         self.flush().await
+    }
+}
+
+/// Which JSON tree a record lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonTree {
+    Findings,
+    People,
+    Trips,
+    Exemptions,
+    Policies,
+    Outbox,
+}
+
+impl JsonTree {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Findings => "findings",
+            Self::People => "people",
+            Self::Trips => "trips",
+            Self::Exemptions => "exemptions",
+            Self::Policies => "policies",
+            Self::Outbox => "outbox",
+        }
+    }
+}
+
+impl Store {
+    fn json_tree(&self, t: JsonTree) -> &sled::Tree {
+        match t {
+            JsonTree::Findings => &self.findings,
+            JsonTree::People => &self.people,
+            JsonTree::Trips => &self.trips,
+            JsonTree::Exemptions => &self.exemptions,
+            JsonTree::Policies => &self.policies,
+            JsonTree::Outbox => &self.outbox,
+        }
+    }
+
+    fn decode_json<T: serde::de::DeserializeOwned>(
+        t: JsonTree,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(v).map_err(|e| StoreError::CorruptJson {
+            tree: t.name(),
+            key: String::from_utf8_lossy(k).into_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn encode_json<T: serde::Serialize>(
+        t: JsonTree,
+        k: &[u8],
+        v: &T,
+    ) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(v).map_err(|e| StoreError::CorruptJson {
+            tree: t.name(),
+            key: String::from_utf8_lossy(k).into_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every record of a JSON tree whose key starts with `prefix`, in key order.
+    pub fn json_list<T: serde::de::DeserializeOwned>(
+        &self,
+        t: JsonTree,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        self.json_tree(t)
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Self::decode_json(t, &k, &v)
+            })
+            .collect()
+    }
+
+    pub fn json_get<T: serde::de::DeserializeOwned>(
+        &self,
+        t: JsonTree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.json_tree(t)
+            .get(key)?
+            .map(|v| Self::decode_json(t, key, &v))
+            .transpose()
+    }
+
+    /// Writes records and removes keys in one batch, then flushes.
+    pub async fn json_apply<T: serde::Serialize>(
+        &self,
+        t: JsonTree,
+        puts: &[(Vec<u8>, T)],
+        removes: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in removes {
+            batch.remove(k.as_slice());
+        }
+        for (k, v) in puts {
+            batch.insert(k.as_slice(), Self::encode_json(t, k, v)?);
+        }
+        self.json_tree(t).apply_batch(batch)?;
+        self.flush().await
+    }
+
+    /// Replaces every record of a tree at once (the people register on import).
+    pub async fn json_replace_all<T: serde::Serialize>(
+        &self,
+        t: JsonTree,
+        records: &[(Vec<u8>, T)],
+    ) -> Result<(), StoreError> {
+        let removes: Vec<Vec<u8>> = self
+            .json_tree(t)
+            .iter()
+            .keys()
+            .map(|k| k.map(|k| k.to_vec()))
+            .collect::<Result<_, _>>()?;
+        let keep: std::collections::HashSet<&[u8]> =
+            records.iter().map(|(k, _)| k.as_slice()).collect();
+        let removes: Vec<Vec<u8>> = removes
+            .into_iter()
+            .filter(|k| !keep.contains(k.as_slice()))
+            .collect();
+        self.json_apply(t, records, &removes).await
     }
 }
 

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dbus;
+pub mod mm;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
@@ -38,11 +39,10 @@ pub struct TestServer {
     pub addr: String,
     /// The web console's base URL, `http://127.0.0.1:PORT` (or `https://` with `--console-tls`).
     pub console: String,
-    /// Extra arguments the server was started with (kept for restarts).
-    extra: Vec<String>,
     child: Option<Child>,
     /// Lines the server wrote to stderr, for failure messages.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    extra: Vec<String>,
 }
 
 impl TestServer {
@@ -52,12 +52,17 @@ impl TestServer {
     }
 
     pub fn start_on(data: &Path, listen: &str) -> Self {
-        Self::start_with(data, listen, "127.0.0.1:0", &[])
+        Self::start_with(data, listen, &[])
     }
 
-    /// Starts a server with its gRPC API on `listen`, its console on `console`, and `extra`
-    /// arguments (such as `--console-tls`).
-    pub fn start_with(data: &Path, listen: &str, console: &str, extra: &[&str]) -> Self {
+    /// Starts a server with more `serve` flags (e.g. `--smtp`).
+    pub fn start_with(data: &Path, listen: &str, extra: &[&str]) -> Self {
+        Self::start_with_console(data, listen, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a server with its gRPC API on `listen`, its console on `console`, and more
+    /// `serve` flags (such as `--console-tls`).
+    pub fn start_with_console(data: &Path, listen: &str, console: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("vakt-server"))
             .args(["serve", "--data"])
             .arg(data)
@@ -103,9 +108,9 @@ impl TestServer {
             data: data.to_path_buf(),
             addr: addr.unwrap(),
             console: console_url.unwrap(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: Some(child),
             log,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -187,7 +192,8 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let again = Self::start_with(&self.data, &self.addr, self.console_addr(), &extra);
+        let again =
+            Self::start_with_console(&self.data, &self.addr, self.console_addr(), &extra);
         *self = again;
     }
 }
@@ -314,6 +320,90 @@ pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
 /// the test instead of skipping it.
 pub fn tools_required() -> bool {
     std::env::var("VAKT_REQUIRE_TOOLS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A real SMTP server (aiosmtpd) on a loopback port, storing mail in a maildir.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    /// Starts aiosmtpd; `Err(reason)` when it is not installed (see .ci/install-smtp.sh).
+    pub fn start() -> Result<Self, String> {
+        let python = std::env::var("VAKT_SMTP_PYTHON")
+            .unwrap_or_else(|_| "/opt/vakt-ci/smtp/bin/python3".into());
+        let ok = Command::new(&python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            return Err(format!(
+                "aiosmtpd is not installed for {python} (run .ci/install-smtp.sh)"
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = dir.path().join("maildir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start aiosmtpd: {e}"))?;
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(15) {
+                return Err("aiosmtpd did not start listening".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self {
+            child,
+            port,
+            maildir,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, as raw text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(self.maildir.join(sub)) {
+                for e in rd.flatten() {
+                    out.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits until `f` is true, polling; panics with `what` after `timeout`.

@@ -300,15 +300,7 @@ impl Executor {
     }
 
     fn lock_state(&self) -> Result<LockState, StateError> {
-        let p = self.state.path("lock.json");
-        match std::fs::read_to_string(&p) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| StateError::Corrupt {
-                path: p,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockState::default()),
-            Err(source) => Err(StateError::Io { path: p, source }),
-        }
+        lock_status(&self.state)
     }
 
     fn save_lock_state(&self, s: &LockState) -> Result<(), LockError> {
@@ -406,6 +398,19 @@ impl Executor {
         if let Err(e) = lock::lock_sessions(&self.bus).await {
             tracing::warn!("could not re-lock sessions: {e}");
         }
+    }
+}
+
+/// The lock as recorded in the state directory (`vakt-agent status` shows it).
+pub fn lock_status(state: &StateDir) -> Result<LockState, StateError> {
+    let p = state.path("lock.json");
+    match std::fs::read_to_string(&p) {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| StateError::Corrupt {
+            path: p,
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockState::default()),
+        Err(source) => Err(StateError::Io { path: p, source }),
     }
 }
 

@@ -10,6 +10,7 @@ use vakt_proto::model::{CollectorError, SectionKind};
 pub mod host;
 pub mod mail;
 pub mod roaming;
+pub mod software;
 pub mod users;
 
 /// The file-system root a collector reads under: `/` on a laptop, a fixture tree in tests.
@@ -98,11 +99,15 @@ mod tests {
 #[derive(Debug)]
 pub struct Collector {
     root: Root,
+    software: software::Scanner,
 }
 
 impl Collector {
     pub fn new(root: Root) -> Self {
-        Self { root }
+        Self {
+            root,
+            software: software::Scanner::new(),
+        }
     }
 
     pub fn root(&self) -> &Root {
@@ -115,6 +120,9 @@ impl Collector {
         let host = host::collect(&self.root);
         report.host = host.value;
         report.errors.extend(host.errors);
+        let software = self.software.scan(&self.root);
+        report.software = software.value;
+        report.errors.extend(software.errors);
         let mail = mail::collect(&self.root);
         report.mail = mail.value;
         report.errors.extend(mail.errors);

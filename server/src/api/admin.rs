@@ -315,6 +315,9 @@ impl AdminService for AdminApi {
             .ok_or_else(|| Status::not_found(format!("no device '{id}'")))?;
         self.state.store.flush().await.map_err(internal)?;
         self.audit(&actor, "device.assign", &id, &email).await?;
+        crate::findings::evaluate_device(&self.state, &id)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(self.device_view(updated)))
     }
 
@@ -720,6 +723,388 @@ impl AdminService for AdminApi {
         Ok(Response::new(approved))
     }
 
+    async fn list_findings(
+        &self,
+        req: Request<pb::ListFindingsRequest>,
+    ) -> Result<Response<pb::ListFindingsResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let r = req.into_inner();
+        let device = if r.device.trim().is_empty() {
+            None
+        } else {
+            Some(
+                self.find_device(&r.device)?
+                    .device
+                    .map(|d| d.id)
+                    .unwrap_or_default(),
+            )
+        };
+        let hostnames: std::collections::HashMap<String, String> = self
+            .state
+            .store
+            .devices()
+            .map_err(internal)?
+            .into_iter()
+            .filter_map(|r| r.device.map(|d| (d.id, d.hostname)))
+            .collect();
+        let mut findings: Vec<pb::FindingInfo> =
+            crate::findings::findings(&self.state, device.as_deref())
+                .map_err(internal)?
+                .iter()
+                .filter(|f| {
+                    r.include_resolved || f.status != crate::policy::FindingStatus::Resolved
+                })
+                .map(|f| {
+                    crate::findings::finding_info(f, hostnames.get(&f.device).map_or("", |h| h))
+                })
+                .collect();
+        findings.sort_by(|a, b| {
+            a.hostname
+                .cmp(&b.hostname)
+                .then(a.first_seen_ms.cmp(&b.first_seen_ms))
+        });
+        Ok(Response::new(pb::ListFindingsResponse { findings }))
+    }
+
+    async fn check_policy(
+        &self,
+        req: Request<pb::PolicyText>,
+    ) -> Result<Response<pb::PolicyCheck>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        Ok(Response::new(check_pack(req.get_ref())))
+    }
+
+    async fn apply_policy(
+        &self,
+        req: Request<pb::PolicyText>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Admin)?;
+        let r = req.into_inner();
+        let pack = crate::policy::check(&r.toml).map_err(|errors| {
+            let name = if r.file_name.is_empty() {
+                "policy"
+            } else {
+                &r.file_name
+            };
+            let lines: Vec<String> = errors.iter().map(|e| e.in_file(name).to_string()).collect();
+            Status::invalid_argument(format!(
+                "the policy was not applied; {} error(s):\n{}",
+                lines.len(),
+                lines.join("\n")
+            ))
+        })?;
+        let now = now_ms();
+        let version = self
+            .state
+            .policy
+            .read()
+            .map(|p| p.stored.version)
+            .unwrap_or(0)
+            + 1;
+        let stored = crate::findings::StoredPolicy {
+            version,
+            toml: r.toml.clone(),
+            applied_ms: now,
+            applied_by: actor.audit_name(),
+        };
+        self.state
+            .store
+            .json_apply(
+                crate::store::JsonTree::Policies,
+                &[(version.to_be_bytes().to_vec(), stored.clone())],
+                &[],
+            )
+            .await
+            .map_err(internal)?;
+        let info = policy_info(&pack, &stored);
+        if let Ok(mut p) = self.state.policy.write() {
+            *p = crate::findings::PolicyInForce { pack, stored };
+        }
+        self.audit(
+            &actor,
+            "policy.apply",
+            &format!("version {version}"),
+            &format!("{} {} rules", info.pack_version, info.rules),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(info))
+    }
+
+    async fn show_policy(
+        &self,
+        req: Request<pb::ShowPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let p = self
+            .state
+            .policy
+            .read()
+            .map_err(|_| Status::internal("policy lock poisoned"))?
+            .clone();
+        Ok(Response::new(policy_info(&p.pack, &p.stored)))
+    }
+
+    async fn import_people(
+        &self,
+        req: Request<pb::ImportPeopleRequest>,
+    ) -> Result<Response<pb::ImportPeopleResponse>, Status> {
+        let actor = self.authorize(&req, pb::Role::Operator)?;
+        let r = req.into_inner();
+        let name = if r.file_name.is_empty() {
+            "people.csv"
+        } else {
+            &r.file_name
+        };
+        let people = crate::people::parse(&r.csv).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(|e| format!("{name}: {e}")).collect();
+            Status::invalid_argument(format!(
+                "nothing was imported; {} error(s):\n{}",
+                lines.len(),
+                lines.join("\n")
+            ))
+        })?;
+        let records: Vec<(Vec<u8>, crate::people::Person)> = people
+            .iter()
+            .map(|p| (p.email.to_lowercase().into_bytes(), p.clone()))
+            .collect();
+        self.state
+            .store
+            .json_replace_all(crate::store::JsonTree::People, &records)
+            .await
+            .map_err(internal)?;
+        self.audit(
+            &actor,
+            "people.import",
+            name,
+            &format!("{} people", people.len()),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ImportPeopleResponse {
+            imported: u32::try_from(people.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn list_people(
+        &self,
+        req: Request<pb::ListPeopleRequest>,
+    ) -> Result<Response<pb::ListPeopleResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let date = |d: Option<time::Date>| d.map(|d| d.to_string()).unwrap_or_default();
+        let people = crate::findings::people(&self.state)
+            .map_err(internal)?
+            .into_iter()
+            .map(|p| pb::PersonInfo {
+                email: p.email,
+                name: p.name,
+                manager_email: p.manager_email.unwrap_or_default(),
+                end_date: date(p.end_date),
+                leave_from: date(p.leave_from),
+                leave_to: date(p.leave_to),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPeopleResponse { people }))
+    }
+
+    async fn add_trip(
+        &self,
+        req: Request<pb::AddTripRequest>,
+    ) -> Result<Response<pb::TripInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Operator)?;
+        let r = req.into_inner();
+        let person = r.person.trim().to_lowercase();
+        if !looks_like_email(&person) {
+            return Err(Status::invalid_argument(format!(
+                "--person '{}' is not an e-mail address",
+                r.person
+            )));
+        }
+        let kind = match r.kind.as_str() {
+            "business" => crate::policy::TripKind::Business,
+            "private" => crate::policy::TripKind::Private,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "--kind '{other}' must be business or private"
+                )));
+            }
+        };
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let date = |flag: &str, v: &str| {
+            time::Date::parse(v.trim(), &fmt).map_err(|_| {
+                Status::invalid_argument(format!("--{flag} '{v}' is not a date (YYYY-MM-DD)"))
+            })
+        };
+        let (from, to) = (date("from", &r.from)?, date("to", &r.to)?);
+        if to < from {
+            return Err(Status::invalid_argument(format!(
+                "--to {to} is before --from {from}"
+            )));
+        }
+        let mut countries = Vec::new();
+        for c in &r.countries {
+            for part in c.split(',') {
+                let cc = part.trim().to_uppercase();
+                if cc.len() != 2 || !cc.chars().all(|ch| ch.is_ascii_uppercase()) {
+                    return Err(Status::invalid_argument(format!(
+                        "--country '{part}' is not a two-letter ISO code (NO, FI, DE...)"
+                    )));
+                }
+                countries.push(cc);
+            }
+        }
+        if countries.is_empty() {
+            return Err(Status::invalid_argument(
+                "a trip needs at least one --country",
+            ));
+        }
+        let approved_by = r.approved_by.trim().to_lowercase();
+        if !approved_by.is_empty() && !looks_like_email(&approved_by) {
+            return Err(Status::invalid_argument(format!(
+                "--approved-by '{}' is not an e-mail address",
+                r.approved_by
+            )));
+        }
+        let now = now_ms();
+        let trip = crate::policy::Trip {
+            id: format!("trip-{now:012x}{}", token::hex(&token::random_bytes::<3>())),
+            person,
+            kind,
+            countries,
+            from,
+            to,
+            approved_by: (!approved_by.is_empty()).then_some(approved_by),
+        };
+        self.state
+            .store
+            .json_apply(
+                crate::store::JsonTree::Trips,
+                &[(trip.id.clone().into_bytes(), trip.clone())],
+                &[],
+            )
+            .await
+            .map_err(internal)?;
+        self.audit(
+            &actor,
+            "trip.add",
+            &trip.person,
+            &format!(
+                "{} {:?} {}..{}",
+                trip.id, trip.countries, trip.from, trip.to
+            ),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(trip_info(&trip)))
+    }
+
+    async fn list_trips(
+        &self,
+        req: Request<pb::ListTripsRequest>,
+    ) -> Result<Response<pb::ListTripsResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let trips = crate::findings::trips(&self.state)
+            .map_err(internal)?
+            .iter()
+            .map(trip_info)
+            .collect();
+        Ok(Response::new(pb::ListTripsResponse { trips }))
+    }
+
+    async fn grant_exemption(
+        &self,
+        req: Request<pb::GrantExemptionRequest>,
+    ) -> Result<Response<pb::ExemptionInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Operator)?;
+        let r = req.into_inner();
+        let subject = match (r.device.trim(), r.person.trim()) {
+            (d, "") if !d.is_empty() => crate::policy::ExemptionSubject::Device(
+                self.find_device(d)?
+                    .device
+                    .map(|d| d.id)
+                    .unwrap_or_default(),
+            ),
+            ("", p) if looks_like_email(&p.to_lowercase()) => {
+                crate::policy::ExemptionSubject::Person(p.to_lowercase())
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "name either a device or a person (an e-mail address)",
+                ));
+            }
+        };
+        let rule = r.rule.trim();
+        let known = self
+            .state
+            .policy
+            .read()
+            .map(|p| {
+                p.pack
+                    .rules
+                    .iter()
+                    .any(|x| x.id == rule || x.kind().as_str() == rule)
+            })
+            .unwrap_or(false);
+        if !known {
+            return Err(Status::invalid_argument(format!(
+                "'{rule}' is neither a rule id nor a rule kind of the policy in force"
+            )));
+        }
+        if r.reason.trim().len() < 5 {
+            return Err(Status::invalid_argument("an exemption needs a --reason"));
+        }
+        let now = now_ms();
+        let e = crate::policy::Exemption {
+            id: format!("ex-{now:012x}{}", token::hex(&token::random_bytes::<3>())),
+            subject,
+            rule: rule.to_string(),
+            from: crate::findings::ms_to_time(now),
+            until: (r.minutes > 0)
+                .then(|| crate::findings::ms_to_time(now + i64::from(r.minutes) * 60_000)),
+            reason: r.reason.trim().to_string(),
+            granted_by: actor.audit_name(),
+        };
+        self.state
+            .store
+            .json_apply(
+                crate::store::JsonTree::Exemptions,
+                &[(e.id.clone().into_bytes(), e.clone())],
+                &[],
+            )
+            .await
+            .map_err(internal)?;
+        self.audit(
+            &actor,
+            "exemption.grant",
+            &e.id,
+            &format!("rule={} reason={}", e.rule, e.reason),
+        )
+        .await?;
+        crate::findings::evaluate_all(&self.state)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(exemption_info(&e)))
+    }
+
+    async fn list_exemptions(
+        &self,
+        req: Request<pb::ListExemptionsRequest>,
+    ) -> Result<Response<pb::ListExemptionsResponse>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let exemptions = crate::findings::exemptions(&self.state)
+            .map_err(internal)?
+            .iter()
+            .map(exemption_info)
+            .collect();
+        Ok(Response::new(pb::ListExemptionsResponse { exemptions }))
+    }
+
     async fn list_audit(
         &self,
         req: Request<pb::ListAuditRequest>,
@@ -751,6 +1136,76 @@ impl AdminService for AdminApi {
         self.authorize(&req, pb::Role::Viewer)?;
         let log = self.state.store.audit_log().map_err(internal)?;
         Ok(Response::new(verify_chain(&log)))
+    }
+}
+
+/// Validates a pack's text; errors as `FILE:LINE:COL: message`.
+pub fn check_pack(r: &pb::PolicyText) -> pb::PolicyCheck {
+    let name = if r.file_name.is_empty() {
+        "policy"
+    } else {
+        &r.file_name
+    };
+    match crate::policy::check(&r.toml) {
+        Ok(pack) => pb::PolicyCheck {
+            ok: true,
+            errors: Vec::new(),
+            rules: u32::try_from(pack.rules.len()).unwrap_or(u32::MAX),
+        },
+        Err(errors) => pb::PolicyCheck {
+            ok: false,
+            errors: errors.iter().map(|e| e.in_file(name).to_string()).collect(),
+            rules: 0,
+        },
+    }
+}
+
+fn policy_info(
+    pack: &crate::policy::Pack,
+    stored: &crate::findings::StoredPolicy,
+) -> pb::PolicyInfo {
+    pb::PolicyInfo {
+        version: stored.version,
+        organisation: pack.organisation.clone(),
+        document: pack.document.clone(),
+        reference: pack.reference.clone(),
+        pack_version: pack.version.clone(),
+        applied_ms: stored.applied_ms,
+        applied_by: stored.applied_by.clone(),
+        toml: stored.toml.clone(),
+        rules: u32::try_from(pack.rules.len()).unwrap_or(u32::MAX),
+    }
+}
+
+fn trip_info(t: &crate::policy::Trip) -> pb::TripInfo {
+    pb::TripInfo {
+        id: t.id.clone(),
+        person: t.person.clone(),
+        countries: t.countries.clone(),
+        from: t.from.to_string(),
+        to: t.to.to_string(),
+        kind: match t.kind {
+            crate::policy::TripKind::Business => "business".into(),
+            crate::policy::TripKind::Private => "private".into(),
+        },
+        approved_by: t.approved_by.clone().unwrap_or_default(),
+    }
+}
+
+fn exemption_info(e: &crate::policy::Exemption) -> pb::ExemptionInfo {
+    let (device, person) = match &e.subject {
+        crate::policy::ExemptionSubject::Device(d) => (d.clone(), String::new()),
+        crate::policy::ExemptionSubject::Person(p) => (String::new(), p.clone()),
+    };
+    pb::ExemptionInfo {
+        id: e.id.clone(),
+        device,
+        person,
+        rule: e.rule.clone(),
+        from_ms: crate::findings::time_to_ms(e.from),
+        until_ms: e.until.map(crate::findings::time_to_ms).unwrap_or(0),
+        reason: e.reason.clone(),
+        granted_by: e.granted_by.clone(),
     }
 }
 

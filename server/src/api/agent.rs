@@ -19,6 +19,9 @@ use vakt_proto::pb::agent_service_server::AgentService;
 
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
+/// The longest exemption an employee can ask for from the laptop.
+const MAX_EXEMPTION_MINUTES: u32 = 8 * 60;
+
 /// The largest report section list an agent may send in one report.
 const MAX_SECTIONS: usize = 16;
 
@@ -168,9 +171,68 @@ impl AgentService for AgentApi {
             )
             .await
             .map_err(internal)?;
+        // Durable, so acknowledged now; the policy looks at it right after.
+        crate::findings::evaluate_later(&self.state, &device_id);
         Ok(Response::new(pb::ReportResponse {
             acknowledged_sequence: outcome.acknowledged_sequence,
             resend: outcome.resend,
+        }))
+    }
+
+    async fn request_exemption(
+        &self,
+        req: Request<pb::ExemptionRequest>,
+    ) -> Result<Response<pb::ExemptionReply>, Status> {
+        let rec = self.device(&req)?;
+        let d = rec.device.unwrap_or_default();
+        let r = req.into_inner();
+        if r.minutes == 0 || r.minutes > MAX_EXEMPTION_MINUTES {
+            return Err(Status::invalid_argument(format!(
+                "--minutes must be 1 to {MAX_EXEMPTION_MINUTES}: an exemption for mobile data abroad is short (policy 8.4)"
+            )));
+        }
+        let reason = r.reason.trim();
+        if reason.len() < 5 {
+            return Err(Status::invalid_argument(
+                "--reason must say which work task needs mobile data (policy 8.4)",
+            ));
+        }
+        let now = now_ms();
+        let until = now + i64::from(r.minutes) * 60_000;
+        let id = format!("ex-{now:012x}{}", token::hex(&token::random_bytes::<3>()));
+        let exemption = crate::policy::Exemption {
+            id: id.clone(),
+            subject: crate::policy::ExemptionSubject::Device(d.id.clone()),
+            rule: "mobile-data-abroad".into(),
+            from: crate::findings::ms_to_time(now),
+            until: Some(crate::findings::ms_to_time(until)),
+            reason: reason.to_string(),
+            granted_by: format!("requested from the device {}", d.hostname),
+        };
+        self.state
+            .store
+            .json_apply(
+                crate::store::JsonTree::Exemptions,
+                &[(id.clone().into_bytes(), exemption)],
+                &[],
+            )
+            .await
+            .map_err(internal)?;
+        self.state
+            .store
+            .audit(
+                &format!("device:{}", d.id),
+                "exemption.request",
+                &d.id,
+                &format!("id={id} minutes={} reason={reason}", r.minutes),
+                now,
+            )
+            .await
+            .map_err(internal)?;
+        crate::findings::evaluate_later(&self.state, &d.id);
+        Ok(Response::new(pb::ExemptionReply {
+            id,
+            until_ms: until,
         }))
     }
 

@@ -20,6 +20,13 @@ pub struct State {
     /// Agents with an open Connect stream: where to push messages to them.
     pub connected: Arc<Mutex<HashMap<String, Connection>>>,
     pub heartbeat_interval_s: u32,
+    /// The policy in force; replaced whole by `vakt policy apply`.
+    pub policy: Arc<std::sync::RwLock<crate::findings::PolicyInForce>>,
+    /// One evaluation at a time, so two triggers never reconcile the same findings at once.
+    pub eval_lock: Arc<tokio::sync::Mutex<()>>,
+    pub notify: Arc<crate::notify::NotifyConfig>,
+    /// Wakes the mail sender when something is queued.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// One open Connect stream. `epoch` tells a stream apart from the one that replaced it, so a
@@ -31,13 +38,22 @@ pub struct Connection {
 }
 
 impl State {
-    pub fn new(store: Store, pki: Pki) -> Self {
-        Self {
+    pub fn new(
+        store: Store,
+        pki: Pki,
+        notify: crate::notify::NotifyConfig,
+    ) -> Result<Self, crate::store::StoreError> {
+        let policy = crate::findings::load_policy(&store)?;
+        Ok(Self {
             store,
             pki: Arc::new(pki),
             connected: Arc::default(),
             heartbeat_interval_s: 30,
-        }
+            policy: Arc::new(std::sync::RwLock::new(policy)),
+            eval_lock: Arc::default(),
+            notify: Arc::new(notify),
+            outbox_wake: Arc::default(),
+        })
     }
 
     pub fn is_connected(&self, device_id: &str) -> bool {

@@ -5,8 +5,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use vakt_server::config::{FileConfig, Flags, HostName, Settings};
 use vakt_server::console::Transport;
 use vakt_server::server;
 
@@ -21,23 +23,30 @@ struct Cli {
 enum Cmd {
     /// Run the server.
     Serve {
-        /// Data directory: the store, the CA and keys, admin.token on first start.
+        /// A TOML file with data, listen, console and hostnames (/etc/vakt/server.toml when
+        /// installed); flags given here override it.
         #[arg(long)]
-        data: PathBuf,
-        /// gRPC over TLS, for agents and the admin API.
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        listen: SocketAddr,
-        /// The web console's address. HTTPS with the server certificate, except on a loopback
-        /// address, where it is plain HTTP unless --console-tls is given.
-        #[arg(long, default_value = "127.0.0.1:7480")]
-        console: SocketAddr,
+        config: Option<PathBuf>,
+        /// Data directory: the store, the CA and keys, admin.token on first start.
+        #[arg(long, required_unless_present = "config")]
+        data: Option<PathBuf>,
+        /// gRPC over TLS, for agents and the admin API [default: 127.0.0.1:7443].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The web console's address [default: 127.0.0.1:7480]. HTTPS with the server
+        /// certificate, except on a loopback address, where it is plain HTTP unless
+        /// --console-tls is given.
+        #[arg(long)]
+        console: Option<SocketAddr>,
         /// Serve the console over HTTPS on a loopback address too.
         #[arg(long)]
         console_tls: bool,
-        /// A host name agents use to reach this server (repeatable); goes into the server
-        /// certificate besides localhost and 127.0.0.1.
-        #[arg(long = "hostname")]
-        hostnames: Vec<String>,
+        /// A host name agents use to reach this server (repeatable; replaces the config
+        /// file's list); goes into the server certificate besides localhost and 127.0.0.1.
+        #[arg(long = "hostname", value_parser = HostName::from_str)]
+        hostnames: Vec<HostName>,
+        #[command(flatten)]
+        mail: MailArgs,
     },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
@@ -53,6 +62,41 @@ enum Cmd {
         #[arg(long, default_value = "60s")]
         report_interval: String,
     },
+}
+
+/// Where notifications (new violations to managers, loss reports) are mailed.
+#[derive(clap::Args)]
+struct MailArgs {
+    /// SMTP relay: smtp://host:port (plain, local relay), smtp://host?tls=required (STARTTLS),
+    /// smtps://host (TLS); user:pass@ before the host if it needs a login.
+    #[arg(long, env = "VAKT_SMTP")]
+    smtp: Option<String>,
+    /// The sender of notification mail [default: vakt@localhost].
+    #[arg(long)]
+    mail_from: Option<String>,
+    /// Who hears of a violation when the device's person has no known manager.
+    #[arg(long)]
+    it_mail: Option<String>,
+}
+
+impl MailArgs {
+    /// Flags override the config file's `[mail]` table.
+    fn config(self, file: vakt_server::config::MailFile) -> vakt_server::notify::NotifyConfig {
+        let smtp_url = self.smtp.or(file.smtp);
+        if smtp_url.is_none() {
+            eprintln!(
+                "vakt-server: no SMTP relay configured (--smtp or [mail] smtp): notifications are queued, not sent"
+            );
+        }
+        vakt_server::notify::NotifyConfig {
+            smtp_url,
+            from: self
+                .mail_from
+                .or(file.from)
+                .unwrap_or_else(|| "vakt@localhost".into()),
+            it_address: self.it_mail.or(file.it_address),
+        }
+    }
 }
 
 #[tokio::main]
@@ -76,13 +120,29 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve {
+            config,
             data,
             listen,
             console,
             console_tls,
             hostnames,
+            mail,
         } => {
-            let state = server::prepare(&data, &hostnames).await?;
+            let file = config.as_deref().map(FileConfig::load).transpose()?;
+            let mail_file = file.as_ref().map(|f| f.mail.clone()).unwrap_or_default();
+            let flags = Flags {
+                data,
+                listen,
+                console,
+                hostnames,
+            };
+            let Settings {
+                data,
+                listen,
+                console,
+                hostnames,
+            } = Settings::resolve(file, flags)?;
+            let state = server::prepare(&data, &hostnames, mail.config(mail_file)).await?;
             let listener = bind(listen, "--listen").await?;
             let console_listener = bind(console, "--console").await?;
             let transport = Transport::for_addr(console_listener.local_addr()?, console_tls);
@@ -97,7 +157,7 @@ async fn real_main() -> anyhow::Result<()> {
                 console_listener,
                 transport,
                 state,
-                shutdown_signal(),
+                vakt_agent::daemon::shutdown_signal(),
             )
             .await?;
         }
@@ -197,7 +257,12 @@ async fn demo(
     let server_dir = data.join("server");
     let agent_dir = data.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
-    let state = server::prepare(&server_dir, &[]).await?;
+    let state = server::prepare(
+        &server_dir,
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await?;
     let listener = bind(listen, "--listen").await?;
     let addr = listener.local_addr()?;
     let console_listener = bind(console, "--console").await?;
@@ -306,23 +371,9 @@ async fn demo(
         data = data.display(),
         scheme = transport.scheme(),
     );
-    shutdown_signal().await;
+    vakt_agent::daemon::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = agent_task.await;
     server_task.await??;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -16,6 +16,26 @@ use vakt_server::api::device_state_name;
 use vakt_server::commands::{kind_name, state_name};
 use vakt_server::timefmt::rfc3339_ms;
 
+/// Writes a line to stdout; a reader that went away (`vakt devices | head -1`) ends the
+/// program quietly instead of a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "vakt", version, about = "Vakt IT command line")]
 struct Cli {
@@ -81,6 +101,37 @@ enum Cmd {
     Wipe {
         #[command(subcommand)]
         cmd: WipeCmd,
+    },
+    /// Findings: where a device breaks the policy in force, with the section it cites.
+    Findings {
+        /// Only this device (id or hostname).
+        #[arg(long)]
+        device: Option<String>,
+        /// Include resolved findings.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The policy pack in force.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// The people register: who has which device, their managers, end dates and leaves.
+    People {
+        #[command(subcommand)]
+        cmd: PeopleCmd,
+    },
+    /// Trips abroad (policy 8.4, 8.5).
+    Trips {
+        #[command(subcommand)]
+        cmd: TripsCmd,
+    },
+    /// Exemptions from a rule, time-boxed or until revoked.
+    Exemptions {
+        #[command(subcommand)]
+        cmd: ExemptionsCmd,
     },
     /// The audit log of every admin action.
     Audit {
@@ -153,6 +204,81 @@ enum WipeCmd {
     },
     /// Approve another admin's wipe request.
     Approve { command_id: String },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a pack offline; errors name line and column.
+    Check { file: PathBuf },
+    /// Replace the policy in force (only if the pack is valid).
+    Apply { file: PathBuf },
+    /// The policy in force.
+    Show {
+        #[arg(long)]
+        json: bool,
+        /// Print the pack's TOML.
+        #[arg(long)]
+        toml: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeopleCmd {
+    /// Replace the register from a CSV file (validated whole first; nothing applied on error).
+    Import { file: PathBuf },
+    /// The register.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TripsCmd {
+    /// Record a trip.
+    Add {
+        #[arg(long)]
+        person: String,
+        /// ISO country codes (repeat, or comma-separated).
+        #[arg(long = "country", num_args = 1.., required = true)]
+        countries: Vec<String>,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        kind: String,
+        /// Who approved taking the laptop along.
+        #[arg(long)]
+        approved_by: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExemptionsCmd {
+    /// Grant an exemption to a device or a person.
+    Grant {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        person: Option<String>,
+        /// A rule id or kind, e.g. mobile-data-abroad.
+        #[arg(long)]
+        rule: String,
+        /// How long; none: until revoked.
+        #[arg(long)]
+        minutes: Option<u32>,
+        #[arg(long)]
+        reason: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -295,7 +421,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{}", t.token);
+            outln!("{}", t.token);
         }
         Cmd::AdminToken {
             cmd: AdminTokenCmd::Create { role, name },
@@ -314,7 +440,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{}", t.token);
+            outln!("{}", t.token);
         }
         Cmd::Devices { json } => {
             let list = client(&cli)
@@ -326,7 +452,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .devices;
             if *json {
                 let rows: Vec<Value> = list.iter().map(device_json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 print_devices(&list);
             }
@@ -334,12 +460,32 @@ async fn real_main() -> anyhow::Result<()> {
         Cmd::Device {
             cmd: DeviceCmd::Show { id, json },
         } => {
-            let detail = client(&cli)
-                .await?
+            let mut c = client(&cli).await?;
+            let detail = c
                 .get_device(pb::GetDeviceRequest { id: id.clone() })
                 .await
                 .map_err(status)?
                 .into_inner();
+            let device_id = detail
+                .device
+                .as_ref()
+                .map(|d| d.id.clone())
+                .unwrap_or_default();
+            let findings = c
+                .list_findings(pb::ListFindingsRequest {
+                    device: device_id.clone(),
+                    include_resolved: false,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .findings;
+            let commands = c
+                .list_commands(pb::ListCommandsRequest { device: device_id })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .commands;
             let device = detail.device.unwrap_or_default();
             let report = vakt_proto::convert::sections_to_report(&detail.sections)
                 .map_err(|e| anyhow!("the server sent a section this vakt cannot read: {e}"))?;
@@ -348,10 +494,38 @@ async fn real_main() -> anyhow::Result<()> {
                 let r = serde_json::to_value(&report)?;
                 if let (Some(obj), Value::Object(rm)) = (v.as_object_mut(), r) {
                     obj.extend(rm);
+                    obj.insert(
+                        "findings".into(),
+                        findings.iter().map(finding_json).collect(),
+                    );
+                    obj.insert(
+                        "commands".into(),
+                        commands.iter().map(command_json).collect(),
+                    );
                 }
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_device(&device, &report);
+                outln!("findings    {} open", findings.len());
+                for f in &findings {
+                    outln!(
+                        "  §{:<5} {:<9} {:<9} {}",
+                        f.section,
+                        f.severity,
+                        f.status,
+                        f.message_en
+                    );
+                }
+                outln!("commands    {}", commands.len());
+                for c in &commands {
+                    outln!(
+                        "  {} {} {} {}",
+                        c.id,
+                        kind_name(c.kind),
+                        state_name(c.state),
+                        c.detail
+                    );
+                }
             }
         }
         Cmd::Device {
@@ -366,7 +540,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("{} ({}) is assigned to {}", d.id, d.hostname, d.assigned_to);
+            outln!("{} ({}) is assigned to {}", d.id, d.hostname, d.assigned_to);
         }
         Cmd::Commands { device, json } => {
             let list = client(&cli)
@@ -380,16 +554,20 @@ async fn real_main() -> anyhow::Result<()> {
                 .commands;
             if *json {
                 let rows: Vec<Value> = list.iter().map(command_json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else if list.is_empty() {
-                println!("no commands");
+                outln!("no commands");
             } else {
-                println!(
+                outln!(
                     "{:<25} {:<21} {:<7} {:<18} {:<30} APPROVED BY",
-                    "ID", "DEVICE", "KIND", "STATE", "REQUESTED BY"
+                    "ID",
+                    "DEVICE",
+                    "KIND",
+                    "STATE",
+                    "REQUESTED BY"
                 );
                 for c in &list {
-                    println!(
+                    outln!(
                         "{:<25} {:<21} {:<7} {:<18} {:<30} {}",
                         c.id,
                         c.device_id,
@@ -424,7 +602,7 @@ async fn real_main() -> anyhow::Result<()> {
             match cmd {
                 WipeCmd::Request { .. } => {
                     // The id alone on stdout, so a script can hand it to the approver.
-                    println!("{}", info.id);
+                    outln!("{}", info.id);
                     eprintln!(
                         "wipe of {} requested; another admin must run: vakt wipe approve {} (before {})",
                         info.device_id,
@@ -432,12 +610,267 @@ async fn real_main() -> anyhow::Result<()> {
                         rfc3339_ms(info.expires_ms)
                     );
                 }
-                WipeCmd::Approve { .. } => println!(
+                WipeCmd::Approve { .. } => outln!(
                     "{} approved: {} (device {})",
                     info.id,
                     state_name(info.state),
                     info.device_id
                 ),
+            }
+        }
+        Cmd::Findings { device, all, json } => {
+            let list = client(&cli)
+                .await?
+                .list_findings(pb::ListFindingsRequest {
+                    device: device.clone().unwrap_or_default(),
+                    include_resolved: *all,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .findings;
+            if *json {
+                let rows: Vec<Value> = list.iter().map(finding_json).collect();
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if list.is_empty() {
+                outln!("no findings");
+            } else {
+                for f in &list {
+                    outln!(
+                        "{:<20} §{:<5} {:<9} {:<9} {:<32} {}",
+                        f.hostname,
+                        f.section,
+                        f.severity,
+                        f.status,
+                        f.rule,
+                        f.message_en
+                    );
+                }
+            }
+        }
+        Cmd::Policy {
+            cmd: PolicyCmd::Check { file },
+        } => {
+            // Offline: no server, no token.
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+            let check = vakt_server::api::admin::check_pack(&pb::PolicyText {
+                toml: text,
+                file_name: file.display().to_string(),
+            });
+            if !check.ok {
+                for e in &check.errors {
+                    eprintln!("{e}");
+                }
+                bail!("{}: {} error(s)", file.display(), check.errors.len());
+            }
+            outln!("{}: valid, {} rules", file.display(), check.rules);
+        }
+        Cmd::Policy {
+            cmd: PolicyCmd::Apply { file },
+        } => {
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+            let info = client(&cli)
+                .await?
+                .apply_policy(pb::PolicyText {
+                    toml: text,
+                    file_name: file.display().to_string(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!(
+                "policy version {} in force: {} ({} rules)",
+                info.version,
+                info.pack_version,
+                info.rules
+            );
+        }
+        Cmd::Policy {
+            cmd: PolicyCmd::Show { json, toml },
+        } => {
+            let p = client(&cli)
+                .await?
+                .show_policy(pb::ShowPolicyRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if *toml {
+                out!("{}", p.toml);
+            } else if *json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "version": p.version, "organisation": p.organisation, "document": p.document,
+                        "reference": p.reference, "pack_version": p.pack_version,
+                        "applied": rfc3339_ms(p.applied_ms), "applied_by": p.applied_by, "rules": p.rules,
+                    }))?
+                );
+            } else {
+                outln!("{} — {} ({})", p.organisation, p.document, p.reference);
+                outln!(
+                    "pack {} with {} rules; version {} applied {} by {}",
+                    p.pack_version,
+                    p.rules,
+                    p.version,
+                    rfc3339_ms(p.applied_ms),
+                    p.applied_by
+                );
+            }
+        }
+        Cmd::People {
+            cmd: PeopleCmd::Import { file },
+        } => {
+            let csv = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
+            let r = client(&cli)
+                .await?
+                .import_people(pb::ImportPeopleRequest {
+                    csv,
+                    file_name: file.display().to_string(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!("{} people imported", r.imported);
+        }
+        Cmd::People {
+            cmd: PeopleCmd::List { json },
+        } => {
+            let people = client(&cli)
+                .await?
+                .list_people(pb::ListPeopleRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .people;
+            if *json {
+                let rows: Vec<Value> = people
+                    .iter()
+                    .map(|p| json!({"email": p.email, "name": p.name, "manager_email": p.manager_email,
+                                    "end_date": p.end_date, "leave_from": p.leave_from, "leave_to": p.leave_to}))
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for p in &people {
+                    outln!("{:<32} {:<28} manager {}", p.email, p.name, p.manager_email);
+                }
+            }
+        }
+        Cmd::Trips {
+            cmd:
+                TripsCmd::Add {
+                    person,
+                    countries,
+                    from,
+                    to,
+                    kind,
+                    approved_by,
+                },
+        } => {
+            let t = client(&cli)
+                .await?
+                .add_trip(pb::AddTripRequest {
+                    person: person.clone(),
+                    countries: countries.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    kind: kind.clone(),
+                    approved_by: approved_by.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!("{}", t.id);
+        }
+        Cmd::Trips {
+            cmd: TripsCmd::List { json },
+        } => {
+            let trips = client(&cli)
+                .await?
+                .list_trips(pb::ListTripsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .trips;
+            if *json {
+                let rows: Vec<Value> = trips
+                    .iter()
+                    .map(|t| json!({"id": t.id, "person": t.person, "countries": t.countries, "from": t.from,
+                                    "to": t.to, "kind": t.kind, "approved_by": t.approved_by}))
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for t in &trips {
+                    outln!(
+                        "{} {} {} {}..{} {} {}",
+                        t.id,
+                        t.person,
+                        t.countries.join(","),
+                        t.from,
+                        t.to,
+                        t.kind,
+                        t.approved_by
+                    );
+                }
+            }
+        }
+        Cmd::Exemptions {
+            cmd:
+                ExemptionsCmd::Grant {
+                    device,
+                    person,
+                    rule,
+                    minutes,
+                    reason,
+                },
+        } => {
+            let e = client(&cli)
+                .await?
+                .grant_exemption(pb::GrantExemptionRequest {
+                    device: device.clone().unwrap_or_default(),
+                    person: person.clone().unwrap_or_default(),
+                    rule: rule.clone(),
+                    minutes: minutes.unwrap_or(0),
+                    reason: reason.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!("{}", e.id);
+        }
+        Cmd::Exemptions {
+            cmd: ExemptionsCmd::List { json },
+        } => {
+            let list = client(&cli)
+                .await?
+                .list_exemptions(pb::ListExemptionsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .exemptions;
+            if *json {
+                let rows: Vec<Value> = list
+                    .iter()
+                    .map(|e| {
+                        json!({"id": e.id, "device": e.device, "person": e.person, "rule": e.rule,
+                                    "from": rfc3339_ms(e.from_ms), "until": rfc3339_ms(e.until_ms),
+                                    "reason": e.reason, "granted_by": e.granted_by})
+                    })
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for e in &list {
+                    outln!(
+                        "{} {}{} {} until {} — {}",
+                        e.id,
+                        e.device,
+                        e.person,
+                        e.rule,
+                        rfc3339_ms(e.until_ms),
+                        e.reason
+                    );
+                }
             }
         }
         Cmd::Audit { cmd: None, json } => {
@@ -456,10 +889,10 @@ async fn real_main() -> anyhow::Result<()> {
                                "action": e.action, "target": e.target, "detail": e.detail, "hash": e.hash})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for e in &entries {
-                    println!(
+                    outln!(
                         "{:>5} {} {:<32} {:<22} {} {}",
                         e.seq,
                         rfc3339_ms(e.at_ms),
@@ -482,7 +915,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({"ok": v.ok, "entries": v.entries,
                         "first_bad_seq": v.first_bad_seq, "problem": v.problem}))?
@@ -496,7 +929,7 @@ async fn real_main() -> anyhow::Result<()> {
                 );
             }
             if !*json {
-                println!(
+                outln!(
                     "audit log intact: {} entries, hash chain verified",
                     v.entries
                 );
@@ -525,9 +958,12 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!(
+            outln!(
                 "loss case {} opened for {} ({}); device marked lost, lock queued as {}",
-                case.id, case.hostname, case.device_id, case.lock_command_id
+                case.id,
+                case.hostname,
+                case.device_id,
+                case.lock_command_id
             );
             print_checklist(&case);
         }
@@ -538,26 +974,26 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             if *json {
-                println!("{}", serde_json::to_string_pretty(&loss_json(&case))?);
+                outln!("{}", serde_json::to_string_pretty(&loss_json(&case))?);
             } else {
-                println!(
+                outln!(
                     "case        {} ({})",
                     case.id,
                     if case.open { "open" } else { "closed" }
                 );
-                println!("device      {} ({})", case.hostname, case.device_id);
-                println!("reported by {}", case.reported_by);
-                println!(
+                outln!("device      {} ({})", case.hostname, case.device_id);
+                outln!("reported by {}", case.reported_by);
+                outln!(
                     "opened      {} by {}",
                     rfc3339_ms(case.opened_ms),
                     case.opened_by
                 );
-                println!("lock        {}", case.lock_command_id);
+                outln!("lock        {}", case.lock_command_id);
                 if !case.unlock_command_id.is_empty() {
-                    println!("unlock      {}", case.unlock_command_id);
+                    outln!("unlock      {}", case.unlock_command_id);
                 }
                 for w in &case.wipe_command_ids {
-                    println!("wipe        {w}");
+                    outln!("wipe        {w}");
                 }
                 print_checklist(&case);
             }
@@ -592,7 +1028,7 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            print!("{}", if *html { r.html } else { r.markdown });
+            out!("{}", if *html { r.html } else { r.markdown });
         }
         LossCmd::Recovered { id } => {
             let case = c
@@ -600,9 +1036,10 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!(
+            outln!(
                 "loss case {} closed; unlock queued as {}",
-                case.id, case.unlock_command_id
+                case.id,
+                case.unlock_command_id
             );
         }
     }
@@ -610,9 +1047,9 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
 }
 
 fn print_checklist(case: &pb::LossCase) {
-    println!("checklist (policy 8.1):");
+    outln!("checklist (policy 8.1):");
     for s in vakt_server::loss::checklist(case) {
-        println!(
+        outln!(
             "  {}. [{}] {}{}",
             s.number,
             if s.done { "x" } else { " " },
@@ -650,6 +1087,25 @@ fn loss_json(c: &pb::LossCase) -> Value {
         "wipe_commands": c.wipe_command_ids,
         "notes": c.notes,
         "checklist": steps,
+    })
+}
+
+fn finding_json(f: &pb::FindingInfo) -> Value {
+    json!({
+        "id": f.id,
+        "device": f.device,
+        "hostname": f.hostname,
+        "rule": f.rule,
+        "kind": f.kind,
+        "section": f.section,
+        "severity": f.severity,
+        "status": f.status,
+        "message_sv": f.message_sv,
+        "message_en": f.message_en,
+        "evidence": f.evidence,
+        "first_seen": rfc3339_ms(f.first_seen_ms),
+        "last_seen": rfc3339_ms(f.last_seen_ms),
+        "resolved_at": rfc3339_ms(f.resolved_at_ms),
     })
 }
 
@@ -693,15 +1149,19 @@ fn device_json(d: &pb::Device) -> Value {
 
 fn print_devices(list: &[pb::Device]) {
     if list.is_empty() {
-        println!("no devices enrolled yet");
+        outln!("no devices enrolled yet");
         return;
     }
-    println!(
+    outln!(
         "{:<21} {:<24} {:<8} {:<21} {:<4} ASSIGNED TO",
-        "ID", "HOSTNAME", "STATE", "LAST SEEN", "LINK"
+        "ID",
+        "HOSTNAME",
+        "STATE",
+        "LAST SEEN",
+        "LINK"
     );
     for d in list {
-        println!(
+        outln!(
             "{:<21} {:<24} {:<8} {:<21} {:<4} {}",
             d.id,
             d.hostname,
@@ -714,13 +1174,13 @@ fn print_devices(list: &[pb::Device]) {
 }
 
 fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
-    println!("device      {} ({})", d.id, d.hostname);
-    println!(
+    outln!("device      {} ({})", d.id, d.hostname);
+    outln!(
         "state       {}{}",
         device_state_name(d.state),
         if d.connected { ", connected" } else { "" }
     );
-    println!(
+    outln!(
         "assigned to {}",
         if d.assigned_to.is_empty() {
             "-"
@@ -728,23 +1188,27 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             &d.assigned_to
         }
     );
-    println!("last seen   {}", rfc3339_ms(d.last_seen_ms));
-    println!(
+    outln!("last seen   {}", rfc3339_ms(d.last_seen_ms));
+    outln!(
         "last report {} (sequence {})",
         rfc3339_ms(d.last_report_ms),
         d.last_report_sequence
     );
-    println!(
+    outln!(
         "os          {} / kernel {} / {}",
-        r.host.os, r.host.kernel, r.host.arch
+        r.host.os,
+        r.host.kernel,
+        r.host.arch
     );
-    println!(
+    outln!(
         "hardware    {} {} serial {}",
-        r.host.vendor, r.host.model, r.host.serial
+        r.host.vendor,
+        r.host.model,
+        r.host.serial
     );
-    println!("software    {} packages", r.software.len());
+    outln!("software    {} packages", r.software.len());
     for p in &r.software {
-        println!(
+        outln!(
             "  {:<32} {:<28} {:<8} {:<16} {}{}",
             p.name,
             p.version,
@@ -754,14 +1218,14 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             if p.current { "" } else { " (update available)" }
         );
     }
-    println!(
+    outln!(
         "mail        {} accounts, {} forwards, {} identities",
         r.mail.accounts.len(),
         r.mail.forwards.len(),
         r.mail.identities.len()
     );
     for f in &r.mail.forwards {
-        println!(
+        outln!(
             "  forward   {} {} '{}' -> {}{}",
             f.client,
             f.user,
@@ -770,9 +1234,9 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             if f.enabled { "" } else { " (disabled)" }
         );
     }
-    println!("roaming     {} modems", r.roaming.modems.len());
+    outln!("roaming     {} modems", r.roaming.modems.len());
     for m in &r.roaming.modems {
-        println!(
+        outln!(
             "  modem     {} {} country {} data {}",
             m.registration,
             m.operator_mcc,
@@ -781,7 +1245,7 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
         );
     }
     for e in &r.errors {
-        println!(
+        outln!(
             "error       [{}] {}: {}",
             e.section.as_str(),
             e.source,

@@ -22,7 +22,13 @@ struct Fixture {
 
 async fn start(transport: Transport) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let state = crate::server::prepare(dir.path(), &[]).await.unwrap();
+    let state = crate::server::prepare(
+        dir.path(),
+        &[],
+        crate::notify::NotifyConfig::default(),
+    )
+    .await
+    .unwrap();
     let admin = std::fs::read_to_string(dir.path().join("admin.token"))
         .unwrap()
         .trim()

@@ -1,0 +1,314 @@
+//! The server's configuration file (TOML, `/etc/vakt/server.toml` when installed) and how it
+//! combines with `vakt-server serve`'s flags.
+//!
+//! The file holds what the service needs to start: `data`, `listen`, `console` and
+//! `hostnames`. Flags given on the command line override the file, so `serve --data DIR` keeps
+//! working without any file, and an operator can try a different port without editing it.
+//! Unknown keys and bad values are errors that name the file, the line and the key, as in the
+//! agent's config: a typo must stop the service, not quietly fall back to a default.
+
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Where agents and the admin API connect when neither a flag nor the file says.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7443);
+/// The web console's address when neither a flag nor the file says.
+pub const DEFAULT_CONSOLE: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7480);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "no data directory: pass --data DIR, or set data = \"/var/lib/vakt-server\" in the file given with --config"
+    )]
+    NoData,
+}
+
+/// A name agents use to reach the server, as it goes into the server certificate: a DNS name
+/// (optionally a `*.` wildcard) or an IP address. Checked here because a URL or a `host:port`
+/// pasted by mistake would otherwise surface as an opaque certificate error at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostName(String);
+
+impl HostName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for HostName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.parse::<IpAddr>().is_ok() {
+            return Ok(Self(s.to_string()));
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "'{s}' is a URL; give the bare host name, e.g. \"vakt.example.org\""
+            ));
+        }
+        if s.contains(':') {
+            return Err(format!(
+                "'{s}' has a port; give the bare host name (the port belongs in listen)"
+            ));
+        }
+        let name = s.strip_prefix("*.").unwrap_or(s);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.is_empty() || s.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "'{s}' is not a host name (letters, digits, '-' and '.', e.g. \"vakt.example.org\") or an IP address"
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for HostName {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// The file as written: every key optional, since flags may supply it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data: Option<PathBuf>,
+    #[serde(default, deserialize_with = "socket_addr")]
+    pub listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "socket_addr")]
+    pub console: Option<SocketAddr>,
+    #[serde(default)]
+    pub hostnames: Vec<HostName>,
+    /// Where notifications are mailed (policy 8.5: violations to the person's manager).
+    #[serde(default)]
+    pub mail: MailFile,
+}
+
+/// The `[mail]` table.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailFile {
+    /// smtp://host:port, smtp://host?tls=required (STARTTLS) or smtps://host.
+    pub smtp: Option<String>,
+    pub from: Option<String>,
+    /// Who hears of a violation when no manager is known.
+    pub it_address: Option<String>,
+}
+
+/// Reads an address from a string with a message that says what to write; toml adds the line
+/// and shows the key.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "'{s}' is not an IP address and port, e.g. \"0.0.0.0:7443\" or \"[::]:7443\""
+        ))
+    })
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses and validates the text of a config file; the error is a message for a person.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        if let Some(data) = &cfg.data
+            && !data.is_absolute()
+        {
+            // A service's working directory is not something to rely on.
+            return Err(format!(
+                "data: '{}' must be an absolute path, e.g. \"/var/lib/vakt-server\"",
+                data.display()
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+/// What the command line gave; `None` and an empty list mean "not given".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flags {
+    pub data: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub console: Option<SocketAddr>,
+    pub hostnames: Vec<HostName>,
+}
+
+/// The settings `serve` runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub console: SocketAddr,
+    pub hostnames: Vec<String>,
+}
+
+impl Settings {
+    /// Flags override the file, the file overrides the defaults. `--hostname` flags replace
+    /// the file's list rather than add to it, so what the command line says is the whole truth.
+    pub fn resolve(file: Option<FileConfig>, flags: Flags) -> Result<Self, ConfigError> {
+        let file = file.unwrap_or_default();
+        let hostnames = if flags.hostnames.is_empty() {
+            file.hostnames
+        } else {
+            flags.hostnames
+        };
+        Ok(Self {
+            data: flags.data.or(file.data).ok_or(ConfigError::NoData)?,
+            listen: flags.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
+            console: flags.console.or(file.console).unwrap_or(DEFAULT_CONSOLE),
+            hostnames: hostnames.into_iter().map(|h| h.0).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+data = "/var/lib/vakt-server"
+listen = "0.0.0.0:7443"
+console = "127.0.0.1:7480"
+hostnames = ["vakt.example.org", "10.0.0.5"]
+"#;
+
+    #[test]
+    fn full_file_parses() {
+        let c = FileConfig::parse(GOOD).unwrap();
+        assert_eq!(c.data, Some(PathBuf::from("/var/lib/vakt-server")));
+        assert_eq!(c.listen, Some("0.0.0.0:7443".parse().unwrap()));
+        assert_eq!(c.hostnames.len(), 2);
+        assert_eq!(c.hostnames[1].as_str(), "10.0.0.5");
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../deploy/config/server.toml");
+        let c = FileConfig::parse(text).unwrap();
+        assert_eq!(c.data, Some(PathBuf::from("/var/lib/vakt-server")));
+        let s = Settings::resolve(Some(c), Flags::default()).unwrap();
+        assert_eq!(s.data, PathBuf::from("/var/lib/vakt-server"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = FileConfig::parse(&GOOD.replace("console", "consol")).unwrap_err();
+        assert!(err.contains("consol") && err.contains("line 4"), "{err}");
+        let err = FileConfig::parse(&format!("{GOOD}\n[tls]\n")).unwrap_err();
+        assert!(err.contains("tls") && err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_line() {
+        let err = FileConfig::parse(&GOOD.replace("0.0.0.0:7443", "0.0.0.0")).unwrap_err();
+        assert!(
+            err.contains("line 3") && err.contains("listen") && err.contains("'0.0.0.0'"),
+            "{err}"
+        );
+        let err = FileConfig::parse(
+            &GOOD.replace("\"vakt.example.org\"", "\"https://vakt.example.org\""),
+        )
+        .unwrap_err();
+        assert!(err.contains("line 5") && err.contains("is a URL"), "{err}");
+        let err =
+            FileConfig::parse(&GOOD.replace("\"/var/lib/vakt-server\"", "\"data\"")).unwrap_err();
+        assert!(
+            err.starts_with("data: 'data' must be an absolute path"),
+            "{err}"
+        );
+        let err = FileConfig::parse(&GOOD.replace("\"/var/lib/vakt-server\"", "7")).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn host_names_are_checked() {
+        for good in [
+            "vakt.example.org",
+            "*.example.org",
+            "localhost",
+            "::1",
+            "10.1.2.3",
+            "a-b.c",
+        ] {
+            assert!(good.parse::<HostName>().is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("vakt.example.org:7443", "has a port"),
+            ("https://vakt", "is a URL"),
+            ("", "not a host name"),
+            ("vakt..org", "not a host name"),
+            ("-vakt.org", "not a host name"),
+            ("vakt example", "not a host name"),
+            ("väkt.se", "not a host name"),
+        ] {
+            let err = bad.parse::<HostName>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_in() {
+        let file = FileConfig::parse(GOOD).unwrap();
+        let flags = Flags {
+            data: Some("/tmp/other".into()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            console: None,
+            hostnames: vec!["other.example.org".parse().unwrap()],
+        };
+        let s = Settings::resolve(Some(file.clone()), flags).unwrap();
+        assert_eq!(s.data, PathBuf::from("/tmp/other"));
+        assert_eq!(s.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(s.console, "127.0.0.1:7480".parse().unwrap());
+        assert_eq!(s.hostnames, vec!["other.example.org".to_string()]);
+
+        let s = Settings::resolve(Some(file), Flags::default()).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:7443".parse().unwrap());
+        assert_eq!(s.hostnames, vec!["vakt.example.org", "10.0.0.5"]);
+
+        let only_data = Flags {
+            data: Some("/srv/vakt".into()),
+            ..Flags::default()
+        };
+        let s = Settings::resolve(None, only_data).unwrap();
+        assert_eq!((s.listen, s.console), (DEFAULT_LISTEN, DEFAULT_CONSOLE));
+        assert!(s.hostnames.is_empty());
+    }
+
+    #[test]
+    fn no_data_anywhere_is_an_error_that_says_what_to_do() {
+        let err = Settings::resolve(Some(FileConfig::default()), Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("--data"), "{err}");
+    }
+}

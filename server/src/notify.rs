@@ -1,0 +1,151 @@
+//! Telling people: a durable outbox of mails, delivered over SMTP by a background worker with
+//! retries, so a mail server that is down never blocks a report or loses a notification.
+
+use crate::api::State;
+use crate::store::{JsonTree, StoreError};
+use crate::timefmt::now_ms;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+
+/// Where notifications go and how.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyConfig {
+    /// `smtp://host:port` (plain, for a local relay), `smtp://host?tls=required` (STARTTLS)
+    /// or `smtps://host` (TLS), with `user:pass@` if the relay needs it. `None`: mail is queued
+    /// but not sent (and the server says so at start).
+    pub smtp_url: Option<String>,
+    pub from: String,
+    /// Who hears of a violation when the device's person has no known manager.
+    pub it_address: Option<String>,
+}
+
+/// One queued mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub created_ms: i64,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: String,
+}
+
+/// Queues a mail durably and wakes the sender.
+pub async fn enqueue(
+    state: &State,
+    to: &[String],
+    subject: &str,
+    body: &str,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let id = format!(
+        "m-{now:012x}{}",
+        crate::token::hex(&crate::token::random_bytes::<4>())
+    );
+    let item = OutboxItem {
+        id: id.clone(),
+        to: to.to_vec(),
+        subject: subject.to_string(),
+        body: body.to_string(),
+        created_ms: now,
+        attempts: 0,
+        next_attempt_ms: now,
+        last_error: String::new(),
+    };
+    state
+        .store
+        .json_apply(JsonTree::Outbox, &[(id.into_bytes(), item)], &[])
+        .await?;
+    state.outbox_wake.notify_one();
+    Ok(())
+}
+
+/// Mails still waiting to go out.
+pub fn pending(state: &State) -> Result<Vec<OutboxItem>, StoreError> {
+    state.store.json_list(JsonTree::Outbox, b"")
+}
+
+fn build(cfg: &NotifyConfig, item: &OutboxItem) -> Result<Message, String> {
+    let from: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| format!("from address '{}': {e}", cfg.from))?;
+    let mut b = Message::builder().from(from).subject(item.subject.clone());
+    for to in &item.to {
+        let mb: Mailbox = to.parse().map_err(|e| format!("address '{to}': {e}"))?;
+        b = b.to(mb);
+    }
+    b.header(ContentType::TEXT_PLAIN)
+        .body(item.body.clone())
+        .map_err(|e| e.to_string())
+}
+
+/// Sends what is due, forever; retries with growing delays (30 s doubling, at most an hour).
+pub async fn run_sender(state: State) {
+    let Some(url) = state.notify.smtp_url.clone() else {
+        return;
+    };
+    let transport = match AsyncSmtpTransport::<Tokio1Executor>::from_url(&url) {
+        Ok(t) => t.build(),
+        Err(e) => {
+            tracing::error!("smtp url '{url}': {e}; mail will stay queued");
+            return;
+        }
+    };
+    loop {
+        let now = now_ms();
+        let due: Vec<OutboxItem> = match pending(&state) {
+            Ok(items) => items
+                .into_iter()
+                .filter(|i| i.next_attempt_ms <= now)
+                .collect(),
+            Err(e) => {
+                tracing::error!("outbox: {e}");
+                Vec::new()
+            }
+        };
+        for mut item in due {
+            let sent = match build(&state.notify, &item) {
+                Ok(msg) => transport
+                    .send(msg)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            let key = item.id.clone().into_bytes();
+            let res = match sent {
+                Ok(()) => {
+                    tracing::info!(to = ?item.to, subject = %item.subject, "mail sent");
+                    state
+                        .store
+                        .json_apply::<OutboxItem>(JsonTree::Outbox, &[], &[key])
+                        .await
+                }
+                Err(e) => {
+                    item.attempts += 1;
+                    let delay = 30_000i64
+                        .saturating_mul(1 << item.attempts.min(7))
+                        .min(3_600_000);
+                    item.next_attempt_ms = now_ms() + delay;
+                    tracing::warn!(to = ?item.to, attempts = item.attempts, "mail not sent, retrying in {} s: {e}", delay / 1000);
+                    item.last_error = e;
+                    state
+                        .store
+                        .json_apply(JsonTree::Outbox, &[(key, item)], &[])
+                        .await
+                }
+            };
+            if let Err(e) = res {
+                tracing::error!("outbox: {e}");
+            }
+        }
+        tokio::select! {
+            _ = state.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+        }
+    }
+}

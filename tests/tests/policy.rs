@@ -1,0 +1,290 @@
+//! The policy end to end: an agent whose laptop forwards work mail to Gmail over plain IMAP,
+//! has no signature and roams in Norway with data on gets exactly the Sorsele pack's findings,
+//! its person's manager gets the mail at a real SMTP server, and removing the forward resolves
+//! that finding. Also: a modem crossing the border reaches the server within 5 seconds.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vakt_tests::dbus::{Mock, PrivateBus};
+use vakt_tests::mm::{add_home_modem, come_home, roam_to_norway};
+use vakt_tests::{SmtpSink, TestAgent, TestServer, skip_unless_dbus, wait_until};
+
+const FILTERS: &str = "version=\"9\"\nlogging=\"no\"\nname=\"till gmail\"\nenabled=\"yes\"\ntype=\"17\"\naction=\"Forward\"\nactionValue=\"anna.berg@gmail.com\"\ncondition=\"ALL\"\n";
+
+/// Anna's laptop: Thunderbird with one IMAP account on the municipality's server without
+/// encryption, an identity without a signature, and a filter forwarding everything to Gmail.
+fn laptop(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000:Anna Berg:/home/anna:/bin/bash\n",
+    )
+    .unwrap();
+    let tb = root.join("home/anna/.thunderbird");
+    let profile = tb.join("k3x9.default-release");
+    std::fs::create_dir_all(profile.join("ImapMail/imap.sorsele.se")).unwrap();
+    std::fs::write(tb.join("profiles.ini"), "[Profile0]\nName=default-release\nIsRelative=1\nPath=k3x9.default-release\nDefault=1\n\n[General]\nStartWithLastProfile=1\nVersion=2\n").unwrap();
+    std::fs::write(
+        profile.join("prefs.js"),
+        concat!(
+            "// Mozilla User Preferences\n",
+            "user_pref(\"mail.accountmanager.accounts\", \"account1\");\n",
+            "user_pref(\"mail.account.account1.identities\", \"id1\");\n",
+            "user_pref(\"mail.account.account1.server\", \"server1\");\n",
+            "user_pref(\"mail.identity.id1.fullName\", \"Anna Berg\");\n",
+            "user_pref(\"mail.identity.id1.useremail\", \"anna.berg@sorsele.se\");\n",
+            "user_pref(\"mail.server.server1.directory-rel\", \"[ProfD]ImapMail/imap.sorsele.se\");\n",
+            "user_pref(\"mail.server.server1.hostname\", \"imap.sorsele.se\");\n",
+            "user_pref(\"mail.server.server1.port\", 143);\n",
+            "user_pref(\"mail.server.server1.socketType\", 0);\n",
+            "user_pref(\"mail.server.server1.type\", \"imap\");\n",
+            "user_pref(\"mail.server.server1.userName\", \"anna.berg\");\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        profile.join("ImapMail/imap.sorsele.se/msgFilterRules.dat"),
+        FILTERS,
+    )
+    .unwrap();
+    root
+}
+
+fn open_by_kind(findings: &Value) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] == "open")
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["section"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_manager_mail_and_resolution() {
+    let bus = skip_unless_dbus!(PrivateBus::start().await);
+    let mm = skip_unless_dbus!(Mock::start(&bus, "modemmanager", &json!({})).await);
+    let smtp = match SmtpSink::start() {
+        Ok(s) => s,
+        Err(reason) => {
+            assert!(!vakt_tests::tools_required(), "{reason}");
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    };
+    let modem = add_home_modem(&mm).await;
+    roam_to_norway(&mm, &modem, 2_000_000, 100_000).await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = laptop(tmp.path());
+    let server = TestServer::start_with(
+        &tmp.path().join("server"),
+        "127.0.0.1:0",
+        &["--smtp", &smtp.url(), "--mail-from", "vakt@sorsele.se"],
+    );
+    let csv = tmp.path().join("people.csv");
+    std::fs::write(&csv, "email,name,manager_email,end_date,leave_from,leave_to\r\nanna.berg@sorsele.se,Anna Berg,chef@sorsele.se,,,\r\nchef@sorsele.se,Örjan Åström,,,,\r\n").unwrap();
+    let out = server.vakt_ok(&["people", "import", csv.to_str().unwrap()]);
+    assert!(out.contains("2 people"), "{out}");
+
+    let agent = TestAgent::with_config(
+        &tmp.path().join("agent"),
+        &server,
+        &server.enroll_token(&[]),
+        &format!(
+            "root = {:?}\nsystem_bus = {:?}\n",
+            root.display().to_string(),
+            bus.address()
+        ),
+    );
+    let out = agent.run_once();
+    assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
+    let device = agent.device_id();
+    server.vakt_ok(&["device", "assign", &device, "anna.berg@sorsele.se"]);
+
+    let show = server.vakt_json(&["device", "show", &device]);
+    assert_eq!(show["mail"]["forwards"][0]["target"], "anna.berg@gmail.com");
+    assert_eq!(show["roaming"]["modems"][0]["country"], "NO");
+
+    let findings = server.vakt_json(&["findings", "--device", &device]);
+    let got = open_by_kind(&findings);
+    let want: Vec<(String, String, String)> = [
+        ("mail-auto-forward-external", "9", "violation"),
+        ("mail-signature", "9", "warning"),
+        ("mail-transport-encryption", "8.2", "violation"),
+        ("mobile-data-abroad", "8.4", "violation"),
+        ("private-travel-approval", "8.5", "violation"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(
+        got,
+        want,
+        "findings: {}",
+        serde_json::to_string_pretty(&findings).unwrap()
+    );
+    for f in findings.as_array().unwrap() {
+        assert!(
+            !f["message_sv"].as_str().unwrap().is_empty()
+                && !f["message_en"].as_str().unwrap().is_empty()
+        );
+    }
+
+    // Each new violation is mailed once to Anna's manager, Swedish first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while smtp.messages().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the manager's mail did not arrive ({} of 4); server log:\n{}",
+            smtp.messages().len(),
+            server.log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mails = smtp.messages();
+    assert_eq!(
+        mails.len(),
+        4,
+        "one mail per violation (4), none for the warning"
+    );
+    assert!(mails.iter().all(|m| m.contains("chef@sorsele.se")));
+    assert!(
+        mails.iter().any(|m| m.contains("gmail.com")),
+        "the forward's target is in the mail"
+    );
+
+    // The forward is removed: its finding resolves, the others stay, and no new mail goes out.
+    std::fs::write(
+        root.join("home/anna/.thunderbird/k3x9.default-release/ImapMail/imap.sorsele.se/msgFilterRules.dat"),
+        "version=\"9\"\nlogging=\"no\"\n",
+    )
+    .unwrap();
+    assert!(agent.run_once().status.success());
+    wait_until(
+        "the forward finding to resolve",
+        Duration::from_secs(10),
+        || {
+            let all = server.vakt_json(&["findings", "--device", &device, "--all"]);
+            all.as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == "mail-auto-forward-external" && f["status"] == "resolved")
+        },
+    )
+    .await;
+    let open = open_by_kind(&server.vakt_json(&["findings", "--device", &device]));
+    assert_eq!(open.len(), 4);
+    assert_eq!(smtp.messages().len(), 4);
+
+    // An approved business trip to Norway exempts the laptop's data abroad.
+    let today = time::OffsetDateTime::now_utc().date();
+    server.vakt_ok(&[
+        "trips",
+        "add",
+        "--person",
+        "anna.berg@sorsele.se",
+        "--country",
+        "NO",
+        "--from",
+        &today.to_string(),
+        "--to",
+        &today.next_day().unwrap().to_string(),
+        "--kind",
+        "business",
+    ]);
+    let all = server.vakt_json(&["findings", "--device", &device]);
+    let data = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "mobile-data-abroad")
+        .unwrap();
+    assert_eq!(data["status"], "exempted", "{data}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_border_crossing_reaches_the_server_within_five_seconds() {
+    let bus = skip_unless_dbus!(PrivateBus::start().await);
+    let mm = skip_unless_dbus!(Mock::start(&bus, "modemmanager", &json!({})).await);
+    let modem = add_home_modem(&mm).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    // Reports every 10 minutes: only the change notification can bring the crossing in time.
+    let agent = TestAgent::with_config(
+        &tmp.path().join("agent"),
+        &server,
+        &server.enroll_token(&[]),
+        &format!(
+            "root = {:?}\nsystem_bus = {:?}\n",
+            root.display().to_string(),
+            bus.address()
+        ),
+    );
+    let cfg = std::fs::read_to_string(agent.config())
+        .unwrap()
+        .replace("report_interval = \"10s\"", "report_interval = \"10m\"");
+    std::fs::write(agent.config(), cfg).unwrap();
+    let proc = agent.spawn();
+    let country = |server: &TestServer| -> String {
+        let d = server.vakt_json(&["devices"]);
+        let Some(id) = d[0]["id"].as_str() else {
+            return String::new();
+        };
+        server.vakt_json(&["device", "show", id])["roaming"]["modems"][0]["country"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    wait_until("the first report at home", Duration::from_secs(30), || {
+        country(&server) == "SE"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let t0 = Instant::now();
+    roam_to_norway(&mm, &modem, 5_000, 700).await;
+    wait_until(
+        "roaming in Norway on the server",
+        Duration::from_secs(5),
+        || country(&server) == "NO",
+    )
+    .await;
+    let abroad = t0.elapsed();
+
+    let t1 = Instant::now();
+    come_home(&mm, &modem).await;
+    wait_until("back home on the server", Duration::from_secs(5), || {
+        country(&server) == "SE"
+    })
+    .await;
+    let home = t1.elapsed();
+    eprintln!("border crossing reached the server in {abroad:?} (abroad) and {home:?} (home)");
+    let show = server.vakt_json(&["device", "show", &agent.device_id()]);
+    let trips = show["roaming"]["abroad"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        trips.len(),
+        1,
+        "the trip to Norway is in the ledger: {show}; agent log:\n{}",
+        proc.log()
+    );
+    assert_eq!(trips[0]["country"], "NO");
+}
