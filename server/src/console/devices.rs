@@ -3,6 +3,7 @@
 //! and the loss case; and assigning a device to a person.
 
 use super::view::{self, CommandRow, DEVICE_STATES, DeviceFilter};
+use super::findings::FindingRow;
 use super::{Authed, Frame, Post, html};
 use crate::timefmt::now_ms;
 use askama::Template;
@@ -10,6 +11,7 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
 use tonic::Code;
 use vakt_proto::model::{self, SoftwareSource};
 use vakt_proto::pb;
@@ -31,6 +33,7 @@ pub struct DeviceRow {
     pub last_seen_ago: String,
     pub connected: bool,
     pub model: String,
+    pub open_findings: usize,
 }
 
 #[derive(Template)]
@@ -39,6 +42,7 @@ struct DeviceList {
     c: Frame,
     filter: DeviceFilter,
     states: Vec<StateOption>,
+    rules: Vec<super::findings::Choice>,
     rows: Vec<DeviceRow>,
     total: usize,
 }
@@ -48,10 +52,26 @@ pub async fn list(a: Authed, Query(filter): Query<DeviceFilter>) -> Response {
         Ok(r) => r.into_inner().devices,
         Err(s) => return a.fail(s, "/"),
     };
+    let findings = match a
+        .api()
+        .list_findings(a.req(pb::ListFindingsRequest::default()))
+        .await
+    {
+        Ok(r) => r.into_inner().findings,
+        Err(s) => return a.fail(s, "/"),
+    };
+    let mut open_rules: HashMap<&str, Vec<&str>> = HashMap::new();
+    for f in findings.iter().filter(|f| f.status == "open") {
+        open_rules
+            .entry(f.device.as_str())
+            .or_default()
+            .push(f.rule.as_str());
+    }
+    let rules_of = |d: &pb::Device| open_rules.get(d.id.as_str()).cloned().unwrap_or_default();
     let now = now_ms();
     let rows = devices
         .iter()
-        .filter(|d| filter.matches(d))
+        .filter(|d| filter.matches(d, &rules_of(d)))
         .map(|d| DeviceRow {
             id: d.id.clone(),
             hostname: d.hostname.clone(),
@@ -62,6 +82,16 @@ pub async fn list(a: Authed, Query(filter): Query<DeviceFilter>) -> Response {
             last_seen_ago: view::ago(a.lang, now, d.last_seen_ms),
             connected: d.connected,
             model: d.model.clone(),
+            open_findings: rules_of(d).len(),
+        })
+        .collect();
+    let rules: BTreeSet<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
+    let rules = rules
+        .into_iter()
+        .map(|r| super::findings::Choice {
+            value: r.to_string(),
+            label: r.to_string(),
+            selected: filter.finding == r,
         })
         .collect();
     let states = DEVICE_STATES
@@ -79,6 +109,7 @@ pub async fn list(a: Authed, Query(filter): Query<DeviceFilter>) -> Response {
         c: a.frame("devices", a.t("Enheter", "Devices")),
         filter,
         states,
+        rules,
         rows,
         total: devices.len(),
     };
@@ -169,6 +200,9 @@ struct DevicePage {
     unreadable: Vec<String>,
     commands: Vec<CommandRow>,
     case: Option<CaseSummary>,
+    /// Open and exempted findings; then the resolved ones.
+    findings: Vec<FindingRow>,
+    resolved: Vec<FindingRow>,
 }
 
 const SOURCES: [SoftwareSource; 5] = [
@@ -253,6 +287,21 @@ pub async fn show(a: Authed, Path(id): Path<String>, Query(q): Query<SoftwareQue
         Err(s) if s.code() == Code::NotFound => None,
         Err(s) => return a.fail(s, "/devices"),
     };
+    let findings = match a
+        .api()
+        .list_findings(a.req(pb::ListFindingsRequest {
+            device: d.id.clone(),
+            include_resolved: true,
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner().findings,
+        Err(s) => return a.fail(s, "/devices"),
+    };
+    let (resolved, findings): (Vec<_>, Vec<_>) = findings
+        .iter()
+        .map(|f| FindingRow::new(a.lang, f))
+        .partition(|f| f.status == "resolved");
     let (report, unreadable) = report_of(&detail.sections);
     let lang = a.lang;
     let now = now_ms();
@@ -377,6 +426,8 @@ pub async fn show(a: Authed, Path(id): Path<String>, Query(q): Query<SoftwareQue
             .map(|c| CommandRow::new(lang, c, &d.hostname))
             .collect(),
         case,
+        findings,
+        resolved,
         modems,
         abroad,
         errors: report.errors,

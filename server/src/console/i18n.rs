@@ -162,6 +162,35 @@ impl Lang {
         }
     }
 
+    /// A finding's severity as the admin API names it (violation, warning, notice).
+    pub fn severity(self, s: &str) -> &'static str {
+        match s {
+            "violation" => self.t("överträdelse", "violation"),
+            "warning" => self.t("varning", "warning"),
+            "notice" => self.t("notering", "notice"),
+            _ => self.t("okänd", "unknown"),
+        }
+    }
+
+    /// A finding's status as the admin API names it (open, resolved, exempted).
+    pub fn finding_status(self, s: &str) -> &'static str {
+        match s {
+            "open" => self.t("öppen", "open"),
+            "resolved" => self.t("åtgärdad", "resolved"),
+            "exempted" => self.t("undantagen", "exempted"),
+            _ => self.t("okänd", "unknown"),
+        }
+    }
+
+    /// A trip's kind as the admin API names it (business, private).
+    pub fn trip_kind(self, s: &str) -> &'static str {
+        match s {
+            "business" => self.t("tjänsteresa", "business"),
+            "private" => self.t("privat resa", "private"),
+            _ => self.t("okänd", "unknown"),
+        }
+    }
+
     /// The heading of an error page for an admin API status.
     pub fn status_heading(self, code: Code) -> &'static str {
         match code {

@@ -17,9 +17,12 @@
 mod audit;
 mod auth;
 mod devices;
+mod findings;
 mod i18n;
 mod loss;
 mod overview;
+mod people;
+mod policy;
 mod session;
 mod tls;
 mod view;
@@ -153,6 +156,15 @@ pub fn router(console: Console) -> Router {
         .route("/loss", get(loss::list))
         .route("/wipes", get(wipes::list))
         .route("/wipes/{command}/approve", post(wipes::approve))
+        .route("/findings", get(findings::list))
+        .route("/findings.csv", get(findings::csv))
+        .route("/people", get(people::page))
+        .route("/people/import", post(people::import))
+        .route("/trips", post(people::add_trip))
+        .route("/exemptions", post(people::grant_exemption))
+        .route("/policy", get(policy::page))
+        .route("/policy/check", post(policy::check))
+        .route("/policy/apply", post(policy::apply))
         .route("/audit", get(audit::page))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))

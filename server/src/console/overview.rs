@@ -1,5 +1,6 @@
-//! The overview: devices by state, open loss cases, wipes waiting for a second admin, and the
-//! latest check-ins (and the devices that stopped checking in).
+//! The overview: devices by state, open findings by rule and policy section, open loss cases,
+//! wipes waiting for a second admin, and the latest check-ins (and the devices that stopped
+//! checking in).
 
 use super::view::{self, DEVICE_STATES};
 use super::{Authed, Frame, html};
@@ -32,6 +33,17 @@ pub struct CheckIn {
     pub connected: bool,
 }
 
+/// Open findings of one rule.
+pub struct RuleCount {
+    pub rule: String,
+    pub kind: String,
+    pub section: String,
+    pub severity: String,
+    pub severity_label: &'static str,
+    pub n: usize,
+    pub devices: usize,
+}
+
 pub struct OpenCase {
     pub device_id: String,
     pub hostname: String,
@@ -48,6 +60,8 @@ struct Overview {
     connected: usize,
     states: Vec<StateCount>,
     awaiting_approval: usize,
+    open_findings: usize,
+    by_rule: Vec<RuleCount>,
     cases: Vec<OpenCase>,
     recent: Vec<CheckIn>,
     silent: Vec<CheckIn>,
@@ -87,6 +101,15 @@ pub async fn page(a: Authed) -> Response {
         Ok(r) => r.into_inner().cases,
         Err(s) => return a.fail(s, "/"),
     };
+    let findings = match a
+        .api()
+        .list_findings(a.req(pb::ListFindingsRequest::default()))
+        .await
+    {
+        Ok(r) => r.into_inner().findings,
+        Err(s) => return a.fail(s, "/"),
+    };
+    let open: Vec<&pb::FindingInfo> = findings.iter().filter(|f| f.status == "open").collect();
     let now = now_ms();
     let states = DEVICE_STATES
         .iter()
@@ -120,6 +143,7 @@ pub async fn page(a: Authed) -> Response {
             steps_done: crate::loss::checklist(c).iter().filter(|s| s.done).count(),
         })
         .collect();
+    let by_rule = rule_counts(a.lang, &open);
     let page = Overview {
         c: a.frame("overview", a.t("Översikt", "Overview")),
         total: devices.len(),
@@ -132,9 +156,76 @@ pub async fn page(a: Authed) -> Response {
                     && c.state == pb::CommandState::AwaitingApproval as i32
             })
             .count(),
+        open_findings: open.len(),
+        by_rule,
         cases,
         recent,
         silent,
     };
     html(StatusCode::OK, &page)
+}
+
+/// Open findings counted per rule, in policy-section order.
+fn rule_counts(lang: super::Lang, open: &[&pb::FindingInfo]) -> Vec<RuleCount> {
+    let mut by_rule: std::collections::BTreeMap<(&str, &str), RuleCount> = Default::default();
+    let mut devices: std::collections::BTreeSet<(&str, &str)> = Default::default();
+    for f in open {
+        let e = by_rule
+            .entry((f.section.as_str(), f.rule.as_str()))
+            .or_insert_with(|| RuleCount {
+                rule: f.rule.clone(),
+                kind: f.kind.clone(),
+                section: f.section.clone(),
+                severity: f.severity.clone(),
+                severity_label: lang.severity(&f.severity),
+                n: 0,
+                devices: 0,
+            });
+        e.n += 1;
+        if devices.insert((f.rule.as_str(), f.device.as_str())) {
+            e.devices += 1;
+        }
+    }
+    // Sections compare as numbers part by part, so 8.10 comes after 8.9.
+    let mut v: Vec<RuleCount> = by_rule.into_values().collect();
+    v.sort_by(|x, y| {
+        section_key(&x.section)
+            .cmp(&section_key(&y.section))
+            .then(x.rule.cmp(&y.rule))
+    });
+    v
+}
+
+fn section_key(s: &str) -> Vec<u32> {
+    s.split('.').map(|p| p.parse().unwrap_or(u32::MAX)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_findings_count_per_rule_in_section_order() {
+        let f = |rule: &str, section: &str, device: &str| pb::FindingInfo {
+            rule: rule.into(),
+            section: section.into(),
+            device: device.into(),
+            severity: "violation".into(),
+            status: "open".into(),
+            ..Default::default()
+        };
+        let all = [
+            f("roaming-data", "8.10", "d1"),
+            f("no-forward", "8.2", "d1"),
+            f("no-forward", "8.2", "d2"),
+            f("no-forward", "8.2", "d2"),
+            f("unlisted-software", "8.3", "d1"),
+        ];
+        let refs: Vec<&pb::FindingInfo> = all.iter().collect();
+        let counts = rule_counts(super::super::Lang::Sv, &refs);
+        let order: Vec<&str> = counts.iter().map(|c| c.rule.as_str()).collect();
+        assert_eq!(order, ["no-forward", "unlisted-software", "roaming-data"]);
+        assert_eq!((counts[0].n, counts[0].devices), (3, 2));
+        assert_eq!(counts[0].severity_label, "överträdelse");
+    }
 }

@@ -660,3 +660,154 @@ fn api_codes_map_to_http_statuses() {
     assert_eq!(http_status(Code::Internal), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(encode_query("/devices/a b?x=1"), "/devices/a%20b%3Fx%3D1");
 }
+
+#[tokio::test]
+async fn findings_show_by_rule_and_section_and_export_as_csv() {
+    let f = start(Transport::Plain).await;
+    let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
+    crate::findings::evaluate_all(&f.state).await.unwrap();
+    let open: Vec<_> = crate::findings::findings(&f.state, Some(&id))
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.status == crate::policy::FindingStatus::Open)
+        .collect();
+    assert!(
+        !open.is_empty(),
+        "the Sorsele pack finds something on this laptop"
+    );
+    let rule = open[0].rule.clone();
+    let section = open[0].section.clone();
+    let mut c = Client::new(&f);
+    c.login(&f.admin).await;
+
+    let overview = c.get("/").await;
+    assert!(overview.body.contains("id=\"findings-by-rule\""));
+    assert!(overview.body.contains(&format!("/findings?rule={rule}")));
+    let page = c.get(&format!("/findings?rule={rule}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&format!("<td>{section}</td>")), "the policy section");
+    assert!(page.body.contains("data-status=\"open\""));
+    let resolved_only = c.get("/findings?status=resolved").await;
+    assert!(!resolved_only.body.contains("data-status=\"open\""));
+
+    let csv = c.get(&format!("/findings.csv?rule={rule}")).await;
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let lines: Vec<&str> = csv.body.trim_end().split("\r\n").collect();
+    assert!(lines[0].contains("device,hostname,rule,kind,section,severity,status"));
+    assert!(lines.len() > 1 && lines[1..].iter().all(|l| l.contains(&rule)));
+
+    let devices = c.get(&format!("/devices?finding={rule}")).await;
+    assert!(devices.body.contains(&format!("href=\"/devices/{id}\"")));
+    let device = c.get(&format!("/devices/{id}")).await;
+    assert!(device.body.contains("id=\"findings\""));
+    assert!(device.body.contains(&rule));
+
+    // An exemption from that rule for this device, through the form; the finding follows.
+    let csrf = c.csrf().await;
+    let r = c
+        .post(
+            "/exemptions",
+            &[
+                ("csrf", &csrf),
+                ("device", &id),
+                ("rule", &rule),
+                ("minutes", "60"),
+                ("reason", "tjänsteresa, godkänd av chefen"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let page = c.get("/people").await;
+    assert!(page.body.contains("tjänsteresa, godkänd av chefen"));
+    let exempted = c.get(&format!("/findings?rule={rule}&status=exempted")).await;
+    assert!(exempted.body.contains("data-status=\"exempted\""));
+}
+
+#[tokio::test]
+async fn people_trips_and_policy_go_through_the_admin_api() {
+    let f = start(Transport::Plain).await;
+    let mut c = Client::new(&f);
+    c.login(&f.admin).await;
+    let csrf = c.csrf().await;
+
+    let r = c
+        .post(
+            "/people/import",
+            &[(
+                "csrf",
+                &csrf,
+            ), (
+                "csv",
+                "email,name,manager_email\nanna.berg@sorsele.se,Anna Berg,chef@sorsele.se\n",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = c
+        .post(
+            "/people/import",
+            &[("csrf", &csrf), ("csv", "name\nAnna\n")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "the API's CSV validation");
+    assert!(r.body.contains("nothing was imported"), "{}", r.body);
+
+    let trip = |from: &'static str| {
+        [
+            ("person", "anna.berg@sorsele.se"),
+            ("countries", "NO FI"),
+            ("from", from),
+            ("to", "2026-06-12"),
+            ("kind", "business"),
+            ("approved_by", "chef@sorsele.se"),
+        ]
+    };
+    let mut bad = vec![("csrf", csrf.as_str())];
+    bad.extend(trip("12 juni"));
+    let r = c.post("/trips", &bad).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("is not a date"), "{}", r.body);
+    let mut good = vec![("csrf", csrf.as_str())];
+    good.extend(trip("2026-06-10"));
+    assert_eq!(c.post("/trips", &good).await.status, 303);
+    let page = c.get("/people").await;
+    assert!(page.body.contains("Anna Berg"));
+    assert!(page.body.contains("NO, FI"));
+    assert!(page.body.contains("tjänsteresa"));
+
+    // The policy in force, and a broken pack checked with file, line and column.
+    let policy = c.get("/policy").await;
+    assert_eq!(policy.status, 200);
+    assert!(policy.body.contains("id=\"policy-toml\""));
+    let r = c
+        .post(
+            "/policy/check",
+            &[("csrf", &csrf), ("toml", "[pack]\nversion = \n")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("policy.toml:"), "{}", r.body);
+    let (_, viewer) = create_admin_token(&f.state.store, pb::Role::Viewer, "revisor", "test")
+        .await
+        .unwrap();
+    let mut v = Client::new(&f);
+    v.login(&viewer).await;
+    let page = v.get("/policy").await;
+    assert!(!page.body.contains("id=\"apply-policy\""));
+    let csrf = csrf_of(&page.body);
+    let r = v
+        .post("/policy/apply", &[("csrf", &csrf), ("toml", "x")])
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("needs the admin role"));
+    let audit: Vec<String> = f
+        .state
+        .store
+        .audit_log()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(audit.contains(&"people.import".to_string()));
+    assert!(audit.contains(&"trip.add".to_string()));
+}

@@ -56,7 +56,8 @@ pub fn bytes(lang: Lang, n: u64) -> String {
 }
 
 /// The device list's filter: free text over hostname, id, serial and model; a state name as
-/// INTERFACE.md spells it; and a person (part of the assigned e-mail address).
+/// INTERFACE.md spells it; a person (part of the assigned e-mail address); and a rule the
+/// device has an open finding of.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct DeviceFilter {
     #[serde(default)]
@@ -65,14 +66,20 @@ pub struct DeviceFilter {
     pub state: String,
     #[serde(default)]
     pub person: String,
+    #[serde(default)]
+    pub finding: String,
 }
 
 impl DeviceFilter {
     pub fn is_empty(&self) -> bool {
-        self.q.trim().is_empty() && self.state.is_empty() && self.person.trim().is_empty()
+        self.q.trim().is_empty()
+            && self.state.is_empty()
+            && self.person.trim().is_empty()
+            && self.finding.is_empty()
     }
 
-    pub fn matches(&self, d: &pb::Device) -> bool {
+    /// Whether `d` passes; `open_rules` are the rules it has open findings of.
+    pub fn matches(&self, d: &pb::Device, open_rules: &[&str]) -> bool {
         let q = self.q.trim().to_lowercase();
         let person = self.person.trim().to_lowercase();
         let text_ok = q.is_empty()
@@ -82,7 +89,8 @@ impl DeviceFilter {
         let state_ok =
             self.state.is_empty() || crate::api::device_state_name(d.state) == self.state;
         let person_ok = person.is_empty() || d.assigned_to.to_lowercase().contains(&person);
-        text_ok && state_ok && person_ok
+        let finding_ok = self.finding.is_empty() || open_rules.contains(&self.finding.as_str());
+        text_ok && state_ok && person_ok && finding_ok
     }
 }
 
@@ -188,14 +196,22 @@ mod tests {
             q: q.into(),
             state: state.into(),
             person: person.into(),
+            finding: String::new(),
         };
-        assert!(f("", "", "").matches(&d));
-        assert!(f("lap-a", "", "").matches(&d));
-        assert!(f("pf3x", "lost", "").matches(&d));
-        assert!(f("", "", "ANNA").matches(&d));
-        assert!(!f("", "active", "").matches(&d));
-        assert!(!f("", "", "bo.ek").matches(&d));
-        assert!(!f("other", "", "").matches(&d));
+        let none: &[&str] = &[];
+        assert!(f("", "", "").matches(&d, none));
+        assert!(f("lap-a", "", "").matches(&d, none));
+        assert!(f("pf3x", "lost", "").matches(&d, none));
+        assert!(f("", "", "ANNA").matches(&d, none));
+        assert!(!f("", "active", "").matches(&d, none));
+        assert!(!f("", "", "bo.ek").matches(&d, none));
+        assert!(!f("other", "", "").matches(&d, none));
+        let by_rule = DeviceFilter {
+            finding: "no-forward".into(),
+            ..Default::default()
+        };
+        assert!(by_rule.matches(&d, &["unlisted-software", "no-forward"]));
+        assert!(!by_rule.matches(&d, &["unlisted-software"]));
     }
 
     #[test]
