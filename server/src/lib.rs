@@ -11,8 +11,8 @@
 
 pub mod api;
 pub mod commands;
-pub mod console;
 pub mod config;
+pub mod console;
 pub mod findings;
 pub mod fsutil;
 pub mod loss;

@@ -192,8 +192,7 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let again =
-            Self::start_with_console(&self.data, &self.addr, self.console_addr(), &extra);
+        let again = Self::start_with_console(&self.data, &self.addr, self.console_addr(), &extra);
         *self = again;
     }
 }

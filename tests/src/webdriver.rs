@@ -37,10 +37,14 @@ pub fn tools() -> Result<(PathBuf, PathBuf), String> {
         &["chromium", "chromium-browser"],
     )
     .ok_or("chromium is not installed (apt-get install chromium, or set VAKT_CHROMIUM)")?;
-    let driver = find_tool("VAKT_CHROMEDRIVER", "/usr/bin/chromedriver", &["chromedriver"])
-        .ok_or(
-            "chromedriver is not installed (apt-get install chromium-driver, or set VAKT_CHROMEDRIVER)",
-        )?;
+    let driver = find_tool(
+        "VAKT_CHROMEDRIVER",
+        "/usr/bin/chromedriver",
+        &["chromedriver"],
+    )
+    .ok_or(
+        "chromedriver is not installed (apt-get install chromium-driver, or set VAKT_CHROMEDRIVER)",
+    )?;
     Ok((chromium, driver))
 }
 
@@ -306,15 +310,13 @@ impl Browser {
 
     /// Saves a screenshot of the viewport as PNG.
     pub fn screenshot(&self, path: &Path) {
-        use base64::Engine;
-        let data = self.call("GET", "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(data.as_str().unwrap_or_default())
-            .expect("a base64 screenshot");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("the artifacts directory");
-        }
-        std::fs::write(path, png).expect("write the screenshot");
+        write_png(&self.call("GET", "/screenshot", None), path);
+    }
+
+    /// Saves a screenshot of one element (scrolled into view, whole) as PNG.
+    pub fn element_screenshot(&self, e: &Element, path: &Path) {
+        let data = self.call("GET", &format!("/element/{}/screenshot", e.0), None);
+        write_png(&data, path);
     }
 
     /// Reloads the page until `f` is true of its source; panics with `what` after `timeout`.
@@ -331,6 +333,18 @@ impl Browser {
             });
         }
     }
+}
+
+/// Writes WebDriver's base64 PNG to `path`, creating its directory.
+fn write_png(data: &Value, path: &Path) {
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(data.as_str().unwrap_or_default())
+        .expect("a base64 screenshot");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("the artifacts directory");
+    }
+    std::fs::write(path, png).expect("write the screenshot");
 }
 
 impl Drop for Browser {

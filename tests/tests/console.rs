@@ -51,7 +51,8 @@ fn shot(b: &Browser, name: &str) {
 }
 
 fn commands(server: &TestServer, device: &str) -> Vec<Value> {
-    server.vakt_json(&["commands", "--device", device])
+    server
+        .vakt_json(&["commands", "--device", device])
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -69,8 +70,21 @@ fn command_of(server: &TestServer, device: &str, kind: &str) -> Value {
 fn session_cookie(b: &Browser) -> Option<(String, Value)> {
     b.cookies()
         .into_iter()
-        .find(|c| c["name"].as_str().is_some_and(|n| n.ends_with("vakt_session")))
-        .map(|c| (format!("{}={}", c["name"].as_str().unwrap(), c["value"].as_str().unwrap()), c))
+        .find(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("vakt_session"))
+        })
+        .map(|c| {
+            (
+                format!(
+                    "{}={}",
+                    c["name"].as_str().unwrap(),
+                    c["value"].as_str().unwrap()
+                ),
+                c,
+            )
+        })
 }
 
 fn html_lang(b: &Browser) -> String {
@@ -114,7 +128,11 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     let tmp = tempfile::tempdir().unwrap();
     let root = scratch_root(tmp.path());
     let server = TestServer::start(&tmp.path().join("server"));
-    assert!(server.console.starts_with("http://127.0.0.1:"), "{}", server.console);
+    assert!(
+        server.console.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.console
+    );
     let console = server.console.clone();
     let agent = TestAgent::with_config(
         &tmp.path().join("agent"),
@@ -143,7 +161,14 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
         .collect();
     let first = server.admin_token();
     let second = server
-        .vakt_ok(&["admin-token", "create", "--role", "admin", "--name", "it-chef"])
+        .vakt_ok(&[
+            "admin-token",
+            "create",
+            "--role",
+            "admin",
+            "--name",
+            "it-chef",
+        ])
         .trim()
         .to_string();
     let _ = std::fs::remove_dir_all(artifacts());
@@ -163,12 +188,18 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     );
     assert_eq!(html_lang(&b), "sv");
     assert!(b.source().contains("Logga in i Vakt"));
-    assert!(!b.source().contains(&hostname), "nothing of the device shows");
+    assert!(
+        !b.source().contains(&hostname),
+        "nothing of the device shows"
+    );
     shot(&b, "01-login");
 
     // Log in (keyboard only); the login sends us on to the page we asked for.
     let field = b.find("#token");
-    assert_eq!(b.attribute(&b.active_element(), "id").as_deref(), Some("token"));
+    assert_eq!(
+        b.attribute(&b.active_element(), "id").as_deref(),
+        Some("token")
+    );
     b.submit_typing(&field, &first);
     assert!(
         b.current_url().ends_with(&format!("/devices/{device}")),
@@ -183,6 +214,10 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     // The overview, then find the laptop by searching for it.
     b.goto(&format!("{console}/"));
     assert!(b.source().contains("Enheter efter läge"));
+    assert!(
+        b.try_find("#findings-by-rule").is_some(),
+        "open findings by rule and section"
+    );
     shot(&b, "02-overview");
     b.click_through(&b.find_with_text("header nav a", "Enheter"));
     let q = b.find("#q");
@@ -192,20 +227,35 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     b.click_through(&b.find_with_text("#devices a", &hostname));
     assert!(b.current_url().ends_with(&format!("/devices/{device}")));
 
-    // Its software: exactly what the server holds, with source and whether it is current.
-    let page = b.source();
-    assert!(page.contains(&hostname));
-    assert!(page.contains("id=\"software\""));
+    // Its software: exactly what the server holds, with source and whether it is current;
+    // nodejs from the laptop's dpkg database, which no configured repository offers.
+    assert!(b.source().contains(&hostname));
+    assert!(software.contains(&"nodejs".to_string()), "{software:?}");
+    let table = b.find("#software-table");
+    let text = b.text(&table);
     for name in &software {
+        assert!(text.contains(name.as_str()), "{name} in the table");
+    }
+    assert!(text.contains("20.20.2-1nodesource1"));
+    assert!(text.contains("finns i inget förråd"), "its source: {text}");
+    shot(&b, "04-device");
+    b.element_screenshot(&table, &artifacts().join("04b-software.png"));
+
+    // Its findings, each with the policy section it cites: the same as `vakt findings`.
+    let findings = server.vakt_json(&["findings", "--device", &device]);
+    let findings = findings.as_array().unwrap();
+    assert!(!findings.is_empty(), "the unlisted package is a finding");
+    let section = b.find("section[aria-labelledby=findings]");
+    let text = b.text(&section);
+    for f in findings {
+        let rule = f["rule"].as_str().unwrap();
+        let sect = f["section"].as_str().unwrap();
         assert!(
-            b.text(&b.find("#software-table")).contains(name.as_str()),
-            "{name} in the table"
+            text.contains(rule) && text.contains(sect),
+            "{rule} {sect} in {text}"
         );
     }
-    if software.is_empty() {
-        assert!(page.contains("Enheten har inte rapporterat några program."));
-    }
-    shot(&b, "04-device");
+    b.element_screenshot(&section, &artifacts().join("04c-findings.png"));
 
     // English, remembered across pages; then back to Swedish.
     b.click_through(&b.find("#switch-lang"));
@@ -263,23 +313,31 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     // Forged forms with this session's cookie: a self-approval with the right CSRF token is
     // refused by the admin API's two-admin rule; a form without the token is refused before.
     let (cookie, _) = session_cookie(&b).unwrap();
-    let csrf = b
-        .attribute(&b.find("input[name=csrf]"), "value")
-        .unwrap();
+    let csrf = b.attribute(&b.find("input[name=csrf]"), "value").unwrap();
     let mut r = http()
         .post(format!("{console}/wipes/{wipe_id}/approve"))
         .header("Cookie", cookie.as_str())
         .send_form([("csrf", csrf.as_str()), ("confirm", "1")])
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(r.body_mut().read_to_string().unwrap().contains("different admin"));
+    assert!(
+        r.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("different admin")
+    );
     let mut r = http()
         .post(format!("{console}/devices/{device}/assign"))
         .header("Cookie", cookie.as_str())
         .send_form([("email", "mallory@example.org")])
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(r.body_mut().read_to_string().unwrap().contains("säkerhetskod"));
+    assert!(
+        r.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("säkerhetskod")
+    );
     assert_eq!(
         server.vakt_json(&["device", "show", &device])["assigned_to"],
         "",
@@ -289,7 +347,9 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     // Log out: the cookie is gone and the device page is the login page again.
     b.click_through(&b.find("#logout"));
     assert!(b.current_url().contains("/login"));
-    assert!(session_cookie(&b).is_none_or(|(_, c)| c["value"] != cookie.split('=').nth(1).unwrap()));
+    assert!(
+        session_cookie(&b).is_none_or(|(_, c)| c["value"] != cookie.split('=').nth(1).unwrap())
+    );
     let r = http()
         .get(format!("{console}/devices/{device}"))
         .header("Cookie", cookie.as_str())
@@ -319,7 +379,13 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     // The audit log shows both admins, and its chain holds.
     b.click_through(&b.find_with_text("header nav a", "Granskningslogg"));
     let audit = b.text(&b.find("#audit"));
-    for action in ["loss.report", "loss.update", "wipe.request", "wipe.approve-refused", "wipe.approve"] {
+    for action in [
+        "loss.report",
+        "loss.update",
+        "wipe.request",
+        "wipe.approve-refused",
+        "wipe.approve",
+    ] {
         assert!(audit.contains(action), "{action} in the audit page");
     }
     assert!(b.text(&b.find("#chain")).contains("obruten"));

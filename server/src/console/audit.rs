@@ -50,7 +50,11 @@ fn page_of(entries: &[pb::AuditRecord], before: u64) -> (Vec<&pb::AuditRecord>, 
         .collect();
     let more = older_than.len() > PAGE;
     let page: Vec<_> = older_than.into_iter().take(PAGE).collect();
-    let next = if more { page.last().map(|e| e.seq) } else { None };
+    let next = if more {
+        page.last().map(|e| e.seq)
+    } else {
+        None
+    };
     (page, next)
 }
 

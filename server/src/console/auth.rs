@@ -10,8 +10,8 @@ use super::session::{self, Session, User};
 use super::{Console, Frame, Lang, NoFields, Post, html, view};
 use askama::Template;
 use axum::extract::{Form, Query, State};
-use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use std::time::Instant;
@@ -61,9 +61,7 @@ fn login_response(
         error: error.to_string(),
     };
     let mut res = html(status, &page);
-    if set_cookie
-        && let Ok(v) = session::set_cookie(sid, console.secure()).parse()
-    {
+    if set_cookie && let Ok(v) = session::set_cookie(sid, console.secure()).parse() {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res
@@ -81,7 +79,11 @@ fn fresh_login(
     let sid = console.sessions().create(lang, None, now);
     match console.sessions().get(&sid, now) {
         Some(s) => login_response(console, status, &sid, &s, true, next, &error(lang)),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no session could be started").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no session could be started",
+        )
+            .into_response(),
     }
 }
 
@@ -183,7 +185,10 @@ pub async fn login(
             );
             let to = view::local_path(&f.next).unwrap_or("/").to_string();
             (
-                [(header::SET_COOKIE, session::set_cookie(&new_sid, console.secure()))],
+                [(
+                    header::SET_COOKIE,
+                    session::set_cookie(&new_sid, console.secure()),
+                )],
                 Redirect::to(&to),
             )
                 .into_response()
@@ -228,7 +233,10 @@ pub async fn switch_language(
         return Redirect::to("/login").into_response();
     };
     if !session::same_secret(&f.csrf, &s.csrf) {
-        return (StatusCode::FORBIDDEN, "the form's security code is missing or wrong")
+        return (
+            StatusCode::FORBIDDEN,
+            "the form's security code is missing or wrong",
+        )
             .into_response();
     }
     if let Some(lang) = Lang::parse(&f.lang) {

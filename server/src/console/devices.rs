@@ -2,8 +2,8 @@
 //! with its source, mail accounts, forwards and signatures, roaming and data abroad, commands
 //! and the loss case; and assigning a device to a person.
 
-use super::view::{self, CommandRow, DEVICE_STATES, DeviceFilter};
 use super::findings::FindingRow;
+use super::view::{self, CommandRow, DEVICE_STATES, DeviceFilter};
 use super::{Authed, Frame, Post, html};
 use crate::timefmt::now_ms;
 use askama::Template;
@@ -363,10 +363,7 @@ pub async fn show(a: Authed, Path(id): Path<String>, Query(q): Query<SoftwareQue
             operator: if m.operator_name.is_empty() {
                 format!("{}{}", m.operator_mcc, m.operator_mnc)
             } else {
-                format!(
-                    "{} ({}{})",
-                    m.operator_name, m.operator_mcc, m.operator_mnc
-                )
+                format!("{} ({}{})", m.operator_name, m.operator_mcc, m.operator_mnc)
             },
             home_mcc: m.home_mcc.clone(),
             data_connected: m.data_connected,
@@ -449,10 +446,7 @@ pub async fn assign(Path(id): Path<String>, Post(a, f): Post<AssignForm>) -> Res
     let back = format!("/devices/{id}");
     match a
         .api()
-        .assign_device(a.req(pb::AssignDeviceRequest {
-            id,
-            email: f.email,
-        }))
+        .assign_device(a.req(pb::AssignDeviceRequest { id, email: f.email }))
         .await
     {
         Ok(r) => {

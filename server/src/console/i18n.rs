@@ -194,7 +194,9 @@ impl Lang {
     /// The heading of an error page for an admin API status.
     pub fn status_heading(self, code: Code) -> &'static str {
         match code {
-            Code::InvalidArgument => self.t("Uppgifterna godtogs inte", "The input was not accepted"),
+            Code::InvalidArgument => {
+                self.t("Uppgifterna godtogs inte", "The input was not accepted")
+            }
             Code::NotFound => self.t("Hittades inte", "Not found"),
             Code::AlreadyExists => self.t("Finns redan", "Already exists"),
             Code::PermissionDenied => self.t("Inte tillåtet", "Not allowed"),

@@ -326,11 +326,7 @@ async fn incident(a: &Authed, id: String) -> Result<pb::IncidentReport, Response
 /// admin API renders: printable, and the same text `vakt loss incident-report --html` prints.
 pub async fn incident_html(a: Authed, Path(id): Path<String>) -> Response {
     match incident(&a, id).await {
-        Ok(r) => (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            r.html,
-        )
-            .into_response(),
+        Ok(r) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], r.html).into_response(),
         Err(res) => res,
     }
 }

@@ -151,7 +151,10 @@ pub fn router(console: Console) -> Router {
         .route("/devices/{id}/loss/update", post(loss::update))
         .route("/devices/{id}/loss/recover", post(loss::recover))
         .route("/devices/{id}/loss/incident", get(loss::incident_html))
-        .route("/devices/{id}/loss/incident.md", get(loss::incident_markdown))
+        .route(
+            "/devices/{id}/loss/incident.md",
+            get(loss::incident_markdown),
+        )
         .route("/devices/{id}/wipe", post(wipes::request))
         .route("/loss", get(loss::list))
         .route("/wipes", get(wipes::list))
@@ -257,7 +260,11 @@ fn html(status: StatusCode, page: &impl Template) -> Response {
             .into_response(),
         Err(e) => {
             tracing::error!("console template: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
         }
     }
 }

@@ -120,7 +120,7 @@ pub async fn page(a: Authed) -> Response {
         })
         .collect();
     let mut by_last_seen: Vec<&pb::Device> = devices.iter().collect();
-    by_last_seen.sort_by(|x, y| y.last_seen_ms.cmp(&x.last_seen_ms));
+    by_last_seen.sort_by_key(|d| std::cmp::Reverse(d.last_seen_ms));
     let recent = by_last_seen
         .iter()
         .take(RECENT)
@@ -197,7 +197,9 @@ fn rule_counts(lang: super::Lang, open: &[&pb::FindingInfo]) -> Vec<RuleCount> {
 }
 
 fn section_key(s: &str) -> Vec<u32> {
-    s.split('.').map(|p| p.parse().unwrap_or(u32::MAX)).collect()
+    s.split('.')
+        .map(|p| p.parse().unwrap_or(u32::MAX))
+        .collect()
 }
 
 #[cfg(test)]

@@ -165,7 +165,6 @@ impl Sessions {
     pub fn len(&self) -> usize {
         self.lock().len()
     }
-
 }
 
 /// The session cookie's name: `__Host-` over TLS, which browsers accept only with `Secure`,
@@ -243,8 +242,11 @@ mod tests {
         let anon = s.create(Lang::Sv, None, t0);
         assert!(s.get(&anon, t0 + ANONYMOUS_TIMEOUT / 2).is_some());
         assert!(
-            s.get(&anon, t0 + ANONYMOUS_TIMEOUT / 2 + ANONYMOUS_TIMEOUT + Duration::from_secs(1))
-                .is_none()
+            s.get(
+                &anon,
+                t0 + ANONYMOUS_TIMEOUT / 2 + ANONYMOUS_TIMEOUT + Duration::from_secs(1)
+            )
+            .is_none()
         );
 
         let id = s.create(Lang::Sv, Some(user()), t0);
@@ -274,7 +276,10 @@ mod tests {
             s.create(Lang::Sv, None, t0 + Duration::from_millis(i as u64));
         }
         assert_eq!(s.len(), MAX_SESSIONS);
-        assert!(s.get(&kept, t0).is_some(), "a logged-in user is not evicted");
+        assert!(
+            s.get(&kept, t0).is_some(),
+            "a logged-in user is not evicted"
+        );
     }
 
     #[test]

@@ -22,13 +22,9 @@ struct Fixture {
 
 async fn start(transport: Transport) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let state = crate::server::prepare(
-        dir.path(),
-        &[],
-        crate::notify::NotifyConfig::default(),
-    )
-    .await
-    .unwrap();
+    let state = crate::server::prepare(dir.path(), &[], crate::notify::NotifyConfig::default())
+        .await
+        .unwrap();
     let admin = std::fs::read_to_string(dir.path().join("admin.token"))
         .unwrap()
         .trim()
@@ -192,7 +188,14 @@ async fn exchange(
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -254,16 +257,15 @@ impl Client {
 
     async fn login(&mut self, token: &str) -> Resp {
         let csrf = self.csrf().await;
-        self.post(
-            "/login",
-            &[("csrf", &csrf), ("token", token), ("next", "")],
-        )
-        .await
+        self.post("/login", &[("csrf", &csrf), ("token", token), ("next", "")])
+            .await
     }
 }
 
 fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token");
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token");
     let rest = &html[at + "name=\"csrf\" value=\"".len()..];
     rest[..rest.find('"').unwrap()].to_string()
 }
@@ -316,7 +318,10 @@ async fn login_checks_csrf_and_token_and_rotates_the_session() {
         .await;
     assert_eq!(r.status, 403);
     let r = c
-        .post("/login", &[("csrf", &csrf), ("token", "vakt_a_not-a-real-token")])
+        .post(
+            "/login",
+            &[("csrf", &csrf), ("token", "vakt_a_not-a-real-token")],
+        )
         .await;
     assert_eq!(r.status, 401);
     assert!(r.body.contains("is not valid on this server"), "{}", r.body);
@@ -456,9 +461,7 @@ async fn the_device_page_shows_the_report_escaped() {
     assert!(b.contains("&#60;script&#62;") || b.contains("&lt;script&gt;"));
     assert!(!b.contains("<script>"), "report text never becomes markup");
     assert!(b.contains("1,0 MiB"), "roaming data in Swedish notation");
-    let filtered = c
-        .get(&format!("/devices/{id}?source=os-vendor"))
-        .await;
+    let filtered = c.get(&format!("/devices/{id}?source=os-vendor")).await;
     assert!(filtered.body.contains("0 av 1 program"));
 }
 
@@ -606,8 +609,7 @@ async fn over_tls_the_cookie_is_secure_and_host_only() {
     let f = start(Transport::Tls).await;
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(f.state.pki.ca_pem().as_bytes())
-    {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(f.state.pki.ca_pem().as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -657,7 +659,10 @@ fn api_codes_map_to_http_statuses() {
     assert_eq!(http_status(Code::PermissionDenied), StatusCode::FORBIDDEN);
     assert_eq!(http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);
     assert_eq!(http_status(Code::FailedPrecondition), StatusCode::CONFLICT);
-    assert_eq!(http_status(Code::Internal), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        http_status(Code::Internal),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     assert_eq!(encode_query("/devices/a b?x=1"), "/devices/a%20b%3Fx%3D1");
 }
 
@@ -685,7 +690,10 @@ async fn findings_show_by_rule_and_section_and_export_as_csv() {
     assert!(overview.body.contains(&format!("/findings?rule={rule}")));
     let page = c.get(&format!("/findings?rule={rule}")).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains(&format!("<td>{section}</td>")), "the policy section");
+    assert!(
+        page.body.contains(&format!("<td>{section}</td>")),
+        "the policy section"
+    );
     assert!(page.body.contains("data-status=\"open\""));
     let resolved_only = c.get("/findings?status=resolved").await;
     assert!(!resolved_only.body.contains("data-status=\"open\""));
@@ -719,7 +727,9 @@ async fn findings_show_by_rule_and_section_and_export_as_csv() {
     assert_eq!(r.status, 303, "{}", r.body);
     let page = c.get("/people").await;
     assert!(page.body.contains("tjänsteresa, godkänd av chefen"));
-    let exempted = c.get(&format!("/findings?rule={rule}&status=exempted")).await;
+    let exempted = c
+        .get(&format!("/findings?rule={rule}&status=exempted"))
+        .await;
     assert!(exempted.body.contains("data-status=\"exempted\""));
 }
 
@@ -733,13 +743,13 @@ async fn people_trips_and_policy_go_through_the_admin_api() {
     let r = c
         .post(
             "/people/import",
-            &[(
-                "csrf",
-                &csrf,
-            ), (
-                "csv",
-                "email,name,manager_email\nanna.berg@sorsele.se,Anna Berg,chef@sorsele.se\n",
-            )],
+            &[
+                ("csrf", &csrf),
+                (
+                    "csv",
+                    "email,name,manager_email\nanna.berg@sorsele.se,Anna Berg,chef@sorsele.se\n",
+                ),
+            ],
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);

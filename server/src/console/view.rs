@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(ago(Lang::En, now, now - 5_000), "just now");
         assert_eq!(ago(Lang::Sv, now, now - 180_000), "för 3 min sedan");
         assert_eq!(ago(Lang::En, now, now - 5 * 3_600_000), "5 h ago");
-        assert_eq!(ago(Lang::Sv, now, now - 3 * 86_400_000), "för 3 dagar sedan");
+        assert_eq!(
+            ago(Lang::Sv, now, now - 3 * 86_400_000),
+            "för 3 dagar sedan"
+        );
     }
 
     #[test]

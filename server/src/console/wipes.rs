@@ -138,10 +138,7 @@ pub async fn approve(Path(command): Path<String>, Post(a, f): Post<ApproveForm>)
         Ok(r) => {
             let cmd = r.into_inner();
             let text = match a.lang {
-                Lang::Sv => format!(
-                    "Radering {} är godkänd och skickas till enheten.",
-                    cmd.id
-                ),
+                Lang::Sv => format!("Radering {} är godkänd och skickas till enheten.", cmd.id),
                 Lang::En => format!("Wipe {} is approved and goes to the device.", cmd.id),
             };
             a.done("/wipes", text)
@@ -157,7 +154,10 @@ mod tests {
     #[test]
     fn the_requester_is_named_by_token_name() {
         assert!(requested_by_name("token:it-chef:0123abcd", "it-chef"));
-        assert!(!requested_by_name("token:initial-admin:0123abcd", "it-chef"));
+        assert!(!requested_by_name(
+            "token:initial-admin:0123abcd",
+            "it-chef"
+        ));
         assert!(!requested_by_name("system", "system"));
     }
 }
