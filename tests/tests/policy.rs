@@ -188,7 +188,77 @@ async fn findings_manager_mail_and_resolution() {
     .await;
     let open = open_by_kind(&server.vakt_json(&["findings", "--device", &device]));
     assert_eq!(open.len(), 4);
-    assert_eq!(smtp.messages().len(), 4);
+    assert_eq!(
+        smtp.messages().len(),
+        4,
+        "no new mail when a finding resolves"
+    );
+
+    // From the laptop, Anna asks for a short exemption for a work task: data abroad is exempted.
+    let out = std::process::Command::new(vakt_tests::bin("vakt-agent"))
+        .args([
+            "exemption",
+            "request",
+            "--minutes",
+            "30",
+            "--reason",
+            "larmcentralens app behöver data",
+            "--config",
+        ])
+        .arg(agent.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
+    wait_until(
+        "the data-abroad finding to be exempted",
+        Duration::from_secs(10),
+        || {
+            let all = server.vakt_json(&["findings", "--device", &device]);
+            all.as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == "mobile-data-abroad" && f["status"] == "exempted")
+        },
+    )
+    .await;
+    let ex = server.vakt_json(&["exemptions", "list"]);
+    assert_eq!(ex[0]["rule"], "mobile-data-abroad");
+    let out = std::process::Command::new(vakt_tests::bin("vakt-agent"))
+        .args([
+            "exemption",
+            "request",
+            "--minutes",
+            "100000",
+            "--reason",
+            "semester",
+            "--config",
+        ])
+        .arg(agent.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an exemption is short");
+
+    // The manager hears of the exemption, and of a loss (section 8.1, step 4).
+    wait_until(
+        "the manager's exemption mail",
+        Duration::from_secs(20),
+        || smtp.messages().len() == 4 + 1,
+    )
+    .await;
+    server.vakt_ok(&["loss", "report", &device]);
+    wait_until("the manager's loss mail", Duration::from_secs(20), || {
+        smtp.messages().len() == 4 + 2
+    })
+    .await;
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| m.contains("chef@sorsele.se"))
+    );
+    assert_eq!(
+        server.vakt_json(&["loss", "show", &device])["checklist"][3]["note"],
+        "chef: chef@sorsele.se"
+    );
 
     // An approved business trip to Norway exempts the laptop's data abroad.
     let today = time::OffsetDateTime::now_utc().date();

@@ -148,6 +148,45 @@ impl AdminApi {
         }
     }
 
+    /// Step 4 of section 8.1: the manager of the person the device is assigned to hears of
+    /// the loss (and orders a replacement). Queued in the outbox; the case records to whom.
+    async fn tell_manager_of_loss(&self, mut case: pb::LossCase) -> Result<pb::LossCase, Status> {
+        let people = crate::findings::people(&self.state).map_err(internal)?;
+        let person = people.iter().find(|p| {
+            !case.assigned_to.is_empty() && p.email.eq_ignore_ascii_case(&case.assigned_to)
+        });
+        let Some(manager) = person
+            .and_then(|p| p.manager_email.clone())
+            .or_else(|| self.state.notify.it_address.clone())
+        else {
+            tracing::info!(case = %case.id, "loss reported; no manager known to tell");
+            return Ok(case);
+        };
+        let who = person.map_or(case.assigned_to.clone(), |p| p.name.clone());
+        let subject = format!("Förlust anmäld: {} ({who}) / Loss reported", case.hostname);
+        let body = format!(
+            "Hej,\n\n{who} har förlorat datorn {host} ({id}). IT har öppnat ärende {cid} enligt \
+             avsnitt 8.1 i policyn för telefoni, mobilteknisk utrustning samt e-postanvändning, \
+             och datorn låses på distans. Som närmaste chef ska du informeras och beställa \
+             ersättningsutrustning.\n\n-- \n\nHello,\n\n{who} has lost the computer {host} ({id}). \
+             IT opened case {cid} under section 8.1 of the policy, and the computer is being locked \
+             remotely. As the closest manager you are to be told and to order a replacement.\n",
+            host = case.hostname,
+            id = case.device_id,
+            cid = case.id,
+        );
+        crate::notify::enqueue(&self.state, std::slice::from_ref(&manager), &subject, &body)
+            .await
+            .map_err(internal)?;
+        case.manager = manager;
+        self.state
+            .store
+            .save_loss(&case, &[], None)
+            .await
+            .map_err(internal)?;
+        Ok(case)
+    }
+
     /// The open loss case of a device, if any.
     fn open_case(&self, device_id: &str) -> Result<Option<pb::LossCase>, Status> {
         Ok(self
@@ -416,9 +455,11 @@ impl AdminService for AdminApi {
             &format!("case={case_id} lock={}", lock.id),
         )
         .await?;
+        // The lock goes out first: every millisecond counts for a lost laptop online now.
         crate::commands::deliver(&self.state, &d.id)
             .await
             .map_err(internal)?;
+        let case = self.tell_manager_of_loss(case).await?;
         Ok(Response::new(case))
     }
 

@@ -229,6 +229,30 @@ impl AgentService for AgentApi {
             )
             .await
             .map_err(internal)?;
+        // The manager is told (section 8.4: only for a necessary work task).
+        let people = crate::findings::people(&self.state).map_err(internal)?;
+        let person = people
+            .iter()
+            .find(|p| !d.assigned_to.is_empty() && p.email.eq_ignore_ascii_case(&d.assigned_to));
+        if let Some(manager) = person
+            .and_then(|p| p.manager_email.clone())
+            .or_else(|| self.state.notify.it_address.clone())
+        {
+            let who = person.map_or(d.assigned_to.clone(), |p| p.name.clone());
+            let subject = format!(
+                "Undantag för mobildata utomlands: {who} / Exemption for mobile data abroad"
+            );
+            let body = format!(
+                "{who} har på datorn {host} begärt undantag för mobildata utomlands i {m} minuter \
+                 (avsnitt 8.4): \"{reason}\".\n\n{who} asked on the computer {host} for an \
+                 exemption for mobile data abroad for {m} minutes (section 8.4): \"{reason}\".\n",
+                host = d.hostname,
+                m = r.minutes,
+            );
+            crate::notify::enqueue(&self.state, std::slice::from_ref(&manager), &subject, &body)
+                .await
+                .map_err(internal)?;
+        }
         crate::findings::evaluate_later(&self.state, &d.id);
         Ok(Response::new(pb::ExemptionReply {
             id,
