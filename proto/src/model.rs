@@ -107,6 +107,15 @@ pub enum SoftwareSource {
 }
 
 impl SoftwareSource {
+    /// Every source, in INTERFACE.md's order.
+    pub const ALL: [SoftwareSource; 5] = [
+        Self::OsVendor,
+        Self::ThirdPartyRepo,
+        Self::Store,
+        Self::Unlisted,
+        Self::Sideloaded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OsVendor => "os-vendor",

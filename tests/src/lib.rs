@@ -174,6 +174,13 @@ impl TestServer {
         serde_json::from_str(&self.vakt_ok(&a)).expect("vakt --json prints JSON")
     }
 
+    /// Creates an admin API token with `role` and `name`; the token.
+    pub fn create_admin_token(&self, role: &str, name: &str) -> String {
+        self.vakt_ok(&["admin-token", "create", "--role", role, "--name", name])
+            .trim()
+            .to_string()
+    }
+
     pub fn enroll_token(&self, extra: &[&str]) -> String {
         let mut a = vec!["enroll-token", "create"];
         a.extend_from_slice(extra);
@@ -201,6 +208,27 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A laptop's file tree for an agent's `root`: `etc/passwd` and `etc/shadow` with root and
+/// the given users (uid 1000 on, each with a password hash that a lock can expire), and their
+/// home directories. Never this machine's own accounts.
+pub fn laptop_root(dir: &Path, users: &[&str]) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/bash\n");
+    let mut shadow = String::from("root:*:19000:0:99999:7:::\n");
+    for (i, user) in users.iter().enumerate() {
+        let uid = 1000 + i;
+        passwd.push_str(&format!(
+            "{user}:x:{uid}:{uid}:{user}:/home/{user}:/bin/bash\n"
+        ));
+        shadow.push_str(&format!("{user}:$y$j9T${uid}:19000:0:99999:7:::\n"));
+        std::fs::create_dir_all(root.join("home").join(user)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), passwd).unwrap();
+    std::fs::write(root.join("etc/shadow"), shadow).unwrap();
+    root
 }
 
 /// An agent's directory: config, state, token file.

@@ -12,23 +12,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vakt_tests::dbus::{Mock, PrivateBus};
 use vakt_tests::webdriver::{self, Browser};
-use vakt_tests::{TestAgent, TestServer, skip_unless_dbus, tools_required, wait_until};
+use vakt_tests::{
+    TestAgent, TestServer, laptop_root, skip_unless_dbus, tools_required, wait_until,
+};
 
-/// A laptop's file tree: one user with documents to wipe, and dpkg's database with a package
-/// that no configured repository offers (what the software inventory calls unlisted).
+/// Anna's laptop: her documents to wipe, and dpkg's database with a package that no
+/// configured repository offers (what the software inventory calls unlisted).
 fn scratch_root(dir: &Path) -> PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000:Anna Berg:/home/anna:/bin/bash\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/shadow"),
-        "root:*:19000:0:99999:7:::\nanna:$y$j9T$abc:19000:0:99999:7:::\n",
-    )
-    .unwrap();
+    let root = laptop_root(dir, &["anna"]);
     std::fs::create_dir_all(root.join("home/anna/Dokument")).unwrap();
     std::fs::write(root.join("home/anna/Dokument/protokoll.odt"), "sekretess").unwrap();
     std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
@@ -104,13 +95,20 @@ fn log_in(b: &Browser, console: &str, token: &str) {
     b.submit_typing(&field, token);
 }
 
-/// A plain HTTP client for requests a browser would not send (forged forms).
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// A form a browser would not send (forged), with a session cookie: the status and the page.
+fn forged_post(url: &str, cookie: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let http: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .build()
-        .into()
+        .into();
+    let mut r = http
+        .post(url)
+        .header("Cookie", cookie)
+        .send_form(form.iter().copied())
+        .unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    (r.status().as_u16(), body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,17 +158,7 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
         .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
     let first = server.admin_token();
-    let second = server
-        .vakt_ok(&[
-            "admin-token",
-            "create",
-            "--role",
-            "admin",
-            "--name",
-            "it-chef",
-        ])
-        .trim()
-        .to_string();
+    let second = server.create_admin_token("admin", "it-chef");
     let _ = std::fs::remove_dir_all(artifacts());
 
     let b = Browser::start(
@@ -314,30 +302,20 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     // refused by the admin API's two-admin rule; a form without the token is refused before.
     let (cookie, _) = session_cookie(&b).unwrap();
     let csrf = b.attribute(&b.find("input[name=csrf]"), "value").unwrap();
-    let mut r = http()
-        .post(format!("{console}/wipes/{wipe_id}/approve"))
-        .header("Cookie", cookie.as_str())
-        .send_form([("csrf", csrf.as_str()), ("confirm", "1")])
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert!(
-        r.body_mut()
-            .read_to_string()
-            .unwrap()
-            .contains("different admin")
+    let (status, page) = forged_post(
+        &format!("{console}/wipes/{wipe_id}/approve"),
+        &cookie,
+        &[("csrf", csrf.as_str()), ("confirm", "1")],
     );
-    let mut r = http()
-        .post(format!("{console}/devices/{device}/assign"))
-        .header("Cookie", cookie.as_str())
-        .send_form([("email", "mallory@example.org")])
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert!(
-        r.body_mut()
-            .read_to_string()
-            .unwrap()
-            .contains("säkerhetskod")
+    assert_eq!(status, 403);
+    assert!(page.contains("different admin"), "{page}");
+    let (status, page) = forged_post(
+        &format!("{console}/devices/{device}/assign"),
+        &cookie,
+        &[("email", "mallory@example.org")],
     );
+    assert_eq!(status, 403);
+    assert!(page.contains("säkerhetskod"), "{page}");
     assert_eq!(
         server.vakt_json(&["device", "show", &device])["assigned_to"],
         "",
@@ -350,12 +328,11 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     assert!(
         session_cookie(&b).is_none_or(|(_, c)| c["value"] != cookie.split('=').nth(1).unwrap())
     );
-    let r = http()
-        .get(format!("{console}/devices/{device}"))
-        .header("Cookie", cookie.as_str())
-        .call()
-        .unwrap();
-    assert_eq!(r.status(), 303, "the old session is gone on the server");
+    let (status, _) = forged_post(&format!("{console}/devices/{device}/assign"), &cookie, &[]);
+    assert_eq!(
+        status, 303,
+        "the old session is gone on the server: to the login page"
+    );
 
     // The second admin approves; the wipe runs on the laptop.
     log_in(&b, &console, &second);
@@ -391,9 +368,21 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     assert!(b.text(&b.find("#chain")).contains("obruten"));
     shot(&b, "10-audit");
 
+    // The policy's other pages: findings by filter, people and trips, the policy in force.
+    b.click_through(&b.find_with_text("header nav a", "Avvikelser"));
+    let text = b.text(&b.find("table.findings"));
+    assert!(text.contains(findings[0]["section"].as_str().unwrap()));
+    assert!(b.try_find("#csv").is_some(), "the CSV export");
+    shot(&b, "11-findings");
+    b.click_through(&b.find_with_text("header nav a", "Personer"));
+    shot(&b, "12-people");
+    b.click_through(&b.find_with_text("header nav a", "Policy"));
+    assert!(b.text(&b.find("#policy-facts")).contains("Sorsele"));
+    shot(&b, "13-policy");
+
     b.click_through(&b.find("#logout"));
     b.goto(&format!("{console}/devices/{device}"));
     assert!(b.current_url().contains("/login"));
-    shot(&b, "11-logged-out");
+    shot(&b, "14-logged-out");
     drop(proc);
 }

@@ -1,11 +1,10 @@
 //! The audit log, newest first, a page at a time, with the result of checking its hash chain.
 
 use super::view;
-use super::{Authed, Frame, html};
+use super::{Authed, Frame, Page, html};
 use askama::Template;
 use axum::extract::Query;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Deserialize;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminService;
@@ -58,15 +57,11 @@ fn page_of(entries: &[pb::AuditRecord], before: u64) -> (Vec<&pb::AuditRecord>, 
     (page, next)
 }
 
-pub async fn page(a: Authed, Query(q): Query<AuditQuery>) -> Response {
-    let entries = match a.api().list_audit(a.req(pb::ListAuditRequest {})).await {
-        Ok(r) => r.into_inner().entries,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let verify = match a.api().verify_audit(a.req(pb::VerifyAuditRequest {})).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return a.fail(s, "/"),
-    };
+pub async fn page(a: Authed, Query(q): Query<AuditQuery>) -> Page {
+    let answer = a.api().list_audit(a.req(pb::ListAuditRequest {})).await;
+    let entries = a.ok(answer, "/")?.entries;
+    let answer = a.api().verify_audit(a.req(pb::VerifyAuditRequest {})).await;
+    let verify = a.ok(answer, "/")?;
     let (rows, older) = page_of(&entries, q.before);
     let rows = rows
         .into_iter()
@@ -86,7 +81,7 @@ pub async fn page(a: Authed, Query(q): Query<AuditQuery>) -> Response {
         total: entries.len(),
         older,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 #[cfg(test)]

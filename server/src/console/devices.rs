@@ -3,63 +3,33 @@
 //! and the loss case; and assigning a device to a person.
 
 use super::findings::FindingRow;
-use super::view::{self, CommandRow, DEVICE_STATES, DeviceFilter};
-use super::{Authed, Frame, Post, html};
+use super::loss::CaseRow;
+use super::view::{self, Choice, CommandRow, DEVICE_STATES, DeviceFilter, DeviceRow};
+use super::{Authed, Frame, Lang, Page, Post, html};
 use crate::timefmt::now_ms;
 use askama::Template;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
-use tonic::Code;
 use vakt_proto::model::{self, SoftwareSource};
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminService;
-
-pub struct StateOption {
-    pub value: &'static str,
-    pub label: &'static str,
-    pub selected: bool,
-}
-
-pub struct DeviceRow {
-    pub id: String,
-    pub hostname: String,
-    pub state: &'static str,
-    pub state_label: &'static str,
-    pub assigned_to: String,
-    pub last_seen: String,
-    pub last_seen_ago: String,
-    pub connected: bool,
-    pub model: String,
-    pub open_findings: usize,
-}
 
 #[derive(Template)]
 #[template(path = "devices.html")]
 struct DeviceList {
     c: Frame,
     filter: DeviceFilter,
-    states: Vec<StateOption>,
-    rules: Vec<super::findings::Choice>,
+    states: Vec<Choice>,
+    rules: Vec<Choice>,
     rows: Vec<DeviceRow>,
     total: usize,
 }
 
-pub async fn list(a: Authed, Query(filter): Query<DeviceFilter>) -> Response {
-    let devices = match a.api().list_devices(a.req(pb::ListDevicesRequest {})).await {
-        Ok(r) => r.into_inner().devices,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let findings = match a
-        .api()
-        .list_findings(a.req(pb::ListFindingsRequest::default()))
-        .await
-    {
-        Ok(r) => r.into_inner().findings,
-        Err(s) => return a.fail(s, "/"),
-    };
+pub async fn list(a: Authed, Query(filter): Query<DeviceFilter>) -> Page {
+    let devices = a.devices("/").await?;
+    let findings = a.findings("", false, "/").await?;
     let mut open_rules: HashMap<&str, Vec<&str>> = HashMap::new();
     for f in findings.iter().filter(|f| f.status == "open") {
         open_rules
@@ -72,48 +42,22 @@ pub async fn list(a: Authed, Query(filter): Query<DeviceFilter>) -> Response {
     let rows = devices
         .iter()
         .filter(|d| filter.matches(d, &rules_of(d)))
-        .map(|d| DeviceRow {
-            id: d.id.clone(),
-            hostname: d.hostname.clone(),
-            state: crate::api::device_state_name(d.state),
-            state_label: a.lang.device_state(d.state),
-            assigned_to: d.assigned_to.clone(),
-            last_seen: view::when(d.last_seen_ms),
-            last_seen_ago: view::ago(a.lang, now, d.last_seen_ms),
-            connected: d.connected,
-            model: d.model.clone(),
-            open_findings: rules_of(d).len(),
-        })
+        .map(|d| DeviceRow::new(a.lang, now, d, rules_of(d).len()))
         .collect();
     let rules: BTreeSet<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
-    let rules = rules
-        .into_iter()
-        .map(|r| super::findings::Choice {
-            value: r.to_string(),
-            label: r.to_string(),
-            selected: filter.finding == r,
-        })
-        .collect();
-    let states = DEVICE_STATES
-        .iter()
-        .map(|s| {
-            let value = crate::api::device_state_name(*s as i32);
-            StateOption {
-                value,
-                label: a.lang.device_state(*s as i32),
-                selected: filter.state == value,
-            }
-        })
-        .collect();
+    let states = DEVICE_STATES.iter().map(|s| {
+        let value = crate::api::device_state_name(*s as i32);
+        (value, a.lang.device_state(*s as i32))
+    });
     let page = DeviceList {
         c: a.frame("devices", a.t("Enheter", "Devices")),
+        states: view::choices(states, &filter.state),
+        rules: view::choices(rules.into_iter().map(|r| (r, r)), &filter.finding),
         filter,
-        states,
-        rules,
         rows,
         total: devices.len(),
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 /// The software table's own filter on a device page.
@@ -167,14 +111,6 @@ pub struct AbroadRow {
     pub tx: String,
 }
 
-pub struct CaseSummary {
-    pub id: String,
-    pub open: bool,
-    pub opened: String,
-    pub closed: String,
-    pub steps_done: usize,
-}
-
 #[derive(Template)]
 #[template(path = "device.html")]
 struct DevicePage {
@@ -199,19 +135,11 @@ struct DevicePage {
     errors: Vec<model::CollectorError>,
     unreadable: Vec<String>,
     commands: Vec<CommandRow>,
-    case: Option<CaseSummary>,
+    case: Option<CaseRow>,
     /// Open and exempted findings; then the resolved ones.
     findings: Vec<FindingRow>,
     resolved: Vec<FindingRow>,
 }
-
-const SOURCES: [SoftwareSource; 5] = [
-    SoftwareSource::OsVendor,
-    SoftwareSource::ThirdPartyRepo,
-    SoftwareSource::Store,
-    SoftwareSource::Unlisted,
-    SoftwareSource::Sideloaded,
-];
 
 /// The report in the device's stored sections. Each section is converted on its own, so one
 /// this console cannot read (say, from a newer agent) hides only itself.
@@ -247,58 +175,22 @@ fn format_name(f: model::PackageFormat) -> String {
         .unwrap_or_default()
 }
 
-pub async fn show(a: Authed, Path(id): Path<String>, Query(q): Query<SoftwareQuery>) -> Response {
-    let detail = match a
-        .api()
-        .get_device(a.req(pb::GetDeviceRequest { id: id.clone() }))
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(s) => return a.fail(s, "/devices"),
-    };
+pub async fn show(a: Authed, Path(id): Path<String>, Query(q): Query<SoftwareQuery>) -> Page {
+    let detail = a.api().get_device(a.req(pb::GetDeviceRequest { id })).await;
+    let detail = a.ok(detail, "/devices")?;
     let d = detail.device.unwrap_or_default();
-    let commands = match a
-        .api()
-        .list_commands(a.req(pb::ListCommandsRequest {
-            device: d.id.clone(),
-        }))
-        .await
-    {
-        Ok(r) => r.into_inner().commands,
-        Err(s) => return a.fail(s, "/devices"),
-    };
-    let case = match a
+    let back = format!("/devices/{}", d.id);
+    let commands = a.commands(&d.id, "/devices").await?;
+    let case = a
         .api()
         .get_loss(a.req(pb::GetLossRequest {
             device: d.id.clone(),
         }))
-        .await
-    {
-        Ok(r) => {
-            let c = r.into_inner();
-            Some(CaseSummary {
-                id: c.id.clone(),
-                open: c.open,
-                opened: view::when(c.opened_ms),
-                closed: view::when(c.closed_ms),
-                steps_done: crate::loss::checklist(&c).iter().filter(|s| s.done).count(),
-            })
-        }
-        Err(s) if s.code() == Code::NotFound => None,
-        Err(s) => return a.fail(s, "/devices"),
-    };
-    let findings = match a
-        .api()
-        .list_findings(a.req(pb::ListFindingsRequest {
-            device: d.id.clone(),
-            include_resolved: true,
-        }))
-        .await
-    {
-        Ok(r) => r.into_inner().findings,
-        Err(s) => return a.fail(s, "/devices"),
-    };
-    let (resolved, findings): (Vec<_>, Vec<_>) = findings
+        .await;
+    let case = a.ok_if_found(case, &back)?.as_ref().map(CaseRow::new);
+    let (resolved, findings): (Vec<_>, Vec<_>) = a
+        .findings(&d.id, true, &back)
+        .await?
         .iter()
         .map(|f| FindingRow::new(a.lang, f))
         .partition(|f| f.status == "resolved");
@@ -337,7 +229,7 @@ pub async fn show(a: Authed, Path(id): Path<String>, Query(q): Query<SoftwareQue
                 .join(" "),
         })
         .collect();
-    let sources = SOURCES
+    let sources = SoftwareSource::ALL
         .iter()
         .map(|s| SourceCount {
             value: source_name(*s),
@@ -433,7 +325,7 @@ pub async fn show(a: Authed, Path(id): Path<String>, Query(q): Query<SoftwareQue
         mail: report.mail,
         d,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 #[derive(Deserialize)]
@@ -442,23 +334,18 @@ pub struct AssignForm {
     email: String,
 }
 
-pub async fn assign(Path(id): Path<String>, Post(a, f): Post<AssignForm>) -> Response {
+pub async fn assign(Path(id): Path<String>, Post(a, f): Post<AssignForm>) -> Page {
     let back = format!("/devices/{id}");
-    match a
+    let answer = a
         .api()
         .assign_device(a.req(pb::AssignDeviceRequest { id, email: f.email }))
-        .await
-    {
-        Ok(r) => {
-            let d = r.into_inner();
-            let text = match a.lang {
-                super::Lang::Sv => format!("{} är tilldelad {}.", d.hostname, d.assigned_to),
-                super::Lang::En => format!("{} is assigned to {}.", d.hostname, d.assigned_to),
-            };
-            a.done(&back, text)
-        }
-        Err(s) => a.fail(s, &back),
-    }
+        .await;
+    let d = a.ok(answer, &back)?;
+    let text = match a.lang {
+        Lang::Sv => format!("{} är tilldelad {}.", d.hostname, d.assigned_to),
+        Lang::En => format!("{} is assigned to {}.", d.hostname, d.assigned_to),
+    };
+    Ok(a.done(&back, text))
 }
 
 #[cfg(test)]

@@ -1,16 +1,15 @@
 //! Findings: where devices break the policy in force, each with the policy section it cites.
 //! Filter by rule, section, severity, status and device; the same selection as CSV.
 
-use super::view;
-use super::{Authed, Frame, Lang, html};
+use super::view::{self, Choice, choices};
+use super::{Authed, Frame, Lang, Page, html};
 use askama::Template;
 use axum::extract::Query;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use vakt_proto::pb;
-use vakt_proto::pb::admin_service_server::AdminService;
 
 /// The severities and statuses in the order the filters list them.
 const SEVERITIES: [&str; 3] = ["violation", "warning", "notice"];
@@ -115,12 +114,6 @@ impl FindingRow {
     }
 }
 
-pub struct Choice {
-    pub value: String,
-    pub label: String,
-    pub selected: bool,
-}
-
 #[derive(Template)]
 #[template(path = "findings.html")]
 struct FindingsPage {
@@ -135,55 +128,12 @@ struct FindingsPage {
     csv: String,
 }
 
-fn choices(values: impl IntoIterator<Item = String>, selected: &str) -> Vec<Choice> {
-    values
-        .into_iter()
-        .map(|v| Choice {
-            selected: v == selected,
-            label: v.clone(),
-            value: v,
-        })
-        .collect()
-}
-
-/// Every finding, resolved ones included (the filter decides what shows).
-async fn all_findings(a: &Authed) -> Result<Vec<pb::FindingInfo>, Response> {
-    a.api()
-        .list_findings(a.req(pb::ListFindingsRequest {
-            device: String::new(),
-            include_resolved: true,
-        }))
-        .await
-        .map(|r| r.into_inner().findings)
-        .map_err(|s| a.fail(s, "/"))
-}
-
-pub async fn list(a: Authed, Query(filter): Query<FindingFilter>) -> Response {
-    let findings = match all_findings(&a).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
-    let rules: BTreeSet<String> = findings.iter().map(|f| f.rule.clone()).collect();
-    let sections: BTreeSet<String> = findings.iter().map(|f| f.section.clone()).collect();
-    let label = |v: &str, l: &str| Choice {
-        value: v.to_string(),
-        label: l.to_string(),
-        selected: false,
-    };
-    let severities = SEVERITIES
-        .iter()
-        .map(|s| Choice {
-            selected: filter.severity == *s,
-            ..label(s, a.lang.severity(s))
-        })
-        .collect();
-    let statuses = STATUSES
-        .iter()
-        .map(|s| Choice {
-            selected: filter.status() == *s,
-            ..label(s, a.lang.finding_status(s))
-        })
-        .collect();
+pub async fn list(a: Authed, Query(filter): Query<FindingFilter>) -> Page {
+    let findings = a.findings("", true, "/").await?;
+    let rules: BTreeSet<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
+    let sections: BTreeSet<&str> = findings.iter().map(|f| f.section.as_str()).collect();
+    let severities = SEVERITIES.iter().map(|s| (*s, a.lang.severity(s)));
+    let statuses = STATUSES.iter().map(|s| (*s, a.lang.finding_status(s)));
     let rows: Vec<FindingRow> = findings
         .iter()
         .filter(|f| filter.matches(f))
@@ -191,26 +141,23 @@ pub async fn list(a: Authed, Query(filter): Query<FindingFilter>) -> Response {
         .collect();
     let page = FindingsPage {
         c: a.frame("findings", a.t("Avvikelser", "Findings")),
-        rules: choices(rules, &filter.rule),
-        sections: choices(sections, &filter.section),
-        severities,
-        statuses,
+        rules: choices(rules.into_iter().map(|r| (r, r)), &filter.rule),
+        sections: choices(sections.into_iter().map(|s| (s, s)), &filter.section),
+        severities: choices(severities, &filter.severity),
+        statuses: choices(statuses, filter.status()),
         total: findings.len(),
         csv: format!("/findings.csv?{}", filter.query()),
         rows,
         filter,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 /// The findings the filter selects, as CSV with INTERFACE.md's field names.
-pub async fn csv(a: Authed, Query(filter): Query<FindingFilter>) -> Response {
-    let findings = match all_findings(&a).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
+pub async fn csv(a: Authed, Query(filter): Query<FindingFilter>) -> Page {
+    let findings = a.findings("", true, "/findings").await?;
     let selected: Vec<&pb::FindingInfo> = findings.iter().filter(|f| filter.matches(f)).collect();
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
             (
@@ -220,7 +167,7 @@ pub async fn csv(a: Authed, Query(filter): Query<FindingFilter>) -> Response {
         ],
         findings_csv(&selected),
     )
-        .into_response()
+        .into_response())
 }
 
 /// One CSV field (RFC 4180): quoted when it holds a separator, quote or line break. A field

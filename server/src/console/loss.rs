@@ -3,13 +3,12 @@
 //! lock at once), recovery (which queues the unlock), and the incident report.
 
 use super::view::{self, CommandRow};
-use super::{Authed, Frame, Lang, Post, html};
+use super::{Authed, Frame, Lang, Page, Post, html};
 use askama::Template;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tonic::Code;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminService;
 
@@ -25,7 +24,7 @@ pub struct CaseRow {
 }
 
 impl CaseRow {
-    fn new(c: &pb::LossCase) -> Self {
+    pub fn new(c: &pb::LossCase) -> Self {
         Self {
             id: c.id.clone(),
             device_id: c.device_id.clone(),
@@ -51,22 +50,19 @@ struct LossList {
     closed: Vec<CaseRow>,
 }
 
-pub async fn list(a: Authed) -> Response {
-    let cases = match a
+pub async fn list(a: Authed) -> Page {
+    let answer = a
         .api()
         .list_losses(a.req(pb::ListLossesRequest { open_only: false }))
-        .await
-    {
-        Ok(r) => r.into_inner().cases,
-        Err(s) => return a.fail(s, "/"),
-    };
+        .await;
+    let cases = a.ok(answer, "/")?.cases;
     let (open, closed): (Vec<_>, Vec<_>) = cases.iter().map(CaseRow::new).partition(|c| c.open);
     let page = LossList {
         c: a.frame("loss", a.t("Förlustärenden", "Loss cases")),
         open,
         closed,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 pub struct StepView {
@@ -136,44 +132,26 @@ struct LossPage {
     commands: Vec<CommandRow>,
 }
 
-pub async fn page(a: Authed, Path(id): Path<String>) -> Response {
-    let d = match a
-        .api()
-        .get_device(a.req(pb::GetDeviceRequest { id: id.clone() }))
-        .await
-    {
-        Ok(r) => r.into_inner().device.unwrap_or_default(),
-        Err(s) => return a.fail(s, "/devices"),
-    };
-    let case = match a
+pub async fn page(a: Authed, Path(id): Path<String>) -> Page {
+    let detail = a.api().get_device(a.req(pb::GetDeviceRequest { id })).await;
+    let d = a.ok(detail, "/devices")?.device.unwrap_or_default();
+    let back = format!("/devices/{}", d.id);
+    let case = a
         .api()
         .get_loss(a.req(pb::GetLossRequest {
             device: d.id.clone(),
         }))
-        .await
-    {
-        Ok(r) => Some(r.into_inner()),
-        Err(s) if s.code() == Code::NotFound => None,
-        Err(s) => return a.fail(s, &format!("/devices/{}", d.id)),
-    };
+        .await;
+    let case = a.ok_if_found(case, &back)?;
     let commands = match &case {
-        Some(k) => match a
-            .api()
-            .list_commands(a.req(pb::ListCommandsRequest {
-                device: d.id.clone(),
-            }))
-            .await
-        {
-            Ok(r) => r
-                .into_inner()
-                .commands
-                .iter()
-                .rev()
-                .filter(|c| c.loss_case_id == k.id)
-                .map(|c| CommandRow::new(a.lang, c, &d.hostname))
-                .collect(),
-            Err(s) => return a.fail(s, &format!("/devices/{}", d.id)),
-        },
+        Some(k) => a
+            .commands(&d.id, &back)
+            .await?
+            .iter()
+            .rev()
+            .filter(|c| c.loss_case_id == k.id)
+            .map(|c| CommandRow::new(a.lang, c, &d.hostname))
+            .collect(),
         None => Vec::new(),
     };
     let title = match a.lang {
@@ -189,7 +167,7 @@ pub async fn page(a: Authed, Path(id): Path<String>) -> Response {
         commands,
         d,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 #[derive(Deserialize)]
@@ -202,9 +180,9 @@ pub struct ReportForm {
     notes: String,
 }
 
-pub async fn report_loss(Path(id): Path<String>, Post(a, f): Post<ReportForm>) -> Response {
+pub async fn report_loss(Path(id): Path<String>, Post(a, f): Post<ReportForm>) -> Page {
     let back = format!("/devices/{id}/loss");
-    match a
+    let answer = a
         .api()
         .report_loss(a.req(pb::ReportLossRequest {
             device: id,
@@ -212,24 +190,19 @@ pub async fn report_loss(Path(id): Path<String>, Post(a, f): Post<ReportForm>) -
             police_report: f.police_report,
             notes: f.notes,
         }))
-        .await
-    {
-        Ok(r) => {
-            let case = r.into_inner();
-            let text = match a.lang {
-                Lang::Sv => format!(
-                    "Förlustärende {} öppnat. Enheten är markerad som förlorad och låsningen {} är köad.",
-                    case.id, case.lock_command_id
-                ),
-                Lang::En => format!(
-                    "Loss case {} opened. The device is marked lost and lock {} is queued.",
-                    case.id, case.lock_command_id
-                ),
-            };
-            a.done(&back, text)
-        }
-        Err(s) => a.fail(s, &back),
-    }
+        .await;
+    let case = a.ok(answer, &back)?;
+    let text = match a.lang {
+        Lang::Sv => format!(
+            "Förlustärende {} öppnat. Enheten är markerad som förlorad och låsningen {} är köad.",
+            case.id, case.lock_command_id
+        ),
+        Lang::En => format!(
+            "Loss case {} opened. The device is marked lost and lock {} is queued.",
+            case.id, case.lock_command_id
+        ),
+    };
+    Ok(a.done(&back, text))
 }
 
 #[derive(Deserialize)]
@@ -248,9 +221,9 @@ pub struct UpdateForm {
     notes: String,
 }
 
-pub async fn update(Path(id): Path<String>, Post(a, f): Post<UpdateForm>) -> Response {
+pub async fn update(Path(id): Path<String>, Post(a, f): Post<UpdateForm>) -> Page {
     let back = format!("/devices/{id}/loss");
-    match a
+    let answer = a
         .api()
         .update_loss(a.req(pb::UpdateLossRequest {
             device: id,
@@ -261,14 +234,12 @@ pub async fn update(Path(id): Path<String>, Post(a, f): Post<UpdateForm>) -> Res
             manager_informed: f.manager_informed.is_some(),
             notes: f.notes,
         }))
-        .await
-    {
-        Ok(_) => a.done(
-            &back,
-            a.t("Ärendet är uppdaterat.", "The case is updated.").into(),
-        ),
-        Err(s) => a.fail(s, &back),
-    }
+        .await;
+    a.ok(answer, &back)?;
+    Ok(a.done(
+        &back,
+        a.t("Ärendet är uppdaterat.", "The case is updated.").into(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -277,10 +248,10 @@ pub struct RecoverForm {
     confirm: Option<String>,
 }
 
-pub async fn recover(Path(id): Path<String>, Post(a, f): Post<RecoverForm>) -> Response {
+pub async fn recover(Path(id): Path<String>, Post(a, f): Post<RecoverForm>) -> Page {
     let back = format!("/devices/{id}/loss");
     if f.confirm.is_none() {
-        return a.error_page(
+        return Err(a.error_page(
             StatusCode::BAD_REQUEST,
             a.t("Bekräftelse saknas", "Not confirmed"),
             a.t(
@@ -288,62 +259,53 @@ pub async fn recover(Path(id): Path<String>, Post(a, f): Post<RecoverForm>) -> R
                 "Tick the box that says the device was found before closing the case.",
             ),
             &back,
-        );
+        ));
     }
-    match a
+    let answer = a
         .api()
         .recover_device(a.req(pb::GetLossRequest { device: id }))
-        .await
-    {
-        Ok(r) => {
-            let case = r.into_inner();
-            let text = match a.lang {
-                Lang::Sv => format!(
-                    "Ärendet {} är avslutat och upplåsningen {} är köad.",
-                    case.id, case.unlock_command_id
-                ),
-                Lang::En => format!(
-                    "Case {} is closed and unlock {} is queued.",
-                    case.id, case.unlock_command_id
-                ),
-            };
-            a.done(&back, text)
-        }
-        Err(s) => a.fail(s, &back),
-    }
+        .await;
+    let case = a.ok(answer, &back)?;
+    let text = match a.lang {
+        Lang::Sv => format!(
+            "Ärendet {} är avslutat och upplåsningen {} är köad.",
+            case.id, case.unlock_command_id
+        ),
+        Lang::En => format!(
+            "Case {} is closed and unlock {} is queued.",
+            case.id, case.unlock_command_id
+        ),
+    };
+    Ok(a.done(&back, text))
 }
 
 async fn incident(a: &Authed, id: String) -> Result<pb::IncidentReport, Response> {
     let back = format!("/devices/{id}/loss");
-    a.api()
+    let answer = a
+        .api()
         .get_incident_report(a.req(pb::GetLossRequest { device: id }))
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| a.fail(s, &back))
+        .await;
+    a.ok(answer, &back)
 }
 
 /// The incident report for the risk and security group, as the standalone (Swedish) page the
 /// admin API renders: printable, and the same text `vakt loss incident-report --html` prints.
-pub async fn incident_html(a: Authed, Path(id): Path<String>) -> Response {
-    match incident(&a, id).await {
-        Ok(r) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], r.html).into_response(),
-        Err(res) => res,
-    }
+pub async fn incident_html(a: Authed, Path(id): Path<String>) -> Page {
+    let r = incident(&a, id).await?;
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], r.html).into_response())
 }
 
-pub async fn incident_markdown(a: Authed, Path(id): Path<String>) -> Response {
-    match incident(&a, id).await {
-        Ok(r) => (
-            [
-                (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"incidentrapport.md\"",
-                ),
-            ],
-            r.markdown,
-        )
-            .into_response(),
-        Err(res) => res,
-    }
+pub async fn incident_markdown(a: Authed, Path(id): Path<String>) -> Page {
+    let r = incident(&a, id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"incidentrapport.md\"",
+            ),
+        ],
+        r.markdown,
+    )
+        .into_response())
 }

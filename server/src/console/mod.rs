@@ -51,6 +51,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tonic::Code;
 use vakt_proto::pb;
+use vakt_proto::pb::admin_service_server::AdminService;
 
 /// The largest form the console accepts: its forms hold a few short fields.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -297,6 +298,10 @@ fn encode_query(s: &str) -> String {
     o
 }
 
+/// What a page handler returns: the page, or a page that says why not (both are responses;
+/// the error side lets handlers use `?` on admin API calls).
+pub type Page = Result<Response, Response>;
+
 /// The frame every page shares: language, who is logged in, the CSRF token for the header's
 /// forms, the current location (the language switch comes back to it), and a one-shot notice.
 pub struct Frame {
@@ -374,6 +379,71 @@ fn role_rank(r: pb::Role) -> u8 {
 impl Authed {
     pub fn api(&self) -> &AdminApi {
         self.console.api()
+    }
+
+    /// An admin API answer, or its refusal as a page that links back to `back`.
+    // The error is the page that goes straight back to the browser, once per request; boxing it
+    // would buy nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn ok<T>(
+        &self,
+        answer: Result<tonic::Response<T>, tonic::Status>,
+        back: &str,
+    ) -> Result<T, Response> {
+        answer
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.fail(s, back))
+    }
+
+    /// As [`ok`](Self::ok), with "not found" as `None` (a device without a loss case).
+    #[allow(clippy::result_large_err)]
+    pub fn ok_if_found<T>(
+        &self,
+        answer: Result<tonic::Response<T>, tonic::Status>,
+        back: &str,
+    ) -> Result<Option<T>, Response> {
+        match answer {
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            other => self.ok(other, back).map(Some),
+        }
+    }
+
+    /// Every device.
+    pub async fn devices(&self, back: &str) -> Result<Vec<pb::Device>, Response> {
+        let answer = self
+            .api()
+            .list_devices(self.req(pb::ListDevicesRequest {}))
+            .await;
+        Ok(self.ok(answer, back)?.devices)
+    }
+
+    /// The commands of one device (id or hostname), or of all for an empty `device`.
+    pub async fn commands(
+        &self,
+        device: &str,
+        back: &str,
+    ) -> Result<Vec<pb::CommandInfo>, Response> {
+        let req = pb::ListCommandsRequest {
+            device: device.to_string(),
+        };
+        let answer = self.api().list_commands(self.req(req)).await;
+        Ok(self.ok(answer, back)?.commands)
+    }
+
+    /// The findings of one device, or of all for an empty `device`; open and exempted ones,
+    /// and resolved ones too when asked.
+    pub async fn findings(
+        &self,
+        device: &str,
+        include_resolved: bool,
+        back: &str,
+    ) -> Result<Vec<pb::FindingInfo>, Response> {
+        let req = pb::ListFindingsRequest {
+            device: device.to_string(),
+            include_resolved,
+        };
+        let answer = self.api().list_findings(self.req(req)).await;
+        Ok(self.ok(answer, back)?.findings)
     }
 
     /// An admin API request on behalf of the logged-in user.

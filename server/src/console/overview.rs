@@ -2,12 +2,12 @@
 //! wipes waiting for a second admin, and the latest check-ins (and the devices that stopped
 //! checking in).
 
-use super::view::{self, DEVICE_STATES};
-use super::{Authed, Frame, html};
+use super::loss::CaseRow;
+use super::view::{DEVICE_STATES, DeviceRow};
+use super::{Authed, Frame, Page, html};
 use crate::timefmt::now_ms;
 use askama::Template;
 use axum::http::StatusCode;
-use axum::response::Response;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminService;
 
@@ -22,17 +22,6 @@ pub struct StateCount {
     pub n: usize,
 }
 
-pub struct CheckIn {
-    pub id: String,
-    pub hostname: String,
-    pub state: &'static str,
-    pub state_label: &'static str,
-    pub assigned_to: String,
-    pub ago: String,
-    pub when: String,
-    pub connected: bool,
-}
-
 /// Open findings of one rule.
 pub struct RuleCount {
     pub rule: String,
@@ -42,14 +31,6 @@ pub struct RuleCount {
     pub severity_label: &'static str,
     pub n: usize,
     pub devices: usize,
-}
-
-pub struct OpenCase {
-    pub device_id: String,
-    pub hostname: String,
-    pub opened: String,
-    pub reported_by: String,
-    pub steps_done: usize,
 }
 
 #[derive(Template)]
@@ -62,53 +43,20 @@ struct Overview {
     awaiting_approval: usize,
     open_findings: usize,
     by_rule: Vec<RuleCount>,
-    cases: Vec<OpenCase>,
-    recent: Vec<CheckIn>,
-    silent: Vec<CheckIn>,
+    cases: Vec<CaseRow>,
+    recent: Vec<DeviceRow>,
+    silent: Vec<DeviceRow>,
 }
 
-fn check_in(a: &Authed, now: i64, d: &pb::Device) -> CheckIn {
-    CheckIn {
-        id: d.id.clone(),
-        hostname: d.hostname.clone(),
-        state: crate::api::device_state_name(d.state),
-        state_label: a.lang.device_state(d.state),
-        assigned_to: d.assigned_to.clone(),
-        ago: view::ago(a.lang, now, d.last_seen_ms),
-        when: view::when(d.last_seen_ms),
-        connected: d.connected,
-    }
-}
-
-pub async fn page(a: Authed) -> Response {
-    let devices = match a.api().list_devices(a.req(pb::ListDevicesRequest {})).await {
-        Ok(r) => r.into_inner().devices,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let commands = match a
-        .api()
-        .list_commands(a.req(pb::ListCommandsRequest::default()))
-        .await
-    {
-        Ok(r) => r.into_inner().commands,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let cases = match a
+pub async fn page(a: Authed) -> Page {
+    let devices = a.devices("/").await?;
+    let commands = a.commands("", "/").await?;
+    let losses = a
         .api()
         .list_losses(a.req(pb::ListLossesRequest { open_only: true }))
-        .await
-    {
-        Ok(r) => r.into_inner().cases,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let findings = match a
-        .api()
-        .list_findings(a.req(pb::ListFindingsRequest::default()))
-        .await
-    {
-        Ok(r) => r.into_inner().findings,
-        Err(s) => return a.fail(s, "/"),
-    };
+        .await;
+    let cases = a.ok(losses, "/")?.cases;
+    let findings = a.findings("", false, "/").await?;
     let open: Vec<&pb::FindingInfo> = findings.iter().filter(|f| f.status == "open").collect();
     let now = now_ms();
     let states = DEVICE_STATES
@@ -124,25 +72,16 @@ pub async fn page(a: Authed) -> Response {
     let recent = by_last_seen
         .iter()
         .take(RECENT)
-        .map(|d| check_in(&a, now, d))
+        .map(|d| DeviceRow::new(a.lang, now, d, 0))
         .collect();
     let silent = by_last_seen
         .iter()
         .rev()
         .filter(|d| now.saturating_sub(d.last_seen_ms) > SILENT_AFTER_MS)
         .filter(|d| d.state == pb::DeviceState::Active as i32)
-        .map(|d| check_in(&a, now, d))
+        .map(|d| DeviceRow::new(a.lang, now, d, 0))
         .collect();
-    let cases = cases
-        .iter()
-        .map(|c| OpenCase {
-            device_id: c.device_id.clone(),
-            hostname: c.hostname.clone(),
-            opened: view::when(c.opened_ms),
-            reported_by: c.reported_by.clone(),
-            steps_done: crate::loss::checklist(c).iter().filter(|s| s.done).count(),
-        })
-        .collect();
+    let cases = cases.iter().map(CaseRow::new).collect();
     let by_rule = rule_counts(a.lang, &open);
     let page = Overview {
         c: a.frame("overview", a.t("Översikt", "Overview")),
@@ -162,7 +101,7 @@ pub async fn page(a: Authed) -> Response {
         recent,
         silent,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 /// Open findings counted per rule, in policy-section order.

@@ -3,10 +3,9 @@
 //! the admin API's calls, with its validation and audit entries.
 
 use super::view;
-use super::{Authed, Frame, Lang, Post, html};
+use super::{Authed, Frame, Lang, Page, Post, html};
 use askama::Template;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Deserialize;
 use std::collections::HashMap;
 use vakt_proto::pb;
@@ -40,27 +39,17 @@ struct PeoplePage {
     exemptions: Vec<ExemptionRow>,
 }
 
-pub async fn page(a: Authed) -> Response {
-    let people = match a.api().list_people(a.req(pb::ListPeopleRequest {})).await {
-        Ok(r) => r.into_inner().people,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let trips = match a.api().list_trips(a.req(pb::ListTripsRequest {})).await {
-        Ok(r) => r.into_inner().trips,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let exemptions = match a
+pub async fn page(a: Authed) -> Page {
+    let answer = a.api().list_people(a.req(pb::ListPeopleRequest {})).await;
+    let people = a.ok(answer, "/")?.people;
+    let answer = a.api().list_trips(a.req(pb::ListTripsRequest {})).await;
+    let trips = a.ok(answer, "/")?.trips;
+    let answer = a
         .api()
         .list_exemptions(a.req(pb::ListExemptionsRequest {}))
-        .await
-    {
-        Ok(r) => r.into_inner().exemptions,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let devices = match a.api().list_devices(a.req(pb::ListDevicesRequest {})).await {
-        Ok(r) => r.into_inner().devices,
-        Err(s) => return a.fail(s, "/"),
-    };
+        .await;
+    let exemptions = a.ok(answer, "/")?.exemptions;
+    let devices = a.devices("/").await?;
     let mut by_person: HashMap<String, Vec<(String, String)>> = HashMap::new();
     let mut hostnames = HashMap::new();
     for d in &devices {
@@ -118,7 +107,7 @@ pub async fn page(a: Authed) -> Response {
         trips,
         exemptions,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 #[derive(Deserialize)]
@@ -127,25 +116,20 @@ pub struct ImportForm {
     csv: String,
 }
 
-pub async fn import(Post(a, f): Post<ImportForm>) -> Response {
-    match a
+pub async fn import(Post(a, f): Post<ImportForm>) -> Page {
+    let answer = a
         .api()
         .import_people(a.req(pb::ImportPeopleRequest {
             csv: f.csv.into_bytes(),
             file_name: "people.csv".into(),
         }))
-        .await
-    {
-        Ok(r) => {
-            let n = r.into_inner().imported;
-            let msg = match a.lang {
-                Lang::Sv => format!("{n} personer importerade; enheterna bedöms om."),
-                Lang::En => format!("{n} people imported; devices are evaluated again."),
-            };
-            a.done("/people", msg)
-        }
-        Err(s) => a.fail(s, "/people"),
-    }
+        .await;
+    let n = a.ok(answer, "/people")?.imported;
+    let msg = match a.lang {
+        Lang::Sv => format!("{n} personer importerade; enheterna bedöms om."),
+        Lang::En => format!("{n} people imported; devices are evaluated again."),
+    };
+    Ok(a.done("/people", msg))
 }
 
 #[derive(Deserialize)]
@@ -164,7 +148,7 @@ pub struct TripForm {
     approved_by: String,
 }
 
-pub async fn add_trip(Post(a, f): Post<TripForm>) -> Response {
+pub async fn add_trip(Post(a, f): Post<TripForm>) -> Page {
     // "NO FI" and "NO, FI" both work: the API splits on commas, the form on spaces too.
     let countries = f
         .countries
@@ -172,7 +156,7 @@ pub async fn add_trip(Post(a, f): Post<TripForm>) -> Response {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    match a
+    let answer = a
         .api()
         .add_trip(a.req(pb::AddTripRequest {
             person: f.person,
@@ -182,18 +166,13 @@ pub async fn add_trip(Post(a, f): Post<TripForm>) -> Response {
             kind: f.kind,
             approved_by: f.approved_by,
         }))
-        .await
-    {
-        Ok(r) => {
-            let t = r.into_inner();
-            let msg = match a.lang {
-                Lang::Sv => format!("Resan {} för {} är registrerad.", t.id, t.person),
-                Lang::En => format!("Trip {} for {} is recorded.", t.id, t.person),
-            };
-            a.done("/people#trips", msg)
-        }
-        Err(s) => a.fail(s, "/people#trips"),
-    }
+        .await;
+    let t = a.ok(answer, "/people#trips")?;
+    let msg = match a.lang {
+        Lang::Sv => format!("Resan {} för {} är registrerad.", t.id, t.person),
+        Lang::En => format!("Trip {} for {} is recorded.", t.id, t.person),
+    };
+    Ok(a.done("/people#trips", msg))
 }
 
 #[derive(Deserialize)]
@@ -210,26 +189,23 @@ pub struct ExemptionForm {
     reason: String,
 }
 
-pub async fn grant_exemption(Post(a, f): Post<ExemptionForm>) -> Response {
+pub async fn grant_exemption(Post(a, f): Post<ExemptionForm>) -> Page {
     let back = "/people#exemptions";
     let minutes = match f.minutes.trim() {
         "" => 0,
-        m => match m.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                return a.error_page(
-                    StatusCode::BAD_REQUEST,
-                    a.t("Uppgifterna godtogs inte", "The input was not accepted"),
-                    a.t(
-                        "Minuter ska vara ett heltal (tomt: tills vidare).",
-                        "Minutes must be a whole number (empty: until revoked).",
-                    ),
-                    back,
-                );
-            }
-        },
+        m => m.parse::<u32>().map_err(|_| {
+            a.error_page(
+                StatusCode::BAD_REQUEST,
+                a.t("Uppgifterna godtogs inte", "The input was not accepted"),
+                a.t(
+                    "Minuter ska vara ett heltal (tomt: tills vidare).",
+                    "Minutes must be a whole number (empty: until revoked).",
+                ),
+                back,
+            )
+        })?,
     };
-    match a
+    let answer = a
         .api()
         .grant_exemption(a.req(pb::GrantExemptionRequest {
             device: f.device,
@@ -238,16 +214,11 @@ pub async fn grant_exemption(Post(a, f): Post<ExemptionForm>) -> Response {
             minutes,
             reason: f.reason,
         }))
-        .await
-    {
-        Ok(r) => {
-            let e = r.into_inner();
-            let msg = match a.lang {
-                Lang::Sv => format!("Undantaget {} från {} är beviljat.", e.id, e.rule),
-                Lang::En => format!("Exemption {} from {} is granted.", e.id, e.rule),
-            };
-            a.done(back, msg)
-        }
-        Err(s) => a.fail(s, back),
-    }
+        .await;
+    let e = a.ok(answer, back)?;
+    let msg = match a.lang {
+        Lang::Sv => format!("Undantaget {} från {} är beviljat.", e.id, e.rule),
+        Lang::En => format!("Exemption {} from {} is granted.", e.id, e.rule),
+    };
+    Ok(a.done(back, msg))
 }

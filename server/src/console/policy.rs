@@ -3,10 +3,9 @@
 //! validation with file, line and column as `vakt policy check`.
 
 use super::view;
-use super::{Authed, Frame, Lang, Post, html};
+use super::{Authed, Frame, Lang, Page, Post, html};
 use askama::Template;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Deserialize;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminService;
@@ -25,11 +24,9 @@ struct PolicyPage {
     check: Option<pb::PolicyCheck>,
 }
 
-async fn render(a: &Authed, draft: String, check: Option<pb::PolicyCheck>) -> Response {
-    let p = match a.api().show_policy(a.req(pb::ShowPolicyRequest {})).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return a.fail(s, "/"),
-    };
+async fn render(a: &Authed, draft: String, check: Option<pb::PolicyCheck>) -> Page {
+    let p = a.api().show_policy(a.req(pb::ShowPolicyRequest {})).await;
+    let p = a.ok(p, "/")?;
     let page = PolicyPage {
         c: a.frame("policy", a.t("Policy", "Policy")),
         applied: view::when(p.applied_ms),
@@ -37,10 +34,10 @@ async fn render(a: &Authed, draft: String, check: Option<pb::PolicyCheck>) -> Re
         draft,
         check,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
-pub async fn page(a: Authed) -> Response {
+pub async fn page(a: Authed) -> Page {
     render(&a, String::new(), None).await
 }
 
@@ -57,29 +54,24 @@ fn text(toml: String) -> pb::PolicyText {
     }
 }
 
-pub async fn check(Post(a, f): Post<PolicyForm>) -> Response {
-    match a.api().check_policy(a.req(text(f.toml.clone()))).await {
-        Ok(r) => render(&a, f.toml, Some(r.into_inner())).await,
-        Err(s) => a.fail(s, "/policy"),
-    }
+pub async fn check(Post(a, f): Post<PolicyForm>) -> Page {
+    let answer = a.api().check_policy(a.req(text(f.toml.clone()))).await;
+    let check = a.ok(answer, "/policy")?;
+    render(&a, f.toml, Some(check)).await
 }
 
-pub async fn apply(Post(a, f): Post<PolicyForm>) -> Response {
-    match a.api().apply_policy(a.req(text(f.toml))).await {
-        Ok(r) => {
-            let p = r.into_inner();
-            let msg = match a.lang {
-                Lang::Sv => format!(
-                    "Policyn version {} ({}, {} regler) gäller nu; alla enheter bedöms om.",
-                    p.version, p.pack_version, p.rules
-                ),
-                Lang::En => format!(
-                    "Policy version {} ({}, {} rules) is in force; every device is evaluated again.",
-                    p.version, p.pack_version, p.rules
-                ),
-            };
-            a.done("/policy", msg)
-        }
-        Err(s) => a.fail(s, "/policy"),
-    }
+pub async fn apply(Post(a, f): Post<PolicyForm>) -> Page {
+    let answer = a.api().apply_policy(a.req(text(f.toml))).await;
+    let p = a.ok(answer, "/policy")?;
+    let msg = match a.lang {
+        Lang::Sv => format!(
+            "Policyn version {} ({}, {} regler) gäller nu; alla enheter bedöms om.",
+            p.version, p.pack_version, p.rules
+        ),
+        Lang::En => format!(
+            "Policy version {} ({}, {} rules) is in force; every device is evaluated again.",
+            p.version, p.pack_version, p.rules
+        ),
+    };
+    Ok(a.done("/policy", msg))
 }

@@ -262,6 +262,14 @@ impl Client {
     }
 }
 
+/// A client logged in with `token`, and its session's CSRF token.
+async fn logged_in(f: &Fixture, token: &str) -> (Client, String) {
+    let mut c = Client::new(f);
+    assert_eq!(c.login(token).await.status, 303);
+    let csrf = c.csrf().await;
+    (c, csrf)
+}
+
 fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
@@ -366,8 +374,7 @@ async fn login_checks_csrf_and_token_and_rotates_the_session() {
 async fn a_form_without_the_csrf_token_is_refused_and_changes_nothing() {
     let f = start(Transport::Plain).await;
     let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
-    let mut c = Client::new(&f);
-    assert_eq!(c.login(&f.admin).await.status, 303);
+    let (mut c, _) = logged_in(&f, &f.admin).await;
     let path = format!("/devices/{id}/assign");
 
     let r = c.post(&path, &[("email", "anna@sorsele.se")]).await;
@@ -408,8 +415,7 @@ async fn roles_and_validation_are_the_admin_apis() {
     let (_, viewer) = create_admin_token(&f.state.store, pb::Role::Viewer, "revisor", "test")
         .await
         .unwrap();
-    let mut v = Client::new(&f);
-    assert_eq!(v.login(&viewer).await.status, 303);
+    let (mut v, _) = logged_in(&f, &viewer).await;
     let loss = v.get(&format!("/devices/{id}/loss")).await;
     assert_eq!(loss.status, 200);
     assert!(
@@ -424,9 +430,7 @@ async fn roles_and_validation_are_the_admin_apis() {
     assert!(r.body.contains("needs the operator role"), "{}", r.body);
     assert!(f.state.store.losses().unwrap().is_empty());
 
-    let mut a = Client::new(&f);
-    a.login(&f.admin).await;
-    let csrf = a.csrf().await;
+    let (mut a, csrf) = logged_in(&f, &f.admin).await;
     let r = a
         .post(
             &format!("/devices/{id}/assign"),
@@ -444,8 +448,7 @@ async fn roles_and_validation_are_the_admin_apis() {
 async fn the_device_page_shows_the_report_escaped() {
     let f = start(Transport::Plain).await;
     let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
-    let mut c = Client::new(&f);
-    c.login(&f.admin).await;
+    let (mut c, _) = logged_in(&f, &f.admin).await;
     let list = c.get("/devices?state=active&q=lap").await;
     assert!(list.body.contains(&format!("href=\"/devices/{id}\"")));
     let none = c.get("/devices?state=lost").await;
@@ -468,9 +471,7 @@ async fn the_device_page_shows_the_report_escaped() {
 #[tokio::test]
 async fn the_language_is_remembered_in_the_session() {
     let f = start(Transport::Plain).await;
-    let mut c = Client::new(&f);
-    c.login(&f.admin).await;
-    let csrf = c.csrf().await;
+    let (mut c, csrf) = logged_in(&f, &f.admin).await;
     let r = c
         .post(
             "/lang",
@@ -494,8 +495,7 @@ async fn the_language_is_remembered_in_the_session() {
 #[tokio::test]
 async fn logout_ends_the_session_on_the_server() {
     let f = start(Transport::Plain).await;
-    let mut c = Client::new(&f);
-    c.login(&f.admin).await;
+    let (mut c, _) = logged_in(&f, &f.admin).await;
     let kept = c.cookie.clone();
     let csrf = c.csrf().await;
     c.post("/logout", &[("csrf", &csrf)]).await;
@@ -508,8 +508,7 @@ async fn logout_ends_the_session_on_the_server() {
 async fn the_loss_procedure_runs_through_the_forms() {
     let f = start(Transport::Plain).await;
     let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
-    let mut c = Client::new(&f);
-    c.login(&f.admin).await;
+    let (mut c, _) = logged_in(&f, &f.admin).await;
     let loss = format!("/devices/{id}/loss");
     let csrf = c.csrf().await;
     let r = c
@@ -569,9 +568,7 @@ async fn a_wipe_needs_a_second_admin_in_the_console_too() {
     let (_, second) = create_admin_token(&f.state.store, pb::Role::Admin, "it-chef", "test")
         .await
         .unwrap();
-    let mut first = Client::new(&f);
-    first.login(&f.admin).await;
-    let csrf = first.csrf().await;
+    let (mut first, csrf) = logged_in(&f, &f.admin).await;
     let r = first
         .post(
             &format!("/devices/{id}/wipe"),
@@ -590,8 +587,7 @@ async fn a_wipe_needs_a_second_admin_in_the_console_too() {
     assert_eq!(r.status, 403);
     assert!(r.body.contains("different admin"), "{}", r.body);
 
-    let mut other = Client::new(&f);
-    other.login(&second).await;
+    let (mut other, _) = logged_in(&f, &second).await;
     let page = other.get("/wipes").await;
     assert!(page.body.contains(&format!("id=\"approve-{}\"", cmd.id)));
     let csrf = csrf_of(&page.body);
@@ -682,8 +678,7 @@ async fn findings_show_by_rule_and_section_and_export_as_csv() {
     );
     let rule = open[0].rule.clone();
     let section = open[0].section.clone();
-    let mut c = Client::new(&f);
-    c.login(&f.admin).await;
+    let (mut c, _) = logged_in(&f, &f.admin).await;
 
     let overview = c.get("/").await;
     assert!(overview.body.contains("id=\"findings-by-rule\""));
@@ -736,9 +731,7 @@ async fn findings_show_by_rule_and_section_and_export_as_csv() {
 #[tokio::test]
 async fn people_trips_and_policy_go_through_the_admin_api() {
     let f = start(Transport::Plain).await;
-    let mut c = Client::new(&f);
-    c.login(&f.admin).await;
-    let csrf = c.csrf().await;
+    let (mut c, csrf) = logged_in(&f, &f.admin).await;
 
     let r = c
         .post(
@@ -800,8 +793,7 @@ async fn people_trips_and_policy_go_through_the_admin_api() {
     let (_, viewer) = create_admin_token(&f.state.store, pb::Role::Viewer, "revisor", "test")
         .await
         .unwrap();
-    let mut v = Client::new(&f);
-    v.login(&viewer).await;
+    let (mut v, _) = logged_in(&f, &viewer).await;
     let page = v.get("/policy").await;
     assert!(!page.body.contains("id=\"apply-policy\""));
     let csrf = csrf_of(&page.body);

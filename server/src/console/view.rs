@@ -103,6 +103,60 @@ pub const DEVICE_STATES: [pb::DeviceState; 5] = [
     pb::DeviceState::Retired,
 ];
 
+/// One option of a filter's `<select>`.
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// Options from (value, label) pairs, with the one equal to `selected` marked.
+pub fn choices<'a>(
+    options: impl IntoIterator<Item = (&'a str, &'a str)>,
+    selected: &str,
+) -> Vec<Choice> {
+    options
+        .into_iter()
+        .map(|(value, label)| Choice {
+            value: value.to_string(),
+            label: label.to_string(),
+            selected: value == selected,
+        })
+        .collect()
+}
+
+/// A device as the lists show it.
+pub struct DeviceRow {
+    pub id: String,
+    pub hostname: String,
+    /// INTERFACE.md's state name, for the badge's style and links.
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub assigned_to: String,
+    pub last_seen: String,
+    pub last_seen_ago: String,
+    pub connected: bool,
+    pub model: String,
+    pub open_findings: usize,
+}
+
+impl DeviceRow {
+    pub fn new(lang: Lang, now_ms: i64, d: &pb::Device, open_findings: usize) -> Self {
+        Self {
+            id: d.id.clone(),
+            hostname: d.hostname.clone(),
+            state: crate::api::device_state_name(d.state),
+            state_label: lang.device_state(d.state),
+            assigned_to: d.assigned_to.clone(),
+            last_seen: when(d.last_seen_ms),
+            last_seen_ago: ago(lang, now_ms, d.last_seen_ms),
+            connected: d.connected,
+            model: d.model.clone(),
+            open_findings,
+        }
+    }
+}
+
 /// A queued or finished command as the tables show it.
 pub struct CommandRow {
     pub id: String,

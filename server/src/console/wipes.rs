@@ -3,11 +3,10 @@
 //! who asked, and shows the API's refusal if it is pressed anyway.
 
 use super::view::CommandRow;
-use super::{Authed, Frame, Lang, Post, html};
+use super::{Authed, Frame, Lang, Page, Post, html};
 use askama::Template;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Deserialize;
 use std::collections::HashMap;
 use vakt_proto::pb;
@@ -32,19 +31,9 @@ fn requested_by_name(requested_by: &str, name: &str) -> bool {
     requested_by.split(':').nth(1) == Some(name)
 }
 
-pub async fn list(a: Authed) -> Response {
-    let devices = match a.api().list_devices(a.req(pb::ListDevicesRequest {})).await {
-        Ok(r) => r.into_inner().devices,
-        Err(s) => return a.fail(s, "/"),
-    };
-    let commands = match a
-        .api()
-        .list_commands(a.req(pb::ListCommandsRequest::default()))
-        .await
-    {
-        Ok(r) => r.into_inner().commands,
-        Err(s) => return a.fail(s, "/"),
-    };
+pub async fn list(a: Authed) -> Page {
+    let devices = a.devices("/").await?;
+    let commands = a.commands("", "/").await?;
     let names: HashMap<&str, &str> = devices
         .iter()
         .map(|d| (d.id.as_str(), d.hostname.as_str()))
@@ -73,7 +62,7 @@ pub async fn list(a: Authed) -> Response {
         waiting,
         commands,
     };
-    html(StatusCode::OK, &page)
+    Ok(html(StatusCode::OK, &page))
 }
 
 #[derive(Deserialize)]
@@ -82,32 +71,27 @@ pub struct RequestForm {
     reason: String,
 }
 
-pub async fn request(Path(id): Path<String>, Post(a, f): Post<RequestForm>) -> Response {
+pub async fn request(Path(id): Path<String>, Post(a, f): Post<RequestForm>) -> Page {
     let back = format!("/devices/{id}");
-    match a
+    let answer = a
         .api()
         .request_wipe(a.req(pb::RequestWipeRequest {
             device: id,
             reason: f.reason,
         }))
-        .await
-    {
-        Ok(r) => {
-            let cmd = r.into_inner();
-            let text = match a.lang {
-                Lang::Sv => format!(
-                    "Radering {} är begärd. En annan administratör måste godkänna den.",
-                    cmd.id
-                ),
-                Lang::En => format!(
-                    "Wipe {} is requested. A different admin must approve it.",
-                    cmd.id
-                ),
-            };
-            a.done("/wipes", text)
-        }
-        Err(s) => a.fail(s, &back),
-    }
+        .await;
+    let cmd = a.ok(answer, &back)?;
+    let text = match a.lang {
+        Lang::Sv => format!(
+            "Radering {} är begärd. En annan administratör måste godkänna den.",
+            cmd.id
+        ),
+        Lang::En => format!(
+            "Wipe {} is requested. A different admin must approve it.",
+            cmd.id
+        ),
+    };
+    Ok(a.done("/wipes", text))
 }
 
 #[derive(Deserialize)]
@@ -116,9 +100,9 @@ pub struct ApproveForm {
     confirm: Option<String>,
 }
 
-pub async fn approve(Path(command): Path<String>, Post(a, f): Post<ApproveForm>) -> Response {
+pub async fn approve(Path(command): Path<String>, Post(a, f): Post<ApproveForm>) -> Page {
     if f.confirm.is_none() {
-        return a.error_page(
+        return Err(a.error_page(
             StatusCode::BAD_REQUEST,
             a.t("Bekräftelse saknas", "Not confirmed"),
             a.t(
@@ -126,25 +110,20 @@ pub async fn approve(Path(command): Path<String>, Post(a, f): Post<ApproveForm>)
                 "Tick the box that says you judged the reason before approving a wipe.",
             ),
             "/wipes",
-        );
+        ));
     }
-    match a
+    let answer = a
         .api()
         .approve_wipe(a.req(pb::ApproveWipeRequest {
             command_id: command,
         }))
-        .await
-    {
-        Ok(r) => {
-            let cmd = r.into_inner();
-            let text = match a.lang {
-                Lang::Sv => format!("Radering {} är godkänd och skickas till enheten.", cmd.id),
-                Lang::En => format!("Wipe {} is approved and goes to the device.", cmd.id),
-            };
-            a.done("/wipes", text)
-        }
-        Err(s) => a.fail(s, "/wipes"),
-    }
+        .await;
+    let cmd = a.ok(answer, "/wipes")?;
+    let text = match a.lang {
+        Lang::Sv => format!("Radering {} är godkänd och skickas till enheten.", cmd.id),
+        Lang::En => format!("Wipe {} is approved and goes to the device.", cmd.id),
+    };
+    Ok(a.done("/wipes", text))
 }
 
 #[cfg(test)]
