@@ -115,6 +115,9 @@ pub struct MailFile {
     pub from: Option<String>,
     /// Who hears of a violation when no manager is known.
     pub it_address: Option<String>,
+    /// Every event is also POSTed as JSON to each of these URLs.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
 }
 
 /// Reads an address from a string with a message that says what to write; toml adds the line

@@ -161,6 +161,20 @@ pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), Store
     // Queue the mail first, then store the findings: if we crash between the two, the finding
     // is evaluated again and a second mail may go out — never none.
     for f in &rec.notify {
+        // Systems hear of a violation once, when it becomes one; a finding re-announced to a
+        // manager who only just became known is not a new event for them.
+        let was_violation = previous.iter().any(|p| {
+            p.id == f.id
+                && p.status == policy::FindingStatus::Open
+                && p.severity == policy::Severity::Violation
+        });
+        if !was_violation {
+            notify::enqueue_event(
+                state,
+                &serde_json::json!({"event": "finding.violation", "device": &dev, "finding": f}),
+            )
+            .await?;
+        }
         let text = policy::violation_mail(&pack, f, &dev, person);
         match &to {
             Some(to) => {

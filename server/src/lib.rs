@@ -24,3 +24,4 @@ pub mod server;
 pub mod store;
 pub mod timefmt;
 pub mod token;
+pub mod webhook;

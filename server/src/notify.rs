@@ -1,5 +1,6 @@
-//! Telling people: a durable outbox of mails, delivered over SMTP by a background worker with
-//! retries, so a mail server that is down never blocks a report or loses a notification.
+//! Telling people and systems: a durable outbox of mails (SMTP) and webhook calls (JSON POST),
+//! delivered by a background worker with retries, so a mail server or webhook that is down
+//! never blocks a report or loses a notification.
 
 use crate::api::State;
 use crate::store::{JsonTree, StoreError};
@@ -18,6 +19,8 @@ pub struct NotifyConfig {
     pub from: String,
     /// Who hears of a violation when the device's person has no known manager.
     pub it_address: Option<String>,
+    /// Every event is also POSTed as JSON to each of these.
+    pub webhooks: Vec<String>,
 }
 
 /// One queued mail.
@@ -31,15 +34,17 @@ pub struct OutboxItem {
     pub attempts: u32,
     pub next_attempt_ms: i64,
     pub last_error: String,
+    /// Set for a webhook delivery: POST `body` (JSON) here instead of mailing it.
+    #[serde(default)]
+    pub webhook: Option<String>,
 }
 
-/// Queues a mail durably and wakes the sender.
-pub async fn enqueue(
-    state: &State,
+fn item(
     to: &[String],
     subject: &str,
     body: &str,
-) -> Result<(), StoreError> {
+    webhook: Option<String>,
+) -> (Vec<u8>, OutboxItem) {
     let now = now_ms();
     let id = format!(
         "m-{now:012x}{}",
@@ -54,10 +59,42 @@ pub async fn enqueue(
         attempts: 0,
         next_attempt_ms: now,
         last_error: String::new(),
+        webhook,
     };
+    (id.into_bytes(), item)
+}
+
+/// Queues a mail durably and wakes the sender.
+pub async fn enqueue(
+    state: &State,
+    to: &[String],
+    subject: &str,
+    body: &str,
+) -> Result<(), StoreError> {
     state
         .store
-        .json_apply(JsonTree::Outbox, &[(id.into_bytes(), item)], &[])
+        .json_apply(JsonTree::Outbox, &[item(to, subject, body, None)], &[])
+        .await?;
+    state.outbox_wake.notify_one();
+    Ok(())
+}
+
+/// Queues `event` (JSON with an `event` field) for every configured webhook.
+pub async fn enqueue_event(state: &State, event: &serde_json::Value) -> Result<(), StoreError> {
+    if state.notify.webhooks.is_empty() {
+        return Ok(());
+    }
+    let body = event.to_string();
+    let name = event["event"].as_str().unwrap_or("event").to_string();
+    let items: Vec<_> = state
+        .notify
+        .webhooks
+        .iter()
+        .map(|url| item(&[], &name, &body, Some(url.clone())))
+        .collect();
+    state
+        .store
+        .json_apply(JsonTree::Outbox, &items, &[])
         .await?;
     state.outbox_wake.notify_one();
     Ok(())
@@ -85,22 +122,28 @@ fn build(cfg: &NotifyConfig, item: &OutboxItem) -> Result<Message, String> {
 
 /// Sends what is due, forever; retries with growing delays (30 s doubling, at most an hour).
 pub async fn run_sender(state: State) {
-    let Some(url) = state.notify.smtp_url.clone() else {
+    let transport = match &state.notify.smtp_url {
+        None => None,
+        Some(url) => match AsyncSmtpTransport::<Tokio1Executor>::from_url(url) {
+            Ok(t) => Some(t.build()),
+            Err(e) => {
+                tracing::error!("smtp url '{url}': {e}; mail will stay queued");
+                None
+            }
+        },
+    };
+    if transport.is_none() && state.notify.webhooks.is_empty() {
         return;
-    };
-    let transport = match AsyncSmtpTransport::<Tokio1Executor>::from_url(&url) {
-        Ok(t) => t.build(),
-        Err(e) => {
-            tracing::error!("smtp url '{url}': {e}; mail will stay queued");
-            return;
-        }
-    };
+    }
     loop {
         let now = now_ms();
         let due: Vec<OutboxItem> = match pending(&state) {
+            // Mail waits (queued, not lost) while no relay is configured.
             Ok(items) => items
                 .into_iter()
-                .filter(|i| i.next_attempt_ms <= now)
+                .filter(|i| {
+                    i.next_attempt_ms <= now && (i.webhook.is_some() || transport.is_some())
+                })
                 .collect(),
             Err(e) => {
                 tracing::error!("outbox: {e}");
@@ -108,18 +151,24 @@ pub async fn run_sender(state: State) {
             }
         };
         for mut item in due {
-            let sent = match build(&state.notify, &item) {
-                Ok(msg) => transport
-                    .send(msg)
+            let sent = match (&item.webhook, &transport) {
+                (Some(url), _) => crate::webhook::post(url, item.body.as_bytes())
                     .await
-                    .map(|_| ())
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                (None, Some(transport)) => match build(&state.notify, &item) {
+                    Ok(msg) => transport
+                        .send(msg)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                },
+                (None, None) => continue,
             };
             let key = item.id.clone().into_bytes();
             let res = match sent {
                 Ok(()) => {
-                    tracing::info!(to = ?item.to, subject = %item.subject, "mail sent");
+                    tracing::info!(to = ?item.to, webhook = ?item.webhook, subject = %item.subject, "notification sent");
                     state
                         .store
                         .json_apply::<OutboxItem>(JsonTree::Outbox, &[], &[key])

@@ -54,6 +54,64 @@ fn laptop(dir: &Path) -> PathBuf {
     root
 }
 
+/// A webhook receiver on loopback: records every POSTed JSON body, answers 204.
+struct HookSink {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl HookSink {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bodies.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then as many body bytes as Content-Length says.
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(i) = text.find("\r\n\r\n") {
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= i + 4 + len {
+                            let body = &buf[i + 4..i + 4 + len];
+                            if let Ok(v) = serde_json::from_slice(body) {
+                                sink.lock().unwrap().push(v);
+                            }
+                            break;
+                        }
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            }
+        });
+        Self { addr, bodies }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/vakt-hook", self.addr)
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
 fn open_by_kind(findings: &Value) -> Vec<(String, String, String)> {
     let mut v: Vec<(String, String, String)> = findings
         .as_array()
@@ -89,10 +147,18 @@ async fn findings_manager_mail_and_resolution() {
 
     let tmp = tempfile::tempdir().unwrap();
     let root = laptop(tmp.path());
+    let hook = HookSink::start().await;
     let server = TestServer::start_with(
         &tmp.path().join("server"),
         "127.0.0.1:0",
-        &["--smtp", &smtp.url(), "--mail-from", "vakt@sorsele.se"],
+        &[
+            "--smtp",
+            &smtp.url(),
+            "--mail-from",
+            "vakt@sorsele.se",
+            "--webhook",
+            &hook.url(),
+        ],
     );
     let csv = tmp.path().join("people.csv");
     std::fs::write(&csv, "email,name,manager_email,end_date,leave_from,leave_to\r\nanna.berg@sorsele.se,Anna Berg,chef@sorsele.se,,,\r\nchef@sorsele.se,Örjan Åström,,,,\r\n").unwrap();
@@ -259,6 +325,32 @@ async fn findings_manager_mail_and_resolution() {
         server.vakt_json(&["loss", "show", &device])["checklist"][3]["note"],
         "chef: chef@sorsele.se"
     );
+
+    // The same events went to the webhook as JSON.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = hook.bodies();
+        let violations = got
+            .iter()
+            .filter(|b| b["event"] == "finding.violation")
+            .count();
+        if violations == 4 && got.iter().any(|b| b["event"] == "loss.reported") {
+            break;
+        }
+        let log = server.log.lock().unwrap().join("\n");
+        assert!(
+            Instant::now() < deadline,
+            "webhook calls: {got:?}\nserver log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = hook.bodies();
+    let fwd = got
+        .iter()
+        .find(|b| b["finding"]["kind"] == "mail-auto-forward-external")
+        .unwrap();
+    assert_eq!(fwd["finding"]["section"], "9");
+    assert_eq!(fwd["device"]["id"], device.as_str());
 
     // An approved business trip to Norway exempts the laptop's data abroad.
     let today = time::OffsetDateTime::now_utc().date();

@@ -460,6 +460,16 @@ impl AdminService for AdminApi {
             .await
             .map_err(internal)?;
         let case = self.tell_manager_of_loss(case).await?;
+        crate::notify::enqueue_event(
+            &self.state,
+            &serde_json::json!({"event": "loss.reported", "case": {
+                "id": case.id, "device": case.device_id, "hostname": case.hostname,
+                "assigned_to": case.assigned_to, "reported_by": case.reported_by,
+                "lock_command": case.lock_command_id,
+            }}),
+        )
+        .await
+        .map_err(internal)?;
         Ok(Response::new(case))
     }
 

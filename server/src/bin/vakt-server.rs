@@ -77,6 +77,9 @@ struct MailArgs {
     /// Who hears of a violation when the device's person has no known manager.
     #[arg(long)]
     it_mail: Option<String>,
+    /// POST every event (new violation, loss reported) as JSON here too (repeatable).
+    #[arg(long = "webhook")]
+    webhooks: Vec<String>,
 }
 
 impl MailArgs {
@@ -95,6 +98,11 @@ impl MailArgs {
                 .or(file.from)
                 .unwrap_or_else(|| "vakt@localhost".into()),
             it_address: self.it_mail.or(file.it_address),
+            webhooks: if self.webhooks.is_empty() {
+                file.webhooks
+            } else {
+                self.webhooks
+            },
         }
     }
 }
