@@ -63,6 +63,15 @@ pub enum EnrollError {
     Store(#[from] StoreError),
 }
 
+/// Tickets for [`Store::flush`]'s group commit: `issued` counts callers, `durable` is the
+/// highest ticket a finished flush covered.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    issued: std::sync::atomic::AtomicU64,
+    durable: std::sync::atomic::AtomicU64,
+    lock: tokio::sync::Mutex<()>,
+}
+
 /// The outcome of storing a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportOutcome {
@@ -94,6 +103,7 @@ pub struct Store {
     exemptions: sled::Tree,
     policies: sled::Tree,
     outbox: sled::Tree,
+    commit: std::sync::Arc<GroupCommit>,
     /// Serialises audit appends: each entry needs the hash of the one before.
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     _lock: std::sync::Arc<std::fs::File>,
@@ -185,14 +195,28 @@ impl Store {
             policies: db.open_tree("policies")?,
             outbox: db.open_tree("outbox")?,
             audit_lock: std::sync::Arc::default(),
+            commit: std::sync::Arc::default(),
             db,
             _lock: std::sync::Arc::new(lock),
         })
     }
 
     /// Makes everything written so far durable.
+    ///
+    /// Group commit: every caller has written before it calls this and takes a ticket; one
+    /// flush at a time runs, and a flush that started after a caller's ticket covers that
+    /// caller's writes, so callers waiting together share one flush instead of queueing a
+    /// flush each (hundreds of agents reporting at once would otherwise wait on each other).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let ticket = self.commit.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_flush_at_a_time = self.commit.lock.lock().await;
+        if self.commit.durable.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covers = self.commit.issued.load(Ordering::SeqCst);
         self.db.flush_async().await?;
+        self.commit.durable.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
 
@@ -810,6 +834,42 @@ mod tests {
             .await
             .unwrap();
         h
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes_and_all_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..200u32 {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    let h = crate::token::hash(&format!("t{i}"));
+                    s.put_enroll_token(
+                        &h,
+                        &pb::EnrollTokenRecord {
+                            id: format!("t{i}"),
+                            uses_left: 1,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let s = Store::open(dir.path()).unwrap();
+        for i in 0..200u32 {
+            let h = crate::token::hash(&format!("t{i}"));
+            assert!(
+                s.check_enroll_token(&h, "x", 0).is_ok(),
+                "token {i} survived"
+            );
+        }
     }
 
     #[tokio::test]
