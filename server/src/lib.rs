@@ -8,6 +8,7 @@
 pub mod api;
 pub mod commands;
 pub mod fsutil;
+pub mod limit;
 pub mod loss;
 pub mod pki;
 pub mod server;

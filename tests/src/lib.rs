@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dbus;
+pub mod load;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -64,6 +64,12 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
+        // Before any work (token lookup, certificate signing): floods stop here.
+        let source = req.remote_addr().map(|a| a.ip());
+        self.state
+            .enroll_limiter
+            .check(source, std::time::Instant::now())
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let r = req.into_inner();
         let presented = r.token.trim();
         if presented.is_empty() {

@@ -20,6 +20,8 @@ pub struct State {
     /// Agents with an open Connect stream: where to push messages to them.
     pub connected: Arc<Mutex<HashMap<String, Connection>>>,
     pub heartbeat_interval_s: u32,
+    /// Enrollment rate limits (per source address and global).
+    pub enroll_limiter: Arc<crate::limit::EnrollLimiter>,
 }
 
 /// One open Connect stream. `epoch` tells a stream apart from the one that replaced it, so a
@@ -37,7 +39,20 @@ impl State {
             pki: Arc::new(pki),
             connected: Arc::default(),
             heartbeat_interval_s: 30,
+            enroll_limiter: Arc::new(crate::limit::EnrollLimiter::new(
+                crate::limit::EnrollLimits::default(),
+                std::time::Instant::now(),
+            )),
         }
+    }
+
+    /// The same state with other enrollment limits (the `serve` flags, benchmarks).
+    pub fn with_enroll_limits(mut self, limits: crate::limit::EnrollLimits) -> Self {
+        self.enroll_limiter = Arc::new(crate::limit::EnrollLimiter::new(
+            limits,
+            std::time::Instant::now(),
+        ));
+        self
     }
 
     pub fn is_connected(&self, device_id: &str) -> bool {

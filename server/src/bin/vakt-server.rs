@@ -33,6 +33,14 @@ enum Cmd {
         /// certificate besides localhost and 127.0.0.1.
         #[arg(long = "hostname")]
         hostnames: Vec<String>,
+        /// Enrollments per second for the whole server (bursts of five times as many);
+        /// 0: no limit.
+        #[arg(long, default_value_t = 100.0)]
+        enroll_rate: f64,
+        /// Enrollments per second from one source address (bursts of four times as many);
+        /// 0: no limit.
+        #[arg(long, default_value_t = 5.0)]
+        enroll_rate_per_source: f64,
     },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
@@ -72,8 +80,22 @@ async fn real_main() -> anyhow::Result<()> {
             listen,
             console,
             hostnames,
+            enroll_rate,
+            enroll_rate_per_source,
         } => {
-            let state = server::prepare(&data, &hostnames).await?;
+            let rate = |per_s: f64, burst: f64| match per_s {
+                r if r > 0.0 => vakt_server::limit::Rate {
+                    per_s: r,
+                    burst: r * burst,
+                },
+                _ => vakt_server::limit::Rate::UNLIMITED,
+            };
+            let state = server::prepare(&data, &hostnames)
+                .await?
+                .with_enroll_limits(vakt_server::limit::EnrollLimits {
+                    per_source: rate(enroll_rate_per_source, 4.0),
+                    global: rate(enroll_rate, 5.0),
+                });
             let listener = bind(listen).await?;
             eprintln!(
                 "vakt-server: serving gRPC on https://{} (data in {}; console address {console} is reserved for the web console)",
