@@ -467,7 +467,11 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let streams_end = fleet.streams_up.load(Ordering::Relaxed);
 
     // 10. Nothing acknowledged may be missing.
-    let lost = lost_acknowledged(&mut admin, &agents, &fleet, full_n).await?;
+    let lost_items = admin::lost_acknowledged(&mut admin, &agents, &fleet, full_n).await?;
+    for l in &lost_items {
+        progress(format_args!("LOST: {l}"));
+    }
+    let lost = lost_items.len();
     let _ = stop_tx.send(true);
 
     let per_agent = match (rss_before, rss_held) {
@@ -521,79 +525,4 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         );
     }
     Ok(())
-}
-
-/// Acknowledged reports whose sequence (or, for the full-report sample, software section) the
-/// store does not hold, plus acknowledged command results the store does not show as done.
-async fn lost_acknowledged(
-    admin: &mut admin::Admin,
-    agents: &[Arc<sim::SimAgent>],
-    fleet: &sim::Fleet,
-    full_n: usize,
-) -> Result<u64, LoadError> {
-    let devices = admin
-        .list_devices(pb::ListDevicesRequest {})
-        .await
-        .map_err(LoadError::rpc("list devices"))?
-        .into_inner()
-        .devices;
-    let seqs: std::collections::HashMap<_, _> = devices
-        .iter()
-        .map(|d| (d.id.clone(), d.last_report_sequence))
-        .collect();
-    let mut lost = 0u64;
-    for (i, a) in agents.iter().enumerate() {
-        let (seq, software) = a.acknowledged().await;
-        if seqs.get(&a.device_id).is_none_or(|s| *s < seq) {
-            lost += 1;
-            progress(format_args!(
-                "LOST: {} acknowledged report {seq}, the store has {:?}",
-                a.device_id,
-                seqs.get(&a.device_id)
-            ));
-            continue;
-        }
-        if i < full_n
-            && let Some(want) = software
-        {
-            let detail = admin
-                .get_device(pb::GetDeviceRequest {
-                    id: a.device_id.clone(),
-                })
-                .await
-                .map_err(LoadError::rpc("get device"))?
-                .into_inner();
-            let held = detail
-                .sections
-                .iter()
-                .find(|s| s.kind == pb::SectionKind::Software as i32)
-                .map(|s| vakt_agent::link::hex(&s.hash));
-            if held.as_deref() != Some(want.as_str()) {
-                lost += 1;
-                progress(format_args!(
-                    "LOST: {} acknowledged software {want}, the store has {held:?}",
-                    a.device_id
-                ));
-            }
-        }
-    }
-    let commands = admin
-        .list_commands(pb::ListCommandsRequest::default())
-        .await
-        .map_err(LoadError::rpc("list commands"))?
-        .into_inner()
-        .commands;
-    let done: std::collections::HashSet<_> = commands
-        .iter()
-        .filter(|c| c.state == pb::CommandState::Succeeded as i32)
-        .map(|c| c.id.clone())
-        .collect();
-    let acked = fleet.acked_results.lock().map(|v| v.clone()).unwrap_or_default();
-    for id in acked {
-        if !done.contains(&id) {
-            lost += 1;
-            progress(format_args!("LOST: acknowledged result of {id}"));
-        }
-    }
-    Ok(lost)
 }

@@ -211,7 +211,8 @@ impl SimAgent {
         Ok(())
     }
 
-    fn channel(&self) -> Result<Channel, LoadError> {
+    /// This agent's connection (after [`dial`](Self::dial)).
+    pub fn channel(&self) -> Result<Channel, LoadError> {
         lock(&self.channel)
             .clone()
             .ok_or_else(|| LoadError::Other(format!("agent {} has not dialled", self.index)))
