@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod commands;
+pub mod commit;
 pub mod fsutil;
 pub mod limit;
 pub mod loss;

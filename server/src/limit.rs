@@ -227,16 +227,26 @@ mod tests {
                 retry_after_ms: 1000
             }
         );
-        assert_eq!(err.to_string(), "too many enrollments from 10.0.0.1; try again in 1000 ms");
+        assert_eq!(
+            err.to_string(),
+            "too many enrollments from 10.0.0.1; try again in 1000 ms"
+        );
         l.check(ip("10.0.0.2"), t0).unwrap();
         // Half a second later half a token is back: still refused, with the rest of the wait.
         let t1 = t0 + Duration::from_millis(500);
         let err = l.check(ip("10.0.0.1"), t1).unwrap_err();
         assert!(
-            matches!(err, Limited::Source { retry_after_ms: 500, .. }),
+            matches!(
+                err,
+                Limited::Source {
+                    retry_after_ms: 500,
+                    ..
+                }
+            ),
             "{err:?}"
         );
-        l.check(ip("10.0.0.1"), t0 + Duration::from_secs(1)).unwrap();
+        l.check(ip("10.0.0.1"), t0 + Duration::from_secs(1))
+            .unwrap();
     }
 
     #[test]
@@ -247,7 +257,12 @@ mod tests {
             l.check(ip(&format!("10.0.1.{i}")), t0).unwrap();
         }
         let err = l.check(ip("10.0.1.9"), t0).unwrap_err();
-        assert_eq!(err, Limited::Global { retry_after_ms: 500 });
+        assert_eq!(
+            err,
+            Limited::Global {
+                retry_after_ms: 500
+            }
+        );
         // The refused source kept its whole burst: ten calls once the global bucket allows.
         let later = t0 + Duration::from_secs(10);
         for _ in 0..4 {
@@ -287,7 +302,8 @@ mod tests {
             l.check(Some(IpAddr::V4(a)), t0).unwrap();
         }
         // Two seconds on every bucket is full again and the next call prunes them all.
-        l.check(ip("192.0.2.1"), t0 + Duration::from_secs(2)).unwrap();
+        l.check(ip("192.0.2.1"), t0 + Duration::from_secs(2))
+            .unwrap();
         let n = l.inner.lock().unwrap().sources.len();
         assert!(n < 10, "{n} buckets kept");
     }

@@ -70,7 +70,6 @@ pub struct ReportOutcome {
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
     devices: sled::Tree,
     hardware: sled::Tree,
     certs: sled::Tree,
@@ -80,6 +79,8 @@ pub struct Store {
     audit: sled::Tree,
     commands: sled::Tree,
     losses: sled::Tree,
+    /// One flush for every writer waiting at once (see `commit`).
+    commit: crate::commit::GroupCommit,
     /// Serialises audit appends: each entry needs the hash of the one before.
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     _lock: std::sync::Arc<std::fs::File>,
@@ -165,14 +166,20 @@ impl Store {
             commands: db.open_tree("commands")?,
             losses: db.open_tree("losses")?,
             audit_lock: std::sync::Arc::default(),
-            db,
+            commit: crate::commit::GroupCommit::start(db.clone()).map_err(|source| {
+                StoreError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            })?,
             _lock: std::sync::Arc::new(lock),
         })
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable (one flush shared with every concurrent
+    /// caller: group commit).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        self.commit.flush().await?;
         Ok(())
     }
 

@@ -63,8 +63,8 @@ async fn raw_report(channel: tonic::transport::Channel, body: Bytes) -> tonic::C
     }
     let mut body = resp.into_body();
     loop {
-        let f = std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx))
-            .await;
+        let f =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await;
         match f {
             Some(Ok(frame)) => {
                 if let Ok(trailers) = frame.into_trailers() {
@@ -117,15 +117,26 @@ async fn the_server_keeps_serving_everyone_through_bad_input() {
             .await
             .unwrap()
     };
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let cases: [(&str, Bytes); 4] = [
         (
             "a frame of garbage protobuf",
             frame(0, garbage.len() as u32, &garbage),
         ),
-        ("a frame that claims more than it carries", frame(0, 1000, b"0123456789")),
-        ("a compressed frame without an encoding", frame(1, 10, b"0123456789")),
-        ("bytes that are no gRPC frame at all", Bytes::from_static(b"GET / HTTP/1.1\r\n")),
+        (
+            "a frame that claims more than it carries",
+            frame(0, 1000, b"0123456789"),
+        ),
+        (
+            "a compressed frame without an encoding",
+            frame(1, 10, b"0123456789"),
+        ),
+        (
+            "bytes that are no gRPC frame at all",
+            Bytes::from_static(b"GET / HTTP/1.1\r\n"),
+        ),
     ];
     for (what, body) in cases {
         let code = raw_report(bad.channel().unwrap(), body).await;
@@ -137,7 +148,10 @@ async fn the_server_keeps_serving_everyone_through_bad_input() {
     let big = vec![0u8; vakt_server::server::MAX_MESSAGE_BYTES + 1024];
     let code = raw_report(ch().await, frame(0, big.len() as u32, &big)).await;
     assert!(
-        matches!(code, tonic::Code::OutOfRange | tonic::Code::Unavailable | tonic::Code::Cancelled),
+        matches!(
+            code,
+            tonic::Code::OutOfRange | tonic::Code::Unavailable | tonic::Code::Cancelled
+        ),
         "an oversized message gave {code:?}"
     );
     let huge = pb::ReportRequest {
@@ -159,11 +173,18 @@ async fn the_server_keeps_serving_everyone_through_bad_input() {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         if i % 4 == 0 {
             use tokio::io::AsyncWriteExt;
-            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .await
+                .unwrap();
         }
         silent.push(s);
     }
-    still_serving(&fleet, &canary, "200 connections stalled in the TLS handshake").await;
+    still_serving(
+        &fleet,
+        &canary,
+        "200 connections stalled in the TLS handshake",
+    )
+    .await;
     // The TLS handshake timeout (10 s) closes them.
     let mut first = silent.swap_remove(0);
     let mut buf = [0u8; 64];
@@ -176,7 +197,10 @@ async fn the_server_keeps_serving_everyone_through_bad_input() {
         }
     })
     .await;
-    assert!(closed.is_ok(), "a client that never finishes the handshake is dropped");
+    assert!(
+        closed.is_ok(),
+        "a client that never finishes the handshake is dropped"
+    );
     drop(silent);
 
     // An enrollment flood from one address: refused with RESOURCE_EXHAUSTED before any work,
@@ -201,12 +225,18 @@ async fn the_server_keeps_serving_everyone_through_bad_input() {
     while let Some(code) = set.join_next().await {
         let code = code.unwrap();
         assert!(
-            matches!(code, tonic::Code::ResourceExhausted | tonic::Code::PermissionDenied),
+            matches!(
+                code,
+                tonic::Code::ResourceExhausted | tonic::Code::PermissionDenied
+            ),
             "{code:?}"
         );
         limited += usize::from(code == tonic::Code::ResourceExhausted);
     }
-    assert!(limited >= 50, "only {limited} of 100 flooding enrollments were limited");
+    assert!(
+        limited >= 50,
+        "only {limited} of 100 flooding enrollments were limited"
+    );
     // Index 2 dials from 127.0.0.3: its own bucket.
     let (other, _) = SimAgent::enroll(&fleet, "bad", 2, &token, Duration::ZERO)
         .await

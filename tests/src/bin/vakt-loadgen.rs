@@ -73,7 +73,10 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The simulator's own work matches the server's: two worker threads on this machine.
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vakt-loadgen: runtime: {e}");
@@ -341,7 +344,10 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
 
     // 3. A first report each (small inventory), so that later check-ins have nothing to send.
     let t = Instant::now();
-    let first = for_all(&agents, cli.concurrency, |a| async move { a.report(false).await }).await;
+    let first = for_all(&agents, cli.concurrency, |a| async move {
+        a.report(false).await
+    })
+    .await;
     let first_ok = first
         .iter()
         .filter(|r| r.as_ref().is_ok_and(|a| a.clean))
@@ -370,8 +376,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     ));
 
     // 6. The bare baseline, same number of connections.
-    let (baseline_echo_per_s, baseline_conns) =
-        baseline(agents.len(), d, cli.source_addrs).await?;
+    let (baseline_echo_per_s, baseline_conns) = baseline(agents.len(), d, cli.source_addrs).await?;
     progress(format_args!(
         "baseline: {baseline_echo_per_s:.0}/s over {baseline_conns} connections"
     ));
@@ -434,7 +439,9 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             .await
             .map_err(|e| LoadError::Other(format!("restart command: {e}")))?;
         if !status.success() {
-            return Err(LoadError::Other(format!("restart command failed: {status}")));
+            return Err(LoadError::Other(format!(
+                "restart command failed: {status}"
+            )));
         }
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
@@ -455,7 +462,10 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         restart_checkins = load.await.unwrap_or((0, 0));
         // Every agent finishes with one acknowledged report, so the final check compares
         // against a settled sequence.
-        for_all(&agents, cli.concurrency, |a| async move { a.report(false).await }).await;
+        for_all(&agents, cli.concurrency, |a| async move {
+            a.report(false).await
+        })
+        .await;
     }
 
     // 9. Hold.

@@ -29,8 +29,10 @@ pub async fn client(server: &str, ca_pem: &str, token: &str) -> Result<Admin, Lo
         .parse()
         .map_err(|_| LoadError::Other("the admin token is not valid header text".into()))?;
     // A fleet's device list is large: 10,000 devices are a few MiB.
-    Ok(AdminServiceClient::with_interceptor(channel, Bearer(header))
-        .max_decoding_message_size(256 << 20))
+    Ok(
+        AdminServiceClient::with_interceptor(channel, Bearer(header))
+            .max_decoding_message_size(256 << 20),
+    )
 }
 
 /// An enrollment token good for `uses` enrollments.
@@ -111,7 +113,11 @@ pub async fn lost_acknowledged(
         .filter(|c| c.state == pb::CommandState::Succeeded as i32)
         .map(|c| c.id.clone())
         .collect();
-    let acked = fleet.acked_results.lock().map(|v| v.clone()).unwrap_or_default();
+    let acked = fleet
+        .acked_results
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
     for id in acked {
         if !done.contains(&id) {
             lost.push(format!("the acknowledged result of {id}"));

@@ -13,8 +13,18 @@ pub const FULL_PACKAGES: usize = 2_000;
 pub const SMALL_PACKAGES: usize = 20;
 
 const STEMS: [&str; 12] = [
-    "libglib", "python3", "gnome", "libreoffice", "firmware", "fonts", "libqt5", "texlive",
-    "linux", "libgtk", "perl", "node",
+    "libglib",
+    "python3",
+    "gnome",
+    "libreoffice",
+    "firmware",
+    "fonts",
+    "libqt5",
+    "texlive",
+    "linux",
+    "libgtk",
+    "perl",
+    "node",
 ];
 const TAILS: [&str; 6] = ["", "-common", "-data", "-dev", "-bin", "-doc"];
 

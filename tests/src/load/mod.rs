@@ -55,7 +55,9 @@ pub fn source_addr(server: &str, i: usize, n: usize) -> Option<std::net::IpAddr>
         return None;
     }
     let last = u8::try_from(1 + i % n.min(250)).unwrap_or(1);
-    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last)))
+    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127, 0, 0, last,
+    )))
 }
 
 #[cfg(test)]

@@ -134,11 +134,11 @@ impl SimAgent {
         let host = inventory::host(tag, index);
         let (key_pem, csr_der) = link::key_and_csr(&host.hostname)?;
         let channel = timed("enroll connect", async {
-            Ok(link::endpoint(&fleet.server, &fleet.ca_pem, None)?
+            link::endpoint(&fleet.server, &fleet.ca_pem, None)?
                 .local_address(fleet.source(index))
                 .connect()
                 .await
-                .map_err(|e| LoadError::Other(format!("connect: {}", link::error_chain(&e))))?)
+                .map_err(|e| LoadError::Other(format!("connect: {}", link::error_chain(&e))))
         })
         .await?;
         let mut client = AgentServiceClient::new(channel);
@@ -196,7 +196,7 @@ impl SimAgent {
     /// Opens this agent's own mutual-TLS connection (tonic re-dials it by itself after a loss).
     pub async fn dial(&self, fleet: &Fleet) -> Result<(), LoadError> {
         let channel = timed("dial", async {
-            Ok(link::endpoint(
+            link::endpoint(
                 &fleet.server,
                 &fleet.ca_pem,
                 Some((&self.cert_pem, &self.key_pem)),
@@ -204,7 +204,7 @@ impl SimAgent {
             .local_address(fleet.source(self.index))
             .connect()
             .await
-            .map_err(|e| LoadError::Other(format!("dial: {}", link::error_chain(&e))))?)
+            .map_err(|e| LoadError::Other(format!("dial: {}", link::error_chain(&e))))
         })
         .await?;
         *lock(&self.channel) = Some(channel);
@@ -260,7 +260,11 @@ impl SimAgent {
 
     /// Holds the Connect stream until `stop` fires, reconnecting after a loss with the real
     /// agent's backoff (1 s doubling to 120 s, with jitter).
-    pub async fn hold(self: Arc<Self>, fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn hold(
+        self: Arc<Self>,
+        fleet: Arc<Fleet>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
         loop {
             let started = Instant::now();
