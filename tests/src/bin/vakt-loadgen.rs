@@ -15,7 +15,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use vakt_proto::pb;
@@ -147,15 +147,20 @@ where
 }
 
 /// Every agent in `agents` reports in a closed loop (the next report as soon as the last was
-/// acknowledged) until `until`; returns clean acknowledgements and failures.
-async fn report_loop(agents: &[Arc<sim::SimAgent>], full: bool, until: Instant) -> (u64, u64) {
+/// acknowledged) until `until` or `stop`; returns clean acknowledgements and failures.
+async fn report_loop(
+    agents: &[Arc<sim::SimAgent>],
+    full: bool,
+    until: Instant,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64) {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut set = tokio::task::JoinSet::new();
     for a in agents {
-        let (a, ok, failed) = (a.clone(), ok.clone(), failed.clone());
+        let (a, ok, failed, stop) = (a.clone(), ok.clone(), failed.clone(), stop.clone());
         set.spawn(async move {
-            while Instant::now() < until {
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 match a.report(full).await {
                     Ok(ack) if ack.clean => {
                         ok.fetch_add(1, Ordering::Relaxed);
@@ -361,7 +366,8 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let full_n = cli.full_agents.min(agents.len());
     let full_agents: Vec<_> = agents.iter().take(full_n).cloned().collect();
     let t = Instant::now();
-    let (full_ok, full_failed) = report_loop(&full_agents, true, Instant::now() + d).await;
+    let (full_ok, full_failed) =
+        report_loop(&full_agents, true, Instant::now() + d, Arc::default()).await;
     let full_reports_per_s = rate(full_ok, t.elapsed());
     progress(format_args!(
         "full reports: {full_ok} from {full_n} agents ({full_reports_per_s:.0}/s, {full_failed} failed)"
@@ -369,7 +375,8 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
 
     // 5. No-change check-ins from everyone.
     let t = Instant::now();
-    let (checkins, checkin_failed) = report_loop(&agents, false, Instant::now() + d).await;
+    let (checkins, checkin_failed) =
+        report_loop(&agents, false, Instant::now() + d, Arc::default()).await;
     let checkins_per_s = rate(checkins, t.elapsed());
     progress(format_args!(
         "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed)"
@@ -418,16 +425,10 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let mut restart_checkins = (0, 0);
     if let Some(cmd) = &cli.restart_cmd {
         let load_until = Instant::now() + Duration::from_secs(600);
-        let stop_load = Arc::new(tokio::sync::Notify::new());
+        let stop_load = Arc::new(AtomicBool::new(false));
         let load = {
-            let agents = agents.clone();
-            let stop_load = stop_load.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    r = report_loop(&agents, false, load_until) => r,
-                    _ = stop_load.notified() => (0, 0),
-                }
-            })
+            let (agents, stop_load) = (agents.clone(), stop_load.clone());
+            tokio::spawn(async move { report_loop(&agents, false, load_until, stop_load).await })
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
         let since = u64::try_from(fleet.base.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -458,7 +459,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         }
         // Let check-ins run on the restarted server a moment, then stop them.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        stop_load.notify_one();
+        stop_load.store(true, Ordering::Relaxed);
         restart_checkins = load.await.unwrap_or((0, 0));
         // Every agent finishes with one acknowledged report, so the final check compares
         // against a settled sequence.

@@ -80,8 +80,9 @@ impl Baseline {
             .enable_all()
             .build()
             .map_err(|e| LoadError::Other(format!("baseline runtime: {e}")))?;
-        let listener = rt
-            .block_on(TcpListener::bind("127.0.0.1:0"))
+        // Bound here, served on the baseline's own runtime (this may run inside another one).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| LoadError::Other(format!("baseline listen: {e}")))?;
         let addr = listener
             .local_addr()
@@ -94,12 +95,18 @@ impl Baseline {
             );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let served = rt.block_on(router.serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ));
+            let served = rt.block_on(async move {
+                let listener = TcpListener::from_std(listener)?;
+                router
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    )
+                    .await
+                    .map_err(std::io::Error::other)
+            });
             if let Err(e) = served {
                 eprintln!("baseline server: {e}");
             }
