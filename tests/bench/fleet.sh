@@ -19,7 +19,8 @@ dir=${BENCH_DIR:-$(mktemp -d /tmp/vakt-bench.XXXXXX)}
 mkdir -p "$dir"
 port=${BENCH_PORT:-17443}
 
-# Two open files per agent on each side, plus the baseline's: raise the limit (root may).
+# An open file per agent on each side, plus the baseline's two per connection: raise the
+# limit as far as allowed (loadgen fits the baseline into what is left).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # BENCH_BIN_DIR: compare binaries built earlier (another commit) instead of building now.

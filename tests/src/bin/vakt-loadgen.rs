@@ -184,8 +184,8 @@ async fn report_loop(
     (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
 }
 
-/// The bare baseline: as many connections as agents, each sending the same no-change report a
-/// check-in sends, in a closed loop for `d`.
+/// The bare baseline: as many connections as agents (as the open-file limit allows), each
+/// sending the same no-change report a check-in sends, in a closed loop for `d`.
 async fn baseline(conns: usize, d: Duration, sources: usize) -> Result<(f64, u64), LoadError> {
     let b = Baseline::start(2)?;
     let sample = vakt_proto::convert::report_to_sections(&vakt_tests::load::inventory::report(
@@ -248,15 +248,17 @@ async fn baseline(conns: usize, d: Duration, sources: usize) -> Result<(f64, u64
 
 async fn run(cli: Cli) -> Result<(), LoadError> {
     let n = cli.agents.max(1);
-    // Agents' connections, the baseline's client and server ends, enrollment sockets.
-    let need = 3 * n as u64 + 256;
-    if let Some(limit) = stats::open_files_limit()
-        && limit < need
-    {
+    // Agents' connections and enrollment sockets; the baseline's client and server ends (two
+    // per connection, in this process) get what the limit leaves, up to one per agent.
+    let need = n as u64 + 256;
+    let limit = stats::open_files_limit().unwrap_or(u64::MAX);
+    if limit < need + 200 {
         return Err(LoadError::Other(format!(
-            "{n} agents need about {need} open files but the limit is {limit}: run `ulimit -n {need}` first"
+            "{n} agents need about {need} open files but the limit is {limit}: run `ulimit -n {}` first",
+            3 * need
         )));
     }
+    let baseline_conns = usize::try_from((limit - need) / 2).map_or(n, |spare| spare.min(n));
     let ca_pem = read(&cli.ca)?;
     let admin_token = read(&cli.token_file)?;
     let mut admin = admin::client(&cli.server, &ca_pem, &admin_token).await?;
@@ -382,8 +384,9 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed)"
     ));
 
-    // 6. The bare baseline, same number of connections.
-    let (baseline_echo_per_s, baseline_conns) = baseline(agents.len(), d, cli.source_addrs).await?;
+    // 6. The bare baseline, as many connections as the open-file limit leaves room for.
+    let (baseline_echo_per_s, baseline_conns) =
+        baseline(baseline_conns.min(agents.len()), d, cli.source_addrs).await?;
     progress(format_args!(
         "baseline: {baseline_echo_per_s:.0}/s over {baseline_conns} connections"
     ));
