@@ -66,20 +66,14 @@ idle_cpu=$(echo "scale=4; ($end_ticks - $start_ticks) / $tick / $elapsed * 100" 
 reports=$(grep -c "report acknowledged" "$dir/agent.log" || true)
 echo "idle: ${elapsed%.*} s, resident mean $((sum_rss / n)) KiB, max $max_rss KiB, peak (VmHWM) $(hwm_kib $agent) KiB, CPU ${idle_cpu}% of one core ($((end_ticks - start_ticks)) ticks at $tick/s), $reports reports acknowledged"
 
-# One full scan, sampled every 20 ms.
-"$bin/vakt-agent" collect --json >"$dir/collect.json" 2>"$dir/collect.log" &
-scan=$!
-scan_start=$(date +%s.%N)
-scan_max=0
-scan_ticks=0
-while [ -r "/proc/$scan/stat" ] && [ "$(awk '{ sub(/^.*\) /, ""); print $1 }' /proc/$scan/stat 2>/dev/null)" != Z ]; do
-  r=$(rss_kib $scan 2>/dev/null || echo 0)
-  [ "${r:-0}" -gt "$scan_max" ] && scan_max=$r
-  scan_ticks=$(cpu_ticks $scan 2>/dev/null || echo $scan_ticks)
-  sleep 0.02
-done
-wait $scan || true
-scan_s=$(echo "$(date +%s.%N) - $scan_start" | bc)
-packages=$(python3 -c "import json,sys; print(len(json.load(open('$dir/collect.json')).get('software', [])))" 2>/dev/null || echo "?")
-echo "full scan: ${scan_s} s wall, CPU $(echo "scale=2; $scan_ticks / $tick" | bc) s, resident max ${scan_max} KiB (sampled), $packages packages"
+# One full scan, measured by GNU time (wall, CPU, maximum resident set).
+if [ -x /usr/bin/time ]; then
+  /usr/bin/time -f "%e %U %S %M" -o "$dir/scan.time" \
+    "$bin/vakt-agent" collect --json >"$dir/collect.json" 2>"$dir/collect.log"
+  read -r wall user sys maxrss < "$dir/scan.time"
+  packages=$(python3 -c "import json; print(len(json.load(open('$dir/collect.json')).get('software', [])))" 2>/dev/null || echo "?")
+  echo "full scan: ${wall} s wall, CPU ${user} s user + ${sys} s system, resident max ${maxrss} KiB, $packages packages"
+else
+  echo "full scan: /usr/bin/time is missing (apt-get install time)"
+fi
 echo "logs in $dir"
