@@ -297,6 +297,39 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Whether a client presenting a self-signed certificate (of a CA the server never saw) gets
+/// a report call through the TLS handshake to the agent API at `url`: an acknowledgement or
+/// the API's own refusal both count, since either means the connection was accepted. It must
+/// not be: the handshake refuses the certificate.
+pub async fn foreign_ca_gets_through(url: &str, ca_pem: &str) -> bool {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let foreign = rcgen::CertificateParams::new(vec!["intruder".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let identity = (foreign.pem(), key.serialize_pem());
+    let Ok(ch) = vakt_agent::link::connect(url, ca_pem, Some((&identity.0, &identity.1))).await
+    else {
+        return false;
+    };
+    let req = vakt_proto::pb::ReportRequest {
+        sequence: 1,
+        ..Default::default()
+    };
+    match vakt_proto::pb::agent_service_client::AgentServiceClient::new(ch)
+        .report(req)
+        .await
+    {
+        Ok(_) => true,
+        Err(s) => matches!(
+            s.code(),
+            tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied
+                | tonic::Code::InvalidArgument
+        ),
+    }
+}
+
 /// stderr of a finished process, as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
