@@ -5,7 +5,8 @@
 //! admin API with the token from `--token-file`), keeps its own mutual-TLS connection and holds
 //! a Connect stream. The phases, in order: enroll all; hold all streams (server memory before
 //! and after, with `--server-pid-file`); a first report each; full reports (2,000 packages) from
-//! a sample; no-change check-ins from all; the bare baseline; lock latency over a sample
+//! a sample; no-change check-ins from all, with lock latency over half a sample meanwhile; the
+//! bare baseline; lock latency over the other half with the fleet only holding its streams
 //! (loss reported → signed lock verified by the agent → result stored and acknowledged);
 //! optionally a server restart under check-in load (`--restart-cmd`); holding for
 //! `--hold-after`; and last the check that nothing acknowledged is missing from the store.
@@ -59,8 +60,9 @@ struct Cli {
     /// Agents that send full 2,000-package reports in the full-report phase.
     #[arg(long, default_value_t = 100)]
     full_agents: usize,
-    /// Connected agents whose loss is reported, one after another, for lock latency.
-    #[arg(long, default_value_t = 100)]
+    /// Connected agents whose loss is reported, one after another, for lock latency: half
+    /// while the fleet checks in, half while it only holds its streams.
+    #[arg(long, default_value_t = 200)]
     lock_sample: usize,
     /// Loopback source addresses to spread connections over (127.0.0.1 to 127.0.0.N).
     #[arg(long, default_value_t = 8)]
@@ -72,7 +74,7 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The simulator's own work matches the server's: two worker threads on this machine.
+    // tokio's default: one worker thread per core, as the server has.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -246,6 +248,39 @@ async fn baseline(conns: usize, d: Duration, sources: usize) -> Result<(f64, u64
     Ok((rate(n, start.elapsed()), channels.len() as u64))
 }
 
+/// Reports the loss of each agent in `sample`, one after another, and measures each until the
+/// agent's lock result is acknowledged (stored). Returns the latencies (ms) and the failures.
+async fn measure_locks(
+    admin: &mut admin::Admin,
+    fleet: &sim::Fleet,
+    sample: &[Arc<sim::SimAgent>],
+) -> (Vec<f64>, u64) {
+    let mut ms = Vec::new();
+    let mut failed = 0u64;
+    for a in sample {
+        let waiter = fleet.expect_lock(&a.device_id);
+        let t0 = Instant::now();
+        let opened = admin
+            .report_loss(pb::ReportLossRequest {
+                device: a.device_id.clone(),
+                reported_by: "loadgen@example.org".into(),
+                police_report: String::new(),
+                notes: "vakt-loadgen lock latency".into(),
+            })
+            .await;
+        if let Err(s) = opened {
+            failed += 1;
+            progress(format_args!("report loss {}: {s}", a.device_id));
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), waiter).await {
+            Ok(Ok(at)) => ms.push(at.duration_since(t0).as_secs_f64() * 1000.0),
+            _ => failed += 1,
+        }
+    }
+    (ms, failed)
+}
+
 async fn run(cli: Cli) -> Result<(), LoadError> {
     let n = cli.agents.max(1);
     // Agents' connections and enrollment sockets; the baseline's client and server ends (two
@@ -375,13 +410,33 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         "full reports: {full_ok} from {full_n} agents ({full_reports_per_s:.0}/s, {full_failed} failed)"
     ));
 
-    // 5. No-change check-ins from everyone.
+    // 5. No-change check-ins from everyone, and meanwhile lock latency over half the lock
+    // sample (spread across the fleet): the loss of a laptop is reported while the rest of the
+    // fleet keeps the server busy.
+    let step = (agents.len() / cli.lock_sample.max(1)).max(1);
+    let sample: Vec<_> = agents
+        .iter()
+        .step_by(step)
+        .take(cli.lock_sample)
+        .cloned()
+        .collect();
+    let (busy_sample, idle_sample) = sample.split_at(sample.len() / 2);
     let t = Instant::now();
-    let (checkins, checkin_failed) =
-        report_loop(&agents, false, Instant::now() + d, Arc::default()).await;
+    let mut busy_admin = admin.clone();
+    let ((checkins, checkin_failed), (busy_ms, busy_failed)) = tokio::join!(
+        report_loop(&agents, false, Instant::now() + d, Arc::default()),
+        async {
+            // Let the check-in load build up first.
+            tokio::time::sleep(d / 4).await;
+            measure_locks(&mut busy_admin, &fleet, busy_sample).await
+        }
+    );
     let checkins_per_s = rate(checkins, t.elapsed());
+    let busy_p50 = stats::percentile(&busy_ms, 50.0).map(round1);
+    let busy_p99 = stats::percentile(&busy_ms, 99.0).map(round1);
     progress(format_args!(
-        "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed)"
+        "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed); locks meanwhile: {} measured, p50 {busy_p50:?} ms, p99 {busy_p99:?} ms, {busy_failed} failed",
+        busy_ms.len()
     ));
 
     // 6. The bare baseline, as many connections as the open-file limit leaves room for.
@@ -391,35 +446,12 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         "baseline: {baseline_echo_per_s:.0}/s over {baseline_conns} connections"
     ));
 
-    // 7. Lock latency over a sample spread across the fleet.
-    let step = (agents.len() / cli.lock_sample.max(1)).max(1);
-    let mut lock_ms = Vec::new();
-    let mut lock_failed = 0u64;
-    for a in agents.iter().step_by(step).take(cli.lock_sample) {
-        let waiter = fleet.expect_lock(&a.device_id);
-        let t0 = Instant::now();
-        let opened = admin
-            .report_loss(pb::ReportLossRequest {
-                device: a.device_id.clone(),
-                reported_by: "loadgen@example.org".into(),
-                police_report: String::new(),
-                notes: "vakt-loadgen lock latency".into(),
-            })
-            .await;
-        if let Err(s) = opened {
-            lock_failed += 1;
-            progress(format_args!("report loss {}: {s}", a.device_id));
-            continue;
-        }
-        match tokio::time::timeout(Duration::from_secs(30), waiter).await {
-            Ok(Ok(at)) => lock_ms.push(at.duration_since(t0).as_secs_f64() * 1000.0),
-            _ => lock_failed += 1,
-        }
-    }
+    // 7. Lock latency over the other half of the sample, the fleet holding its streams.
+    let (lock_ms, lock_failed) = measure_locks(&mut admin, &fleet, &idle_sample).await;
     let p50 = stats::percentile(&lock_ms, 50.0).map(round1);
     let p99 = stats::percentile(&lock_ms, 99.0).map(round1);
     progress(format_args!(
-        "locks: {} measured, p50 {p50:?} ms, p99 {p99:?} ms, {lock_failed} failed",
+        "locks (fleet idle): {} measured, p50 {p50:?} ms, p99 {p99:?} ms, {lock_failed} failed",
         lock_ms.len()
     ));
 
@@ -518,6 +550,9 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             "baseline_connections": baseline_conns,
             "lock_samples": lock_ms.len(),
             "lock_failed": lock_failed,
+            "lock_under_checkins_ms": { "p50": busy_p50, "p99": busy_p99 },
+            "lock_under_checkins_samples": busy_ms.len(),
+            "lock_under_checkins_failed": busy_failed,
             "restart_checkins_ok": restart_checkins.0,
             "restart_checkins_failed": restart_checkins.1,
             "command_redeliveries": fleet.redeliveries.load(Ordering::Relaxed),
