@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: the real `vakt-server`, `vakt` and `vakt-agent` binaries
-//! as processes, on loopback ports and temporary directories, and (`dbus`) private D-Bus
-//! daemons with python-dbusmock standing in for ModemManager and logind.
+//! as processes, on loopback ports and temporary directories; (`dbus`) private D-Bus daemons
+//! with python-dbusmock standing in for ModemManager and logind; and (`load`) the fleet
+//! simulator behind `vakt-loadgen` and the crash tests.
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to this test executable
 //! (the server and agent packages have integration tests of their own, which makes cargo build
