@@ -273,8 +273,21 @@ async fn measure_locks(
             progress(format_args!("report loss {}: {s}", a.device_id));
             continue;
         }
+        let answered = t0.elapsed();
         match tokio::time::timeout(Duration::from_secs(30), waiter).await {
-            Ok(Ok(at)) => ms.push(at.duration_since(t0).as_secs_f64() * 1000.0),
+            Ok(Ok(at)) => {
+                let total = at.duration_since(t0);
+                if total > Duration::from_millis(250) {
+                    // Where a slow one spent its time: the admin call, or delivery and result.
+                    progress(format_args!(
+                        "slow lock {}: {:.0} ms, of which the ReportLoss call {:.0} ms",
+                        a.device_id,
+                        total.as_secs_f64() * 1000.0,
+                        answered.as_secs_f64() * 1000.0
+                    ));
+                }
+                ms.push(total.as_secs_f64() * 1000.0);
+            }
             _ => failed += 1,
         }
     }
