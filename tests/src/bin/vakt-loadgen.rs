@@ -460,7 +460,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     ));
 
     // 7. Lock latency over the other half of the sample, the fleet holding its streams.
-    let (lock_ms, lock_failed) = measure_locks(&mut admin, &fleet, &idle_sample).await;
+    let (lock_ms, lock_failed) = measure_locks(&mut admin, &fleet, idle_sample).await;
     let p50 = stats::percentile(&lock_ms, 50.0).map(round1);
     let p99 = stats::percentile(&lock_ms, 99.0).map(round1);
     progress(format_args!(
