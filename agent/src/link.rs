@@ -94,6 +94,23 @@ pub async fn connect(
     ca_pem: &str,
     identity: Option<(&str, &str)>,
 ) -> Result<Channel, LinkError> {
+    endpoint(server, ca_pem, identity)?
+        .connect()
+        .await
+        .map_err(|e| LinkError::Unreachable {
+            server: server.to_string(),
+            message: error_chain(&e),
+        })
+}
+
+/// The endpoint [`connect`] dials: TLS trusting `ca_pem` (with `identity` as the client
+/// certificate when given), timeouts and HTTP/2 keep-alive. The fleet simulator dials it with
+/// its own source address.
+pub fn endpoint(
+    server: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Endpoint, LinkError> {
     let host = host_of(server).ok_or_else(|| LinkError::BadUrl(server.to_string()))?;
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
@@ -110,13 +127,7 @@ pub async fn connect(
         .http2_keep_alive_interval(Duration::from_secs(60))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| LinkError::Unreachable {
-            server: server.to_string(),
-            message: error_chain(&e),
-        })
+    Ok(endpoint)
 }
 
 /// The hardware identity sent at enrollment, from the collected host facts.
@@ -146,15 +157,12 @@ pub async fn enroll(
         path: cfg.ca.clone(),
         source,
     })?;
-    let key = rcgen::KeyPair::generate().map_err(|e| LinkError::Key(e.to_string()))?;
-    let csr = rcgen::CertificateParams::new(vec![hardware.hostname.clone()])
-        .and_then(|p| p.serialize_request(&key))
-        .map_err(|e| LinkError::Key(e.to_string()))?;
+    let (key_pem, csr_der) = key_and_csr(&hardware.hostname)?;
     let channel = connect(&cfg.server, &ca_pem, None).await?;
     let resp = AgentServiceClient::new(channel)
         .enroll(pb::EnrollRequest {
             token: token.trim().to_string(),
-            csr_der: csr.der().to_vec(),
+            csr_der,
             hardware: Some(hardware),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         })
@@ -166,7 +174,7 @@ pub async fn enroll(
         server: cfg.server.clone(),
         command_public_key: hex(&resp.command_public_key),
         enrolled_at_ms: now_ms(),
-        key_pem: key.serialize_pem(),
+        key_pem,
         cert_pem: resp.certificate_pem,
         ca_pem: resp.ca_pem,
     };
@@ -183,6 +191,15 @@ pub async fn enroll(
         );
     }
     Ok(id)
+}
+
+/// A new key pair (PEM, never leaves the device) and a certificate signing request (DER) for it.
+pub fn key_and_csr(hostname: &str) -> Result<(String, Vec<u8>), LinkError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| LinkError::Key(e.to_string()))?;
+    let csr = rcgen::CertificateParams::new(vec![hostname.to_string()])
+        .and_then(|p| p.serialize_request(&key))
+        .map_err(|e| LinkError::Key(e.to_string()))?;
+    Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
 /// A channel with the device's client certificate.

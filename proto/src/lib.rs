@@ -4,6 +4,7 @@
 //! Generated code stays in `pb`; nothing outside this crate builds protobuf messages field by
 //! field when a domain type exists, so a wire change is one edit here.
 
+pub mod codec;
 pub mod convert;
 pub mod hash;
 pub mod model;

@@ -190,17 +190,8 @@ pub async fn record_result(
     } else {
         r.detail.clone()
     };
-    state
-        .store
-        .update_command(&c.id, |c| {
-            c.state = new_state as i32;
-            c.detail = detail.clone();
-            c.updated_ms = now;
-            if is_final(c.state) {
-                c.finished_ms = now;
-            }
-        })
-        .await?;
+    // The device's new state is written first and made durable by the command's own flush
+    // below: one flush for both, so a result is acknowledged after one wait, not two.
     if new_state == pb::CommandState::Succeeded {
         let device_state = match pb::CommandKind::try_from(c.kind) {
             Ok(pb::CommandKind::Lock) => Some(pb::DeviceState::Locked),
@@ -220,9 +211,19 @@ pub async fn record_result(
                     }
                 }
             })?;
-            state.store.flush().await?;
         }
     }
+    state
+        .store
+        .update_command(&c.id, |c| {
+            c.state = new_state as i32;
+            c.detail = detail.clone();
+            c.updated_ms = now;
+            if is_final(c.state) {
+                c.finished_ms = now;
+            }
+        })
+        .await?;
     Ok(true)
 }
 

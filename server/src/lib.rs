@@ -11,10 +11,12 @@
 
 pub mod api;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod console;
 pub mod findings;
 pub mod fsutil;
+pub mod limit;
 pub mod loss;
 pub mod notify;
 pub mod people;

@@ -76,6 +76,29 @@ pub async fn prepare(
     Ok(State::new(store, pki, notify)?)
 }
 
+/// The TLS set-up: the server's certificate, client certificates from `ca_pem` optional at
+/// the TLS layer (admin calls and enrollment come without one; the agent API checks them per
+/// call), and a handshake that has not finished in 10 s is dropped, so a client that connects
+/// and says nothing holds no more than its socket.
+pub fn tls_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> ServerTlsConfig {
+    ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .client_ca_root(Certificate::from_pem(ca_pem))
+        .client_auth_optional(true)
+        .timeout(std::time::Duration::from_secs(10))
+}
+
+/// The transport settings of every connection: TLS, no Nagle delay, HTTP/2 keep-alive pings
+/// that find dead peers. The fleet simulator's bare baseline serves through this same
+/// builder, so the two are compared on equal terms.
+pub fn transport(tls: ServerTlsConfig) -> Result<Server, ServerError> {
+    Ok(Server::builder()
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20))))
+}
+
 /// Serves the agent and admin APIs (plus gRPC health and reflection) over TLS on `listener`
 /// until `shutdown` completes. Client certificates are optional at the TLS layer because admin
 /// calls and enrollment come without one; the agent API checks them per call.
@@ -84,14 +107,11 @@ pub async fn run(
     state: State,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            &state.pki.server_cert_pem,
-            &state.pki.server_key_pem,
-        ))
-        .client_ca_root(Certificate::from_pem(state.pki.ca_pem()))
-        .client_auth_optional(true)
-        .timeout(std::time::Duration::from_secs(10));
+    let tls = tls_config(
+        &state.pki.server_cert_pem,
+        &state.pki.server_key_pem,
+        state.pki.ca_pem(),
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
@@ -124,11 +144,7 @@ pub async fn run(
         }
     });
     let sender = tokio::spawn(crate::notify::run_sender(state.clone()));
-    let served = Server::builder()
-        .tls_config(tls)?
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+    let served = transport(tls)?
         .add_service(agent)
         .add_service(admin)
         .add_service(health_service)

@@ -1,7 +1,8 @@
 //! Harness for the end-to-end tests: the real `vakt-server`, `vakt` and `vakt-agent` binaries
-//! as processes, on loopback ports and temporary directories, and (`dbus`) private D-Bus
-//! daemons with python-dbusmock standing in for ModemManager and logind, and (`webdriver`) a
-//! headless Chromium driven through chromedriver for the web console.
+//! as processes, on loopback ports and temporary directories; (`dbus`) private D-Bus daemons
+//! with python-dbusmock standing in for ModemManager and logind; (`webdriver`) a headless
+//! Chromium driven through chromedriver for the web console; and (`load`) the fleet simulator
+//! behind `vakt-loadgen` and the crash tests.
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to this test executable
 //! (the server and agent packages have integration tests of their own, which makes cargo build
@@ -10,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dbus;
+pub mod load;
 pub mod mm;
 pub mod webdriver;
 
@@ -443,6 +445,39 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Whether a client presenting a self-signed certificate (of a CA the server never saw) gets
+/// a report call through the TLS handshake to the agent API at `url`: an acknowledgement or
+/// the API's own refusal both count, since either means the connection was accepted. It must
+/// not be: the handshake refuses the certificate.
+pub async fn foreign_ca_gets_through(url: &str, ca_pem: &str) -> bool {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let foreign = rcgen::CertificateParams::new(vec!["intruder".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let identity = (foreign.pem(), key.serialize_pem());
+    let Ok(ch) = vakt_agent::link::connect(url, ca_pem, Some((&identity.0, &identity.1))).await
+    else {
+        return false;
+    };
+    let req = vakt_proto::pb::ReportRequest {
+        sequence: 1,
+        ..Default::default()
+    };
+    match vakt_proto::pb::agent_service_client::AgentServiceClient::new(ch)
+        .report(req)
+        .await
+    {
+        Ok(_) => true,
+        Err(s) => matches!(
+            s.code(),
+            tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied
+                | tonic::Code::InvalidArgument
+        ),
+    }
 }
 
 /// stderr of a finished process, as text.

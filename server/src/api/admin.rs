@@ -448,17 +448,14 @@ impl AdminService for AdminApi {
             )
             .await
             .map_err(internal)?;
-        self.audit(
-            &actor,
-            "loss.report",
-            &d.id,
-            &format!("case={case_id} lock={}", lock.id),
-        )
-        .await?;
-        // The lock goes out first: every millisecond counts for a lost laptop online now.
-        crate::commands::deliver(&self.state, &d.id)
-            .await
-            .map_err(internal)?;
+        // The lock is durable in the queue: push it now, so a connected laptop locks while the
+        // audit entry is written rather than after (each waits for a flush under load).
+        let detail = format!("case={case_id} lock={}", lock.id);
+        let delivered = crate::commands::deliver(&self.state, &d.id);
+        let audited = self.audit(&actor, "loss.report", &d.id, &detail);
+        let (delivered, audited) = tokio::join!(delivered, audited);
+        audited?;
+        delivered.map_err(internal)?;
         let case = self.tell_manager_of_loss(case).await?;
         crate::notify::enqueue_event(
             &self.state,

@@ -67,6 +67,12 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
+        // Before any work (token lookup, certificate signing): floods stop here.
+        let source = req.remote_addr().map(|a| a.ip());
+        self.state
+            .enroll_limiter
+            .check(source, std::time::Instant::now())
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let r = req.into_inner();
         let presented = r.token.trim();
         if presented.is_empty() {
@@ -171,8 +177,12 @@ impl AgentService for AgentApi {
             )
             .await
             .map_err(internal)?;
-        // Durable, so acknowledged now; the policy looks at it right after.
-        crate::findings::evaluate_later(&self.state, &device_id);
+        // Durable, so acknowledged now; the policy looks at it right after. A report that
+        // changed no section gives the rules nothing new (time-based rules have their timer),
+        // and ten thousand laptops checking in must not queue ten thousand evaluations.
+        if outcome.changed {
+            crate::findings::evaluate_later(&self.state, &device_id);
+        }
         Ok(Response::new(pb::ReportResponse {
             acknowledged_sequence: outcome.acknowledged_sequence,
             resend: outcome.resend,

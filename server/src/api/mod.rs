@@ -27,6 +27,8 @@ pub struct State {
     pub notify: Arc<crate::notify::NotifyConfig>,
     /// Wakes the mail sender when something is queued.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Enrollment rate limits (per source address and global).
+    pub enroll_limiter: Arc<crate::limit::EnrollLimiter>,
 }
 
 /// One open Connect stream. `epoch` tells a stream apart from the one that replaced it, so a
@@ -53,7 +55,20 @@ impl State {
             eval_lock: Arc::default(),
             notify: Arc::new(notify),
             outbox_wake: Arc::default(),
+            enroll_limiter: Arc::new(crate::limit::EnrollLimiter::new(
+                crate::limit::EnrollLimits::default(),
+                std::time::Instant::now(),
+            )),
         })
+    }
+
+    /// The same state with other enrollment limits (the `serve` flags, benchmarks).
+    pub fn with_enroll_limits(mut self, limits: crate::limit::EnrollLimits) -> Self {
+        self.enroll_limiter = Arc::new(crate::limit::EnrollLimiter::new(
+            limits,
+            std::time::Instant::now(),
+        ));
+        self
     }
 
     pub fn is_connected(&self, device_id: &str) -> bool {

@@ -47,6 +47,14 @@ enum Cmd {
         hostnames: Vec<HostName>,
         #[command(flatten)]
         mail: MailArgs,
+        /// Enrollments per second for the whole server (bursts of five times as many);
+        /// 0: no limit.
+        #[arg(long, default_value_t = 100.0)]
+        enroll_rate: f64,
+        /// Enrollments per second from one source address (bursts of four times as many);
+        /// 0: no limit.
+        #[arg(long, default_value_t = 5.0)]
+        enroll_rate_per_source: f64,
     },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
@@ -135,6 +143,8 @@ async fn real_main() -> anyhow::Result<()> {
             console_tls,
             hostnames,
             mail,
+            enroll_rate,
+            enroll_rate_per_source,
         } => {
             let file = config.as_deref().map(FileConfig::load).transpose()?;
             let mail_file = file.as_ref().map(|f| f.mail.clone()).unwrap_or_default();
@@ -150,7 +160,19 @@ async fn real_main() -> anyhow::Result<()> {
                 console,
                 hostnames,
             } = Settings::resolve(file, flags)?;
-            let state = server::prepare(&data, &hostnames, mail.config(mail_file)).await?;
+            let rate = |per_s: f64, burst: f64| match per_s {
+                r if r > 0.0 => vakt_server::limit::Rate {
+                    per_s: r,
+                    burst: r * burst,
+                },
+                _ => vakt_server::limit::Rate::UNLIMITED,
+            };
+            let state = server::prepare(&data, &hostnames, mail.config(mail_file))
+                .await?
+                .with_enroll_limits(vakt_server::limit::EnrollLimits {
+                    per_source: rate(enroll_rate_per_source, 4.0),
+                    global: rate(enroll_rate, 5.0),
+                });
             let listener = bind(listen, "--listen").await?;
             let console_listener = bind(console, "--console").await?;
             let transport = Transport::for_addr(console_listener.local_addr()?, console_tls);

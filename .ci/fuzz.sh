@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target briefly: each parser and decoder gets FUZZ_SECONDS (default 20)
+# of libFuzzer on top of its corpus. A crash fails the run and leaves the input under
+# <fuzz crate>/artifacts/<target>/.
+#
+# Cost on the 2-core CI machine: the instrumented build of a fuzz crate (its own workspace,
+# nothing shared with the main build) takes several minutes, and then every target runs for
+# FUZZ_SECONDS. That is why .ci/run calls this only when VAKT_CI_FUZZ=1 (see BENCHMARKS.md,
+# "Fuzzing", for the measured times). Needs cargo-fuzz, which it installs when missing, and a
+# nightly feature set, which RUSTC_BOOTSTRAP=1 opens on the stable toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${FUZZ_SECONDS:-20}
+export RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target-fuzz}
+
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "== installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
+
+# Every fuzz crate of the repository (agent/fuzz, and server/fuzz once it exists).
+for crate in */fuzz; do
+  [ -f "$crate/Cargo.toml" ] || continue
+  echo "== $crate: building the instrumented targets"
+  start=$(date +%s)
+  (cd "$crate" && cargo fuzz build -O)
+  echo "   built in $(( $(date +%s) - start )) s"
+  for target in $(cd "$crate" && cargo fuzz list); do
+    echo "== $crate: $target for ${seconds} s"
+    log=$(mktemp)
+    if ! (cd "$crate" && cargo fuzz run -O "$target" -- -max_total_time="$seconds" \
+        -print_final_stats=1) >"$log" 2>&1; then
+      tail -n 60 "$log"
+      echo "FAILED: $crate $target (a crash leaves its input under $crate/artifacts/$target/)"
+      exit 1
+    fi
+    grep -E "^stat::(number_of_executed_units|peak_rss_mb)" "$log" | sed 's/^/   /' || true
+    rm -f "$log"
+  done
+done
+echo "fuzz: every target ran ${seconds} s without a crash"

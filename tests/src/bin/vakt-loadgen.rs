@@ -1,0 +1,590 @@
+//! `vakt-loadgen`: simulates a fleet of agents against a running `vakt-server` and prints what
+//! the server sustained, beside a bare tonic baseline measured in the same run.
+//!
+//! Every simulated agent enrolls for real with a key of its own (tokens made through the
+//! admin API with the token from `--token-file`), keeps its own mutual-TLS connection and holds
+//! a Connect stream. The phases, in order: enroll all; hold all streams (server memory before
+//! and after, with `--server-pid-file`); a first report each; full reports (2,000 packages) from
+//! a sample; no-change check-ins from all, with lock latency over half a sample meanwhile; the
+//! bare baseline; lock latency over the other half with the fleet only holding its streams
+//! (loss reported → signed lock verified by the agent → result stored and acknowledged);
+//! optionally a server restart under check-in load (`--restart-cmd`); holding for
+//! `--hold-after`; and last the check that nothing acknowledged is missing from the store.
+//!
+//! Needs about two open files per agent: raise `ulimit -n` first (see BENCHMARKS.md).
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use vakt_proto::pb;
+use vakt_proto::pb::agent_service_client::AgentServiceClient;
+use vakt_tests::load::{LoadError, admin, baseline::Baseline, sim, stats};
+
+#[derive(Parser, Debug)]
+#[command(name = "vakt-loadgen", about = "Fleet simulator for vakt-server")]
+struct Cli {
+    /// The server, as agents reach it.
+    #[arg(long, default_value = "https://127.0.0.1:7443")]
+    server: String,
+    /// The server's CA certificate (DATA/ca.pem).
+    #[arg(long)]
+    ca: PathBuf,
+    /// A file holding an admin token (DATA/admin.token).
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Seconds each measured phase (full reports, check-ins, baseline) runs.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Seconds to keep every stream held after the measurements.
+    #[arg(long, default_value_t = 0)]
+    hold_after: u64,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// A shell command that restarts the server (kill -9 and start on the same data and port);
+    /// run under check-in load, and `reconnect_s` measures until every stream is back.
+    #[arg(long)]
+    restart_cmd: Option<String>,
+    /// A file holding the server's pid (read again after a restart), for its memory.
+    #[arg(long)]
+    server_pid_file: Option<PathBuf>,
+    /// Enrollments and dials in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Agents that send full 2,000-package reports in the full-report phase.
+    #[arg(long, default_value_t = 100)]
+    full_agents: usize,
+    /// Connected agents whose loss is reported, one after another, for lock latency: half
+    /// while the fleet checks in, half while it only holds its streams.
+    #[arg(long, default_value_t = 200)]
+    lock_sample: usize,
+    /// Loopback source addresses to spread connections over (127.0.0.1 to 127.0.0.N).
+    #[arg(long, default_value_t = 8)]
+    source_addrs: usize,
+    /// Seconds an enrollment refused by the rate limit keeps trying.
+    #[arg(long, default_value_t = 600)]
+    enroll_patience: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // tokio's default: one worker thread per core, as the server has.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vakt-loadgen: runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vakt-loadgen: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(msg: impl std::fmt::Display) {
+    eprintln!("[loadgen] {msg}");
+}
+
+fn read(path: &PathBuf) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|e| LoadError::Other(format!("{}: {e}", path.display())))
+}
+
+fn server_rss(pid_file: &Option<PathBuf>) -> Option<u64> {
+    let pid: u32 = std::fs::read_to_string(pid_file.as_ref()?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    stats::rss_kib(pid)
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Runs `each(agent)` for every agent with at most `limit` in flight; the results in order.
+async fn for_all<T, F, Fut>(agents: &[Arc<sim::SimAgent>], limit: usize, each: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Arc<sim::SimAgent>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let sem = Arc::new(Semaphore::new(limit.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, a) in agents.iter().enumerate() {
+        let sem = sem.clone();
+        let fut = each(a.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (i, fut.await)
+        });
+    }
+    let mut out: Vec<Option<T>> = (0..agents.len()).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        if let Ok((i, v)) = r
+            && let Some(slot) = out.get_mut(i)
+        {
+            *slot = Some(v);
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Every agent in `agents` reports in a closed loop (the next report as soon as the last was
+/// acknowledged) until `until` or `stop`; returns clean acknowledgements and failures.
+async fn report_loop(
+    agents: &[Arc<sim::SimAgent>],
+    full: bool,
+    until: Instant,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    for a in agents {
+        let (a, ok, failed, stop) = (a.clone(), ok.clone(), failed.clone(), stop.clone());
+        set.spawn(async move {
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                match a.report(full).await {
+                    Ok(ack) if ack.clean => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        if std::env::var_os("VAKT_LOADGEN_DEBUG").is_some() {
+                            eprintln!("agent {}: {e}", a.index);
+                        }
+                        // The server may be restarting: the agent retries, not spins.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+}
+
+/// The bare baseline: as many connections as agents (as the open-file limit allows), each
+/// sending the same no-change report a check-in sends, in a closed loop for `d`.
+async fn baseline(conns: usize, d: Duration, sources: usize) -> Result<(f64, u64), LoadError> {
+    let b = Baseline::start(2)?;
+    let sample = vakt_proto::convert::report_to_sections(&vakt_tests::load::inventory::report(
+        "baseline", 0, 20, 0,
+    ));
+    let (req, _) = vakt_agent::link::build_request(&Default::default(), &sample);
+    let req = pb::ReportRequest {
+        sections: Vec::new(),
+        ..req
+    };
+    let url = b.url.clone();
+    let dial = |i: usize| {
+        let (url, ca, cert, key) = (
+            url.clone(),
+            b.ca_pem.clone(),
+            b.cert_pem.clone(),
+            b.key_pem.clone(),
+        );
+        async move {
+            vakt_agent::link::endpoint(&url, &ca, Some((&cert, &key)))?
+                .local_address(vakt_tests::load::source_addr(&url, i, sources))
+                .connect()
+                .await
+                .map_err(|e| LoadError::Other(format!("baseline dial: {e}")))
+        }
+    };
+    let sem = Arc::new(Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..conns {
+        let (sem, f) = (sem.clone(), dial(i));
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            f.await
+        });
+    }
+    let mut channels = Vec::with_capacity(conns);
+    while let Some(r) = set.join_next().await {
+        if let Ok(Ok(c)) = r {
+            channels.push(c);
+        }
+    }
+    let ok = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + d;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for c in &channels {
+        let (mut client, req, ok) = (AgentServiceClient::new(c.clone()), req.clone(), ok.clone());
+        set.spawn(async move {
+            while Instant::now() < until {
+                if client.report(req.clone()).await.is_ok() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let n = ok.load(Ordering::Relaxed);
+    Ok((rate(n, start.elapsed()), channels.len() as u64))
+}
+
+/// Reports the loss of each agent in `sample`, one after another, and measures each until the
+/// agent's lock result is acknowledged (stored). Returns the latencies (ms) and the failures.
+async fn measure_locks(
+    admin: &mut admin::Admin,
+    fleet: &sim::Fleet,
+    sample: &[Arc<sim::SimAgent>],
+) -> (Vec<f64>, u64) {
+    let mut ms = Vec::new();
+    let mut failed = 0u64;
+    for a in sample {
+        let waiter = fleet.expect_lock(&a.device_id);
+        let t0 = Instant::now();
+        let opened = admin
+            .report_loss(pb::ReportLossRequest {
+                device: a.device_id.clone(),
+                reported_by: "loadgen@example.org".into(),
+                police_report: String::new(),
+                notes: "vakt-loadgen lock latency".into(),
+            })
+            .await;
+        if let Err(s) = opened {
+            failed += 1;
+            progress(format_args!("report loss {}: {s}", a.device_id));
+            continue;
+        }
+        let answered = t0.elapsed();
+        match tokio::time::timeout(Duration::from_secs(30), waiter).await {
+            Ok(Ok(at)) => {
+                let total = at.duration_since(t0);
+                if total > Duration::from_millis(250) {
+                    // Where a slow one spent its time: the admin call, or delivery and result.
+                    progress(format_args!(
+                        "slow lock {}: {:.0} ms, of which the ReportLoss call {:.0} ms",
+                        a.device_id,
+                        total.as_secs_f64() * 1000.0,
+                        answered.as_secs_f64() * 1000.0
+                    ));
+                }
+                ms.push(total.as_secs_f64() * 1000.0);
+            }
+            _ => failed += 1,
+        }
+    }
+    (ms, failed)
+}
+
+async fn run(cli: Cli) -> Result<(), LoadError> {
+    let n = cli.agents.max(1);
+    // Agents' connections and enrollment sockets; the baseline's client and server ends (two
+    // per connection, in this process) get what the limit leaves, up to one per agent.
+    let need = n as u64 + 256;
+    let limit = stats::open_files_limit().unwrap_or(u64::MAX);
+    if limit < need + 200 {
+        return Err(LoadError::Other(format!(
+            "{n} agents need about {need} open files but the limit is {limit}: run `ulimit -n {}` first",
+            3 * need
+        )));
+    }
+    let baseline_conns = usize::try_from((limit - need) / 2).map_or(n, |spare| spare.min(n));
+    let ca_pem = read(&cli.ca)?;
+    let admin_token = read(&cli.token_file)?;
+    let mut admin = admin::client(&cli.server, &ca_pem, &admin_token).await?;
+    let uses = u32::try_from(n).map_err(|_| LoadError::Other("too many agents".into()))?;
+    let token = admin::enroll_token(&mut admin, uses).await?;
+    let fleet = sim::Fleet::new(&cli.server, &ca_pem, cli.source_addrs);
+    let tag = format!("{:06x}", vakt_agent::link::now_ms() & 0xff_ffff);
+    let d = Duration::from_secs(cli.duration.max(1));
+
+    // 1. Enrollment.
+    progress(format_args!("enrolling {n} agents (tag {tag})"));
+    let t = Instant::now();
+    let patience = Duration::from_secs(cli.enroll_patience);
+    let enrolled = {
+        let (fleet, tag, token) = (fleet.clone(), tag.clone(), token.clone());
+        let sem = Arc::new(Semaphore::new(cli.concurrency.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (fleet, tag, token, sem) = (fleet.clone(), tag.clone(), token.clone(), sem.clone());
+            set.spawn(async move {
+                let _p = sem.acquire_owned().await;
+                sim::SimAgent::enroll(&fleet, &tag, i, &token, patience).await
+            });
+        }
+        let mut v = Vec::with_capacity(n);
+        let mut limited = 0u64;
+        let mut failures = 0u64;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok((a, l))) => {
+                    limited += u64::from(l);
+                    v.push(Arc::new(a));
+                }
+                Ok(Err(e)) => {
+                    failures += 1;
+                    if failures <= 3 {
+                        progress(format_args!("enrollment failed: {e}"));
+                    }
+                }
+                Err(e) => progress(format_args!("enrollment task: {e}")),
+            }
+        }
+        v.sort_by_key(|a| a.index);
+        (v, limited, failures)
+    };
+    let (agents, enroll_limited, enroll_failed) = enrolled;
+    let enroll_s = t.elapsed();
+    let enroll_per_s = rate(agents.len() as u64, enroll_s);
+    progress(format_args!(
+        "{} enrolled in {:.1} s ({enroll_per_s:.0}/s; {enroll_limited} rate-limited retries, {enroll_failed} failed)",
+        agents.len(),
+        enroll_s.as_secs_f64()
+    ));
+
+    // 2. Every agent dials its own connection and holds its stream.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = server_rss(&cli.server_pid_file);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let t = Instant::now();
+    let dialled = for_all(&agents, cli.concurrency, {
+        let fleet = fleet.clone();
+        move |a| {
+            let (fleet, stop) = (fleet.clone(), stop_rx.clone());
+            async move {
+                a.dial(&fleet).await?;
+                tokio::spawn(a.hold(fleet, stop));
+                Ok::<_, LoadError>(())
+            }
+        }
+    })
+    .await;
+    let dial_failed = dialled.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = dialled.iter().find(|r| r.is_err()) {
+        progress(format_args!("{dial_failed} could not dial, e.g.: {e}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fleet.streams_up.load(Ordering::Relaxed) < agents.len() - dial_failed
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connect_s = t.elapsed();
+    let agents_connected = fleet.streams_up.load(Ordering::Relaxed);
+    progress(format_args!(
+        "{agents_connected} streams held after {:.1} s",
+        connect_s.as_secs_f64()
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_held = server_rss(&cli.server_pid_file);
+
+    // 3. A first report each (small inventory), so that later check-ins have nothing to send.
+    let t = Instant::now();
+    let first = for_all(&agents, cli.concurrency, |a| async move {
+        a.report(false).await
+    })
+    .await;
+    let first_ok = first
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|a| a.clean))
+        .count();
+    progress(format_args!(
+        "{first_ok} first reports in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+
+    // 4. Full reports from a sample.
+    let full_n = cli.full_agents.min(agents.len());
+    let full_agents: Vec<_> = agents.iter().take(full_n).cloned().collect();
+    let t = Instant::now();
+    let (full_ok, full_failed) =
+        report_loop(&full_agents, true, Instant::now() + d, Arc::default()).await;
+    let full_reports_per_s = rate(full_ok, t.elapsed());
+    progress(format_args!(
+        "full reports: {full_ok} from {full_n} agents ({full_reports_per_s:.0}/s, {full_failed} failed)"
+    ));
+
+    // 5. No-change check-ins from everyone, and meanwhile lock latency over half the lock
+    // sample (spread across the fleet): the loss of a laptop is reported while the rest of the
+    // fleet keeps the server busy.
+    let step = (agents.len() / cli.lock_sample.max(1)).max(1);
+    let sample: Vec<_> = agents
+        .iter()
+        .step_by(step)
+        .take(cli.lock_sample)
+        .cloned()
+        .collect();
+    let (busy_sample, idle_sample) = sample.split_at(sample.len() / 2);
+    let t = Instant::now();
+    let mut busy_admin = admin.clone();
+    let ((checkins, checkin_failed), (busy_ms, busy_failed)) = tokio::join!(
+        report_loop(&agents, false, Instant::now() + d, Arc::default()),
+        async {
+            // Let the check-in load build up first.
+            tokio::time::sleep(d / 4).await;
+            measure_locks(&mut busy_admin, &fleet, busy_sample).await
+        }
+    );
+    let checkins_per_s = rate(checkins, t.elapsed());
+    let busy_p50 = stats::percentile(&busy_ms, 50.0).map(round1);
+    let busy_p99 = stats::percentile(&busy_ms, 99.0).map(round1);
+    progress(format_args!(
+        "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed); locks meanwhile: {} measured, p50 {busy_p50:?} ms, p99 {busy_p99:?} ms, {busy_failed} failed",
+        busy_ms.len()
+    ));
+
+    // 6. The bare baseline, as many connections as the open-file limit leaves room for.
+    let (baseline_echo_per_s, baseline_conns) =
+        baseline(baseline_conns.min(agents.len()), d, cli.source_addrs).await?;
+    progress(format_args!(
+        "baseline: {baseline_echo_per_s:.0}/s over {baseline_conns} connections"
+    ));
+
+    // 7. Lock latency over the other half of the sample, the fleet holding its streams.
+    let (lock_ms, lock_failed) = measure_locks(&mut admin, &fleet, idle_sample).await;
+    let p50 = stats::percentile(&lock_ms, 50.0).map(round1);
+    let p99 = stats::percentile(&lock_ms, 99.0).map(round1);
+    progress(format_args!(
+        "locks (fleet idle): {} measured, p50 {p50:?} ms, p99 {p99:?} ms, {lock_failed} failed",
+        lock_ms.len()
+    ));
+
+    // 8. Restart under check-in load.
+    let mut reconnect_s = None;
+    let mut restart_checkins = (0, 0);
+    if let Some(cmd) = &cli.restart_cmd {
+        let load_until = Instant::now() + Duration::from_secs(600);
+        let stop_load = Arc::new(AtomicBool::new(false));
+        let load = {
+            let (agents, stop_load) = (agents.clone(), stop_load.clone());
+            tokio::spawn(async move { report_loop(&agents, false, load_until, stop_load).await })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let since = u64::try_from(fleet.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let t = Instant::now();
+        progress(format_args!("restarting the server: {cmd}"));
+        let status = tokio::process::Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .await
+            .map_err(|e| LoadError::Other(format!("restart command: {e}")))?;
+        if !status.success() {
+            return Err(LoadError::Other(format!(
+                "restart command failed: {status}"
+            )));
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let back = agents
+                .iter()
+                .filter(|a| a.welcomed_ms.load(Ordering::Relaxed) > since)
+                .count();
+            if back >= agents_connected || Instant::now() > deadline {
+                reconnect_s = Some(round1(t.elapsed().as_secs_f64()));
+                progress(format_args!("{back} streams back after {reconnect_s:?} s"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let check-ins run on the restarted server a moment, then stop them.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop_load.store(true, Ordering::Relaxed);
+        restart_checkins = load.await.unwrap_or((0, 0));
+        // Every agent finishes with one acknowledged report, so the final check compares
+        // against a settled sequence.
+        for_all(&agents, cli.concurrency, |a| async move {
+            a.report(false).await
+        })
+        .await;
+    }
+
+    // 9. Hold.
+    if cli.hold_after > 0 {
+        progress(format_args!("holding for {} s", cli.hold_after));
+        tokio::time::sleep(Duration::from_secs(cli.hold_after)).await;
+    }
+    let rss_end = server_rss(&cli.server_pid_file);
+    let streams_end = fleet.streams_up.load(Ordering::Relaxed);
+
+    // 10. Nothing acknowledged may be missing.
+    let lost_items = admin::lost_acknowledged(&mut admin, &agents, &fleet, full_n).await?;
+    for l in &lost_items {
+        progress(format_args!("LOST: {l}"));
+    }
+    let lost = lost_items.len();
+    let _ = stop_tx.send(true);
+
+    let per_agent = match (rss_before, rss_held) {
+        (Some(b), Some(h)) if agents_connected > 0 => {
+            Some(round1(h.saturating_sub(b) as f64 / agents_connected as f64))
+        }
+        _ => None,
+    };
+    let out = serde_json::json!({
+        "agents_connected": agents_connected,
+        "enroll_per_s": round1(enroll_per_s),
+        "checkins_per_s": round1(checkins_per_s),
+        "full_reports_per_s": round1(full_reports_per_s),
+        "lock_latency_ms": { "p50": p50, "p99": p99 },
+        "reconnect_s": reconnect_s,
+        "baseline_echo_per_s": round1(baseline_echo_per_s),
+        "lost_acknowledged": lost,
+        "details": {
+            "agents": n,
+            "enrolled": agents.len(),
+            "enroll_rate_limited_retries": enroll_limited,
+            "enroll_failed": enroll_failed,
+            "connect_s": round1(connect_s.as_secs_f64()),
+            "first_reports_ok": first_ok,
+            "full_report_agents": full_n,
+            "full_reports": full_ok,
+            "full_reports_failed": full_failed,
+            "checkins": checkins,
+            "checkins_failed": checkin_failed,
+            "baseline_connections": baseline_conns,
+            "lock_samples": lock_ms.len(),
+            "lock_failed": lock_failed,
+            "lock_under_checkins_ms": { "p50": busy_p50, "p99": busy_p99 },
+            "lock_under_checkins_samples": busy_ms.len(),
+            "lock_under_checkins_failed": busy_failed,
+            "restart_checkins_ok": restart_checkins.0,
+            "restart_checkins_failed": restart_checkins.1,
+            "command_redeliveries": fleet.redeliveries.load(Ordering::Relaxed),
+            "commands_refused": fleet.refused.load(Ordering::Relaxed),
+            "streams_at_end": streams_end,
+            "phase_s": cli.duration,
+            "server_rss_kib_before_streams": rss_before,
+            "server_rss_kib_streams_held": rss_held,
+            "server_rss_kib_end": rss_end,
+            "server_kib_per_held_agent": per_agent,
+        }
+    });
+    if cli.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| LoadError::Other(e.to_string()))?
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! One simulated agent: enrollment with a key of its own, its own mutual-TLS connection,
+//! reports with the real agent's delta bookkeeping, and a held Connect stream that verifies
+//! every command with the pinned key before it answers. What the fleet saw as a whole (streams
+//! up, commands run, results acknowledged) is kept in [`Fleet`].
+
+use super::{LoadError, inventory};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use vakt_agent::backoff::Backoff;
+use vakt_agent::link;
+use vakt_agent::state::ReportState;
+use vakt_proto::pb;
+use vakt_proto::pb::agent_service_client::AgentServiceClient;
+
+/// How long one call may take before the simulator counts it as failed.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the whole simulated fleet shares.
+#[derive(Debug)]
+pub struct Fleet {
+    pub server: String,
+    pub ca_pem: String,
+    /// Distinct 127.0.0.x source addresses to spread connections over.
+    pub source_addrs: usize,
+    /// When the simulator started; stream times are kept as milliseconds since then.
+    pub base: Instant,
+    /// Streams currently up (Welcome received, not yet ended).
+    pub streams_up: AtomicUsize,
+    /// Lock results the server acknowledged: device id → when (for lock latency).
+    waiting_locks: Mutex<HashMap<String, oneshot::Sender<Instant>>>,
+    /// Command ids whose final result the server acknowledged.
+    pub acked_results: Mutex<Vec<String>>,
+    /// Command ids run (each at most once, as the agent's journal ensures).
+    runs: Mutex<std::collections::HashSet<String>>,
+    /// Commands the server delivered again after they had run (at-least-once delivery).
+    pub redeliveries: AtomicU64,
+    /// Commands refused (bad signature, another device, expired): never expected.
+    pub refused: AtomicU64,
+}
+
+impl Fleet {
+    pub fn new(server: &str, ca_pem: &str, source_addrs: usize) -> Arc<Self> {
+        Arc::new(Self {
+            server: server.to_string(),
+            ca_pem: ca_pem.to_string(),
+            source_addrs,
+            base: Instant::now(),
+            streams_up: AtomicUsize::new(0),
+            waiting_locks: Mutex::default(),
+            acked_results: Mutex::default(),
+            runs: Mutex::default(),
+            redeliveries: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    fn ms_since_base(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Registers interest in the acknowledged lock result of `device_id`.
+    pub fn expect_lock(&self, device_id: &str) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting_locks).insert(device_id.to_string(), tx);
+        rx
+    }
+
+    fn source(&self, index: usize) -> Option<IpAddr> {
+        super::source_addr(&self.server, index, self.source_addrs)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn timed<T>(
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, LoadError>>,
+) -> Result<T, LoadError> {
+    tokio::time::timeout(CALL_TIMEOUT, f)
+        .await
+        .map_err(|_| LoadError::Timeout(what))?
+}
+
+/// The report bookkeeping of one agent: the agent's own `ReportState` and its sections now.
+#[derive(Debug, Default)]
+struct Book {
+    state: ReportState,
+    sections: Vec<pb::Section>,
+    full_serial: u64,
+}
+
+/// What one report exchange gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    pub sequence: u64,
+    /// The server acknowledged exactly this report with nothing to resend.
+    pub clean: bool,
+}
+
+/// One simulated agent.
+#[derive(Debug)]
+pub struct SimAgent {
+    pub index: usize,
+    pub tag: String,
+    pub device_id: String,
+    cert_pem: String,
+    key_pem: String,
+    /// The command-signing key pinned at enrollment (hex).
+    command_key: String,
+    channel: Mutex<Option<Channel>>,
+    book: tokio::sync::Mutex<Book>,
+    /// Milliseconds since the fleet's base of the latest Welcome (0: never).
+    pub welcomed_ms: AtomicU64,
+}
+
+impl SimAgent {
+    /// Enrolls agent `index` with `token` over a connection of its own. An enrollment refused
+    /// for the rate limit is tried again after the time the server names (at most `patience`).
+    pub async fn enroll(
+        fleet: &Fleet,
+        tag: &str,
+        index: usize,
+        token: &str,
+        patience: Duration,
+    ) -> Result<(Self, u32), LoadError> {
+        let host = inventory::host(tag, index);
+        let (key_pem, csr_der) = link::key_and_csr(&host.hostname)?;
+        let channel = timed("enroll connect", async {
+            link::endpoint(&fleet.server, &fleet.ca_pem, None)?
+                .local_address(fleet.source(index))
+                .connect()
+                .await
+                .map_err(|e| LoadError::Other(format!("connect: {}", link::error_chain(&e))))
+        })
+        .await?;
+        let mut client = AgentServiceClient::new(channel);
+        let req = pb::EnrollRequest {
+            token: token.to_string(),
+            csr_der,
+            hardware: Some(pb::HardwareIdentity {
+                machine_id: host.machine_id.clone(),
+                serial: host.serial.clone(),
+                hostname: host.hostname.clone(),
+                model: host.model.clone(),
+            }),
+            agent_version: "loadgen".into(),
+        };
+        let started = Instant::now();
+        let mut limited = 0u32;
+        let resp = loop {
+            let r = tokio::time::timeout(CALL_TIMEOUT, client.enroll(req.clone()))
+                .await
+                .map_err(|_| LoadError::Timeout("enroll"))?;
+            match r {
+                Ok(r) => break r.into_inner(),
+                Err(s)
+                    if s.code() == tonic::Code::ResourceExhausted
+                        && started.elapsed() < patience =>
+                {
+                    limited += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(s) => return Err(LoadError::rpc("enroll")(s)),
+            }
+        };
+        let agent = Self {
+            index,
+            tag: tag.to_string(),
+            device_id: resp.device_id,
+            cert_pem: resp.certificate_pem,
+            key_pem,
+            command_key: link::hex(&resp.command_public_key),
+            channel: Mutex::new(None),
+            book: tokio::sync::Mutex::new(Book {
+                sections: vakt_proto::convert::report_to_sections(&inventory::report(
+                    tag,
+                    index,
+                    inventory::SMALL_PACKAGES,
+                    0,
+                )),
+                ..Default::default()
+            }),
+            welcomed_ms: AtomicU64::new(0),
+        };
+        Ok((agent, limited))
+    }
+
+    /// Opens this agent's own mutual-TLS connection (tonic re-dials it by itself after a loss).
+    pub async fn dial(&self, fleet: &Fleet) -> Result<(), LoadError> {
+        let channel = timed("dial", async {
+            link::endpoint(
+                &fleet.server,
+                &fleet.ca_pem,
+                Some((&self.cert_pem, &self.key_pem)),
+            )?
+            .local_address(fleet.source(self.index))
+            .connect()
+            .await
+            .map_err(|e| LoadError::Other(format!("dial: {}", link::error_chain(&e))))
+        })
+        .await?;
+        *lock(&self.channel) = Some(channel);
+        Ok(())
+    }
+
+    /// This agent's connection (after [`dial`](Self::dial)).
+    pub fn channel(&self) -> Result<Channel, LoadError> {
+        lock(&self.channel)
+            .clone()
+            .ok_or_else(|| LoadError::Other(format!("agent {} has not dialled", self.index)))
+    }
+
+    /// Sends one report: with `full`, a new 2,000-package inventory (a real change); otherwise
+    /// whatever changed since the last acknowledgement (nothing, once the first report is in:
+    /// a check-in). The acknowledgement is recorded exactly as the agent records it.
+    pub async fn report(&self, full: bool) -> Result<Acked, LoadError> {
+        let mut book = self.book.lock().await;
+        if full {
+            book.full_serial += 1;
+            let r = inventory::report(
+                &self.tag,
+                self.index,
+                inventory::FULL_PACKAGES,
+                book.full_serial,
+            );
+            book.sections = vakt_proto::convert::report_to_sections(&r);
+        }
+        let (req, _) = link::build_request(&book.state, &book.sections);
+        let mut client =
+            AgentServiceClient::new(self.channel()?).max_decoding_message_size(16 << 20);
+        let resp = tokio::time::timeout(CALL_TIMEOUT, client.report(req.clone()))
+            .await
+            .map_err(|_| LoadError::Timeout("report"))?
+            .map_err(LoadError::rpc("report"))?
+            .into_inner();
+        let clean = link::apply_ack(&mut book.state, &req, &resp, link::now_ms());
+        Ok(Acked {
+            sequence: req.sequence,
+            clean,
+        })
+    }
+
+    /// The highest sequence the server acknowledged, and the hash of the software section it
+    /// acknowledged (hex), for the check that nothing acknowledged went missing.
+    pub async fn acknowledged(&self) -> (u64, Option<String>) {
+        let book = self.book.lock().await;
+        (
+            book.state.sequence,
+            book.state.acked.get("software").cloned(),
+        )
+    }
+
+    /// Holds the Connect stream until `stop` fires, reconnecting after a loss with the real
+    /// agent's backoff (1 s doubling to 120 s, with jitter).
+    pub async fn hold(
+        self: Arc<Self>,
+        fleet: Arc<Fleet>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
+        loop {
+            let started = Instant::now();
+            let mut up = false;
+            tokio::select! {
+                _ = stop.changed() => {}
+                r = self.stream_once(&fleet, &mut up) => {
+                    if let Err(e) = r {
+                        debug_note(self.index, &e);
+                    }
+                }
+            }
+            if up {
+                fleet.streams_up.fetch_sub(1, Ordering::Relaxed);
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff.reset();
+            }
+            let d = backoff.next_delay();
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(d) => {}
+            }
+        }
+    }
+
+    async fn stream_once(&self, fleet: &Fleet, up: &mut bool) -> Result<(), LoadError> {
+        let (tx, rx) = mpsc::channel::<pb::AgentMessage>(8);
+        let hello = pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
+                agent_version: "loadgen".into(),
+                last_report_sequence: 0,
+            })),
+        };
+        let _ = tx.send(hello).await;
+        let mut inbound = AgentServiceClient::new(self.channel()?)
+            .connect(ReceiverStream::new(rx))
+            .await
+            .map_err(LoadError::rpc("connect"))?
+            .into_inner();
+        let mut interval = Duration::from_secs(30);
+        let mut next_beat = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                msg = inbound.message() => {
+                    let Some(msg) = msg.map_err(LoadError::rpc("stream"))? else {
+                        return Ok(());
+                    };
+                    match msg.msg {
+                        Some(pb::server_message::Msg::Welcome(w)) => {
+                            if w.heartbeat_interval_s >= 5 {
+                                interval = Duration::from_secs(u64::from(w.heartbeat_interval_s));
+                                next_beat = tokio::time::Instant::now() + interval;
+                            }
+                            if !*up {
+                                *up = true;
+                                fleet.streams_up.fetch_add(1, Ordering::Relaxed);
+                            }
+                            self.welcomed_ms.store(fleet.ms_since_base().max(1), Ordering::Relaxed);
+                        }
+                        Some(pb::server_message::Msg::Command(signed)) => {
+                            let r = self.answer(fleet, &signed);
+                            if tx.send(result_msg(r)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        Some(pb::server_message::Msg::ResultAck(a)) => {
+                            if a.outcome == pb::CommandOutcome::Succeeded as i32 {
+                                let at = Instant::now();
+                                lock(&fleet.acked_results).push(a.command_id);
+                                if let Some(w) = lock(&fleet.waiting_locks).remove(&self.device_id) {
+                                    let _ = w.send(at);
+                                }
+                            }
+                        }
+                        Some(pb::server_message::Msg::HeartbeatAck(_)) | None => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(next_beat) => {
+                    let beat = pb::AgentMessage {
+                        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+                            sent_at_ms: link::now_ms(),
+                        })),
+                    };
+                    if tx.send(beat).await.is_err() {
+                        return Ok(());
+                    }
+                    next_beat = tokio::time::Instant::now() + interval;
+                }
+            }
+        }
+    }
+
+    /// Verifies a command with the pinned key, as the agent does, and "runs" it once: a
+    /// repeat delivery gets the recorded result without running again.
+    fn answer(&self, fleet: &Fleet, signed: &pb::SignedCommand) -> pb::CommandResult {
+        let now = link::now_ms();
+        match vakt_agent::act::verify::verify(signed, &self.command_key, &self.device_id, now) {
+            Ok(cmd) => {
+                if !lock(&fleet.runs).insert(cmd.id.clone()) {
+                    fleet.redeliveries.fetch_add(1, Ordering::Relaxed);
+                }
+                pb::CommandResult {
+                    command_id: cmd.id,
+                    outcome: pb::CommandOutcome::Succeeded as i32,
+                    detail: "simulated".into(),
+                    at_ms: now,
+                }
+            }
+            Err(refusal) => {
+                fleet.refused.fetch_add(1, Ordering::Relaxed);
+                pb::CommandResult {
+                    command_id: vakt_agent::act::verify::unverified_id(signed).unwrap_or_default(),
+                    outcome: pb::CommandOutcome::Refused as i32,
+                    detail: refusal.to_string(),
+                    at_ms: now,
+                }
+            }
+        }
+    }
+}
+
+fn result_msg(r: pb::CommandResult) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Result(r)),
+    }
+}
+
+/// Stream losses are expected (server restarts); they are only shown when asked for.
+fn debug_note(index: usize, e: &LoadError) {
+    if std::env::var_os("VAKT_LOADGEN_DEBUG").is_some() {
+        eprintln!("agent {index}: stream ended: {e}");
+    }
+}
