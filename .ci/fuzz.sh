@@ -19,7 +19,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
 
-# Every fuzz crate of the repository (agent/fuzz, and server/fuzz once it exists).
+# Every fuzz crate of the repository (agent/fuzz and server/fuzz).
 for crate in */fuzz; do
   [ -f "$crate/Cargo.toml" ] || continue
   echo "== $crate: building the instrumented targets"

@@ -62,7 +62,18 @@ impl GroupCommit {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    let began = std::time::Instant::now();
                     let result = db.flush().map(|_| ());
+                    // Every writer in the batch waited this long on the disk: worth a line
+                    // when it is long enough for an admin or an agent to notice.
+                    let took = began.elapsed();
+                    if took > std::time::Duration::from_millis(250) {
+                        tracing::warn!(
+                            "slow flush: {} ms for {} writers",
+                            took.as_millis(),
+                            batch.len()
+                        );
+                    }
                     c.flushes.fetch_add(1, Ordering::Relaxed);
                     c.writers.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     for t in batch {

@@ -912,7 +912,20 @@ mod tests {
                 t.await.unwrap();
             }
         }
-        let s = Store::open(dir.path()).unwrap();
+        // sled writes its log buffers on short-lived threads of its own, which may still hold
+        // the file for a moment after the last handle is dropped; a new process (a restart)
+        // never meets them, a reopen in the same process can. Wait for them, briefly.
+        let mut tries = 0;
+        let s = loop {
+            match Store::open(dir.path()) {
+                Ok(s) => break s,
+                Err(e) if tries < 50 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         for i in 0..200u32 {
             let h = crate::token::hash(&format!("t{i}"));
             assert!(

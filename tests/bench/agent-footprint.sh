@@ -19,7 +19,7 @@ CARGO_TARGET_DIR=$target cargo build --release -q -p vakt-server -p vakt-agent -
 bin=$target/release
 tick=$(getconf CLK_TCK)
 
-"$bin/vakt-server" serve --data "$dir/server" --listen 127.0.0.1:$port >"$dir/server.log" 2>&1 &
+"$bin/vakt-server" serve --data "$dir/server" --listen 127.0.0.1:$port --console 127.0.0.1:0 >"$dir/server.log" 2>&1 &
 server=$!
 agent=
 trap 'kill $server ${agent:-} 2>/dev/null || true' EXIT

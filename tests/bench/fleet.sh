@@ -46,7 +46,7 @@ if [ -s "$dir/server.pid" ]; then
 fi
 ulimit -n 200000 2>/dev/null || true
 # Agents must be let in as fast as they come: the benchmark measures enrollment itself.
-"$server_bin" serve --data "$dir/data" --listen 127.0.0.1:$port \
+"$server_bin" serve --data "$dir/data" --listen 127.0.0.1:$port --console 127.0.0.1:0 \
   --enroll-rate 0 --enroll-rate-per-source 0 ${SERVER_ARGS:-} >>"$dir/server.log" 2>&1 &
 echo \$! > "$dir/server.pid"
 for _ in \$(seq 1 300); do

@@ -391,10 +391,14 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ReportLossRequest>,
     ) -> Result<Response<pb::LossCase>, Status> {
+        // Stage times, logged when the whole call is slow: a lost laptop's lock is the one
+        // path IT times with a stopwatch, so a slow one must say where its time went.
+        let mut stages = Stages::start();
         let actor = self.authorize(&req, pb::Role::Operator)?;
         let r = req.into_inner();
         let rec = self.find_device(&r.device)?;
         let d = rec.device.unwrap_or_default();
+        stages.lap("lookup");
         if let Some(open) = self.open_case(&d.id)? {
             return Err(Status::already_exists(format!(
                 "{} already has an open loss case {}; see `vakt loss show {}`",
@@ -448,6 +452,7 @@ impl AdminService for AdminApi {
             )
             .await
             .map_err(internal)?;
+        stages.lap("open-case");
         // The lock is durable in the queue: push it now, so a connected laptop locks while the
         // audit entry is written rather than after (each waits for a flush under load).
         let detail = format!("case={case_id} lock={}", lock.id);
@@ -456,6 +461,7 @@ impl AdminService for AdminApi {
         let (delivered, audited) = tokio::join!(delivered, audited);
         audited?;
         delivered.map_err(internal)?;
+        stages.lap("push-and-audit");
         let case = self.tell_manager_of_loss(case).await?;
         crate::notify::enqueue_event(
             &self.state,
@@ -467,6 +473,8 @@ impl AdminService for AdminApi {
         )
         .await
         .map_err(internal)?;
+        stages.lap("notify");
+        stages.warn_if_slower_than(std::time::Duration::from_millis(100), "loss report", &d.id);
         Ok(Response::new(case))
     }
 
@@ -1355,6 +1363,47 @@ pub async fn create_admin_token(
     };
     store.put_admin_token(&token::hash(&secret), &rec).await?;
     Ok((id, secret))
+}
+
+/// Named stage times of one call, for a log line when the call was slow.
+struct Stages {
+    start: std::time::Instant,
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Stages {
+    fn start() -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            start: now,
+            last: now,
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn warn_if_slower_than(&self, limit: std::time::Duration, what: &str, target: &str) {
+        let total = self.start.elapsed();
+        if total > limit {
+            let laps: Vec<String> = self
+                .laps
+                .iter()
+                .map(|(n, d)| format!("{n} {} ms", d.as_millis()))
+                .collect();
+            tracing::warn!(
+                target = %target,
+                "slow {what}: {} ms ({})",
+                total.as_millis(),
+                laps.join(", ")
+            );
+        }
+    }
 }
 
 #[cfg(test)]

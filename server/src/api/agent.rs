@@ -164,6 +164,14 @@ impl AgentService for AgentApi {
                 )));
             }
         }
+        // A slot for the store and its flush; waiting here is parked and fair (see
+        // REPORT_SLOTS). The semaphore is never closed, so acquiring cannot fail.
+        let _slot = self
+            .state
+            .report_slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
         let outcome = self
             .state
             .store

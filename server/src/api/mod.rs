@@ -29,7 +29,21 @@ pub struct State {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     /// Enrollment rate limits (per source address and global).
     pub enroll_limiter: Arc<crate::limit::EnrollLimiter>,
+    /// Reports being stored at once (see [`REPORT_SLOTS`]).
+    pub report_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many agent reports are stored at once; the rest wait their turn, parked.
+///
+/// Why: every durable write waits for a group flush, and a flush wakes every writer it served
+/// at once. With ten thousand laptops reporting together, one flush would wake thousands of
+/// report handlers, and a loss report or a lock result woken by the same flush would queue
+/// behind all of them on the two worker threads (measured: 0.6–0.9 s per flush wait, 1.5–3 s
+/// from loss report to lock). Reports beyond this many wait on a fair semaphore instead, where
+/// they cost no CPU and nothing queues behind them; IT's calls and command results do not take
+/// a slot. 256 keeps group-commit batches large (throughput unchanged, BENCHMARKS.md) while a
+/// flush's wake-up wave stays a few milliseconds of work.
+pub const REPORT_SLOTS: usize = 256;
 
 /// One open Connect stream. `epoch` tells a stream apart from the one that replaced it, so a
 /// closing old stream does not unregister its successor.
@@ -59,6 +73,7 @@ impl State {
                 crate::limit::EnrollLimits::default(),
                 std::time::Instant::now(),
             )),
+            report_slots: Arc::new(tokio::sync::Semaphore::new(REPORT_SLOTS)),
         })
     }
 

@@ -51,6 +51,11 @@ struct Cli {
     /// run under check-in load, and `reconnect_s` measures until every stream is back.
     #[arg(long)]
     restart_cmd: Option<String>,
+    /// During the restart each agent checks in once every this many seconds (0: as fast as
+    /// the server answers). Flat out, the simulator's own TLS handshakes starve behind its ten
+    /// thousand check-in loops on the same two cores, which measures the simulator.
+    #[arg(long, default_value_t = 5.0)]
+    restart_checkin_every: f64,
     /// A file holding the server's pid (read again after a restart), for its memory.
     #[arg(long)]
     server_pid_file: Option<PathBuf>,
@@ -155,17 +160,33 @@ async fn report_loop(
     full: bool,
     until: Instant,
     stop: Arc<AtomicBool>,
-) -> (u64, u64) {
+    pace: Option<Duration>,
+) -> Looped {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    // The slowest acknowledged report and how many took over 250 ms: tells a server that
+    // stalls for everyone from a slow lock path.
+    let max_us = Arc::new(AtomicU64::new(0));
+    let slow = Arc::new(AtomicU64::new(0));
     let mut set = tokio::task::JoinSet::new();
     for a in agents {
         let (a, ok, failed, stop) = (a.clone(), ok.clone(), failed.clone(), stop.clone());
+        let (max_us, slow) = (max_us.clone(), slow.clone());
         set.spawn(async move {
+            if let Some(p) = pace {
+                // Spread the fleet over the interval instead of starting it in one burst.
+                nap(p.mul_f64((a.index % 1000) as f64 / 1000.0), &stop).await;
+            }
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
                 match a.report(full).await {
                     Ok(ack) if ack.clean => {
                         ok.fetch_add(1, Ordering::Relaxed);
+                        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        max_us.fetch_max(us, Ordering::Relaxed);
+                        if us > 250_000 {
+                            slow.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Ok(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -179,11 +200,42 @@ async fn report_loop(
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
+                if let Some(p) = pace {
+                    nap(p.saturating_sub(t.elapsed()), &stop).await;
+                }
             }
         });
     }
     while set.join_next().await.is_some() {}
-    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    Looped {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        max_ms: max_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        over_250ms: slow.load(Ordering::Relaxed),
+    }
+}
+
+/// Sleeps `d`, or less when `stop` is set meanwhile (looked at every 100 ms).
+async fn nap(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    }
+}
+
+/// What a closed loop of reports achieved.
+#[derive(Debug, Clone, Copy, Default)]
+struct Looped {
+    ok: u64,
+    failed: u64,
+    /// The slowest acknowledged report.
+    max_ms: f64,
+    /// Acknowledged reports that took over 250 ms.
+    over_250ms: u64,
 }
 
 /// The bare baseline: as many connections as agents (as the open-file limit allows), each
@@ -416,8 +468,11 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let full_n = cli.full_agents.min(agents.len());
     let full_agents: Vec<_> = agents.iter().take(full_n).cloned().collect();
     let t = Instant::now();
-    let (full_ok, full_failed) =
-        report_loop(&full_agents, true, Instant::now() + d, Arc::default()).await;
+    let Looped {
+        ok: full_ok,
+        failed: full_failed,
+        ..
+    } = report_loop(&full_agents, true, Instant::now() + d, Arc::default(), None).await;
     let full_reports_per_s = rate(full_ok, t.elapsed());
     progress(format_args!(
         "full reports: {full_ok} from {full_n} agents ({full_reports_per_s:.0}/s, {full_failed} failed)"
@@ -436,19 +491,25 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let (busy_sample, idle_sample) = sample.split_at(sample.len() / 2);
     let t = Instant::now();
     let mut busy_admin = admin.clone();
-    let ((checkins, checkin_failed), (busy_ms, busy_failed)) = tokio::join!(
-        report_loop(&agents, false, Instant::now() + d, Arc::default()),
+    let (checkin_loop, (busy_ms, busy_failed)) = tokio::join!(
+        report_loop(&agents, false, Instant::now() + d, Arc::default(), None),
         async {
             // Let the check-in load build up first.
             tokio::time::sleep(d / 4).await;
             measure_locks(&mut busy_admin, &fleet, busy_sample).await
         }
     );
+    let Looped {
+        ok: checkins,
+        failed: checkin_failed,
+        max_ms: checkin_max_ms,
+        over_250ms: checkins_over_250ms,
+    } = checkin_loop;
     let checkins_per_s = rate(checkins, t.elapsed());
     let busy_p50 = stats::percentile(&busy_ms, 50.0).map(round1);
     let busy_p99 = stats::percentile(&busy_ms, 99.0).map(round1);
     progress(format_args!(
-        "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed); locks meanwhile: {} measured, p50 {busy_p50:?} ms, p99 {busy_p99:?} ms, {busy_failed} failed",
+        "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed, slowest {checkin_max_ms:.0} ms, {checkins_over_250ms} over 250 ms); locks meanwhile: {} measured, p50 {busy_p50:?} ms, p99 {busy_p99:?} ms, {busy_failed} failed",
         busy_ms.len()
     ));
 
@@ -470,13 +531,17 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
 
     // 8. Restart under check-in load.
     let mut reconnect_s = None;
-    let mut restart_checkins = (0, 0);
+    let mut restart_checkins = Looped::default();
     if let Some(cmd) = &cli.restart_cmd {
         let load_until = Instant::now() + Duration::from_secs(600);
         let stop_load = Arc::new(AtomicBool::new(false));
         let load = {
             let (agents, stop_load) = (agents.clone(), stop_load.clone());
-            tokio::spawn(async move { report_loop(&agents, false, load_until, stop_load).await })
+            let pace = (cli.restart_checkin_every > 0.0)
+                .then(|| Duration::from_secs_f64(cli.restart_checkin_every));
+            tokio::spawn(
+                async move { report_loop(&agents, false, load_until, stop_load, pace).await },
+            )
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
         let since = u64::try_from(fleet.base.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -493,11 +558,21 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             )));
         }
         let deadline = Instant::now() + Duration::from_secs(600);
+        let mut next_curve_point = Duration::from_secs(5);
         loop {
             let back = agents
                 .iter()
                 .filter(|a| a.welcomed_ms.load(Ordering::Relaxed) > since)
                 .count();
+            // The curve, every 5 s: a long tail (agents in long backoff) looks different from
+            // a server that lets everyone back slowly.
+            if t.elapsed() >= next_curve_point {
+                progress(format_args!(
+                    "{back} streams back after {:.0} s",
+                    next_curve_point.as_secs_f64()
+                ));
+                next_curve_point += Duration::from_secs(5);
+            }
             if back >= agents_connected || Instant::now() > deadline {
                 reconnect_s = Some(round1(t.elapsed().as_secs_f64()));
                 progress(format_args!("{back} streams back after {reconnect_s:?} s"));
@@ -508,7 +583,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         // Let check-ins run on the restarted server a moment, then stop them.
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop_load.store(true, Ordering::Relaxed);
-        restart_checkins = load.await.unwrap_or((0, 0));
+        restart_checkins = load.await.unwrap_or_default();
         // Every agent finishes with one acknowledged report, so the final check compares
         // against a settled sequence.
         for_all(&agents, cli.concurrency, |a| async move {
@@ -566,8 +641,11 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             "lock_under_checkins_ms": { "p50": busy_p50, "p99": busy_p99 },
             "lock_under_checkins_samples": busy_ms.len(),
             "lock_under_checkins_failed": busy_failed,
-            "restart_checkins_ok": restart_checkins.0,
-            "restart_checkins_failed": restart_checkins.1,
+            "restart_checkin_every_s": cli.restart_checkin_every,
+            "restart_checkins_ok": restart_checkins.ok,
+            "restart_checkins_failed": restart_checkins.failed,
+            "checkin_slowest_ms": checkin_max_ms,
+            "checkins_over_250ms": checkins_over_250ms,
             "command_redeliveries": fleet.redeliveries.load(Ordering::Relaxed),
             "commands_refused": fleet.refused.load(Ordering::Relaxed),
             "streams_at_end": streams_end,
