@@ -5,9 +5,9 @@
 #
 # Cost on the 2-core CI machine: the instrumented build of a fuzz crate (its own workspace,
 # nothing shared with the main build) takes several minutes, and then every target runs for
-# FUZZ_SECONDS. That is why .ci/run calls this only when VAKT_CI_FUZZ=1 (see BENCHMARKS.md,
-# "Fuzzing", for the measured times). Needs cargo-fuzz, which it installs when missing, and a
-# nightly feature set, which RUSTC_BOOTSTRAP=1 opens on the stable toolchain.
+# FUZZ_SECONDS; .ci/run gives each target 5 s (BENCHMARKS.md has the measured times). Needs
+# cargo-fuzz, which it installs when missing, and a nightly feature set, which
+# RUSTC_BOOTSTRAP=1 opens on the stable toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-20}
