@@ -1410,6 +1410,67 @@ impl Stages {
 mod tests {
     use super::*;
 
+    /// The invariant behind the report slots (api::REPORT_SLOTS): with every slot taken by
+    /// reports, IT's loss report still goes through and queues its lock.
+    #[tokio::test]
+    async fn a_loss_report_takes_no_report_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::server::prepare(dir.path(), &[], Default::default())
+            .await
+            .unwrap();
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        let hash = crate::token::hash("enroll");
+        state
+            .store
+            .put_enroll_token(
+                &hash,
+                &pb::EnrollTokenRecord {
+                    id: "e1".into(),
+                    uses_left: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let device = pb::Device {
+            id: "d1".into(),
+            hostname: "pc-1".into(),
+            ..Default::default()
+        };
+        state
+            .store
+            .enroll(&hash, 1, device, Default::default(), [1; 32])
+            .await
+            .unwrap();
+        let slots = u32::try_from(crate::api::REPORT_SLOTS).unwrap();
+        let _all_taken = state
+            .report_slots
+            .clone()
+            .acquire_many_owned(slots)
+            .await
+            .unwrap();
+        assert_eq!(state.report_slots.available_permits(), 0);
+        let mut req = Request::new(pb::ReportLossRequest {
+            device: "pc-1".into(),
+            ..Default::default()
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token.trim()).parse().unwrap(),
+        );
+        let case = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            AdminApi::new(state.clone()).report_loss(req),
+        )
+        .await
+        .expect("a loss report must not wait for a report slot")
+        .unwrap()
+        .into_inner();
+        assert_eq!(case.device_id, "d1");
+        let lock = state.store.command(&case.lock_command_id).unwrap().unwrap();
+        assert_eq!(lock.kind, pb::CommandKind::Lock as i32);
+    }
+
     #[test]
     fn email_shapes() {
         assert!(looks_like_email("anna.berg@sorsele.se"));
