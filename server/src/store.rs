@@ -433,10 +433,7 @@ impl Store {
             if !stale {
                 for s in sections {
                     let key = section_key(device_id, s.kind);
-                    let same = secs
-                        .get(&key)?
-                        .and_then(|old| pb::Section::decode(&*old).ok())
-                        .is_some_and(|old| old.hash == s.hash);
+                    let same = stored_hash_is(secs.get(&key)?.as_deref(), &s.hash);
                     if !same {
                         secs.insert(key, s.encode_to_vec())?;
                         changed = true;
@@ -462,10 +459,10 @@ impl Store {
             // What the agent says it holds but the store lacks at that hash: ask for it again.
             let mut resend = Vec::new();
             for dg in digests {
-                let held = secs
-                    .get(section_key(device_id, dg.kind))?
-                    .and_then(|old| pb::Section::decode(&*old).ok())
-                    .is_some_and(|old| old.hash == dg.hash);
+                let held = stored_hash_is(
+                    secs.get(section_key(device_id, dg.kind))?.as_deref(),
+                    &dg.hash,
+                );
                 if !held {
                     resend.push(dg.kind);
                 }
@@ -515,14 +512,19 @@ struct SectionHead {
     hash: Vec<u8>,
 }
 
+/// Whether a stored section (its raw record, if any) has the hash `hash`; reads only the head.
+fn stored_hash_is(raw: Option<&[u8]>, hash: &[u8]) -> bool {
+    raw.and_then(|raw| SectionHead::decode(raw).ok())
+        .is_some_and(|head| head.hash == hash)
+}
+
 impl Store {
     /// Whether the store holds the section `kind` of `device_id` at `hash`.
     fn holds_section(&self, device_id: &str, kind: i32, hash: &[u8]) -> Result<bool, StoreError> {
-        Ok(self
-            .sections
-            .get(section_key(device_id, kind))?
-            .and_then(|raw| SectionHead::decode(&*raw).ok())
-            .is_some_and(|head| head.hash == hash))
+        Ok(stored_hash_is(
+            self.sections.get(section_key(device_id, kind))?.as_deref(),
+            hash,
+        ))
     }
 
     /// A report without sections (a check-in): only the device record changes, so it is one
