@@ -49,9 +49,10 @@ pub async fn enroll_token(admin: &mut Admin, uses: u32) -> Result<String, LoadEr
         .token)
 }
 
-/// What the store lacks of what it acknowledged: reports whose sequence (or, for the full-report sample, software section) the
-/// store does not hold, and command results the store does not show as done. The first
-/// `full_n` agents' software sections are compared by hash too.
+/// What the store lacks of what it acknowledged: reports whose sequence the store does not
+/// hold, and command results the store does not show as done. The first `full_n` agents'
+/// software sections are compared by hash too (see
+/// [`Acknowledged::kept_by`](super::sim::Acknowledged::kept_by)).
 pub async fn lost_acknowledged(
     admin: &mut Admin,
     agents: &[std::sync::Arc<SimAgent>],
@@ -70,18 +71,18 @@ pub async fn lost_acknowledged(
         .collect();
     let mut lost = Vec::new();
     for (i, a) in agents.iter().enumerate() {
-        let (seq, software) = a.acknowledged().await;
-        if seqs.get(&a.device_id).is_none_or(|s| *s < seq) {
+        let ack = a.acknowledged().await;
+        let held_seq = seqs.get(&a.device_id).copied();
+        if held_seq.is_none_or(|s| s < ack.sequence) {
             lost.push(format!(
-                "{} acknowledged report {seq}, the store has {:?}",
+                "{} acknowledged report {}, the store has {held_seq:?}; its latest reports: {:#?}",
                 a.device_id,
-                seqs.get(&a.device_id)
+                ack.sequence,
+                a.history().await
             ));
             continue;
         }
-        if i < full_n
-            && let Some(want) = software
-        {
+        if i < full_n && ack.software.is_some() {
             let detail = admin
                 .get_device(pb::GetDeviceRequest {
                     id: a.device_id.clone(),
@@ -94,10 +95,13 @@ pub async fn lost_acknowledged(
                 .iter()
                 .find(|s| s.kind == pb::SectionKind::Software as i32)
                 .map(|s| vakt_agent::link::hex(&s.hash));
-            if held.as_deref() != Some(want.as_str()) {
+            if !ack.kept_by(held_seq.unwrap_or(0), held.as_deref()) {
                 lost.push(format!(
-                    "{} acknowledged software {want}, the store has {held:?}",
-                    a.device_id
+                    "{} acknowledged software {:?} with report {}, the store has {held:?} with report {held_seq:?}; its latest reports: {:#?}",
+                    a.device_id,
+                    ack.software,
+                    ack.sequence,
+                    a.history().await
                 ));
             }
         }

@@ -95,6 +95,24 @@ struct Book {
     state: ReportState,
     sections: Vec<pb::Section>,
     full_serial: u64,
+    /// The latest report exchanges, oldest first, for the message when something is lost.
+    history: std::collections::VecDeque<String>,
+    /// Reports sent since the last answer that got none (the server may have stored them
+    /// durably and died before answering): their sequence and software hash, if they
+    /// carried the software section.
+    unanswered: Vec<(u64, Option<String>)>,
+}
+
+/// How many report exchanges [`Book::history`] keeps.
+const HISTORY: usize = 12;
+
+impl Book {
+    fn note(&mut self, line: String) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(line);
+    }
 }
 
 /// What one report exchange gave.
@@ -103,6 +121,37 @@ pub struct Acked {
     pub sequence: u64,
     /// The server acknowledged exactly this report with nothing to resend.
     pub clean: bool,
+}
+
+/// What the server acknowledged to one agent, and what it may have stored since without an
+/// answer reaching the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// The highest sequence acknowledged.
+    pub sequence: u64,
+    /// The software section acknowledged with it (hash, hex).
+    pub software: Option<String>,
+    /// Reports sent after it that got no answer: sequence and software hash, if carried.
+    pub unanswered: Vec<(u64, Option<String>)>,
+}
+
+impl Acknowledged {
+    /// Whether a store holding report `held_seq` with software `held` kept everything
+    /// acknowledged. A store ahead of the acknowledgement is right only if it holds one of
+    /// the unanswered reports: the server stored it durably and died before its answer went
+    /// out, which is not a loss (the agent sends it again or sends something newer).
+    pub fn kept_by(&self, held_seq: u64, held: Option<&str>) -> bool {
+        let Some(want) = self.software.as_deref() else {
+            return held_seq >= self.sequence;
+        };
+        if held_seq == self.sequence {
+            return held == Some(want);
+        }
+        held_seq > self.sequence
+            && self.unanswered.iter().any(|(seq, sent)| {
+                *seq == held_seq && held == Some(sent.as_deref().unwrap_or(want))
+            })
+    }
 }
 
 /// One simulated agent.
@@ -234,28 +283,57 @@ impl SimAgent {
             book.sections = vakt_proto::convert::report_to_sections(&r);
         }
         let (req, _) = link::build_request(&book.state, &book.sections);
+        let software = req
+            .sections
+            .iter()
+            .find(|s| s.kind == pb::SectionKind::Software as i32)
+            .map(|s| link::hex(&s.hash));
+        let what = format!(
+            "seq {} serial {} software {:?}",
+            req.sequence,
+            book.full_serial,
+            software.as_ref().map(|h| &h[..8])
+        );
         let mut client =
             AgentServiceClient::new(self.channel()?).max_decoding_message_size(16 << 20);
         let resp = tokio::time::timeout(CALL_TIMEOUT, client.report(req.clone()))
             .await
-            .map_err(|_| LoadError::Timeout("report"))?
-            .map_err(LoadError::rpc("report"))?
-            .into_inner();
+            .map_err(|_| LoadError::Timeout("report"))
+            .and_then(|r| r.map_err(LoadError::rpc("report")));
+        let resp = match resp {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                book.note(format!("{what}: {e}"));
+                book.unanswered.push((req.sequence, software));
+                return Err(e);
+            }
+        };
+        book.unanswered.clear();
         let clean = link::apply_ack(&mut book.state, &req, &resp, link::now_ms());
+        book.note(format!(
+            "{what}: acknowledged {} resend {:?}",
+            resp.acknowledged_sequence, resp.resend
+        ));
         Ok(Acked {
             sequence: req.sequence,
             clean,
         })
     }
 
-    /// The highest sequence the server acknowledged, and the hash of the software section it
-    /// acknowledged (hex), for the check that nothing acknowledged went missing.
-    pub async fn acknowledged(&self) -> (u64, Option<String>) {
+    /// What the server acknowledged to this agent, for the check that nothing acknowledged
+    /// went missing.
+    pub async fn acknowledged(&self) -> Acknowledged {
         let book = self.book.lock().await;
-        (
-            book.state.sequence,
-            book.state.acked.get("software").cloned(),
-        )
+        Acknowledged {
+            sequence: book.state.sequence,
+            software: book.state.acked.get("software").cloned(),
+            unanswered: book.unanswered.clone(),
+        }
+    }
+
+    /// The latest report exchanges, oldest first (what was sent and what came back).
+    pub async fn history(&self) -> Vec<String> {
+        self.book.lock().await.history.iter().cloned().collect()
     }
 
     /// Holds the Connect stream until `stop` fires, reconnecting after a loss with the real
@@ -400,5 +478,55 @@ fn result_msg(r: pb::CommandResult) -> pb::AgentMessage {
 fn debug_note(index: usize, e: &LoadError) {
     if std::env::var_os("VAKT_LOADGEN_DEBUG").is_some() {
         eprintln!("agent {index}: stream ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Acknowledged;
+
+    fn ack(unanswered: &[(u64, Option<&str>)]) -> Acknowledged {
+        Acknowledged {
+            sequence: 27,
+            software: Some("a".into()),
+            unanswered: unanswered
+                .iter()
+                .map(|(s, h)| (*s, h.map(str::to_string)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_store_must_hold_what_it_acknowledged() {
+        assert!(ack(&[]).kept_by(27, Some("a")));
+        assert!(!ack(&[]).kept_by(27, Some("b")), "other content");
+        assert!(!ack(&[]).kept_by(26, Some("a")), "an older report");
+        assert!(!ack(&[]).kept_by(27, None), "no software");
+    }
+
+    #[test]
+    fn a_store_ahead_must_hold_an_unanswered_report_of_that_sequence() {
+        // Report 28 was stored, and the server died before answering (seen in CI).
+        assert!(ack(&[(28, Some("b"))]).kept_by(28, Some("b")));
+        // A retry reused the sequence with newer content; either attempt may be the one kept.
+        assert!(ack(&[(28, Some("b")), (28, Some("c"))]).kept_by(28, Some("b")));
+        // An unanswered check-in carried no software: the acknowledged software stands.
+        assert!(ack(&[(28, None)]).kept_by(28, Some("a")));
+        assert!(!ack(&[(28, None)]).kept_by(28, Some("b")));
+        // Ahead with content the agent never sent, or a sequence it never used.
+        assert!(!ack(&[(28, Some("b"))]).kept_by(28, Some("x")));
+        assert!(!ack(&[(28, Some("b"))]).kept_by(29, Some("b")));
+        assert!(!ack(&[]).kept_by(28, Some("a")));
+    }
+
+    #[test]
+    fn without_acknowledged_software_only_the_sequence_counts() {
+        let a = Acknowledged {
+            sequence: 5,
+            software: None,
+            unanswered: vec![],
+        };
+        assert!(a.kept_by(5, None) && a.kept_by(6, Some("z")));
+        assert!(!a.kept_by(4, None));
     }
 }
