@@ -137,7 +137,7 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
         let msg = pb::ServerMessage {
             msg: Some(pb::server_message::Msg::Command(sign(state, &c, now))),
         };
-        if conn.tx.send(Ok(msg)).await.is_err() {
+        if conn.tx.send(msg).await.is_err() {
             break;
         }
         pushed += 1;

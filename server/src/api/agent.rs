@@ -286,7 +286,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let rec = self.device(&req)?;
         let device_id = rec.device.map(|d| d.id).unwrap_or_default();
-        let mut inbound = req.into_inner();
+        let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut map) = self.state.connected.lock() {
@@ -299,75 +299,84 @@ impl AgentService for AgentApi {
                 },
             );
         }
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            let welcome = pb::ServerMessage {
-                msg: Some(pb::server_message::Msg::Welcome(pb::Welcome {
-                    device_id: device_id.clone(),
-                    server_time_ms: now_ms(),
-                    heartbeat_interval_s: state.heartbeat_interval_s,
-                })),
-            };
-            let _ = tx.send(Ok(welcome)).await;
-            touch(&state, &device_id);
-            // Everything queued while the device was away goes out now.
-            if let Err(e) = crate::commands::deliver(&state, &device_id).await {
-                tracing::error!(device = %device_id, "could not deliver queued commands: {e}");
+        tokio::spawn(session(self.state.clone(), device_id, epoch, inbound, tx));
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(out) as ServerStream))
+    }
+}
+
+/// One device's Connect stream, from the Welcome until the agent goes away. A server holds
+/// one of these per connected laptop, parked on the next message nearly all the time, so its
+/// resting size is memory per held agent: the rare, large steps (delivering queued commands,
+/// recording a result) are boxed, so their state is allocated only while they run.
+async fn session(
+    state: State,
+    device_id: String,
+    epoch: u64,
+    mut inbound: Streaming<pb::AgentMessage>,
+    tx: mpsc::Sender<pb::ServerMessage>,
+) {
+    let welcome = pb::ServerMessage {
+        msg: Some(pb::server_message::Msg::Welcome(pb::Welcome {
+            device_id: device_id.clone(),
+            server_time_ms: now_ms(),
+            heartbeat_interval_s: state.heartbeat_interval_s,
+        })),
+    };
+    let _ = tx.send(welcome).await;
+    touch(&state, &device_id);
+    // Everything queued while the device was away goes out now.
+    if let Err(e) = Box::pin(crate::commands::deliver(&state, &device_id)).await {
+        tracing::error!(device = %device_id, "could not deliver queued commands: {e}");
+    }
+    while let Some(msg) = inbound.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(device = %device_id, "stream ended: {e}");
+                break;
             }
-            while let Some(msg) = inbound.next().await {
-                let msg = match msg {
-                    Ok(m) => m,
+        };
+        touch(&state, &device_id);
+        let reply = match msg.msg {
+            Some(pb::agent_message::Msg::Heartbeat(_)) => {
+                Some(pb::server_message::Msg::HeartbeatAck(pb::HeartbeatAck {
+                    server_time_ms: now_ms(),
+                }))
+            }
+            Some(pb::agent_message::Msg::Hello(h)) => {
+                tracing::debug!(device = %device_id, version = %h.agent_version, "hello");
+                None
+            }
+            Some(pb::agent_message::Msg::Result(r)) => {
+                // Acknowledge only once the result is durable; on a store error the agent
+                // keeps the result and sends it again on its next stream.
+                match Box::pin(crate::commands::record_result(&state, &device_id, &r)).await {
+                    Ok(_) => Some(pb::server_message::Msg::ResultAck(pb::ResultAck {
+                        command_id: r.command_id.clone(),
+                        outcome: r.outcome,
+                    })),
                     Err(e) => {
-                        tracing::debug!(device = %device_id, "stream ended: {e}");
-                        break;
+                        tracing::error!(device = %device_id, command = %r.command_id, "could not record result: {e}");
+                        None
                     }
-                };
-                touch(&state, &device_id);
-                match msg.msg {
-                    Some(pb::agent_message::Msg::Heartbeat(_)) => {
-                        let ack = pb::ServerMessage {
-                            msg: Some(pb::server_message::Msg::HeartbeatAck(pb::HeartbeatAck {
-                                server_time_ms: now_ms(),
-                            })),
-                        };
-                        if tx.send(Ok(ack)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(pb::agent_message::Msg::Hello(h)) => {
-                        tracing::debug!(device = %device_id, version = %h.agent_version, "hello");
-                    }
-                    Some(pb::agent_message::Msg::Result(r)) => {
-                        // Acknowledge only once the result is durable; on a store error the
-                        // agent keeps the result and sends it again on its next stream.
-                        match crate::commands::record_result(&state, &device_id, &r).await {
-                            Ok(_) => {
-                                let ack = pb::ServerMessage {
-                                    msg: Some(pb::server_message::Msg::ResultAck(pb::ResultAck {
-                                        command_id: r.command_id.clone(),
-                                        outcome: r.outcome,
-                                    })),
-                                };
-                                if tx.send(Ok(ack)).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(device = %device_id, command = %r.command_id, "could not record result: {e}");
-                            }
-                        }
-                    }
-                    None => {}
                 }
             }
-            if let Ok(mut map) = state.connected.lock()
-                && map.get(&device_id).is_some_and(|c| c.epoch == epoch)
-            {
-                map.remove(&device_id);
-            }
-        });
-        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(out) as ServerStream))
+            None => None,
+        };
+        if let Some(reply) = reply
+            && tx
+                .send(pb::ServerMessage { msg: Some(reply) })
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    if let Ok(mut map) = state.connected.lock()
+        && map.get(&device_id).is_some_and(|c| c.epoch == epoch)
+    {
+        map.remove(&device_id);
     }
 }
 

@@ -46,11 +46,12 @@ pub struct State {
 pub const REPORT_SLOTS: usize = 256;
 
 /// One open Connect stream. `epoch` tells a stream apart from the one that replaced it, so a
-/// closing old stream does not unregister its successor.
+/// closing old stream does not unregister its successor. The channel carries bare messages:
+/// the server never ends a stream with an error, it just drops the sender.
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub epoch: u64,
-    pub tx: mpsc::Sender<Result<pb::ServerMessage, tonic::Status>>,
+    pub tx: mpsc::Sender<pb::ServerMessage>,
 }
 
 impl State {
