@@ -24,12 +24,14 @@ use crate::collect::software::files;
 use crate::collect::users::local_users;
 use crate::collect::{Collected, Root};
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Component, Path};
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
 const DPKG_INFO: &str = "/var/lib/dpkg/info";
 const LIST_CAP: u64 = 64 << 20;
+/// Read buffer for a dpkg list, which is streamed, never held whole.
+const LIST_BUFFER: usize = 64 << 10;
 /// Files examined per /opt application directory: enough to find its executables, bounded so
 /// a huge tree (a JDK, an IDE) costs milliseconds.
 const OPT_WALK_CAP: usize = 4000;
@@ -130,13 +132,33 @@ impl Ownership {
     /// every package lists and says nothing.
     pub fn add_dpkg_list(&mut self, text: &str) {
         for line in text.lines() {
-            let p = line.trim_end_matches('\r');
-            if !p.starts_with('/') || p == "/." {
-                continue;
+            self.add_dpkg_line(line);
+        }
+    }
+
+    /// [`Ownership::add_dpkg_list`] line by line from a reader, so a large list costs one
+    /// line of memory rather than the whole file (one package's list can run to megabytes,
+    /// and an agent's heap keeps its high-water mark). Bytes that are not UTF-8 are replaced,
+    /// as when the list is read whole.
+    pub fn add_dpkg_list_from(&mut self, mut reader: impl BufRead) -> std::io::Result<()> {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
             }
-            if self.only.as_ref().is_none_or(|only| only.contains(p)) {
-                self.paths.insert(p.to_string());
-            }
+            let text = String::from_utf8_lossy(&line);
+            self.add_dpkg_line(text.trim_end_matches('\n'));
+        }
+    }
+
+    fn add_dpkg_line(&mut self, line: &str) {
+        let p = line.trim_end_matches('\r');
+        if !p.starts_with('/') || p == "/." {
+            return;
+        }
+        if self.only.as_ref().is_none_or(|only| only.contains(p)) {
+            self.paths.insert(p.to_string());
         }
     }
 
@@ -532,11 +554,32 @@ fn load_dpkg_ownership(root: &Root, owners: &mut Ownership, out: &mut Collected<
         if !name.ends_with(".list") {
             continue;
         }
-        match files::read_capped(&path, LIST_CAP) {
-            Ok(b) => owners.add_dpkg_list(&String::from_utf8_lossy(&b)),
-            Err(e) => out.error(SectionKind::Software, format!("{DPKG_INFO}/{name}"), e),
+        if let Err(e) = read_dpkg_list(&path, owners) {
+            out.error(SectionKind::Software, format!("{DPKG_INFO}/{name}"), e);
         }
     }
+}
+
+/// Streams one dpkg list into `owners`. A list over [`LIST_CAP`] is refused before any of it
+/// counts (its size is checked first); one that grows past the cap while it is read is an
+/// error too, with the lines read so far kept, as they are paths dpkg did install.
+fn read_dpkg_list(path: &Path, owners: &mut Ownership) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {LIST_CAP}-byte limit"),
+        )
+    };
+    if file.metadata()?.len() > LIST_CAP {
+        return Err(too_large());
+    }
+    let mut capped = file.take(LIST_CAP + 1);
+    owners.add_dpkg_list_from(std::io::BufReader::with_capacity(LIST_BUFFER, &mut capped))?;
+    if capped.limit() == 0 {
+        return Err(too_large());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -590,6 +633,44 @@ mod tests {
         assert!(o.owns("/opt/zoom"));
         // Not asked about, so not kept.
         assert!(!o.owns("/usr/bin/cat"));
+    }
+
+    #[test]
+    fn a_streamed_list_owns_what_the_whole_list_owns() {
+        let list = b"/.\r\n/opt/zoom\r\n/usr/bin/caf\xe9\n/bin/ls\n\nnot-a-path\n/sbin/last";
+        let mut whole = Ownership::default();
+        whole.add_dpkg_list(&String::from_utf8_lossy(list));
+        let mut streamed = Ownership::default();
+        // A tiny buffer, so lines span refills.
+        streamed
+            .add_dpkg_list_from(std::io::BufReader::with_capacity(3, &list[..]))
+            .unwrap();
+        assert_eq!(streamed.paths, whole.paths);
+        for p in [
+            "/opt/zoom",
+            "/usr/bin/caf\u{fffd}",
+            "/usr/bin/ls",
+            "/sbin/last",
+        ] {
+            assert!(streamed.owns(p), "{p}");
+        }
+        assert!(!streamed.owns("/") && !streamed.owns("not-a-path"));
+    }
+
+    #[test]
+    fn a_list_over_the_cap_is_refused_before_it_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.list");
+        let f = std::fs::File::create(&path).unwrap();
+        // Sparse: the size says too large without writing 64 MiB.
+        f.set_len(LIST_CAP + 1).unwrap();
+        let mut o = Ownership::default();
+        let e = read_dpkg_list(&path, &mut o).unwrap_err();
+        assert!(e.to_string().contains("limit"), "{e}");
+        assert!(o.is_empty());
+        std::fs::write(&path, "/opt/zoom\n").unwrap();
+        read_dpkg_list(&path, &mut o).unwrap();
+        assert!(o.owns("/opt/zoom"));
     }
 
     #[test]
