@@ -15,6 +15,9 @@ pub enum LinkError {
     BadUrl(String),
     #[error("cannot reach the server at {server}: {message}")]
     Unreachable { server: String, message: String },
+    /// A call on a channel already made failed for the connection (the server went away).
+    #[error("the server did not answer: {0}")]
+    Unavailable(String),
     #[error("the server refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -41,7 +44,10 @@ impl LinkError {
     /// Errors that waiting and trying again can fix (the server down, the network away), as
     /// opposed to ones that need a person (a bad token, a bad config).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Rpc(_))
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::Unavailable(_) | Self::Rpc(_)
+        )
     }
 }
 
@@ -66,10 +72,7 @@ fn status_error(s: tonic::Status) -> LinkError {
         Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
             LinkError::Refused(s.message().to_string())
         }
-        Code::Unavailable => LinkError::Unreachable {
-            server: String::new(),
-            message: s.message().to_string(),
-        },
+        Code::Unavailable => LinkError::Unavailable(s.message().to_string()),
         _ => LinkError::Rpc(format!("{:?}: {}", s.code(), s.message())),
     }
 }
