@@ -101,16 +101,30 @@ impl AdminApi {
         })
     }
 
-    async fn audit(
+    /// Appends an entry to the audit log for `actor`; the action is acknowledged only once it
+    /// is durable.
+    pub(crate) async fn audit(
         &self,
         actor: &Actor,
         action: &str,
         target: &str,
         detail: &str,
     ) -> Result<(), Status> {
+        self.audit_as(&actor.audit_name(), action, target, detail)
+            .await
+    }
+
+    /// [`AdminApi::audit`] for an actor known only by its audit name (a console session).
+    pub(crate) async fn audit_as(
+        &self,
+        audit_name: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), Status> {
         self.state
             .store
-            .audit(&actor.audit_name(), action, target, detail, now_ms())
+            .audit(audit_name, action, target, detail, now_ms())
             .await
             .map(|_| ())
             .map_err(internal)

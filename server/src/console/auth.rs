@@ -173,11 +173,27 @@ pub async fn login(
     req.metadata_mut().insert("authorization", header);
     match console.api().authorize(&req, pb::Role::Viewer) {
         Ok(actor) => {
+            // A console session is an admin's way in, so it is in the audit log like the
+            // rest; no entry, no session. Refused logins are only logged: an unauthenticated
+            // form must not be able to fill the durable log.
+            if let Err(status) = console.api().audit(&actor, "console.login", "", "").await {
+                tracing::error!("console: login not recorded: {}", status.message());
+                return fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    s.lang
+                        .t(
+                            "Inloggningen kunde inte loggas. Försök igen om en stund.",
+                            "The login could not be recorded. Try again in a moment.",
+                        )
+                        .into(),
+                );
+            }
             tracing::info!("console: {} logged in", actor.audit_name());
             let new_sid = console.sessions().login(
                 &sid,
                 User {
                     token: token.to_string(),
+                    audit_name: actor.audit_name(),
                     name: actor.name,
                     role: actor.role,
                 },
@@ -202,6 +218,20 @@ pub async fn login(
 
 pub async fn logout(Post(a, NoFields {}): Post<NoFields>) -> Response {
     a.console.sessions().remove(&a.sid);
+    // The session is gone either way; a failed entry is only logged, since refusing to log
+    // out would keep a session open that its admin asked to close.
+    if let Err(s) = a
+        .console
+        .api()
+        .audit_as(&a.user.audit_name, "console.logout", "", "")
+        .await
+    {
+        tracing::error!(
+            "console: logout of {} not recorded: {}",
+            a.user.name,
+            s.message()
+        );
+    }
     tracing::info!("console: {} logged out", a.user.name);
     (
         [(

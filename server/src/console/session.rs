@@ -28,6 +28,8 @@ pub struct User {
     pub token: String,
     pub name: String,
     pub role: pb::Role,
+    /// How the audit log names this admin (the token's name and id), for the logout entry.
+    pub audit_name: String,
 }
 
 /// A notice shown once on the next page (after a form did what it was asked).
@@ -217,6 +219,7 @@ mod tests {
             token: "vakt_a_x".into(),
             name: "it".into(),
             role: pb::Role::Admin,
+            audit_name: "token:it:x".into(),
         }
     }
 

@@ -333,6 +333,16 @@ async fn login_checks_csrf_and_token_and_rotates_the_session() {
         .await;
     assert_eq!(r.status, 401);
     assert!(r.body.contains("is not valid on this server"), "{}", r.body);
+    let audited = |f: &Fixture| -> Vec<(String, String)> {
+        let log = f.state.store.audit_log().unwrap();
+        log.into_iter().map(|e| (e.action, e.actor)).collect()
+    };
+    // Refused logins are not in the durable log (an anonymous form must not fill it).
+    assert!(
+        !audited(&f).iter().any(|(a, _)| a.starts_with("console.")),
+        "{:?}",
+        audited(&f)
+    );
 
     let r = c
         .post(
@@ -341,6 +351,9 @@ async fn login_checks_csrf_and_token_and_rotates_the_session() {
         )
         .await;
     assert_eq!(r.status, 303);
+    let (action, actor) = audited(&f).pop().unwrap();
+    assert_eq!(action, "console.login");
+    assert!(actor.starts_with("token:initial-admin:"), "{actor}");
     assert_eq!(r.header("location"), Some("/audit"));
     let session = c.cookie.clone().unwrap();
     assert_ne!(session, anonymous, "a new session id at login");
@@ -499,6 +512,13 @@ async fn logout_ends_the_session_on_the_server() {
     let kept = c.cookie.clone();
     let csrf = c.csrf().await;
     c.post("/logout", &[("csrf", &csrf)]).await;
+    let log = f.state.store.audit_log().unwrap();
+    let actions: Vec<_> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions[actions.len() - 2..],
+        ["console.login", "console.logout"]
+    );
+    assert_eq!(log[log.len() - 1].actor, log[log.len() - 2].actor);
     // Even a copy of the old cookie no longer opens anything.
     c.cookie = kept;
     assert_eq!(c.get("/").await.status, 303);
