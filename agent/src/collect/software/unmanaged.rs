@@ -104,7 +104,7 @@ fn elf_arch(head: &[u8]) -> &'static str {
 }
 
 /// Paths some package manager installed.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ownership {
     paths: HashSet<String>,
     /// When set, only these paths (and their merged-/usr aliases) are kept from the lists: a
