@@ -134,9 +134,9 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
         .collect();
     let mut pushed = 0;
     for c in due {
-        let msg = pb::ServerMessage {
+        let msg = Box::new(pb::ServerMessage {
             msg: Some(pb::server_message::Msg::Command(sign(state, &c, now))),
-        };
+        });
         if conn.tx.send(msg).await.is_err() {
             break;
         }

@@ -300,7 +300,7 @@ impl AgentService for AgentApi {
             );
         }
         tokio::spawn(session(self.state.clone(), device_id, epoch, inbound, tx));
-        let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(|m| Ok(*m));
         Ok(Response::new(Box::pin(out) as ServerStream))
     }
 }
@@ -314,15 +314,15 @@ async fn session(
     device_id: String,
     epoch: u64,
     mut inbound: Streaming<pb::AgentMessage>,
-    tx: mpsc::Sender<pb::ServerMessage>,
+    tx: mpsc::Sender<Box<pb::ServerMessage>>,
 ) {
-    let welcome = pb::ServerMessage {
+    let welcome = Box::new(pb::ServerMessage {
         msg: Some(pb::server_message::Msg::Welcome(pb::Welcome {
             device_id: device_id.clone(),
             server_time_ms: now_ms(),
             heartbeat_interval_s: state.heartbeat_interval_s,
         })),
-    };
+    });
     let _ = tx.send(welcome).await;
     touch(&state, &device_id);
     // Everything queued while the device was away goes out now.
@@ -366,7 +366,7 @@ async fn session(
         };
         if let Some(reply) = reply
             && tx
-                .send(pb::ServerMessage { msg: Some(reply) })
+                .send(Box::new(pb::ServerMessage { msg: Some(reply) }))
                 .await
                 .is_err()
         {
