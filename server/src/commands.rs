@@ -128,9 +128,9 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
     let now = now_ms();
     let due: Vec<_> = state
         .store
-        .commands()?
+        .open_commands_of(device_id)?
         .into_iter()
-        .filter(|c| c.device_id == device_id && deliverable(c, now))
+        .filter(|c| deliverable(c, now))
         .collect();
     let mut pushed = 0;
     for c in due {
@@ -230,7 +230,7 @@ pub async fn record_result(
 /// Marks commands whose queue time ran out as expired. Returns their ids.
 pub async fn expire_due(state: &State, now_ms: i64) -> Result<Vec<String>, StoreError> {
     let mut expired = Vec::new();
-    for c in state.store.commands()? {
+    for c in state.store.open_commands()? {
         let waiting = matches!(
             pb::CommandState::try_from(c.state),
             Ok(pb::CommandState::Pending | pb::CommandState::AwaitingApproval)

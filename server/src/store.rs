@@ -10,11 +10,16 @@
 //! - `certs`: sha-256 of a valid client certificate → device id
 //! - `sections`: device id, 0, section kind → `Section` (the latest of each kind)
 //! - `enroll_tokens` / `admin_tokens`: sha-256 of the token → its record
+//! - `commands`: command id (time-ordered) → `CommandInfo`; the open ones (awaiting approval,
+//!   pending, delivered) are also indexed by device in memory ([`OpenCommands`]), derived
+//!   from this tree at open, so a Connect and the expiry timer never decode the history
 
 use prost::Message;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use vakt_proto::pb;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,7 @@ pub struct Store {
     admin_tokens: sled::Tree,
     audit: sled::Tree,
     commands: sled::Tree,
+    open_commands: Arc<Mutex<OpenCommands>>,
     losses: sled::Tree,
     /// Policy-domain records (findings, people, trips, exemptions, policy versions, outbox)
     /// are the policy engine's serde types stored as JSON; see ARCHITECTURE.md.
@@ -116,6 +122,53 @@ fn decode<M: Message + Default>(
         key: String::from_utf8_lossy(key).into_owned(),
         source,
     })
+}
+
+/// The ids of every open command (awaiting approval, pending or delivered), by device, oldest
+/// first. Derived data: rebuilt from the `commands` tree when the store opens, and changed
+/// only under its mutex together with the write it mirrors, so it follows the order of the
+/// writes to the tree. Without it every Connect decoded every command ever queued to find
+/// the device's few open ones, and a restart's 10,000 reconnects did that 10,000 times.
+#[derive(Debug, Default)]
+pub struct OpenCommands(BTreeMap<String, BTreeSet<String>>);
+
+impl OpenCommands {
+    /// Whether a command in `state` can still be delivered, approved or expire.
+    pub fn is_open(state: i32) -> bool {
+        use pb::CommandState as S;
+        matches!(
+            S::try_from(state),
+            Ok(S::AwaitingApproval | S::Pending | S::Delivered)
+        )
+    }
+
+    /// Follows one write of `c`.
+    fn record(&mut self, c: &pb::CommandInfo) {
+        if Self::is_open(c.state) {
+            self.0
+                .entry(c.device_id.clone())
+                .or_default()
+                .insert(c.id.clone());
+        } else if let Some(ids) = self.0.get_mut(&c.device_id) {
+            ids.remove(&c.id);
+            if ids.is_empty() {
+                self.0.remove(&c.device_id);
+            }
+        }
+    }
+
+    fn of(&self, device_id: &str) -> Vec<String> {
+        self.0
+            .get(device_id)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn all(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.0.values().flatten().cloned().collect();
+        ids.sort();
+        ids
+    }
 }
 
 fn section_key(device_id: &str, kind: i32) -> Vec<u8> {
@@ -169,6 +222,12 @@ impl Store {
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(Some(500))
             .open()?;
+        let commands = db.open_tree("commands")?;
+        let mut open_commands = OpenCommands::default();
+        for kv in commands.iter() {
+            let (k, v) = kv?;
+            open_commands.record(&decode::<pb::CommandInfo>("commands", &k, &v)?);
+        }
         Ok(Self {
             devices: db.open_tree("devices")?,
             hardware: db.open_tree("hardware")?,
@@ -177,7 +236,8 @@ impl Store {
             enroll_tokens: db.open_tree("enroll_tokens")?,
             admin_tokens: db.open_tree("admin_tokens")?,
             audit: db.open_tree("audit")?,
-            commands: db.open_tree("commands")?,
+            commands,
+            open_commands: Arc::new(Mutex::new(open_commands)),
             losses: db.open_tree("losses")?,
             findings: db.open_tree("findings")?,
             people: db.open_tree("people")?,
@@ -639,9 +699,41 @@ impl Store {
             .collect()
     }
 
+    /// The open commands (awaiting approval, pending, delivered) of one device, oldest first.
+    pub fn open_commands_of(&self, device_id: &str) -> Result<Vec<pb::CommandInfo>, StoreError> {
+        let ids = self.open_index().of(device_id);
+        self.commands_by_id(&ids)
+    }
+
+    /// Every open command of every device, oldest first.
+    pub fn open_commands(&self) -> Result<Vec<pb::CommandInfo>, StoreError> {
+        let ids = self.open_index().all();
+        self.commands_by_id(&ids)
+    }
+
+    fn commands_by_id(&self, ids: &[String]) -> Result<Vec<pb::CommandInfo>, StoreError> {
+        // An id whose record is gone is skipped: commands are never deleted, but the index
+        // must not turn a store oddity into an error on every Connect.
+        ids.iter()
+            .filter_map(|id| self.command(id).transpose())
+            .collect()
+    }
+
+    /// The index's lock. A panic while holding it cannot leave it half-changed (each change
+    /// is one map operation after the tree's), so a poisoned lock is still usable.
+    fn open_index(&self) -> std::sync::MutexGuard<'_, OpenCommands> {
+        self.open_commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Writes a command and flushes.
     pub async fn put_command(&self, c: &pb::CommandInfo) -> Result<(), StoreError> {
-        self.commands.insert(c.id.as_bytes(), c.encode_to_vec())?;
+        {
+            let mut open = self.open_index();
+            self.commands.insert(c.id.as_bytes(), c.encode_to_vec())?;
+            open.record(c);
+        }
         self.flush().await
     }
 
@@ -685,6 +777,18 @@ impl Store {
         commands: &[pb::CommandInfo],
         device_state: Option<pb::DeviceState>,
     ) -> Result<(), StoreError> {
+        self.write_loss(case, commands, device_state)?;
+        self.flush().await
+    }
+
+    /// `save_loss` up to the flush, holding the open-command index's lock (not across an await).
+    fn write_loss(
+        &self,
+        case: &pb::LossCase,
+        commands: &[pb::CommandInfo],
+        device_state: Option<pb::DeviceState>,
+    ) -> Result<(), StoreError> {
+        let mut open = self.open_index();
         let result = (&self.losses, &self.commands, &self.devices).transaction(|(l, c, d)| {
             l.insert(case.id.as_bytes(), case.encode_to_vec())?;
             for cmd in commands {
@@ -703,11 +807,13 @@ impl Store {
             Ok(())
         });
         match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            Ok(()) => {
+                commands.iter().for_each(|c| open.record(c));
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
         }
-        self.flush().await
     }
 }
 
@@ -914,20 +1020,7 @@ mod tests {
                 t.await.unwrap();
             }
         }
-        // sled writes its log buffers on short-lived threads of its own, which may still hold
-        // the file for a moment after the last handle is dropped; a new process (a restart)
-        // never meets them, a reopen in the same process can. Wait for them, briefly.
-        let mut tries = 0;
-        let s = loop {
-            match Store::open(dir.path()) {
-                Ok(s) => break s,
-                Err(e) if tries < 50 && e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        };
+        let s = reopen(dir.path()).await;
         for i in 0..200u32 {
             let h = crate::token::hash(&format!("t{i}"));
             assert!(
@@ -1047,5 +1140,86 @@ mod tests {
         assert_eq!((d.last_report_ms, d.agent_version.as_str()), (8, "t2"));
         assert_eq!(d.last_seen_ms, 9);
         assert!(s.store_report("nobody", 1, &[], &[], 1, "").await.is_err());
+    }
+
+    /// Opens the store again in the same process, as a restart would.
+    async fn reopen(dir: &Path) -> Store {
+        // sled writes its log buffers on short-lived threads of its own, which may still hold
+        // the file for a moment after the last handle is dropped; a new process (a restart)
+        // never meets them, a reopen in the same process can. Wait for them, briefly.
+        let mut tries = 0;
+        loop {
+            match Store::open(dir) {
+                Ok(s) => return s,
+                Err(e) if tries < 50 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
+    fn command(id: &str, device: &str, state: pb::CommandState) -> pb::CommandInfo {
+        pb::CommandInfo {
+            id: id.into(),
+            device_id: device.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    fn ids(cs: Vec<pb::CommandInfo>) -> Vec<String> {
+        cs.into_iter().map(|c| c.id).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_commands_follow_every_write_and_survive_a_restart() {
+        use pb::CommandState as S;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_command(&command("c2", "d1", S::Pending))
+                .await
+                .unwrap();
+            s.put_command(&command("c1", "d1", S::Delivered))
+                .await
+                .unwrap();
+            s.put_command(&command("c3", "d2", S::AwaitingApproval))
+                .await
+                .unwrap();
+            s.put_command(&command("c4", "d1", S::Succeeded))
+                .await
+                .unwrap();
+            // A loss case's commands come in through the transaction.
+            let case = pb::LossCase {
+                id: "l1".into(),
+                device_id: "d3".into(),
+                ..Default::default()
+            };
+            s.save_loss(&case, &[command("c5", "d3", S::Pending)], None)
+                .await
+                .unwrap();
+            assert_eq!(ids(s.open_commands_of("d1").unwrap()), ["c1", "c2"]);
+            assert_eq!(ids(s.open_commands_of("d3").unwrap()), ["c5"]);
+            assert!(s.open_commands_of("nobody").unwrap().is_empty());
+            // Finishing a command closes it; reopening one (an approval) opens it again.
+            s.update_command("c1", |c| c.state = S::Failed as i32)
+                .await
+                .unwrap();
+            s.update_command("c3", |c| c.state = S::Pending as i32)
+                .await
+                .unwrap();
+            s.update_command("c5", |c| c.state = S::Expired as i32)
+                .await
+                .unwrap();
+            assert_eq!(ids(s.open_commands_of("d1").unwrap()), ["c2"]);
+            assert_eq!(ids(s.open_commands().unwrap()), ["c2", "c3"]);
+            assert_eq!(s.commands().unwrap().len(), 5, "the history stays");
+        }
+        // Rebuilt from the tree at open: the same answer after a restart.
+        let s = reopen(dir.path()).await;
+        assert_eq!(ids(s.open_commands().unwrap()), ["c2", "c3"]);
+        assert_eq!(ids(s.open_commands_of("d2").unwrap()), ["c3"]);
     }
 }
