@@ -25,5 +25,6 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod timefmt;
+pub mod tls;
 pub mod token;
 pub mod webhook;

@@ -10,7 +10,7 @@ use crate::store::{Store, StoreError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminServiceServer;
 use vakt_proto::pb::agent_service_server::AgentServiceServer;
@@ -36,6 +36,10 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    #[error("the gRPC listener: {0}")]
+    Listener(std::io::Error),
+    #[error("gRPC TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Opens the data directory: takes the store lock first (so a second server fails before it
@@ -76,27 +80,15 @@ pub async fn prepare(
     Ok(State::new(store, pki, notify)?)
 }
 
-/// The TLS set-up: the server's certificate, client certificates from `ca_pem` optional at
-/// the TLS layer (admin calls and enrollment come without one; the agent API checks them per
-/// call), and a handshake that has not finished in 10 s is dropped, so a client that connects
-/// and says nothing holds no more than its socket.
-pub fn tls_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> ServerTlsConfig {
-    ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(ca_pem))
-        .client_auth_optional(true)
-        .timeout(std::time::Duration::from_secs(10))
-}
-
-/// The transport settings of every connection: TLS, no Nagle delay, HTTP/2 keep-alive pings
-/// that find dead peers. The fleet simulator's bare baseline serves through this same
-/// builder, so the two are compared on equal terms.
-pub fn transport(tls: ServerTlsConfig) -> Result<Server, ServerError> {
-    Ok(Server::builder()
-        .tls_config(tls)?
+/// The transport settings of every connection: no Nagle delay, HTTP/2 keep-alive pings that
+/// find dead peers. TLS comes before it, from [`crate::tls::TlsListener`] with
+/// [`crate::tls::grpc_config`] (see [`run`]). The fleet simulator's bare baseline serves
+/// through this same builder and listener, so the two are compared on equal terms.
+pub fn transport() -> Server {
+    Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20))))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
 }
 
 /// Serves the agent and admin APIs (plus gRPC health and reflection) over TLS on `listener`
@@ -107,11 +99,15 @@ pub async fn run(
     state: State,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let tls = tls_config(
+    let tls = crate::tls::grpc_config(
         &state.pki.server_cert_pem,
         &state.pki.server_key_pem,
         state.pki.ca_pem(),
-    );
+    )?;
+    // TLS handshakes happen in the listener, bounded (see `tls`), before tonic sees a
+    // connection; tonic reads the client certificate from the finished stream as before.
+    let incoming =
+        crate::tls::TlsListener::new(listener, tls, "gRPC").map_err(ServerError::Listener)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
@@ -144,15 +140,12 @@ pub async fn run(
         }
     });
     let sender = tokio::spawn(crate::notify::run_sender(state.clone()));
-    let served = transport(tls)?
+    let served = transport()
         .add_service(agent)
         .add_service(admin)
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     expiry.abort();
     sender.abort();

@@ -1,25 +1,45 @@
-//! HTTPS for the console with the server's own certificate (TLS 1.3, rustls with ring, as the
-//! gRPC port).
+//! TLS for both of the server's ports, with its own certificate (rustls with ring): the gRPC
+//! port (agents with their client certificates, enrollment and `vakt` without) and the
+//! console.
 //!
-//! [`TlsListener`] hands axum connections whose handshake already finished. Handshakes run in
-//! tasks of their own, each with a deadline and at most [`MAX_HANDSHAKES`] at once, so a client
-//! that connects and says nothing holds up neither the accept loop nor anyone else.
+//! [`TlsListener`] hands out connections whose handshake already finished. Each handshake runs
+//! in a task of its own with a deadline, so a client that connects and says nothing holds up
+//! neither the accept loop nor anyone else. Waiting for a client's first message costs
+//! nothing, so any number may wait; the work after it (key exchange, signing, checking the
+//! client's certificate) runs for at most [`MAX_HANDSHAKES`] connections at once, the rest
+//! queue for a place in arrival order, and a client too slow to finish within [`PLACE_HELD`]
+//! gives its place up and finishes outside the bound.
+//!
+//! Why bound the work: after a restart the whole fleet dials within the same second. Started
+//! all at once (as tonic's own acceptor does), ten thousand handshakes share two cores and
+//! each finishes only about when all of them do, so most outlast the agents' 10 s connect
+//! timeout, their work is thrown away, and those agents back off for longer each time.
+//! Bounded, handshakes finish at the rate the cores allow, first come first served, and a
+//! connection that has waited past the deadline is dropped before any work is spent on it.
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// A client gets this long to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; the accept loop waits past this.
-const MAX_HANDSHAKES: usize = 256;
+/// A client gets this long from its connection to a finished handshake (the agents give up
+/// after 10 s too).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes past their first message, at once. Enough to keep both cores busy while
+/// clients on slow networks answer; more only makes every handshake slower.
+pub const MAX_HANDSHAKES: usize = 128;
+/// A handshake keeps its place among the [`MAX_HANDSHAKES`] this long at most. One on a
+/// healthy link needs a few milliseconds; a client slower than this (a bad network, or one
+/// that sends its first message and stalls on purpose) finishes without a place, so stalled
+/// clients can delay the queue by this much, never block it.
+pub const PLACE_HELD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -27,25 +47,65 @@ pub enum TlsError {
     Pem(#[from] rustls::pki_types::pem::Error),
     #[error("the server certificate PEM holds no certificate")]
     NoCertificate,
+    #[error("the CA certificate PEM holds no certificate")]
+    NoCa,
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-/// The rustls configuration for the console: the server's certificate and key, TLS 1.3,
-/// HTTP/1.1.
-pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs =
-        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    Ok(CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>()?)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The console's configuration: the server's certificate and key, TLS 1.3, HTTP/1.1.
+pub fn console_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = certificates(cert_pem)?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate);
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The gRPC port's configuration: the server's certificate and key, HTTP/2, and client
+/// certificates checked against `ca_pem` but optional at this layer, because enrollment and
+/// admin calls come without one (the agent API refuses a call without a known certificate).
+pub fn grpc_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = certificates(cert_pem)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates(ca_pem)? {
+        roots.add(ca)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCa);
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -57,36 +117,36 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    /// Starts accepting on `listener`; `what` names the port in log lines.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        what: &'static str,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
-        let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let places = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let accept_loop = tokio::spawn(async move {
             loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!("console: accept failed: {e}");
+                        tracing::warn!("{what}: accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
+                let handshake = handshake(tcp, config.clone(), places.clone());
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!("console: TLS handshake with {peer}: {e}"),
-                        Err(_) => tracing::debug!("console: TLS handshake with {peer} timed out"),
+                        Ok(Err(e)) => tracing::debug!("{what}: TLS handshake with {peer}: {e}"),
+                        Err(_) => tracing::debug!("{what}: TLS handshake with {peer} timed out"),
                     }
                 });
             }
@@ -96,6 +156,51 @@ impl TlsListener {
             local,
             accept_loop,
         })
+    }
+
+    /// The next connection with a finished handshake. Never ends while the listener lives.
+    pub async fn accept(&mut self) -> (TlsStream<TcpStream>, SocketAddr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// One handshake: wait for the client's first message (free), then queue for a place and do
+/// the work, giving the place up after [`PLACE_HELD`].
+async fn handshake(
+    tcp: TcpStream,
+    config: Arc<ServerConfig>,
+    places: Arc<Semaphore>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let place = places
+        .acquire_owned()
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut accept = start.into_stream(config);
+    match tokio::time::timeout(PLACE_HELD, &mut accept).await {
+        Ok(done) => done,
+        Err(_) => {
+            drop(place);
+            accept.await
+        }
+    }
+}
+
+/// The connections as a stream, for tonic's `serve_with_incoming`. It never yields an error:
+/// a failed handshake is logged and dropped inside, so one bad client never ends the server's
+/// stream of connections.
+impl tokio_stream::Stream for TlsListener {
+    type Item = std::io::Result<TlsStream<TcpStream>>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|c| c.map(|(tls, _)| Ok(tls)))
     }
 }
 
@@ -110,11 +215,7 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept loop only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
+        TlsListener::accept(self).await
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -1,5 +1,6 @@
 //! Bad input against a real server: garbage and lying gRPC frames, a message over the 16 MiB
-//! limit, clients that connect and never finish the TLS handshake, an enrollment flood, and a
+//! limit, clients that connect and never finish the TLS handshake (silent, inside the
+//! ClientHello, and after it), an enrollment flood, and a
 //! client certificate of another CA. After each, a normal agent on a new connection of its own
 //! still gets its report acknowledged: the server keeps serving everyone else.
 
@@ -76,6 +77,27 @@ async fn raw_report(channel: tonic::transport::Channel, body: Bytes) -> tonic::C
             None => return tonic::Code::Ok,
         }
     }
+}
+
+/// A connection that sends a real ClientHello (rustls's first flight) and then says nothing.
+async fn stalled_after_hello(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let mut tls =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).unwrap();
+    assert!(hello.len() > 100, "a ClientHello of {} bytes", hello.len());
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    s
 }
 
 /// The agent everyone else stands for: a new connection, a report, a clean acknowledgement.
@@ -183,6 +205,17 @@ async fn the_server_keeps_serving_everyone_through_bad_input() {
         &fleet,
         &canary,
         "200 connections stalled in the TLS handshake",
+    )
+    .await;
+    // Clients that send a whole ClientHello and stall: each gets a place among the server's
+    // bounded handshakes (tls::MAX_HANDSHAKES, 128) and must give it up, not block the rest.
+    for _ in 0..200 {
+        silent.push(stalled_after_hello(&addr).await);
+    }
+    still_serving(
+        &fleet,
+        &canary,
+        "200 clients that stall after their ClientHello",
     )
     .await;
     // The TLS handshake timeout (10 s) closes them.

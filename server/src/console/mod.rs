@@ -24,12 +24,11 @@ mod overview;
 mod people;
 mod policy;
 mod session;
-mod tls;
 mod view;
 mod wipes;
 
+pub use crate::tls::TlsError;
 pub use i18n::Lang;
-pub use tls::TlsError;
 
 use crate::api::State;
 use crate::api::admin::AdminApi;
@@ -184,7 +183,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ConsoleError> {
     let tls_config = match transport {
-        Transport::Tls => Some(tls::server_config(
+        Transport::Tls => Some(crate::tls::console_config(
             &state.pki.server_cert_pem,
             &state.pki.server_key_pem,
         )?),
@@ -193,7 +192,7 @@ pub async fn serve(
     let app = router(Console::new(state, transport));
     match tls_config {
         Some(config) => {
-            let listener = tls::TlsListener::new(listener, config)?;
+            let listener = crate::tls::TlsListener::new(listener, config, "console")?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await?;

@@ -1,6 +1,6 @@
 //! The yardstick: a bare tonic service answering the agent's `Report` call without doing any
 //! work, served through the server's own transport builder and TLS set-up
-//! (`vakt_server::server::{transport, tls_config}`) with certificates from a PKI of the
+//! (`vakt_server::server::transport`, `vakt_server::tls::{grpc_config, TlsListener}`) with certificates from a PKI of the
 //! server's own kind, and its own two-worker runtime like the server's. The check-in rate is
 //! measured against it in the same run, on the same machine.
 
@@ -76,11 +76,9 @@ impl Baseline {
         let cert = pki
             .issue_device_cert(&csr, "baseline", time::OffsetDateTime::now_utc())
             .map_err(|e| LoadError::Other(format!("baseline client certificate: {e}")))?;
-        let tls = vakt_server::server::tls_config(
-            &pki.server_cert_pem,
-            &pki.server_key_pem,
-            pki.ca_pem(),
-        );
+        let tls =
+            vakt_server::tls::grpc_config(&pki.server_cert_pem, &pki.server_key_pem, pki.ca_pem())
+                .map_err(|e| LoadError::Other(format!("baseline TLS: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name("baseline")
@@ -94,23 +92,19 @@ impl Baseline {
         let addr = listener
             .local_addr()
             .map_err(|e| LoadError::Other(format!("baseline listen: {e}")))?;
-        let router = vakt_server::server::transport(tls)
-            .map_err(|e| LoadError::Other(format!("baseline transport: {e}")))?
-            .add_service(
-                AgentServiceServer::new(Echo)
-                    .max_decoding_message_size(vakt_server::server::MAX_MESSAGE_BYTES),
-            );
+        let router = vakt_server::server::transport().add_service(
+            AgentServiceServer::new(Echo)
+                .max_decoding_message_size(vakt_server::server::MAX_MESSAGE_BYTES),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let served = rt.block_on(async move {
                 let listener = TcpListener::from_std(listener)?;
+                let incoming = vakt_server::tls::TlsListener::new(listener, tls, "baseline")?;
                 router
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
-                        async {
-                            let _ = stopped.await;
-                        },
-                    )
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    })
                     .await
                     .map_err(std::io::Error::other)
             });
