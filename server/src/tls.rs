@@ -217,11 +217,37 @@ impl tokio_stream::Stream for TlsListener {
 /// 2,000 agents).
 pub struct BoxedTls(Box<TlsStream<TcpStream>>);
 
-impl tonic::transport::server::Connected for BoxedTls {
-    type ConnectInfo = <TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+/// Who is at the other end of a connection, taken once when it is handed to tonic: the
+/// address, and the sha-256 of the client certificate when one was presented (how the store
+/// knows a device). tonic puts a copy into every request's extensions; its own `TlsConnectInfo`
+/// held a copy of the whole certificate chain there for as long as the connection lived,
+/// about half a KiB per held agent, where the agent API only ever needs the hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: Option<SocketAddr>,
+    pub cert_sha256: Option<[u8; 32]>,
+}
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
+impl Peer {
+    /// The peer of the connection a request came on (`None` off such a connection, e.g. in a
+    /// test that calls a service directly).
+    pub fn of<T>(req: &tonic::Request<T>) -> Option<Peer> {
+        req.extensions().get::<Peer>().copied()
+    }
+}
+
+impl tonic::transport::server::Connected for BoxedTls {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        let (tcp, tls) = self.0.get_ref();
+        Peer {
+            addr: tcp.peer_addr().ok(),
+            cert_sha256: tls
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::pki::sha256(leaf.as_ref())),
+        }
     }
 }
 

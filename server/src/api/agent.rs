@@ -8,6 +8,7 @@
 use super::{Connection, State, internal};
 use crate::store::{EnrollError, EnrollRefusal};
 use crate::timefmt::now_ms;
+use crate::tls::Peer;
 use crate::token;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,17 +36,13 @@ impl AgentApi {
         Self { state }
     }
 
-    /// The device calling, from its client certificate.
+    /// The device calling, from its client certificate (its hash, taken at the handshake).
     fn device<T>(&self, req: &Request<T>) -> Result<pb::DeviceRecord, Status> {
-        let certs = req.peer_certs().ok_or_else(|| {
+        let sha = Peer::of(req).and_then(|p| p.cert_sha256).ok_or_else(|| {
             Status::unauthenticated(
                 "this call needs the device's client certificate (enroll first)",
             )
         })?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
-        let sha = crate::pki::sha256(leaf.as_ref());
         match self.state.store.device_by_cert(&sha).map_err(internal)? {
             Some(rec) => Ok(rec),
             None => Err(Status::unauthenticated(
@@ -68,7 +65,7 @@ impl AgentService for AgentApi {
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         // Before any work (token lookup, certificate signing): floods stop here.
-        let source = req.remote_addr().map(|a| a.ip());
+        let source = Peer::of(&req).and_then(|p| p.addr).map(|a| a.ip());
         self.state
             .enroll_limiter
             .check(source, std::time::Instant::now())
