@@ -80,13 +80,13 @@ pub async fn prepare(
     Ok(State::new(store, pki, notify)?)
 }
 
-/// The transport settings of every connection: no Nagle delay, HTTP/2 keep-alive pings that
-/// find dead peers. TLS comes before it, from [`crate::tls::TlsListener`] with
-/// [`crate::tls::grpc_config`] (see [`run`]). The fleet simulator's bare baseline serves
-/// through this same builder and listener, so the two are compared on equal terms.
+/// The HTTP/2 settings of every connection: keep-alive pings that find dead peers. TLS (and
+/// no Nagle delay) comes before it, from [`crate::tls::TlsListener`] with
+/// [`crate::tls::grpc_config`] (see [`run`]); tonic ignores its own socket settings for
+/// connections it is handed. The fleet simulator's bare baseline serves through this same
+/// builder and listener, so the two are compared on equal terms.
 pub fn transport() -> Server {
     Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
 }
@@ -105,7 +105,7 @@ pub async fn run(
         state.pki.ca_pem(),
     )?;
     // TLS handshakes happen in the listener, bounded (see `tls`), before tonic sees a
-    // connection; tonic reads the client certificate from the finished stream as before.
+    // connection; tonic then gives each request its connection's `tls::Peer`.
     let incoming =
         crate::tls::TlsListener::new(listener, tls, "gRPC").map_err(ServerError::Listener)?;
     let (health, health_service) = tonic_health::server::health_reporter();

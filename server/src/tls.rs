@@ -120,7 +120,7 @@ pub fn grpc_config(
 
 /// A listener whose connections are TLS streams after a finished handshake.
 pub struct TlsListener {
-    rx: mpsc::Receiver<(BoxedTls, SocketAddr)>,
+    rx: mpsc::Receiver<BoxedTls>,
     local: SocketAddr,
     accept_loop: tokio::task::JoinHandle<()>,
 }
@@ -153,7 +153,7 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((BoxedTls(Box::new(tls)), peer)).await;
+                            let _ = tx.send(BoxedTls(Box::new((tls, peer)))).await;
                         }
                         Ok(Err(e)) => tracing::debug!("{what}: TLS handshake with {peer}: {e}"),
                         Err(_) => tracing::debug!("{what}: TLS handshake with {peer} timed out"),
@@ -169,7 +169,7 @@ impl TlsListener {
     }
 
     /// The next connection with a finished handshake. Never ends while the listener lives.
-    pub async fn accept(&mut self) -> (BoxedTls, SocketAddr) {
+    pub async fn accept(&mut self) -> BoxedTls {
         match self.rx.recv().await {
             Some(c) => c,
             // The accept loop only ends when this listener is dropped.
@@ -207,15 +207,15 @@ impl tokio_stream::Stream for TlsListener {
     type Item = std::io::Result<BoxedTls>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|c| c.map(|(tls, _)| Ok(tls)))
+        self.rx.poll_recv(cx).map(|c| c.map(Ok))
     }
 }
 
 /// A finished TLS connection, boxed, as tonic's own acceptor hands them over. tonic keeps a
 /// connection's I/O inside that connection's task for as long as it is open, and the rustls
 /// state inline there made every held agent cost 0.5 KiB more (measured side by side with
-/// 2,000 agents).
-pub struct BoxedTls(Box<TlsStream<TcpStream>>);
+/// 2,000 agents). The peer's address, known from the accept, goes along.
+pub struct BoxedTls(Box<(TlsStream<TcpStream>, SocketAddr)>);
 
 /// Who is at the other end of a connection, taken once when it is handed to tonic: the
 /// address, and the sha-256 of the client certificate when one was presented (how the store
@@ -224,7 +224,7 @@ pub struct BoxedTls(Box<TlsStream<TcpStream>>);
 /// about half a KiB per held agent, where the agent API only ever needs the hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
-    pub addr: Option<SocketAddr>,
+    pub addr: SocketAddr,
     pub cert_sha256: Option<[u8; 32]>,
 }
 
@@ -240,10 +240,12 @@ impl tonic::transport::server::Connected for BoxedTls {
     type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Peer {
-        let (tcp, tls) = self.0.get_ref();
+        let (stream, addr) = &*self.0;
         Peer {
-            addr: tcp.peer_addr().ok(),
-            cert_sha256: tls
+            addr: *addr,
+            cert_sha256: stream
+                .get_ref()
+                .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| crate::pki::sha256(leaf.as_ref())),
@@ -257,7 +259,7 @@ impl AsyncRead for BoxedTls {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().0.0).poll_read(cx, buf)
     }
 }
 
@@ -267,7 +269,7 @@ impl AsyncWrite for BoxedTls {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().0).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().0.0).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -275,19 +277,19 @@ impl AsyncWrite for BoxedTls {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().0.0).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.0.0.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().0.0).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().0.0).poll_shutdown(cx)
     }
 }
 
@@ -302,7 +304,9 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        TlsListener::accept(self).await
+        let tls = TlsListener::accept(self).await;
+        let addr = tls.0.1;
+        (tls, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {

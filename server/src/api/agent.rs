@@ -65,7 +65,7 @@ impl AgentService for AgentApi {
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         // Before any work (token lookup, certificate signing): floods stop here.
-        let source = Peer::of(&req).and_then(|p| p.addr).map(|a| a.ip());
+        let source = Peer::of(&req).map(|p| p.addr.ip());
         self.state
             .enroll_limiter
             .check(source, std::time::Instant::now())

@@ -49,7 +49,7 @@ pub const REPORT_SLOTS: usize = 256;
 /// closing old stream does not unregister its successor. The channel carries bare messages:
 /// the server never ends a stream with an error, it just drops the sender. They are boxed
 /// because every held stream keeps a block of 32 slots allocated: 8 bytes each instead of the
-/// message's size (measured: 1.5 KiB less per held agent, BENCHMARKS.md).
+/// message's size (measured: 1.3 KiB less per held agent, BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub epoch: u64,

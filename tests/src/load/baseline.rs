@@ -1,7 +1,8 @@
 //! The yardstick: a bare tonic service answering the agent's `Report` call without doing any
 //! work, served through the server's own transport builder and TLS set-up
-//! (`vakt_server::server::transport`, `vakt_server::tls::{grpc_config, TlsListener}`) with certificates from a PKI of the
-//! server's own kind, and its own two-worker runtime like the server's. The check-in rate is
+//! (`vakt_server::server::transport`, `vakt_server::tls::{grpc_config, TlsListener}`) with
+//! certificates from a PKI of the server's own kind, and its own two-worker runtime like the
+//! server's. The check-in rate is
 //! measured against it in the same run, on the same machine.
 
 use super::LoadError;
