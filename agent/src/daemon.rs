@@ -134,7 +134,7 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
     // 1. Identity: enroll once, retrying while the server is unreachable.
-    let identity: Identity = loop {
+    let mut identity: Identity = loop {
         if let Some(id) = state.identity()? {
             break id;
         }
@@ -159,6 +159,15 @@ pub async fn run(
         }
     };
     backoff.reset();
+    // An expired certificate cannot even finish a handshake: say so, and re-enroll now if a
+    // token is configured (the server lets it take its own record over).
+    if let Ok(crate::renew::Health::Expired { at_ms }) =
+        crate::renew::health(&identity.cert_pem, link::now_ms())
+    {
+        let report = collect(&mut collector).await?;
+        let hardware = link::hardware_of(&report);
+        identity = crate::renew::reenroll_expired(&cfg, &state, hardware, at_ms).await?;
+    }
 
     // Commands: anything interrupted by a crash is reported failed (never re-run), and a lock
     // that was in force before a restart is put back.
@@ -166,7 +175,8 @@ pub async fn run(
         cfg.system_bus.as_deref(),
         std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().as_deref(),
     );
-    let executor = std::sync::Arc::new(Executor::new(&cfg, state.clone(), &identity, bus.clone()));
+    let mut executor =
+        std::sync::Arc::new(Executor::new(&cfg, state.clone(), &identity, bus.clone()));
     let interrupted = executor.recover_interrupted()?;
     if interrupted > 0 {
         tracing::warn!(
@@ -176,7 +186,7 @@ pub async fn run(
     executor.reassert_lock().await;
 
     // 2. A channel with the client certificate. tonic reconnects it by itself afterwards.
-    let channel = loop {
+    let mut channel = loop {
         match link::connect_as(&identity).await {
             Ok(c) => break c,
             Err(e) if e.is_transient() && !once => {
@@ -257,6 +267,28 @@ pub async fn run(
             _ = sleep_until(next_report) => {
                 let mut report = collect(&mut collector).await?;
                 let observed = roam.fill(&mut report).await;
+                // The certificate is checked at every report: renewed with a third left.
+                match crate::renew::maintain(&cfg, &state, &identity, channel.clone(), link::hardware_of(&report)).await {
+                    Ok(Some(new)) => match link::connect_as(&new).await {
+                        Ok(c) => {
+                            channel = c;
+                            if new.device_id != identity.device_id || new.command_public_key != identity.command_public_key {
+                                executor = std::sync::Arc::new(Executor::new(&cfg, state.clone(), &new, bus.clone()));
+                            }
+                            identity = new;
+                            // The stream comes back on the new certificate.
+                            if let Some(h) = stream.take() {
+                                h.abort();
+                            }
+                            stream_retry_at = Instant::now();
+                        }
+                        // The old certificate keeps working until the new one is used; the
+                        // next report tries again (the saved pair is used after a restart).
+                        Err(e) => tracing::warn!("renewed, but cannot connect with the new certificate yet: {e}"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("{e}"),
+                }
                 match link::send_report(channel.clone(), &state, &report).await {
                     Ok(s) => {
                         roam.acknowledged(observed);

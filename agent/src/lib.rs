@@ -12,4 +12,5 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod link;
+pub mod renew;
 pub mod state;

@@ -36,6 +36,10 @@ pub enum LinkError {
     },
     #[error("key generation: {0}")]
     Key(String),
+    #[error("the device certificate does not parse: {0}")]
+    BadCertificate(String),
+    #[error("the device certificate expired at {0}; re-enroll with a token")]
+    CertificateExpired(String),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -66,7 +70,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn status_error(s: tonic::Status) -> LinkError {
+pub(crate) fn status_error(s: tonic::Status) -> LinkError {
     use tonic::Code;
     match s.code() {
         Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
@@ -316,6 +320,12 @@ fn kind_name(kind: i32) -> String {
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `2026-11-28T08:46:20Z` for a millisecond timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 pub fn now_ms() -> i64 {

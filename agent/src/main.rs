@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use vakt_agent::collect::{Collector, Root, roaming};
 use vakt_agent::config::Config;
+use vakt_agent::renew::Health;
 use vakt_agent::state::StateDir;
 
 #[derive(Parser)]
@@ -135,6 +136,10 @@ async fn real_main() -> anyhow::Result<()> {
             let id = state.identity()?;
             let rs = state.report_state()?;
             let lock = vakt_agent::act::lock_status(&state)?;
+            let cert = id
+                .as_ref()
+                .map(|i| vakt_agent::renew::health(&i.cert_pem, vakt_agent::link::now_ms()))
+                .transpose()?;
             if json {
                 let v = serde_json::json!({
                     "enrolled": id.is_some(),
@@ -145,12 +150,16 @@ async fn real_main() -> anyhow::Result<()> {
                     "locked": lock.locked,
                     "locked_since_ms": lock.since_ms,
                     "lock_command": lock.command_id,
+                    "certificate": cert.map(cert_json),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 match &id {
                     Some(i) => println!("device:      {}\nserver:      {}", i.device_id, i.server),
                     None => println!("device:      not enrolled\nserver:      {}", cfg.server),
+                }
+                if let Some(c) = cert {
+                    println!("certificate: {}", cert_text(c));
                 }
                 println!(
                     "last report: sequence {} acknowledged {}",
@@ -170,6 +179,26 @@ async fn real_main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn cert_text(h: Health) -> String {
+    match h {
+        Health::Fresh { not_after_ms } => format!("valid until {}", ms_text(not_after_ms)),
+        Health::Due { not_after_ms } => format!(
+            "valid until {}; renewing at the next report",
+            ms_text(not_after_ms)
+        ),
+        Health::Expired { at_ms } => vakt_agent::renew::expired_text(at_ms),
+    }
+}
+
+fn cert_json(h: Health) -> serde_json::Value {
+    let (state, at) = match h {
+        Health::Fresh { not_after_ms } => ("valid", not_after_ms),
+        Health::Due { not_after_ms } => ("renewal-due", not_after_ms),
+        Health::Expired { at_ms } => ("expired", at_ms),
+    };
+    serde_json::json!({"state": state, "expires_at": ms_text(at), "message": cert_text(h)})
 }
 
 fn ms_text(ms: i64) -> String {

@@ -51,6 +51,9 @@ pub struct ReportState {
     pub last_ack_ms: i64,
 }
 
+/// Where a new key and certificate are written together before they replace the old ones.
+const PAIR_FILE: &str = "tls-next.pem";
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -94,16 +97,53 @@ impl StateDir {
                     .into(),
             })
         };
-        id.key_pem = need("key.pem")?;
-        id.cert_pem = need("cert.pem")?;
+        match self.pending_pair()? {
+            Some((key, cert)) => (id.key_pem, id.cert_pem) = (key, cert),
+            None => {
+                id.key_pem = need("key.pem")?;
+                id.cert_pem = need("cert.pem")?;
+            }
+        }
         id.ca_pem = need("ca.pem")?;
         Ok(Some(id))
     }
 
+    /// A key and certificate written together by [`StateDir::save_pair`] whose copy into
+    /// key.pem and cert.pem may not have finished.
+    fn pending_pair(&self) -> Result<Option<(String, String)>, StateError> {
+        let p = self.path(PAIR_FILE);
+        let Some(text) = read_opt(&p)? else {
+            return Ok(None);
+        };
+        match text.find("-----BEGIN CERTIFICATE-----") {
+            Some(at) if text[..at].contains("PRIVATE KEY-----") => {
+                Ok(Some((text[..at].to_string(), text[at..].to_string())))
+            }
+            _ => Err(StateError::Corrupt {
+                path: p,
+                message: "not a private key followed by a certificate".into(),
+            }),
+        }
+    }
+
+    /// Saves a key and its certificate as one: both go into one file by an atomic rename
+    /// first, so a crash can never leave a key with another key's certificate (which would
+    /// lock the agent out); then into key.pem and cert.pem, and the joint file goes.
+    pub fn save_pair(&self, key_pem: &str, cert_pem: &str) -> Result<(), StateError> {
+        let pair = self.path(PAIR_FILE);
+        write_atomic(&pair, format!("{key_pem}{cert_pem}").as_bytes())?;
+        write_atomic(&self.path("key.pem"), key_pem.as_bytes())?;
+        write_atomic(&self.path("cert.pem"), cert_pem.as_bytes())?;
+        match std::fs::remove_file(&pair) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&pair)(e)),
+        }
+    }
+
     /// Saves a new identity. identity.json goes last: it is what marks enrollment complete.
     pub fn save_identity(&self, id: &Identity) -> Result<(), StateError> {
-        write_atomic(&self.path("key.pem"), id.key_pem.as_bytes())?;
-        write_atomic(&self.path("cert.pem"), id.cert_pem.as_bytes())?;
+        self.save_pair(&id.key_pem, &id.cert_pem)?;
         write_atomic(&self.path("ca.pem"), id.ca_pem.as_bytes())?;
         let meta = serde_json::to_vec_pretty(id).map_err(|e| StateError::Corrupt {
             path: self.path("identity.json"),

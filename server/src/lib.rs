@@ -10,6 +10,7 @@
 //! sockets or clocks); `findings` and `notify` wrap them with the store and the outbox.
 
 pub mod api;
+pub mod certs;
 pub mod commands;
 pub mod commit;
 pub mod config;

@@ -28,18 +28,36 @@ pub enum PkiError {
     Cert(#[from] rcgen::Error),
     #[error("the certificate signing request is not valid: {0}")]
     BadCsr(rcgen::Error),
+    #[error(transparent)]
+    ServerCert(#[from] crate::certs::CertsError),
+    #[error("a certificate lifetime must be at least {min}, not {given}")]
+    LifetimeTooShort { min: String, given: String },
 }
 
-/// How long an agent certificate is valid. Re-enrolling issues a new one.
-const DEVICE_CERT_DAYS: i64 = 825;
+/// How long an agent certificate is valid unless `serve --device-cert-lifetime` says otherwise.
+/// Agents renew theirs when a third of it is left.
+pub const DEFAULT_DEVICE_CERT_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(825 * 24 * 3600);
+/// How long the server's own certificate is valid; the running server reissues it when a
+/// third is left (`certs::keep_fresh`).
+pub const SERVER_CERT_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(397 * 24 * 3600);
+/// The shortest device certificate lifetime accepted (tests use a minute or so).
+pub const MIN_DEVICE_CERT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The loaded PKI of one data directory.
 pub struct Pki {
     ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// The server certificate issued at start (the one in use: [`Pki::server_cert`]).
     pub server_cert_pem: String,
     pub server_key_pem: String,
+    server_cert: std::sync::Arc<crate::certs::ServerCert>,
+    dir: PathBuf,
+    hostnames: Vec<String>,
     command_key: Ed25519KeyPair,
+    /// Seconds a device certificate is valid; set once at start, read at each issue.
+    device_cert_lifetime_s: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Pki {
@@ -121,17 +139,53 @@ impl Pki {
             }
         };
 
-        let server_key = KeyPair::generate()?;
-        let server_cert = server_params(hostnames)?.signed_by(&server_key, &issuer)?;
-        write_public(&dir.join("server.pem"), server_cert.pem().as_bytes())
-            .map_err(io(&dir.join("server.pem")))?;
+        let (server_cert_pem, server_key_pem) =
+            issue_server_cert(&issuer, dir, hostnames, SERVER_CERT_LIFETIME)?;
         Ok(Self {
             ca_pem,
             issuer,
-            server_cert_pem: server_cert.pem(),
-            server_key_pem: server_key.serialize_pem(),
+            server_cert: std::sync::Arc::new(crate::certs::ServerCert::from_pem(
+                &server_cert_pem,
+                &server_key_pem,
+            )?),
+            server_cert_pem,
+            server_key_pem,
+            dir: dir.to_path_buf(),
+            hostnames: hostnames.to_vec(),
             command_key,
+            device_cert_lifetime_s: std::sync::atomic::AtomicU64::new(
+                DEFAULT_DEVICE_CERT_LIFETIME.as_secs(),
+            ),
         })
+    }
+
+    /// Sets how long device certificates issued from now on are valid (at least
+    /// [`MIN_DEVICE_CERT_LIFETIME`]).
+    pub fn set_device_cert_lifetime(&self, d: std::time::Duration) -> Result<(), PkiError> {
+        check_cert_lifetime(d)?;
+        self.device_cert_lifetime_s
+            .store(d.as_secs(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn device_cert_lifetime(&self) -> Duration {
+        let s = self
+            .device_cert_lifetime_s
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX))
+    }
+
+    /// The server certificate both ports present (replaced by [`Pki::reissue_server_cert`]).
+    pub fn server_cert(&self) -> std::sync::Arc<crate::certs::ServerCert> {
+        self.server_cert.clone()
+    }
+
+    /// Issues a new server certificate valid for `lifetime`, writes `server.pem` and serves
+    /// it from the next handshake on.
+    pub fn reissue_server_cert(&self, lifetime: std::time::Duration) -> Result<(), PkiError> {
+        let (cert, key) = issue_server_cert(&self.issuer, &self.dir, &self.hostnames, lifetime)?;
+        self.server_cert.replace(&cert, &key)?;
+        Ok(())
     }
 
     pub fn ca_pem(&self) -> &str {
@@ -170,22 +224,41 @@ impl Pki {
         )];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(DEVICE_CERT_DAYS);
+        let lifetime = self.device_cert_lifetime();
+        // Back-dated for laptops whose clock is a little behind, but by no more than a tenth
+        // of the lifetime, so the agent's "a third left" stays a third of the intended life.
+        params.not_before = now - Ord::min(lifetime / 10_i32, Duration::minutes(5));
+        let not_after = now + lifetime;
+        params.not_after = not_after;
         params.serial_number = Some(random_serial());
         csr.params = params;
         let cert = csr.signed_by(&self.issuer)?;
         Ok(IssuedCert {
             sha256: sha256(cert.der()),
             pem: cert.pem(),
+            not_after_ms: i64::try_from(not_after.unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(i64::MAX),
         })
     }
+}
+
+/// Refuses a certificate lifetime shorter than [`MIN_DEVICE_CERT_LIFETIME`].
+pub fn check_cert_lifetime(d: std::time::Duration) -> Result<(), PkiError> {
+    if d < MIN_DEVICE_CERT_LIFETIME {
+        return Err(PkiError::LifetimeTooShort {
+            min: humantime::format_duration(MIN_DEVICE_CERT_LIFETIME).to_string(),
+            given: humantime::format_duration(d).to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A freshly issued device certificate.
 pub struct IssuedCert {
     pub pem: String,
     pub sha256: [u8; 32],
+    /// When it expires (ms since the epoch), kept in the device record.
+    pub not_after_ms: i64,
 }
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
@@ -207,7 +280,25 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(p)
 }
 
-fn server_params(hostnames: &[String]) -> Result<CertificateParams, rcgen::Error> {
+/// A server certificate for `hostnames` valid for `lifetime`, written to `dir/server.pem`
+/// (PEM of the certificate and of its key).
+fn issue_server_cert(
+    issuer: &Issuer<'static, KeyPair>,
+    dir: &Path,
+    hostnames: &[String],
+    lifetime: std::time::Duration,
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let cert = server_params(hostnames, lifetime)?.signed_by(&key, issuer)?;
+    let path = dir.join("server.pem");
+    write_public(&path, cert.pem().as_bytes()).map_err(io(&path))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn server_params(
+    hostnames: &[String],
+    lifetime: std::time::Duration,
+) -> Result<CertificateParams, rcgen::Error> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     for h in hostnames {
         if !names.contains(h) {
@@ -221,8 +312,11 @@ fn server_params(hostnames: &[String]) -> Result<CertificateParams, rcgen::Error
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let now = OffsetDateTime::now_utc();
-    p.not_before = now - Duration::minutes(5);
-    p.not_after = now + Duration::days(397);
+    let lifetime = Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
+    // As for device certificates: back-dated by at most a tenth, so "renew with a third left"
+    // (certs::keep_fresh) is a third of the intended life.
+    p.not_before = now - Ord::min(lifetime / 10_i32, Duration::minutes(5));
+    p.not_after = now + lifetime;
     p.serial_number = Some(random_serial());
     Ok(p)
 }

@@ -99,11 +99,7 @@ pub async fn run(
     state: State,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let tls = crate::tls::grpc_config(
-        &state.pki.server_cert_pem,
-        &state.pki.server_key_pem,
-        state.pki.ca_pem(),
-    )?;
+    let tls = crate::tls::grpc_config_with(state.pki.server_cert(), state.pki.ca_pem())?;
     // TLS handshakes happen in the listener, bounded (see `tls`), before tonic sees a
     // connection; tonic then gives each request its connection's `tls::Peer`.
     let incoming =

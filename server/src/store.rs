@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use vakt_proto::pb;
 
+mod identity;
+pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -66,6 +69,8 @@ pub enum EnrollError {
     Refused(#[from] EnrollRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    PlanChanged(#[from] identity::PlanChanged),
 }
 
 /// The outcome of storing a report.
@@ -84,6 +89,8 @@ pub struct Store {
     devices: sled::Tree,
     hardware: sled::Tree,
     certs: sled::Tree,
+    /// sha-256 of a revoked certificate → why ("retired:<id>" / "replaced:<id>").
+    revoked_certs: sled::Tree,
     sections: sled::Tree,
     enroll_tokens: sled::Tree,
     admin_tokens: sled::Tree,
@@ -232,6 +239,7 @@ impl Store {
             devices: db.open_tree("devices")?,
             hardware: db.open_tree("hardware")?,
             certs: db.open_tree("certs")?,
+            revoked_certs: db.open_tree("revoked_certs")?,
             sections: db.open_tree("sections")?,
             enroll_tokens: db.open_tree("enroll_tokens")?,
             admin_tokens: db.open_tree("admin_tokens")?,
@@ -314,7 +322,8 @@ impl Store {
 
     // ---- devices ----
 
-    /// The device id the hardware already has, if it enrolled before.
+    /// The first device id the hardware enrolled as, if it enrolled before (others that claim
+    /// the same hardware: [`Store::hardware_peers`]).
     pub fn device_for_hardware(
         &self,
         hw: &pb::HardwareIdentity,
@@ -322,14 +331,15 @@ impl Store {
         let Some(k) = hardware_key(hw) else {
             return Ok(None);
         };
-        Ok(self
-            .hardware
-            .get(k)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self.hardware.get(k)?.and_then(|v| {
+            String::from_utf8_lossy(&v)
+                .split(',')
+                .next()
+                .map(str::to_string)
+        }))
     }
 
-    /// Uses one use of the token and records the device with its new certificate, revoking the
-    /// certificate it had before, all in one transaction; then flushes.
+    /// [`Store::enroll_device`] with the plan decided now and no known expiry (fixtures, tests).
     pub async fn enroll(
         &self,
         token_hash: &[u8; 32],
@@ -338,15 +348,35 @@ impl Store {
         hardware: pb::HardwareIdentity,
         cert_sha256: [u8; 32],
     ) -> Result<pb::DeviceRecord, EnrollError> {
-        let id = device.id.clone();
-        let hw_key = hardware_key(&hardware);
+        let plan = self.enroll_plan(&hardware, now_ms)?;
+        let cert = CertInfo {
+            sha256: cert_sha256,
+            not_after_ms: 0,
+        };
+        self.enroll_device(token_hash, now_ms, device, hardware, cert, &plan)
+            .await
+    }
+
+    /// Uses one use of the token and records the device as `plan` says (a new device, or the
+    /// record it takes over, whose certificates are revoked) with its new certificate, all in
+    /// one transaction; then flushes. A plan that no longer holds uses nothing.
+    pub async fn enroll_device(
+        &self,
+        token_hash: &[u8; 32],
+        now_ms: i64,
+        device: pb::Device,
+        hardware: pb::HardwareIdentity,
+        cert: CertInfo,
+        plan: &EnrollPlan,
+    ) -> Result<pb::DeviceRecord, EnrollError> {
         let result = (
             &self.enroll_tokens,
             &self.devices,
             &self.hardware,
             &self.certs,
+            &self.revoked_certs,
         )
-            .transaction(|(tokens, devices, hw, certs)| {
+            .transaction(|(tokens, devices, hw, certs, revoked)| {
                 let Some(raw) = tokens.get(token_hash)? else {
                     return Err(abort(EnrollError::Refused(EnrollRefusal::Unknown(
                         crate::token::hex(&token_hash[..6]),
@@ -357,39 +387,9 @@ impl Store {
                 validate_token(&tok, now_ms).map_err(|e| abort(e.into()))?;
                 tok.uses_left -= 1;
                 tokens.insert(token_hash, tok.encode_to_vec())?;
-
-                let mut rec = match devices.get(id.as_bytes())? {
-                    Some(old) => {
-                        let mut old: pb::DeviceRecord =
-                            decode("devices", id.as_bytes(), &old).map_err(|e| abort(e.into()))?;
-                        if !old.cert_sha256.is_empty() {
-                            certs.remove(old.cert_sha256.as_slice())?;
-                            let prev = std::mem::take(&mut old.cert_sha256);
-                            old.revoked_cert_sha256.push(prev);
-                        }
-                        let mut d = old.device.take().unwrap_or_default();
-                        d.hostname = device.hostname.clone();
-                        d.machine_id = device.machine_id.clone();
-                        d.serial = device.serial.clone();
-                        d.model = device.model.clone();
-                        d.agent_version = device.agent_version.clone();
-                        d.last_seen_ms = now_ms;
-                        old.device = Some(d);
-                        old
-                    }
-                    None => pb::DeviceRecord {
-                        device: Some(device.clone()),
-                        ..Default::default()
-                    },
-                };
-                rec.cert_sha256 = cert_sha256.to_vec();
-                rec.hardware = Some(hardware.clone());
-                devices.insert(id.as_bytes(), rec.encode_to_vec())?;
-                certs.insert(&cert_sha256[..], id.as_bytes())?;
-                if let Some(k) = &hw_key {
-                    hw.insert(k.as_slice(), id.as_bytes())?;
-                }
-                Ok(rec)
+                identity::apply_enrollment(
+                    devices, hw, certs, revoked, plan, &device, &hardware, cert, now_ms,
+                )
             });
         let rec = match result {
             Ok(rec) => rec,
@@ -1055,7 +1055,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.device_for_hardware(&hw).unwrap().as_deref(), Some("d1"));
-        s.enroll(&h, 2, device("d1"), hw.clone(), [2; 32])
+        // Re-enrolling the same hardware takes the record over only once an admin allowed it.
+        s.allow_reenroll("d1", 100).await.unwrap();
+        s.enroll(&h, 2, device("d-unused"), hw.clone(), [2; 32])
             .await
             .unwrap();
         assert!(
@@ -1063,6 +1065,7 @@ mod tests {
             "old cert revoked"
         );
         let rec = s.device_by_cert(&[2; 32]).unwrap().unwrap();
+        assert_eq!(rec.device.unwrap().id, "d1");
         assert_eq!(rec.revoked_cert_sha256, vec![vec![1u8; 32]]);
         let err = s
             .enroll(&h, 3, device("d2"), hw, [3; 32])

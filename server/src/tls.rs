@@ -24,8 +24,8 @@
 //! client stalling inside its hello gives its place up after [`PLACE_HELD`] anyway.)
 
 use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -60,6 +60,8 @@ pub enum TlsError {
     NoCa,
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertsError),
     #[error("client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
@@ -74,15 +76,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The console's configuration: the server's certificate and key, TLS 1.3, HTTP/1.1.
 pub fn console_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = certificates(cert_pem)?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate);
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    console_config_with(Arc::new(crate::certs::ServerCert::from_pem(
+        cert_pem, key_pem,
+    )?))
+}
+
+/// [`console_config`] with the certificate from `certs` (replaceable while serving).
+pub fn console_config_with(
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -95,11 +101,15 @@ pub fn grpc_config(
     key_pem: &str,
     ca_pem: &str,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = certificates(cert_pem)?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate);
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let certs = crate::certs::ServerCert::from_pem(cert_pem, key_pem)?;
+    grpc_config_with(Arc::new(certs), ca_pem)
+}
+
+/// [`grpc_config`] with the certificate from `certs` (replaceable while serving).
+pub fn grpc_config_with(
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
+    ca_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in certificates(ca_pem)? {
         roots.add(ca)?;
@@ -113,7 +123,7 @@ pub fn grpc_config(
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }

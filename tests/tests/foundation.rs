@@ -156,7 +156,8 @@ fn agent_calls_need_a_valid_current_client_certificate() {
     let old_state = tmp.path().join("old-state");
     copy_dir(&agent.dir.join("state"), &old_state);
 
-    // Re-enroll the same hardware: same device id, new certificate, the old one revoked.
+    // Re-enroll the same hardware after an admin allowed it: same device id, new certificate,
+    // the old one revoked.
     std::fs::remove_file(agent.dir.join("state/identity.json")).unwrap();
     std::fs::write(agent.dir.join("enroll.token"), server.enroll_token(&[])).unwrap();
     let device_id_before = serde_json::from_str::<serde_json::Value>(
@@ -166,6 +167,7 @@ fn agent_calls_need_a_valid_current_client_certificate() {
         .as_str()
         .unwrap()
         .to_string();
+    server.vakt_ok(&["device", "reenroll", &device_id_before]);
     assert!(agent.run_once().status.success());
     assert_eq!(
         agent.device_id(),

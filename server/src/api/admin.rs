@@ -230,10 +230,17 @@ impl AdminApi {
             .ok_or_else(|| Status::not_found(format!("{} has no loss case", d.hostname)))
     }
 
-    fn device_view(&self, rec: pb::DeviceRecord) -> pb::Device {
-        let mut d = rec.device.unwrap_or_default();
+    pub(crate) fn device_view(&self, rec: pb::DeviceRecord) -> pb::Device {
+        let mut d = rec.device.clone().unwrap_or_default();
         d.connected = self.state.is_connected(&d.id);
+        if let Err(e) = super::admin_identity::identity_view(self, &rec, &mut d) {
+            tracing::warn!(device = %d.id, "identity view: {}", e.message());
+        }
         d
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.state
     }
 }
 
@@ -372,6 +379,20 @@ impl AdminService for AdminApi {
             .await
             .map_err(internal)?;
         Ok(Response::new(self.device_view(updated)))
+    }
+
+    async fn reenroll_device(
+        &self,
+        req: Request<pb::ReenrollDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        super::admin_identity::reenroll(self, req).await
+    }
+
+    async fn retire_device(
+        &self,
+        req: Request<pb::RetireDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        super::admin_identity::retire(self, req).await
     }
 
     async fn list_commands(

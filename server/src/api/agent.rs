@@ -6,7 +6,7 @@
 //! the CA still vouches for it.
 
 use super::{Connection, State, internal};
-use crate::store::{EnrollError, EnrollRefusal};
+use crate::store::{CertInfo, EnrollError, EnrollPlan, EnrollRefusal};
 use crate::timefmt::now_ms;
 use crate::tls::Peer;
 use crate::token;
@@ -38,17 +38,7 @@ impl AgentApi {
 
     /// The device calling, from its client certificate (its hash, taken at the handshake).
     fn device<T>(&self, req: &Request<T>) -> Result<pb::DeviceRecord, Status> {
-        let sha = Peer::of(req).and_then(|p| p.cert_sha256).ok_or_else(|| {
-            Status::unauthenticated(
-                "this call needs the device's client certificate (enroll first)",
-            )
-        })?;
-        match self.state.store.device_by_cert(&sha).map_err(internal)? {
-            Some(rec) => Ok(rec),
-            None => Err(Status::unauthenticated(
-                "this client certificate has been revoked or was not issued by this server; re-enroll the device",
-            )),
-        }
+        super::agent_identity::caller(&self.state, req)
     }
 }
 
@@ -87,13 +77,17 @@ impl AgentService for AgentApi {
         let refused = |e: EnrollError| match e {
             EnrollError::Refused(r) => Status::permission_denied(r.to_string()),
             EnrollError::Store(e) => internal(e),
+            EnrollError::PlanChanged(e) => Status::unavailable(e.to_string()),
         };
         store
             .check_enroll_token(&hash, presented, now)
             .map_err(refused)?;
-        let device_id = match store.device_for_hardware(&hw).map_err(internal)? {
-            Some(id) => id,
-            None => new_device_id(),
+        // Hardware ids are claims: they name an existing device only if it can no longer
+        // prove itself (store::identity).
+        let plan = store.enroll_plan(&hw, now).map_err(internal)?;
+        let device_id = match &plan {
+            EnrollPlan::TakeOver { id, .. } => id.clone(),
+            EnrollPlan::New { .. } => new_device_id(),
         };
         let cert = self
             .state
@@ -112,8 +106,12 @@ impl AgentService for AgentApi {
             agent_version: r.agent_version.clone(),
             ..Default::default()
         };
+        let info = CertInfo {
+            sha256: cert.sha256,
+            not_after_ms: cert.not_after_ms,
+        };
         let rec = store
-            .enroll(&hash, now, device, hw, cert.sha256)
+            .enroll_device(&hash, now, device, hw.clone(), info, &plan)
             .await
             .map_err(|e| match e {
                 // The token was checked a moment ago; name it the same way if it ran out since.
@@ -127,6 +125,7 @@ impl AgentService for AgentApi {
             revoked = rec.revoked_cert_sha256.len(),
             "device enrolled"
         );
+        super::agent_identity::after_enroll(&self.state, &plan, &device_id, &hw).await?;
         Ok(Response::new(pb::EnrollResponse {
             device_id,
             certificate_pem: cert.pem,
@@ -273,6 +272,13 @@ impl AgentService for AgentApi {
             id,
             until_ms: until,
         }))
+    }
+
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        super::agent_identity::renew(&self.state, req).await
     }
 
     type ConnectStream = ServerStream;

@@ -3,7 +3,9 @@
 //! errors to gRPC statuses with messages a person can act on.
 
 pub mod admin;
+mod admin_identity;
 pub mod agent;
+mod agent_identity;
 
 use crate::pki::Pki;
 use crate::store::Store;

@@ -55,6 +55,14 @@ enum Cmd {
         /// 0: no limit.
         #[arg(long, default_value_t = 5.0)]
         enroll_rate_per_source: f64,
+        /// How long device certificates are valid ("825days", "90s"); agents renew theirs
+        /// when a third of it is left. At least 1 minute.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "825days")]
+        device_cert_lifetime: Duration,
+        /// How long the server's own certificate is valid; the running server reissues it
+        /// when a third is left. At least 1 minute. (For tests; undocumented.)
+        #[arg(long, hide = true, value_parser = humantime::parse_duration, default_value = "397days")]
+        server_cert_lifetime: Duration,
     },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
@@ -145,7 +153,13 @@ async fn real_main() -> anyhow::Result<()> {
             mail,
             enroll_rate,
             enroll_rate_per_source,
+            device_cert_lifetime,
+            server_cert_lifetime,
         } => {
+            vakt_server::pki::check_cert_lifetime(device_cert_lifetime)
+                .context("--device-cert-lifetime")?;
+            vakt_server::pki::check_cert_lifetime(server_cert_lifetime)
+                .context("--server-cert-lifetime")?;
             let file = config.as_deref().map(FileConfig::load).transpose()?;
             let mail_file = file.as_ref().map(|f| f.mail.clone()).unwrap_or_default();
             let flags = Flags {
@@ -173,6 +187,8 @@ async fn real_main() -> anyhow::Result<()> {
                     per_source: rate(enroll_rate_per_source, 4.0),
                     global: rate(enroll_rate, 5.0),
                 });
+            state.pki.set_device_cert_lifetime(device_cert_lifetime)?;
+            vakt_server::certs::keep_fresh(state.pki.clone(), server_cert_lifetime)?;
             let listener = bind(listen, "--listen").await?;
             let console_listener = bind(console, "--console").await?;
             let transport = Transport::for_addr(console_listener.local_addr()?, console_tls);

@@ -36,6 +36,9 @@ macro_rules! out {
     }};
 }
 
+#[path = "vakt/identity.rs"]
+mod identity;
+
 #[derive(Parser)]
 #[command(name = "vakt", version, about = "Vakt IT command line")]
 struct Cli {
@@ -334,6 +337,8 @@ enum DeviceCmd {
     },
     /// Assign the device to a person.
     Assign { id: String, email: String },
+    #[command(flatten)]
+    Identity(identity::IdentityCmd),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -528,6 +533,9 @@ async fn real_main() -> anyhow::Result<()> {
                 }
             }
         }
+        Cmd::Device {
+            cmd: DeviceCmd::Identity(c),
+        } => identity::run(&cli, c).await?,
         Cmd::Device {
             cmd: DeviceCmd::Assign { id, email },
         } => {
@@ -1144,6 +1152,8 @@ fn device_json(d: &pb::Device) -> Value {
         "serial": d.serial,
         "model": d.model,
         "agent_version": d.agent_version,
+        "shares_hardware_with": d.shares_hardware_with,
+        "cert_expires_at": rfc3339_ms(d.cert_expires_at_ms),
     })
 }
 
@@ -1162,19 +1172,41 @@ fn print_devices(list: &[pb::Device]) {
     );
     for d in list {
         outln!(
-            "{:<21} {:<24} {:<8} {:<21} {:<4} {}",
+            "{:<21} {:<24} {:<8} {:<21} {:<4} {}{}",
             d.id,
             d.hostname,
             device_state_name(d.state),
             rfc3339_ms(d.last_seen_ms),
             if d.connected { "up" } else { "-" },
-            d.assigned_to
+            d.assigned_to,
+            shared_marker(d)
         );
+    }
+}
+
+/// Marks a device listed with others that claim the same hardware.
+fn shared_marker(d: &pb::Device) -> String {
+    if d.shares_hardware_with.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " [shares hardware with {}]",
+            d.shares_hardware_with.join(", ")
+        )
     }
 }
 
 fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
     outln!("device      {} ({})", d.id, d.hostname);
+    if !d.shares_hardware_with.is_empty() {
+        outln!(
+            "hardware    SHARED with {} (same machine id and serial)",
+            d.shares_hardware_with.join(", ")
+        );
+    }
+    if d.cert_expires_at_ms > 0 {
+        outln!("certificate expires {}", rfc3339_ms(d.cert_expires_at_ms));
+    }
     outln!(
         "state       {}{}",
         device_state_name(d.state),

@@ -183,10 +183,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ConsoleError> {
     let tls_config = match transport {
-        Transport::Tls => Some(crate::tls::console_config(
-            &state.pki.server_cert_pem,
-            &state.pki.server_key_pem,
-        )?),
+        Transport::Tls => Some(crate::tls::console_config_with(state.pki.server_cert())?),
         Transport::Plain => None,
     };
     let app = router(Console::new(state, transport));

@@ -138,6 +138,8 @@ pub struct DeviceRow {
     pub connected: bool,
     pub model: String,
     pub open_findings: usize,
+    /// Other devices claiming the same machine id and serial.
+    pub shares_hardware_with: Vec<String>,
 }
 
 impl DeviceRow {
@@ -152,6 +154,7 @@ impl DeviceRow {
             last_seen_ago: ago(lang, now_ms, d.last_seen_ms),
             connected: d.connected,
             model: d.model.clone(),
+            shares_hardware_with: d.shares_hardware_with.clone(),
             open_findings,
         }
     }

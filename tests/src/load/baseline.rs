@@ -45,6 +45,13 @@ impl AgentService for Echo {
         Err(Status::unimplemented("the baseline only echoes reports"))
     }
 
+    async fn renew(
+        &self,
+        _: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        Err(Status::unimplemented("the baseline only echoes reports"))
+    }
+
     type ConnectStream = Never;
 
     async fn connect(

@@ -1,0 +1,76 @@
+//! The admin side of device identity: `vakt device reenroll` (the next enrollment of the
+//! device's hardware may take its record over, within a day, once) and `vakt device retire`
+//! (its certificates revoked for good), and what the device views show of it.
+
+use super::admin::AdminApi;
+use super::internal;
+use crate::store::REENROLL_WINDOW_MS;
+use crate::timefmt::{now_ms, rfc3339_ms};
+use tonic::{Request, Response, Status};
+use vakt_proto::pb;
+
+/// Fills what a device view shows of its identity: the devices claiming the same hardware
+/// (either way round) and when its certificate expires.
+pub(super) fn identity_view(
+    api: &AdminApi,
+    rec: &pb::DeviceRecord,
+    d: &mut pb::Device,
+) -> Result<(), Status> {
+    let mut peers = api.state().store.hardware_peers(rec).map_err(internal)?;
+    for id in &d.shares_hardware_with {
+        if !peers.contains(id) {
+            peers.push(id.clone());
+        }
+    }
+    peers.sort();
+    d.shares_hardware_with = peers;
+    d.cert_expires_at_ms = rec.cert_not_after_ms;
+    Ok(())
+}
+
+pub(super) async fn reenroll(
+    api: &AdminApi,
+    req: Request<pb::ReenrollDeviceRequest>,
+) -> Result<Response<pb::Device>, Status> {
+    let actor = api.authorize(&req, pb::Role::Admin)?;
+    let rec = api.find_device(&req.get_ref().id)?;
+    let id = rec.device.map(|d| d.id).unwrap_or_default();
+    let until = now_ms() + REENROLL_WINDOW_MS;
+    let updated = api
+        .state()
+        .store
+        .allow_reenroll(&id, until)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found(format!("no device '{id}'")))?;
+    api.audit(
+        &actor,
+        "device.reenroll",
+        &id,
+        &format!(
+            "the next enrollment of its hardware until {} takes it over",
+            rfc3339_ms(until)
+        ),
+    )
+    .await?;
+    Ok(Response::new(api.device_view(updated)))
+}
+
+pub(super) async fn retire(
+    api: &AdminApi,
+    req: Request<pb::RetireDeviceRequest>,
+) -> Result<Response<pb::Device>, Status> {
+    let actor = api.authorize(&req, pb::Role::Admin)?;
+    let rec = api.find_device(&req.get_ref().id)?;
+    let id = rec.device.map(|d| d.id).unwrap_or_default();
+    let updated = api
+        .state()
+        .store
+        .retire(&id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found(format!("no device '{id}'")))?;
+    api.audit(&actor, "device.retire", &id, "certificate revoked")
+        .await?;
+    Ok(Response::new(api.device_view(updated)))
+}
