@@ -208,6 +208,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pair_written_together_wins_over_a_half_finished_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(&dir.path().join("state")).unwrap();
+        let id = Identity {
+            device_id: "dev-1".into(),
+            server: "https://x".into(),
+            command_public_key: "00".into(),
+            enrolled_at_ms: 1,
+            key_pem: "-----BEGIN PRIVATE KEY-----\nold\n-----END PRIVATE KEY-----\n".into(),
+            cert_pem: "-----BEGIN CERTIFICATE-----\nold\n-----END CERTIFICATE-----\n".into(),
+            ca_pem: "ca".into(),
+        };
+        s.save_identity(&id).unwrap();
+        assert!(
+            !s.path(PAIR_FILE).exists(),
+            "the joint file goes once copied"
+        );
+        // A crash after the joint file was written, with key.pem copied and cert.pem not yet:
+        let key = "-----BEGIN PRIVATE KEY-----\nnew\n-----END PRIVATE KEY-----\n";
+        let cert = "-----BEGIN CERTIFICATE-----\nnew\n-----END CERTIFICATE-----\n";
+        write_atomic(&s.path(PAIR_FILE), format!("{key}{cert}").as_bytes()).unwrap();
+        write_atomic(&s.path("key.pem"), key.as_bytes()).unwrap();
+        let got = s.identity().unwrap().unwrap();
+        assert_eq!((got.key_pem.as_str(), got.cert_pem.as_str()), (key, cert));
+        // A joint file that is not a key and a certificate is refused, not half used.
+        write_atomic(&s.path(PAIR_FILE), b"garbage").unwrap();
+        assert!(s.identity().is_err());
+    }
+
+    #[test]
     fn identity_round_trip_and_private_files() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateDir::open(&dir.path().join("state")).unwrap();
