@@ -72,5 +72,10 @@ pub(super) async fn retire(
         .ok_or_else(|| Status::not_found(format!("no device '{id}'")))?;
     api.audit(&actor, "device.retire", &id, "certificate revoked")
         .await?;
+    // Nothing more is pushed to a stream it opened before (the stream itself was authorised
+    // at its start; its reports and next streams are refused).
+    if let Ok(mut map) = api.state().connected.lock() {
+        map.remove(&id);
+    }
     Ok(Response::new(api.device_view(updated)))
 }
