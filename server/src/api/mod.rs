@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod tokens;
 
 use crate::pki::Pki;
 use crate::store::Store;
@@ -31,6 +32,8 @@ pub struct State {
     pub enroll_limiter: Arc<crate::limit::EnrollLimiter>,
     /// Reports being stored at once (see [`REPORT_SLOTS`]).
     pub report_slots: Arc<tokio::sync::Semaphore>,
+    /// Told of every revoked admin token (the console ends its sessions).
+    pub revocations: Arc<tokens::RevocationHooks>,
 }
 
 /// How many agent reports are stored at once; the rest wait their turn, parked.
@@ -77,6 +80,7 @@ impl State {
                 std::time::Instant::now(),
             )),
             report_slots: Arc::new(tokio::sync::Semaphore::new(REPORT_SLOTS)),
+            revocations: Arc::default(),
         })
     }
 
