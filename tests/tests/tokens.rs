@@ -98,9 +98,15 @@ fn create(server: &TestServer, token: &str, role: &str, name: &str) -> (String, 
     );
     assert!(out.status.success(), "{}", stderr(&out));
     (
-        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
         stderr(&out),
     )
+}
+
+/// `vakt admin-token create --role viewer --name NAME --ttl TTL`.
+fn viewer_with_ttl(server: &TestServer, name: &str, ttl: &str) -> std::process::Output {
+    let args = ["--role", "viewer", "--name", name, "--ttl", ttl];
+    server.vakt(&[&["admin-token", "create"][..], &args].concat())
 }
 
 fn audit_actions(server: &TestServer) -> Vec<String> {
@@ -129,7 +135,10 @@ fn a_revoked_admin_token_is_refused_and_its_console_session_ends() {
     let (chef, _) = create(&server, &first, "admin", "it-chef");
     let (status, _, page) = console_get(&console, "/wipes", &first_session);
     assert_eq!(status, 200);
-    assert!(!page.contains("id=\"not-independent\""), "two admin persons now");
+    assert!(
+        !page.contains("id=\"not-independent\""),
+        "two admin persons now"
+    );
 
     let chef_session = console_login(&console, &chef);
     assert_eq!(console_get(&console, "/devices", &chef_session).0, 200);
@@ -138,7 +147,12 @@ fn a_revoked_admin_token_is_refused_and_its_console_session_ends() {
     let row = admin_token_row(&server, "it-chef", 0);
     assert_eq!(row["state"], "active");
     assert_eq!(row["role"], "admin");
-    assert!(row["created_by"].as_str().unwrap().contains("initial-admin"));
+    assert!(
+        row["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("initial-admin")
+    );
     assert!(
         !row["last_used_at"].as_str().unwrap().is_empty(),
         "its use is recorded: {row}"
@@ -153,7 +167,11 @@ fn a_revoked_admin_token_is_refused_and_its_console_session_ends() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("revoked") && err.contains(&chef_id), "{err}");
-    // The console session is gone at once, on any path; the other admin's is not.
+    // The console session is gone at once, on any path (even one that calls no API); the
+    // other admin's is not.
+    let (status, location, _) = console_get(&console, "/no-such-page", &chef_session);
+    assert!((300..400).contains(&status), "{status}");
+    assert!(location.starts_with("/login"), "{location}");
     let (status, location, _) = console_get(&console, "/devices", &chef_session);
     assert!((300..400).contains(&status), "{status}");
     assert!(location.starts_with("/login"), "{location}");
@@ -164,12 +182,17 @@ fn a_revoked_admin_token_is_refused_and_its_console_session_ends() {
 
     let list_text = server.vakt_ok(&["admin-token", "list", "--json"]);
     assert!(
-        !list_text.contains(&chef) && !list_text.contains(&first) && !list_text.contains(&chef[7..]),
+        !list_text.contains(&chef)
+            && !list_text.contains(&first)
+            && !list_text.contains(&chef[7..]),
         "no secret is listed"
     );
     assert_eq!(admin_token_row(&server, "it-chef", 0)["state"], "revoked");
     let table = server.vakt_ok(&["admin-token", "list"]);
-    assert!(table.contains(&chef_id) && table.contains("revoked"), "{table}");
+    assert!(
+        table.contains(&chef_id) && table.contains("revoked"),
+        "{table}"
+    );
 
     // Revoking twice changes nothing and says so.
     let out = server.vakt(&["admin-token", "revoke", &chef_id]);
@@ -191,7 +214,10 @@ fn a_revoked_admin_token_is_refused_and_its_console_session_ends() {
     assert!(stderr(&out).contains("not a token id"), "{}", stderr(&out));
 
     let actions = audit_actions(&server);
-    assert!(actions.iter().any(|a| a == "admin-token.revoke"), "{actions:?}");
+    assert!(
+        actions.iter().any(|a| a == "admin-token.revoke"),
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -217,19 +243,13 @@ fn revoked_and_expired_tokens_are_refused() {
     assert_eq!(list[0]["state"], "revoked");
     assert!(!list.to_string().contains(&enroll[7..]), "no secret listed");
     let actions = audit_actions(&server);
-    assert!(actions.iter().any(|a| a == "enroll-token.revoke"), "{actions:?}");
+    assert!(
+        actions.iter().any(|a| a == "enroll-token.revoke"),
+        "{actions:?}"
+    );
 
     // An admin token with --ttl works, then expires.
-    let out = server.vakt(&[
-        "admin-token",
-        "create",
-        "--role",
-        "viewer",
-        "--name",
-        "vikarie",
-        "--ttl",
-        "2s",
-    ]);
+    let out = viewer_with_ttl(&server, "vikarie", "2s");
     assert!(out.status.success(), "{}", stderr(&out));
     let temp = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(temp.starts_with("vakt_a_"), "the token alone on stdout");
@@ -243,7 +263,7 @@ fn revoked_and_expired_tokens_are_refused() {
     assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
     assert_eq!(admin_token_row(&server, "vikarie", 0)["state"], "expired");
 
-    let out = server.vakt(&["admin-token", "create", "--role", "viewer", "--name", "x", "--ttl", "soon"]);
+    let out = viewer_with_ttl(&server, "x", "soon");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--ttl"), "{}", stderr(&out));
 }
@@ -253,18 +273,28 @@ fn a_sock_puppet_cannot_approve_a_wipe_and_a_second_person_can() {
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start(&tmp.path().join("server"));
     let first = server.admin_token();
-    let agent = TestAgent::new(&tmp.path().join("agent"), &server, &server.enroll_token(&[]));
+    let agent = TestAgent::new(
+        &tmp.path().join("agent"),
+        &server,
+        &server.enroll_token(&[]),
+    );
     let out = agent.run_once();
     assert!(out.status.success(), "{}", stderr(&out));
     let device = agent.device_id();
     let wipe = |token: &str| {
         let out = server.vakt_with_token(
             token,
-            &["wipe", "request", &device, "--reason", "stulen, polisanmäld"],
+            &[
+                "wipe",
+                "request",
+                &device,
+                "--reason",
+                "stulen, polisanmäld",
+            ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
         (
-            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
             stderr(&out),
         )
     };
@@ -301,7 +331,11 @@ fn a_sock_puppet_cannot_approve_a_wipe_and_a_second_person_can() {
     let puppet_id = id_of(&row);
     let out = server.vakt_with_token(&puppet, &["wipe", "approve", &wipe2]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("awaiting approval"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("awaiting approval"),
+        "{}",
+        stderr(&out)
+    );
     let cmds = server.vakt_json(&["commands", "--device", &device]);
     let w2 = cmds
         .as_array()
@@ -309,7 +343,10 @@ fn a_sock_puppet_cannot_approve_a_wipe_and_a_second_person_can() {
         .iter()
         .find(|c| c["id"] == wipe2.as_str())
         .unwrap();
-    assert_eq!(w2["state"], "awaiting-approval", "the puppet approved nothing");
+    assert_eq!(
+        w2["state"], "awaiting-approval",
+        "the puppet approved nothing"
+    );
 
     // Its creator cannot approve it, nor can a token for the creator's own name.
     let out = server.vakt(&["admin-token", "approve", &puppet_id]);
@@ -335,7 +372,12 @@ fn a_sock_puppet_cannot_approve_a_wipe_and_a_second_person_can() {
     let out = server.vakt_with_token(&chef, &["admin-token", "approve", &puppet_id]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(admin_token_row(&server, "sock", 0)["state"], "active");
-    assert!(server.vakt_with_token(&puppet, &["devices"]).status.success());
+    assert!(
+        server
+            .vakt_with_token(&puppet, &["devices"])
+            .status
+            .success()
+    );
 
     let actions = audit_actions(&server);
     for a in [

@@ -411,8 +411,7 @@ impl AdminApi {
         let now = now_ms();
         let records = self.admin_records()?;
         let active_admin = |r: &pb::AdminTokenRecord| {
-            r.role == pb::Role::Admin as i32
-                && admin_token_state(r, now) == AdminTokenState::Active
+            r.role == pb::Role::Admin as i32 && admin_token_state(r, now) == AdminTokenState::Active
         };
         let others_active = records
             .iter()
@@ -607,7 +606,10 @@ mod tests {
         assert_eq!(admin_token_state(&r, 5), AdminTokenState::Expired);
         r.revoked = true;
         assert_eq!(admin_token_state(&r, 5), AdminTokenState::Revoked);
-        assert_eq!(AdminTokenState::AwaitingApproval.name(), "awaiting-approval");
+        assert_eq!(
+            AdminTokenState::AwaitingApproval.name(),
+            "awaiting-approval"
+        );
     }
 
     #[test]

@@ -69,3 +69,48 @@ pub(super) fn recheck(console: &Console, sid: &str, user: User) -> Result<User, 
         _ => Ok(user),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Lang, Transport};
+    use super::*;
+    use crate::api::admin::AdminApi;
+    use std::time::Instant;
+    use vakt_proto::pb::admin_service_server::AdminService;
+
+    #[tokio::test]
+    async fn revoking_a_token_ends_its_sessions_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::server::prepare(dir.path(), &[], Default::default())
+            .await
+            .unwrap();
+        let first = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        let first = first.trim();
+        let (id, other) =
+            crate::api::admin::create_admin_token(&state.store, pb::Role::Admin, "it-chef", "t")
+                .await
+                .unwrap();
+        let console = Console::new(state.clone(), Transport::Plain);
+        let user = |token: &str| User {
+            token: token.to_string(),
+            name: "x".into(),
+            role: pb::Role::Admin,
+            audit_name: "token:x:0".into(),
+        };
+        let now = Instant::now();
+        console.sessions().create(Lang::En, Some(user(&other)), now);
+        console.sessions().create(Lang::En, Some(user(&other)), now);
+        console.sessions().create(Lang::En, Some(user(first)), now);
+        console.sessions().create(Lang::En, None, now);
+        let mut req = tonic::Request::new(pb::RevokeAdminTokenRequest { id });
+        let bearer = format!("Bearer {first}").parse().unwrap();
+        req.metadata_mut().insert("authorization", bearer);
+        AdminApi::new(state).revoke_admin_token(req).await.unwrap();
+        assert_eq!(
+            console.sessions().len(),
+            2,
+            "only the revoked token's sessions end"
+        );
+    }
+}

@@ -49,11 +49,16 @@ impl Store {
     /// is a minute old or more. No flush: the time is not acknowledged data, and a flush on
     /// every admin call would make every call wait for the disk.
     pub fn touch_admin_token(&self, hash: &[u8; 32], now_ms: i64) -> Result<(), StoreError> {
-        update(&self.admin_tokens, "admin_tokens", hash, |r: &mut pb::AdminTokenRecord| {
-            if now_ms.saturating_sub(r.last_used_at_ms) >= LAST_USED_GRANULARITY_MS {
-                r.last_used_at_ms = now_ms;
-            }
-        })
+        update(
+            &self.admin_tokens,
+            "admin_tokens",
+            hash,
+            |r: &mut pb::AdminTokenRecord| {
+                if now_ms.saturating_sub(r.last_used_at_ms) >= LAST_USED_GRANULARITY_MS {
+                    r.last_used_at_ms = now_ms;
+                }
+            },
+        )
         .map(|_| ())
     }
 }
