@@ -24,6 +24,8 @@ use vakt_proto::pb;
 
 mod identity;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
+mod tokens;
+pub use tokens::LAST_USED_GRANULARITY_MS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,6 +63,8 @@ pub enum EnrollRefusal {
     Expired { id: String, at: String },
     #[error("enrollment token {0} has no uses left")]
     UsedUp(String),
+    #[error("enrollment token {id} was revoked at {at}")]
+    Revoked { id: String, at: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -951,6 +955,12 @@ pub fn audit_hash(e: &pb::AuditEntry) -> [u8; 32] {
 }
 
 fn validate_token(rec: &pb::EnrollTokenRecord, now_ms: i64) -> Result<(), EnrollRefusal> {
+    if rec.revoked {
+        return Err(EnrollRefusal::Revoked {
+            id: rec.id.clone(),
+            at: crate::timefmt::rfc3339_ms(rec.revoked_at_ms),
+        });
+    }
     if rec.expires_at_ms != 0 && now_ms >= rec.expires_at_ms {
         return Err(EnrollRefusal::Expired {
             id: rec.id.clone(),

@@ -73,32 +73,11 @@ impl AdminApi {
                 Status::unauthenticated("the authorization header must be 'Bearer <token>'")
             })?
             .trim();
-        let rec = self
-            .state
-            .store
-            .admin_token(&token::hash(presented))
-            .map_err(internal)?
-            .filter(|r| !r.revoked)
-            .ok_or_else(|| {
-                Status::unauthenticated(format!(
-                    "API token {} is not valid on this server",
-                    token::redacted(presented)
-                ))
-            })?;
-        let role = pb::Role::try_from(rec.role).unwrap_or(pb::Role::Unspecified);
-        if role_rank(role) < role_rank(needs) {
-            return Err(Status::permission_denied(format!(
-                "this needs the {} role; token '{}' has {}",
-                role_name(needs),
-                rec.name,
-                role_name(role)
-            )));
-        }
-        Ok(Actor {
-            name: rec.name,
-            token_id: rec.id,
-            role,
-        })
+        super::tokens::authorize_token(&self.state, presented, needs)
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.state
     }
 
     /// Appends an entry to the audit log for `actor`; the action is acknowledged only once it
@@ -238,10 +217,6 @@ impl AdminApi {
         }
         d
     }
-
-    pub(crate) fn state(&self) -> &State {
-        &self.state
-    }
 }
 
 #[tonic::async_trait]
@@ -280,6 +255,7 @@ impl AdminService for AdminApi {
             token: secret,
             id,
             expires_at_ms,
+            state: String::new(),
         }))
     }
 
@@ -287,33 +263,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::CreateAdminTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
-        let actor = self.authorize(&req, pb::Role::Admin)?;
-        let r = req.into_inner();
-        let role = pb::Role::try_from(r.role)
-            .ok()
-            .filter(|r| *r != pb::Role::Unspecified)
-            .ok_or_else(|| Status::invalid_argument("--role must be viewer, operator or admin"))?;
-        let name = r.name.trim();
-        if name.is_empty() || name.len() > 64 || name.contains(char::is_control) {
-            return Err(Status::invalid_argument(
-                "--name must be 1 to 64 printable characters",
-            ));
-        }
-        let (id, secret) = create_admin_token(&self.state.store, role, name, &actor.audit_name())
-            .await
-            .map_err(internal)?;
-        self.audit(
-            &actor,
-            "admin-token.create",
-            &id,
-            &format!("name={name} role={}", role_name(role)),
-        )
-        .await?;
-        Ok(Response::new(pb::CreatedToken {
-            token: secret,
-            id,
-            expires_at_ms: 0,
-        }))
+        self.tokens_create_admin(req).await
     }
 
     async fn list_devices(
@@ -771,10 +721,11 @@ impl AdminService for AdminApi {
                 crate::timefmt::rfc3339_ms(cmd.expires_ms)
             )));
         }
-        // Two different admins: neither the same token nor the same token name approves.
+        // Two different persons: neither the same token nor a token of the same name approves.
         let me = actor.audit_name();
         let same_person = cmd.requested_by == me
-            || cmd.requested_by.split(':').nth(1) == Some(actor.name.as_str())
+            || super::tokens::person_of(&cmd.requested_by)
+                .is_some_and(|p| super::tokens::same_person(p, &actor.name))
             || cmd.requested_by.rsplit(':').next() == Some(actor.token_id.as_str());
         if same_person {
             self.audit(
@@ -785,8 +736,8 @@ impl AdminService for AdminApi {
             )
             .await?;
             return Err(Status::permission_denied(format!(
-                "{id} was requested by {}; a wipe must be approved by a different admin",
-                cmd.requested_by
+                "{id} was requested by {}; a wipe must be approved by a different admin: another person, not '{}'",
+                cmd.requested_by, actor.name
             )));
         }
         let approved = self
@@ -1228,6 +1179,49 @@ impl AdminService for AdminApi {
         let log = self.state.store.audit_log().map_err(internal)?;
         Ok(Response::new(verify_chain(&log)))
     }
+
+    // Token lifecycle (issue 15): the substance is in `api/tokens.rs`.
+    async fn list_admin_tokens(
+        &self,
+        req: Request<pb::ListAdminTokensRequest>,
+    ) -> Result<Response<pb::ListAdminTokensResponse>, Status> {
+        self.tokens_list_admin(req).await
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        req: Request<pb::RevokeAdminTokenRequest>,
+    ) -> Result<Response<pb::AdminTokenInfo>, Status> {
+        self.tokens_revoke_admin(req).await
+    }
+
+    async fn approve_admin_token(
+        &self,
+        req: Request<pb::ApproveAdminTokenRequest>,
+    ) -> Result<Response<pb::AdminTokenInfo>, Status> {
+        self.tokens_approve_admin(req).await
+    }
+
+    async fn list_enroll_tokens(
+        &self,
+        req: Request<pb::ListEnrollTokensRequest>,
+    ) -> Result<Response<pb::ListEnrollTokensResponse>, Status> {
+        self.tokens_list_enroll(req).await
+    }
+
+    async fn revoke_enroll_token(
+        &self,
+        req: Request<pb::RevokeEnrollTokenRequest>,
+    ) -> Result<Response<pb::EnrollTokenInfo>, Status> {
+        self.tokens_revoke_enroll(req).await
+    }
+
+    async fn get_admin_token_persons(
+        &self,
+        req: Request<pb::GetAdminTokenPersonsRequest>,
+    ) -> Result<Response<pb::AdminTokenPersons>, Status> {
+        self.tokens_admin_persons(req).await
+    }
 }
 
 /// Validates a pack's text; errors as `FILE:LINE:COL: message`.
@@ -1374,6 +1368,7 @@ pub async fn create_enroll_token(
         expires_at_ms: now.saturating_add(ttl_ms),
         created_by: created_by.to_string(),
         note: note.to_string(),
+        ..Default::default()
     };
     store.put_enroll_token(&token::hash(&secret), &rec).await?;
     Ok((secret, rec))
@@ -1386,18 +1381,7 @@ pub async fn create_admin_token(
     name: &str,
     created_by: &str,
 ) -> Result<(String, String), crate::store::StoreError> {
-    let secret = token::generate(TokenKind::Admin);
-    let id = token::id_of(&secret);
-    let rec = pb::AdminTokenRecord {
-        id: id.clone(),
-        name: name.to_string(),
-        role: role as i32,
-        created_at_ms: now_ms(),
-        created_by: created_by.to_string(),
-        revoked: false,
-    };
-    store.put_admin_token(&token::hash(&secret), &rec).await?;
-    Ok((id, secret))
+    super::tokens::mint_admin_token(store, role, name, created_by, 0, false).await
 }
 
 /// Named stage times of one call, for a log line when the call was slow.

@@ -6,6 +6,7 @@ pub mod admin;
 mod admin_identity;
 pub mod agent;
 mod agent_identity;
+pub mod tokens;
 
 use crate::pki::Pki;
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub struct State {
     pub enroll_limiter: Arc<crate::limit::EnrollLimiter>,
     /// Reports being stored at once (see [`REPORT_SLOTS`]).
     pub report_slots: Arc<tokio::sync::Semaphore>,
+    /// Told of every revoked admin token (the console ends its sessions).
+    pub revocations: Arc<tokens::RevocationHooks>,
 }
 
 /// How many agent reports are stored at once; the rest wait their turn, parked.
@@ -79,6 +82,7 @@ impl State {
                 std::time::Instant::now(),
             )),
             report_slots: Arc::new(tokio::sync::Semaphore::new(REPORT_SLOTS)),
+            revocations: Arc::default(),
         })
     }
 

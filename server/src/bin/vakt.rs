@@ -38,6 +38,8 @@ macro_rules! out {
 
 #[path = "vakt/identity.rs"]
 mod identity;
+#[path = "vakt/tokens.rs"]
+mod tokens;
 
 #[derive(Parser)]
 #[command(name = "vakt", version, about = "Vakt IT command line")]
@@ -306,6 +308,13 @@ enum TokenCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Every enrollment token: id, state (active, revoked, expired, used-up), uses, expiry.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an enrollment token (by the id `list` shows): it enrolls nothing more.
+    Revoke { id: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -321,9 +330,22 @@ enum AdminTokenCmd {
     Create {
         #[arg(long, value_enum)]
         role: RoleArg,
+        /// The person the token is for; tokens of the same name are the same person.
         #[arg(long)]
         name: String,
+        /// How long it is valid, e.g. 8h, 90d; without it the token does not expire.
+        #[arg(long)]
+        ttl: Option<String>,
     },
+    /// Every admin token: id, name, role, state, created, expiry, last use (never the secret).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin token (by the id `list` shows); its console sessions end at once.
+    Revoke { id: String },
+    /// Approve an admin token awaiting approval (by an admin person other than its creator).
+    Approve { id: String },
 }
 
 #[derive(Subcommand)]
@@ -428,9 +450,11 @@ async fn real_main() -> anyhow::Result<()> {
                 .into_inner();
             outln!("{}", t.token);
         }
+        Cmd::EnrollToken { cmd } => tokens::enroll_token(&cli, cmd).await?,
         Cmd::AdminToken {
-            cmd: AdminTokenCmd::Create { role, name },
+            cmd: AdminTokenCmd::Create { role, name, ttl },
         } => {
+            let ttl_s = tokens::admin_ttl_s(ttl.as_deref())?;
             let role = match role {
                 RoleArg::Viewer => pb::Role::Viewer,
                 RoleArg::Operator => pb::Role::Operator,
@@ -441,12 +465,15 @@ async fn real_main() -> anyhow::Result<()> {
                 .create_admin_token(pb::CreateAdminTokenRequest {
                     role: role as i32,
                     name: name.clone(),
+                    ttl_s,
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
             outln!("{}", t.token);
+            tokens::explain_created(&t);
         }
+        Cmd::AdminToken { cmd } => tokens::admin_token(&cli, cmd).await?,
         Cmd::Devices { json } => {
             let list = client(&cli)
                 .await?
@@ -607,6 +634,7 @@ async fn real_main() -> anyhow::Result<()> {
                     .map_err(status)?
                     .into_inner(),
             };
+            tokens::warn_if_one_admin_person(&mut c).await;
             match cmd {
                 WipeCmd::Request { .. } => {
                     // The id alone on stdout, so a script can hand it to the approver.

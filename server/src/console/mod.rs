@@ -24,6 +24,7 @@ mod overview;
 mod people;
 mod policy;
 mod session;
+mod token_check;
 mod view;
 mod wipes;
 
@@ -99,13 +100,14 @@ struct Inner {
 
 impl Console {
     pub fn new(state: State, transport: Transport) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                api: AdminApi::new(state),
-                sessions: Sessions::default(),
-                secure: transport == Transport::Tls,
-            }),
-        }
+        let revocations = state.revocations.clone();
+        let inner = Arc::new(Inner {
+            api: AdminApi::new(state),
+            sessions: Sessions::default(),
+            secure: transport == Transport::Tls,
+        });
+        token_check::end_sessions_on_revoke(&revocations, &inner);
+        Self { inner }
     }
 
     fn api(&self) -> &AdminApi {
@@ -345,8 +347,8 @@ impl FromRequestParts<Console> for Authed {
         match console.session_of(&parts.headers) {
             Some((sid, s)) => match s.user {
                 Some(user) => Ok(Self {
+                    user: token_check::recheck(console, &sid, user)?,
                     sid,
-                    user,
                     lang: s.lang,
                     csrf: s.csrf,
                     here,

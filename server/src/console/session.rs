@@ -147,6 +147,18 @@ impl Sessions {
         self.lock().remove(id)
     }
 
+    /// Ends every session logged in with the token whose sha-256 is `hash`: it was revoked.
+    pub fn end_token(&self, hash: &[u8; 32]) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| {
+            s.user
+                .as_ref()
+                .is_none_or(|u| crate::token::hash(&u.token) != *hash)
+        });
+        before - map.len()
+    }
+
     pub fn set_lang(&self, id: &str, lang: Lang) {
         if let Some(s) = self.lock().get_mut(id) {
             s.lang = lang;

@@ -24,11 +24,23 @@ struct WipeList {
     c: Frame,
     waiting: Vec<WipeRow>,
     commands: Vec<CommandRow>,
+    /// At least two admin persons exist; otherwise the page says approval is not independent.
+    independent: bool,
 }
 
-/// Whether an audit name (`token:<name>:<id>`) names the token called `name`.
+/// Whether an audit name (`token:<name>:<id>`) names the person called `name`.
 fn requested_by_name(requested_by: &str, name: &str) -> bool {
-    requested_by.split(':').nth(1) == Some(name)
+    crate::api::tokens::person_of(requested_by)
+        .is_some_and(|p| crate::api::tokens::same_person(p, name))
+}
+
+/// Whether wipe approval is independent (two admin persons exist).
+async fn independent(a: &Authed, back: &str) -> Result<bool, axum::response::Response> {
+    let answer = a
+        .api()
+        .get_admin_token_persons(a.req(pb::GetAdminTokenPersonsRequest {}))
+        .await;
+    Ok(a.ok(answer, back)?.independent_approval)
 }
 
 pub async fn list(a: Authed) -> Page {
@@ -61,6 +73,7 @@ pub async fn list(a: Authed) -> Page {
         c: a.frame("wipes", a.t("Radering", "Wipes")),
         waiting,
         commands,
+        independent: independent(&a, "/").await?,
     };
     Ok(html(StatusCode::OK, &page))
 }
@@ -81,7 +94,7 @@ pub async fn request(Path(id): Path<String>, Post(a, f): Post<RequestForm>) -> P
         }))
         .await;
     let cmd = a.ok(answer, &back)?;
-    let text = match a.lang {
+    let mut text = match a.lang {
         Lang::Sv => format!(
             "Radering {} är begärd. En annan administratör måste godkänna den.",
             cmd.id
@@ -91,6 +104,13 @@ pub async fn request(Path(id): Path<String>, Post(a, f): Post<RequestForm>) -> P
             cmd.id
         ),
     };
+    if !independent(&a, &back).await? {
+        text.push(' ');
+        text.push_str(a.t(
+            "Godkännandet är inte oberoende ännu: det finns bara en administratörsperson.",
+            "The approval is not independent yet: only one admin person exists.",
+        ));
+    }
     Ok(a.done("/wipes", text))
 }
 
@@ -138,5 +158,7 @@ mod tests {
             "it-chef"
         ));
         assert!(!requested_by_name("system", "system"));
+        assert!(requested_by_name("token:a:b:0123abcd", "A:B"));
+        assert!(!requested_by_name("token:a:b:0123abcd", "a"));
     }
 }

@@ -1,0 +1,687 @@
+//! The token lifecycle of the admin API: who a bearer token is (and whether it still works),
+//! listing, revoking and approving admin tokens, listing and revoking enrollment tokens.
+//!
+//! A token's name is a *person*: tokens of the same name (compared trimmed and ignoring case)
+//! are the same person. The two-person rules live here:
+//! - while at least two admin persons hold active admin-role tokens, an admin-role token for
+//!   anyone other than its creator is created awaiting approval, and works only after an admin
+//!   person other than its creator and other than the person it names approved it, so one
+//!   admin cannot mint a second "person" to approve their own wipe;
+//! - a wipe's approver must be a different person from its requester ([`same_person`]);
+//! - with a single admin person, approval is not independent, and the CLI and the console say so
+//!   ([`AdminTokenPersons`](pb::AdminTokenPersons)).
+//!
+//! Revoking a token ends the console sessions logged in with it at once ([`RevocationHooks`]).
+
+use super::admin::{Actor, AdminApi, role_name, role_rank};
+use super::{State, internal};
+use crate::timefmt::{now_ms, rfc3339_ms};
+use crate::token::{self, TokenKind};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use tonic::{Request, Response, Status};
+use vakt_proto::pb;
+
+/// Token creation, approval and revocation one at a time, so two concurrent revocations cannot
+/// both pass the "not the last admin token" check, nor two creations the person count.
+static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where an admin token stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminTokenState {
+    Active,
+    AwaitingApproval,
+    Revoked,
+    Expired,
+}
+
+impl AdminTokenState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::AwaitingApproval => "awaiting-approval",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// An admin token's state at `now_ms`. Revocation wins over expiry, expiry over approval.
+pub fn admin_token_state(rec: &pb::AdminTokenRecord, now_ms: i64) -> AdminTokenState {
+    if rec.revoked {
+        AdminTokenState::Revoked
+    } else if rec.expires_at_ms != 0 && now_ms >= rec.expires_at_ms {
+        AdminTokenState::Expired
+    } else if rec.awaiting_approval {
+        AdminTokenState::AwaitingApproval
+    } else {
+        AdminTokenState::Active
+    }
+}
+
+/// Where an enrollment token stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollTokenState {
+    Active,
+    Revoked,
+    Expired,
+    UsedUp,
+}
+
+impl EnrollTokenState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::UsedUp => "used-up",
+        }
+    }
+}
+
+/// An enrollment token's state at `now_ms`, in the order the store refuses an enrollment.
+pub fn enroll_token_state(rec: &pb::EnrollTokenRecord, now_ms: i64) -> EnrollTokenState {
+    if rec.revoked {
+        EnrollTokenState::Revoked
+    } else if rec.expires_at_ms != 0 && now_ms >= rec.expires_at_ms {
+        EnrollTokenState::Expired
+    } else if rec.uses_left == 0 {
+        EnrollTokenState::UsedUp
+    } else {
+        EnrollTokenState::Active
+    }
+}
+
+/// The person an audit name (`token:<name>:<id>`) names. The id never holds a colon, so a
+/// name that does is still read whole.
+pub fn person_of(audit_name: &str) -> Option<&str> {
+    audit_name
+        .strip_prefix("token:")?
+        .rsplit_once(':')
+        .map(|(name, _)| name)
+}
+
+/// Whether two token names are the same person: trimmed, ignoring case ("Anna" is "anna ").
+pub fn same_person(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    !a.is_empty() && a.to_lowercase() == b.to_lowercase()
+}
+
+/// The persons (lowercased names) holding at least one active admin-role token.
+pub fn admin_persons<'a>(
+    recs: impl IntoIterator<Item = &'a pb::AdminTokenRecord>,
+    now_ms: i64,
+) -> BTreeSet<String> {
+    recs.into_iter()
+        .filter(|r| r.role == pb::Role::Admin as i32)
+        .filter(|r| admin_token_state(r, now_ms) == AdminTokenState::Active)
+        .map(|r| r.name.trim().to_lowercase())
+        .collect()
+}
+
+/// Whether a new token of `role` for `name`, created by `creator`, must wait for approval: an
+/// admin-role token for someone other than its creator while two admin persons exist.
+pub fn needs_approval(
+    role: pb::Role,
+    name: &str,
+    creator: &str,
+    admin_persons: &BTreeSet<String>,
+) -> bool {
+    role == pb::Role::Admin && !same_person(name, creator) && admin_persons.len() >= 2
+}
+
+/// Called with a token's sha-256 when it is revoked. The console registers one to end the
+/// sessions logged in with it. A hook that returns `false` is gone (its console was dropped).
+type Hook = Box<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+
+#[derive(Default)]
+pub struct RevocationHooks {
+    hooks: Mutex<Vec<Hook>>,
+}
+
+impl std::fmt::Debug for RevocationHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RevocationHooks")
+    }
+}
+
+impl RevocationHooks {
+    pub fn register(&self, hook: impl Fn(&[u8; 32]) -> bool + Send + Sync + 'static) {
+        self.lock().push(Box::new(hook));
+    }
+
+    fn revoked(&self, hash: &[u8; 32]) {
+        self.lock().retain(|h| h(hash));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Hook>> {
+        // Each operation is one push or retain: a poisoned list is still a valid list.
+        self.hooks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn when(ms: i64) -> String {
+    if ms <= 0 {
+        "an unrecorded time".to_string()
+    } else {
+        rfc3339_ms(ms)
+    }
+}
+
+/// Who presents `presented`, if it is an admin token that works now with at least `needs`.
+/// Revoked, expired and unapproved tokens are refused as unauthenticated, each saying why.
+pub fn authorize_token(state: &State, presented: &str, needs: pb::Role) -> Result<Actor, Status> {
+    let hash = token::hash(presented);
+    let rec = state
+        .store
+        .admin_token(&hash)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::unauthenticated(format!(
+                "API token {} is not valid on this server",
+                token::redacted(presented)
+            ))
+        })?;
+    let now = now_ms();
+    let (id, name) = (&rec.id, &rec.name);
+    match admin_token_state(&rec, now) {
+        AdminTokenState::Active => {}
+        AdminTokenState::Revoked => {
+            return Err(Status::unauthenticated(format!(
+                "API token {id} ('{name}') was revoked at {} by {}; ask an admin for a new one",
+                when(rec.revoked_at_ms),
+                rec.revoked_by
+            )));
+        }
+        AdminTokenState::Expired => {
+            return Err(Status::unauthenticated(format!(
+                "API token {id} ('{name}') expired at {}; ask an admin for a new one",
+                rfc3339_ms(rec.expires_at_ms)
+            )));
+        }
+        AdminTokenState::AwaitingApproval => {
+            return Err(Status::unauthenticated(format!(
+                "API token {id} ('{name}') is awaiting approval: an admin other than {} and \
+                 '{name}' must run: vakt admin-token approve {id}",
+                rec.created_by
+            )));
+        }
+    }
+    if now.saturating_sub(rec.last_used_at_ms) >= crate::store::LAST_USED_GRANULARITY_MS {
+        // Bookkeeping only: a failure to note the time must not refuse the call.
+        if let Err(e) = state.store.touch_admin_token(&hash, now) {
+            tracing::warn!(token = %id, "last use not recorded: {e}");
+        }
+    }
+    let role = pb::Role::try_from(rec.role).unwrap_or(pb::Role::Unspecified);
+    if role_rank(role) < role_rank(needs) {
+        return Err(Status::permission_denied(format!(
+            "this needs the {} role; token '{}' has {}",
+            role_name(needs),
+            rec.name,
+            role_name(role)
+        )));
+    }
+    Ok(Actor {
+        name: rec.name,
+        token_id: rec.id,
+        role,
+    })
+}
+
+/// Stores a new admin token; returns (id, secret). `expires_at_ms` 0 never expires.
+pub async fn mint_admin_token(
+    store: &crate::store::Store,
+    role: pb::Role,
+    name: &str,
+    created_by: &str,
+    expires_at_ms: i64,
+    awaiting_approval: bool,
+) -> Result<(String, String), crate::store::StoreError> {
+    let secret = token::generate(TokenKind::Admin);
+    let id = token::id_of(&secret);
+    let rec = pb::AdminTokenRecord {
+        id: id.clone(),
+        name: name.to_string(),
+        role: role as i32,
+        created_at_ms: now_ms(),
+        created_by: created_by.to_string(),
+        expires_at_ms,
+        awaiting_approval,
+        ..Default::default()
+    };
+    store.put_admin_token(&token::hash(&secret), &rec).await?;
+    Ok((id, secret))
+}
+
+/// The one stored record whose public id is `id`.
+fn find<M>(
+    list: Vec<([u8; 32], M)>,
+    id: &str,
+    id_of: impl Fn(&M) -> &str,
+    what: &str,
+) -> Result<([u8; 32], M), Status> {
+    let id = id.trim().to_lowercase();
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(format!(
+            "'{id}' is not a token id (12 hex digits, as `vakt {what} list` shows)"
+        )));
+    }
+    let mut hits = list.into_iter().filter(|(_, r)| id_of(r) == id);
+    match (hits.next(), hits.next()) {
+        (Some(hit), None) => Ok(hit),
+        (None, _) => Err(Status::not_found(format!("no {what} with id {id}"))),
+        (Some(_), Some(_)) => Err(Status::failed_precondition(format!(
+            "several {what}s have the id {id}; revoke them by another means"
+        ))),
+    }
+}
+
+fn admin_info(rec: &pb::AdminTokenRecord, now: i64) -> pb::AdminTokenInfo {
+    pb::AdminTokenInfo {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        role: rec.role,
+        state: admin_token_state(rec, now).name().to_string(),
+        created_at_ms: rec.created_at_ms,
+        created_by: rec.created_by.clone(),
+        expires_at_ms: rec.expires_at_ms,
+        last_used_at_ms: rec.last_used_at_ms,
+        approved_by: rec.approved_by.clone(),
+        approved_at_ms: rec.approved_at_ms,
+        revoked_by: rec.revoked_by.clone(),
+        revoked_at_ms: rec.revoked_at_ms,
+    }
+}
+
+fn enroll_info(rec: &pb::EnrollTokenRecord, now: i64) -> pb::EnrollTokenInfo {
+    pb::EnrollTokenInfo {
+        id: rec.id.clone(),
+        state: enroll_token_state(rec, now).name().to_string(),
+        uses_left: rec.uses_left,
+        uses_total: rec.uses_total,
+        created_at_ms: rec.created_at_ms,
+        created_by: rec.created_by.clone(),
+        expires_at_ms: rec.expires_at_ms,
+        note: rec.note.clone(),
+        revoked_by: rec.revoked_by.clone(),
+        revoked_at_ms: rec.revoked_at_ms,
+    }
+}
+
+/// Longest admin token life asked for with `--ttl` (ten years): beyond it, "never" says it.
+const MAX_ADMIN_TTL_S: u64 = 3660 * 24 * 3600;
+
+impl AdminApi {
+    fn store(&self) -> &crate::store::Store {
+        &self.state().store
+    }
+
+    /// The admin tokens as they stand now.
+    fn admin_records(&self) -> Result<Vec<([u8; 32], pb::AdminTokenRecord)>, Status> {
+        self.store().admin_tokens().map_err(internal)
+    }
+
+    pub(crate) async fn tokens_create_admin(
+        &self,
+        req: Request<pb::CreateAdminTokenRequest>,
+    ) -> Result<Response<pb::CreatedToken>, Status> {
+        let actor = self.authorize(&req, pb::Role::Admin)?;
+        let r = req.into_inner();
+        let role = pb::Role::try_from(r.role)
+            .ok()
+            .filter(|r| *r != pb::Role::Unspecified)
+            .ok_or_else(|| Status::invalid_argument("--role must be viewer, operator or admin"))?;
+        let name = r.name.trim();
+        if name.is_empty() || name.len() > 64 || name.contains(char::is_control) {
+            return Err(Status::invalid_argument(
+                "--name must be 1 to 64 printable characters",
+            ));
+        }
+        if r.ttl_s > MAX_ADMIN_TTL_S {
+            return Err(Status::invalid_argument(
+                "--ttl is at most 3660 days; leave it out for a token that does not expire",
+            ));
+        }
+        let _one_at_a_time = CHANGES.lock().await;
+        let now = now_ms();
+        let expires_at_ms = match r.ttl_s {
+            0 => 0,
+            s => now.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        };
+        let records = self.admin_records()?;
+        let persons = admin_persons(records.iter().map(|(_, r)| r), now);
+        let awaiting = needs_approval(role, name, &actor.name, &persons);
+        let (id, secret) = mint_admin_token(
+            self.store(),
+            role,
+            name,
+            &actor.audit_name(),
+            expires_at_ms,
+            awaiting,
+        )
+        .await
+        .map_err(internal)?;
+        let state = if awaiting {
+            AdminTokenState::AwaitingApproval
+        } else {
+            AdminTokenState::Active
+        };
+        self.audit(
+            &actor,
+            "admin-token.create",
+            &id,
+            &format!(
+                "name={name} role={} state={} expires={}",
+                role_name(role),
+                state.name(),
+                rfc3339_ms(expires_at_ms)
+            ),
+        )
+        .await?;
+        Ok(Response::new(pb::CreatedToken {
+            token: secret,
+            id,
+            expires_at_ms,
+            state: state.name().to_string(),
+        }))
+    }
+
+    pub(crate) async fn tokens_list_admin(
+        &self,
+        req: Request<pb::ListAdminTokensRequest>,
+    ) -> Result<Response<pb::ListAdminTokensResponse>, Status> {
+        self.authorize(&req, pb::Role::Admin)?;
+        let now = now_ms();
+        let mut tokens: Vec<_> = self
+            .admin_records()?
+            .iter()
+            .map(|(_, r)| admin_info(r, now))
+            .collect();
+        tokens.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(Response::new(pb::ListAdminTokensResponse { tokens }))
+    }
+
+    pub(crate) async fn tokens_revoke_admin(
+        &self,
+        req: Request<pb::RevokeAdminTokenRequest>,
+    ) -> Result<Response<pb::AdminTokenInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Admin)?;
+        let _one_at_a_time = CHANGES.lock().await;
+        let now = now_ms();
+        let records = self.admin_records()?;
+        let active_admin = |r: &pb::AdminTokenRecord| {
+            r.role == pb::Role::Admin as i32 && admin_token_state(r, now) == AdminTokenState::Active
+        };
+        let others_active = records
+            .iter()
+            .filter(|(_, r)| r.id != req.get_ref().id.trim().to_lowercase() && active_admin(r))
+            .count();
+        let (hash, rec) = find(records, &req.get_ref().id, |r| &r.id, "admin-token")?;
+        if rec.revoked {
+            return Err(Status::failed_precondition(format!(
+                "admin token {} ('{}') is already revoked",
+                rec.id, rec.name
+            )));
+        }
+        if active_admin(&rec) && others_active == 0 {
+            return Err(Status::failed_precondition(format!(
+                "admin token {} is the last active admin token ('{}'): revoking it would lock \
+                 IT out; create another admin token first",
+                rec.id, rec.name
+            )));
+        }
+        let me = actor.audit_name();
+        let updated = self
+            .store()
+            .update_admin_token(&hash, |r| {
+                r.revoked = true;
+                r.revoked_at_ms = now;
+                r.revoked_by = me.clone();
+            })
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no admin-token with id {}", rec.id)))?;
+        self.state().revocations.revoked(&hash);
+        self.audit(
+            &actor,
+            "admin-token.revoke",
+            &rec.id,
+            &format!("name={} role={}", rec.name, role_name_of(rec.role)),
+        )
+        .await?;
+        Ok(Response::new(admin_info(&updated, now)))
+    }
+
+    pub(crate) async fn tokens_approve_admin(
+        &self,
+        req: Request<pb::ApproveAdminTokenRequest>,
+    ) -> Result<Response<pb::AdminTokenInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Admin)?;
+        let _one_at_a_time = CHANGES.lock().await;
+        let now = now_ms();
+        let (hash, rec) = find(
+            self.admin_records()?,
+            &req.get_ref().id,
+            |r| &r.id,
+            "admin-token",
+        )?;
+        let state = admin_token_state(&rec, now);
+        if state != AdminTokenState::AwaitingApproval {
+            return Err(Status::failed_precondition(format!(
+                "admin token {} ('{}') is {}, not awaiting approval",
+                rec.id,
+                rec.name,
+                state.name()
+            )));
+        }
+        let creator = person_of(&rec.created_by).unwrap_or(&rec.created_by);
+        if same_person(&actor.name, creator) || same_person(&actor.name, &rec.name) {
+            self.audit(
+                &actor,
+                "admin-token.approve-refused",
+                &rec.id,
+                &format!("name={} created_by={}", rec.name, rec.created_by),
+            )
+            .await?;
+            return Err(Status::permission_denied(format!(
+                "admin token {} ('{}') was created by {}; it must be approved by an admin person \
+                 other than '{creator}' and '{}'",
+                rec.id, rec.name, rec.created_by, rec.name
+            )));
+        }
+        let me = actor.audit_name();
+        let updated = self
+            .store()
+            .update_admin_token(&hash, |r| {
+                r.awaiting_approval = false;
+                r.approved_by = me.clone();
+                r.approved_at_ms = now;
+            })
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no admin-token with id {}", rec.id)))?;
+        self.audit(
+            &actor,
+            "admin-token.approve",
+            &rec.id,
+            &format!("name={} created_by={}", rec.name, rec.created_by),
+        )
+        .await?;
+        Ok(Response::new(admin_info(&updated, now)))
+    }
+
+    pub(crate) async fn tokens_list_enroll(
+        &self,
+        req: Request<pb::ListEnrollTokensRequest>,
+    ) -> Result<Response<pb::ListEnrollTokensResponse>, Status> {
+        self.authorize(&req, pb::Role::Admin)?;
+        let now = now_ms();
+        let mut tokens: Vec<_> = self
+            .store()
+            .enroll_tokens()
+            .map_err(internal)?
+            .iter()
+            .map(|(_, r)| enroll_info(r, now))
+            .collect();
+        tokens.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(Response::new(pb::ListEnrollTokensResponse { tokens }))
+    }
+
+    pub(crate) async fn tokens_revoke_enroll(
+        &self,
+        req: Request<pb::RevokeEnrollTokenRequest>,
+    ) -> Result<Response<pb::EnrollTokenInfo>, Status> {
+        let actor = self.authorize(&req, pb::Role::Admin)?;
+        let _one_at_a_time = CHANGES.lock().await;
+        let now = now_ms();
+        let all = self.store().enroll_tokens().map_err(internal)?;
+        let (hash, rec) = find(all, &req.get_ref().id, |r| &r.id, "enroll-token")?;
+        if rec.revoked {
+            return Err(Status::failed_precondition(format!(
+                "enrollment token {} is already revoked",
+                rec.id
+            )));
+        }
+        let me = actor.audit_name();
+        let updated = self
+            .store()
+            .update_enroll_token(&hash, |r| {
+                r.revoked = true;
+                r.revoked_at_ms = now;
+                r.revoked_by = me.clone();
+            })
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no enroll-token with id {}", rec.id)))?;
+        self.audit(
+            &actor,
+            "enroll-token.revoke",
+            &rec.id,
+            &format!("uses_left={} note={}", rec.uses_left, rec.note),
+        )
+        .await?;
+        Ok(Response::new(enroll_info(&updated, now)))
+    }
+
+    pub(crate) async fn tokens_admin_persons(
+        &self,
+        req: Request<pb::GetAdminTokenPersonsRequest>,
+    ) -> Result<Response<pb::AdminTokenPersons>, Status> {
+        self.authorize(&req, pb::Role::Viewer)?;
+        let records = self.admin_records()?;
+        let n = admin_persons(records.iter().map(|(_, r)| r), now_ms()).len();
+        Ok(Response::new(pb::AdminTokenPersons {
+            admin_persons: u32::try_from(n).unwrap_or(u32::MAX),
+            independent_approval: n >= 2,
+        }))
+    }
+}
+
+fn role_name_of(raw: i32) -> &'static str {
+    role_name(pb::Role::try_from(raw).unwrap_or(pb::Role::Unspecified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn admin(name: &str) -> pb::AdminTokenRecord {
+        pb::AdminTokenRecord {
+            name: name.into(),
+            role: pb::Role::Admin as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn admin_token_states_in_order() {
+        let mut r = admin("anna");
+        assert_eq!(admin_token_state(&r, 5), AdminTokenState::Active);
+        r.awaiting_approval = true;
+        assert_eq!(admin_token_state(&r, 5), AdminTokenState::AwaitingApproval);
+        r.expires_at_ms = 5;
+        assert_eq!(admin_token_state(&r, 4), AdminTokenState::AwaitingApproval);
+        assert_eq!(admin_token_state(&r, 5), AdminTokenState::Expired);
+        r.revoked = true;
+        assert_eq!(admin_token_state(&r, 5), AdminTokenState::Revoked);
+        assert_eq!(
+            AdminTokenState::AwaitingApproval.name(),
+            "awaiting-approval"
+        );
+    }
+
+    #[test]
+    fn enroll_token_states_in_order() {
+        let mut r = pb::EnrollTokenRecord {
+            uses_left: 1,
+            expires_at_ms: 10,
+            ..Default::default()
+        };
+        assert_eq!(enroll_token_state(&r, 9), EnrollTokenState::Active);
+        assert_eq!(enroll_token_state(&r, 10), EnrollTokenState::Expired);
+        r.uses_left = 0;
+        assert_eq!(enroll_token_state(&r, 9), EnrollTokenState::UsedUp);
+        r.revoked = true;
+        assert_eq!(enroll_token_state(&r, 10), EnrollTokenState::Revoked);
+    }
+
+    #[test]
+    fn persons_are_names_of_active_admin_tokens() {
+        let mut viewer = admin("carl");
+        viewer.role = pb::Role::Viewer as i32;
+        let mut revoked = admin("dora");
+        revoked.revoked = true;
+        let mut waiting = admin("erik");
+        waiting.awaiting_approval = true;
+        let recs = [
+            admin("Anna"),
+            admin("anna "),
+            admin("bo"),
+            viewer,
+            revoked,
+            waiting,
+        ];
+        let p = admin_persons(&recs, 0);
+        assert_eq!(p.into_iter().collect::<Vec<_>>(), ["anna", "bo"]);
+    }
+
+    #[test]
+    fn approval_is_needed_for_another_admin_person_once_two_exist() {
+        let one: BTreeSet<String> = ["anna".to_string()].into();
+        let two: BTreeSet<String> = ["anna".to_string(), "bo".to_string()].into();
+        // One admin person: tokens under any name are active (and wipes say so).
+        assert!(!needs_approval(pb::Role::Admin, "puppet", "anna", &one));
+        // Two: an admin token for someone else, new or existing, waits.
+        assert!(needs_approval(pb::Role::Admin, "puppet", "anna", &two));
+        assert!(needs_approval(pb::Role::Admin, "bo", "anna", &two));
+        // ... but not one for yourself, nor a token that cannot approve wipes.
+        assert!(!needs_approval(pb::Role::Admin, "Anna", "anna", &two));
+        assert!(!needs_approval(pb::Role::Operator, "puppet", "anna", &two));
+    }
+
+    #[test]
+    fn the_person_of_an_audit_name() {
+        assert_eq!(person_of("token:anna:0123456789ab"), Some("anna"));
+        assert_eq!(person_of("token:a:b:0123456789ab"), Some("a:b"));
+        assert_eq!(person_of("system"), None);
+        assert!(same_person("Anna", " anna"));
+        assert!(!same_person("anna", "anna2"));
+        assert!(!same_person("", ""));
+    }
+
+    #[test]
+    fn hooks_of_dropped_consoles_go() {
+        let hooks = RevocationHooks::default();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        hooks.register(move |_| {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            false
+        });
+        hooks.revoked(&[0; 32]);
+        hooks.revoked(&[0; 32]);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,206 @@
+//! `vakt admin-token list|revoke|approve` and `vakt enroll-token list|revoke`: the token
+//! lifecycle on the command line, and the plain warning on wipes while only one admin person
+//! exists. Lists never show a secret or its hash, only the public id.
+
+use super::{AdminTokenCmd, Client, TokenCmd, client, status};
+use anyhow::{anyhow, bail};
+use serde_json::{Value, json};
+use vakt_proto::pb;
+use vakt_server::api::admin::role_name;
+use vakt_server::timefmt::rfc3339_ms;
+
+/// `--ttl` of an admin token in seconds; none is 0, a token that does not expire.
+pub fn admin_ttl_s(ttl: Option<&str>) -> anyhow::Result<u64> {
+    let Some(ttl) = ttl else { return Ok(0) };
+    let d = humantime::parse_duration(ttl)
+        .map_err(|e| anyhow!("--ttl '{ttl}' is not a duration ({e}); write e.g. 8h or 90d"))?;
+    if d.as_secs() == 0 {
+        bail!("--ttl must be at least 1s; leave it out for a token that does not expire");
+    }
+    Ok(d.as_secs())
+}
+
+/// After the token itself went to stdout: what a person should know of it, on stderr.
+pub fn explain_created(t: &pb::CreatedToken) {
+    if t.state == "awaiting-approval" {
+        eprintln!(
+            "admin token {id} is awaiting approval: it works once an admin person other than \
+             you and the person it names runs: vakt admin-token approve {id}",
+            id = t.id
+        );
+    }
+    if t.expires_at_ms > 0 {
+        eprintln!(
+            "admin token {} expires at {}",
+            t.id,
+            rfc3339_ms(t.expires_at_ms)
+        );
+    }
+}
+
+/// On wipes: say plainly when approval is not independent. A failure to ask only skips the
+/// note (the wipe itself already answered).
+pub async fn warn_if_one_admin_person(c: &mut Client) {
+    if let Ok(p) = c
+        .get_admin_token_persons(pb::GetAdminTokenPersonsRequest {})
+        .await
+    {
+        let p = p.into_inner();
+        if !p.independent_approval {
+            eprintln!(
+                "warning: wipe approval is not independent yet: only {} admin person exists, \
+                 who can mint a token under another name and approve their own wipe; create an \
+                 admin token for a second person",
+                p.admin_persons
+            );
+        }
+    }
+}
+
+fn admin_json(t: &pb::AdminTokenInfo) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "role": role_name(pb::Role::try_from(t.role).unwrap_or(pb::Role::Unspecified)),
+        "state": t.state,
+        "created_at": rfc3339_ms(t.created_at_ms),
+        "created_by": t.created_by,
+        "expires_at": rfc3339_ms(t.expires_at_ms),
+        "last_used_at": rfc3339_ms(t.last_used_at_ms),
+        "approved_by": t.approved_by,
+        "approved_at": rfc3339_ms(t.approved_at_ms),
+        "revoked_by": t.revoked_by,
+        "revoked_at": rfc3339_ms(t.revoked_at_ms),
+    })
+}
+
+fn enroll_json(t: &pb::EnrollTokenInfo) -> Value {
+    json!({
+        "id": t.id,
+        "state": t.state,
+        "uses_left": t.uses_left,
+        "uses_total": t.uses_total,
+        "created_at": rfc3339_ms(t.created_at_ms),
+        "created_by": t.created_by,
+        "expires_at": rfc3339_ms(t.expires_at_ms),
+        "note": t.note,
+        "revoked_by": t.revoked_by,
+        "revoked_at": rfc3339_ms(t.revoked_at_ms),
+    })
+}
+
+/// `-` for an empty cell, so columns stay readable.
+fn cell(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+pub async fn admin_token(cli: &super::Cli, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
+    let mut c = client(cli).await?;
+    match cmd {
+        AdminTokenCmd::Create { .. } => bail!("admin-token create is handled by the caller"),
+        AdminTokenCmd::List { json } => {
+            let list = c
+                .list_admin_tokens(pb::ListAdminTokensRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tokens;
+            if *json {
+                let v: Vec<Value> = list.iter().map(admin_json).collect();
+                outln!("{}", Value::Array(v));
+                return Ok(());
+            }
+            outln!(
+                "{:<12} {:<20} {:<8} {:<17} {:<20} {:<20} {:<20} CREATED BY",
+                "ID",
+                "NAME",
+                "ROLE",
+                "STATE",
+                "CREATED",
+                "EXPIRES",
+                "LAST USED"
+            );
+            for t in &list {
+                let role = role_name(pb::Role::try_from(t.role).unwrap_or(pb::Role::Unspecified));
+                outln!(
+                    "{:<12} {:<20} {:<8} {:<17} {:<20} {:<20} {:<20} {}",
+                    t.id,
+                    t.name,
+                    role,
+                    t.state,
+                    rfc3339_ms(t.created_at_ms),
+                    cell(&rfc3339_ms(t.expires_at_ms)),
+                    cell(&rfc3339_ms(t.last_used_at_ms)),
+                    t.created_by
+                );
+            }
+        }
+        AdminTokenCmd::Revoke { id } => {
+            let t = c
+                .revoke_admin_token(pb::RevokeAdminTokenRequest { id: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!("admin token {} ('{}') revoked", t.id, t.name);
+        }
+        AdminTokenCmd::Approve { id } => {
+            let t = c
+                .approve_admin_token(pb::ApproveAdminTokenRequest { id: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!("admin token {} ('{}') approved: {}", t.id, t.name, t.state);
+        }
+    }
+    Ok(())
+}
+
+pub async fn enroll_token(cli: &super::Cli, cmd: &TokenCmd) -> anyhow::Result<()> {
+    let mut c = client(cli).await?;
+    match cmd {
+        TokenCmd::Create { .. } => bail!("enroll-token create is handled by the caller"),
+        TokenCmd::List { json } => {
+            let list = c
+                .list_enroll_tokens(pb::ListEnrollTokensRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tokens;
+            if *json {
+                let v: Vec<Value> = list.iter().map(enroll_json).collect();
+                outln!("{}", Value::Array(v));
+                return Ok(());
+            }
+            outln!(
+                "{:<12} {:<8} {:<9} {:<20} {:<20} {:<32} NOTE",
+                "ID",
+                "STATE",
+                "USES",
+                "CREATED",
+                "EXPIRES",
+                "CREATED BY"
+            );
+            for t in &list {
+                outln!(
+                    "{:<12} {:<8} {:<9} {:<20} {:<20} {:<32} {}",
+                    t.id,
+                    t.state,
+                    format!("{}/{}", t.uses_left, t.uses_total),
+                    rfc3339_ms(t.created_at_ms),
+                    cell(&rfc3339_ms(t.expires_at_ms)),
+                    t.created_by,
+                    t.note
+                );
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            let t = c
+                .revoke_enroll_token(pb::RevokeEnrollTokenRequest { id: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!("enrollment token {} revoked", t.id);
+        }
+    }
+    Ok(())
+}
