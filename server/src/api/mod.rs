@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod exemption_guard;
 
 use crate::pki::Pki;
 use crate::store::Store;
@@ -31,6 +32,10 @@ pub struct State {
     pub enroll_limiter: Arc<crate::limit::EnrollLimiter>,
     /// Reports being stored at once (see [`REPORT_SLOTS`]).
     pub report_slots: Arc<tokio::sync::Semaphore>,
+    /// Exemption requests per device (see [`exemption_guard`]).
+    pub exemption_limiter: Arc<exemption_guard::ExemptionLimiter>,
+    /// Set when the server stops: every Connect stream ends (see [`State::stop_streams`]).
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// How many agent reports are stored at once; the rest wait their turn, parked.
@@ -77,6 +82,8 @@ impl State {
                 std::time::Instant::now(),
             )),
             report_slots: Arc::new(tokio::sync::Semaphore::new(REPORT_SLOTS)),
+            exemption_limiter: Arc::default(),
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
     }
 
@@ -87,6 +94,16 @@ impl State {
             std::time::Instant::now(),
         ));
         self
+    }
+
+    /// Ends every held Connect stream, for a shutdown: each session stops reading and the
+    /// senders kept here are dropped, so the response streams finish and the HTTP/2
+    /// connections can close after their GOAWAY. Agents reconnect to the next server.
+    pub fn stop_streams(&self) {
+        self.stopping.send_replace(true);
+        if let Ok(mut map) = self.connected.lock() {
+            map.clear();
+        }
     }
 
     pub fn is_connected(&self, device_id: &str) -> bool {
