@@ -92,7 +92,7 @@ dpkg -i "$server_deb" >"$work/dpkg.log" 2>&1 || fail "dpkg -i vakt-server: $(cat
 getent passwd vakt >/dev/null || fail "no vakt user after installing vakt-server"
 vakt_uid=$(id -u vakt)
 [ "$vakt_uid" -lt 1000 ] || fail "vakt is not a system user (uid $vakt_uid)"
-expect_file /var/lib/vakt-server vakt:vakt 750
+expect_file /var/lib/vakt-server vakt:vakt 700
 expect_file /etc/vakt/server.toml root:root 644
 expect_file /lib/systemd/system/vakt-server.service root:root 644
 [ -L /etc/systemd/system/multi-user.target.wants/vakt-server.service ] ||

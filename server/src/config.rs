@@ -106,8 +106,8 @@ pub struct FileConfig {
     pub mail: MailFile,
 }
 
-/// The `[mail]` table.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+/// The `[mail]` table. Its `Debug` leaves the secrets out (see [`crate::redact`]).
+#[derive(Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailFile {
     /// smtp://host:port, smtp://host?tls=required (STARTTLS) or smtps://host.
@@ -118,6 +118,17 @@ pub struct MailFile {
     /// Every event is also POSTed as JSON to each of these URLs.
     #[serde(default)]
     pub webhooks: Vec<String>,
+}
+
+impl std::fmt::Debug for MailFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailFile")
+            .field("smtp", &crate::redact::opt_url(&self.smtp))
+            .field("from", &self.from)
+            .field("it_address", &self.it_address)
+            .field("webhooks", &crate::redact::urls(&self.webhooks))
+            .finish()
+    }
 }
 
 /// Reads an address from a string with a message that says what to write; toml adds the line

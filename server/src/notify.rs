@@ -9,8 +9,8 @@ use lettre::message::{Mailbox, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
-/// Where notifications go and how.
-#[derive(Debug, Clone, Default)]
+/// Where notifications go and how. Its `Debug` leaves the secrets out (see [`crate::redact`]).
+#[derive(Clone, Default)]
 pub struct NotifyConfig {
     /// `smtp://host:port` (plain, for a local relay), `smtp://host?tls=required` (STARTTLS)
     /// or `smtps://host` (TLS), with `user:pass@` if the relay needs it. `None`: mail is queued
@@ -21,6 +21,17 @@ pub struct NotifyConfig {
     pub it_address: Option<String>,
     /// Every event is also POSTed as JSON to each of these.
     pub webhooks: Vec<String>,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("smtp_url", &crate::redact::opt_url(&self.smtp_url))
+            .field("from", &self.from)
+            .field("it_address", &self.it_address)
+            .field("webhooks", &crate::redact::urls(&self.webhooks))
+            .finish()
+    }
 }
 
 /// One queued mail.
@@ -127,7 +138,10 @@ pub async fn run_sender(state: State) {
         Some(url) => match AsyncSmtpTransport::<Tokio1Executor>::from_url(url) {
             Ok(t) => Some(t.build()),
             Err(e) => {
-                tracing::error!("smtp url '{url}': {e}; mail will stay queued");
+                tracing::error!(
+                    "smtp url '{}': {e}; mail will stay queued",
+                    crate::redact::url(url)
+                );
                 None
             }
         },
@@ -168,7 +182,7 @@ pub async fn run_sender(state: State) {
             let key = item.id.clone().into_bytes();
             let res = match sent {
                 Ok(()) => {
-                    tracing::info!(to = ?item.to, webhook = ?item.webhook, subject = %item.subject, "notification sent");
+                    tracing::info!(to = ?item.to, webhook = ?crate::redact::opt_url(&item.webhook), subject = %item.subject, "notification sent");
                     state
                         .store
                         .json_apply::<OutboxItem>(JsonTree::Outbox, &[], &[key])
@@ -180,7 +194,7 @@ pub async fn run_sender(state: State) {
                         .saturating_mul(1 << item.attempts.min(7))
                         .min(3_600_000);
                     item.next_attempt_ms = now_ms() + delay;
-                    tracing::warn!(to = ?item.to, attempts = item.attempts, "mail not sent, retrying in {} s: {e}", delay / 1000);
+                    tracing::warn!(to = ?item.to, webhook = ?crate::redact::opt_url(&item.webhook), attempts = item.attempts, "mail not sent, retrying in {} s: {e}", delay / 1000);
                     item.last_error = e;
                     state
                         .store

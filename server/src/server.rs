@@ -19,8 +19,16 @@ use vakt_proto::pb::agent_service_server::AgentServiceServer;
 /// hundred KiB; anything near this limit is not a report.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long held connections get to close once a shutdown begins (see [`run`]).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the last flush of the store may take at shutdown; with [`SHUTDOWN_GRACE`] well
+/// under the 10 s a service manager gives before it kills.
+pub const FLUSH_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("the store did not finish its last flush within {0} s")]
+    FlushTimeout(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -103,7 +111,7 @@ pub async fn run(
     // TLS handshakes happen in the listener, bounded (see `tls`), before tonic sees a
     // connection; tonic then gives each request its connection's `tls::Peer`.
     let incoming =
-        crate::tls::TlsListener::new(listener, tls, "gRPC").map_err(ServerError::Listener)?;
+        crate::tls::TlsListener::http2(listener, tls, "gRPC").map_err(ServerError::Listener)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
@@ -136,18 +144,47 @@ pub async fn run(
         }
     });
     let sender = tokio::spawn(crate::notify::run_sender(state.clone()));
-    let served = transport()
+    // On shutdown tonic stops accepting and sends every connection a GOAWAY, then waits for
+    // their streams to end, which a held Connect stream never does by itself: so the streams
+    // are ended here, and whatever is still open after SHUTDOWN_GRACE is left behind.
+    let (began, begun) = tokio::sync::oneshot::channel::<()>();
+    let stop_state = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop_state.stop_streams();
+        let _ = began.send(());
+    };
+    let serve = transport()
+        .layer(crate::preauth::PreAuthLayer::new(state.clone()))
         .add_service(agent)
         .add_service(admin)
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let served = tokio::select! {
+        r = serve => r,
+        () = async {
+            match begun.await {
+                Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                Err(_) => std::future::pending().await,
+            }
+        } => {
+            tracing::warn!(
+                "connections still open {} s after the shutdown began; closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     expiry.abort();
     sender.abort();
     served?;
-    // Whatever sled still buffers (last-seen times) goes to disk before we exit.
-    state.store.flush().await?;
+    // Whatever sled still buffers (last-seen times) goes to disk before we exit, in bounded
+    // time: acknowledged data is on disk already.
+    tokio::time::timeout(FLUSH_BOUND, state.store.flush())
+        .await
+        .map_err(|_| ServerError::FlushTimeout(FLUSH_BOUND.as_secs()))??;
+    tracing::info!("gRPC server stopped; store flushed");
     Ok(())
 }
 

@@ -204,7 +204,7 @@ impl Store {
     /// Opens (or creates) the store in `dir`, taking an exclusive lock on the directory first so
     /// a second server on the same data fails at once with a clear message.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        crate::fsutil::private_dir(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         })?;

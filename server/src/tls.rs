@@ -50,6 +50,19 @@ pub const MAX_HANDSHAKES: usize = 128;
 /// clients can delay the queue by this much, never block it.
 pub const PLACE_HELD: Duration = Duration::from_secs(1);
 
+/// An HTTP/2 client sends its 24-byte preface right after the handshake; one that has not
+/// within this long is closed. Without it a client could finish handshakes and say nothing,
+/// holding a file descriptor each for as long as it liked (hyper waits for the preface
+/// forever).
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/2 connection on which the client has sent nothing for any stream this long is
+/// closed. Agents send a heartbeat on their Connect stream every 30 s, so only connections
+/// kept open without a stream are affected.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// What every HTTP/2 connection starts with (RFC 9113, section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("the server certificate PEM: {0}")]
@@ -136,11 +149,32 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `listener`; `what` names the port in log lines.
+    /// Starts accepting on `listener`; `what` names the port in log lines. For HTTP/1.1 (the
+    /// console, whose server has its own header-read timeout).
     pub fn new(
         listener: TcpListener,
         config: Arc<ServerConfig>,
         what: &'static str,
+    ) -> std::io::Result<Self> {
+        Self::start(listener, config, what, false)
+    }
+
+    /// The same for HTTP/2 (the gRPC port): a connection is handed over only once its client
+    /// has sent the HTTP/2 preface, within [`PREFACE_TIMEOUT`] of the handshake, and it is
+    /// closed once idle for [`IDLE_TIMEOUT`].
+    pub fn http2(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        what: &'static str,
+    ) -> std::io::Result<Self> {
+        Self::start(listener, config, what, true)
+    }
+
+    fn start(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        what: &'static str,
+        http2: bool,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
@@ -161,13 +195,46 @@ impl TlsListener {
                 let handshake = handshake(tcp, acceptor.clone(), places.clone());
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(BoxedTls(Box::new((tls, peer)))).await;
+                    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!("{what}: TLS handshake with {peer}: {e}");
+                            return;
                         }
-                        Ok(Err(e)) => tracing::debug!("{what}: TLS handshake with {peer}: {e}"),
-                        Err(_) => tracing::debug!("{what}: TLS handshake with {peer} timed out"),
-                    }
+                        Err(_) => {
+                            tracing::debug!("{what}: TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    };
+                    let conn = if http2 {
+                        match tokio::time::timeout(PREFACE_TIMEOUT, read_preface(&mut tls)).await {
+                            Ok(Ok(())) => Conn {
+                                tls,
+                                addr: peer,
+                                replay: PREFACE.len(),
+                                frames: Some(FrameWatch::new(now_s())),
+                            },
+                            Ok(Err(e)) => {
+                                tracing::debug!("{what}: {peer} sent no HTTP/2 preface: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(
+                                    "{what}: {peer} sent no HTTP/2 preface within {} s; closed",
+                                    PREFACE_TIMEOUT.as_secs()
+                                );
+                                return;
+                            }
+                        }
+                    } else {
+                        Conn {
+                            tls,
+                            addr: peer,
+                            replay: 0,
+                            frames: None,
+                        }
+                    };
+                    let _ = tx.send(BoxedTls(Box::new(conn))).await;
                 });
             }
         });
@@ -210,6 +277,87 @@ async fn handshake(
     }
 }
 
+/// Reads the client's first 24 bytes, which must be the HTTP/2 preface. They are known, so
+/// nothing needs keeping: [`Conn::replay`] hands the same bytes to hyper afterwards.
+async fn read_preface(tls: &mut TlsStream<TcpStream>) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut got = [0u8; PREFACE.len()];
+    tls.read_exact(&mut got).await?;
+    if &got != PREFACE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not an HTTP/2 client",
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds since the first call, as a small number for [`FrameWatch`].
+fn now_s() -> u32 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u32::try_from(start.elapsed().as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Follows the HTTP/2 frames a client sends (after the preface) to know when it last sent
+/// one for a stream (a stream id other than 0). Connection-level frames (PING, SETTINGS,
+/// connection flow control) do not count: a client that only answers the server's keep-alive
+/// pings holds no stream and is idle. Only the 9-byte frame headers are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameWatch {
+    /// The frame header being read, and how much of it has arrived.
+    head: [u8; 9],
+    have: u8,
+    /// Payload bytes of the current frame still to come.
+    left: u32,
+    /// When a frame for a stream last arrived, in [`now_s`] seconds.
+    last_stream_frame: u32,
+}
+
+impl FrameWatch {
+    pub fn new(now: u32) -> Self {
+        Self {
+            head: [0; 9],
+            have: 0,
+            left: 0,
+            last_stream_frame: now,
+        }
+    }
+
+    /// Takes the next bytes the client sent, received at `now`.
+    pub fn feed(&mut self, mut bytes: &[u8], now: u32) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let skip = bytes.len().min(self.left as usize);
+                bytes = &bytes[skip..];
+                // `skip` is at most `left`, a u32.
+                self.left -= u32::try_from(skip).unwrap_or(self.left);
+                continue;
+            }
+            let have = usize::from(self.have);
+            let take = bytes.len().min(9 - have);
+            self.head[have..have + take].copy_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            // `have + take` is at most 9.
+            self.have = u8::try_from(have + take).unwrap_or(9);
+            if self.have == 9 {
+                let h = self.head;
+                self.left = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                if stream != 0 {
+                    self.last_stream_frame = now;
+                }
+                self.have = 0;
+            }
+        }
+    }
+
+    /// Whether the client has sent nothing for a stream for [`IDLE_TIMEOUT`] at `now`.
+    pub fn idle(&self, now: u32) -> bool {
+        u64::from(now.saturating_sub(self.last_stream_frame)) >= IDLE_TIMEOUT.as_secs()
+    }
+}
+
 /// The connections as a stream, for tonic's `serve_with_incoming`. It never yields an error:
 /// a failed handshake is logged and dropped inside, so one bad client never ends the server's
 /// stream of connections.
@@ -225,7 +373,18 @@ impl tokio_stream::Stream for TlsListener {
 /// connection's I/O inside that connection's task for as long as it is open, and the rustls
 /// state inline there made every held agent cost 0.5 KiB more (measured side by side with
 /// 2,000 agents). The peer's address, known from the accept, goes along.
-pub struct BoxedTls(Box<(TlsStream<TcpStream>, SocketAddr)>);
+pub struct BoxedTls(Box<Conn>);
+
+/// What [`BoxedTls`] holds.
+struct Conn {
+    tls: TlsStream<TcpStream>,
+    addr: SocketAddr,
+    /// How many bytes of [`PREFACE`] (read by the listener) hyper has still to be given: the
+    /// last `replay` bytes of it.
+    replay: usize,
+    /// HTTP/2 only: when the client last sent a frame for a stream.
+    frames: Option<FrameWatch>,
+}
 
 /// Who is at the other end of a connection, taken once when it is handed to tonic: the
 /// address, and the sha-256 of the client certificate when one was presented (how the store
@@ -242,7 +401,12 @@ impl Peer {
     /// The peer of the connection a request came on (`None` off such a connection, e.g. in a
     /// test that calls a service directly).
     pub fn of<T>(req: &tonic::Request<T>) -> Option<Peer> {
-        req.extensions().get::<Peer>().copied()
+        Self::of_extensions(req.extensions())
+    }
+
+    /// The same from a request's extensions (an HTTP request in a layer before tonic's).
+    pub fn of_extensions(ext: &tonic::Extensions) -> Option<Peer> {
+        ext.get::<Peer>().copied()
     }
 }
 
@@ -250,10 +414,11 @@ impl tonic::transport::server::Connected for BoxedTls {
     type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Peer {
-        let (stream, addr) = &*self.0;
+        let conn = &*self.0;
         Peer {
-            addr: *addr,
-            cert_sha256: stream
+            addr: conn.addr,
+            cert_sha256: conn
+                .tls
                 .get_ref()
                 .1
                 .peer_certificates()
@@ -269,7 +434,31 @@ impl AsyncRead for BoxedTls {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0.0).poll_read(cx, buf)
+        let conn = &mut *self.get_mut().0;
+        if conn.replay > 0 {
+            let from = PREFACE.len() - conn.replay;
+            let n = conn.replay.min(buf.remaining());
+            buf.put_slice(&PREFACE[from..from + n]);
+            conn.replay -= n;
+            return Poll::Ready(Ok(()));
+        }
+        let Some(frames) = conn.frames.as_mut() else {
+            return Pin::new(&mut conn.tls).poll_read(cx, buf);
+        };
+        // Checked whenever hyper reads, which it does at least as often as the keep-alive
+        // ping is answered (every minute on a live connection): an end of stream here makes
+        // hyper close the connection.
+        let now = now_s();
+        if frames.idle(now) {
+            tracing::debug!("{}: idle HTTP/2 connection closed", conn.addr);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut conn.tls).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            frames.feed(&buf.filled()[before..], now);
+        }
+        r
     }
 }
 
@@ -279,7 +468,7 @@ impl AsyncWrite for BoxedTls {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0.0).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().0.tls).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -287,19 +476,19 @@ impl AsyncWrite for BoxedTls {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().0.tls).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.0.is_write_vectored()
+        self.0.tls.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0.0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().0.tls).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0.0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().0.tls).poll_shutdown(cx)
     }
 }
 
@@ -315,11 +504,50 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let tls = TlsListener::accept(self).await;
-        let addr = tls.0.1;
+        let addr = tls.0.addr;
         (tls, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: u32, kind: u8, stream: u32) -> Vec<u8> {
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend([kind, 0]);
+        f.extend(stream.to_be_bytes());
+        f.extend(std::iter::repeat_n(0u8, len as usize));
+        f
+    }
+
+    #[test]
+    fn only_frames_for_a_stream_keep_a_connection_alive() {
+        let idle = u32::try_from(IDLE_TIMEOUT.as_secs()).unwrap();
+        let mut w = FrameWatch::new(0);
+        // Pings and settings (stream 0) for a long while: idle.
+        w.feed(&frame(8, 6, 0), 100);
+        w.feed(&frame(6, 4, 0), idle - 1);
+        assert!(!w.idle(idle - 1));
+        assert!(w.idle(idle));
+        // A heartbeat on a stream, split across reads at every byte: alive again.
+        let data = frame(20, 0, 1);
+        for (i, b) in data.iter().enumerate() {
+            w.feed(
+                std::slice::from_ref(b),
+                idle + u32::try_from(i).unwrap() / 9,
+            );
+        }
+        assert!(!w.idle(idle + 30));
+        // A frame header hidden in a payload is not read as one.
+        let mut w = FrameWatch::new(0);
+        let mut ping = frame(9, 6, 0);
+        ping[9..].copy_from_slice(&frame(0, 0, 7)[..9]);
+        w.feed(&ping, idle);
+        assert!(w.idle(idle));
     }
 }

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// The URL in these is shown redacted (scheme, host and port; see [`crate::redact`]): the
+/// message is logged and kept in the outbox.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WebhookError {
-    #[error("webhook url '{0}' is not http:// or https://host[:port]/path")]
+    #[error("webhook url '{}' is not http:// or https://host[:port]/path", crate::redact::url(.0))]
     BadUrl(String),
-    #[error("{url}: {message}")]
+    #[error("{}: {message}", crate::redact::url(url))]
     Failed { url: String, message: String },
 }
 

@@ -65,16 +65,35 @@ impl TestServer {
     /// Starts a server with its gRPC API on `listen`, its console on `console`, and more
     /// `serve` flags (such as `--console-tls`).
     pub fn start_with_console(data: &Path, listen: &str, console: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(bin("vakt-server"))
-            .args(["serve", "--data"])
+        Self::start_in_shell(data, listen, console, extra, "")
+    }
+
+    /// As [`start_with_console`](Self::start_with_console), with `setup` run by `sh` first
+    /// in the process that then becomes the server (`umask 022`, `ulimit -Sn 1024`). A
+    /// [`restart`](Self::restart) starts it without.
+    pub fn start_in_shell(
+        data: &Path,
+        listen: &str,
+        console: &str,
+        extra: &[&str],
+        setup: &str,
+    ) -> Self {
+        let mut cmd = if setup.is_empty() {
+            Command::new(bin("vakt-server"))
+        } else {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", &format!("{setup} && exec \"$0\" \"$@\"")])
+                .arg(bin("vakt-server"));
+            sh
+        };
+        cmd.args(["serve", "--data"])
             .arg(data)
             .args(["--listen", listen, "--console", console])
             .args(extra)
             .env("VAKT_LOG", "info,vakt_server=debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vakt-server");
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn vakt-server");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -195,6 +214,33 @@ impl TestServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit: its exit status, or
+    /// `None` if it is still running (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // Our own child, not reaped yet, so the pid is still its.
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {}", c.id());
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = c.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
     }
 
     /// Kills and starts again on the same data directory and ports.

@@ -211,7 +211,19 @@ impl AgentService for AgentApi {
                 "--reason must say which work task needs mobile data (policy 8.4)",
             ));
         }
+        super::exemption_guard::check_reason(reason)?;
+        self.state
+            .exemption_limiter
+            .take(&d.id, std::time::Instant::now())?;
         let now = now_ms();
+        let all: Vec<crate::policy::Exemption> = self
+            .state
+            .store
+            .json_list(crate::store::JsonTree::Exemptions, b"")
+            .map_err(internal)?;
+        if let Some(e) = super::exemption_guard::in_force(&all, &d.id, now) {
+            return Err(super::exemption_guard::already_in_force(e));
+        }
         let until = now + i64::from(r.minutes) * 60_000;
         let id = format!("ex-{now:012x}{}", token::hex(&token::random_bytes::<3>()));
         let exemption = crate::policy::Exemption {
@@ -332,7 +344,12 @@ async fn session(
     if let Err(e) = Box::pin(crate::commands::deliver(&state, &device_id)).await {
         tracing::error!(device = %device_id, "could not deliver queued commands: {e}");
     }
-    while let Some(msg) = inbound.next().await {
+    // A stopping server ends the stream (see `State::stop_streams`).
+    let mut stopping = state.stopping.subscribe();
+    while let Some(msg) = tokio::select! {
+        m = inbound.next() => m,
+        () = async { let _ = stopping.wait_for(|s| *s).await; } => None,
+    } {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {

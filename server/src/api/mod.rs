@@ -7,6 +7,7 @@ mod admin_identity;
 pub mod agent;
 mod agent_identity;
 pub mod tokens;
+pub mod exemption_guard;
 
 use crate::pki::Pki;
 use crate::store::Store;
@@ -36,6 +37,10 @@ pub struct State {
     pub report_slots: Arc<tokio::sync::Semaphore>,
     /// Told of every revoked admin token (the console ends its sessions).
     pub revocations: Arc<tokens::RevocationHooks>,
+    /// Exemption requests per device (see [`exemption_guard`]).
+    pub exemption_limiter: Arc<exemption_guard::ExemptionLimiter>,
+    /// Set when the server stops: every Connect stream ends (see [`State::stop_streams`]).
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// How many agent reports are stored at once; the rest wait their turn, parked.
@@ -83,6 +88,8 @@ impl State {
             )),
             report_slots: Arc::new(tokio::sync::Semaphore::new(REPORT_SLOTS)),
             revocations: Arc::default(),
+            exemption_limiter: Arc::default(),
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
     }
 
@@ -93,6 +100,16 @@ impl State {
             std::time::Instant::now(),
         ));
         self
+    }
+
+    /// Ends every held Connect stream, for a shutdown: each session stops reading and the
+    /// senders kept here are dropped, so the response streams finish and the HTTP/2
+    /// connections can close after their GOAWAY. Agents reconnect to the next server.
+    pub fn stop_streams(&self) {
+        self.stopping.send_replace(true);
+        if let Ok(mut map) = self.connected.lock() {
+            map.clear();
+        }
     }
 
     pub fn is_connected(&self, device_id: &str) -> bool {

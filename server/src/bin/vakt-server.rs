@@ -160,6 +160,9 @@ async fn real_main() -> anyhow::Result<()> {
                 .context("--device-cert-lifetime")?;
             vakt_server::pki::check_cert_lifetime(server_cert_lifetime)
                 .context("--server-cert-lifetime")?;
+            // Before anything is opened: files the server's own, and room for the fleet.
+            vakt_server::hardening::private_umask();
+            log_file_limit();
             let file = config.as_deref().map(FileConfig::load).transpose()?;
             let mail_file = file.as_ref().map(|f| f.mail.clone()).unwrap_or_default();
             let flags = Flags {
@@ -215,6 +218,26 @@ async fn real_main() -> anyhow::Result<()> {
         } => demo(&data, listen, console, &report_interval).await?,
     }
     Ok(())
+}
+
+/// Raises the open-files limit as far as allowed and says what it is: each held agent is one.
+fn log_file_limit() {
+    match vakt_server::hardening::raise_file_limit() {
+        Ok((before, after)) if after.soft > before.soft => tracing::info!(
+            "open files limit raised from {} to {} (the hard limit)",
+            before.soft,
+            after.soft
+        ),
+        Ok((_, after)) => tracing::info!("open files limit {} (the hard limit)", after.soft),
+        Err(e) => {
+            let l = vakt_server::hardening::file_limit();
+            tracing::warn!(
+                "open files limit {} (hard {}), could not raise it: {e}; set LimitNOFILE= in the unit",
+                l.soft,
+                l.hard
+            );
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
@@ -273,21 +296,28 @@ async fn serve_both(
         r = &mut grpc_task => grpc_done = Some(r),
     }
     let _ = stop_tx.send(true);
-    let grpc_done = match grpc_done {
-        Some(r) => r,
-        None => grpc_task.await,
+    // Both stop at once (the gRPC side bounds its own wait, see `server::run`), so the whole
+    // shutdown stays within a service manager's patience.
+    let grpc_done = async {
+        match grpc_done {
+            Some(r) => r,
+            None => grpc_task.await,
+        }
     };
     // A browser holding a request open does not keep the server from stopping.
-    let console_done = match console_done {
-        Some(r) => r,
-        None => match tokio::time::timeout(Duration::from_secs(5), &mut console_task).await {
-            Ok(r) => r,
-            Err(_) => {
-                console_task.abort();
-                Ok(Ok(()))
-            }
-        },
+    let console_done = async {
+        match console_done {
+            Some(r) => r,
+            None => match tokio::time::timeout(Duration::from_secs(5), &mut console_task).await {
+                Ok(r) => r,
+                Err(_) => {
+                    console_task.abort();
+                    Ok(Ok(()))
+                }
+            },
+        }
     };
+    let (grpc_done, console_done) = tokio::join!(grpc_done, console_done);
     grpc_done.context("the gRPC server task")??;
     console_done.context("the console task")??;
     Ok(())

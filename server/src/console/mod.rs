@@ -19,6 +19,7 @@ mod auth;
 mod devices;
 mod findings;
 mod i18n;
+mod listen;
 mod loss;
 mod overview;
 mod people;
@@ -192,15 +193,9 @@ pub async fn serve(
     match tls_config {
         Some(config) => {
             let listener = crate::tls::TlsListener::new(listener, config, "console")?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+            listen::serve(listener, app, shutdown).await;
         }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
-        }
+        None => listen::serve(listener, app, shutdown).await,
     }
     Ok(())
 }

@@ -833,3 +833,42 @@ async fn people_trips_and_policy_go_through_the_admin_api() {
     assert!(audit.contains(&"people.import".to_string()));
     assert!(audit.contains(&"trip.add".to_string()));
 }
+
+#[tokio::test]
+async fn next_after_login_stays_on_this_site() {
+    let f = start(Transport::Plain).await;
+    // Each of these is off-site once a browser has dropped tabs and newlines, or decoded it.
+    let hostile = [
+        "/%09/evil.example",
+        "/\t/evil.example",
+        "/%0A/evil.example",
+        "/%2F/evil.example",
+        "/%5Cevil.example",
+        "/ /evil.example",
+        "https://evil.example/",
+    ];
+    for next in hostile {
+        // Through the login form.
+        let mut c = Client::new(&f);
+        let csrf = c.csrf().await;
+        let r = c
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("token", &f.admin), ("next", next)],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{next:?}");
+        assert_eq!(r.header("location"), Some("/"), "login with next={next:?}");
+        // And the login page of a session already logged in.
+        let query: String = form_encode(&[("next", next)]);
+        let r = c.get(&format!("/login?{query}")).await;
+        assert_eq!(r.header("location"), Some("/"), "/login?{query}");
+    }
+    // The literal query of the report, as a browser sends it.
+    let (mut c, _) = logged_in(&f, &f.admin).await;
+    let r = c.get("/login?next=/%09/evil.example").await;
+    assert_eq!(r.header("location"), Some("/"));
+    // A path on this site is still followed.
+    let r = c.get("/login?next=/devices%3Fq%3Danna").await;
+    assert_eq!(r.header("location"), Some("/devices?q=anna"));
+}

@@ -202,13 +202,47 @@ impl CommandRow {
     }
 }
 
-/// A path a form may send the browser back to: local to this site only.
+/// A path a form may send the browser back to: local to this site only. It must start with a
+/// single `/` followed by anything but `/` or `\\`, and hold no control character or
+/// whitespace anywhere, also once percent-decoded: browsers drop tabs and newlines from a
+/// `Location` before they parse it, so `/\t/evil.example` would be `//evil.example`, off-site.
 pub fn local_path(p: &str) -> Option<&str> {
-    let ok = p.starts_with('/')
-        && !p.starts_with("//")
-        && !p.starts_with("/\\")
-        && !p.contains(['\r', '\n']);
-    ok.then_some(p)
+    let safe = |s: &[u8]| {
+        s.first() == Some(&b'/')
+            && !matches!(s.get(1), Some(b'/' | b'\\'))
+            && !s
+                .iter()
+                .any(|b| b.is_ascii_control() || b.is_ascii_whitespace())
+    };
+    // Bytes outside ASCII are left to the browser's own percent-encoding; only ASCII can
+    // turn a path into an authority.
+    (safe(p.as_bytes()) && safe(&percent_decoded(p))).then_some(p)
+}
+
+/// `%XX` sequences decoded once (an invalid one stays as it is).
+fn percent_decoded(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                // Two hex digits make at most 0xff.
+                out.push(u8::try_from(h * 16 + l).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -281,5 +315,24 @@ mod tests {
         assert_eq!(local_path("/\\evil.example/"), None);
         assert_eq!(local_path("https://evil.example/"), None);
         assert_eq!(local_path("/x\r\nSet-Cookie: a=b"), None);
+        // Browsers strip tabs and newlines before parsing a Location: `/\t/x` is `//x`.
+        for bad in [
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/%5c/evil.example",
+            "/ /evil.example",
+            "/a b",
+            "/x%00",
+            "\\/evil.example",
+            "",
+            "devices",
+        ] {
+            assert_eq!(local_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(local_path("/devices/dev-1%2Fx"), Some("/devices/dev-1%2Fx"));
+        assert_eq!(local_path("/"), Some("/"));
     }
 }

@@ -108,7 +108,7 @@ impl Baseline {
         let thread = std::thread::spawn(move || {
             let served = rt.block_on(async move {
                 let listener = TcpListener::from_std(listener)?;
-                let incoming = vakt_server::tls::TlsListener::new(listener, tls, "baseline")?;
+                let incoming = vakt_server::tls::TlsListener::http2(listener, tls, "baseline")?;
                 router
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = stopped.await;
