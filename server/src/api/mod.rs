@@ -6,8 +6,8 @@ pub mod admin;
 mod admin_identity;
 pub mod agent;
 mod agent_identity;
-pub mod tokens;
 pub mod exemption_guard;
+pub mod tokens;
 
 use crate::pki::Pki;
 use crate::store::Store;
