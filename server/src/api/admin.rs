@@ -36,6 +36,11 @@ pub struct AdminApi {
 }
 
 /// Roles in order: a role may do everything the ones below it may.
+/// How many of a file's errors an answer lists, and how long each may be: an answer's message
+/// is a gRPC header, which clients refuse past a few tens of KiB.
+const MAX_ERROR_LINES: usize = 50;
+const MAX_ERROR_LINE_CHARS: usize = 300;
+
 pub fn role_rank(r: pb::Role) -> u8 {
     match r {
         pb::Role::Unspecified => 0,
@@ -901,10 +906,22 @@ impl AdminService for AdminApi {
             &r.file_name
         };
         let people = crate::people::parse(&r.csv).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(|e| format!("{name}: {e}")).collect();
+            // The message travels as a gRPC header: bounded, whatever the file held (a
+            // megabyte-long header cell quoted whole made the answer itself unreadable).
+            let mut lines: Vec<String> = errors
+                .iter()
+                .take(MAX_ERROR_LINES)
+                .map(|e| super::clip(&format!("{name}: {e}"), MAX_ERROR_LINE_CHARS))
+                .collect();
+            if errors.len() > MAX_ERROR_LINES {
+                lines.push(format!(
+                    "… and {} more error(s)",
+                    errors.len() - MAX_ERROR_LINES
+                ));
+            }
             Status::invalid_argument(format!(
                 "nothing was imported; {} error(s):\n{}",
-                lines.len(),
+                errors.len(),
                 lines.join("\n")
             ))
         })?;

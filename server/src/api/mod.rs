@@ -132,8 +132,28 @@ pub fn device_state_name(raw: i32) -> &'static str {
     }
 }
 
+/// `s` cut to at most `max` characters, with an ellipsis when cut: for quoting untrusted input
+/// in a message.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_string(),
+    }
+}
+
 /// A store failure seen by a client: internal, with the cause logged here and not sent out.
 pub(crate) fn internal(e: impl std::fmt::Display) -> tonic::Status {
     tracing::error!("internal error: {e}");
     tonic::Status::internal("the server could not complete the request; see its log")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clip_bounds_quoted_input_on_a_char_boundary() {
+        assert_eq!(super::clip("abc", 3), "abc");
+        assert_eq!(super::clip("abcd", 3), "abc…");
+        assert_eq!(super::clip("åäöå", 2), "åä…");
+        assert_eq!(super::clip(&"x".repeat(1 << 20), 300).chars().count(), 301);
+    }
 }
