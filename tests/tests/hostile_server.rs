@@ -3,6 +3,8 @@
 //! connections, oversized calls before authentication, exemption floods, the open-files
 //! limit, SIGTERM with streams held, the data directory's modes and secrets in the log.
 
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
