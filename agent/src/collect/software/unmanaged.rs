@@ -388,16 +388,11 @@ fn to_package(c: Candidate) -> Package {
 /// The first bytes of a regular file and whether it is executable; `None` for anything that
 /// is not a readable regular file.
 fn head_of(path: &Path) -> Option<(Vec<u8>, bool)> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
+    // Opened first and judged on the handle: a user's FIFO here must not block the scan.
+    let file = super::files::open_regular(path).ok()?;
+    let meta = file.metadata().ok()?;
     let mut head = Vec::with_capacity(HEAD_LEN);
-    std::fs::File::open(path)
-        .ok()?
-        .take(HEAD_LEN as u64)
-        .read_to_end(&mut head)
-        .ok()?;
+    file.take(HEAD_LEN as u64).read_to_end(&mut head).ok()?;
     Some((head, is_executable(&meta)))
 }
 
@@ -564,7 +559,7 @@ fn load_dpkg_ownership(root: &Root, owners: &mut Ownership, out: &mut Collected<
 /// counts (its size is checked first); one that grows past the cap while it is read is an
 /// error too, with the lines read so far kept, as they are paths dpkg did install.
 fn read_dpkg_list(path: &Path, owners: &mut Ownership) -> std::io::Result<()> {
-    let file = std::fs::File::open(path)?;
+    let file = super::files::open_regular(path)?;
     let too_large = || {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
