@@ -231,6 +231,11 @@ expect_file /etc/vakt/server.toml root:root 644 # the server's, untouched
 if command -v ansible-playbook >/dev/null && [ -x /usr/bin/python3 ] &&
     /usr/bin/python3 -c 'import apt' 2>/dev/null; then
     step "the Ansible role installs and enrolls the agent"
+    # The purge above threw the laptop's key away, so this is a reinstalled laptop. Its old
+    # certificate is still valid: without IT's word the enrollment would become a new device
+    # sharing the hardware (issue 15). IT says so first, as for a real reinstall.
+    vakt device reenroll "$device" >"$work/reenroll.log" 2>&1 ||
+        fail "vakt device reenroll $device: $(cat "$work/reenroll.log")"
     printf '[laptops]\nlocalhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n' \
         >"$work/inventory"
     cat >"$work/vars.json" <<EOF
@@ -247,7 +252,7 @@ EOF
     /usr/bin/vakt-agent run --once --config /etc/vakt/agent.toml >"$work/agent.log" 2>&1 ||
         fail "vakt-agent run --once after the role: $(cat "$work/agent.log")"
     expect_gone /etc/vakt/enroll.token
-    # Same machine, same hardware identity: the server maps it to the same device.
+    # Same machine, same hardware identity, and IT allowed the takeover: the same device.
     again=$(/usr/bin/vakt-agent status --json --config /etc/vakt/agent.toml |
         sed -n 's/.*"device_id": *"\([^"]*\)".*/\1/p')
     [ "$again" = "$device" ] || fail "re-enrolled as $again, expected $device"
