@@ -382,6 +382,7 @@ async fn hold_stream(
                 };
                 match msg.msg {
                     Some(pb::server_message::Msg::Welcome(w)) => {
+                        executor.set_server_time(w.server_time_ms);
                         if w.heartbeat_interval_s >= 5 {
                             interval = Duration::from_secs(u64::from(w.heartbeat_interval_s));
                             next_beat = Instant::now() + interval;
@@ -390,7 +391,16 @@ async fn hold_stream(
                             let _ = e.send(Event::StreamUp);
                         }
                     }
-                    Some(pb::server_message::Msg::HeartbeatAck(_)) => {}
+                    Some(pb::server_message::Msg::HeartbeatAck(a)) => {
+                        executor.set_server_time(a.server_time_ms);
+                    }
+                    Some(pb::server_message::Msg::KeyRollover(chain)) => {
+                        let answer = executor.follow_key_chain(&chain);
+                        let msg = pb::AgentMessage {
+                            msg: Some(pb::agent_message::Msg::KeyRolloverResult(answer)),
+                        };
+                        let _ = tx.send(msg).await;
+                    }
                     Some(pb::server_message::Msg::Command(signed)) => {
                         match executor.begin(&signed)? {
                             Begin::Reply(r) => {

@@ -152,6 +152,25 @@ impl StateDir {
         write_atomic(&self.path("identity.json"), &meta)
     }
 
+    /// Replaces the trusted command-signing key (hex) in identity.json, leaving the rest.
+    pub fn save_command_key(&self, key_hex: &str) -> Result<(), StateError> {
+        let path = self.path("identity.json");
+        let text = read_opt(&path)?.ok_or_else(|| StateError::Corrupt {
+            path: path.clone(),
+            message: "missing: the agent is not enrolled".into(),
+        })?;
+        let mut id: Identity = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        id.command_public_key = key_hex.to_string();
+        let meta = serde_json::to_vec_pretty(&id).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&path, &meta)
+    }
+
     pub fn report_state(&self) -> Result<ReportState, StateError> {
         let p = self.path("report.json");
         match read_opt(&p)? {

@@ -21,6 +21,9 @@ pub const LOCK_QUEUE_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
 pub const WIPE_APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
 /// How long an approved wipe waits for its device.
 pub const WIPE_DELIVERY_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
+/// How many times a command is signed again after the agent refused it for time or key (its
+/// clock, or a rotation it had just followed) before the refusal is taken as final.
+pub const MAX_RESIGNS: u32 = 5;
 
 pub fn kind_name(kind: i32) -> &'static str {
     match pb::CommandKind::try_from(kind) {
@@ -89,8 +92,14 @@ pub fn new_command(
     }
 }
 
-/// The signed envelope of a command, valid for [`SIGNATURE_TTL_MS`] from `now_ms`.
-pub fn sign(state: &State, c: &pb::CommandInfo, now_ms: i64) -> pb::SignedCommand {
+/// The signed envelope of a command, valid for [`SIGNATURE_TTL_MS`] from `now_ms`, signed with
+/// the key generation the device has acknowledged.
+pub fn sign(
+    state: &State,
+    c: &pb::CommandInfo,
+    key_generation: u32,
+    now_ms: i64,
+) -> pb::SignedCommand {
     let body = pb::Command {
         id: c.id.clone(),
         device_id: c.device_id.clone(),
@@ -101,7 +110,7 @@ pub fn sign(state: &State, c: &pb::CommandInfo, now_ms: i64) -> pb::SignedComman
     }
     .encode_to_vec();
     pb::SignedCommand {
-        signature: state.pki.sign_command(&body),
+        signature: state.pki.command_keys.sign(key_generation, &body),
         command: body,
     }
 }
@@ -132,10 +141,20 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
         .into_iter()
         .filter(|c| deliverable(c, now))
         .collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let generation = state
+        .store
+        .device(device_id)?
+        .and_then(|r| r.device)
+        .map_or(0, |d| d.command_key_generation);
     let mut pushed = 0;
     for c in due {
         let msg = Box::new(pb::ServerMessage {
-            msg: Some(pb::server_message::Msg::Command(sign(state, &c, now))),
+            msg: Some(pb::server_message::Msg::Command(sign(
+                state, &c, generation, now,
+            ))),
         });
         if conn.tx.send(msg).await.is_err() {
             break;
@@ -156,28 +175,55 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
     Ok(pushed)
 }
 
+/// What became of an agent's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Unknown, another device's, or already final: acknowledged and nothing changed.
+    Ignored,
+    /// Stored.
+    Stored,
+    /// A refusal for time or key that the agent did not take as final: the command stays
+    /// delivered and is to be signed again and resent now.
+    SignAgain,
+}
+
 /// Records an agent's result for one of its commands, durably, and moves the device to the
-/// state the result implies. Returns false when the command is unknown or not this device's
-/// (the agent is still acknowledged, so it stops resending).
+/// state the result implies. An unknown command or another device's is ignored (the agent is
+/// still acknowledged, so it stops resending).
 pub async fn record_result(
     state: &State,
     device_id: &str,
     r: &pb::CommandResult,
-) -> Result<bool, StoreError> {
+) -> Result<Recorded, StoreError> {
     let Some(c) = state.store.command(&r.command_id)? else {
         tracing::warn!(device = %device_id, command = %r.command_id, "result for an unknown command");
-        return Ok(false);
+        return Ok(Recorded::Ignored);
     };
     if c.device_id != device_id {
         tracing::warn!(device = %device_id, command = %r.command_id, "result for another device's command ignored");
-        return Ok(false);
+        return Ok(Recorded::Ignored);
     }
     if is_final(c.state) {
-        return Ok(true);
+        return Ok(Recorded::Ignored);
     }
     let now = now_ms();
     let outcome =
         pb::CommandOutcome::try_from(r.outcome).unwrap_or(pb::CommandOutcome::Unspecified);
+    if outcome == pb::CommandOutcome::Refused && r.retry && c.deliveries <= MAX_RESIGNS {
+        tracing::info!(device = %device_id, command = %c.id, "the agent refused for time or key ({}); signing again", r.detail);
+        let detail = format!(
+            "the agent refused it ({}); signed again and resent",
+            r.detail
+        );
+        state
+            .store
+            .update_command(&c.id, |c| {
+                c.detail = detail.clone();
+                c.updated_ms = now;
+            })
+            .await?;
+        return Ok(Recorded::SignAgain);
+    }
     let new_state = match outcome {
         pb::CommandOutcome::Started => pb::CommandState::Delivered,
         pb::CommandOutcome::Succeeded => pb::CommandState::Succeeded,
@@ -224,7 +270,7 @@ pub async fn record_result(
             }
         })
         .await?;
-    Ok(true)
+    Ok(Recorded::Stored)
 }
 
 /// Marks commands whose queue time ran out as expired. Returns their ids.

@@ -27,6 +27,7 @@ pub mod policy;
 pub mod preauth;
 pub mod redact;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod timefmt;
 pub mod tls;

@@ -11,7 +11,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -55,7 +54,8 @@ pub struct Pki {
     server_cert: std::sync::Arc<crate::certs::ServerCert>,
     dir: PathBuf,
     hostnames: Vec<String>,
-    command_key: Ed25519KeyPair,
+    /// The command-signing keys, every generation (`signing.rs`).
+    pub command_keys: crate::signing::KeyRing,
     /// Seconds a device certificate is valid; set once at start, read at each issue.
     device_cert_lifetime_s: std::sync::atomic::AtomicU64,
 }
@@ -109,35 +109,7 @@ impl Pki {
             message: e.to_string(),
         })?;
 
-        let command_key_path = dir.join("command.key");
-        let command_key = match read_opt(&command_key_path).map_err(io(&command_key_path))? {
-            Some(pem) => {
-                let der = pem_body(&pem).ok_or_else(|| PkiError::Bad {
-                    path: command_key_path.clone(),
-                    message: "not a PEM private key".into(),
-                })?;
-                Ed25519KeyPair::from_pkcs8(&der).map_err(|e| PkiError::Bad {
-                    path: command_key_path.clone(),
-                    message: e.to_string(),
-                })?
-            }
-            None => {
-                let rng = ring::rand::SystemRandom::new();
-                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| PkiError::Bad {
-                    path: command_key_path.clone(),
-                    message: e.to_string(),
-                })?;
-                write_private(
-                    &command_key_path,
-                    pem_encode("PRIVATE KEY", pkcs8.as_ref()).as_bytes(),
-                )
-                .map_err(io(&command_key_path))?;
-                Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| PkiError::Bad {
-                    path: command_key_path.clone(),
-                    message: e.to_string(),
-                })?
-            }
-        };
+        let command_keys = crate::signing::KeyRing::load_or_create(dir)?;
 
         let (server_cert_pem, server_key_pem) =
             issue_server_cert(&issuer, dir, hostnames, SERVER_CERT_LIFETIME)?;
@@ -152,7 +124,7 @@ impl Pki {
             server_key_pem,
             dir: dir.to_path_buf(),
             hostnames: hostnames.to_vec(),
-            command_key,
+            command_keys,
             device_cert_lifetime_s: std::sync::atomic::AtomicU64::new(
                 DEFAULT_DEVICE_CERT_LIFETIME.as_secs(),
             ),
@@ -190,16 +162,6 @@ impl Pki {
 
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
-    }
-
-    /// The Ed25519 public key agents pin at enrollment.
-    pub fn command_public_key(&self) -> Vec<u8> {
-        self.command_key.public_key().as_ref().to_vec()
-    }
-
-    /// Signs `message` with the command-signing key.
-    pub fn sign_command(&self, message: &[u8]) -> Vec<u8> {
-        self.command_key.sign(message).as_ref().to_vec()
     }
 
     /// Issues a client certificate for `device_id` to the key in a CSR, after checking the CSR's
@@ -335,7 +297,7 @@ pub fn sha256(der: &[u8]) -> [u8; 32] {
     out
 }
 
-fn pem_encode(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = base64_encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for chunk in b64.as_bytes().chunks(64) {
@@ -344,15 +306,6 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
-}
-
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
-    base64_decode(&body)
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -377,7 +330,7 @@ fn base64_encode(data: &[u8]) -> String {
     out
 }
 
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     let mut acc = 0u32;
     let mut bits = 0;
@@ -416,7 +369,7 @@ mod tests {
         let a = Pki::load_or_create(dir.path(), &[]).unwrap();
         let b = Pki::load_or_create(dir.path(), &["vakt.example.org".into()]).unwrap();
         assert_eq!(a.ca_pem(), b.ca_pem());
-        assert_eq!(a.command_public_key(), b.command_public_key());
+        assert_eq!(a.command_keys.current(), b.command_keys.current());
         assert_ne!(
             a.server_cert_pem, b.server_cert_pem,
             "server cert is reissued"

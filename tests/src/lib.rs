@@ -313,10 +313,16 @@ impl TestAgent {
 
     /// Starts `vakt-agent run` in the background; killed when the guard drops.
     pub fn spawn(&self) -> AgentProcess {
+        self.spawn_with_env(&[])
+    }
+
+    /// As [`spawn`](Self::spawn), with more environment (LD_PRELOAD of libfaketime, say).
+    pub fn spawn_with_env(&self, env: &[(&str, &str)]) -> AgentProcess {
         let log = self.dir.join("agent.log");
         let child = Command::new(bin("vakt-agent"))
             .args(["run", "--config"])
             .arg(self.config())
+            .envs(env.iter().copied())
             .env("VAKT_LOG", "info,vakt_agent=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

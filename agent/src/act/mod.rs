@@ -89,7 +89,12 @@ pub struct Executor {
     cfg: Config,
     state: StateDir,
     device_id: String,
-    pinned_key: String,
+    /// Hex of the command-signing key trusted now: the one pinned at enrollment, or the newest
+    /// a verified rotation chain led to (saved in identity.json before it is used).
+    pinned_key: Mutex<String>,
+    /// The server's clock minus ours, learned from the authenticated stream (Welcome and every
+    /// heartbeat answer): commands' expiries are judged by the server's clock.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
     bus: crate::bus::BusAddress,
     journal: Mutex<()>,
 }
@@ -106,9 +111,76 @@ impl Executor {
             cfg: cfg.clone(),
             state,
             device_id: identity.device_id.clone(),
-            pinned_key: identity.command_public_key.clone(),
+            pinned_key: Mutex::new(identity.command_public_key.clone()),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
             bus,
             journal: Mutex::new(()),
+        }
+    }
+
+    /// The server said its clock reads `server_ms` (a message of the authenticated stream,
+    /// which arrives within the network's delay of being stamped).
+    pub fn set_server_time(&self, server_ms: i64) {
+        let offset = server_ms.saturating_sub(crate::link::now_ms());
+        let before = self
+            .clock_offset_ms
+            .swap(offset, std::sync::atomic::Ordering::Relaxed);
+        if (offset - before).abs() > 60_000 {
+            tracing::info!(
+                offset_s = offset / 1000,
+                "this laptop's clock differs from the server's; commands are judged by the server's clock"
+            );
+        }
+    }
+
+    /// Now by the server's clock, as far as the stream told us.
+    fn server_now_ms(&self) -> i64 {
+        crate::link::now_ms().saturating_add(
+            self.clock_offset_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    fn pinned_key(&self) -> String {
+        self.pinned_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Follows a key rotation chain from the trusted key. A new key is saved in the state
+    /// directory before it is trusted; a refused chain changes nothing. The answer tells the
+    /// server which key this agent trusts now, or why the chain was refused.
+    pub fn follow_key_chain(&self, chain: &pb::KeyRolloverChain) -> pb::KeyRolloverResult {
+        let mut pinned = self.pinned_key.lock().unwrap_or_else(|p| p.into_inner());
+        let refuse = |error: String, key: &str| {
+            tracing::error!("key rotation refused: {error}");
+            pb::KeyRolloverResult {
+                public_key: verify::unhex(key).unwrap_or_default(),
+                error,
+            }
+        };
+        let Some(current) = verify::unhex(&pinned) else {
+            return refuse(format!("the pinned command key is not valid: {pinned}"), "");
+        };
+        match verify::follow_chain(chain, &current) {
+            Ok(new) if new == current => pb::KeyRolloverResult {
+                public_key: new,
+                error: String::new(),
+            },
+            Ok(new) => {
+                let hex = crate::link::hex(&new);
+                if let Err(e) = self.state.save_command_key(&hex) {
+                    return refuse(format!("could not save the new command key: {e}"), &pinned);
+                }
+                tracing::info!(key = %hex, "command-signing key rotated by the server");
+                *pinned = hex;
+                pb::KeyRolloverResult {
+                    public_key: new,
+                    error: String::new(),
+                }
+            }
+            Err(e) => refuse(e.to_string(), &pinned),
         }
     }
 
@@ -215,11 +287,19 @@ impl Executor {
     /// Decides what to do with a command that arrived, recording it before anything runs.
     pub fn begin(&self, signed: &pb::SignedCommand) -> Result<Begin, StateError> {
         let now = crate::link::now_ms();
-        let cmd = match verify::verify(signed, &self.pinned_key, &self.device_id, now) {
+        let server_now = self.server_now_ms();
+        let cmd = match verify::verify(signed, &self.pinned_key(), &self.device_id, server_now) {
             Ok(c) => c,
             Err(refusal) => {
                 let id = verify::unverified_id(signed).unwrap_or_default();
                 tracing::warn!(command = %id, "command refused: {refusal}");
+                if refusal.is_retryable() {
+                    // Not journalled: the same id signed again (fresh, or with the key this
+                    // agent moved to) must still run.
+                    let mut r = result(&id, pb::CommandOutcome::Refused, &refusal.to_string(), now);
+                    r.retry = true;
+                    return Ok(Begin::Reply(r));
+                }
                 if id.is_empty() {
                     return Ok(Begin::Reply(result(
                         "",
@@ -420,6 +500,7 @@ fn result(id: &str, outcome: pb::CommandOutcome, detail: &str, at_ms: i64) -> pb
         outcome: outcome as i32,
         detail: detail.to_string(),
         at_ms,
+        retry: false,
     }
 }
 

@@ -1239,6 +1239,20 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::AdminTokenPersons>, Status> {
         self.tokens_admin_persons(req).await
     }
+
+    async fn rotate_signing_key(
+        &self,
+        req: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::SigningKeys>, Status> {
+        super::admin_signing::rotate(self, req).await
+    }
+
+    async fn get_signing_keys(
+        &self,
+        req: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::SigningKeys>, Status> {
+        super::admin_signing::show(self, req).await
+    }
 }
 
 /// Validates a pack's text; errors as `FILE:LINE:COL: message`.

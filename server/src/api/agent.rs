@@ -73,6 +73,8 @@ impl AgentService for AgentApi {
         let hw = r.hardware.unwrap_or_default();
         let now = now_ms();
         let hash = token::hash(presented);
+        // Read once: the device record names the generation whose key the answer carries.
+        let (key_generation, command_public_key) = self.state.pki.command_keys.current();
         let store = &self.state.store;
         let refused = |e: EnrollError| match e {
             EnrollError::Refused(r) => Status::permission_denied(r.to_string()),
@@ -104,6 +106,7 @@ impl AgentService for AgentApi {
             serial: hw.serial.clone(),
             model: hw.model.clone(),
             agent_version: r.agent_version.clone(),
+            command_key_generation: key_generation,
             ..Default::default()
         };
         let info = CertInfo {
@@ -130,7 +133,7 @@ impl AgentService for AgentApi {
             device_id,
             certificate_pem: cert.pem,
             ca_pem: self.state.pki.ca_pem().to_string(),
-            command_public_key: self.state.pki.command_public_key(),
+            command_public_key,
         }))
     }
 
@@ -300,7 +303,10 @@ impl AgentService for AgentApi {
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let rec = self.device(&req)?;
-        let device_id = rec.device.map(|d| d.id).unwrap_or_default();
+        let (device_id, key_generation) = rec
+            .device
+            .map(|d| (d.id, d.command_key_generation))
+            .unwrap_or_default();
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +320,14 @@ impl AgentService for AgentApi {
                 },
             );
         }
-        tokio::spawn(session(self.state.clone(), device_id, epoch, inbound, tx));
+        tokio::spawn(session(
+            self.state.clone(),
+            device_id,
+            key_generation,
+            epoch,
+            inbound,
+            tx,
+        ));
         let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(|m| Ok(*m));
         Ok(Response::new(Box::pin(out) as ServerStream))
     }
@@ -327,6 +340,7 @@ impl AgentService for AgentApi {
 async fn session(
     state: State,
     device_id: String,
+    key_generation: u32,
     epoch: u64,
     mut inbound: Streaming<pb::AgentMessage>,
     tx: mpsc::Sender<Box<pb::ServerMessage>>,
@@ -340,8 +354,17 @@ async fn session(
     });
     let _ = tx.send(welcome).await;
     touch(&state, &device_id);
-    // Everything queued while the device was away goes out now.
-    if let Err(e) = Box::pin(crate::commands::deliver(&state, &device_id)).await {
+    if key_generation < state.pki.command_keys.current().0 {
+        // Behind a rotation: the new key first. Queued commands wait for the agent's answer,
+        // so they are signed with the key it trusts by then.
+        let chain = pb::ServerMessage {
+            msg: Some(pb::server_message::Msg::KeyRollover(
+                state.pki.command_keys.chain(),
+            )),
+        };
+        let _ = tx.send(Box::new(chain)).await;
+    } else if let Err(e) = Box::pin(crate::commands::deliver(&state, &device_id)).await {
+        // Everything queued while the device was away goes out now.
         tracing::error!(device = %device_id, "could not deliver queued commands: {e}");
     }
     // A stopping server ends the stream (see `State::stop_streams`).
@@ -372,15 +395,30 @@ async fn session(
                 // Acknowledge only once the result is durable; on a store error the agent
                 // keeps the result and sends it again on its next stream.
                 match Box::pin(crate::commands::record_result(&state, &device_id, &r)).await {
-                    Ok(_) => Some(pb::server_message::Msg::ResultAck(pb::ResultAck {
-                        command_id: r.command_id.clone(),
-                        outcome: r.outcome,
-                    })),
+                    Ok(recorded) => {
+                        let ack = pb::ServerMessage {
+                            msg: Some(pb::server_message::Msg::ResultAck(pb::ResultAck {
+                                command_id: r.command_id.clone(),
+                                outcome: r.outcome,
+                            })),
+                        };
+                        if tx.send(Box::new(ack)).await.is_err() {
+                            break;
+                        }
+                        if recorded == crate::commands::Recorded::SignAgain {
+                            redeliver(&state, &device_id).await;
+                        }
+                        None
+                    }
                     Err(e) => {
                         tracing::error!(device = %device_id, command = %r.command_id, "could not record result: {e}");
                         None
                     }
                 }
+            }
+            Some(pb::agent_message::Msg::KeyRolloverResult(k)) => {
+                Box::pin(key_rollover_result(&state, &device_id, &k)).await;
+                None
             }
             None => None,
         };
@@ -397,6 +435,44 @@ async fn session(
         && map.get(&device_id).is_some_and(|c| c.epoch == epoch)
     {
         map.remove(&device_id);
+    }
+}
+
+/// Pushes the device's open commands again, freshly signed.
+async fn redeliver(state: &State, device_id: &str) {
+    if let Err(e) = Box::pin(crate::commands::deliver(state, device_id)).await {
+        tracing::error!(device = %device_id, "could not deliver queued commands: {e}");
+    }
+}
+
+/// The agent's answer to a key rotation chain: the generation it trusts now is recorded
+/// durably before anything is signed for it (a lost record would sign with a key the agent
+/// has left), then its queued commands go out.
+async fn key_rollover_result(state: &State, device_id: &str, k: &pb::KeyRolloverResult) {
+    if !k.error.is_empty() {
+        tracing::error!(device = %device_id, "the agent refused the signing-key rotation: {}", k.error);
+    }
+    let Some(generation) = state.pki.command_keys.generation_of(&k.public_key) else {
+        tracing::error!(device = %device_id, "the agent trusts a command key this server does not have");
+        return;
+    };
+    let updated = state.store.update_device(device_id, |r| {
+        if let Some(d) = r.device.as_mut() {
+            d.command_key_generation = generation;
+        }
+    });
+    let durable = match updated {
+        Ok(_) => state.store.flush().await,
+        Err(e) => Err(e),
+    };
+    match durable {
+        Ok(()) => {
+            tracing::info!(device = %device_id, generation, "the agent trusts command key generation {generation}");
+            redeliver(state, device_id).await;
+        }
+        Err(e) => {
+            tracing::error!(device = %device_id, "could not record the command key generation: {e}")
+        }
     }
 }
 

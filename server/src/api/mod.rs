@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod admin_identity;
+mod admin_signing;
 pub mod agent;
 mod agent_identity;
 pub mod exemption_guard;

@@ -38,6 +38,8 @@ macro_rules! out {
 
 #[path = "vakt/identity.rs"]
 mod identity;
+#[path = "vakt/signing.rs"]
+mod signing;
 #[path = "vakt/tokens.rs"]
 mod tokens;
 
@@ -144,6 +146,12 @@ enum Cmd {
         cmd: Option<AuditCmd>,
         #[arg(long)]
         json: bool,
+    },
+    /// The key that signs lock, unlock and wipe: rotate it, show its generations.
+    #[command(name = "signing-key")]
+    SigningKey {
+        #[command(subcommand)]
+        cmd: signing::SigningKeyCmd,
     },
 }
 
@@ -451,6 +459,7 @@ async fn real_main() -> anyhow::Result<()> {
             outln!("{}", t.token);
         }
         Cmd::EnrollToken { cmd } => tokens::enroll_token(&cli, cmd).await?,
+        Cmd::SigningKey { cmd } => signing::run(&cli, cmd).await?,
         Cmd::AdminToken {
             cmd: AdminTokenCmd::Create { role, name, ttl },
         } => {
@@ -1182,6 +1191,7 @@ fn device_json(d: &pb::Device) -> Value {
         "agent_version": d.agent_version,
         "shares_hardware_with": d.shares_hardware_with,
         "cert_expires_at": rfc3339_ms(d.cert_expires_at_ms),
+        "command_key_generation": d.command_key_generation,
     })
 }
 
@@ -1235,6 +1245,7 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
     if d.cert_expires_at_ms > 0 {
         outln!("certificate expires {}", rfc3339_ms(d.cert_expires_at_ms));
     }
+    outln!("command key generation {}", d.command_key_generation);
     outln!(
         "state       {}{}",
         device_state_name(d.state),

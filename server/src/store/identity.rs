@@ -229,6 +229,8 @@ pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
             d.model = device.model.clone();
             d.agent_version = device.agent_version.clone();
             d.last_seen_ms = now_ms;
+            // The new enrollment pinned the key the answer carries.
+            d.command_key_generation = device.command_key_generation;
             // A retired laptop that is enrolled again is in use again; lost or locked stays.
             if d.state == pb::DeviceState::Retired as i32 {
                 d.state = pb::DeviceState::Active as i32;

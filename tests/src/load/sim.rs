@@ -449,7 +449,12 @@ impl SimAgent {
                                 }
                             }
                         }
-                        Some(pb::server_message::Msg::HeartbeatAck(_)) | None => {}
+                        // The simulated fleet is never rotated: it keeps its enrollment key.
+                        Some(
+                            pb::server_message::Msg::HeartbeatAck(_)
+                            | pb::server_message::Msg::KeyRollover(_),
+                        )
+                        | None => {}
                     }
                 }
                 _ = tokio::time::sleep_until(next_beat) => {
@@ -481,6 +486,7 @@ impl SimAgent {
                     outcome: pb::CommandOutcome::Succeeded as i32,
                     detail: "simulated".into(),
                     at_ms: now,
+                    retry: false,
                 }
             }
             Err(refusal) => {
@@ -490,6 +496,7 @@ impl SimAgent {
                     outcome: pb::CommandOutcome::Refused as i32,
                     detail: refusal.to_string(),
                     at_ms: now,
+                    retry: false,
                 }
             }
         }
