@@ -270,6 +270,13 @@ pub async fn record_result(
             }
         })
         .await?;
+    if is_final(new_state as i32) {
+        let waited_ms = now.saturating_sub(c.created_ms).max(0);
+        state
+            .metrics
+            .command_delivery
+            .observe(waited_ms as f64 / 1000.0);
+    }
     Ok(Recorded::Stored)
 }
 

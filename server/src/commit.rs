@@ -31,6 +31,8 @@ struct Inner {
     tickets: Option<mpsc::Sender<Ticket>>,
     thread: Option<std::thread::JoinHandle<()>>,
     counts: Arc<Counts>,
+    /// Every flush's duration, for `vakt_store_flush_duration_seconds` (an atomic update).
+    flush_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Drop for Inner {
@@ -56,6 +58,10 @@ impl GroupCommit {
         let (tickets, rx) = mpsc::channel::<Ticket>();
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
+        let flush_seconds = prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+        );
+        let h = flush_seconds.clone();
         let thread = std::thread::Builder::new()
             .name("vakt-commit".into())
             .spawn(move || {
@@ -67,6 +73,7 @@ impl GroupCommit {
                     // Every writer in the batch waited this long on the disk: worth a line
                     // when it is long enough for an admin or an agent to notice.
                     let took = began.elapsed();
+                    h.observe(took.as_secs_f64());
                     if took > std::time::Duration::from_millis(250) {
                         tracing::warn!(
                             "slow flush: {} ms for {} writers",
@@ -86,8 +93,14 @@ impl GroupCommit {
                 tickets: Some(tickets),
                 thread: Some(thread),
                 counts,
+                flush_seconds,
             }),
         })
+    }
+
+    /// The histogram of flush durations (shared: the metrics registry holds a clone).
+    pub fn flush_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.inner.flush_seconds.clone()
     }
 
     /// Flushes so far and the writers they served.

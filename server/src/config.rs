@@ -101,6 +101,9 @@ pub struct FileConfig {
     pub console: Option<SocketAddr>,
     #[serde(default)]
     pub hostnames: Vec<HostName>,
+    /// Where Prometheus scrapes `/metrics` (plain HTTP); off when absent.
+    #[serde(default, deserialize_with = "socket_addr")]
+    pub metrics: Option<SocketAddr>,
     /// Where notifications are mailed (policy 8.5: violations to the person's manager).
     #[serde(default)]
     pub mail: MailFile,
@@ -177,6 +180,7 @@ pub struct Flags {
     pub listen: Option<SocketAddr>,
     pub console: Option<SocketAddr>,
     pub hostnames: Vec<HostName>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The settings `serve` runs with.
@@ -186,6 +190,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub console: SocketAddr,
     pub hostnames: Vec<String>,
+    /// `/metrics` for Prometheus; none: not served.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -203,6 +209,7 @@ impl Settings {
             listen: flags.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             console: flags.console.or(file.console).unwrap_or(DEFAULT_CONSOLE),
             hostnames: hostnames.into_iter().map(|h| h.0).collect(),
+            metrics: flags.metrics.or(file.metrics),
         })
     }
 }
@@ -300,6 +307,7 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
             listen: Some("127.0.0.1:0".parse().unwrap()),
             console: None,
             hostnames: vec!["other.example.org".parse().unwrap()],
+            metrics: None,
         };
         let s = Settings::resolve(Some(file.clone()), flags).unwrap();
         assert_eq!(s.data, PathBuf::from("/tmp/other"));
@@ -318,6 +326,22 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
         let s = Settings::resolve(None, only_data).unwrap();
         assert_eq!((s.listen, s.console), (DEFAULT_LISTEN, DEFAULT_CONSOLE));
         assert!(s.hostnames.is_empty());
+        assert_eq!(s.metrics, None, "metrics are off unless asked for");
+    }
+
+    #[test]
+    fn metrics_come_from_the_file_or_the_flag() {
+        let file = FileConfig::parse(&format!("{GOOD}metrics = \"127.0.0.1:9187\"\n")).unwrap();
+        let s = Settings::resolve(Some(file.clone()), Flags::default()).unwrap();
+        assert_eq!(s.metrics, Some("127.0.0.1:9187".parse().unwrap()));
+        let flag = Flags {
+            metrics: Some("0.0.0.0:9100".parse().unwrap()),
+            ..Flags::default()
+        };
+        let s = Settings::resolve(Some(file), flag).unwrap();
+        assert_eq!(s.metrics, Some("0.0.0.0:9100".parse().unwrap()));
+        let err = FileConfig::parse(&format!("{GOOD}metrics = \"9187\"\n")).unwrap_err();
+        assert!(err.contains("metrics") && err.contains("line 6"), "{err}");
     }
 
     #[test]

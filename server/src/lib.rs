@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod hardening;
 pub mod limit;
 pub mod loss;
+pub mod metrics;
 pub mod notify;
 pub mod people;
 pub mod pki;

@@ -200,3 +200,43 @@ pub async fn run_console(
     crate::console::serve(listener, state, transport, shutdown).await?;
     Ok(())
 }
+
+/// Serves `GET /metrics` (Prometheus' text format, [`crate::metrics`]) on `listener` until
+/// `shutdown`: plain HTTP through the console's server loop (header timeout, connection limit).
+/// It shows counts, never a secret; bind it where only the monitoring system reaches.
+pub async fn run_metrics(
+    listener: TcpListener,
+    state: State,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let state = state.clone();
+            async move {
+                match state.metrics.render(&state).await {
+                    Ok(text) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => {
+                        tracing::error!("metrics: {e}");
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "metrics unavailable; see the server's log\n",
+                        )
+                            .into_response()
+                    }
+                }
+            }
+        }),
+    );
+    crate::console::listen::serve(listener, app, shutdown).await;
+    Ok(())
+}

@@ -882,6 +882,16 @@ impl Store {
     }
 
     /// Every record of a JSON tree whose key starts with `prefix`, in key order.
+    /// How many records a JSON tree holds (a walk of its keys: for small trees like the outbox).
+    pub fn json_count(&self, t: JsonTree) -> usize {
+        self.json_tree(t).len()
+    }
+
+    /// The group commit's flush-duration histogram, for the metrics.
+    pub fn flush_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.commit.flush_histogram()
+    }
+
     pub fn json_list<T: serde::de::DeserializeOwned>(
         &self,
         t: JsonTree,

@@ -48,9 +48,9 @@ fn new_device_id() -> String {
 
 type ServerStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl AgentService for AgentApi {
-    async fn enroll(
+impl AgentApi {
+    /// Enrollment proper; `enroll` counts its outcome.
+    async fn enroll_device(
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
@@ -136,11 +136,25 @@ impl AgentService for AgentApi {
             command_public_key,
         }))
     }
+}
 
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let answer = self.enroll_device(req).await;
+        self.state
+            .metrics
+            .enrollment(answer.as_ref().err().map(Status::code));
+        answer
+    }
     async fn report(
         &self,
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        let arrived = std::time::Instant::now();
         let rec = self.device(&req)?;
         let device_id = rec.device.map(|d| d.id).unwrap_or_default();
         let r = req.into_inner();
@@ -190,6 +204,9 @@ impl AgentService for AgentApi {
         if outcome.changed {
             crate::findings::evaluate_later(&self.state, &device_id);
         }
+        self.state
+            .metrics
+            .report_acknowledged(!r.sections.is_empty(), arrived.elapsed());
         Ok(Response::new(pb::ReportResponse {
             acknowledged_sequence: outcome.acknowledged_sequence,
             resend: outcome.resend,

@@ -42,6 +42,8 @@ pub struct State {
     pub exemption_limiter: Arc<exemption_guard::ExemptionLimiter>,
     /// Set when the server stops: every Connect stream ends (see [`State::stop_streams`]).
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Counted always (atomics), served only with `--metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How many agent reports are stored at once; the rest wait their turn, parked.
@@ -74,7 +76,9 @@ impl State {
         notify: crate::notify::NotifyConfig,
     ) -> Result<Self, crate::store::StoreError> {
         let policy = crate::findings::load_policy(&store)?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(store.flush_histogram()));
         Ok(Self {
+            metrics,
             store,
             pki: Arc::new(pki),
             connected: Arc::default(),

@@ -19,6 +19,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start and matched at once: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
@@ -45,6 +47,10 @@ enum Cmd {
         /// file's list); goes into the server certificate besides localhost and 127.0.0.1.
         #[arg(long = "hostname", value_parser = HostName::from_str)]
         hostnames: Vec<HostName>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it where only
+        /// the monitoring system reaches); off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
         #[command(flatten)]
         mail: MailArgs,
         /// Enrollments per second for the whole server (bursts of five times as many);
@@ -150,6 +156,7 @@ async fn real_main() -> anyhow::Result<()> {
             console,
             console_tls,
             hostnames,
+            metrics,
             mail,
             enroll_rate,
             enroll_rate_per_source,
@@ -170,12 +177,14 @@ async fn real_main() -> anyhow::Result<()> {
                 listen,
                 console,
                 hostnames,
+                metrics,
             };
             let Settings {
                 data,
                 listen,
                 console,
                 hostnames,
+                metrics,
             } = Settings::resolve(file, flags)?;
             let rate = |per_s: f64, burst: f64| match per_s {
                 r if r > 0.0 => vakt_server::limit::Rate {
@@ -196,6 +205,19 @@ async fn real_main() -> anyhow::Result<()> {
             let console_listener = bind(console, "--console").await?;
             let transport = Transport::for_addr(console_listener.local_addr()?, console_tls);
             print_console_line(&console_listener, transport, &data)?;
+            if let Some(addr) = metrics {
+                let metrics_listener = bind(addr, "--metrics").await?;
+                eprintln!(
+                    "vakt-server: serving metrics on http://{}/metrics",
+                    metrics_listener.local_addr()?
+                );
+                // Ends with the process; a scrape holds nothing a shutdown must wait for.
+                tokio::spawn(server::run_metrics(
+                    metrics_listener,
+                    state.clone(),
+                    std::future::pending(),
+                ));
+            }
             eprintln!(
                 "vakt-server: serving gRPC on https://{} (data in {})",
                 listener.local_addr()?,

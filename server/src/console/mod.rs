@@ -19,7 +19,7 @@ mod auth;
 mod devices;
 mod findings;
 mod i18n;
-mod listen;
+pub(crate) mod listen;
 mod loss;
 mod overview;
 mod people;
