@@ -6,6 +6,7 @@
 //! of the network, the link nothing of how facts are gathered.
 
 pub mod act;
+pub mod atomic;
 pub mod backoff;
 pub mod bus;
 pub mod collect;

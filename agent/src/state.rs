@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +15,8 @@ pub enum StateError {
     },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Replace(#[from] crate::atomic::ReplaceError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -200,26 +201,10 @@ fn read_opt(path: &Path) -> Result<Option<String>, StateError> {
     }
 }
 
-/// Temp file (0600) + fsync + rename + fsync of the directory.
+/// Replaces `path` with `data`, readable only by the agent (0600 from the first byte): a new
+/// file written and synced, renamed over, the directory synced (`atomic::write_private`).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    Ok(crate::atomic::write_private(path, data)?)
 }
 
 #[cfg(test)]

@@ -362,6 +362,10 @@ async fn wipe_needs_a_second_admin_then_erases_the_paths() {
     let cmds = server.vakt_json(&["commands"]);
     let w = command(&cmds, "wipe").unwrap();
     assert!(w["approved_by"].as_str().unwrap().contains("it-chef"));
+    // Removal only unlinks: the stored result says the data stays on the disk.
+    let detail = w["detail"].as_str().unwrap();
+    assert!(detail.contains("files and directories removed"), "{detail}");
+    assert!(detail.contains("recoverable"), "{detail}");
     let audit = server.vakt_json(&["audit"]);
     let actions: Vec<&str> = audit
         .as_array()

@@ -424,7 +424,13 @@ impl Executor {
             LockMethod::Logind => {
                 st.method = "logind".into();
                 let persist = |s: &LockState| self.save_lock_state(s);
-                lock::block_logins(&self.root, &mut st, &persist).map_err(|e| e.to_string())?;
+                {
+                    let held = lock::PasswdLock::acquire(&self.root, lock::PASSWD_LOCK_WAIT)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    lock::block_logins(&self.root, &held, &mut st, &persist)
+                        .map_err(|e| e.to_string())?;
+                }
                 let blocked = format!("logins blocked for {} accounts", st.accounts.len());
                 match lock::lock_sessions(&self.bus).await {
                     Ok(()) => Ok(format!("sessions locked; {blocked}")),
@@ -455,7 +461,8 @@ impl Executor {
                 }
             )
         } else {
-            lock::unblock_logins(&self.root, &st)?;
+            let held = lock::PasswdLock::acquire(&self.root, lock::PASSWD_LOCK_WAIT).await?;
+            lock::unblock_logins(&self.root, &held, &st)?;
             format!("logins restored for {} accounts", st.accounts.len())
         };
         self.save_lock_state(&LockState::default())?;
@@ -472,7 +479,11 @@ impl Executor {
             return;
         }
         let persist = |s: &LockState| self.save_lock_state(s);
-        if let Err(e) = lock::block_logins(&self.root, &mut st, &persist) {
+        let reasserted = match lock::PasswdLock::acquire(&self.root, lock::PASSWD_LOCK_WAIT).await {
+            Ok(held) => lock::block_logins(&self.root, &held, &mut st, &persist),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = reasserted {
             tracing::error!("could not re-assert the login block: {e}");
         }
         if let Err(e) = lock::lock_sessions(&self.bus).await {

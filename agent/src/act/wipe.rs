@@ -2,11 +2,15 @@
 //! - `luks-erase`: `cryptsetup erase` on each configured LUKS device (every key slot is wiped,
 //!   so no passphrase opens the volume again), then the header backups are overwritten and
 //!   removed, then the machine powers off.
-//! - `paths`: the configured paths are removed, never crossing into another file system (a
-//!   mounted backup disk under a home directory is left alone and reported).
+//! - `paths`: the configured paths are removed by handle (`tree.rs`: never following a
+//!   symlink, whatever a user swaps in meanwhile), never crossing into another file system or
+//!   mount (a mounted backup disk under a home directory is left alone and reported). Removal
+//!   only unlinks: the result says that without disk encryption the data stays recoverable.
 //!
 //! Paths and devices are device paths resolved under the agent's root, so tests wipe a scratch
 //! tree or a LUKS image file, never the host.
+
+mod tree;
 
 use crate::collect::Root;
 use crate::config::{WipeConfig, WipeStrategy};
@@ -23,7 +27,12 @@ pub enum WipeError {
     Cryptsetup { device: String, message: String },
     #[error("wipe: nothing configured ({0})")]
     NothingConfigured(&'static str),
+    #[error("wipe: the removal stopped unexpectedly: {0}")]
+    Task(String),
 }
+
+/// How many errors a result lists.
+pub const MAX_ERRORS: usize = 20;
 
 /// What a wipe did, for the result's detail.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,9 +42,23 @@ pub struct WipeReport {
     /// Directories left alone because they are another file system.
     pub skipped_mounts: Vec<String>,
     pub errors: Vec<String>,
+    /// Errors beyond [`MAX_ERRORS`], counted only: a tree of a million undeletable files
+    /// must not make a result of a million lines.
+    pub errors_omitted: u64,
+    /// Files were unlinked, not overwritten or cryptographically erased.
+    pub unlinked_only: bool,
 }
 
 impl WipeReport {
+    /// Records an error, or only counts it once [`MAX_ERRORS`] are listed.
+    pub fn error(&mut self, message: String) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(message);
+        } else {
+            self.errors_omitted += 1;
+        }
+    }
+
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         if !self.erased_devices.is_empty() {
@@ -53,8 +76,19 @@ impl WipeReport {
                 self.skipped_mounts.join(", ")
             ));
         }
+        if self.unlinked_only {
+            parts.push(
+                "files were unlinked, not overwritten: unless the disk is encrypted, their \
+                 contents stay recoverable from it"
+                    .to_string(),
+            );
+        }
         if !self.errors.is_empty() {
-            parts.push(format!("errors: {}", self.errors.join("; ")));
+            let more = match self.errors_omitted {
+                0 => String::new(),
+                n => format!("; and {n} more"),
+            };
+            parts.push(format!("errors: {}{more}", self.errors.join("; ")));
         }
         parts.join("; ")
     }
@@ -68,10 +102,20 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
             if cfg.paths.is_empty() {
                 return Err(WipeError::NothingConfigured("paths"));
             }
-            for p in &cfg.paths {
-                let real = root.join(p);
-                remove_same_fs(&real, None, &mut report);
-            }
+            // Millions of entries take a while: off the runtime's threads.
+            let (top, paths) = (root.path().to_path_buf(), cfg.paths.clone());
+            report = tokio::task::spawn_blocking(move || {
+                let mut report = WipeReport {
+                    unlinked_only: true,
+                    ..WipeReport::default()
+                };
+                for p in &paths {
+                    tree::remove_path(&top, p, &mut report);
+                }
+                report
+            })
+            .await
+            .map_err(|e| WipeError::Task(e.to_string()))?;
         }
         WipeStrategy::LuksErase => {
             if cfg.devices.is_empty() {
@@ -89,7 +133,7 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
                         message: e.to_string(),
                     })?;
                 if !out.status.success() {
-                    report.errors.push(format!(
+                    report.error(format!(
                         "cryptsetup erase {}: {}",
                         real.display(),
                         String::from_utf8_lossy(&out.stderr).trim()
@@ -101,7 +145,7 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
             for b in &cfg.header_backups {
                 let real = root.join(b);
                 if let Err(e) = shred(&real) {
-                    report.errors.push(e.to_string());
+                    report.error(e.to_string());
                 } else {
                     report.removed += 1;
                 }
@@ -145,58 +189,6 @@ fn shred(path: &Path) -> Result<(), WipeError> {
         f.sync_all().map_err(io)?;
     }
     std::fs::remove_file(path).map_err(io)
-}
-
-#[cfg(unix)]
-fn dev_of(m: &std::fs::Metadata) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    m.dev()
-}
-
-#[cfg(not(unix))]
-fn dev_of(_m: &std::fs::Metadata) -> u64 {
-    0
-}
-
-/// Removes `path` recursively without following symlinks or crossing into another file system.
-fn remove_same_fs(path: &Path, dev: Option<u64>, report: &mut WipeReport) {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            report.errors.push(format!("{}: {e}", path.display()));
-            return;
-        }
-    };
-    let here = dev_of(&meta);
-    let top_dev = dev.unwrap_or(here);
-    if meta.is_dir() {
-        if here != top_dev {
-            report.skipped_mounts.push(path.display().to_string());
-            return;
-        }
-        match std::fs::read_dir(path) {
-            Ok(entries) => {
-                for e in entries.flatten() {
-                    remove_same_fs(&e.path(), Some(top_dev), report);
-                }
-            }
-            Err(e) => report.errors.push(format!("{}: {e}", path.display())),
-        }
-        match std::fs::remove_dir(path) {
-            Ok(()) => report.removed += 1,
-            // A directory that still holds a mount point cannot go; that was reported above.
-            Err(e) if !report.skipped_mounts.is_empty() => {
-                tracing::debug!("{} kept: {e}", path.display());
-            }
-            Err(e) => report.errors.push(format!("{}: {e}", path.display())),
-        }
-    } else {
-        match std::fs::remove_file(path) {
-            Ok(()) => report.removed += 1,
-            Err(e) => report.errors.push(format!("{}: {e}", path.display())),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -243,5 +235,195 @@ mod tests {
             wipe(&Root::new(dir.path()), &cfg).await,
             Err(WipeError::NothingConfigured("devices"))
         ));
+    }
+
+    fn paths_cfg(paths: &[&str]) -> WipeConfig {
+        WipeConfig {
+            strategy: WipeStrategy::Paths,
+            paths: paths.iter().map(PathBuf::from).collect(),
+            devices: vec![],
+            header_backups: vec![],
+            poweroff: false,
+        }
+    }
+
+    /// Files `f0000`.. in `dir`, each holding its own name.
+    fn fill(dir: &Path, n: usize) {
+        std::fs::create_dir_all(dir).unwrap();
+        for i in 0..n {
+            std::fs::write(dir.join(format!("f{i:04}")), format!("f{i:04}")).unwrap();
+        }
+    }
+
+    /// A user who swaps a directory being wiped for a symlink to another directory (with the
+    /// same file names) must not get the agent to delete there. The old path-based walk
+    /// (lstat, then read_dir and remove_file by path) followed the swapped-in symlink within
+    /// the first round; each round gives it a thousand chances.
+    #[tokio::test]
+    async fn a_directory_swapped_for_a_symlink_mid_wipe_never_redirects_deletion() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const FILES: usize = 1000;
+        for round in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = Root::new(dir.path().join("root"));
+            let home = dir.path().join("root/home/anna");
+            let victim = dir.path().join("victim");
+            fill(&home.join("sub"), FILES);
+            fill(&victim, FILES);
+            let stop = Arc::new(AtomicBool::new(false));
+            let swapper = {
+                let (stop, home, victim) = (stop.clone(), home.clone(), victim.clone());
+                std::thread::spawn(move || {
+                    let (sub, hidden) = (home.join("sub"), home.join("sub.hidden"));
+                    while !stop.load(Ordering::Relaxed) {
+                        // Errors are expected once the wipe has removed what we swap.
+                        let _ = std::fs::rename(&sub, &hidden);
+                        let _ = std::os::unix::fs::symlink(&victim, &sub);
+                        std::thread::yield_now();
+                        let _ = std::fs::remove_file(&sub);
+                        let _ = std::fs::rename(&hidden, &sub);
+                        std::thread::yield_now();
+                    }
+                })
+            };
+            let r = wipe(&root, &paths_cfg(&["/home/anna"])).await.unwrap();
+            stop.store(true, Ordering::Relaxed);
+            swapper.join().unwrap();
+            let left = std::fs::read_dir(&victim).unwrap().count();
+            assert_eq!(left, FILES, "round {round}: the victim lost files: {r:?}");
+            assert!(
+                !home.exists() || !r.errors.is_empty(),
+                "round {round}: what was left is said: {r:?}"
+            );
+        }
+    }
+
+    /// Deeper than PATH_MAX (1500 levels of `dd/` are 4500 bytes): a walk by path cannot even
+    /// name the bottom, and recursion per level overflowed the stack.
+    #[tokio::test]
+    async fn a_tree_deeper_than_path_max_is_removed() {
+        use rustix::fs::{Mode, OFlags, mkdirat, openat};
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().join("root"));
+        let home = dir.path().join("root/home/anna");
+        std::fs::create_dir_all(&home).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut fd = openat(rustix::fs::CWD, &home, flags, Mode::empty()).unwrap();
+        for _ in 0..1500 {
+            mkdirat(&fd, "dd", Mode::from_raw_mode(0o755)).unwrap();
+            fd = openat(&fd, "dd", flags, Mode::empty()).unwrap();
+        }
+        let f = openat(
+            &fd,
+            "secret",
+            OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        rustix::io::write(&f, b"hemligt").unwrap();
+        drop((f, fd));
+        let r = wipe(&root, &paths_cfg(&["/home/anna"])).await.unwrap();
+        assert!(
+            r.errors.is_empty(),
+            "{:?}",
+            &r.errors[..r.errors.len().min(3)]
+        );
+        assert!(!home.exists());
+        assert_eq!(r.removed, 1502, "1500 directories, the file and the top");
+    }
+
+    /// Removal only unlinks: the result must say the data stays on the disk. A million
+    /// failures make twenty lines and a count.
+    #[test]
+    fn a_paths_wipe_says_the_data_stays_recoverable_and_errors_are_capped() {
+        let r = WipeReport {
+            removed: 3,
+            unlinked_only: true,
+            ..WipeReport::default()
+        };
+        let s = r.summary();
+        assert!(s.contains("3 files and directories removed"), "{s}");
+        assert!(s.contains("recoverable"), "{s}");
+        let mut many = WipeReport::default();
+        for i in 0..MAX_ERRORS + 5 {
+            many.error(format!("e{i}"));
+        }
+        assert_eq!(many.errors.len(), MAX_ERRORS);
+        assert!(
+            many.summary().ends_with("; and 5 more"),
+            "{}",
+            many.summary()
+        );
+        let luks = WipeReport {
+            erased_devices: vec!["/dev/nvme0n1p3".into()],
+            ..WipeReport::default()
+        };
+        assert!(!luks.summary().contains("recoverable"));
+    }
+
+    /// A bind mount has the same device number as its source; only the mount id tells it is
+    /// another mount. Needs root (mount); says so and stops where it cannot mount.
+    #[tokio::test]
+    async fn a_bind_mount_in_the_tree_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().join("root"));
+        let home = dir.path().join("root/home/anna");
+        let backup = home.join("backup");
+        let victim = dir.path().join("victim");
+        fill(&home.join("Documents"), 3);
+        fill(&victim, 3);
+        std::fs::create_dir_all(&backup).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&victim)
+            .arg(&backup)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED: cannot bind-mount here (needs root)");
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let _guard = Unmount(backup.clone());
+        let r = wipe(&root, &paths_cfg(&["/home/anna"])).await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(&victim).unwrap().count(),
+            3,
+            "nothing removed through the bind mount: {r:?}"
+        );
+        assert_eq!(r.skipped_mounts, vec!["/home/anna/backup".to_string()]);
+        assert!(!home.join("Documents").exists(), "{r:?}");
+    }
+
+    /// A configured path whose parent a user replaced by a symlink is not followed there.
+    #[tokio::test]
+    async fn a_symlink_on_the_way_to_a_configured_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().join("root"));
+        let victim = dir.path().join("victim");
+        fill(&victim.join("Dokument"), 2);
+        std::fs::create_dir_all(dir.path().join("root/home")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("root/home/anna")).unwrap();
+        let r = wipe(&root, &paths_cfg(&["/home/anna/Dokument"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_dir(victim.join("Dokument")).unwrap().count(),
+            2
+        );
+        assert_eq!(r.removed, 0);
+        assert!(
+            r.errors[0].starts_with("/home/anna/Dokument: anna on the way is a symbolic link"),
+            "{r:?}"
+        );
     }
 }
