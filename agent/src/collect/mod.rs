@@ -7,10 +7,13 @@
 use std::path::{Component, Path, PathBuf};
 use vakt_proto::model::{CollectorError, SectionKind};
 
+pub mod family;
 pub mod host;
+pub mod limits;
 pub mod mail;
 pub mod roaming;
 pub mod software;
+pub mod userfile;
 pub mod users;
 
 /// The file-system root a collector reads under: `/` on a laptop, a fixture tree in tests.
@@ -94,19 +97,47 @@ mod tests {
     }
 }
 
-/// Runs every collector over one root and assembles the report. Holds what collectors keep
-/// between runs (parsed package lists, say), so a daemon keeps one `Collector` for its life.
+/// Runs every collector over one root and assembles the report: each family (host, software,
+/// mail) on its own thread with a deadline ([`family`]), then errors folded and the report
+/// kept under [`limits::MAX_REPORT_BYTES`] ([`limits`]). Holds what collectors keep between
+/// runs (parsed package lists, say), so a daemon keeps one `Collector` for its life.
 #[derive(Debug)]
 pub struct Collector {
     root: Root,
-    software: software::Scanner,
+    budgets: family::Budgets,
+    host: family::Family<(), vakt_proto::model::HostFacts>,
+    software: family::Family<software::Scanner, Vec<vakt_proto::model::Package>>,
+    mail: family::Family<(), vakt_proto::model::MailSettings>,
 }
 
 impl Collector {
     pub fn new(root: Root) -> Self {
+        Self::with_budgets(root, family::Budgets::default())
+    }
+
+    pub fn with_budgets(root: Root, budgets: family::Budgets) -> Self {
+        use std::sync::Arc;
         Self {
             root,
-            software: software::Scanner::new(),
+            budgets,
+            host: family::Family::new(
+                "host",
+                SectionKind::Host,
+                (),
+                Arc::new(|_: &mut (), root: &Root| host::collect(root)),
+            ),
+            software: family::Family::new(
+                "software",
+                SectionKind::Software,
+                software::Scanner::new(),
+                Arc::new(|scanner: &mut software::Scanner, root: &Root| scanner.scan(root)),
+            ),
+            mail: family::Family::new(
+                "mail",
+                SectionKind::Mail,
+                (),
+                Arc::new(|_: &mut (), root: &Root| mail::collect(root)),
+            ),
         }
     }
 
@@ -114,18 +145,25 @@ impl Collector {
         &self.root
     }
 
-    /// Collects the file-based families. Blocking: call it off the async executor.
+    /// Collects the file-based families. Blocking (for at most the budget): call it off the
+    /// async executor.
     pub fn collect(&mut self) -> vakt_proto::model::Report {
+        let deadline = self.budgets.deadline(std::time::Instant::now());
+        self.host.start(&self.root);
+        self.software.start(&self.root);
+        self.mail.start(&self.root);
         let mut report = vakt_proto::model::Report::default();
-        let host = host::collect(&self.root);
+        let host = self.host.finish(deadline);
         report.host = host.value;
         report.errors.extend(host.errors);
-        let software = self.software.scan(&self.root);
+        let software = self.software.finish(deadline);
         report.software = software.value;
         report.errors.extend(software.errors);
-        let mail = mail::collect(&self.root);
+        let mail = self.mail.finish(deadline);
         report.mail = mail.value;
         report.errors.extend(mail.errors);
+        report.errors = limits::fold_errors(report.errors);
+        limits::fit(&mut report, limits::MAX_REPORT_BYTES);
         report
     }
 }
