@@ -180,7 +180,7 @@ pub enum ReadError {
     TooDeep,
     #[error("{}, not a regular file: not read", .0.described())]
     NotAFile(Kind),
-    #[error("{} on the way, not a directory: not read", .0.described())]
+    #[error("{}, not a directory: not read", .0.described())]
     NotADirectory(Kind),
     #[error("larger than the {cap}-byte limit ({size} bytes): not read")]
     TooLarge { size: u64, cap: u64 },
@@ -722,6 +722,7 @@ pub fn list_or_report<T>(
 
 /// The message for a directory cut off at `cap` entries.
 pub fn too_many_entries(cap: usize) -> String {
+    let cap = crate::collect::limits::thousands(cap);
     format!("more than {cap} entries: only the first {cap} were looked at")
 }
 
@@ -876,10 +877,7 @@ pub(crate) mod tests {
             got[3].contains("a directory, not a regular file"),
             "{got:?}"
         );
-        assert!(
-            got[4].contains("a FIFO on the way, not a directory"),
-            "{got:?}"
-        );
+        assert!(got[4].contains("a FIFO, not a directory"), "{got:?}");
     }
 
     #[test]

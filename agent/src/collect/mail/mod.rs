@@ -41,6 +41,7 @@ pub mod sieve;
 pub mod text;
 pub mod thunderbird;
 
+use super::limits::thousands;
 use super::userfile::{self, ReadError};
 use super::users::{User, local_users};
 use super::{Collected, Root};
@@ -135,7 +136,8 @@ impl<'a> Probe<'a> {
                 self.error(
                     &home,
                     format!(
-                        "{n} more {what} of this user not reported (at most {MAX_ITEMS_PER_USER})"
+                        "{} more {what} of this user not reported (at most {MAX_ITEMS_PER_USER})",
+                        thousands(n)
                     ),
                 );
             }
@@ -153,7 +155,8 @@ impl<'a> Probe<'a> {
             self.error(
                 &home,
                 format!(
-                    "more than {MAX_FILES_PER_USER} files or {} MiB of mail settings: the rest of this user's files were not read",
+                    "more than {} files or {} MiB of mail settings: the rest of this user's files were not read",
+                    thousands(MAX_FILES_PER_USER),
                     MAX_BYTES_PER_USER >> 20
                 ),
             );
@@ -248,7 +251,10 @@ impl<'a> Probe<'a> {
             self.error(path, p);
         }
         if more > 0 {
-            self.error(path, format!("and {more} more problems in this file"));
+            self.error(
+                path,
+                format!("and {} more problems in this file", thousands(more)),
+            );
         }
     }
 

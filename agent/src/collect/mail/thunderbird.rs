@@ -34,6 +34,7 @@ use super::filters::{Filter, parse_filter_rules};
 use super::ini::Ini;
 use super::prefs::{Prefs, parse_prefs};
 use super::text::{bare_address, clean_signature, decode, looks_like_html};
+use crate::collect::limits::thousands;
 use crate::collect::userfile::{self, normalize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -279,7 +280,7 @@ pub fn collect(probe: &mut Probe<'_>) {
                 &base.join("profiles.ini"),
                 format!(
                     "names {} profiles: only the first {MAX_PROFILES} were read",
-                    dirs.len()
+                    thousands(dirs.len())
                 ),
             );
         }
@@ -442,8 +443,9 @@ fn collect_filters(probe: &mut Probe<'_>, profile: &Path, server: &Server) {
         probe.error(
             &path,
             format!(
-                "{} filters: only the first {MAX_FILTERS} were read",
-                parsed.value.len()
+                "{} filters: only the first {} were read",
+                thousands(parsed.value.len()),
+                thousands(MAX_FILTERS)
             ),
         );
     }

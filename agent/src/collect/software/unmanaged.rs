@@ -275,7 +275,8 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
                 SectionKind::Software,
                 home,
                 format!(
-                    "more than {USER_FILES_CAP} files looked at in this user's program directories: the rest were not"
+                    "more than {} files looked at in this user's program directories: the rest were not",
+                    crate::collect::limits::thousands(USER_FILES_CAP)
                 ),
             );
         }
