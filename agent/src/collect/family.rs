@@ -190,12 +190,7 @@ mod tests {
 
     /// A family whose run blocks until the test lets it go, counting its starts and its
     /// state (how many runs the state has been through).
-    fn blocking() -> (
-        Family<u32, u32>,
-        Arc<AtomicUsize>,
-        Arc<Mutex<Option<mpsc::Receiver<()>>>>,
-        mpsc::Sender<()>,
-    ) {
+    fn blocking() -> (Family<u32, u32>, Arc<AtomicUsize>, mpsc::Sender<()>) {
         let starts = Arc::new(AtomicUsize::new(0));
         let (go, wait) = mpsc::channel::<()>();
         let gate = Arc::new(Mutex::new(Some(wait)));
@@ -213,14 +208,13 @@ mod tests {
         (
             Family::new("test", SectionKind::Software, 0, work),
             starts,
-            gate,
             go,
         )
     }
 
     #[test]
     fn an_overrun_is_an_error_and_is_not_started_again_while_stuck() {
-        let (mut fam, starts, _gate, go) = blocking();
+        let (mut fam, starts, go) = blocking();
         let root = Root::new("/nonexistent");
         let t0 = Instant::now();
         fam.start(&root);

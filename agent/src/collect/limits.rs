@@ -27,7 +27,7 @@ pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -419,8 +419,10 @@ mod tests {
     /// A report over the limit loses the heaviest user's items, and says so; the others stay.
     #[test]
     fn fit_drops_the_heaviest_user_first() {
-        let mut r = Report::default();
-        r.software = (0..MAX_USER_PACKAGES).map(|i| program("eve", i)).collect();
+        let mut r = Report {
+            software: (0..MAX_USER_PACKAGES).map(|i| program("eve", i)).collect(),
+            ..Default::default()
+        };
         r.software.push(program("anna", 1));
         r.software.push(program("", 2));
         for i in 0..3 {

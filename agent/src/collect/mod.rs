@@ -95,6 +95,51 @@ mod tests {
         );
         assert_eq!(r.display(Path::new("/fixture/etc/passwd")), "/etc/passwd");
     }
+
+    /// A family stuck in a read that never returns (a user's FUSE file, say): the report
+    /// comes within the budget with the other families' facts, the stuck one is an error, and
+    /// the next report says it is still stuck instead of starting another thread.
+    #[test]
+    fn a_stuck_family_costs_only_itself_and_only_one_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/machine-id"), "m-1\n").unwrap();
+        let budgets = family::Budgets {
+            family: std::time::Duration::from_millis(500),
+            total: std::time::Duration::from_secs(10),
+        };
+        let mut c = Collector::with_budgets(Root::new(dir.path()), budgets);
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = std::sync::Arc::clone(&starts);
+        c.mail = family::Family::new(
+            "mail",
+            SectionKind::Mail,
+            (),
+            std::sync::Arc::new(move |_: &mut (), _: &Root| {
+                s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Collected::new(vakt_proto::model::MailSettings::default())
+            }),
+        );
+        for round in ["did not finish within", "still running"] {
+            let t = std::time::Instant::now();
+            let r = c.collect();
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "{:?}",
+                t.elapsed()
+            );
+            assert_eq!(r.host.machine_id, "m-1");
+            let mail: Vec<&CollectorError> = r
+                .errors
+                .iter()
+                .filter(|e| e.section == SectionKind::Mail)
+                .collect();
+            assert_eq!(mail.len(), 1, "{mail:?}");
+            assert!(mail[0].message.contains(round), "{mail:?}");
+        }
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }
 
 /// Runs every collector over one root and assembles the report: each family (host, software,
