@@ -28,6 +28,11 @@ for crate in */fuzz; do
   echo "   built in $(( $(date +%s) - start )) s"
   for target in $(cd "$crate" && cargo fuzz list); do
     echo "== $crate: $target for ${seconds} s"
+    # Checked-in seeds (hostile inputs from the tests) join the working corpus.
+    if [ -d "$crate/seeds/$target" ]; then
+      mkdir -p "$crate/corpus/$target"
+      cp -n "$crate/seeds/$target"/* "$crate/corpus/$target"/
+    fi
     log=$(mktemp)
     if ! (cd "$crate" && cargo fuzz run -O "$target" -- -max_total_time="$seconds" \
         -print_final_stats=1) >"$log" 2>&1; then

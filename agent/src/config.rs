@@ -101,6 +101,15 @@ struct Raw {
     home_mccs: Vec<String>,
     lock: Option<LockConfig>,
     wipe: Option<WipeConfig>,
+    collect: Option<RawCollect>,
+}
+
+/// `[collect]`: how long collection may take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollect {
+    family_timeout: Option<String>,
+    total_timeout: Option<String>,
 }
 
 /// A validated agent configuration.
@@ -117,6 +126,9 @@ pub struct Config {
     pub home_mccs: Vec<String>,
     pub lock: LockConfig,
     pub wipe: WipeConfig,
+    /// `[collect]` `family_timeout` and `total_timeout`: each fact family's deadline and the
+    /// whole collection's.
+    pub collect_budgets: crate::collect::family::Budgets,
 }
 
 /// The shortest report interval accepted: more often than this only loads the server.
@@ -172,6 +184,23 @@ impl Config {
         if wipe.strategy == WipeStrategy::Paths && wipe.paths.is_empty() {
             return Err("wipe: strategy = \"paths\" needs paths = [...]".into());
         }
+        let mut collect_budgets = crate::collect::family::Budgets::default();
+        if let Some(c) = &raw.collect {
+            let budget = |key: &str, v: &Option<String>, default| match v {
+                None => Ok(default),
+                Some(s) => match humantime::parse_duration(s) {
+                    Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+                    Ok(_) => Err(format!("collect.{key}: '{s}' is shorter than 1s")),
+                    Err(e) => Err(format!(
+                        "collect.{key}: '{s}' is not a duration ({e}); write e.g. \"60s\""
+                    )),
+                },
+            };
+            collect_budgets.family =
+                budget("family_timeout", &c.family_timeout, collect_budgets.family)?;
+            collect_budgets.total =
+                budget("total_timeout", &c.total_timeout, collect_budgets.total)?;
+        }
         if let Some(bus) = &raw.system_bus
             && !bus.contains(':')
         {
@@ -190,6 +219,7 @@ impl Config {
             home_mccs: raw.home_mccs,
             lock,
             wipe,
+            collect_budgets,
         })
     }
 }
@@ -239,5 +269,25 @@ strategy = "luks-erase"
         assert!(err.starts_with("lock:"), "{err}");
         let err = Config::parse(&GOOD.replace("\"logind\"", "\"magic\"")).unwrap_err();
         assert!(err.contains("magic"), "{err}");
+        let err =
+            Config::parse(&format!("{GOOD}[collect]\nfamily_timeout = \"soon\"\n")).unwrap_err();
+        assert!(err.starts_with("collect.family_timeout: 'soon'"), "{err}");
+        let err = Config::parse(&format!("{GOOD}[collect]\nfamily_timeot = \"5s\"\n")).unwrap_err();
+        assert!(err.contains("family_timeot"), "{err}");
+    }
+
+    #[test]
+    fn collection_budgets_default_and_parse() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            c.collect_budgets,
+            crate::collect::family::Budgets::default()
+        );
+        let c = Config::parse(&format!(
+            "{GOOD}[collect]\nfamily_timeout = \"20s\"\ntotal_timeout = \"30s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.collect_budgets.family, Duration::from_secs(20));
+        assert_eq!(c.collect_budgets.total, Duration::from_secs(30));
     }
 }

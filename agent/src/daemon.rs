@@ -1,6 +1,11 @@
 //! The agent's run loop: enroll if needed, report on a timer, hold the Connect stream, and
 //! reconnect with backoff. Shutdown comes in as a future, so tests and the server's demo run
 //! the same loop in-process.
+//!
+//! Collection runs on a thread of its own and the loop selects on its completion, so a slow
+//! or stuck collection never holds up the stream's reconnect, a shutdown or a modem change
+//! (the collector itself bounds how long it takes; `collect::family`). A plain thread rather
+//! than `spawn_blocking`, so an exiting agent never waits for a collection in progress.
 
 use crate::act::{After, Begin, Executor};
 use crate::backoff::Backoff;
@@ -35,19 +40,40 @@ pub enum Event {
     StreamUp,
 }
 
-/// Collects on a blocking thread, keeping the collector (and its caches) across runs.
-async fn collect(collector: &mut Option<Collector>) -> Result<Report, DaemonError> {
+/// A collection in progress: the collector comes back with the report.
+type Collecting = tokio::sync::oneshot::Receiver<(Collector, Report)>;
+
+/// Starts a collection on a thread of its own, taking the collector (and its caches) along.
+fn start_collection(collector: &mut Option<Collector>) -> Result<Collecting, DaemonError> {
     let mut c = collector
         .take()
         .ok_or_else(|| DaemonError::Collector("collector lost after an earlier failure".into()))?;
-    let (c, report) = tokio::task::spawn_blocking(move || {
-        let r = c.collect();
-        (c, r)
-    })
-    .await
-    .map_err(|e| DaemonError::Collector(e.to_string()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("collect".into())
+        .spawn(move || {
+            let r = c.collect();
+            let _ = tx.send((c, r));
+        })
+        .map_err(|e| DaemonError::Collector(format!("cannot start a collection: {e}")))?;
+    Ok(rx)
+}
+
+/// The end of a collection: the collector back in its place, and the report.
+fn collected(
+    collector: &mut Option<Collector>,
+    done: Result<(Collector, Report), tokio::sync::oneshot::error::RecvError>,
+) -> Result<Report, DaemonError> {
+    let (c, report) =
+        done.map_err(|_| DaemonError::Collector("the collection thread died".into()))?;
     *collector = Some(c);
     Ok(report)
+}
+
+/// Collects and waits for it (enrollment and `--once`, where there is nothing else to do).
+async fn collect(collector: &mut Option<Collector>) -> Result<Report, DaemonError> {
+    let rx = start_collection(collector)?;
+    collected(collector, rx.await)
 }
 
 /// The roaming side of collection: the modems now, folded into the durable abroad ledger.
@@ -130,7 +156,10 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     let state = StateDir::open(&cfg.state_dir)?;
-    let mut collector = Some(Collector::new(Root::new(&cfg.root)));
+    let mut collector = Some(Collector::with_budgets(
+        Root::new(&cfg.root),
+        cfg.collect_budgets,
+    ));
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
     // 1. Identity: enroll once, retrying while the server is unreachable.
@@ -226,6 +255,7 @@ pub async fn run(
     let mut stream_retry_at = Instant::now();
     let mut watcher: Option<roaming::Watcher> = None;
     let mut watch_retry_at = Instant::now();
+    let mut collecting: Option<Collecting> = None;
     loop {
         // Watch before collecting, so a change between the two still wakes us.
         if watcher.is_none() && Instant::now() >= watch_retry_at {
@@ -264,8 +294,17 @@ pub async fn run(
                     }
                 }
             }
-            _ = sleep_until(next_report) => {
-                let mut report = collect(&mut collector).await?;
+            _ = sleep_until(next_report), if collecting.is_none() => {
+                collecting = Some(start_collection(&mut collector)?);
+            }
+            done = async {
+                match collecting.as_mut() {
+                    Some(rx) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                collecting = None;
+                let mut report = collected(&mut collector, done)?;
                 let observed = roam.fill(&mut report).await;
                 // The certificate is checked at every report: renewed with a third left.
                 match crate::renew::maintain(&cfg, &state, &identity, channel.clone(), link::hardware_of(&report)).await {

@@ -1,8 +1,13 @@
 //! Host facts: the running system through sysinfo (kernel, CPU, memory, disks, uptime), and the
 //! identity files under the agent's root (`/etc/os-release`, `/etc/machine-id`, DMI).
 
+use super::userfile::{self, ReadError};
 use super::{Collected, Root};
+use std::path::Path;
 use vakt_proto::model::{Disk, HostFacts, SectionKind};
+
+/// An identity file is a line or two; os-release a few hundred bytes.
+const IDENTITY_CAP: u64 = 64 * 1024;
 
 /// Collects the host facts. Files that are missing (DMI on a VM, say) leave their field empty;
 /// files that exist but cannot be read are reported.
@@ -44,12 +49,11 @@ pub fn collect(root: &Root) -> Collected<HostFacts> {
         .collect();
 
     let mut read = |device_path: &str| -> Option<String> {
-        let p = root.join(device_path);
-        match std::fs::read(&p) {
-            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).trim().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        match userfile::read(root, Path::new(device_path), IDENTITY_CAP) {
+            Ok(Some(bytes)) => Some(String::from_utf8_lossy(&bytes).trim().to_string()),
+            Ok(None) => None,
             // DMI serials are root-only; an agent run by a user simply doesn't see them.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
             Err(e) => {
                 out.errors.push(vakt_proto::model::CollectorError {
                     section: SectionKind::Host,

@@ -7,10 +7,13 @@
 use std::path::{Component, Path, PathBuf};
 use vakt_proto::model::{CollectorError, SectionKind};
 
+pub mod family;
 pub mod host;
+pub mod limits;
 pub mod mail;
 pub mod roaming;
 pub mod software;
+pub mod userfile;
 pub mod users;
 
 /// The file-system root a collector reads under: `/` on a laptop, a fixture tree in tests.
@@ -92,21 +95,94 @@ mod tests {
         );
         assert_eq!(r.display(Path::new("/fixture/etc/passwd")), "/etc/passwd");
     }
+
+    /// A family stuck in a read that never returns (a user's FUSE file, say): the report
+    /// comes within the budget with the other families' facts, the stuck one is an error, and
+    /// the next report says it is still stuck instead of starting another thread.
+    #[test]
+    fn a_stuck_family_costs_only_itself_and_only_one_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/machine-id"), "m-1\n").unwrap();
+        let budgets = family::Budgets {
+            family: std::time::Duration::from_millis(500),
+            total: std::time::Duration::from_secs(10),
+        };
+        let mut c = Collector::with_budgets(Root::new(dir.path()), budgets);
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = std::sync::Arc::clone(&starts);
+        c.mail = family::Family::new(
+            "mail",
+            SectionKind::Mail,
+            (),
+            std::sync::Arc::new(move |_: &mut (), _: &Root| {
+                s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Collected::new(vakt_proto::model::MailSettings::default())
+            }),
+        );
+        for round in ["did not finish within", "still running"] {
+            let t = std::time::Instant::now();
+            let r = c.collect();
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "{:?}",
+                t.elapsed()
+            );
+            assert_eq!(r.host.machine_id, "m-1");
+            let mail: Vec<&CollectorError> = r
+                .errors
+                .iter()
+                .filter(|e| e.section == SectionKind::Mail)
+                .collect();
+            assert_eq!(mail.len(), 1, "{mail:?}");
+            assert!(mail[0].message.contains(round), "{mail:?}");
+        }
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }
 
-/// Runs every collector over one root and assembles the report. Holds what collectors keep
-/// between runs (parsed package lists, say), so a daemon keeps one `Collector` for its life.
+/// Runs every collector over one root and assembles the report: each family (host, software,
+/// mail) on its own thread with a deadline ([`family`]), then errors folded and the report
+/// kept under [`limits::MAX_REPORT_BYTES`] ([`limits`]). Holds what collectors keep between
+/// runs (parsed package lists, say), so a daemon keeps one `Collector` for its life.
 #[derive(Debug)]
 pub struct Collector {
     root: Root,
-    software: software::Scanner,
+    budgets: family::Budgets,
+    host: family::Family<(), vakt_proto::model::HostFacts>,
+    software: family::Family<software::Scanner, Vec<vakt_proto::model::Package>>,
+    mail: family::Family<(), vakt_proto::model::MailSettings>,
 }
 
 impl Collector {
     pub fn new(root: Root) -> Self {
+        Self::with_budgets(root, family::Budgets::default())
+    }
+
+    pub fn with_budgets(root: Root, budgets: family::Budgets) -> Self {
+        use std::sync::Arc;
         Self {
             root,
-            software: software::Scanner::new(),
+            budgets,
+            host: family::Family::new(
+                "host",
+                SectionKind::Host,
+                (),
+                Arc::new(|_: &mut (), root: &Root| host::collect(root)),
+            ),
+            software: family::Family::new(
+                "software",
+                SectionKind::Software,
+                software::Scanner::new(),
+                Arc::new(|scanner: &mut software::Scanner, root: &Root| scanner.scan(root)),
+            ),
+            mail: family::Family::new(
+                "mail",
+                SectionKind::Mail,
+                (),
+                Arc::new(|_: &mut (), root: &Root| mail::collect(root)),
+            ),
         }
     }
 
@@ -114,18 +190,25 @@ impl Collector {
         &self.root
     }
 
-    /// Collects the file-based families. Blocking: call it off the async executor.
+    /// Collects the file-based families. Blocking (for at most the budget): call it off the
+    /// async executor.
     pub fn collect(&mut self) -> vakt_proto::model::Report {
+        let deadline = self.budgets.deadline(std::time::Instant::now());
+        self.host.start(&self.root);
+        self.software.start(&self.root);
+        self.mail.start(&self.root);
         let mut report = vakt_proto::model::Report::default();
-        let host = host::collect(&self.root);
+        let host = self.host.finish(deadline);
         report.host = host.value;
         report.errors.extend(host.errors);
-        let software = self.software.scan(&self.root);
+        let software = self.software.finish(deadline);
         report.software = software.value;
         report.errors.extend(software.errors);
-        let mail = mail::collect(&self.root);
+        let mail = self.mail.finish(deadline);
         report.mail = mail.value;
         report.errors.extend(mail.errors);
+        report.errors = limits::fold_errors(report.errors);
+        limits::fit(&mut report, limits::MAX_REPORT_BYTES);
         report
     }
 }

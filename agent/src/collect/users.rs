@@ -1,9 +1,13 @@
 //! Local users with a home directory, from `/etc/passwd` under the agent's root. Per-user
 //! collectors (mail settings, `~/.local/bin`, per-user flatpaks) walk this list.
 
+use super::userfile;
 use super::{Collected, Root};
-use std::path::PathBuf;
+use std::path::Path;
 use vakt_proto::model::SectionKind;
+
+/// passwd of a laptop is kilobytes; a directory server's local copy a few MB.
+const PASSWD_CAP: u64 = 16 << 20;
 
 /// A local account that can hold per-user settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,13 +16,6 @@ pub struct User {
     pub uid: u32,
     /// The home directory as the device names it (`/home/anna`).
     pub home: String,
-}
-
-impl User {
-    /// The home directory under the collector's root.
-    pub fn home_under(&self, root: &Root) -> PathBuf {
-        root.join(&self.home)
-    }
 }
 
 /// Parses passwd(5). Lines that do not have seven fields are skipped and counted, so one
@@ -50,8 +47,7 @@ pub fn parse_passwd(text: &str) -> (Vec<User>, Vec<usize>) {
 /// does, and mail settings of root are as relevant as anyone's).
 pub fn local_users(root: &Root, section: SectionKind) -> Collected<Vec<User>> {
     let mut out = Collected::new(Vec::new());
-    let path = root.join("/etc/passwd");
-    let text = match std::fs::read(&path) {
+    let text = match userfile::read_existing(root, Path::new("/etc/passwd"), PASSWD_CAP) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => {
             out.error(section, "/etc/passwd", e);
@@ -69,7 +65,7 @@ pub fn local_users(root: &Root, section: SectionKind) -> Collected<Vec<User>> {
     out.value = users
         .into_iter()
         .filter(|u| u.home.len() > 1 && u.home != "/nonexistent")
-        .filter(|u| u.home_under(root).is_dir())
+        .filter(|u| userfile::is_dir(root, Path::new(&u.home)))
         .collect();
     out
 }

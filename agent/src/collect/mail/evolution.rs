@@ -27,12 +27,12 @@
 //! (`BackendName` none, maildir, mbox, mh, spool, spooldir) and the local `sendmail` transport
 //! are not network accounts and are not listed.
 
+use super::Probe;
 use super::ini::{Ini, parse_ini};
 use super::text::{Parsed, Problem, bare_address, clean_signature, decode, looks_like_html};
-use super::{Probe, fs};
+use crate::collect::userfile;
 use quick_xml::events::Event;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use vakt_proto::model::{ForwardKind, MailSecurity};
 
@@ -327,14 +327,7 @@ pub fn collect(probe: &mut Probe<'_>) {
 
 fn read_sources(probe: &mut Probe<'_>, dir: &Path) -> BTreeMap<String, Source> {
     let mut out = BTreeMap::new();
-    let entries = match fs::list_dir(probe.root, dir) {
-        Ok(e) => e,
-        Err(e) => {
-            probe.error(dir, e);
-            return out;
-        }
-    };
-    for path in entries {
+    for path in probe.list(dir) {
         let Some(uid) = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -438,10 +431,10 @@ fn signature(probe: &mut Probe<'_>, config: &Path, uid: &str, source: Option<&So
     }
     let path = config.join("signatures").join(uid);
     // An executable signature is a script Evolution runs; the agent does not run it.
-    let executable = fs::resolve(probe.root, &path)
-        .ok()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable = matches!(
+        userfile::stat(probe.root, &path),
+        Ok(Some(m)) if m.is_file() && m.is_executable()
+    );
     if executable {
         return String::new();
     }

@@ -9,8 +9,14 @@
 //!
 //! A file that cannot be read or parsed is an error naming its device path (and line), and
 //! costs only what that file would have said: the parsers keep what they can, as the clients
-//! themselves do, and everything else stands. Files are read only if the user could read them
-//! (see [`fs`]).
+//! themselves do, and everything else stands. Files are read through [`userfile`] (no waiting
+//! on a FIFO, links followed only inside the root) and only if the user could read them
+//! ([`userfile::Opened::readable_by`]).
+//!
+//! One user's settings are bounded, so a hostile home cannot crowd the others out of the
+//! report: at most [`MAX_FILES_PER_USER`] files and [`MAX_BYTES_PER_USER`] bytes read, at most
+//! [`MAX_ITEMS_PER_USER`] accounts, forwards and identities each, at most
+//! [`MAX_PROBLEMS_PER_FILE`] problems kept per file; what is left out is said in the errors.
 //!
 //! What the reported values mean where a client leaves room:
 //! - `accounts[].port` 0: no port configured, the client's default for the protocol applies.
@@ -29,16 +35,17 @@
 pub mod dot_forward;
 pub mod evolution;
 pub mod filters;
-pub mod fs;
 pub mod ini;
 pub mod prefs;
 pub mod sieve;
 pub mod text;
 pub mod thunderbird;
 
+use super::limits::thousands;
+use super::userfile::{self, ReadError};
 use super::users::{User, local_users};
 use super::{Collected, Root};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use text::Problem;
 use vakt_proto::model::{
     ForwardKind, MailAccount, MailForward, MailIdentity, MailSecurity, MailSettings, SectionKind,
@@ -50,17 +57,53 @@ pub fn collect(root: &Root) -> Collected<MailSettings> {
     let mut out = Collected::new(MailSettings::default());
     out.errors.extend(users.errors);
     for user in &users.value {
-        let mut probe = Probe {
-            root,
-            user,
-            out: &mut out,
-        };
+        let mut probe = Probe::new(root, user, &mut out);
         thunderbird::collect(&mut probe);
         evolution::collect(&mut probe);
         sieve::collect(&mut probe);
         dot_forward::collect(&mut probe);
+        probe.finish();
     }
     out
+}
+
+/// The largest mail settings file read: settings files are kilobytes, a bigger one is not what
+/// we think it is.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Files read per user, all clients together.
+pub const MAX_FILES_PER_USER: usize = 1_000;
+/// Bytes read per user, all clients together.
+pub const MAX_BYTES_PER_USER: u64 = 64 * 1024 * 1024;
+/// Accounts, forwards and identities reported per user (each).
+pub const MAX_ITEMS_PER_USER: usize = 200;
+/// Problems kept per file; the rest are counted.
+pub const MAX_PROBLEMS_PER_FILE: usize = 20;
+/// Entries looked at in one settings directory (Evolution's sources).
+pub const MAX_DIR_ENTRIES: usize = 1_000;
+
+/// Characters kept of any one reported value (a rule name, an address): a user writes these,
+/// and a megabyte-long filter name must not cost the report a megabyte.
+pub const MAX_FIELD_CHARS: usize = 1_000;
+
+/// A reported value, cut at [`MAX_FIELD_CHARS`].
+fn field(s: String) -> String {
+    if s.len() <= MAX_FIELD_CHARS {
+        s
+    } else {
+        text::truncate_chars(&s, MAX_FIELD_CHARS)
+    }
+}
+
+/// What one user's settings have cost so far, against the per-user budgets.
+#[derive(Debug, Default)]
+struct Spent {
+    files: usize,
+    bytes: u64,
+    /// The file budget ran out (said once).
+    exhausted: bool,
+    /// Accounts, forwards and identities reported, and left out for the item budget.
+    items: [usize; 3],
+    dropped: [usize; 3],
 }
 
 /// One user's view of the device for the client readers: reads the user's files and records
@@ -69,12 +112,76 @@ pub struct Probe<'a> {
     pub root: &'a Root,
     pub user: &'a User,
     out: &'a mut Collected<MailSettings>,
+    spent: Spent,
 }
 
-impl Probe<'_> {
+impl<'a> Probe<'a> {
+    pub fn new(root: &'a Root, user: &'a User, out: &'a mut Collected<MailSettings>) -> Self {
+        Self {
+            root,
+            user,
+            out,
+            spent: Spent::default(),
+        }
+    }
+
+    /// Says what the user's budgets left out. Call once, after the last client.
+    pub fn finish(mut self) {
+        let home = PathBuf::from(&self.user.home);
+        for (what, n) in ["accounts", "forwards", "identities"]
+            .into_iter()
+            .zip(self.spent.dropped)
+        {
+            if n > 0 {
+                self.error(
+                    &home,
+                    format!(
+                        "{} more {what} of this user not reported (at most {MAX_ITEMS_PER_USER})",
+                        thousands(n)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Whether the user's file budget allows another read; says so once when it does not.
+    fn may_read(&mut self) -> bool {
+        if self.spent.files < MAX_FILES_PER_USER && self.spent.bytes < MAX_BYTES_PER_USER {
+            return true;
+        }
+        if !self.spent.exhausted {
+            self.spent.exhausted = true;
+            let home = PathBuf::from(&self.user.home);
+            self.error(
+                &home,
+                format!(
+                    "more than {} files or {} MiB of mail settings: the rest of this user's files were not read",
+                    thousands(MAX_FILES_PER_USER),
+                    MAX_BYTES_PER_USER >> 20
+                ),
+            );
+        }
+        false
+    }
+
+    /// The user's file at `path`, if the user could read it: `Ok(None)` when it does not exist.
+    fn read_user_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+        self.spent.files += 1;
+        let Some(opened) = userfile::open(self.root, path)? else {
+            return Ok(None);
+        };
+        opened.readable_by(self.user.uid)?;
+        let bytes = opened.read_capped(MAX_FILE_BYTES)?;
+        self.spent.bytes += bytes.len() as u64;
+        Ok(Some(bytes))
+    }
+
     /// The file's bytes; `None` when it does not exist or could not be read (then recorded).
     pub fn read(&mut self, path: &Path) -> Option<Vec<u8>> {
-        match fs::read_user_file(self.root, path, self.user.uid) {
+        if !self.may_read() {
+            return None;
+        }
+        match self.read_user_file(path) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.error(path, e);
@@ -85,7 +192,10 @@ impl Probe<'_> {
 
     /// Like [`Probe::read`], but a missing file is an error too, with `missing` as message.
     pub fn read_expected(&mut self, path: &Path, missing: &str) -> Option<Vec<u8>> {
-        match fs::read_user_file(self.root, path, self.user.uid) {
+        if !self.may_read() {
+            return None;
+        }
+        match self.read_user_file(path) {
             Ok(Some(bytes)) => Some(bytes),
             Ok(None) => {
                 self.error(path, missing);
@@ -94,6 +204,28 @@ impl Probe<'_> {
             Err(e) => {
                 self.error(path, e);
                 None
+            }
+        }
+    }
+
+    /// The entries of the user's directory `dir` as device paths, sorted; empty when it does
+    /// not exist. At most [`MAX_DIR_ENTRIES`] (more are said).
+    pub fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
+        let listing = match userfile::open_dir(self.root, dir) {
+            Ok(Some(h)) => h.list(MAX_DIR_ENTRIES),
+            Ok(None) => return Vec::new(),
+            Err(e) => Err(e),
+        };
+        match listing {
+            Ok(l) => {
+                if l.truncated {
+                    self.error(dir, userfile::too_many_entries(MAX_DIR_ENTRIES));
+                }
+                l.entries.into_iter().map(|e| dir.join(e.raw)).collect()
+            }
+            Err(e) => {
+                self.error(dir, e);
+                Vec::new()
             }
         }
     }
@@ -111,10 +243,30 @@ impl Probe<'_> {
             .error(SectionKind::Mail, path.display().to_string(), message);
     }
 
-    /// Records a parser's problems as errors of the file at `path`.
+    /// Records a parser's problems as errors of the file at `path`: the first
+    /// [`MAX_PROBLEMS_PER_FILE`], then how many more there were.
     pub fn problems(&mut self, path: &Path, problems: Vec<Problem>) {
-        for p in problems {
+        let more = problems.len().saturating_sub(MAX_PROBLEMS_PER_FILE);
+        for p in problems.into_iter().take(MAX_PROBLEMS_PER_FILE) {
             self.error(path, p);
+        }
+        if more > 0 {
+            self.error(
+                path,
+                format!("and {} more problems in this file", thousands(more)),
+            );
+        }
+    }
+
+    /// Counts an item of kind `i` (0 accounts, 1 forwards, 2 identities) against the user's
+    /// budget: `false` when it is over and the item is left out (counted for [`Probe::finish`]).
+    fn count(&mut self, i: usize) -> bool {
+        if self.spent.items[i] < MAX_ITEMS_PER_USER {
+            self.spent.items[i] += 1;
+            true
+        } else {
+            self.spent.dropped[i] += 1;
+            false
         }
     }
 
@@ -127,14 +279,17 @@ impl Probe<'_> {
         security: MailSecurity,
         protocol: String,
     ) {
+        if !self.count(0) {
+            return;
+        }
         self.out.value.accounts.push(MailAccount {
             client: client.to_string(),
             user: self.user.name.clone(),
-            address,
-            host,
+            address: field(address),
+            host: field(host),
             port: port.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
             security,
-            protocol,
+            protocol: field(protocol),
         });
     }
 
@@ -147,24 +302,30 @@ impl Probe<'_> {
         kind: ForwardKind,
         keeps_copy: bool,
     ) {
+        if !self.count(1) {
+            return;
+        }
         self.out.value.forwards.push(MailForward {
             client: client.to_string(),
             user: self.user.name.clone(),
-            rule,
+            rule: field(rule),
             enabled,
-            target,
+            target: field(target),
             kind,
             keeps_copy,
         });
     }
 
     pub fn identity(&mut self, client: &str, address: String, name: String, signature: String) {
+        if !self.count(2) {
+            return;
+        }
         self.out.value.identities.push(MailIdentity {
             client: client.to_string(),
             user: self.user.name.clone(),
-            address,
-            signature,
-            name,
+            address: field(address),
+            signature: field(signature),
+            name: field(name),
         });
     }
 }

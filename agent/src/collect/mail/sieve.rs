@@ -24,8 +24,9 @@
 //! A script that does not parse is not run by Pigeonhole at all (delivery falls back to keep),
 //! so a syntax error is reported for the file and no redirect from it.
 
+use super::Probe;
 use super::text::{Parsed, Problem, bare_address, decode, truncate_chars};
-use super::{Probe, fs};
+use crate::collect::userfile;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use vakt_proto::model::ForwardKind;
@@ -567,8 +568,10 @@ fn collect_script(
 ) {
     // The file that is really read, as the device names it: errors and rules name the script,
     // not the link to it.
-    let real = match fs::resolve(probe.root, path) {
-        Ok(real) => PathBuf::from(probe.root.display(&real)),
+    let real = match userfile::real_path(probe.root, path) {
+        Ok(Some(real)) => real,
+        // Missing: the read below says so (or not, for the optional active script).
+        Ok(None) => path.to_path_buf(),
         Err(e) => {
             probe.error(path, e);
             return;

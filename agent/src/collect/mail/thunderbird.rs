@@ -29,11 +29,13 @@
 //! judged from here: each is reported as a forward with an empty target and the add-on's action
 //! id in the rule, so an admin sees it.
 
+use super::Probe;
 use super::filters::{Filter, parse_filter_rules};
 use super::ini::Ini;
 use super::prefs::{Prefs, parse_prefs};
 use super::text::{bare_address, clean_signature, decode, looks_like_html};
-use super::{Probe, fs};
+use crate::collect::limits::thousands;
+use crate::collect::userfile::{self, normalize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use vakt_proto::model::{ForwardKind, MailSecurity};
@@ -53,6 +55,12 @@ pub const PROFILE_BASES: &[&str] = &[
 /// Server types that are not a mail transport to a server.
 const NOT_TRANSPORTS: &[&str] = &["none", "rss", "im"];
 
+/// Profiles read per `profiles.ini`: people have one to three, a file naming 40,000 is an
+/// attack on the report, not a mail setup.
+pub const MAX_PROFILES: usize = 32;
+/// Filters read per `msgFilterRules.dat`.
+pub const MAX_FILTERS: usize = 1_000;
+
 /// The profile directories (device paths) that `profiles.ini` and `installs.ini` in `base`
 /// name, in file order, each once.
 pub fn profile_dirs(base: &Path, profiles: Option<&Ini>, installs: Option<&Ini>) -> Vec<PathBuf> {
@@ -66,9 +74,9 @@ pub fn profile_dirs(base: &Path, profiles: Option<&Ini>, installs: Option<&Ini>)
             return;
         }
         let p = if relative && !path.starts_with('/') {
-            fs::normalize(&base.join(path))
+            normalize(&base.join(path))
         } else {
-            fs::normalize(Path::new(path))
+            normalize(Path::new(path))
         };
         if seen.insert(p.clone()) {
             out.push(p);
@@ -247,14 +255,14 @@ pub fn security(socket_type: Option<i32>) -> MailSecurity {
 /// A `[ProfD]`-relative pref (`[ProfD]../sig.txt`) as a device path under `profile`.
 fn profile_relative(profile: &Path, rel: &str) -> Option<PathBuf> {
     let rest = rel.strip_prefix("[ProfD]")?;
-    Some(fs::normalize(&profile.join(rest)))
+    Some(normalize(&profile.join(rest)))
 }
 
 /// The device path a path pref names: the `-rel` form first, then the absolute one.
 fn pref_path(profile: &Path, rel: Option<&str>, abs: Option<&str>) -> Option<PathBuf> {
     rel.and_then(|r| profile_relative(profile, r)).or_else(|| {
         abs.filter(|a| a.starts_with('/'))
-            .map(|a| fs::normalize(Path::new(a)))
+            .map(|a| normalize(Path::new(a)))
     })
 }
 
@@ -266,11 +274,21 @@ pub fn collect(probe: &mut Probe<'_>) {
         let base = home.join(base);
         let profiles = probe.read_ini(&base.join("profiles.ini"), &[';', '#']);
         let installs = probe.read_ini(&base.join("installs.ini"), &[';', '#']);
-        for dir in profile_dirs(&base, profiles.as_ref(), installs.as_ref()) {
+        let dirs = profile_dirs(&base, profiles.as_ref(), installs.as_ref());
+        if dirs.len() > MAX_PROFILES {
+            probe.error(
+                &base.join("profiles.ini"),
+                format!(
+                    "names {} profiles: only the first {MAX_PROFILES} were read",
+                    thousands(dirs.len())
+                ),
+            );
+        }
+        for dir in dirs.into_iter().take(MAX_PROFILES) {
             if !seen.insert(dir.clone()) {
                 continue;
             }
-            if fs::is_dir(probe.root, &dir) {
+            if userfile::is_dir(probe.root, &dir) {
                 collect_profile(probe, &dir);
             } else {
                 probe.error(
@@ -401,7 +419,7 @@ fn server_dir(probe: &Probe<'_>, profile: &Path, server: &Server) -> PathBuf {
         profile,
         server.directory_rel.as_deref(),
         server.directory.as_deref(),
-    ) && fs::is_dir(probe.root, &p)
+    ) && userfile::is_dir(probe.root, &p)
     {
         return p;
     }
@@ -421,7 +439,17 @@ fn collect_filters(probe: &mut Probe<'_>, profile: &Path, server: &Server) {
     };
     let parsed = parse_filter_rules(&bytes);
     probe.problems(&path, parsed.problems);
-    for filter in &parsed.value {
+    if parsed.value.len() > MAX_FILTERS {
+        probe.error(
+            &path,
+            format!(
+                "{} filters: only the first {} were read",
+                thousands(parsed.value.len()),
+                thousands(MAX_FILTERS)
+            ),
+        );
+    }
+    for filter in parsed.value.iter().take(MAX_FILTERS) {
         forwards_of(probe, filter);
     }
 }

@@ -12,9 +12,10 @@
 //! of a file reader). Everything else was installed from a download: `sideloaded`, with the
 //! bundle id as `origin`.
 
-use crate::collect::software::files;
+use crate::collect::userfile;
 use crate::collect::{Collected, Root};
 use std::io::Cursor;
+use std::path::Path;
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
 const INFO_PLIST_CAP: u64 = 4 << 20;
@@ -111,8 +112,9 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
         1,
         &mut out,
     );
-    let homes = files::list_or_report(root, "/Users", &mut out);
-    for (user, _) in homes {
+    let homes = userfile::list_or_report(root, "/Users", SectionKind::Software, &mut out)
+        .map_or_else(Vec::new, |l| l.entries);
+    for user in homes.into_iter().map(|e| e.name) {
         if user.starts_with('.') || user == "Shared" {
             continue;
         }
@@ -132,10 +134,13 @@ fn scan(
     depth: usize,
     out: &mut Collected<Vec<Package>>,
 ) {
-    let entries = files::list_or_report(root, dir, out);
-    for (name, real) in entries {
+    let Some(listed) = userfile::list_or_report(root, dir, SectionKind::Software, out) else {
+        return;
+    };
+    for e in &listed.entries {
+        let name = &e.name;
         let device = format!("{dir}/{name}");
-        if !real.is_dir() {
+        if !listed.dir.is_dir(root, &e.raw) {
             continue;
         }
         match name.strip_suffix(".app") {
@@ -162,7 +167,7 @@ fn read_bundle(
     let plist_path = format!("{device}/Contents/Info.plist");
     // A bundle whose Info.plist is missing or corrupt is still an app on the disk: it is
     // listed under its folder name, and the plist problem is reported.
-    let info = match files::read_capped(&root.join(&plist_path), INFO_PLIST_CAP) {
+    let info = match userfile::read_existing(root, Path::new(&plist_path), INFO_PLIST_CAP) {
         Ok(b) => parse_info_plist(&b).unwrap_or_else(|e| {
             out.error(SectionKind::Software, plist_path.clone(), e);
             BundleInfo::default()
@@ -172,9 +177,10 @@ fn read_bundle(
             BundleInfo::default()
         }
     };
-    let receipt = root
-        .join(format!("{device}/Contents/_MASReceipt/receipt"))
-        .is_file();
+    let receipt = userfile::is_file(
+        root,
+        Path::new(&format!("{device}/Contents/_MASReceipt/receipt")),
+    );
     let (source, origin) = classify(location, receipt, &info.id);
     Package {
         name: if info.name.is_empty() {

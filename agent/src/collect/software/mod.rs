@@ -6,7 +6,6 @@
 //! rebuild (the parsed apt package lists) between scans.
 
 pub mod deb;
-pub mod files;
 pub mod flatpak;
 pub mod macos;
 // rpm is Linux-only, and its SQLite is C: gating it keeps cross-checks free of a C toolchain.
@@ -17,6 +16,7 @@ pub mod unmanaged;
 pub mod windows;
 
 use super::{Collected, Root};
+use std::collections::HashSet;
 use vakt_proto::model::Package;
 
 /// Keeps parsed package lists between scans so a rescan with unchanged lists is cheap.
@@ -49,11 +49,18 @@ impl Scanner {
         others.push(rpm::collect(root));
         #[cfg(windows)]
         others.push(windows::collect(root));
+        // Two collectors that walk the users report a bad /etc/passwd once, not twice (a set:
+        // a hostile home can make thousands of errors, and a scan of the list for each was
+        // quadratic).
+        let mut seen: HashSet<(String, String)> = out
+            .errors
+            .iter()
+            .map(|e| (e.source.clone(), e.message.clone()))
+            .collect();
         for c in others {
             out.value.extend(c.value);
-            // Two collectors that walk the users report a bad /etc/passwd once, not twice.
             for e in c.errors {
-                if !out.errors.contains(&e) {
+                if seen.insert((e.source.clone(), e.message.clone())) {
                     out.errors.push(e);
                 }
             }
@@ -61,6 +68,7 @@ impl Scanner {
         out.value.sort_by(|a, b| {
             (&a.name, &a.arch, &a.version, a.format).cmp(&(&b.name, &b.arch, &b.version, b.format))
         });
+        super::limits::cap_user_packages(&mut out.value, &mut out.errors);
         out
     }
 
@@ -68,5 +76,55 @@ impl Scanner {
     /// package belongs to), such as the comparison with `apt-cache policy`.
     pub fn deb(&mut self) -> &mut deb::DebScanner {
         &mut self.deb
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::userfile::tests::{mkfifo, returns_promptly};
+
+    /// The freeze from issue 16: a user's FIFOs where the flatpak and unmanaged-software
+    /// collectors look. Both return, and the FIFO is an error in the report, not a wait.
+    #[test]
+    fn a_users_fifos_never_block_the_software_collectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |p: &str| dir.path().join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(at("/etc")).unwrap();
+        std::fs::write(
+            at("/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000:Anna:/home/anna:/bin/bash\n",
+        )
+        .unwrap();
+        let deploy = at("/home/anna/.local/share/flatpak/app/x/x86_64/stable/active");
+        std::fs::create_dir_all(&deploy).unwrap();
+        mkfifo(&deploy.join("deploy"));
+        std::fs::create_dir_all(at("/home/anna/.local/bin")).unwrap();
+        mkfifo(&at("/home/anna/.local/bin/x"));
+        mkfifo(&at("/home/anna/Downloads"));
+
+        let root = Root::new(dir.path());
+        let r = root.clone();
+        let flatpak = returns_promptly(move || flatpak::collect(&r));
+        assert!(
+            flatpak.errors.iter().any(|e| e.message.contains("FIFO")),
+            "the FIFO is reported: {:?}",
+            flatpak.errors
+        );
+        let r = root.clone();
+        let unmanaged = returns_promptly(move || unmanaged::collect(&r));
+        assert!(
+            unmanaged.value.iter().all(|p| p.name != "x"),
+            "{:?}",
+            unmanaged.value
+        );
+        assert!(
+            unmanaged
+                .errors
+                .iter()
+                .any(|e| e.source == "/home/anna/Downloads" && e.message.contains("FIFO")),
+            "a FIFO where a directory should be is said: {:?}",
+            unmanaged.errors
+        );
     }
 }

@@ -26,9 +26,10 @@
 //! `current` is left true: whether a repository offers a newer build needs its metadata
 //! cache, which this collector does not read.
 
-use crate::collect::software::files;
+use crate::collect::userfile;
 use crate::collect::{Collected, Root};
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
 const RPMDB_PATHS: [&str; 2] = [
@@ -417,8 +418,13 @@ fn open_ro(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
 }
 
 fn read_rpmdb(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<RpmHeader> {
-    let Some(device) = RPMDB_PATHS.iter().find(|p| root.join(p).is_file()) else {
-        if root.join("/var/lib/rpm/Packages").is_file() {
+    // SQLite opens the database by its path itself; the type is checked through the safe
+    // reader first, and /var/lib/rpm is root's, not a user's.
+    let Some(device) = RPMDB_PATHS
+        .iter()
+        .find(|p| userfile::is_file(root, Path::new(p)))
+    else {
+        if userfile::is_file(root, Path::new("/var/lib/rpm/Packages")) {
             out.error(
                 SectionKind::Software,
                 "/var/lib/rpm/Packages",
@@ -454,10 +460,10 @@ fn read_rpmdb(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<RpmHeader> 
 }
 
 fn read_history(root: &Root, out: &mut Collected<Vec<Package>>) -> History {
-    let path = root.join(DNF_HISTORY);
-    if !path.is_file() {
+    if !userfile::is_file(root, Path::new(DNF_HISTORY)) {
         return History::default();
     }
+    let path = root.join(DNF_HISTORY);
     let result = (|| -> rusqlite::Result<HashMap<Nevra, String>> {
         let conn = open_ro(&path)?;
         let mut stmt = conn.prepare(
@@ -497,11 +503,13 @@ fn read_history(root: &Root, out: &mut Collected<Vec<Package>>) -> History {
 
 fn configured_repos(root: &Root, out: &mut Collected<Vec<Package>>) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
-    let listing = files::list_or_report(root, REPOS_D, out);
-    for (name, path) in listing.into_iter().filter(|(n, _)| n.ends_with(".repo")) {
-        match files::read_capped(&path, REPO_CAP) {
+    let Some(listed) = userfile::list_or_report(root, REPOS_D, SectionKind::Software, out) else {
+        return ids;
+    };
+    for e in listed.entries.iter().filter(|e| e.name.ends_with(".repo")) {
+        match listed.dir.read(root, &e.raw, REPO_CAP) {
             Ok(b) => ids.extend(parse_repo_ids(&String::from_utf8_lossy(&b))),
-            Err(e) => out.error(SectionKind::Software, format!("{REPOS_D}/{name}"), e),
+            Err(err) => out.error(SectionKind::Software, format!("{REPOS_D}/{}", e.name), err),
         }
     }
     ids

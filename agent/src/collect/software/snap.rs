@@ -16,10 +16,11 @@
 //! When `state.json` is missing or corrupt, the `.snap` files in `/var/lib/snapd/snaps`
 //! (`<instance>_<revision>.snap`) still tell which snaps and revisions are installed.
 
-use crate::collect::software::files;
+use crate::collect::userfile;
 use crate::collect::{Collected, Root};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
 const STATE_JSON: &str = "/var/lib/snapd/state.json";
@@ -246,7 +247,7 @@ pub fn to_package(snap: &InstalledSnap, version: Option<String>) -> Package {
 /// Installed application snaps under `root`.
 pub fn collect(root: &Root) -> Collected<Vec<Package>> {
     let mut out = Collected::new(Vec::new());
-    let snaps = match files::read_optional(&root.join(STATE_JSON), STATE_CAP) {
+    let snaps = match userfile::read(root, Path::new(STATE_JSON), STATE_CAP) {
         Ok(Some(bytes)) => match parse_state(&bytes) {
             Ok(s) => s,
             Err(e) => {
@@ -276,7 +277,7 @@ fn mounted_version(
 ) -> Option<String> {
     for mount in MOUNT_DIRS {
         let device = format!("{mount}/{}/{}/meta/snap.yaml", snap.instance, snap.current);
-        match files::read_optional(&root.join(&device), YAML_CAP) {
+        match userfile::read(root, Path::new(&device), YAML_CAP) {
             Ok(Some(b)) => return parse_snap_yaml_version(&String::from_utf8_lossy(&b)),
             Ok(None) => {}
             Err(e) => out.error(SectionKind::Software, device, e),
@@ -289,10 +290,11 @@ fn mounted_version(
 /// the mount's `current` link names, else the highest kept. The type is unknown here, so only
 /// well-known system snaps are left out.
 fn scan_snap_files(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<InstalledSnap> {
-    let listing = files::list_or_report(root, SNAPS_DIR, out);
+    let listing = userfile::list_or_report(root, SNAPS_DIR, SectionKind::Software, out)
+        .map_or_else(Vec::new, |l| l.entries);
     let mut by_instance: HashMap<String, Vec<Revision>> = HashMap::new();
-    for (name, _) in listing {
-        if let Some((instance, rev)) = parse_snap_file_name(&name) {
+    for e in listing {
+        if let Some((instance, rev)) = parse_snap_file_name(&e.name) {
             by_instance.entry(instance).or_default().push(rev);
         }
     }
@@ -300,7 +302,8 @@ fn scan_snap_files(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<Instal
         .into_iter()
         .filter_map(|(instance, revs)| {
             let linked = MOUNT_DIRS.iter().find_map(|m| {
-                let link = std::fs::read_link(root.join(format!("{m}/{instance}/current"))).ok()?;
+                let current = format!("{m}/{instance}/current");
+                let link = userfile::read_link(root, Path::new(&current)).ok()??;
                 Revision::parse(&link.file_name()?.to_string_lossy())
             });
             let current = linked

@@ -20,12 +20,11 @@
 //! lists, and from the file lists in the rpm database's headers. A link in `/usr/local/bin` to
 //! a packaged program counts as packaged.
 
-use crate::collect::software::files;
+use crate::collect::userfile::{self, DirHandle, Entry, Kind, Opened};
 use crate::collect::users::local_users;
 use crate::collect::{Collected, Root};
 use std::collections::HashSet;
 use std::io::{BufRead, Read};
-use std::path::{Component, Path};
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
 const DPKG_INFO: &str = "/var/lib/dpkg/info";
@@ -37,6 +36,9 @@ const LIST_BUFFER: usize = 64 << 10;
 const OPT_WALK_CAP: usize = 4000;
 const OPT_DEPTH: usize = 3;
 const HEAD_LEN: usize = 256;
+/// Files opened per user across their directories (`~/.local/bin`, `~/Downloads`...): each
+/// listing is capped already, this bounds the heads read for one user in all of them.
+const USER_FILES_CAP: usize = 5_000;
 
 /// What the first bytes of a file say it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,21 +214,6 @@ pub fn appimage_name_version(file_name: &str) -> (String, String) {
     }
 }
 
-/// A device path with `.` and `..` resolved lexically (never above `/`).
-fn normalize(path: &Path) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            _ => {}
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 /// One executable or AppImage found, before the ownership check.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -238,18 +225,28 @@ struct Candidate {
     user: String,
     kind: Sniffed,
     link: Option<String>,
+    /// It has an execute bit.
+    exec: bool,
 }
 
 /// Unmanaged programs under `root`.
 pub fn collect(root: &Root) -> Collected<Vec<Package>> {
     let mut out = Collected::new(Vec::new());
     let mut found = Vec::new();
-    scan_dir(root, "/usr/local/bin", "", false, &mut found, &mut out);
+    let local_bin = Scan {
+        dir: "/usr/local/bin",
+        user: "",
+        appimages_only: false,
+    };
+    // Root's directory: its listing's cap is the only bound it needs.
+    let mut unbounded = usize::MAX;
+    scan_dir(root, &local_bin, &mut unbounded, &mut found, &mut out);
     let opt_dirs = scan_opt(root, &mut found, &mut out);
     let users = local_users(root, SectionKind::Software);
     out.errors.extend(users.errors);
     for u in &users.value {
         let home = u.home.trim_end_matches('/');
+        let mut budget = USER_FILES_CAP;
         let dirs = [
             (".local/bin", false),
             ("bin", false),
@@ -259,10 +256,30 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
         ];
         for (d, appimages_only) in dirs {
             let dir = format!("{home}/{d}");
-            scan_dir(root, &dir, &u.name, appimages_only, &mut found, &mut out);
+            let scan = Scan {
+                dir: &dir,
+                user: &u.name,
+                appimages_only,
+            };
+            scan_dir(root, &scan, &mut budget, &mut found, &mut out);
         }
         // The home directory itself: AppImages saved there.
-        scan_dir(root, home, &u.name, true, &mut found, &mut out);
+        let scan = Scan {
+            dir: home,
+            user: &u.name,
+            appimages_only: true,
+        };
+        scan_dir(root, &scan, &mut budget, &mut found, &mut out);
+        if budget == 0 {
+            out.error(
+                SectionKind::Software,
+                home,
+                format!(
+                    "more than {} files looked at in this user's program directories: the rest were not",
+                    crate::collect::limits::thousands(USER_FILES_CAP)
+                ),
+            );
+        }
     }
     if found.is_empty() && opt_dirs.is_empty() {
         return out;
@@ -386,54 +403,46 @@ fn to_package(c: Candidate) -> Package {
 }
 
 /// The first bytes of a regular file and whether it is executable; `None` for anything that
-/// is not a readable regular file.
-fn head_of(path: &Path) -> Option<(Vec<u8>, bool)> {
-    // Opened first and judged on the handle: a user's FIFO here must not block the scan.
-    let file = super::files::open_regular(path).ok()?;
-    let meta = file.metadata().ok()?;
+/// is not a readable regular file (a user's FIFO here is refused, never waited on).
+fn head_of(root: &Root, dir: &DirHandle, name: &std::ffi::OsStr) -> Option<(Vec<u8>, bool)> {
+    let opened = dir.open(root, name).ok()??;
+    let exec = opened.kind().is_executable();
     let mut head = Vec::with_capacity(HEAD_LEN);
-    file.take(HEAD_LEN as u64).read_to_end(&mut head).ok()?;
-    Some((head, is_executable(&meta)))
+    opened
+        .file
+        .take(HEAD_LEN as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some((head, exec))
 }
 
-#[cfg(unix)]
-fn is_executable(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o111 != 0
-}
-
-#[cfg(not(unix))]
-fn is_executable(_meta: &std::fs::Metadata) -> bool {
-    true
-}
-
-/// Where a link at device path `at` points, as a device path (one hop: enough to tell a link
-/// to a packaged program from a dropped-in file).
-fn link_target(root: &Root, at: &str) -> Option<String> {
-    let target = std::fs::read_link(root.join(at)).ok()?;
+/// Where a link in `dir` points, as a device path (one hop: enough to tell a link to a
+/// packaged program from a dropped-in file).
+fn link_target(dir: &DirHandle, name: &std::ffi::OsStr) -> Option<String> {
+    let target = dir.read_link(name).ok()??;
     let joined = if target.is_absolute() {
         target
     } else {
-        Path::new(at)
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join(target)
+        dir.path().join(target)
     };
-    Some(normalize(&joined))
+    Some(userfile::normalize(&joined).to_string_lossy().into_owned())
 }
 
-fn candidate(
-    root: &Root,
-    device: String,
-    name: String,
-    user: &str,
+/// Where a scan looks and for what.
+struct Scan<'a> {
+    /// Device path of the directory.
+    dir: &'a str,
+    user: &'a str,
+    /// Only AppImages count here (downloads, the home directory).
     appimages_only: bool,
-) -> Option<Candidate> {
-    let real_path = root.join(&device);
-    let (head, exec) = head_of(&real_path)?;
+}
+
+/// The candidate an entry of a scanned directory is, if it is one.
+fn candidate(root: &Root, dir: &DirHandle, e: &Entry, scan: &Scan<'_>) -> Option<Candidate> {
+    let (head, exec) = head_of(root, dir, &e.raw)?;
     let kind = sniff(&head);
     let is_appimage = matches!(kind, Sniffed::AppImage { .. });
-    let wanted = if appimages_only {
+    let wanted = if scan.appimages_only {
         is_appimage
     } else {
         exec || is_appimage
@@ -441,41 +450,54 @@ fn candidate(
     if !wanted {
         return None;
     }
-    let link = link_target(root, &device);
+    let device = format!("{}/{}", scan.dir, e.name);
+    let link = (e.kind == Kind::Symlink)
+        .then(|| link_target(dir, &e.raw))
+        .flatten();
     Some(Candidate {
         real: link.clone().unwrap_or_else(|| device.clone()),
         path: device,
-        name,
-        user: user.to_string(),
+        name: e.name.clone(),
+        user: scan.user.to_string(),
         kind,
         link,
+        exec,
     })
 }
 
 /// Candidates in one directory: every executable (and AppImage) in a bin directory, or only
-/// AppImages in places where people keep downloads.
+/// AppImages in places where people keep downloads. Each file opened costs one of `budget`.
 fn scan_dir(
     root: &Root,
-    dir: &str,
-    user: &str,
-    appimages_only: bool,
+    scan: &Scan<'_>,
+    budget: &mut usize,
     found: &mut Vec<Candidate>,
     out: &mut Collected<Vec<Package>>,
 ) {
-    for (name, _) in files::list_or_report(root, dir, out) {
-        let device = format!("{dir}/{name}");
-        if appimages_only {
+    let Some(listed) = userfile::list_or_report(root, scan.dir, SectionKind::Software, out) else {
+        return;
+    };
+    for e in &listed.entries {
+        if matches!(e.kind, Kind::Dir | Kind::Fifo | Kind::Socket | Kind::Device) {
+            continue;
+        }
+        if scan.appimages_only {
             // Reading the head of every file in Downloads is cheap, but only names or modes
             // that suggest a program are worth it.
-            let named = name.to_ascii_lowercase().ends_with(".appimage");
-            let exec = std::fs::metadata(root.join(&device))
-                .map(|m| m.is_file() && is_executable(&m))
-                .unwrap_or(false);
+            let named = e.name.to_ascii_lowercase().ends_with(".appimage");
+            let exec = matches!(
+                listed.dir.stat(root, &e.raw),
+                Ok(Some(m)) if m.is_file() && m.is_executable()
+            );
             if !named && !exec {
                 continue;
             }
         }
-        if let Some(c) = candidate(root, device, name, user, appimages_only) {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        if let Some(c) = candidate(root, &listed.dir, e, scan) {
             found.push(c);
         }
     }
@@ -490,20 +512,29 @@ fn scan_opt(
     out: &mut Collected<Vec<Package>>,
 ) -> Vec<(String, Vec<Candidate>)> {
     let mut dirs = Vec::new();
-    for (name, real) in files::list_or_report(root, "/opt", out) {
-        let device = format!("/opt/{name}");
-        let is_dir = std::fs::symlink_metadata(&real)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
-        if !is_dir {
-            if let Some(c) = candidate(root, device, name, "", false) {
+    let Some(listed) = userfile::list_or_report(root, "/opt", SectionKind::Software, out) else {
+        return dirs;
+    };
+    let top = Scan {
+        dir: "/opt",
+        user: "",
+        appimages_only: false,
+    };
+    for e in &listed.entries {
+        // A link to a directory is not an application directory of its own (it is entered
+        // only where it leads, if that is in /opt).
+        if e.kind != Kind::Dir {
+            if let Some(c) = candidate(root, &listed.dir, e, &top) {
                 found.push(c);
             }
             continue;
         }
+        let device = format!("/opt/{}", e.name);
         let mut programs = Vec::new();
         let mut budget = OPT_WALK_CAP;
-        walk_opt(root, &device, 1, &mut budget, &mut programs);
+        if let Ok(Some(app)) = listed.dir.subdir(&e.raw) {
+            walk_opt(root, &app, &device, 1, &mut budget, &mut programs);
+        }
         let (appimages, rest): (Vec<Candidate>, Vec<Candidate>) = programs
             .into_iter()
             .partition(|c| matches!(c.kind, Sniffed::AppImage { .. }));
@@ -513,44 +544,70 @@ fn scan_opt(
     dirs
 }
 
-fn walk_opt(root: &Root, dir: &str, depth: usize, budget: &mut usize, acc: &mut Vec<Candidate>) {
-    let Ok(Some(entries)) = files::list_dir(&root.join(dir)) else {
+/// The programs under one /opt application directory, walked by handle (links to
+/// directories are not entered, so a loop cannot hold the walk).
+fn walk_opt(
+    root: &Root,
+    dir: &DirHandle,
+    device: &str,
+    depth: usize,
+    budget: &mut usize,
+    acc: &mut Vec<Candidate>,
+) {
+    let Ok(listing) = dir.list(OPT_WALK_CAP) else {
         return;
     };
-    for (name, real) in entries {
+    let here = Scan {
+        dir: device,
+        user: "",
+        appimages_only: false,
+    };
+    for e in &listing.entries {
         if *budget == 0 {
             return;
         }
         *budget -= 1;
-        let device = format!("{dir}/{name}");
-        let Ok(meta) = std::fs::symlink_metadata(&real) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if depth < OPT_DEPTH {
-                walk_opt(root, &device, depth + 1, budget, acc);
+        match e.kind {
+            Kind::Dir if depth < OPT_DEPTH => {
+                if let Ok(Some(sub)) = dir.subdir(&e.raw) {
+                    let sub_device = format!("{device}/{}", e.name);
+                    walk_opt(root, &sub, &sub_device, depth + 1, budget, acc);
+                }
             }
-        } else if meta.is_file() && is_executable(&meta) {
             // Libraries carry execute bits too; only ELF executables, AppImages and scripts
             // are programs.
-            if let Some(c) = candidate(root, device, name, "", false)
-                && !matches!(c.kind, Sniffed::Other)
-                && !c.name.contains(".so")
-            {
-                acc.push(c);
+            Kind::File => {
+                if let Some(c) = candidate(root, dir, e, &here)
+                    && c.exec
+                    && !matches!(c.kind, Sniffed::Other)
+                    && !c.name.contains(".so")
+                {
+                    acc.push(c);
+                }
             }
+            _ => {}
         }
     }
 }
 
 /// Every path dpkg installed; an unreadable list is reported and the others still count.
 fn load_dpkg_ownership(root: &Root, owners: &mut Ownership, out: &mut Collected<Vec<Package>>) {
-    for (name, path) in files::list_or_report(root, DPKG_INFO, out) {
-        if !name.ends_with(".list") {
-            continue;
-        }
-        if let Err(e) = read_dpkg_list(&path, owners) {
-            out.error(SectionKind::Software, format!("{DPKG_INFO}/{name}"), e);
+    let Some(listed) = userfile::list_or_report(root, DPKG_INFO, SectionKind::Software, out) else {
+        return;
+    };
+    for e in listed.entries.iter().filter(|e| e.name.ends_with(".list")) {
+        let read = listed
+            .dir
+            .open(root, &e.raw)
+            .map_err(std::io::Error::other)
+            .and_then(|o| o.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+            .and_then(|o| read_dpkg_list(o, owners));
+        if let Err(err) = read {
+            out.error(
+                SectionKind::Software,
+                format!("{DPKG_INFO}/{}", e.name),
+                err,
+            );
         }
     }
 }
@@ -558,15 +615,15 @@ fn load_dpkg_ownership(root: &Root, owners: &mut Ownership, out: &mut Collected<
 /// Streams one dpkg list into `owners`. A list over [`LIST_CAP`] is refused before any of it
 /// counts (its size is checked first); one that grows past the cap while it is read is an
 /// error too, with the lines read so far kept, as they are paths dpkg did install.
-fn read_dpkg_list(path: &Path, owners: &mut Ownership) -> std::io::Result<()> {
-    let file = super::files::open_regular(path)?;
+fn read_dpkg_list(opened: Opened, owners: &mut Ownership) -> std::io::Result<()> {
+    let Opened { file, meta } = opened;
     let too_large = || {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("larger than the {LIST_CAP}-byte limit"),
         )
     };
-    if file.metadata()?.len() > LIST_CAP {
+    if meta.len() > LIST_CAP {
         return Err(too_large());
     }
     let mut capped = file.take(LIST_CAP + 1);
@@ -580,6 +637,7 @@ fn read_dpkg_list(path: &Path, owners: &mut Ownership) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn sniffing() {
@@ -660,11 +718,17 @@ mod tests {
         // Sparse: the size says too large without writing 64 MiB.
         f.set_len(LIST_CAP + 1).unwrap();
         let mut o = Ownership::default();
-        let e = read_dpkg_list(&path, &mut o).unwrap_err();
+        let root = Root::new(dir.path());
+        let open = || {
+            userfile::open(&root, Path::new("/huge.list"))
+                .unwrap()
+                .unwrap()
+        };
+        let e = read_dpkg_list(open(), &mut o).unwrap_err();
         assert!(e.to_string().contains("limit"), "{e}");
         assert!(o.is_empty());
         std::fs::write(&path, "/opt/zoom\n").unwrap();
-        read_dpkg_list(&path, &mut o).unwrap();
+        read_dpkg_list(open(), &mut o).unwrap();
         assert!(o.owns("/opt/zoom"));
     }
 
@@ -710,15 +774,6 @@ mod tests {
             appimage_name_version(".AppImage"),
             (String::new(), String::new())
         );
-    }
-
-    #[test]
-    fn normalizing_never_climbs_above_root() {
-        assert_eq!(
-            normalize(Path::new("/usr/local/bin/../../bin/x")),
-            "/usr/bin/x"
-        );
-        assert_eq!(normalize(Path::new("/a/../../../etc")), "/etc");
     }
 
     fn fixture() -> Root {

@@ -22,6 +22,7 @@ pub mod sources;
 pub mod status;
 pub mod version;
 
+use super::super::userfile::{self, Opened};
 use super::super::{Collected, Root};
 use attribution::{Attributed, RepoView, Repository, StaleView};
 use decompress::Compression;
@@ -29,7 +30,6 @@ use packages::{Interest, Limits, PackageList};
 use release::ReleaseInfo;
 use sources::SourceEntry;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +41,10 @@ const STATUS: &str = "/var/lib/dpkg/status";
 const LISTS: &str = "/var/lib/apt/lists";
 const SOURCES_LIST: &str = "/etc/apt/sources.list";
 const SOURCES_DIR: &str = "/etc/apt/sources.list.d";
+/// The dpkg status file: a few MB on a desktop; this much is no status file.
+const STATUS_CAP: u64 = 256 << 20;
+/// A sources file, a Release file or os-release.
+const SMALL_CAP: u64 = 16 << 20;
 
 /// Everything one scan found: the attributed packages and the repositories they refer to.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -96,6 +100,7 @@ enum ListFileError {
     BadMagic(&'static str),
     #[error("cannot open: {0}")]
     Io(#[from] std::io::Error),
+
     #[error("{0}")]
     List(#[from] packages::ListError),
 }
@@ -113,7 +118,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(m: &fs::Metadata) -> Self {
+    fn of(m: &std::fs::Metadata) -> Self {
         #[cfg(unix)]
         use std::os::unix::fs::MetadataExt;
         Self {
@@ -177,9 +182,9 @@ impl DebScanner {
     pub fn scan(&mut self, root: &Root) -> Collected<DebInventory> {
         let mut out = Collected::new(DebInventory::default());
         self.parsed_last = 0;
-        let bytes = match fs::read(root.join(STATUS)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        let bytes = match userfile::read(root, Path::new(STATUS), STATUS_CAP) {
+            Ok(Some(b)) => b,
+            Ok(None) => return out,
             Err(e) => {
                 out.error(SECTION, STATUS, e);
                 return out;
@@ -194,8 +199,8 @@ impl DebScanner {
             Arc::new(installed.iter().map(|p| p.name.clone()).collect());
         let vendors = read_vendors(root, &mut out);
         let entries = read_sources(root, &native, &mut out);
-        let lists_dir = root.join(LISTS);
-        let files = list_dir(&lists_dir, entries.is_empty(), &mut out);
+        let lists_dir = Path::new(LISTS);
+        let files = list_dir(root, entries.is_empty(), &mut out);
 
         let mut seen = HashSet::new();
         let mut claimed = HashSet::new();
@@ -223,7 +228,7 @@ impl DebScanner {
             let release = match &release_file {
                 Some(n) => releases
                     .entry(n.clone())
-                    .or_insert_with(|| read_release(&lists_dir, n, root, &mut out))
+                    .or_insert_with(|| read_release(lists_dir, n, root, &mut out))
                     .clone(),
                 None => None,
             };
@@ -234,9 +239,9 @@ impl DebScanner {
                 if !claimed.insert(f.name.clone()) {
                     continue; // the same list configured twice
                 }
-                match self.load(&lists_dir.join(&f.name), &f, &names, &mut seen) {
+                match self.load(root, &lists_dir.join(&f.name), &f, &names, &mut seen) {
                     Ok(list) => {
-                        report_bad_paragraphs(&list, root, &lists_dir, &f.name, &mut out);
+                        report_bad_paragraphs(&list, lists_dir, &f.name, &mut out);
                         repos.push(Repository {
                             entry: entry.clone(),
                             arch,
@@ -246,7 +251,7 @@ impl DebScanner {
                         });
                         lists.push(list);
                     }
-                    Err(e) => out.error(SECTION, root.display(&lists_dir.join(&f.name)), e),
+                    Err(e) => out.error(SECTION, lists_dir.join(&f.name).display().to_string(), e),
                 }
             }
         }
@@ -263,7 +268,7 @@ impl DebScanner {
         {
             let stale = self.stale_lists(
                 root,
-                &lists_dir,
+                lists_dir,
                 (&files, &claimed),
                 &names,
                 &mut seen,
@@ -290,12 +295,18 @@ impl DebScanner {
     /// list costs one attempt per change, not per scan).
     fn load(
         &mut self,
+        root: &Root,
         path: &Path,
         file: &ListFile,
         names: &Arc<HashSet<String>>,
         seen: &mut HashSet<PathBuf>,
     ) -> Result<Arc<PackageList>, String> {
-        let stamp = Stamp::of(&fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?);
+        let opened = userfile::open(root, path)
+            .and_then(|o| {
+                o.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound).into())
+            })
+            .map_err(|e| format!("cannot open: {e}"))?;
+        let stamp = Stamp::of(&opened.meta);
         seen.insert(path.to_path_buf());
         let fresh = |c: &&CachedList| {
             c.stamp == stamp
@@ -305,9 +316,13 @@ impl DebScanner {
             return c.list.clone();
         }
         self.parsed_last += 1;
-        let list = read_list_file(path, &file.name[file.base.len()..], Interest::Names(names))
-            .map(Arc::new)
-            .map_err(|e| e.to_string());
+        let list = read_list_file(
+            opened,
+            &file.name[file.base.len()..],
+            Interest::Names(names),
+        )
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
         self.cache.insert(
             path.to_path_buf(),
             CachedList {
@@ -338,7 +353,7 @@ impl DebScanner {
                 continue;
             };
             let path = lists_dir.join(name);
-            match self.load(&path, &file, names, seen) {
+            match self.load(root, &path, &file, names, seen) {
                 Ok(list) => {
                     let label = stale_release_file(&file.base, files)
                         .and_then(|r| read_release(lists_dir, &r, root, out))
@@ -346,7 +361,7 @@ impl DebScanner {
                         .unwrap_or_else(|| site_of_list(&file.base));
                     stale.push((label, list));
                 }
-                Err(e) => out.error(SECTION, root.display(&path), e),
+                Err(e) => out.error(SECTION, path.display().to_string(), e),
             }
         }
         stale
@@ -435,7 +450,6 @@ fn site_of_list(base: &str) -> String {
 
 fn report_bad_paragraphs(
     list: &PackageList,
-    root: &Root,
     dir: &Path,
     name: &str,
     out: &mut Collected<DebInventory>,
@@ -443,7 +457,7 @@ fn report_bad_paragraphs(
     if list.bad_paragraphs > 0 {
         out.error(
             SECTION,
-            root.display(&dir.join(name)),
+            dir.join(name).display().to_string(),
             format!(
                 "{} paragraphs without a usable Package or Version were skipped",
                 list.bad_paragraphs
@@ -455,12 +469,12 @@ fn report_bad_paragraphs(
 /// Opens a list, checks that its first bytes match the compression its name claims, and
 /// parses it while decompressing.
 fn read_list_file(
-    path: &Path,
+    opened: Opened,
     ext: &str,
     interest: Interest<'_>,
 ) -> Result<PackageList, ListFileError> {
     let compression = Compression::from_extension(ext)?;
-    let mut file = fs::File::open(path)?;
+    let mut file = opened.file;
     let mut head = [0u8; 8];
     let mut n = 0;
     while n < head.len() {
@@ -488,13 +502,15 @@ fn read_release(
     out: &mut Collected<DebInventory>,
 ) -> Option<ReleaseInfo> {
     let path = dir.join(name);
-    let parsed = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
-        release::parse_release(&String::from_utf8_lossy(&b)).map_err(|e| e.to_string())
-    });
+    let parsed = userfile::read_existing(root, &path, SMALL_CAP)
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            release::parse_release(&String::from_utf8_lossy(&b)).map_err(|e| e.to_string())
+        });
     match parsed {
         Ok(r) => Some(r),
         Err(e) => {
-            out.error(SECTION, root.display(&path), e);
+            out.error(SECTION, path.display().to_string(), e);
             None
         }
     }
@@ -504,7 +520,7 @@ fn read_release(
 /// it cannot be read.
 fn read_vendors(root: &Root, out: &mut Collected<DebInventory>) -> Vec<String> {
     for p in ["/etc/os-release", "/usr/lib/os-release"] {
-        if let Ok(b) = fs::read(root.join(p)) {
+        if let Ok(Some(b)) = userfile::read(root, Path::new(p), SMALL_CAP) {
             return attribution::os_vendors(&String::from_utf8_lossy(&b));
         }
     }
@@ -524,26 +540,23 @@ fn read_sources(
     out: &mut Collected<DebInventory>,
 ) -> Vec<(SourceEntry, String)> {
     let mut files = Vec::new();
-    if root.join(SOURCES_LIST).is_file() {
+    if userfile::is_file(root, Path::new(SOURCES_LIST)) {
         files.push(SOURCES_LIST.to_string());
     }
-    match fs::read_dir(root.join(SOURCES_DIR)) {
-        Ok(dir) => {
-            let mut names: Vec<String> = dir
-                .filter_map(Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| apt_reads_source_file(n))
-                .filter(|n| root.join(SOURCES_DIR).join(n).is_file())
-                .collect();
-            names.sort();
-            files.extend(names.into_iter().map(|n| format!("{SOURCES_DIR}/{n}")));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => out.error(SECTION, SOURCES_DIR, e),
+    if let Some(listed) = userfile::list_or_report(root, SOURCES_DIR, SECTION, out) {
+        // Sorted by name already; apt skips what is not a regular file.
+        files.extend(
+            listed
+                .entries
+                .iter()
+                .filter(|e| apt_reads_source_file(&e.name))
+                .filter(|e| matches!(listed.dir.stat(root, &e.raw), Ok(Some(m)) if m.is_file()))
+                .map(|e| format!("{SOURCES_DIR}/{}", e.name)),
+        );
     }
     let mut entries = Vec::new();
     for file in files {
-        let text = match fs::read(root.join(&file)) {
+        let text = match userfile::read_existing(root, Path::new(&file), SMALL_CAP) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => {
                 out.error(SECTION, file.as_str(), e);
@@ -579,16 +592,29 @@ fn apt_reads_source_file(name: &str) -> bool {
 
 /// The file names in the lists directory. A missing directory is an error only when sources
 /// are configured (`quiet` otherwise: a dpkg-only system without apt).
-fn list_dir(dir: &Path, quiet: bool, out: &mut Collected<DebInventory>) -> BTreeSet<String> {
-    match fs::read_dir(dir) {
-        Ok(d) => d
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect(),
-        Err(e) => {
-            if !(quiet && e.kind() == std::io::ErrorKind::NotFound) {
-                out.error(SECTION, LISTS, e);
+fn list_dir(root: &Root, quiet: bool, out: &mut Collected<DebInventory>) -> BTreeSet<String> {
+    let listing = match userfile::open_dir(root, Path::new(LISTS)) {
+        Ok(Some(h)) => h.list(userfile::MAX_ENTRIES),
+        Ok(None) if quiet => return BTreeSet::new(),
+        Ok(None) => Err(std::io::Error::from(std::io::ErrorKind::NotFound).into()),
+        Err(e) => Err(e),
+    };
+    match listing {
+        Ok(l) => {
+            if l.truncated {
+                out.error(
+                    SECTION,
+                    LISTS,
+                    userfile::too_many_entries(userfile::MAX_ENTRIES),
+                );
             }
+            l.entries
+                .into_iter()
+                .filter_map(|e| e.raw.into_string().ok())
+                .collect()
+        }
+        Err(e) => {
+            out.error(SECTION, LISTS, e);
             BTreeSet::new()
         }
     }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::collect::software::Scanner;
+use std::fs;
 use std::path::Path;
 use vakt_proto::model::SoftwareSource::{OsVendor, ThirdPartyRepo, Unlisted};
 
@@ -182,8 +183,9 @@ fn scanner_reports_sorted_deb_packages() {
 
 #[test]
 fn every_compression_reads_the_same_list() {
-    let dir = fixtures().join("formats");
-    let plain = read_list_file(&dir.join("Packages"), "", Interest::All).unwrap();
+    let root = Root::new(fixtures().join("formats"));
+    let dir = |name: &str| userfile::open(&root, Path::new(name)).unwrap().unwrap();
+    let plain = read_list_file(dir("Packages"), "", Interest::All).unwrap();
     assert_eq!(plain.len(), 8);
     let want: Vec<_> = plain.iter().collect();
     for (file, ext) in [
@@ -194,16 +196,16 @@ fn every_compression_reads_the_same_list() {
         ("Packages-two-members.gz", ".gz"),
         ("Packages-two-frames.lz4", ".lz4"),
     ] {
-        let l = read_list_file(&dir.join(file), ext, Interest::All)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let l =
+            read_list_file(dir(file), ext, Interest::All).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(l.iter().collect::<Vec<_>>(), want, "{file}");
     }
     // A name that lies about the compression is refused by its magic number.
-    let e = read_list_file(&dir.join("Packages"), ".lz4", Interest::All).unwrap_err();
+    let e = read_list_file(dir("Packages"), ".lz4", Interest::All).unwrap_err();
     assert_eq!(e.to_string(), "not lz4 data although the name says so");
-    let e = read_list_file(&dir.join("Packages.gz"), ".xz", Interest::All).unwrap_err();
+    let e = read_list_file(dir("Packages.gz"), ".xz", Interest::All).unwrap_err();
     assert_eq!(e.to_string(), "not xz data although the name says so");
-    let e = read_list_file(&dir.join("Packages"), ".zst", Interest::All).unwrap_err();
+    let e = read_list_file(dir("Packages"), ".zst", Interest::All).unwrap_err();
     assert_eq!(e.to_string(), "compression .zst is not supported");
 }
 

@@ -25,10 +25,11 @@
 
 pub mod gvariant;
 
-use crate::collect::software::files;
+use crate::collect::userfile::{self, DirHandle};
 use crate::collect::users::local_users;
 use crate::collect::{Collected, Root};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::Path;
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
@@ -242,11 +243,14 @@ pub fn collect(root: &Root) -> Collected<Vec<Package>> {
 }
 
 fn extra_installations(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<ExtraInstallation> {
-    let listing = files::list_or_report(root, INSTALLATIONS_D, out);
     let mut found = Vec::new();
-    for (name, path) in listing.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
-        let device = format!("{INSTALLATIONS_D}/{name}");
-        match files::read_capped(&path, CONFIG_CAP) {
+    let Some(listed) = userfile::list_or_report(root, INSTALLATIONS_D, SectionKind::Software, out)
+    else {
+        return found;
+    };
+    for e in listed.entries.iter().filter(|e| e.name.ends_with(".conf")) {
+        let device = format!("{INSTALLATIONS_D}/{}", e.name);
+        match listed.dir.read(root, &e.raw, CONFIG_CAP) {
             Ok(b) => match parse_installations_conf(&String::from_utf8_lossy(&b)) {
                 Ok(list) => found.extend(list),
                 Err(e) => out.error(SectionKind::Software, device, e),
@@ -260,12 +264,16 @@ fn extra_installations(root: &Root, out: &mut Collected<Vec<Package>>) -> Vec<Ex
 /// The deployed apps of the installation at device path `dir`.
 fn collect_installation(root: &Root, dir: &str, user: &str, out: &mut Collected<Vec<Package>>) {
     let dir = dir.trim_end_matches('/');
-    let apps = files::list_or_report(root, &format!("{dir}/app"), out);
-    if apps.is_empty() {
+    let Some(apps) =
+        userfile::list_or_report(root, &format!("{dir}/app"), SectionKind::Software, out)
+    else {
+        return;
+    };
+    if apps.entries.is_empty() {
         return;
     }
     let config_path = format!("{dir}/repo/config");
-    let remotes = match files::read_optional(&root.join(&config_path), CONFIG_CAP) {
+    let remotes = match userfile::read(root, Path::new(&config_path), CONFIG_CAP) {
         Ok(Some(b)) => parse_remotes(&String::from_utf8_lossy(&b)).unwrap_or_else(|e| {
             out.error(SectionKind::Software, config_path.clone(), e);
             BTreeMap::new()
@@ -276,14 +284,17 @@ fn collect_installation(root: &Root, dir: &str, user: &str, out: &mut Collected<
             BTreeMap::new()
         }
     };
-    for (id, app_dir) in apps
-        .iter()
-        .filter(|(n, p)| !n.starts_with('.') && p.is_dir())
-    {
-        for (arch, branch, deploy_dir) in deployed_refs(app_dir) {
+    for e in apps.entries.iter().filter(|e| !e.name.starts_with('.')) {
+        let id = &e.name;
+        // An app directory is entered by handle, never through a link.
+        let Ok(Some(app_dir)) = apps.dir.subdir(&e.raw) else {
+            continue;
+        };
+        for (arch, branch) in deployed_refs(&app_dir) {
             let ref_name = format!("app/{id}/{arch}/{branch}");
             let deploy_path = format!("{dir}/{ref_name}/active/deploy");
-            let deploy = match files::read_capped(&deploy_dir.join("deploy"), CONFIG_CAP) {
+            // `active` is a link to the deployed commit: followed inside the root.
+            let deploy = match userfile::read_existing(root, Path::new(&deploy_path), CONFIG_CAP) {
                 Ok(b) => parse_deploy(&b).map_err(|e| {
                     out.error(
                         SectionKind::Software,
@@ -324,24 +335,34 @@ fn collect_installation(root: &Root, dir: &str, user: &str, out: &mut Collected<
     }
 }
 
-/// `(arch, branch, deployed commit dir)` of every `<arch>/<branch>/active` under an app dir.
-fn deployed_refs(app_dir: &Path) -> Vec<(String, String, std::path::PathBuf)> {
+/// Listings of one app's arch and branch directories: flatpak has a handful, a user's tree
+/// can have millions.
+const REF_ENTRIES: usize = 100;
+
+/// `(arch, branch)` of every `<arch>/<branch>/active` under an app dir, walked by handle.
+fn deployed_refs(app_dir: &DirHandle) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let Ok(Some(arches)) = files::list_dir(app_dir) else {
+    let Ok(arches) = app_dir.list(REF_ENTRIES) else {
         return out;
     };
-    for (arch, arch_dir) in arches {
+    for arch in arches.entries {
         // `current` is a link to the default arch/branch, not an arch of its own.
-        if arch == "current" || arch.starts_with('.') || !arch_dir.is_dir() {
+        if arch.name == "current" || arch.name.starts_with('.') {
             continue;
         }
-        let Ok(Some(branches)) = files::list_dir(&arch_dir) else {
+        let Ok(Some(arch_dir)) = app_dir.subdir(&arch.raw) else {
             continue;
         };
-        for (branch, branch_dir) in branches {
-            let active = branch_dir.join("active");
-            if std::fs::symlink_metadata(&active).is_ok() {
-                out.push((arch.clone(), branch, active));
+        let Ok(branches) = arch_dir.list(REF_ENTRIES) else {
+            continue;
+        };
+        for branch in branches.entries {
+            let has_active = matches!(
+                arch_dir.subdir(&branch.raw),
+                Ok(Some(b)) if matches!(b.lstat(OsStr::new("active")), Ok(Some(_)))
+            );
+            if has_active {
+                out.push((arch.name.clone(), branch.name));
             }
         }
     }
@@ -359,8 +380,10 @@ fn remote_of_ref(
     remotes
         .keys()
         .find(|r| {
-            root.join(format!("{dir}/repo/refs/remotes/{r}/{ref_name}"))
-                .is_file()
+            userfile::is_file(
+                root,
+                Path::new(&format!("{dir}/repo/refs/remotes/{r}/{ref_name}")),
+            )
         })
         .or_else(|| {
             remotes

@@ -105,11 +105,10 @@ fn read_appx(out: &mut Collected<Vec<Package>>) {
         };
         let manifest_path = std::path::Path::new(&dir.to_os_string()).join("AppxManifest.xml");
         let shown = manifest_path.display().to_string();
-        let manifest =
-            match crate::collect::software::files::read_capped(&manifest_path, MANIFEST_CAP) {
-                Ok(b) => parse_appx_manifest(&String::from_utf8_lossy(&b)),
-                Err(e) => Err(WinError::Xml(e.to_string())),
-            };
+        let manifest = match read_capped(&manifest_path, MANIFEST_CAP) {
+            Ok(b) => parse_appx_manifest(&String::from_utf8_lossy(&b)),
+            Err(e) => Err(WinError::Xml(e.to_string())),
+        };
         let manifest = match manifest {
             Ok(m) => m,
             Err(e) => {
@@ -128,4 +127,22 @@ fn read_appx(out: &mut Collected<Vec<Package>>) {
             out.value.push(p);
         }
     }
+}
+
+/// Reads at most `cap` bytes of a package's manifest; a longer one is an error, not a cut-off
+/// XML. (Windows: the manifests are under Program Files, no user's FIFO to fear; the Unix
+/// collectors read through `collect::userfile`.)
+fn read_capped(path: &std::path::Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {cap}-byte limit"),
+        ));
+    }
+    Ok(buf)
 }
