@@ -28,16 +28,19 @@
 
 pub mod dot_forward;
 pub mod evolution;
+pub mod exim_filter;
 pub mod filters;
 pub mod fs;
 pub mod ini;
 pub mod prefs;
+pub mod rules;
 pub mod sieve;
 pub mod text;
 pub mod thunderbird;
 
 use super::users::{User, local_users};
 use super::{Collected, Root};
+use rules::Reading;
 use std::path::Path;
 use text::Problem;
 use vakt_proto::model::{
@@ -155,7 +158,59 @@ impl Probe<'_> {
             target,
             kind,
             keeps_copy,
+            problem: String::new(),
         });
+    }
+
+    /// An enabled forward with `problem` saying what the reader is not sure of (may be empty).
+    fn forward_with_problem(
+        &mut self,
+        client: &str,
+        rule: String,
+        target: String,
+        kind: ForwardKind,
+        keeps_copy: bool,
+        problem: String,
+    ) {
+        self.forward(client, rule, true, target, kind, keeps_copy);
+        if let Some(f) = self.out.value.forwards.last_mut() {
+            f.problem = problem;
+        }
+    }
+
+    /// Records what a delivery-rule reader found: its problems as errors of their files, each
+    /// delivery as a forward whose rule is `label(file)` and the conditions on the way, and an
+    /// unsure reading as a forward with no target and the reason ("may forward"), of
+    /// `unsure_kind`.
+    pub fn deliveries(
+        &mut self,
+        client: &str,
+        unsure_kind: ForwardKind,
+        label: &dyn Fn(&str) -> String,
+        reading: Reading,
+    ) {
+        for (file, p) in reading.problems {
+            self.error(Path::new(&file), p);
+        }
+        for d in reading.deliveries {
+            let rule = if d.conditions.is_empty() {
+                label(&d.file)
+            } else {
+                format!("{}: {}", label(&d.file), d.conditions.join(" / "))
+            };
+            self.forward_with_problem(client, rule, d.target, d.kind, d.keeps_copy, d.problem);
+        }
+        if let Some((file, p)) = reading.unsure {
+            let problem = format!("rule not understood, may forward: {p}");
+            self.forward_with_problem(
+                client,
+                label(&file),
+                String::new(),
+                unsure_kind,
+                false,
+                problem,
+            );
+        }
     }
 
     pub fn identity(&mut self, client: &str, address: String, name: String, signature: String) {
