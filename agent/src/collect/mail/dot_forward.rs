@@ -80,7 +80,7 @@ pub fn read(file: &str, text: &str, owner: &str, home: &str) -> (Format, Reading
         Format::EximFilter => exim_filter::read(file, text, owner, home),
         // Exim's Sieve has no include: a script asking for one is refused there.
         Format::SieveFilter => sieve::evaluate(file, text, &mut |name| sieve::Source::Missing {
-            file: format!("{name} (Exim's Sieve has no include)"),
+            file: format!("{name}: Exim's Sieve has no include"),
         }),
     };
     (format, reading)

@@ -414,10 +414,7 @@ impl Parser<'_> {
         ];
         let mut recipients = Vec::new();
         let mut carries_message = false;
-        loop {
-            let Some(next) = self.peek_item(false)? else {
-                break;
-            };
+        while let Some(next) = self.peek_item(false)? {
             if next.is("expand") {
                 self.item(false)?;
                 self.expect("file", false)?;
@@ -704,12 +701,12 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Follows `commands` on a path that is live; whether any path goes on after them.
     fn block(&mut self, commands: &[Command], conditions: &mut Vec<String>) -> bool {
-        // A copy stays when the same block also saves or delivers to the owner's mailbox.
-        let keeps_here = commands.iter().any(|c| match c {
-            Command::Save { .. } => true,
-            Command::Deliver { to, .. } => self.is_owner(to),
-            _ => false,
-        });
+        // A copy stays when the same block also delivers to the owner's mailbox or, for what
+        // goes elsewhere, saves one.
+        let to_owner = commands
+            .iter()
+            .any(|c| matches!(c, Command::Deliver { to, .. } if self.is_owner(to)));
+        let keeps_here = to_owner || commands.iter().any(|c| matches!(c, Command::Save { .. }));
         for c in commands {
             match c {
                 Command::Finish => return false,
@@ -768,7 +765,7 @@ impl Walk<'_> {
                     } else {
                         format!("{}/{value}", self.home.trim_end_matches('/'))
                     };
-                    let keeps = *unseen || keeps_here;
+                    let keeps = *unseen || to_owner;
                     self.push(
                         target,
                         ForwardKind::File,

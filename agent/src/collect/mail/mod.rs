@@ -4,8 +4,9 @@
 //!
 //! Sources, one module each: Thunderbird ([`thunderbird`], with [`prefs`] and [`filters`]),
 //! Evolution ([`evolution`]), the active Sieve script ([`sieve`]) and `~/.forward`
-//! ([`dot_forward`]). Every item carries its `client` (`thunderbird`, `evolution`, `sieve`,
-//! `dot-forward`) and `user`.
+//! ([`dot_forward`], with [`exim_filter`]); [`rules`] is what the delivery-rule readers find.
+//! Every item carries its `client` (`thunderbird`, `evolution`, `sieve`, `dot-forward`) and
+//! `user`.
 //!
 //! A file that cannot be read or parsed is an error naming its device path (and line), and
 //! costs only what that file would have said: the parsers keep what they can, as the clients
@@ -14,15 +15,24 @@
 //!
 //! What the reported values mean where a client leaves room:
 //! - `accounts[].port` 0: no port configured, the client's default for the protocol applies.
-//! - `forwards[].target`: an address; `|command` or `/file` (a `.forward` delivery to a
-//!   program or file); `:include:/path` (a `.forward` include, not followed); a bare local user
-//!   name; or empty when the destination cannot be known (a Thunderbird add-on action, whose
-//!   rule text names the add-on action).
+//! - `forwards[].target`: an address (normalised as RFC 5322 reads it); `|command` or `/file`
+//!   (a `.forward` or Exim filter delivery to a program, kind `pipe`, or a file, kind `file`;
+//!   a Sieve `pipe` names its program and arguments); `:include:/path` (a `.forward` include,
+//!   not followed); a bare local user name; or empty when the destination cannot be known (a
+//!   Thunderbird add-on action, whose rule text names the add-on action, or a rule the reader
+//!   could not read, see `problem`).
+//! - `forwards[].problem`: set when the reader cannot tell where the rule sends mail ("rule
+//!   not understood, may forward: ...", a target built from the message, a list whose members
+//!   are elsewhere); the policy makes such a rule a notice instead of passing it.
+//! - `forwards[].rule` for Sieve and `.forward` filters: the file (the script a redirect is in,
+//!   `~/.forward (Exim filter)`) and the conditions on the way, outermost first, includes as
+//!   `include "name"`; a value assigned in a branch adds that branch's condition.
 //! - `forwards[].enabled` false with "(manual only)" in the rule: the filter exists but runs
 //!   only when the user starts it, so it forwards nothing by itself.
 //! - `forwards[].keeps_copy`: client filters forward a copy, so it is true unless the same
 //!   rule also deletes the message; Sieve: `:copy`, or `keep`/`fileinto` beside the redirect;
-//!   `.forward`: the owner's own `\user` entry is present.
+//!   `.forward`: the owner's own `\user` entry is present; Exim filter: `unseen`, or a `save`
+//!   or delivery to the owner beside it.
 //! - Signatures are the text the client would insert (HTML reduced to text), at most 1,000
 //!   characters; empty when there is none, or when Evolution would run a script for it.
 

@@ -616,6 +616,7 @@ pub fn evaluate(file: &str, text: &str, lookup: &mut dyn FnMut(&str) -> Source) 
         unreadable: None,
         forwarding: false,
         steps: 0,
+        depth: 0,
     };
     let main = match parse_script(text) {
         Ok(commands) => Rc::new(Script::new(file, commands)),
@@ -844,6 +845,8 @@ struct Evaluator<'l> {
     /// Some script of the tree can send mail on (or mentions it, if it did not parse).
     forwarding: bool,
     steps: usize,
+    /// Includes being run, one inside the other.
+    depth: usize,
 }
 
 impl Evaluator<'_> {
@@ -1136,8 +1139,14 @@ impl Evaluator<'_> {
         let Some(Some(included)) = self.scripts.get(name).cloned() else {
             return Some(state);
         };
+        // Compiling refused recursion; this only keeps the walk's own stack bounded.
+        if self.depth > MAX_INCLUDE_DEPTH {
+            return Some(state);
+        }
         conditions.push(format!("include {name:?}"));
+        self.depth += 1;
         let globals = self.run(&included, state.globals, conditions);
+        self.depth -= 1;
         conditions.pop();
         globals.map(|globals| State {
             locals: state.locals,
@@ -1205,7 +1214,7 @@ impl Evaluator<'_> {
                 }
             }
         }
-        modifiers.sort_by(|a, b| b.0.cmp(&a.0));
+        modifiers.sort_by_key(|m| std::cmp::Reverse(m.0));
         let values = match self.expand(script, value, state) {
             Some(values) => values,
             None => vec![Value::unknown(
