@@ -499,3 +499,51 @@ fn a_tree_without_users_is_one_error() {
     assert_eq!(got.errors.len(), 1);
     assert_eq!(got.errors[0].source, "/etc/passwd");
 }
+
+#[test]
+fn rule_files_over_the_size_cap_may_forward() {
+    // Sparse files: the cap is judged on the size before any byte is read.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("home/anna/sieve")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "anna:x:1000:1000:Anna Berg:/home/anna:/bin/bash\n",
+    )
+    .unwrap();
+    let huge = |path: &str| {
+        let f = std::fs::File::create(root.join(path)).unwrap();
+        f.set_len(mail::fs::MAX_FILE_BYTES + 1).unwrap();
+    };
+    huge("home/anna/.forward");
+    huge("home/anna/sieve/stor.sieve");
+    std::fs::write(
+        root.join("home/anna/sieve/jobb.sieve"),
+        "require \"include\";\ninclude \"stor\";\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("sieve/jobb.sieve", root.join("home/anna/.dovecot.sieve")).unwrap();
+    let got = mail::collect(&Root::new(root));
+    let too_large = format!(
+        "larger than {0} bytes ({1} bytes); not read",
+        mail::fs::MAX_FILE_BYTES,
+        mail::fs::MAX_FILE_BYTES + 1
+    );
+    let unsure = |client: &str, rule: &str, kind: ForwardKind| MailForward {
+        problem: format!("rule not understood, may forward: {too_large}"),
+        ..forward(client, "anna", rule, true, "", kind, false)
+    };
+    assert_eq!(
+        got.value.forwards,
+        vec![
+            unsure("sieve", "stor.sieve", ForwardKind::Redirect),
+            unsure("dot-forward", "~/.forward", ForwardKind::DotForward),
+        ]
+    );
+    let sources: Vec<&str> = got.errors.iter().map(|e| e.source.as_str()).collect();
+    assert_eq!(
+        sources,
+        vec!["/home/anna/sieve/stor.sieve", "/home/anna/.forward"]
+    );
+}
