@@ -461,25 +461,6 @@ mod tests {
     }
 
     #[test]
-    fn a_pack_rule_of_lower_severity_keeps_its_own() {
-        let pack = pack_with(&RULE.replace("\"violation\"", "\"notice\""));
-        let out = run_one(
-            &pack,
-            &laptop(),
-            &report(vec![
-                fwd("|x", true, ForwardKind::Pipe),
-                fwd("a@gmail.com", true, ForwardKind::Forward),
-            ]),
-            &ctx(&[], &[], &[]),
-        );
-        assert!(
-            out.evaluations
-                .iter()
-                .all(|e| e.severity == crate::policy::Severity::Notice)
-        );
-    }
-
-    #[test]
     fn message_names_filter_and_target() {
         let pack = pack_with(RULE);
         let out = run_one(
