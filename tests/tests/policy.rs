@@ -116,17 +116,28 @@ impl HookSink {
 }
 
 fn open_by_kind(findings: &Value) -> Vec<(String, String, String)> {
+    rows(
+        findings,
+        |f| f["status"] == "open",
+        |f| [&f["kind"], &f["section"], &f["severity"]],
+    )
+}
+
+/// The findings `keep` selects, each as the three strings `row` picks from it, sorted.
+fn rows(
+    findings: &Value,
+    keep: impl Fn(&Value) -> bool,
+    row: impl Fn(&Value) -> [&Value; 3],
+) -> Vec<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap().to_string();
     let mut v: Vec<(String, String, String)> = findings
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| f["status"] == "open")
+        .filter(|f| keep(f))
         .map(|f| {
-            (
-                f["kind"].as_str().unwrap().to_string(),
-                f["section"].as_str().unwrap().to_string(),
-                f["severity"].as_str().unwrap().to_string(),
-            )
+            let [a, b, c] = row(f);
+            (text(a), text(b), text(c))
         })
         .collect();
     v.sort();
@@ -508,21 +519,11 @@ async fn mail_rules_hidden_in_variables_pipes_and_unknown_commands() {
 
     let mut got: Vec<(String, String, String)> = Vec::new();
     wait_until("the mail findings", Duration::from_secs(10), || {
-        let findings = server.vakt_json(&["findings", "--device", &device]);
-        got = findings
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["kind"] == "mail-auto-forward-external")
-            .map(|f| {
-                (
-                    f["severity"].as_str().unwrap().to_string(),
-                    f["section"].as_str().unwrap().to_string(),
-                    f["evidence"]["target"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        got.sort();
+        got = rows(
+            &server.vakt_json(&["findings", "--device", &device]),
+            |f| f["kind"] == "mail-auto-forward-external",
+            |f| [&f["severity"], &f["section"], &f["evidence"]["target"]],
+        );
         got.len() >= 3
     })
     .await;

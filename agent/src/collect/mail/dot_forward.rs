@@ -24,7 +24,7 @@
 
 use super::fs::ReadError;
 use super::rules::{Reading, delivery};
-use super::text::{Problem, decode, split_addresses};
+use super::text::{Problem, decode, quoting, split_addresses};
 use super::{Probe, exim_filter, fs, sieve};
 use std::path::PathBuf;
 use vakt_proto::model::ForwardKind;
@@ -88,16 +88,10 @@ pub fn read(file: &str, text: &str, owner: &str, home: &str) -> (Format, Reading
 
 /// The line with a `#` comment that follows a blank (outside double quotes) cut off.
 fn strip_comment(line: &str) -> &str {
-    let mut quoted = false;
-    let mut escaped = false;
     let mut after_blank = true;
-    for (i, c) in line.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '#' if !quoted && after_blank => return &line[..i],
-            _ => {}
+    for (i, c, outside) in quoting(line) {
+        if c == '#' && outside && after_blank {
+            return &line[..i];
         }
         after_blank = c == ' ' || c == '\t';
     }

@@ -477,9 +477,7 @@ impl Parser<'_> {
             return Err(Problem::new(self.line, "condition nested too deeply"));
         }
         self.conjunction(text, depth)?;
-        while self.peek_item(true)?.is_some_and(|i| i.is("or")) {
-            self.item(true)?;
-            text.push("or".to_string());
+        while self.take("or", text)? {
             self.conjunction(text, depth)?;
         }
         Ok(())
@@ -487,19 +485,25 @@ impl Parser<'_> {
 
     fn conjunction(&mut self, text: &mut Vec<String>, depth: usize) -> Result<(), Problem> {
         self.negation(text, depth)?;
-        while self.peek_item(true)?.is_some_and(|i| i.is("and")) {
-            self.item(true)?;
-            text.push("and".to_string());
+        while self.take("and", text)? {
             self.negation(text, depth)?;
         }
         Ok(())
     }
 
+    /// Takes the keyword `word` if it comes next in a condition, adding it to `text`.
+    fn take(&mut self, word: &str, text: &mut Vec<String>) -> Result<bool, Problem> {
+        let next = self.peek_item(true)?.is_some_and(|i| i.is(word));
+        if next {
+            self.item(true)?;
+            text.push(word.to_string());
+        }
+        Ok(next)
+    }
+
     fn negation(&mut self, text: &mut Vec<String>, depth: usize) -> Result<(), Problem> {
         let mut nots = 0;
-        while self.peek_item(true)?.is_some_and(|i| i.is("not")) {
-            self.item(true)?;
-            text.push("not".to_string());
+        while self.take("not", text)? {
             nots += 1;
             if nots > MAX_DEPTH {
                 return Err(Problem::new(self.line, "condition nested too deeply"));
@@ -579,10 +583,7 @@ impl Parser<'_> {
             }
             text.push(format!("not {}", verb.text));
         } else if lower == "is" {
-            if self.peek_item(true)?.is_some_and(|i| i.is("not")) {
-                self.item(true)?;
-                text.push("not".to_string());
-            }
+            self.take("not", text)?;
             if let Some(w) = self
                 .peek_item(true)?
                 .filter(|i| i.is("above") || i.is("below"))

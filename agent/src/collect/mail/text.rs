@@ -340,16 +340,11 @@ fn strip_comments(s: &str) -> String {
 
 /// The text between the last `<` outside quotes and the `>` after it, if there is one.
 fn angle_content(s: &str) -> Option<&str> {
-    let mut quoted = false;
-    let mut escaped = false;
     let mut open = None;
-    for (i, c) in s.char_indices() {
+    for (i, c, outside) in quoting(s) {
         match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => open = Some(i),
-            '>' if !quoted => {
+            '<' if outside => open = Some(i),
+            '>' if outside => {
                 if let Some(o) = open {
                     return Some(&s[o + 1..i]);
                 }
@@ -358,6 +353,23 @@ fn angle_content(s: &str) -> Option<&str> {
         }
     }
     None
+}
+
+/// The characters of `s` with their offsets, each marked whether it stands outside double
+/// quotes (the quote marks themselves, and `\\` escapes inside quotes, do not).
+pub fn quoting(s: &str) -> impl Iterator<Item = (usize, char, bool)> + '_ {
+    let mut quoted = false;
+    let mut escaped = false;
+    s.char_indices().map(move |(i, c)| {
+        let outside = !quoted && !escaped && c != '"';
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+        (i, c, outside)
+    })
 }
 
 /// Text of a file: UTF-8 (a BOM dropped), invalid bytes replaced rather than failing.
