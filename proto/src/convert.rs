@@ -272,6 +272,8 @@ fn forward_kind_to_pb(k: m::ForwardKind) -> pb::ForwardKind {
         m::ForwardKind::Forward => pb::ForwardKind::Forward,
         m::ForwardKind::Redirect => pb::ForwardKind::Redirect,
         m::ForwardKind::DotForward => pb::ForwardKind::DotForward,
+        m::ForwardKind::Pipe => pb::ForwardKind::Pipe,
+        m::ForwardKind::File => pb::ForwardKind::File,
     }
 }
 
@@ -280,6 +282,8 @@ fn forward_kind_from_pb(raw: i32) -> Result<m::ForwardKind, ConvertError> {
         Ok(pb::ForwardKind::Forward) => m::ForwardKind::Forward,
         Ok(pb::ForwardKind::Redirect) => m::ForwardKind::Redirect,
         Ok(pb::ForwardKind::DotForward) => m::ForwardKind::DotForward,
+        Ok(pb::ForwardKind::Pipe) => m::ForwardKind::Pipe,
+        Ok(pb::ForwardKind::File) => m::ForwardKind::File,
         _ => return Err(enum_err("mail.forwards.kind", raw)),
     })
 }
@@ -310,6 +314,7 @@ pub fn mail_to_pb(mail: &m::MailSettings) -> pb::MailSettings {
                 target: f.target.clone(),
                 kind: forward_kind_to_pb(f.kind) as i32,
                 keeps_copy: f.keeps_copy,
+                problem: f.problem.clone(),
             })
             .collect(),
         identities: mail
@@ -355,6 +360,7 @@ pub fn mail_from_pb(mail: &pb::MailSettings) -> Result<m::MailSettings, ConvertE
                     target: f.target.clone(),
                     kind: forward_kind_from_pb(f.kind)?,
                     keeps_copy: f.keeps_copy,
+                    problem: f.problem.clone(),
                 })
             })
             .collect::<Result<_, ConvertError>>()?,
@@ -467,15 +473,28 @@ mod tests {
                 path: String::new(),
             }],
             mail: m::MailSettings {
-                forwards: vec![m::MailForward {
-                    client: "thunderbird".into(),
-                    user: "anna".into(),
-                    rule: "to gmail".into(),
-                    enabled: true,
-                    target: "anna@gmail.com".into(),
-                    kind: m::ForwardKind::Forward,
-                    keeps_copy: false,
-                }],
+                forwards: vec![
+                    m::MailForward {
+                        client: "thunderbird".into(),
+                        user: "anna".into(),
+                        rule: "to gmail".into(),
+                        enabled: true,
+                        target: "anna@gmail.com".into(),
+                        kind: m::ForwardKind::Forward,
+                        keeps_copy: false,
+                        problem: String::new(),
+                    },
+                    m::MailForward {
+                        client: "dot-forward".into(),
+                        user: "anna".into(),
+                        rule: "~/.forward (Exim filter): if $h_subject: contains \"x\"".into(),
+                        enabled: true,
+                        target: "/usr/bin/mailfwd".into(),
+                        kind: m::ForwardKind::Pipe,
+                        keeps_copy: true,
+                        problem: "line 3: unknown command `frobnicate`".into(),
+                    },
+                ],
                 ..Default::default()
             },
             roaming: m::RoamingState {
@@ -533,6 +552,12 @@ mod tests {
         assert_eq!(v["software"][0]["source"], "unlisted");
         assert_eq!(v["software"][0]["format"], "deb");
         assert_eq!(v["mail"]["forwards"][0]["kind"], "forward");
+        assert_eq!(v["mail"]["forwards"][1]["kind"], "pipe");
+        assert!(v["mail"]["forwards"][0].get("problem").is_none());
+        assert_eq!(
+            v["mail"]["forwards"][1]["problem"],
+            "line 3: unknown command `frobnicate`"
+        );
         assert_eq!(v["host"]["os"], "Debian GNU/Linux 12 (bookworm)");
     }
 }

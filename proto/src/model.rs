@@ -183,6 +183,11 @@ pub enum ForwardKind {
     Forward,
     Redirect,
     DotForward,
+    /// Delivery to a program (`|command` in ~/.forward, an Exim filter's `pipe`, Sieve's
+    /// `pipe`): the program can send the message on, so it may forward.
+    Pipe,
+    /// Delivery to a file (`/path` in ~/.forward, an Exim filter's `save`).
+    File,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +201,11 @@ pub struct MailForward {
     /// The rule keeps a copy in the mailbox (sieve `:copy`, a `\user` line in ~/.forward).
     #[serde(default)]
     pub keeps_copy: bool,
+    /// Why the reader could not tell where this rule sends mail ("rule not understood, may
+    /// forward"): a construct it does not understand, a target that depends on the message, a
+    /// file over the size cap. Empty when the target is known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub problem: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

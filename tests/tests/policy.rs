@@ -1,7 +1,10 @@
 //! The policy end to end: an agent whose laptop forwards work mail to Gmail over plain IMAP,
 //! has no signature and roams in Norway with data on gets exactly the Sorsele pack's findings,
 //! its person's manager gets the mail at a real SMTP server, and removing the forward resolves
-//! that finding. Also: a modem crossing the border reaches the server within 5 seconds.
+//! that finding. Also: a modem crossing the border reaches the server within 5 seconds, and
+//! server-side mail rules the agent reads as their interpreters do (a Sieve redirect through a
+//! variable, an Exim filter's pipe, a script with a command it does not know) become the
+//! violation and the two notices they should.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vakt_tests::dbus::{Mock, PrivateBus};
 use vakt_tests::mm::{add_home_modem, come_home, roam_to_norway};
-use vakt_tests::{SmtpSink, TestAgent, TestServer, skip_unless_dbus, wait_until};
+use vakt_tests::{SmtpSink, TestAgent, TestServer, laptop_root, skip_unless_dbus, wait_until};
 
 const FILTERS: &str = "version=\"9\"\nlogging=\"no\"\nname=\"till gmail\"\nenabled=\"yes\"\ntype=\"17\"\naction=\"Forward\"\nactionValue=\"anna.berg@gmail.com\"\ncondition=\"ALL\"\n";
 
@@ -113,17 +116,28 @@ impl HookSink {
 }
 
 fn open_by_kind(findings: &Value) -> Vec<(String, String, String)> {
+    rows(
+        findings,
+        |f| f["status"] == "open",
+        |f| [&f["kind"], &f["section"], &f["severity"]],
+    )
+}
+
+/// The findings `keep` selects, each as the three strings `row` picks from it, sorted.
+fn rows(
+    findings: &Value,
+    keep: impl Fn(&Value) -> bool,
+    row: impl Fn(&Value) -> [&Value; 3],
+) -> Vec<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap().to_string();
     let mut v: Vec<(String, String, String)> = findings
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| f["status"] == "open")
+        .filter(|f| keep(f))
         .map(|f| {
-            (
-                f["kind"].as_str().unwrap().to_string(),
-                f["section"].as_str().unwrap().to_string(),
-                f["severity"].as_str().unwrap().to_string(),
-            )
+            let [a, b, c] = row(f);
+            (text(a), text(b), text(c))
         })
         .collect();
     v.sort();
@@ -449,4 +463,77 @@ async fn a_border_crossing_reaches_the_server_within_five_seconds() {
         proc.log()
     );
     assert_eq!(trips[0]["country"], "NO");
+}
+
+/// Anna's laptop runs her own mail delivery: a Sieve script that redirects through a variable
+/// set in a branch, with a command the agent does not know in an included script, and an Exim
+/// filter that pipes mail to a program. No D-Bus needed: only the mail section is judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_rules_hidden_in_variables_pipes_and_unknown_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = laptop_root(tmp.path(), &["anna"]);
+    let home = root.join("home/anna");
+    std::fs::create_dir_all(home.join("sieve")).unwrap();
+    std::fs::write(
+        home.join("sieve/jobb.sieve"),
+        "require [\"variables\", \"include\"];\n\
+         if header :contains \"subject\" \"privat\" { set \"fwd\" \"anna.berg@gmail.com\"; }\n\
+         else { set \"fwd\" \"anna.berg@sorsele.se\"; }\n\
+         redirect \"${fwd}\";\ninclude \"extra\";\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("sieve/extra.sieve"),
+        "vidarebefordra \"x@proton.me\";\nredirect :copy \"kollega@sorsele.se\";\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("sieve/jobb.sieve", home.join(".dovecot.sieve")).unwrap();
+    std::fs::write(
+        home.join(".forward"),
+        "# Exim filter\nunseen pipe \"/usr/local/bin/mailfwd $local_part\"\n",
+    )
+    .unwrap();
+
+    let server = TestServer::start(&tmp.path().join("server"));
+    let agent = TestAgent::with_config(
+        &tmp.path().join("agent"),
+        &server,
+        &server.enroll_token(&[]),
+        &format!(
+            "root = {:?}\nsystem_bus = \"unix:path=/nonexistent/vakt-test-bus\"\n",
+            root.display().to_string()
+        ),
+    );
+    let out = agent.run_once();
+    assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
+    let device = agent.device_id();
+
+    let show = server.vakt_json(&["device", "show", &device]);
+    let forwards = show["mail"]["forwards"].as_array().unwrap();
+    assert!(
+        forwards
+            .iter()
+            .any(|f| f["kind"] == "pipe" && f["target"] == "|/usr/local/bin/mailfwd anna"),
+        "{forwards:#?}"
+    );
+
+    let mut got: Vec<(String, String, String)> = Vec::new();
+    wait_until("the mail findings", Duration::from_secs(10), || {
+        got = rows(
+            &server.vakt_json(&["findings", "--device", &device]),
+            |f| f["kind"] == "mail-auto-forward-external",
+            |f| [&f["severity"], &f["section"], &f["evidence"]["target"]],
+        );
+        got.len() >= 3
+    })
+    .await;
+    let want: Vec<(String, String, String)> = [
+        ("notice", "9", ""),
+        ("notice", "9", "|/usr/local/bin/mailfwd anna"),
+        ("violation", "9", "anna.berg@gmail.com"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want);
 }

@@ -434,6 +434,7 @@ mod tests {
                 target: "a@b".into(),
                 kind: vakt_proto::model::ForwardKind::Redirect,
                 keeps_copy: true,
+                problem: String::new(),
             });
         }
         let size = encoded_len(&r);

@@ -159,6 +159,8 @@ impl Lang {
             ForwardKind::Forward => self.t("vidarebefordran", "forward"),
             ForwardKind::Redirect => self.t("omdirigering (sieve)", "redirect (sieve)"),
             ForwardKind::DotForward => "~/.forward",
+            ForwardKind::Pipe => self.t("till ett program", "to a program"),
+            ForwardKind::File => self.t("till en fil", "to a file"),
         }
     }
 

@@ -107,6 +107,7 @@ fn laptop_report() -> model::Report {
                 target: "anna@gmail.com".into(),
                 kind: model::ForwardKind::Forward,
                 keeps_copy: false,
+                problem: String::new(),
             }],
             ..Default::default()
         },

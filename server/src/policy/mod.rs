@@ -383,6 +383,7 @@ mod sorsele_scenario {
                     target: "anna.berg@gmail.com".into(),
                     kind: ForwardKind::Forward,
                     keeps_copy: true,
+                    problem: String::new(),
                 }],
                 identities: vec![MailIdentity {
                     client: "thunderbird".into(),

@@ -4,8 +4,9 @@
 //!
 //! Sources, one module each: Thunderbird ([`thunderbird`], with [`prefs`] and [`filters`]),
 //! Evolution ([`evolution`]), the active Sieve script ([`sieve`]) and `~/.forward`
-//! ([`dot_forward`]). Every item carries its `client` (`thunderbird`, `evolution`, `sieve`,
-//! `dot-forward`) and `user`.
+//! ([`dot_forward`], with [`exim_filter`]); [`rules`] is what the delivery-rule readers find.
+//! Every item carries its `client` (`thunderbird`, `evolution`, `sieve`, `dot-forward`) and
+//! `user`.
 //!
 //! A file that cannot be read or parsed is an error naming its device path (and line), and
 //! costs only what that file would have said: the parsers keep what they can, as the clients
@@ -20,23 +21,34 @@
 //!
 //! What the reported values mean where a client leaves room:
 //! - `accounts[].port` 0: no port configured, the client's default for the protocol applies.
-//! - `forwards[].target`: an address; `|command` or `/file` (a `.forward` delivery to a
-//!   program or file); `:include:/path` (a `.forward` include, not followed); a bare local user
-//!   name; or empty when the destination cannot be known (a Thunderbird add-on action, whose
-//!   rule text names the add-on action).
+//! - `forwards[].target`: an address (normalised as RFC 5322 reads it); `|command` or `/file`
+//!   (a `.forward` or Exim filter delivery to a program, kind `pipe`, or a file, kind `file`;
+//!   a Sieve `pipe` names its program and arguments); `:include:/path` (a `.forward` include,
+//!   not followed); a bare local user name; or empty when the destination cannot be known (a
+//!   Thunderbird add-on action, whose rule text names the add-on action, or a rule the reader
+//!   could not read, see `problem`).
+//! - `forwards[].problem`: set when the reader cannot tell where the rule sends mail ("rule
+//!   not understood, may forward: ...", a target built from the message, a list whose members
+//!   are elsewhere); the policy makes such a rule a notice instead of passing it.
+//! - `forwards[].rule` for Sieve and `.forward` filters: the file (the script a redirect is in,
+//!   `~/.forward (Exim filter)`) and the conditions on the way, outermost first, includes as
+//!   `include "name"`; a value assigned in a branch adds that branch's condition.
 //! - `forwards[].enabled` false with "(manual only)" in the rule: the filter exists but runs
 //!   only when the user starts it, so it forwards nothing by itself.
 //! - `forwards[].keeps_copy`: client filters forward a copy, so it is true unless the same
 //!   rule also deletes the message; Sieve: `:copy`, or `keep`/`fileinto` beside the redirect;
-//!   `.forward`: the owner's own `\user` entry is present.
+//!   `.forward`: the owner's own `\user` entry is present; Exim filter: `unseen`, or a `save`
+//!   or delivery to the owner beside it.
 //! - Signatures are the text the client would insert (HTML reduced to text), at most 1,000
 //!   characters; empty when there is none, or when Evolution would run a script for it.
 
 pub mod dot_forward;
 pub mod evolution;
+pub mod exim_filter;
 pub mod filters;
 pub mod ini;
 pub mod prefs;
+pub mod rules;
 pub mod sieve;
 pub mod text;
 pub mod thunderbird;
@@ -45,6 +57,7 @@ use super::limits::thousands;
 use super::userfile::{self, ReadError};
 use super::users::{User, local_users};
 use super::{Collected, Root};
+use rules::Reading;
 use std::path::{Path, PathBuf};
 use text::Problem;
 use vakt_proto::model::{
@@ -113,6 +126,22 @@ pub struct Probe<'a> {
     pub user: &'a User,
     out: &'a mut Collected<MailSettings>,
     spent: Spent,
+}
+
+/// A delivery-rule file (a Sieve script or an include, a ~/.forward) of the user `uid`, read
+/// as the mail system would: through the safe reader, only if the user could read it, capped
+/// at [`MAX_FILE_BYTES`]. Not counted against the probe's budgets: the readers bound how many
+/// they load themselves (Pigeonhole's limits).
+pub(crate) fn read_rule_file(
+    root: &Root,
+    path: &Path,
+    uid: u32,
+) -> Result<Option<Vec<u8>>, ReadError> {
+    let Some(opened) = userfile::open(root, path)? else {
+        return Ok(None);
+    };
+    opened.readable_by(uid)?;
+    opened.read_capped(MAX_FILE_BYTES).map(Some)
 }
 
 impl<'a> Probe<'a> {
@@ -313,7 +342,59 @@ impl<'a> Probe<'a> {
             target: field(target),
             kind,
             keeps_copy,
+            problem: String::new(),
         });
+    }
+
+    /// An enabled forward with `problem` saying what the reader is not sure of (may be empty).
+    fn forward_with_problem(
+        &mut self,
+        client: &str,
+        rule: String,
+        target: String,
+        kind: ForwardKind,
+        keeps_copy: bool,
+        problem: String,
+    ) {
+        self.forward(client, rule, true, target, kind, keeps_copy);
+        if let Some(f) = self.out.value.forwards.last_mut() {
+            f.problem = problem;
+        }
+    }
+
+    /// Records what a delivery-rule reader found: its problems as errors of their files, each
+    /// delivery as a forward whose rule is `label(file)` and the conditions on the way, and an
+    /// unsure reading as a forward with no target and the reason ("may forward"), of
+    /// `unsure_kind`.
+    pub fn deliveries(
+        &mut self,
+        client: &str,
+        unsure_kind: ForwardKind,
+        label: &dyn Fn(&str) -> String,
+        reading: Reading,
+    ) {
+        for (file, p) in reading.problems {
+            self.error(Path::new(&file), p);
+        }
+        for d in reading.deliveries {
+            let rule = if d.conditions.is_empty() {
+                label(&d.file)
+            } else {
+                format!("{}: {}", label(&d.file), d.conditions.join(" / "))
+            };
+            self.forward_with_problem(client, rule, d.target, d.kind, d.keeps_copy, d.problem);
+        }
+        if let Some((file, p)) = reading.unsure {
+            let problem = format!("rule not understood, may forward: {p}");
+            self.forward_with_problem(
+                client,
+                label(&file),
+                String::new(),
+                unsure_kind,
+                false,
+                problem,
+            );
+        }
     }
 
     pub fn identity(&mut self, client: &str, address: String, name: String, signature: String) {

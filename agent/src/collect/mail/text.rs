@@ -254,15 +254,122 @@ pub fn looks_like_html(text: &str) -> bool {
         .any(|tag| t.contains(tag))
 }
 
-/// The address of a recipient written as `Name <addr@host>` (or bare), trimmed.
+/// The address of a recipient as the mail system reads it (RFC 5322): comments `(...)`
+/// dropped (nested, with `\\` escapes), the `<...>` of `Name <addr@host>` taken, an obsolete
+/// source route (`<@relay:user@host>`) dropped, and the blanks that may surround `.` and `@`
+/// removed, so `anna (privat) @ gmail . com` is `anna@gmail.com`. Quoted text is kept as
+/// written, and `<` inside quotes or comments opens nothing: the comment of
+/// `x@gmail.com (not <a@sorsele.se>)` cannot stand in for the address.
 pub fn bare_address(s: &str) -> String {
-    let s = s.trim();
-    if let (Some(lt), Some(gt)) = (s.rfind('<'), s.rfind('>'))
-        && lt < gt
-    {
-        return s[lt + 1..gt].trim().to_string();
+    let plain = strip_comments(s);
+    let spec = angle_content(&plain).unwrap_or(&plain);
+    let spec = match spec.trim_start().strip_prefix('@') {
+        Some(route) => route.split_once(':').map_or(spec, |(_, rest)| rest),
+        None => spec,
+    };
+    let mut out = String::with_capacity(spec.len());
+    let mut quoted = false;
+    let mut chars = spec.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '\\' if quoted => {
+                out.push(c);
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {}
+            c => out.push(c),
+        }
     }
-    s.to_string()
+    out
+}
+
+/// The addresses in one destination: usually one ([`bare_address`]), but blank-separated
+/// addresses without quotes or angle brackets (`x@gmail.com a@sorsele.se`, the old sendmail
+/// style) are each their own, so an internal one cannot hide an external one behind it.
+pub fn split_addresses(s: &str) -> Vec<String> {
+    let plain = strip_comments(s);
+    if !plain.contains(['<', '"']) {
+        let whole = |w: &&str| !w.starts_with('@') && !w.ends_with('@') && w.contains('@');
+        let words: Vec<&str> = plain.split_whitespace().filter(whole).collect();
+        if words.len() > 1 {
+            return words.into_iter().map(bare_address).collect();
+        }
+    }
+    vec![bare_address(s)]
+}
+
+/// `s` with its RFC 5322 comments replaced by a blank (outside quoted strings). An unclosed
+/// comment runs to the end, as it would for the mail system.
+fn strip_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted || depth > 0 => {
+                let next = chars.next();
+                if depth == 0 {
+                    out.push(c);
+                    out.extend(next);
+                }
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => {
+                if depth == 0 {
+                    out.push(' ');
+                }
+                depth += 1;
+            }
+            ')' if depth > 0 => depth -= 1,
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The text between the last `<` outside quotes and the `>` after it, if there is one.
+fn angle_content(s: &str) -> Option<&str> {
+    let mut open = None;
+    for (i, c, outside) in quoting(s) {
+        match c {
+            '<' if outside => open = Some(i),
+            '>' if outside => {
+                if let Some(o) = open {
+                    return Some(&s[o + 1..i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The characters of `s` with their offsets, each marked whether it stands outside double
+/// quotes (the quote marks themselves, and `\\` escapes inside quotes, do not).
+pub fn quoting(s: &str) -> impl Iterator<Item = (usize, char, bool)> + '_ {
+    let mut quoted = false;
+    let mut escaped = false;
+    s.char_indices().map(move |(i, c)| {
+        let outside = !quoted && !escaped && c != '"';
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+        (i, c, outside)
+    })
 }
 
 /// Text of a file: UTF-8 (a BOM dropped), invalid bytes replaced rather than failing.
@@ -313,7 +420,48 @@ mod tests {
             "anna@gmail.com"
         );
         assert_eq!(bare_address("anna@gmail.com"), "anna@gmail.com");
-        assert_eq!(bare_address("a > b <"), "a > b <");
+        // No `<...>` pair: what is there is the address, blanks removed.
+        assert_eq!(bare_address("a > b <"), "a>b<");
+    }
+
+    #[test]
+    fn addresses_read_as_rfc_5322_does() {
+        for (written, read) in [
+            ("anna (privat) @ gmail . com", "anna@gmail.com"),
+            ("anna@(nested (comment) here)gmail.com", "anna@gmail.com"),
+            ("x@gmail.com (not <a@sorsele.se>)", "x@gmail.com"),
+            ("\"Berg, Anna <a@sorsele.se>\" <x@gmail.com>", "x@gmail.com"),
+            ("\"anna berg\"@gmail.com", "\"anna berg\"@gmail.com"),
+            ("<@relay.example:x@gmail.com>", "x@gmail.com"),
+            ("Anna\t<\r\n anna @ outlook.com >", "anna@outlook.com"),
+            ("a@b.se (unclosed <c@d.se>", "a@b.se"),
+        ] {
+            assert_eq!(bare_address(written), read, "{written}");
+        }
+    }
+
+    #[test]
+    fn blank_separated_addresses_are_each_their_own() {
+        assert_eq!(
+            split_addresses("x@gmail.com a@sorsele.se"),
+            vec!["x@gmail.com", "a@sorsele.se"]
+        );
+        assert_eq!(
+            split_addresses("anna @ gmail . com"),
+            vec!["anna@gmail.com"]
+        );
+        assert_eq!(
+            split_addresses("Anna Berg <anna@gmail.com>"),
+            vec!["anna@gmail.com"]
+        );
+        assert_eq!(
+            split_addresses("deliver x@gmail.com"),
+            vec!["deliverx@gmail.com"]
+        );
+        assert_eq!(
+            split_addresses("x@gmail.com och a@sorsele.se"),
+            vec!["x@gmail.com", "a@sorsele.se"]
+        );
     }
 
     #[test]

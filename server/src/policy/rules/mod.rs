@@ -11,7 +11,9 @@ use toml::de::DeTable;
 use vakt_proto::model::{Report, SectionKind};
 
 use super::spanned::{Diags, Fields};
-use super::{Context, Device, Evaluation, EvaluationStatus, Evidence, Pack, RuleOutcome, template};
+use super::{
+    Context, Device, Evaluation, EvaluationStatus, Evidence, Pack, RuleOutcome, Severity, template,
+};
 
 pub mod checkin_overdue;
 pub mod equipment_return;
@@ -353,6 +355,12 @@ pub(crate) struct Hit {
     /// Set when the kind itself excuses the condition (an approved business trip): the
     /// evidence that says why.
     excused: Option<Evidence>,
+    /// A lower severity than the rule's for this condition (a forward that only may happen).
+    severity: Option<Severity>,
+    /// The kind's own Swedish and English templates for this condition, instead of the rule's
+    /// (whose text is about the rule's main condition). They may use the hit's evidence and
+    /// the common placeholders.
+    message: Option<(&'static str, &'static str)>,
 }
 
 impl Hit {
@@ -362,7 +370,21 @@ impl Hit {
             evidence: Evidence::new(),
             phrases: Vec::new(),
             excused: None,
+            severity: None,
+            message: None,
         }
+    }
+
+    /// Reports this condition at `severity`, or the rule's if that is lower.
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = Some(severity);
+        self
+    }
+
+    /// Renders this condition's messages from the kind's own templates.
+    pub fn message(mut self, sv: &'static str, en: &'static str) -> Self {
+        self.message = Some((sv, en));
+        self
     }
 
     pub fn with(mut self, name: &str, value: impl ToString) -> Self {
@@ -484,10 +506,11 @@ pub(crate) fn run(
             continue;
         }
         let message = |sv: bool| {
-            let template = if sv {
-                &rule.message_sv
-            } else {
-                &rule.message_en
+            let template = match (hit.message, sv) {
+                (Some((t, _)), true) => t,
+                (Some((_, t)), false) => t,
+                (None, true) => rule.message_sv.as_str(),
+                (None, false) => rule.message_en.as_str(),
             };
             let owned: Vec<(String, String)> = COMMON_PLACEHOLDERS
                 .iter()
@@ -530,7 +553,8 @@ pub(crate) fn run(
             rule: rule.id.clone(),
             kind,
             section: rule.section.clone(),
-            severity: rule.severity,
+            // Severity orders most serious first: the less serious of the two wins.
+            severity: hit.severity.map_or(rule.severity, |s| s.max(rule.severity)),
             key,
             status,
             evidence,
