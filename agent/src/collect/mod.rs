@@ -11,6 +11,7 @@ pub mod host;
 pub mod mail;
 pub mod roaming;
 pub mod software;
+pub mod storage;
 pub mod users;
 
 /// The file-system root a collector reads under: `/` on a laptop, a fixture tree in tests.
@@ -126,6 +127,9 @@ impl Collector {
         let mail = mail::collect(&self.root);
         report.mail = mail.value;
         report.errors.extend(mail.errors);
+        let storage = storage::collect(&self.root);
+        report.storage = storage.value;
+        report.errors.extend(storage.errors);
         report
     }
 }
