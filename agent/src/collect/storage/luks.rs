@@ -162,7 +162,7 @@ fn parse_luks1(b: &[u8]) -> Result<Header, LuksError> {
 fn luks2_size(b: &[u8]) -> Result<usize, LuksError> {
     need(b, 16)?;
     let size = be64(b, 8);
-    if !(16 * 1024..=4 * 1024 * 1024).contains(&size) || size % 4096 != 0 {
+    if !(16 * 1024..=4 * 1024 * 1024).contains(&size) || !size.is_multiple_of(4096) {
         return Err(LuksError::HeaderSize(size));
     }
     if size > MAX_LUKS2_HEADER as u64 {
