@@ -123,6 +123,7 @@ fn laptop_report() -> model::Report {
             }],
             abroad: Vec::new(),
         },
+        storage: model::Storage::default(),
         errors: Vec::new(),
     }
 }
