@@ -360,7 +360,7 @@ mod tests {
         let sections = vakt_proto::convert::report_to_sections(&report);
         let mut rs = ReportState::default();
         let (req, sent) = build_request(&rs, &sections);
-        assert_eq!(sent.len(), 4);
+        assert_eq!(sent.len(), 5);
         assert_eq!(req.sequence, 1);
         let resp = pb::ReportResponse {
             acknowledged_sequence: 1,
@@ -369,7 +369,7 @@ mod tests {
         assert!(apply_ack(&mut rs, &req, &resp, 10));
         let (req2, sent2) = build_request(&rs, &sections);
         assert!(sent2.is_empty() && req2.sections.is_empty());
-        assert_eq!(req2.digests.len(), 4);
+        assert_eq!(req2.digests.len(), 5);
         assert_eq!(req2.sequence, 2);
     }
 
@@ -395,6 +395,6 @@ mod tests {
         assert!(!apply_ack(&mut rs, &req, &resp, 11));
         let (req, sent) = build_request(&rs, &sections);
         assert_eq!(req.sequence, 41);
-        assert_eq!(sent.len(), 4);
+        assert_eq!(sent.len(), 5);
     }
 }

@@ -222,6 +222,18 @@ fn print_summary(r: &vakt_proto::model::Report) {
         r.mail.identities.len()
     );
     println!("roaming:   {} modems", r.roaming.modems.len());
+    let clear = r
+        .storage
+        .volumes
+        .iter()
+        .chain(&r.storage.swap)
+        .filter(|v| !v.encrypted)
+        .count();
+    println!(
+        "storage:   {} volumes, {} swaps, {clear} not encrypted",
+        r.storage.volumes.len(),
+        r.storage.swap.len()
+    );
     for e in &r.errors {
         println!(
             "error:     [{}] {}: {}",

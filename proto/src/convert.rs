@@ -29,6 +29,7 @@ impl From<m::SectionKind> for pb::SectionKind {
             m::SectionKind::Software => Self::Software,
             m::SectionKind::Mail => Self::Mail,
             m::SectionKind::Roaming => Self::Roaming,
+            m::SectionKind::Storage => Self::Storage,
         }
     }
 }
@@ -40,11 +41,12 @@ pub fn section_kind(raw: i32) -> Result<m::SectionKind, ConvertError> {
         Ok(pb::SectionKind::Software) => Ok(m::SectionKind::Software),
         Ok(pb::SectionKind::Mail) => Ok(m::SectionKind::Mail),
         Ok(pb::SectionKind::Roaming) => Ok(m::SectionKind::Roaming),
+        Ok(pb::SectionKind::Storage) => Ok(m::SectionKind::Storage),
         _ => Err(ConvertError::UnknownSection(raw)),
     }
 }
 
-/// Splits a report into its four sections, each with its content hash.
+/// Splits a report into its sections, each with its content hash.
 pub fn report_to_sections(r: &m::Report) -> Vec<pb::Section> {
     m::SectionKind::ALL
         .iter()
@@ -56,6 +58,7 @@ pub fn report_to_sections(r: &m::Report) -> Vec<pb::Section> {
                 }),
                 m::SectionKind::Mail => pb::section::Body::Mail(mail_to_pb(&r.mail)),
                 m::SectionKind::Roaming => pb::section::Body::Roaming(roaming_to_pb(&r.roaming)),
+                m::SectionKind::Storage => pb::section::Body::Storage(storage_to_pb(&r.storage)),
             };
             let errors = r
                 .errors
@@ -100,6 +103,7 @@ pub fn sections_to_report(sections: &[pb::Section]) -> Result<m::Report, Convert
             }
             (m::SectionKind::Mail, Some(Body::Mail(mail))) => r.mail = mail_from_pb(mail)?,
             (m::SectionKind::Roaming, Some(Body::Roaming(ro))) => r.roaming = roaming_from_pb(ro),
+            (m::SectionKind::Storage, Some(Body::Storage(st))) => r.storage = storage_from_pb(st)?,
             (k, _) => return Err(ConvertError::BodyMismatch { kind: k.as_str() }),
         }
     }
@@ -450,6 +454,83 @@ pub fn roaming_from_pb(r: &pb::RoamingState) -> m::RoamingState {
     }
 }
 
+pub fn storage_to_pb(s: &m::Storage) -> pb::StorageFacts {
+    pb::StorageFacts {
+        volumes: s.volumes.iter().map(volume_to_pb).collect(),
+        swap: s.swap.iter().map(volume_to_pb).collect(),
+        tpm: s.tpm,
+        secure_boot: s.secure_boot,
+    }
+}
+
+fn volume_to_pb(v: &m::Volume) -> pb::Volume {
+    let scheme = match v.scheme {
+        None => pb::CryptScheme::Unspecified,
+        Some(m::CryptScheme::Luks1) => pb::CryptScheme::Luks1,
+        Some(m::CryptScheme::Luks2) => pb::CryptScheme::Luks2,
+        Some(m::CryptScheme::Plain) => pb::CryptScheme::Plain,
+        Some(m::CryptScheme::Bitlk) => pb::CryptScheme::Bitlk,
+        Some(m::CryptScheme::Tcrypt) => pb::CryptScheme::Tcrypt,
+    };
+    pb::Volume {
+        mount: v.mount.clone(),
+        device: v.device.clone(),
+        encrypted: v.encrypted,
+        scheme: scheme as i32,
+        cipher: v.cipher.clone(),
+        key_size: v.key_size,
+        key_slots: v.key_slots,
+        pbkdf: v.pbkdf.clone(),
+        mapper: v.mapper.clone(),
+        more_devices: v.more_devices.iter().map(volume_to_pb).collect(),
+    }
+}
+
+pub fn storage_from_pb(s: &pb::StorageFacts) -> Result<m::Storage, ConvertError> {
+    Ok(m::Storage {
+        volumes: s
+            .volumes
+            .iter()
+            .map(volume_from_pb)
+            .collect::<Result<_, _>>()?,
+        swap: s
+            .swap
+            .iter()
+            .map(volume_from_pb)
+            .collect::<Result<_, _>>()?,
+        tpm: s.tpm,
+        secure_boot: s.secure_boot,
+    })
+}
+
+fn volume_from_pb(v: &pb::Volume) -> Result<m::Volume, ConvertError> {
+    let scheme = match pb::CryptScheme::try_from(v.scheme) {
+        Ok(pb::CryptScheme::Unspecified) => None,
+        Ok(pb::CryptScheme::Luks1) => Some(m::CryptScheme::Luks1),
+        Ok(pb::CryptScheme::Luks2) => Some(m::CryptScheme::Luks2),
+        Ok(pb::CryptScheme::Plain) => Some(m::CryptScheme::Plain),
+        Ok(pb::CryptScheme::Bitlk) => Some(m::CryptScheme::Bitlk),
+        Ok(pb::CryptScheme::Tcrypt) => Some(m::CryptScheme::Tcrypt),
+        Err(_) => return Err(enum_err("storage.scheme", v.scheme)),
+    };
+    Ok(m::Volume {
+        mount: v.mount.clone(),
+        device: v.device.clone(),
+        encrypted: v.encrypted,
+        scheme,
+        cipher: v.cipher.clone(),
+        key_size: v.key_size,
+        key_slots: v.key_slots,
+        pbkdf: v.pbkdf.clone(),
+        mapper: v.mapper.clone(),
+        more_devices: v
+            .more_devices
+            .iter()
+            .map(volume_from_pb)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +589,31 @@ mod tests {
                 }],
                 ..Default::default()
             },
+            storage: m::Storage {
+                volumes: vec![m::Volume {
+                    mount: "/".into(),
+                    device: "/dev/nvme0n1p3".into(),
+                    encrypted: true,
+                    scheme: Some(m::CryptScheme::Luks2),
+                    cipher: "aes-xts-plain64".into(),
+                    key_size: 512,
+                    key_slots: Some(0),
+                    pbkdf: "argon2id".into(),
+                    mapper: "luks-root".into(),
+                    more_devices: vec![m::Volume {
+                        device: "/dev/sda1".into(),
+                        encrypted: true,
+                        scheme: Some(m::CryptScheme::Luks1),
+                        ..Default::default()
+                    }],
+                }],
+                swap: vec![m::Volume {
+                    device: "/dev/nvme0n1p2".into(),
+                    ..Default::default()
+                }],
+                tpm: true,
+                secure_boot: false,
+            },
             errors: vec![m::CollectorError {
                 section: m::SectionKind::Mail,
                 source: "/home/anna/.forward".into(),
@@ -520,7 +626,7 @@ mod tests {
     fn round_trip_keeps_everything() {
         let r = sample();
         let sections = report_to_sections(&r);
-        assert_eq!(sections.len(), 4);
+        assert_eq!(sections.len(), 5);
         assert_eq!(sections_to_report(&sections).unwrap(), r);
     }
 
@@ -547,6 +653,16 @@ mod tests {
     }
 
     #[test]
+    fn unknown_crypt_scheme_is_an_error_naming_the_field() {
+        let mut s = report_to_sections(&sample());
+        if let Some(pb::section::Body::Storage(st)) = &mut s[4].body {
+            st.volumes[0].scheme = 42;
+        }
+        let err = sections_to_report(&s).unwrap_err();
+        assert_eq!(err.to_string(), "storage.scheme: unknown value 42");
+    }
+
+    #[test]
     fn json_uses_interface_names() {
         let v = serde_json::to_value(sample()).unwrap();
         assert_eq!(v["software"][0]["source"], "unlisted");
@@ -559,5 +675,15 @@ mod tests {
             "line 3: unknown command `frobnicate`"
         );
         assert_eq!(v["host"]["os"], "Debian GNU/Linux 12 (bookworm)");
+        let root = &v["storage"]["volumes"][0];
+        assert_eq!(root["scheme"], "luks2");
+        assert_eq!(root["key_size"], 512);
+        assert_eq!(root["key_slots"], 0, "an erased header's 0 slots is shown");
+        let swap = &v["storage"]["swap"][0];
+        assert_eq!(
+            swap,
+            &serde_json::json!({"device": "/dev/nvme0n1p2", "encrypted": false}),
+            "unknown facts are left out, not shown as zero"
+        );
     }
 }

@@ -13,6 +13,8 @@ pub struct Report {
     pub software: Vec<Package>,
     pub mail: MailSettings,
     pub roaming: RoamingState,
+    #[serde(default)]
+    pub storage: Storage,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<CollectorError>,
 }
@@ -25,10 +27,17 @@ pub enum SectionKind {
     Software,
     Mail,
     Roaming,
+    Storage,
 }
 
 impl SectionKind {
-    pub const ALL: [SectionKind; 4] = [Self::Host, Self::Software, Self::Mail, Self::Roaming];
+    pub const ALL: [SectionKind; 5] = [
+        Self::Host,
+        Self::Software,
+        Self::Mail,
+        Self::Roaming,
+        Self::Storage,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,6 +45,7 @@ impl SectionKind {
             Self::Software => "software",
             Self::Mail => "mail",
             Self::Roaming => "roaming",
+            Self::Storage => "storage",
         }
     }
 }
@@ -257,4 +267,68 @@ pub struct AbroadPeriod {
     pub left_ms: Option<i64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+}
+
+/// Which volumes are encrypted, and what would make a lost laptop's data unreadable (policy
+/// 8.1): a crypt-erase needs LUKS under every user-data mount and swap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    pub volumes: Vec<Volume>,
+    pub swap: Vec<Volume>,
+    /// A TPM 2.0 is present.
+    pub tpm: bool,
+    /// The firmware booted with Secure Boot enforcing.
+    pub secure_boot: bool,
+}
+
+/// The encryption layer under a volume, as device-mapper names it (`CRYPT-LUKS2-…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CryptScheme {
+    Luks1,
+    Luks2,
+    /// dm-crypt without a header: a swap with a new random key at every boot.
+    Plain,
+    /// BitLocker, opened by cryptsetup.
+    Bitlk,
+    /// TrueCrypt/VeraCrypt, opened by cryptsetup.
+    Tcrypt,
+}
+
+/// A mounted block device or a swap, and the encryption layer under it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Where it is mounted; empty for swap.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mount: String,
+    /// The block device under the encryption layer (the one a crypt-erase acts on), or the
+    /// mounted device itself when there is no such layer.
+    pub device: String,
+    /// Every path from the mounted device down to a disk passes through an encryption layer.
+    pub encrypted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<CryptScheme>,
+    /// e.g. `aes-xts-plain64`; empty when not known (plain dm-crypt has no header).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cipher: String,
+    /// Bits of the volume key; 0 when not known.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_size: u32,
+    /// Active key slots (0 after a crypt-erase); None when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_slots: Option<u32>,
+    /// The key slots' key derivation (`argon2id`, `pbkdf2`; several joined by commas).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pbkdf: String,
+    /// The device-mapper name of the encryption layer (`luks-root`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mapper: String,
+    /// Further backing devices when the volume spans several (LVM over two LUKS partitions),
+    /// each described like the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_devices: Vec<Volume>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

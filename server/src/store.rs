@@ -1126,18 +1126,18 @@ mod tests {
                 hash: s.hash.clone(),
             })
             .collect();
-        // Only digests, nothing stored yet: the server asks for all four.
+        // Only digests, nothing stored yet: the server asks for all five.
         let o = s
             .store_report("d1", 1, &[], &digests, 5, "t")
             .await
             .unwrap();
-        assert_eq!(o.resend.len(), 4);
+        assert_eq!(o.resend.len(), 5);
         let o = s
             .store_report("d1", 2, &secs, &digests, 6, "t")
             .await
             .unwrap();
         assert!(o.resend.is_empty() && o.changed);
-        assert_eq!(s.sections("d1").unwrap().len(), 4);
+        assert_eq!(s.sections("d1").unwrap().len(), 5);
         // An older sequence changes nothing but is acknowledged with the newest number.
         let o = s
             .store_report("d1", 1, &secs, &digests, 7, "t")

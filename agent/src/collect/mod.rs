@@ -13,6 +13,7 @@ pub mod limits;
 pub mod mail;
 pub mod roaming;
 pub mod software;
+pub mod storage;
 pub mod userfile;
 pub mod users;
 
@@ -153,6 +154,8 @@ pub struct Collector {
     host: family::Family<(), vakt_proto::model::HostFacts>,
     software: family::Family<software::Scanner, Vec<vakt_proto::model::Package>>,
     mail: family::Family<(), vakt_proto::model::MailSettings>,
+    /// Block devices can hang (a failing disk): a family with a deadline like the others.
+    storage: family::Family<(), vakt_proto::model::Storage>,
 }
 
 impl Collector {
@@ -183,6 +186,12 @@ impl Collector {
                 (),
                 Arc::new(|_: &mut (), root: &Root| mail::collect(root)),
             ),
+            storage: family::Family::new(
+                "storage",
+                SectionKind::Storage,
+                (),
+                Arc::new(|_: &mut (), root: &Root| storage::collect(root)),
+            ),
         }
     }
 
@@ -197,6 +206,7 @@ impl Collector {
         self.host.start(&self.root);
         self.software.start(&self.root);
         self.mail.start(&self.root);
+        self.storage.start(&self.root);
         let mut report = vakt_proto::model::Report::default();
         let host = self.host.finish(deadline);
         report.host = host.value;
@@ -207,6 +217,9 @@ impl Collector {
         let mail = self.mail.finish(deadline);
         report.mail = mail.value;
         report.errors.extend(mail.errors);
+        let storage = self.storage.finish(deadline);
+        report.storage = storage.value;
+        report.errors.extend(storage.errors);
         report.errors = limits::fold_errors(report.errors);
         limits::fit(&mut report, limits::MAX_REPORT_BYTES);
         report

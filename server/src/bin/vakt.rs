@@ -1315,6 +1315,30 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             if m.data_connected { "on" } else { "off" }
         );
     }
+    outln!(
+        "storage     {} volumes, {} swaps, TPM 2.0 {}, Secure Boot {}",
+        r.storage.volumes.len(),
+        r.storage.swap.len(),
+        if r.storage.tpm { "yes" } else { "no" },
+        if r.storage.secure_boot { "on" } else { "off" }
+    );
+    for v in r.storage.volumes.iter().chain(&r.storage.swap) {
+        outln!(
+            "  {:<9} {:<16} {} {}",
+            if v.mount.is_empty() {
+                "swap"
+            } else {
+                v.mount.as_str()
+            },
+            v.device,
+            if v.encrypted {
+                "encrypted"
+            } else {
+                "NOT encrypted"
+            },
+            v.mapper
+        );
+    }
     for e in &r.errors {
         outln!(
             "error       [{}] {}: {}",

@@ -154,6 +154,7 @@ fn report_of(sections: &[pb::Section]) -> (model::Report, Vec<String>) {
                     Ok(pb::SectionKind::Software) => report.software = r.software,
                     Ok(pb::SectionKind::Mail) => report.mail = r.mail,
                     Ok(pb::SectionKind::Roaming) => report.roaming = r.roaming,
+                    Ok(pb::SectionKind::Storage) => report.storage = r.storage,
                     _ => {}
                 }
                 report.errors.extend(r.errors);

@@ -124,6 +124,7 @@ fn laptop_report() -> model::Report {
             }],
             abroad: Vec::new(),
         },
+        storage: model::Storage::default(),
         errors: Vec::new(),
     }
 }
