@@ -33,6 +33,18 @@ for crate in */fuzz; do
       mkdir -p "$crate/corpus/$target"
       cp -n "$crate/seeds/$target"/* "$crate/corpus/$target"/
     fi
+    # The delivery-rule readers start from the mail fixtures (scripts modelled on Pigeonhole's
+    # tests and Exim's filter examples, agent/tests/mail_rules.rs).
+    rules=agent/tests/fixtures/mail/rules
+    case "$crate:$target" in
+      agent/fuzz:sieve) seeds=$rules/sieve ;;
+      agent/fuzz:exim_filter | agent/fuzz:dot_forward) seeds=$rules/exim ;;
+      *) seeds= ;;
+    esac
+    if [ -n "$seeds" ] && [ -d "$seeds" ]; then
+      mkdir -p "$crate/corpus/$target"
+      find "$seeds" -type f -exec cp -n {} "$crate/corpus/$target"/ \;
+    fi
     log=$(mktemp)
     if ! (cd "$crate" && cargo fuzz run -O "$target" -- -max_total_time="$seconds" \
         -print_final_stats=1) >"$log" 2>&1; then
