@@ -23,10 +23,10 @@
 //! not read, and is reported as a rule that may forward.
 
 use super::read_rule_file;
-use crate::collect::userfile::ReadError;
 use super::rules::{Reading, delivery};
 use super::text::{Problem, decode, quoting, split_addresses};
 use super::{Probe, exim_filter, sieve};
+use crate::collect::userfile::ReadError;
 use std::path::PathBuf;
 use vakt_proto::model::ForwardKind;
 
