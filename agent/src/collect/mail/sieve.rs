@@ -1431,7 +1431,14 @@ impl Evaluator<'_> {
                 words.push(values.first().map_or(s, |v| v.text.clone()));
             }
         }
-        let mut d = delivery(&script.file, c.line, words.join(" "), ForwardKind::Pipe);
+        let program = words.join(" ");
+        let program = program.trim();
+        let mut d = delivery(&script.file, c.line, program.to_string(), ForwardKind::Pipe);
+        if program.is_empty() {
+            // No name (none given, or a variable that holds nothing here): still a program
+            // that gets the message, never a silent empty target.
+            d.problem = format!("`{}` names no program the reader can see", c.name);
+        }
         // `filter` gives the message back; `pipe :copy` keeps it.
         d.keeps_copy = c.name == "filter" || args.has("copy") || keeps_here;
         d.conditions = conditions.to_vec();
@@ -2214,5 +2221,27 @@ mod tests {
             got.unsure.is_some(),
             "too much to follow is said, not guessed"
         );
+    }
+
+    #[test]
+    fn a_program_with_no_name_is_a_pipe_with_a_problem_never_a_silent_empty_target() {
+        // Found by the fuzzer (a `pipe` whose arguments a comment swallowed): every delivery
+        // names a target or says why it cannot.
+        for script in [
+            "require \"vnd.dovecot.pipe\";\npipe \"\";\n",
+            "require [\"variables\", \"vnd.dovecot.pipe\"];\npipe \"${x}\";\n",
+            "pipe#al [\"user\", \"domain\";\nglobal \"result\";\n",
+        ] {
+            let got = evaluate("s.sieve", script, &mut |_| Source::Missing {
+                file: "x".into(),
+            });
+            assert_eq!(got.deliveries.len(), 1, "{script}");
+            let d = &got.deliveries[0];
+            assert_eq!(d.kind, ForwardKind::Pipe, "{script}");
+            assert!(
+                d.target.is_empty() && d.problem.contains("no program"),
+                "{script}: {d:?}"
+            );
+        }
     }
 }
