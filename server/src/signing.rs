@@ -16,7 +16,7 @@
 //! no agent can follow.
 
 use crate::fsutil::{read_opt, write_private};
-use crate::pki::PkiError;
+use crate::pki::{PkiError, pem_encode};
 use prost::Message;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use std::path::{Path, PathBuf};
@@ -244,16 +244,16 @@ impl KeyRing {
             let Some(last) = g.last() else {
                 return Err(bad(&self.dir, "the keyring is empty"));
             };
-            let rollover_for = |new_public: &[u8]| pb::KeyRollover {
-                previous_public_key: last.key.public_key().as_ref().to_vec(),
-                new_public_key: new_public.to_vec(),
-                generation: n,
-                issued_at_ms: now_ms,
-            };
             let path = generation_path(&self.dir, n);
             let pkcs8 = new_pkcs8(&path)?;
             let key = key_from(&path, &pkcs8)?;
-            let rollover = rollover_for(key.public_key().as_ref()).encode_to_vec();
+            let rollover = pb::KeyRollover {
+                previous_public_key: last.key.public_key().as_ref().to_vec(),
+                new_public_key: key.public_key().as_ref().to_vec(),
+                generation: n,
+                issued_at_ms: now_ms,
+            }
+            .encode_to_vec();
             let link = pb::SignedKeyRollover {
                 signature: last.key.sign(&rollover).as_ref().to_vec(),
                 rollover,
@@ -290,10 +290,6 @@ fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
     let stop = start + text.get(start..)?.find(&end)?;
     let body: String = text.get(start..stop)?.split_whitespace().collect();
     crate::pki::base64_decode(&body)
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    crate::pki::pem_encode(label, der)
 }
 
 #[cfg(test)]
