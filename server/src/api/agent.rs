@@ -473,6 +473,19 @@ async fn key_rollover_result(state: &State, device_id: &str, k: &pb::KeyRollover
         tracing::error!(device = %device_id, "the agent trusts a command key this server does not have");
         return;
     };
+    // Nothing new (the agent refused the chain, or repeats its answer): no write, no flush.
+    // Its queued commands still go out, as they would on a reconnect: they waited for this.
+    let known = state
+        .store
+        .device(device_id)
+        .ok()
+        .flatten()
+        .and_then(|r| r.device)
+        .map(|d| d.command_key_generation);
+    if known == Some(generation) {
+        redeliver(state, device_id).await;
+        return;
+    }
     let updated = state.store.update_device(device_id, |r| {
         if let Some(d) = r.device.as_mut() {
             d.command_key_generation = generation;
