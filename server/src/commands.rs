@@ -7,7 +7,7 @@
 //! connected, and again on every reconnect until a result arrives; the agent runs each id at
 //! most once.
 
-use crate::api::State;
+use crate::state::State;
 use crate::store::StoreError;
 use crate::timefmt::now_ms;
 use prost::Message;

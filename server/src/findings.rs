@@ -3,10 +3,10 @@
 //! them, and queue the manager's mail for each new violation (exactly once per finding: the
 //! queueing and the finding's `violation_since` marker are written before anything is sent).
 
-use crate::api::State;
 use crate::notify;
 use crate::people::Person;
 use crate::policy::{self, DeviceClass, DeviceStatus, Exemption, Finding, Pack, Trip};
+use crate::state::State;
 use crate::store::{JsonTree, StoreError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -1,7 +1,8 @@
 //! vakt-server: the control server and the library behind the `vakt` command line.
 //!
 //! Layers: `config` (the service's TOML file), `token`, `pki`, `timefmt`, `fsutil` (leaf
-//! helpers) → `store` (sled, protobuf records) → `api` (gRPC services over a shared `State`) →
+//! helpers) → `store` (sled, protobuf records) → `state` (what the services share) → `findings`,
+//! `notify`, `commands` → `api` (the gRPC services) →
 //! `server` (`prepare` a data directory, `run(listener, state, shutdown)`, and `run_console` for
 //! the web console in `console`, which calls the same admin API). The binaries in `src/bin` are
 //! the only place that parses command lines, reads the environment or installs signal handlers.
@@ -29,6 +30,7 @@ pub mod preauth;
 pub mod redact;
 pub mod server;
 pub mod signing;
+pub mod state;
 pub mod store;
 pub mod timefmt;
 pub mod tls;

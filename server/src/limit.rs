@@ -1,4 +1,5 @@
-//! Rate limits for the one agent call anyone can make without a certificate: `Enroll`.
+//! Rate limits: for the one agent call anyone can make without a certificate, `Enroll`, and
+//! for exemption requests from enrolled laptops ([`ExemptionLimiter`]).
 //!
 //! Two token buckets: one per source address (an IPv6 address counts by its /64, since one
 //! host easily holds a whole /64) and one for the whole server. A flood from one address runs
@@ -9,9 +10,10 @@
 //! Pure: the caller passes the time, so the tests drive a clock of their own.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How many enrollments are allowed, per second and in a burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,10 +192,55 @@ impl EnrollLimiter {
     }
 }
 
+/// Exemption requests one laptop may make per [`EXEMPTION_WINDOW`] (granted or refused as
+/// already in force): each granted one writes an exemption, an audit entry and a mail.
+pub const EXEMPTIONS_PER_WINDOW: usize = 3;
+/// The window of [`EXEMPTIONS_PER_WINDOW`].
+pub const EXEMPTION_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Recent requests per device, in memory: a restart forgets them, which only ever allows a
+/// few more (the store's check for an exemption in force still holds).
+#[derive(Debug, Default)]
+pub struct ExemptionLimiter {
+    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl ExemptionLimiter {
+    /// Counts a request of `device` at `now`, or refuses it with how long until the oldest
+    /// request leaves the window, when the device has made [`EXEMPTIONS_PER_WINDOW`] within
+    /// the last [`EXEMPTION_WINDOW`].
+    pub fn take(&self, device: &str, now: Instant) -> Result<(), Duration> {
+        // A panic elsewhere cannot leave the map half-changed (one operation at a time).
+        let mut map = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget devices with nothing in the window, so the map stays as small as the set of
+        // devices that asked lately.
+        map.retain(|_, q| {
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= EXEMPTION_WINDOW)
+            {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+        let q = map.entry(device.to_string()).or_default();
+        if q.len() >= EXEMPTIONS_PER_WINDOW {
+            let wait = q.front().map_or(EXEMPTION_WINDOW, |t| {
+                EXEMPTION_WINDOW.saturating_sub(now.duration_since(*t))
+            });
+            return Err(wait);
+        }
+        q.push_back(now);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn limits(src: (f64, f64), global: (f64, f64)) -> EnrollLimits {
         EnrollLimits {

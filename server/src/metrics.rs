@@ -8,7 +8,7 @@
 //! findings, mail waiting) are read from the store when Prometheus scrapes, so they can never
 //! drift from what the store holds, and cost nothing between scrapes.
 
-use crate::api::State;
+use crate::state::State;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -202,7 +202,7 @@ impl Metrics {
         for rec in state.store.devices()? {
             if let Some(d) = rec.device {
                 *devices
-                    .entry(crate::api::device_state_name(d.state))
+                    .entry(crate::state::device_state_name(d.state))
                     .or_default() += 1;
             }
         }

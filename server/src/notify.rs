@@ -2,7 +2,7 @@
 //! delivered by a background worker with retries, so a mail server or webhook that is down
 //! never blocks a report or loses a notification.
 
-use crate::api::State;
+use crate::state::State;
 use crate::store::{JsonTree, StoreError};
 use crate::timefmt::now_ms;
 use lettre::message::{Mailbox, header::ContentType};

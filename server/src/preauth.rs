@@ -20,8 +20,8 @@
 //! A request over its limit ends with `resource_exhausted` and a sentence, once that many
 //! bytes have arrived; nothing beyond them is read.
 
-use crate::api::State;
 use crate::api::admin::AdminApi;
+use crate::state::State;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tonic::Status;

@@ -4,8 +4,9 @@
 //! signals come from the caller, so tests and the demo run the real server on ephemeral
 //! loopback ports.
 
-use crate::api::{State, admin::AdminApi, agent::AgentApi};
+use crate::api::{admin::AdminApi, agent::AgentApi};
 use crate::pki::{Pki, PkiError};
+use crate::state::State;
 use crate::store::{Store, StoreError};
 use std::future::Future;
 use std::path::{Path, PathBuf};

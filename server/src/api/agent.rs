@@ -232,9 +232,11 @@ impl AgentService for AgentApi {
             ));
         }
         super::exemption_guard::check_reason(reason)?;
-        self.state
-            .exemption_limiter
-            .take(&d.id, std::time::Instant::now())?;
+        super::exemption_guard::take(
+            &self.state.exemption_limiter,
+            &d.id,
+            std::time::Instant::now(),
+        )?;
         let now = now_ms();
         let all: Vec<crate::policy::Exemption> = self
             .state

@@ -2,20 +2,17 @@
 //! granted request writes an exemption, an audit entry and a mail to a manager, so a device
 //! that asked in a loop filled the store and the manager's inbox and kept itself exempted
 //! forever. The checks, in the order the handler runs them: a length limit on the reason, a
-//! per-device rate ([`ExemptionLimiter`]), and no second exemption while one is in force.
+//! per-device rate ([`ExemptionLimiter`], kept in `limit`), and no second exemption while one is in force.
 
 use crate::policy::{Exemption, ExemptionSubject};
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::Status;
 
 /// The longest reason a laptop may give, in characters: a sentence or two for the manager.
 pub const MAX_REASON_CHARS: usize = 500;
-/// Requests one device may make per [`WINDOW`] (granted or refused as already in force).
-pub const MAX_PER_WINDOW: usize = 3;
-/// The window of [`MAX_PER_WINDOW`].
-pub const WINDOW: Duration = Duration::from_secs(3600);
+pub use crate::limit::{
+    EXEMPTION_WINDOW as WINDOW, EXEMPTIONS_PER_WINDOW as MAX_PER_WINDOW, ExemptionLimiter,
+};
 
 /// The reason's length, checked before anything is written.
 pub fn check_reason(reason: &str) -> Result<(), Status> {
@@ -28,43 +25,15 @@ pub fn check_reason(reason: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// Recent requests per device, in memory: a restart forgets them, which only ever allows a
-/// few more (the store's check for an exemption in force still holds).
-#[derive(Debug, Default)]
-pub struct ExemptionLimiter {
-    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl ExemptionLimiter {
-    /// Counts a request of `device` at `now`, or refuses it when the device has made
-    /// [`MAX_PER_WINDOW`] within the last [`WINDOW`].
-    pub fn take(&self, device: &str, now: Instant) -> Result<(), Status> {
-        // A panic elsewhere cannot leave the map half-changed (one operation at a time).
-        let mut map = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Forget devices with nothing in the window, so the map stays as small as the set of
-        // devices that asked lately.
-        map.retain(|_, q| {
-            while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-                q.pop_front();
-            }
-            !q.is_empty()
-        });
-        let q = map.entry(device.to_string()).or_default();
-        if q.len() >= MAX_PER_WINDOW {
-            let wait = q
-                .front()
-                .map_or(WINDOW, |t| WINDOW.saturating_sub(now.duration_since(*t)));
-            return Err(Status::resource_exhausted(format!(
-                "this laptop has asked for {MAX_PER_WINDOW} exemptions within the last hour, the most allowed; ask again in {} minutes, or ask IT",
-                wait.as_secs().div_ceil(60).max(1)
-            )));
-        }
-        q.push_back(now);
-        Ok(())
-    }
+/// Counts a request of `device` at `now`, or refuses it when the device has made
+/// [`MAX_PER_WINDOW`] within the last [`WINDOW`].
+pub fn take(limiter: &ExemptionLimiter, device: &str, now: Instant) -> Result<(), Status> {
+    limiter.take(device, now).map_err(|wait| {
+        Status::resource_exhausted(format!(
+            "this laptop has asked for {MAX_PER_WINDOW} exemptions within the last hour, the most allowed; ask again in {} minutes, or ask IT",
+            wait.as_secs().div_ceil(60).max(1)
+        ))
+    })
 }
 
 /// The exemption for mobile data abroad in force for `device` at `now_ms`, if any, among
@@ -103,17 +72,17 @@ mod tests {
         let l = ExemptionLimiter::default();
         let t0 = Instant::now();
         for _ in 0..MAX_PER_WINDOW {
-            l.take("dev-a", t0).unwrap();
+            take(&l, "dev-a", t0).unwrap();
         }
-        let refused = l.take("dev-a", t0 + Duration::from_secs(60)).unwrap_err();
+        let refused = take(&l, "dev-a", t0 + std::time::Duration::from_secs(60)).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(
             refused.message().contains("59 minutes"),
             "{}",
             refused.message()
         );
-        l.take("dev-b", t0).unwrap();
-        l.take("dev-a", t0 + WINDOW).unwrap();
+        take(&l, "dev-b", t0).unwrap();
+        take(&l, "dev-a", t0 + WINDOW).unwrap();
     }
 
     #[test]

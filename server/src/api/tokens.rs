@@ -11,14 +11,13 @@
 //! - with a single admin person, approval is not independent, and the CLI and the console say so
 //!   ([`AdminTokenPersons`](pb::AdminTokenPersons)).
 //!
-//! Revoking a token ends the console sessions logged in with it at once ([`RevocationHooks`]).
+//! Revoking a token ends the console sessions logged in with it at once ([`RevocationHooks`](crate::state::RevocationHooks)).
 
 use super::admin::{Actor, AdminApi, role_name, role_rank};
 use super::{State, internal};
 use crate::timefmt::{now_ms, rfc3339_ms};
 use crate::token::{self, TokenKind};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use tonic::{Request, Response, Status};
 use vakt_proto::pb;
 
@@ -128,36 +127,6 @@ pub fn needs_approval(
     admin_persons: &BTreeSet<String>,
 ) -> bool {
     role == pb::Role::Admin && !same_person(name, creator) && admin_persons.len() >= 2
-}
-
-/// Called with a token's sha-256 when it is revoked. The console registers one to end the
-/// sessions logged in with it. A hook that returns `false` is gone (its console was dropped).
-type Hook = Box<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
-
-#[derive(Default)]
-pub struct RevocationHooks {
-    hooks: Mutex<Vec<Hook>>,
-}
-
-impl std::fmt::Debug for RevocationHooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RevocationHooks")
-    }
-}
-
-impl RevocationHooks {
-    pub fn register(&self, hook: impl Fn(&[u8; 32]) -> bool + Send + Sync + 'static) {
-        self.lock().push(Box::new(hook));
-    }
-
-    fn revoked(&self, hash: &[u8; 32]) {
-        self.lock().retain(|h| h(hash));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Hook>> {
-        // Each operation is one push or retain: a poisoned list is still a valid list.
-        self.hooks.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 fn when(ms: i64) -> String {
@@ -673,7 +642,7 @@ mod tests {
 
     #[test]
     fn hooks_of_dropped_consoles_go() {
-        let hooks = RevocationHooks::default();
+        let hooks = crate::state::RevocationHooks::default();
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let h = hits.clone();
         hooks.register(move |_| {

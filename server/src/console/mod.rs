@@ -32,8 +32,8 @@ mod wipes;
 pub use crate::tls::TlsError;
 pub use i18n::Lang;
 
-use crate::api::State;
 use crate::api::admin::AdminApi;
+use crate::state::State;
 use askama::Template;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Form, FromRequest, FromRequestParts, Request};

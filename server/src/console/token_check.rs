@@ -6,7 +6,7 @@
 //! page runs, so a token revoked, expired or never approved is turned away even by a console
 //! that was not told (another process, a missed hook).
 //!
-//! [`RevocationHooks`]: crate::api::tokens::RevocationHooks
+//! [`RevocationHooks`]: crate::state::RevocationHooks
 //! [`AdminApi::authorize`]: crate::api::admin::AdminApi::authorize
 
 use super::session::{self, User};
@@ -19,10 +19,7 @@ use vakt_proto::pb;
 
 /// Registers `inner`'s sessions to end when a token is revoked. The hook holds the console
 /// weakly and goes with it.
-pub(super) fn end_sessions_on_revoke(
-    hooks: &crate::api::tokens::RevocationHooks,
-    inner: &Arc<Inner>,
-) {
+pub(super) fn end_sessions_on_revoke(hooks: &crate::state::RevocationHooks, inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
     hooks.register(move |hash| match weak.upgrade() {
         Some(inner) => {
