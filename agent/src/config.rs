@@ -90,7 +90,7 @@ impl Default for WipeConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    server: String,
+    server: OneOrMany,
     ca: PathBuf,
     state_dir: PathBuf,
     enroll_token_file: Option<PathBuf>,
@@ -104,6 +104,14 @@ struct Raw {
     collect: Option<RawCollect>,
 }
 
+/// `server`: one URL, or a list of them (the replicas of one installation).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// `[collect]`: how long collection may take.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +123,9 @@ struct RawCollect {
 /// A validated agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub server: String,
+    /// `server`: the URLs of the installation's servers, at least one; the agent starts with
+    /// one of its own choosing and moves on when it fails (`link::Servers`).
+    pub servers: Vec<String>,
     pub ca: PathBuf,
     pub state_dir: PathBuf,
     pub enroll_token_file: Option<PathBuf>,
@@ -150,11 +160,23 @@ impl Config {
     /// Parses and validates the text of a config file; the error is a message for a person.
     pub fn parse(text: &str) -> Result<Self, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
-        if !raw.server.starts_with("https://") {
-            return Err(format!(
-                "server: '{}' must be an https:// URL (agents only talk TLS)",
-                raw.server
-            ));
+        let servers = match raw.server {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(list) => list,
+        };
+        if servers.is_empty() {
+            return Err("server: the list is empty; give at least one https:// URL".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &servers {
+            if !s.starts_with("https://") {
+                return Err(format!(
+                    "server: '{s}' must be an https:// URL (agents only talk TLS)"
+                ));
+            }
+            if !seen.insert(s.trim_end_matches('/')) {
+                return Err(format!("server: '{s}' is listed twice"));
+            }
         }
         let report_interval = match &raw.report_interval {
             None => DEFAULT_REPORT_INTERVAL,
@@ -209,7 +231,10 @@ impl Config {
             ));
         }
         Ok(Self {
-            server: raw.server.trim_end_matches('/').to_string(),
+            servers: servers
+                .iter()
+                .map(|s| s.trim_end_matches('/').to_string())
+                .collect(),
             ca: raw.ca,
             state_dir: raw.state_dir,
             enroll_token_file: raw.enroll_token_file,
@@ -274,6 +299,30 @@ strategy = "luks-erase"
         assert!(err.starts_with("collect.family_timeout: 'soon'"), "{err}");
         let err = Config::parse(&format!("{GOOD}[collect]\nfamily_timeot = \"5s\"\n")).unwrap_err();
         assert!(err.contains("family_timeot"), "{err}");
+    }
+
+    #[test]
+    fn server_is_one_url_or_a_list() {
+        let one = Config::parse(GOOD).unwrap();
+        assert_eq!(one.servers, ["https://vakt.example.org:7443"]);
+        let two = GOOD.replace(
+            "server = \"https://vakt.example.org:7443\"",
+            "server = [\"https://a.example.org:7443/\", \"https://b.example.org:7443\"]",
+        );
+        assert_eq!(
+            Config::parse(&two).unwrap().servers,
+            ["https://a.example.org:7443", "https://b.example.org:7443"]
+        );
+        let err =
+            Config::parse(&GOOD.replace("\"https://vakt.example.org:7443\"", "[]")).unwrap_err();
+        assert!(err.starts_with("server: the list is empty"), "{err}");
+        let err = Config::parse(&two.replace("https://b", "http://b")).unwrap_err();
+        assert!(err.starts_with("server: 'http://b"), "{err}");
+        let err = Config::parse(&two.replace("https://b", "https://a")).unwrap_err();
+        assert!(err.contains("listed twice"), "{err}");
+        let err =
+            Config::parse(&GOOD.replace("\"https://vakt.example.org:7443\"", "7443")).unwrap_err();
+        assert!(err.contains("server"), "{err}");
     }
 
     #[test]

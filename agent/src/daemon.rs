@@ -214,9 +214,11 @@ pub async fn run(
     }
     executor.reassert_lock().await;
 
-    // 2. A channel with the client certificate. tonic reconnects it by itself afterwards.
+    // 2. A channel with the client certificate. tonic reconnects it by itself afterwards; with
+    // more than one server, a failed stream or report moves it to the next (`fail_over`).
+    let mut servers = link::Servers::new(cfg.servers.clone());
     let mut channel = loop {
-        match link::connect_as(&identity).await {
+        match servers.connect_as(&identity).await {
             Ok(c) => break c,
             Err(e) if e.is_transient() && !once => {
                 let d = backoff.next_delay();
@@ -308,7 +310,7 @@ pub async fn run(
                 let observed = roam.fill(&mut report).await;
                 // The certificate is checked at every report: renewed with a third left.
                 match crate::renew::maintain(&cfg, &state, &identity, channel.clone(), link::hardware_of(&report)).await {
-                    Ok(Some(new)) => match link::connect_as(&new).await {
+                    Ok(Some(new)) => match servers.connect_as(&new).await {
                         Ok(c) => {
                             channel = c;
                             if new.device_id != identity.device_id || new.command_public_key != identity.command_public_key {
@@ -340,6 +342,14 @@ pub async fn run(
                         let d = report_backoff.next_delay();
                         tracing::warn!("report failed, retrying in {d:?}: {e}");
                         next_report = Instant::now() + d;
+                        if fail_over(&mut servers, &identity, &mut channel).await {
+                            // The stream still holds the old server's channel.
+                            if let Some(h) = stream.take() {
+                                h.abort();
+                            }
+                            stream_retry_at = Instant::now();
+                            next_report = Instant::now();
+                        }
                     }
                     Err(e) => {
                         // A refusal (revoked certificate, say) will not fix itself by retrying
@@ -360,12 +370,17 @@ pub async fn run(
                     stream_backoff.reset();
                 }
                 let d = stream_backoff.next_delay();
+                let server_side = res.is_ok();
                 match res {
                     Ok(Ok(())) => tracing::info!("command stream closed by the server; reconnecting in {d:?}"),
                     Ok(Err(e)) => tracing::warn!("command stream failed, reconnecting in {d:?}: {e}"),
                     Err(e) => tracing::error!("command stream task failed: {e}"),
                 }
                 stream_retry_at = Instant::now() + d;
+                if server_side && fail_over(&mut servers, &identity, &mut channel).await {
+                    // Another server answered: hold the stream there at once.
+                    stream_retry_at = Instant::now();
+                }
             }
             _ = sleep_until(stream_retry_at), if stream.is_none() => {}
         }
@@ -374,6 +389,33 @@ pub async fn run(
         h.abort();
     }
     Ok(())
+}
+
+/// With more than one server, moves `channel` to the next server that answers after the
+/// current one failed; true when it did. With one server nothing changes: tonic's channel
+/// reconnects to it by itself. When no other server answers either, the old channel stays and
+/// the caller's backoff applies.
+async fn fail_over(
+    servers: &mut link::Servers,
+    id: &Identity,
+    channel: &mut tonic::transport::Channel,
+) -> bool {
+    if servers.len() < 2 {
+        return false;
+    }
+    let from = servers.current().to_string();
+    servers.failed();
+    match servers.connect_as(id).await {
+        Ok(c) => {
+            tracing::warn!(from = %from, to = %servers.current(), "server failed; moved to another");
+            *channel = c;
+            true
+        }
+        Err(e) => {
+            tracing::warn!("no other server answers either: {e}");
+            false
+        }
+    }
 }
 
 /// How long a wipe waits for the server to acknowledge "wipe started" before it goes ahead.

@@ -110,6 +110,104 @@ pub async fn connect(
         })
 }
 
+/// The servers an agent may talk to (agent.toml's `server`: one URL, or the replicas of one
+/// installation) and the one it is with now.
+///
+/// Each agent starts with a server of its own choosing (random per process), so a fleet that
+/// restarts together spreads over the replicas instead of all landing on the first; it stays
+/// with a server while it answers, and moves to the next one in the list when it fails, so
+/// the survivors of a dead replica divide its agents between them.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    urls: Vec<String>,
+    current: usize,
+}
+
+impl Servers {
+    /// `urls` must not be empty (the config refuses an empty list).
+    pub fn new(urls: Vec<String>) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // std's hasher keys are random per process: a spread without a random-number crate.
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let current = usize::try_from(r % urls.len().max(1) as u64).unwrap_or(0);
+        Self { urls, current }
+    }
+
+    /// The server the agent is with (or will try first).
+    pub fn current(&self) -> &str {
+        self.urls.get(self.current).map_or("", String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+
+    /// The current server failed (its stream ended, or a call did not get through): the
+    /// next connection starts with the next one.
+    pub fn failed(&mut self) {
+        if !self.urls.is_empty() {
+            self.current = (self.current + 1) % self.urls.len();
+        }
+    }
+
+    /// A channel to the first server that answers, trying each once from the current one;
+    /// that server becomes current. When none answers, the error names each server's failure.
+    pub async fn connect(
+        &mut self,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Channel, LinkError> {
+        let mut failures = Vec::new();
+        for step in 0..self.urls.len() {
+            let i = (self.current + step) % self.urls.len();
+            match connect(&self.urls[i], ca_pem, identity).await {
+                Ok(c) => {
+                    if step > 0 {
+                        tracing::info!(server = %self.urls[i], "connected to another server");
+                    }
+                    self.current = i;
+                    return Ok(c);
+                }
+                Err(LinkError::Unreachable { server, message }) => {
+                    failures.push((server, message));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match failures.len() {
+            0 => Err(LinkError::BadUrl(String::new())),
+            1 => {
+                let (server, message) = failures.remove(0);
+                Err(LinkError::Unreachable { server, message })
+            }
+            _ => Err(LinkError::Unreachable {
+                server: failures
+                    .iter()
+                    .map(|(s, _)| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                message: failures
+                    .iter()
+                    .map(|(s, m)| format!("{s}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        }
+    }
+
+    /// A channel with the device's client certificate, as [`connect`](Self::connect).
+    pub async fn connect_as(&mut self, id: &Identity) -> Result<Channel, LinkError> {
+        self.connect(&id.ca_pem, Some((&id.cert_pem, &id.key_pem)))
+            .await
+    }
+}
+
 /// The endpoint [`connect`] dials: TLS trusting `ca_pem` (with `identity` as the client
 /// certificate when given), timeouts and HTTP/2 keep-alive. The fleet simulator dials it with
 /// its own source address.
@@ -165,7 +263,8 @@ pub async fn enroll(
         source,
     })?;
     let (key_pem, csr_der) = key_and_csr(&hardware.hostname)?;
-    let channel = connect(&cfg.server, &ca_pem, None).await?;
+    let mut servers = Servers::new(cfg.servers.clone());
+    let channel = servers.connect(&ca_pem, None).await?;
     let resp = AgentServiceClient::new(channel)
         .enroll(pb::EnrollRequest {
             token: token.trim().to_string(),
@@ -178,7 +277,7 @@ pub async fn enroll(
         .into_inner();
     let id = Identity {
         device_id: resp.device_id,
-        server: cfg.server.clone(),
+        server: servers.current().to_string(),
         command_public_key: hex(&resp.command_public_key),
         enrolled_at_ms: now_ms(),
         key_pem,
@@ -207,11 +306,6 @@ pub fn key_and_csr(hostname: &str) -> Result<(String, Vec<u8>), LinkError> {
         .and_then(|p| p.serialize_request(&key))
         .map_err(|e| LinkError::Key(e.to_string()))?;
     Ok((key.serialize_pem(), csr.der().to_vec()))
-}
-
-/// A channel with the device's client certificate.
-pub async fn connect_as(id: &Identity) -> Result<Channel, LinkError> {
-    connect(&id.server, &id.ca_pem, Some((&id.cert_pem, &id.key_pem))).await
 }
 
 /// What one report exchange did.

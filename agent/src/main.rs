@@ -118,7 +118,9 @@ async fn real_main() -> anyhow::Result<()> {
             let id = state
                 .identity()?
                 .context("this laptop is not enrolled yet; run the agent first")?;
-            let channel = vakt_agent::link::connect_as(&id).await?;
+            let channel = vakt_agent::link::Servers::new(cfg.servers.clone())
+                .connect_as(&id)
+                .await?;
             let reply = vakt_proto::pb::agent_service_client::AgentServiceClient::new(channel)
                 .request_exemption(vakt_proto::pb::ExemptionRequest { minutes, reason })
                 .await
@@ -144,7 +146,8 @@ async fn real_main() -> anyhow::Result<()> {
                 let v = serde_json::json!({
                     "enrolled": id.is_some(),
                     "device_id": id.as_ref().map(|i| i.device_id.clone()),
-                    "server": id.as_ref().map_or(cfg.server.clone(), |i| i.server.clone()),
+                    "server": id.as_ref().map_or(cfg.servers.first().cloned().unwrap_or_default(), |i| i.server.clone()),
+                    "servers": cfg.servers,
                     "last_report_sequence": rs.sequence,
                     "last_report_ack_ms": rs.last_ack_ms,
                     "locked": lock.locked,
@@ -156,7 +159,10 @@ async fn real_main() -> anyhow::Result<()> {
             } else {
                 match &id {
                     Some(i) => println!("device:      {}\nserver:      {}", i.device_id, i.server),
-                    None => println!("device:      not enrolled\nserver:      {}", cfg.server),
+                    None => println!(
+                        "device:      not enrolled\nserver:      {}",
+                        cfg.servers.join(", ")
+                    ),
                 }
                 if let Some(c) = cert {
                     println!("certificate: {}", cert_text(c));

@@ -119,7 +119,10 @@ impl RawStream {
     async fn open(agent: &TestAgent) -> Self {
         let state = vakt_agent::state::StateDir::open(&agent.dir.join("state")).unwrap();
         let id = state.identity().unwrap().unwrap();
-        let channel = vakt_agent::link::connect_as(&id).await.unwrap();
+        let channel = vakt_agent::link::Servers::new(vec![id.server.clone()])
+            .connect_as(&id)
+            .await
+            .unwrap();
         let (tx, rx) = mpsc::channel(8);
         tx.send(pb::AgentMessage {
             msg: Some(pb::agent_message::Msg::Hello(pb::Hello::default())),
