@@ -4,7 +4,8 @@
 use crate::config::Config;
 use crate::state::{Identity, ReportState, StateDir, StateError};
 use std::time::Duration;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
+use tonic::transport::{Channel, Endpoint};
+use vakt_proto::dial;
 use vakt_proto::model::Report;
 use vakt_proto::pb;
 use vakt_proto::pb::agent_service_client::AgentServiceClient;
@@ -44,6 +45,17 @@ pub enum LinkError {
     State(#[from] StateError),
 }
 
+impl From<dial::DialError> for LinkError {
+    fn from(e: dial::DialError) -> Self {
+        match e {
+            dial::DialError::BadUrl(u) => Self::BadUrl(u),
+            dial::DialError::Unreachable { server, message } => {
+                Self::Unreachable { server, message }
+            }
+        }
+    }
+}
+
 impl LinkError {
     /// Errors that waiting and trying again can fix (the server down, the network away), as
     /// opposed to ones that need a person (a bad token, a bad config).
@@ -53,21 +65,6 @@ impl LinkError {
             Self::Unreachable { .. } | Self::Unavailable(_) | Self::Rpc(_)
         )
     }
-}
-
-/// Renders a transport error with its causes: tonic's top-level text ("transport error") alone
-/// does not tell a person what went wrong.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 pub(crate) fn status_error(s: tonic::Status) -> LinkError {
@@ -81,34 +78,25 @@ pub(crate) fn status_error(s: tonic::Status) -> LinkError {
     }
 }
 
-fn host_of(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("https://")?;
-    let authority = rest.split('/').next()?;
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().map(str::to_string);
-    }
-    Some(
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(h, _)| h)
-            .to_string(),
-    )
-}
-
-/// A TLS channel to `server`, trusting `ca_pem`, presenting `identity` when given.
+/// A TLS channel to `server` (see [`vakt_proto::dial`]).
 pub async fn connect(
     server: &str,
     ca_pem: &str,
     identity: Option<(&str, &str)>,
 ) -> Result<Channel, LinkError> {
-    endpoint(server, ca_pem, identity)?
-        .connect()
-        .await
-        .map_err(|e| LinkError::Unreachable {
-            server: server.to_string(),
-            message: error_chain(&e),
-        })
+    Ok(dial::connect(server, ca_pem, identity).await?)
 }
+
+/// The endpoint [`connect`] dials; the fleet simulator dials it with its own source address.
+pub fn endpoint(
+    server: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Endpoint, LinkError> {
+    Ok(dial::endpoint(server, ca_pem, identity)?)
+}
+
+pub use dial::error_chain;
 
 /// The servers an agent may talk to (agent.toml's `server`: one URL, or the replicas of one
 /// installation) and the one it is with now.
@@ -206,33 +194,6 @@ impl Servers {
         self.connect(&id.ca_pem, Some((&id.cert_pem, &id.key_pem)))
             .await
     }
-}
-
-/// The endpoint [`connect`] dials: TLS trusting `ca_pem` (with `identity` as the client
-/// certificate when given), timeouts and HTTP/2 keep-alive. The fleet simulator dials it with
-/// its own source address.
-pub fn endpoint(
-    server: &str,
-    ca_pem: &str,
-    identity: Option<(&str, &str)>,
-) -> Result<Endpoint, LinkError> {
-    let host = host_of(server).ok_or_else(|| LinkError::BadUrl(server.to_string()))?;
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name(host);
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(TlsIdentity::from_pem(cert, key));
-    }
-    let endpoint = Endpoint::from_shared(server.to_string())
-        .map_err(|_| LinkError::BadUrl(server.to_string()))?
-        .tls_config(tls)
-        .map_err(|e| LinkError::BadUrl(format!("{server}: {e}")))?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(60))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    Ok(endpoint)
 }
 
 /// The hardware identity sent at enrollment, from the collected host facts.
@@ -432,21 +393,6 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_of_urls() {
-        assert_eq!(
-            host_of("https://vakt.example.org:7443").as_deref(),
-            Some("vakt.example.org")
-        );
-        assert_eq!(
-            host_of("https://127.0.0.1:7443/").as_deref(),
-            Some("127.0.0.1")
-        );
-        assert_eq!(host_of("https://[::1]:7443").as_deref(), Some("::1"));
-        assert_eq!(host_of("https://h").as_deref(), Some("h"));
-        assert_eq!(host_of("http://h"), None);
-    }
 
     #[test]
     fn only_changed_sections_are_sent_and_acks_are_recorded() {

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod dial;
 pub mod hash;
 pub mod model;
 

@@ -411,7 +411,7 @@ async fn client(cli: &Cli) -> anyhow::Result<Client> {
         .ok_or_else(|| anyhow!("no CA certificate: pass --ca DATA/ca.pem (or set VAKT_CA)"))?;
     let ca = std::fs::read_to_string(ca_path)
         .with_context(|| format!("CA file {}", ca_path.display()))?;
-    let channel = vakt_agent::link::connect(&cli.server, &ca, None)
+    let channel = vakt_proto::dial::connect(&cli.server, &ca, None)
         .await
         .map_err(|e| anyhow!("{e} (is the server running, and is --ca its ca.pem?)"))?;
     let header: MetadataValue<_> = format!("Bearer {token}")
