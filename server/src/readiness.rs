@@ -146,6 +146,7 @@ mod tests {
             }],
             vec![],
         );
+        let nothing = Storage::default();
         let partial = |r: &[&str]| Readiness::Partial(r.iter().map(|s| s.to_string()).collect());
         let unknown = |r: &str| Readiness::Unknown(r.to_string());
         let cases: Vec<(&str, Option<&Storage>, Option<WipePlan>, Readiness)> = vec![
@@ -202,7 +203,7 @@ mod tests {
             ),
             (
                 "no user-data mount (a Mac)",
-                Some(&Storage::default()),
+                Some(&nothing),
                 Some(plan(LuksErase, &[])),
                 unknown("no user-data mount (/, /home, /var, /srv) reported"),
             ),
