@@ -141,6 +141,8 @@ mod tests {
         );
         let lvm_on_two = storage(
             vec![Volume {
+                // As the probe reports it: the volume is encrypted only if every device is.
+                encrypted: false,
                 more_devices: vec![vol("", "/dev/sdb1", None)],
                 ..vol("/", "/dev/sda2", LUKS)
             }],

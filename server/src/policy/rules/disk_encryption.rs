@@ -63,7 +63,7 @@ pub(super) fn parse(f: &mut Fields<'_, '_>, d: &mut Diags) -> Option<Params> {
         }
         None => Some(USER_DATA_MOUNTS.iter().map(|m| m.to_string()).collect()),
     };
-    let swap = f.boolean("swap", false, d).map_or(true, |b| b.into_inner());
+    let swap = f.boolean("swap", false, d).is_none_or(|b| b.into_inner());
     Some(Params {
         mounts: mounts?,
         swap,
@@ -219,6 +219,8 @@ mod tests {
                 false,
                 report(
                     vec![Volume {
+                        // As the probe reports it: the volume is encrypted only if every device is.
+                        encrypted: false,
                         more_devices: vec![vol("", "/dev/sdb1", None)],
                         ..vol("/", "/dev/sda2", LUKS)
                     }],
