@@ -75,6 +75,25 @@ fn yes() -> bool {
     true
 }
 
+impl WipeConfig {
+    /// What the server is told of this configuration (the strategy and the devices, never the
+    /// paths: they name people's files).
+    pub fn plan(&self) -> vakt_proto::model::WipePlan {
+        use vakt_proto::model::{WipePlan, WipeStrategy as S};
+        WipePlan {
+            strategy: match self.strategy {
+                WipeStrategy::LuksErase => S::LuksErase,
+                WipeStrategy::Paths => S::Paths,
+            },
+            devices: self
+                .devices
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+        }
+    }
+}
+
 impl Default for WipeConfig {
     fn default() -> Self {
         Self {

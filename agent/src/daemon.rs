@@ -156,10 +156,10 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     let state = StateDir::open(&cfg.state_dir)?;
-    let mut collector = Some(Collector::with_budgets(
-        Root::new(&cfg.root),
-        cfg.collect_budgets,
-    ));
+    let mut collector = Some(
+        Collector::with_budgets(Root::new(&cfg.root), cfg.collect_budgets)
+            .with_wipe(cfg.wipe.plan()),
+    );
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
     // 1. Identity: enroll once, retrying while the server is unreachable.

@@ -1,5 +1,6 @@
 //! `luks-erase` against a real LUKS2 image file made here with cryptsetup: after the wipe no
-//! key slot opens it and the header backup is gone.
+//! key slot opens it and the header backup is gone; with no devices configured, the device is
+//! found behind /home by the storage probe over a sysfs tree laid out as the kernel does.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,8 +13,8 @@ fn cryptsetup(args: &[&str]) -> std::process::Output {
     Command::new("cryptsetup").args(args).output().unwrap()
 }
 
-#[tokio::test]
-async fn luks_erase_leaves_no_key_slot_that_opens_the_volume() {
+/// Whether cryptsetup is here; missing is a failure only with VAKT_REQUIRE_TOOLS=1 (CI).
+fn have_cryptsetup() -> bool {
     if Command::new("cryptsetup")
         .arg("--version")
         .output()
@@ -25,15 +26,16 @@ async fn luks_erase_leaves_no_key_slot_that_opens_the_volume() {
             "cryptsetup is required here (VAKT_REQUIRE_TOOLS=1) but missing"
         );
         eprintln!("SKIP: cryptsetup is not installed (apt-get install cryptsetup-bin)");
-        return;
+        return false;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("var/lib")).unwrap();
-    let image = root.join("var/lib/disk.img");
-    let key = dir.path().join("key");
-    std::fs::write(&key, "korrekt häst batteri häftstift").unwrap();
-    std::fs::File::create(&image)
+    true
+}
+
+/// A 32 MiB LUKS2 image at `image` with one key slot opened by the file `key`.
+fn luks_image(image: &std::path::Path, key: &std::path::Path) {
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(key, "korrekt häst batteri häftstift").unwrap();
+    std::fs::File::create(image)
         .unwrap()
         .set_len(32 * 1024 * 1024)
         .unwrap();
@@ -57,6 +59,31 @@ async fn luks_erase_leaves_no_key_slot_that_opens_the_volume() {
         "luksFormat: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn opens(image: &std::path::Path, key: &std::path::Path) -> bool {
+    cryptsetup(&[
+        "open",
+        "--test-passphrase",
+        "--key-file",
+        key.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ])
+    .status
+    .success()
+}
+
+#[tokio::test]
+async fn luks_erase_leaves_no_key_slot_that_opens_the_volume() {
+    if !have_cryptsetup() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let image = root.join("var/lib/disk.img");
+    let key = dir.path().join("key");
+    luks_image(&image, &key);
+    let img = image.to_str().unwrap();
     let backup = root.join("var/lib/disk.header");
     let out = cryptsetup(&[
         "luksHeaderBackup",
@@ -69,11 +96,7 @@ async fn luks_erase_leaves_no_key_slot_that_opens_the_volume() {
         "luksHeaderBackup: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let opens = |args: &[&str]| cryptsetup(args).status.success();
-    assert!(
-        opens(&["open", "--test-passphrase", "--key-file", keyf, img]),
-        "the key opens it before"
-    );
+    assert!(opens(&image, &key), "the key opens it before");
 
     let cfg = WipeConfig {
         strategy: WipeStrategy::LuksErase,
@@ -88,11 +111,61 @@ async fn luks_erase_leaves_no_key_slot_that_opens_the_volume() {
         vec!["/var/lib/disk.img".to_string()],
         "{report:?}"
     );
-    assert!(
-        !opens(&["open", "--test-passphrase", "--key-file", keyf, img]),
-        "no key slot opens it after"
-    );
+    assert!(!opens(&image, &key), "no key slot opens it after");
     assert!(!backup.exists(), "the header backup is destroyed too");
     let dump = String::from_utf8_lossy(&cryptsetup(&["luksDump", img]).stdout).to_string();
     assert!(!dump.contains("0: luks2"), "no keyslot left:\n{dump}");
+}
+
+/// No devices configured: the wipe finds /home's LUKS device through device-mapper's sysfs
+/// (dm-0 named luks-home over vdb) and erases it; the plain root is said to stay readable.
+#[tokio::test]
+async fn luks_erase_with_no_devices_erases_the_device_behind_home() {
+    if !have_cryptsetup() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let image = root.join("dev/vdb");
+    let key = dir.path().join("key");
+    luks_image(&image, &key);
+    let put = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put(
+        "proc/mounts",
+        "/dev/sda1 / ext4 rw 0 0\n/dev/mapper/luks-home /home ext4 rw 0 0\n",
+    );
+    put("sys/block/dm-0/dm/name", "luks-home\n");
+    put("sys/block/dm-0/dm/uuid", "CRYPT-LUKS2-0f1e2d3c-luks-home\n");
+    std::fs::create_dir_all(root.join("sys/block/dm-0/slaves")).unwrap();
+    std::os::unix::fs::symlink("../../vdb", root.join("sys/block/dm-0/slaves/vdb")).unwrap();
+    assert!(opens(&image, &key), "the key opens it before");
+
+    let cfg = WipeConfig {
+        strategy: WipeStrategy::LuksErase,
+        poweroff: false,
+        ..WipeConfig::default()
+    };
+    let report = wipe(&Root::new(&root), &cfg).await.unwrap();
+    assert_eq!(
+        report.erased_devices,
+        vec!["/dev/vdb".to_string()],
+        "{report:?}"
+    );
+    assert_eq!(
+        report.not_encrypted,
+        vec!["/ (/dev/sda1): not encrypted".to_string()]
+    );
+    let summary = report.summary();
+    assert!(
+        summary.contains("key slots erased on /dev/vdb")
+            && summary.contains("user data left readable: / (/dev/sda1)"),
+        "{summary}"
+    );
+    assert!(!opens(&image, &key), "no key slot opens it after");
+    let header = vakt_agent::collect::storage::read_header(&image).unwrap();
+    assert_eq!(header.active_slots, 0, "the header's key slots are gone");
 }

@@ -460,6 +460,13 @@ pub fn storage_to_pb(s: &m::Storage) -> pb::StorageFacts {
         swap: s.swap.iter().map(volume_to_pb).collect(),
         tpm: s.tpm,
         secure_boot: s.secure_boot,
+        wipe: s.wipe.as_ref().map(|w| pb::WipePlan {
+            strategy: match w.strategy {
+                m::WipeStrategy::LuksErase => pb::WipeStrategy::LuksErase,
+                m::WipeStrategy::Paths => pb::WipeStrategy::Paths,
+            } as i32,
+            devices: w.devices.clone(),
+        }),
     }
 }
 
@@ -500,6 +507,21 @@ pub fn storage_from_pb(s: &pb::StorageFacts) -> Result<m::Storage, ConvertError>
             .collect::<Result<_, _>>()?,
         tpm: s.tpm,
         secure_boot: s.secure_boot,
+        wipe: s.wipe.as_ref().map(wipe_from_pb).transpose()?,
+    })
+}
+
+fn wipe_from_pb(w: &pb::WipePlan) -> Result<m::WipePlan, ConvertError> {
+    let strategy = match pb::WipeStrategy::try_from(w.strategy) {
+        Ok(pb::WipeStrategy::LuksErase) => m::WipeStrategy::LuksErase,
+        Ok(pb::WipeStrategy::Paths) => m::WipeStrategy::Paths,
+        Ok(pb::WipeStrategy::Unspecified) | Err(_) => {
+            return Err(enum_err("storage.wipe.strategy", w.strategy));
+        }
+    };
+    Ok(m::WipePlan {
+        strategy,
+        devices: w.devices.clone(),
     })
 }
 
@@ -613,6 +635,10 @@ mod tests {
                 }],
                 tpm: true,
                 secure_boot: false,
+                wipe: Some(m::WipePlan {
+                    strategy: m::WipeStrategy::LuksErase,
+                    devices: vec!["/dev/nvme0n1p3".into()],
+                }),
             },
             errors: vec![m::CollectorError {
                 section: m::SectionKind::Mail,
@@ -660,6 +686,14 @@ mod tests {
         }
         let err = sections_to_report(&s).unwrap_err();
         assert_eq!(err.to_string(), "storage.scheme: unknown value 42");
+        let mut s = report_to_sections(&sample());
+        if let Some(pb::section::Body::Storage(st)) = &mut s[4].body
+            && let Some(w) = &mut st.wipe
+        {
+            w.strategy = 0;
+        }
+        let err = sections_to_report(&s).unwrap_err();
+        assert_eq!(err.to_string(), "storage.wipe.strategy: unknown value 0");
     }
 
     #[test]
@@ -679,6 +713,7 @@ mod tests {
         assert_eq!(root["scheme"], "luks2");
         assert_eq!(root["key_size"], 512);
         assert_eq!(root["key_slots"], 0, "an erased header's 0 slots is shown");
+        assert_eq!(v["storage"]["wipe"]["strategy"], "luks-erase");
         let swap = &v["storage"]["swap"][0];
         assert_eq!(
             swap,

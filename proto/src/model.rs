@@ -279,6 +279,98 @@ pub struct Storage {
     pub tpm: bool,
     /// The firmware booted with Secure Boot enforcing.
     pub secure_boot: bool,
+    /// The wipe the agent is configured for; absent from `collect` without a configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wipe: Option<WipePlan>,
+}
+
+/// How the agent wipes a lost laptop (`[wipe]` in its agent.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipePlan {
+    pub strategy: WipeStrategy,
+    /// `luks-erase`: the configured devices; empty means those behind the user-data mounts,
+    /// found at the moment of the wipe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WipeStrategy {
+    LuksErase,
+    Paths,
+}
+
+/// The mounts that hold user data unless a pack says otherwise: the root file system and the
+/// trees where homes, mail spools, databases and served files live.
+pub const USER_DATA_MOUNTS: [&str; 4] = ["/", "/home", "/var", "/srv"];
+
+/// `mount` is one of `counted` or lies under one (`/home/anna` under `/home`); `/` counts only
+/// itself, or every mount would.
+pub fn counts_as(mount: &str, counted: &[impl AsRef<str>]) -> bool {
+    counted.iter().any(|c| {
+        let c = c.as_ref();
+        mount == c
+            || (c != "/"
+                && mount
+                    .strip_prefix(c)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    })
+}
+
+/// What a crypto-erase of a laptop's user data would reach: the LUKS devices whose key slots
+/// it would erase, and the user data it would leave readable, each said for IT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EraseScope {
+    /// LUKS devices behind user-data mounts and swap, in order, each once.
+    pub luks_devices: Vec<String>,
+    /// User data an erase of those devices leaves readable (`/home (/dev/sdb1): not encrypted`).
+    pub readable: Vec<String>,
+    /// At least one user-data mount was found (a report from a non-Linux agent has none).
+    pub user_data_found: bool,
+}
+
+impl Storage {
+    /// The erase scope over the mounts in `counted` and every swap. A plain dm-crypt swap
+    /// counts as safe: its key is random and gone at power-off. BitLocker, TrueCrypt and plain
+    /// dm-crypt mounts are encrypted but have no LUKS key slots to erase: readable to whoever
+    /// holds their passphrase.
+    pub fn erase_scope(&self, counted: &[impl AsRef<str>]) -> EraseScope {
+        let mut scope = EraseScope::default();
+        for v in self.volumes.iter().filter(|v| counts_as(&v.mount, counted)) {
+            scope.user_data_found = true;
+            for leaf in std::iter::once(v).chain(&v.more_devices) {
+                scope.judge(&v.mount, leaf, false);
+            }
+        }
+        for v in &self.swap {
+            for leaf in std::iter::once(v).chain(&v.more_devices) {
+                scope.judge("swap", leaf, true);
+            }
+        }
+        scope
+    }
+}
+
+impl EraseScope {
+    fn judge(&mut self, what: &str, leaf: &Volume, swap: bool) {
+        let why = match leaf.scheme {
+            Some(CryptScheme::Luks1 | CryptScheme::Luks2) if !leaf.device.is_empty() => {
+                if !self.luks_devices.contains(&leaf.device) {
+                    self.luks_devices.push(leaf.device.clone());
+                }
+                return;
+            }
+            Some(CryptScheme::Plain) if swap => return,
+            Some(CryptScheme::Luks1 | CryptScheme::Luks2) => "LUKS, backing device not known",
+            Some(CryptScheme::Plain) => "plain dm-crypt, no key slots to erase",
+            Some(CryptScheme::Bitlk) => "BitLocker, no LUKS key slots to erase",
+            Some(CryptScheme::Tcrypt) => "TrueCrypt, no LUKS key slots to erase",
+            None => "not encrypted",
+        };
+        self.readable
+            .push(format!("{what} ({}): {why}", leaf.device));
+    }
 }
 
 /// The encryption layer under a volume, as device-mapper names it (`CRYPT-LUKS2-…`).
@@ -331,4 +423,63 @@ pub struct Volume {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vol(mount: &str, device: &str, scheme: Option<CryptScheme>) -> Volume {
+        Volume {
+            mount: mount.into(),
+            device: device.into(),
+            encrypted: scheme.is_some(),
+            scheme,
+            ..Volume::default()
+        }
+    }
+
+    #[test]
+    fn user_data_mounts_count_with_their_subtrees_but_root_only_itself() {
+        assert!(counts_as("/", &USER_DATA_MOUNTS));
+        assert!(counts_as("/home/anna", &USER_DATA_MOUNTS));
+        assert!(!counts_as("/homes", &USER_DATA_MOUNTS));
+        assert!(!counts_as("/boot", &USER_DATA_MOUNTS));
+        assert!(!counts_as("/media/usb", &USER_DATA_MOUNTS));
+    }
+
+    /// LUKS devices once each (a swap file on the root volume is the root's device), a plain
+    /// random-key swap is safe, a plain /home and a BitLocker /srv are said.
+    #[test]
+    fn erase_scope_names_devices_and_what_stays_readable() {
+        let luks = Some(CryptScheme::Luks2);
+        let s = Storage {
+            volumes: vec![
+                vol("/", "/dev/nvme0n1p3", luks),
+                vol("/boot", "/dev/nvme0n1p1", None),
+                vol("/home", "/dev/sdb1", None),
+                vol("/srv", "/dev/sdc1", Some(CryptScheme::Bitlk)),
+            ],
+            swap: vec![
+                vol("", "/dev/nvme0n1p3", luks),
+                vol("", "/dev/nvme0n1p2", Some(CryptScheme::Plain)),
+            ],
+            ..Storage::default()
+        };
+        let scope = s.erase_scope(&USER_DATA_MOUNTS);
+        assert_eq!(scope.luks_devices, vec!["/dev/nvme0n1p3".to_string()]);
+        assert_eq!(
+            scope.readable,
+            vec![
+                "/home (/dev/sdb1): not encrypted".to_string(),
+                "/srv (/dev/sdc1): BitLocker, no LUKS key slots to erase".to_string(),
+            ]
+        );
+        assert!(scope.user_data_found);
+        assert!(
+            !Storage::default()
+                .erase_scope(&USER_DATA_MOUNTS)
+                .user_data_found
+        );
+    }
 }

@@ -27,6 +27,7 @@ pub mod people;
 pub mod pki;
 pub mod policy;
 pub mod preauth;
+pub mod readiness;
 pub mod redact;
 pub mod server;
 pub mod signing;

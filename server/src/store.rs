@@ -566,6 +566,19 @@ impl Store {
             })
             .collect()
     }
+
+    /// The latest stored section of one kind for a device (one read, no scan).
+    pub fn section(
+        &self,
+        device_id: &str,
+        kind: pb::SectionKind,
+    ) -> Result<Option<pb::Section>, StoreError> {
+        let key = section_key(device_id, kind as i32);
+        self.sections
+            .get(&key)?
+            .map(|v| decode("sections", &key, &v))
+            .transpose()
+    }
 }
 
 /// The head of a stored section: prost skips the body and errors without building them, so

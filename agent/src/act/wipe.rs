@@ -1,7 +1,9 @@
 //! Wiping a lost laptop, by the strategy its config names:
 //! - `luks-erase`: `cryptsetup erase` on each configured LUKS device (every key slot is wiped,
 //!   so no passphrase opens the volume again), then the header backups are overwritten and
-//!   removed, then the machine powers off.
+//!   removed, then the machine powers off. With no devices configured, the devices are found
+//!   at the moment of the wipe by the storage probe: the LUKS devices behind `/`, `/home`,
+//!   `/var`, `/srv` and swap; the result names the user data that was not encrypted.
 //! - `paths`: the configured paths are removed by handle (`tree.rs`: never following a
 //!   symlink, whatever a user swaps in meanwhile), never crossing into another file system or
 //!   mount (a mounted backup disk under a home directory is left alone and reported). Removal
@@ -12,9 +14,10 @@
 
 mod tree;
 
-use crate::collect::Root;
+use crate::collect::{Root, storage};
 use crate::config::{WipeConfig, WipeStrategy};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use vakt_proto::model::USER_DATA_MOUNTS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WipeError {
@@ -27,6 +30,9 @@ pub enum WipeError {
     Cryptsetup { device: String, message: String },
     #[error("wipe: nothing configured ({0})")]
     NothingConfigured(&'static str),
+    /// No `devices` configured and none of the user-data mounts or swaps is on LUKS.
+    #[error("wipe: no LUKS device behind the user-data mounts or swap to erase{0}")]
+    NothingToErase(String),
     #[error("wipe: the removal stopped unexpectedly: {0}")]
     Task(String),
 }
@@ -39,6 +45,8 @@ pub const MAX_ERRORS: usize = 20;
 pub struct WipeReport {
     pub removed: u64,
     pub erased_devices: Vec<String>,
+    /// User data a crypto-erase did not reach: not encrypted, or not with LUKS key slots.
+    pub not_encrypted: Vec<String>,
     /// Directories left alone because they are another file system.
     pub skipped_mounts: Vec<String>,
     pub errors: Vec<String>,
@@ -65,6 +73,12 @@ impl WipeReport {
             parts.push(format!(
                 "key slots erased on {}",
                 self.erased_devices.join(", ")
+            ));
+        }
+        if !self.not_encrypted.is_empty() {
+            parts.push(format!(
+                "user data left readable: {}",
+                self.not_encrypted.join(", ")
             ));
         }
         if self.removed > 0 {
@@ -118,10 +132,12 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
             .map_err(|e| WipeError::Task(e.to_string()))?;
         }
         WipeStrategy::LuksErase => {
-            if cfg.devices.is_empty() {
-                return Err(WipeError::NothingConfigured("devices"));
-            }
-            for d in &cfg.devices {
+            let devices = if cfg.devices.is_empty() {
+                discover(root, &mut report).await?
+            } else {
+                cfg.devices.clone()
+            };
+            for d in &devices {
                 let real = root.join(d);
                 let out = tokio::process::Command::new("cryptsetup")
                     .args(["erase", "--batch-mode"])
@@ -152,8 +168,7 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
             }
             if report.erased_devices.is_empty() {
                 return Err(WipeError::Cryptsetup {
-                    device: cfg
-                        .devices
+                    device: devices
                         .iter()
                         .map(|d| d.display().to_string())
                         .collect::<Vec<_>>()
@@ -164,6 +179,29 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
         }
     }
     Ok(report)
+}
+
+/// The LUKS devices behind the user-data mounts and swap, found now by the storage probe under
+/// `root` (the same reading the report makes, so no lsblk or cryptsetup for facts). What stays
+/// readable, and what the probe could not read, goes into the result.
+async fn discover(root: &Root, report: &mut WipeReport) -> Result<Vec<PathBuf>, WipeError> {
+    let probe_root = root.clone();
+    let found = tokio::task::spawn_blocking(move || storage::collect(&probe_root))
+        .await
+        .map_err(|e| WipeError::Task(e.to_string()))?;
+    for e in found.errors {
+        report.error(format!("{}: {}", e.source, e.message));
+    }
+    let scope = found.value.erase_scope(&USER_DATA_MOUNTS);
+    report.not_encrypted = scope.readable;
+    if scope.luks_devices.is_empty() {
+        let readable = match report.not_encrypted.as_slice() {
+            [] => String::new(),
+            r => format!(" (left readable: {})", r.join(", ")),
+        };
+        return Err(WipeError::NothingToErase(readable));
+    }
+    Ok(scope.luks_devices.into_iter().map(PathBuf::from).collect())
 }
 
 /// Overwrites a file with zeros, syncs and removes it.
@@ -224,17 +262,27 @@ mod tests {
         assert!(r.errors.is_empty(), "{r:?}");
     }
 
+    /// No devices configured and no LUKS behind the user-data mounts: an error that names what
+    /// stays readable, and cryptsetup is never run.
     #[tokio::test]
-    async fn nothing_configured_is_an_error() {
+    async fn luks_erase_with_nothing_encrypted_is_an_error_naming_what_is_readable() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/mounts"),
+            "/dev/sda1 / ext4 rw 0 0\n/dev/sda2 /boot ext4 rw 0 0\n",
+        )
+        .unwrap();
         let cfg = WipeConfig {
             strategy: WipeStrategy::LuksErase,
             ..WipeConfig::default()
         };
-        assert!(matches!(
-            wipe(&Root::new(dir.path()), &cfg).await,
-            Err(WipeError::NothingConfigured("devices"))
-        ));
+        let err = wipe(&Root::new(dir.path()), &cfg).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "wipe: no LUKS device behind the user-data mounts or swap to erase \
+             (left readable: / (/dev/sda1): not encrypted)"
+        );
     }
 
     fn paths_cfg(paths: &[&str]) -> WipeConfig {

@@ -156,6 +156,8 @@ pub struct Collector {
     mail: family::Family<(), vakt_proto::model::MailSettings>,
     /// Block devices can hang (a failing disk): a family with a deadline like the others.
     storage: family::Family<(), vakt_proto::model::Storage>,
+    /// The configured wipe, told to the server in the storage section (wipe readiness).
+    wipe: Option<vakt_proto::model::WipePlan>,
 }
 
 impl Collector {
@@ -192,7 +194,15 @@ impl Collector {
                 (),
                 Arc::new(|_: &mut (), root: &Root| storage::collect(root)),
             ),
+            wipe: None,
         }
+    }
+
+    /// Reports `plan` in every storage section: the server judges what a wipe would leave
+    /// readable from it and the volumes.
+    pub fn with_wipe(mut self, plan: vakt_proto::model::WipePlan) -> Self {
+        self.wipe = Some(plan);
+        self
     }
 
     pub fn root(&self) -> &Root {
@@ -219,6 +229,7 @@ impl Collector {
         report.errors.extend(mail.errors);
         let storage = self.storage.finish(deadline);
         report.storage = storage.value;
+        report.storage.wipe = self.wipe.clone();
         report.errors.extend(storage.errors);
         report.errors = limits::fold_errors(report.errors);
         limits::fit(&mut report, limits::MAX_REPORT_BYTES);

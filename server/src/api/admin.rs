@@ -220,7 +220,31 @@ impl AdminApi {
         if let Err(e) = super::admin_identity::identity_view(self, &rec, &mut d) {
             tracing::warn!(device = %d.id, "identity view: {}", e.message());
         }
+        d.wipe_readiness = Some(self.wipe_readiness(&d.id));
         d
+    }
+
+    /// What a wipe of the device would achieve now, from its latest storage section (one
+    /// read). A store error makes it `unknown` with the reason: a view never fails for it.
+    fn wipe_readiness(&self, device_id: &str) -> pb::WipeReadiness {
+        match self
+            .state
+            .store
+            .section(device_id, pb::SectionKind::Storage)
+        {
+            Ok(s) => crate::readiness::from_section(s.as_ref()).to_pb(),
+            Err(e) => {
+                tracing::warn!(device = %device_id, "storage section: {e}");
+                crate::readiness::Readiness::Unknown(format!("the store could not be read: {e}"))
+                    .to_pb()
+            }
+        }
+    }
+
+    /// A loss case as shown: with what a wipe would achieve now (never stored in the case).
+    fn loss_view(&self, mut case: pb::LossCase) -> pb::LossCase {
+        case.wipe_readiness = Some(self.wipe_readiness(&case.device_id));
+        case
     }
 }
 
@@ -465,7 +489,7 @@ impl AdminService for AdminApi {
         .map_err(internal)?;
         stages.lap("notify");
         stages.warn_if_slower_than(std::time::Duration::from_millis(100), "loss report", &d.id);
-        Ok(Response::new(case))
+        Ok(Response::new(self.loss_view(case)))
     }
 
     async fn update_loss(
@@ -543,7 +567,9 @@ impl AdminService for AdminApi {
         req: Request<pb::GetLossRequest>,
     ) -> Result<Response<pb::LossCase>, Status> {
         self.authorize(&req, pb::Role::Viewer)?;
-        Ok(Response::new(self.case_for(&req.get_ref().device)?))
+        Ok(Response::new(
+            self.loss_view(self.case_for(&req.get_ref().device)?),
+        ))
     }
 
     async fn list_losses(
@@ -559,6 +585,7 @@ impl AdminService for AdminApi {
             .map_err(internal)?
             .into_iter()
             .filter(|c| c.open || !open_only)
+            .map(|c| self.loss_view(c))
             .collect();
         cases.sort_by(|a, b| b.opened_ms.cmp(&a.opened_ms).then(b.id.cmp(&a.id)));
         Ok(Response::new(pb::ListLossesResponse { cases }))

@@ -644,6 +644,17 @@ async fn real_main() -> anyhow::Result<()> {
                     .into_inner(),
             };
             tokens::warn_if_one_admin_person(&mut c).await;
+            // What the wipe will and will not do, for the requester and for the approver.
+            let readiness = c
+                .get_device(pb::GetDeviceRequest {
+                    id: info.device_id.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .device
+                .and_then(|d| d.wipe_readiness);
+            eprintln!("wipe readiness: {}", readiness_line(readiness.as_ref()));
             match cmd {
                 WipeCmd::Request { .. } => {
                     // The id alone on stdout, so a script can hand it to the approver.
@@ -1040,6 +1051,10 @@ async fn loss(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 for w in &case.wipe_command_ids {
                     outln!("wipe        {w}");
                 }
+                outln!(
+                    "a wipe     {}",
+                    readiness_line(case.wipe_readiness.as_ref())
+                );
                 print_checklist(&case);
             }
         }
@@ -1132,6 +1147,8 @@ fn loss_json(c: &pb::LossCase) -> Value {
         "wipe_commands": c.wipe_command_ids,
         "notes": c.notes,
         "checklist": steps,
+        "wipe_readiness": readiness_name(c.wipe_readiness.as_ref()),
+        "wipe_readable": c.wipe_readiness.as_ref().map(|w| w.readable.clone()).unwrap_or_default(),
     })
 }
 
@@ -1192,7 +1209,22 @@ fn device_json(d: &pb::Device) -> Value {
         "shares_hardware_with": d.shares_hardware_with,
         "cert_expires_at": rfc3339_ms(d.cert_expires_at_ms),
         "command_key_generation": d.command_key_generation,
+        "wipe_readiness": readiness_name(d.wipe_readiness.as_ref()),
+        "wipe_readable": d.wipe_readiness.as_ref().map(|w| w.readable.clone()).unwrap_or_default(),
     })
+}
+
+/// `wipe_readiness` as INTERFACE.md names it; a server that predates it says nothing: unknown.
+fn readiness_name(w: Option<&pb::WipeReadiness>) -> &str {
+    w.map_or("unknown", |w| w.state.as_str())
+}
+
+/// The readiness and what a wipe would leave readable, on one line for people.
+fn readiness_line(w: Option<&pb::WipeReadiness>) -> String {
+    match w.map(|w| w.readable.as_slice()) {
+        Some(r) if !r.is_empty() => format!("{} ({})", readiness_name(w), r.join("; ")),
+        _ => readiness_name(w).to_string(),
+    }
 }
 
 fn print_devices(list: &[pb::Device]) {
@@ -1201,21 +1233,23 @@ fn print_devices(list: &[pb::Device]) {
         return;
     }
     outln!(
-        "{:<21} {:<24} {:<8} {:<21} {:<4} ASSIGNED TO",
+        "{:<21} {:<24} {:<8} {:<21} {:<4} {:<12} ASSIGNED TO",
         "ID",
         "HOSTNAME",
         "STATE",
         "LAST SEEN",
-        "LINK"
+        "LINK",
+        "WIPE"
     );
     for d in list {
         outln!(
-            "{:<21} {:<24} {:<8} {:<21} {:<4} {}{}",
+            "{:<21} {:<24} {:<8} {:<21} {:<4} {:<12} {}{}",
             d.id,
             d.hostname,
             device_state_name(d.state),
             rfc3339_ms(d.last_seen_ms),
             if d.connected { "up" } else { "-" },
+            readiness_name(d.wipe_readiness.as_ref()),
             d.assigned_to,
             shared_marker(d)
         );
@@ -1322,6 +1356,7 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
         if r.storage.tpm { "yes" } else { "no" },
         if r.storage.secure_boot { "on" } else { "off" }
     );
+    outln!("wipe        {}", readiness_line(d.wipe_readiness.as_ref()));
     for v in r.storage.volumes.iter().chain(&r.storage.swap) {
         outln!(
             "  {:<9} {:<16} {} {}",

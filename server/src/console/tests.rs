@@ -129,6 +129,33 @@ fn laptop_report() -> model::Report {
     }
 }
 
+/// Root on LUKS2, /home plain, and an agent that erases the LUKS devices it finds: a wipe
+/// would be `partial`.
+fn half_encrypted(mut report: model::Report) -> model::Report {
+    report.storage = model::Storage {
+        volumes: vec![
+            model::Volume {
+                mount: "/".into(),
+                device: "/dev/nvme0n1p3".into(),
+                encrypted: true,
+                scheme: Some(model::CryptScheme::Luks2),
+                ..Default::default()
+            },
+            model::Volume {
+                mount: "/home".into(),
+                device: "/dev/sdb1".into(),
+                ..Default::default()
+            },
+        ],
+        wipe: Some(model::WipePlan {
+            strategy: model::WipeStrategy::LuksErase,
+            devices: Vec::new(),
+        }),
+        ..Default::default()
+    };
+    report
+}
+
 #[derive(Debug)]
 struct Resp {
     status: u16,
@@ -462,7 +489,7 @@ async fn roles_and_validation_are_the_admin_apis() {
 #[tokio::test]
 async fn the_device_page_shows_the_report_escaped() {
     let f = start(Transport::Plain).await;
-    let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
+    let id = seed_device(&f.state, "lap-anna", &half_encrypted(laptop_report())).await;
     let (mut c, _) = logged_in(&f, &f.admin).await;
     let list = c.get("/devices?state=active&q=lap").await;
     assert!(list.body.contains(&format!("href=\"/devices/{id}\"")));
@@ -479,6 +506,11 @@ async fn the_device_page_shows_the_report_escaped() {
     assert!(b.contains("&#60;script&#62;") || b.contains("&lt;script&gt;"));
     assert!(!b.contains("<script>"), "report text never becomes markup");
     assert!(b.contains("1,0 MiB"), "roaming data in Swedish notation");
+    assert!(
+        b.contains("data-readiness=\"partial\""),
+        "what a wipe would do"
+    );
+    assert!(b.contains("/home (/dev/sdb1): not encrypted"));
     let filtered = c.get(&format!("/devices/{id}?source=os-vendor")).await;
     assert!(filtered.body.contains("0 av 1 program"));
 }
@@ -529,7 +561,7 @@ async fn logout_ends_the_session_on_the_server() {
 #[tokio::test]
 async fn the_loss_procedure_runs_through_the_forms() {
     let f = start(Transport::Plain).await;
-    let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
+    let id = seed_device(&f.state, "lap-anna", &half_encrypted(laptop_report())).await;
     let (mut c, _) = logged_in(&f, &f.admin).await;
     let loss = format!("/devices/{id}/loss");
     let csrf = c.csrf().await;
@@ -544,6 +576,10 @@ async fn the_loss_procedure_runs_through_the_forms() {
     assert!(page.body.contains("Förlustärende loss-"), "the notice");
     assert!(page.body.contains("förlorad"));
     assert_eq!(page.body.matches("data-done=\"false\"").count(), 4);
+    assert!(
+        page.body.contains("data-readiness=\"partial\""),
+        "the approver sees what a wipe would do"
+    );
     assert!(page.body.contains("data-state=\"pending\""), "lock queued");
     // A second report while the case is open: the API's refusal, as a page.
     let r = c.post(&loss, &[("csrf", &csrf)]).await;

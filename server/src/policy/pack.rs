@@ -587,6 +587,7 @@ mail_domains = ["sorsele.se"]
             ),
             ("mail-signature", MailSignature, "9", Severity::Warning),
             ("checkin-overdue", CheckinOverdue, "8.1", Severity::Warning),
+            ("disk-encryption", DiskEncryption, "8.1", Severity::Notice),
         ];
         assert_eq!(pack.rules.len(), expected.len());
         for (id, kind, section, severity) in expected {
@@ -661,7 +662,7 @@ params = {{ days = "14" }}
             [
                 "p.toml:7:1: unknown key `colour` in the pack (expected one of: organisation, document, reference, version, home_mccs, mail_domains, approved_mail_hosts, rule)",
                 "p.toml:8:1: unknown key `home_country` in the pack (expected one of: organisation, document, reference, version, home_mccs, mail_domains, approved_mail_hosts, rule)",
-                "p.toml:12:8: unknown rule kind `mail-auto-forward-externall` (expected one of: software-source, mail-auto-forward-external, mail-transport-encryption, mail-signature, mobile-data-abroad, mobile-broadband-abroad-private, private-travel-approval, equipment-return, checkin-overdue)",
+                "p.toml:12:8: unknown rule kind `mail-auto-forward-externall` (expected one of: software-source, mail-auto-forward-external, mail-transport-encryption, mail-signature, mobile-data-abroad, mobile-broadband-abroad-private, private-travel-approval, equipment-return, checkin-overdue, disk-encryption)",
                 "p.toml:20:6: duplicate rule id `fwd` (first used on line 11)",
                 "p.toml:23:12: unknown severity `fatal` (expected one of: violation, warning, notice)",
                 "p.toml:24:22: `tablet` is not a valid value for `devices` (expected one of: laptop, phone)",
@@ -770,6 +771,26 @@ approved_mail_hosts = ["*.", "imap.sorsele.se"]
                 "software-source",
                 "allowed = [\"store\", \"store\"]",
                 "p.toml:16:21: `store` is listed twice in `allowed`",
+            ),
+            (
+                "disk-encryption",
+                "mounts = [\"/\", \"home\"]",
+                "p.toml:16:16: `home` in `mounts` is not a mount point (an absolute path such as /home)",
+            ),
+            (
+                "disk-encryption",
+                "mounts = [\"/home\", \"/home/\"]",
+                "p.toml:16:20: `/home/` is listed twice in `mounts`",
+            ),
+            (
+                "disk-encryption",
+                "mounts = []",
+                "p.toml:16:10: `mounts` must name at least one mount point",
+            ),
+            (
+                "disk-encryption",
+                "swap = \"no\"",
+                "p.toml:16:8: `swap` must be true or false, not a string",
             ),
         ];
         for (kind, params, want) in cases {

@@ -16,6 +16,7 @@ use super::{
 };
 
 pub mod checkin_overdue;
+pub mod disk_encryption;
 pub mod equipment_return;
 pub mod mail_auto_forward_external;
 pub mod mail_signature;
@@ -40,10 +41,11 @@ pub enum RuleKind {
     PrivateTravelApproval,
     EquipmentReturn,
     CheckinOverdue,
+    DiskEncryption,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 9] = [
+    pub const ALL: [RuleKind; 10] = [
         Self::SoftwareSource,
         Self::MailAutoForwardExternal,
         Self::MailTransportEncryption,
@@ -53,6 +55,7 @@ impl RuleKind {
         Self::PrivateTravelApproval,
         Self::EquipmentReturn,
         Self::CheckinOverdue,
+        Self::DiskEncryption,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl RuleKind {
             Self::PrivateTravelApproval => "private-travel-approval",
             Self::EquipmentReturn => "equipment-return",
             Self::CheckinOverdue => "checkin-overdue",
+            Self::DiskEncryption => "disk-encryption",
         }
     }
 
@@ -85,6 +89,7 @@ impl RuleKind {
             | Self::MobileBroadbandAbroadPrivate
             | Self::PrivateTravelApproval => &[SectionKind::Roaming],
             Self::EquipmentReturn | Self::CheckinOverdue => &[],
+            Self::DiskEncryption => &[SectionKind::Storage],
         }
     }
 
@@ -129,6 +134,10 @@ impl RuleKind {
             Self::CheckinOverdue => (
                 "Enheten har inte rapporterat",
                 "The device has not reported",
+            ),
+            Self::DiskEncryption => (
+                "Data som går att läsa om enheten kommer bort",
+                "Data readable if the device is lost",
             ),
         }
     }
@@ -197,6 +206,12 @@ impl RuleKind {
                 "Check with the employee that the device is still there and in use. If it has \
                  been lost, report the loss as section 8.1 requires.",
             ),
+            Self::DiskEncryption => (
+                "Ingen åtgärd krävs av policyn. Ska en förlorad dator kunna raderas så att \
+                 ingenting går att läsa, be IT installera om den med krypterad disk.",
+                "The policy requires no action. For a lost laptop to be wiped so that nothing \
+                 can be read, ask IT to reinstall it with an encrypted disk.",
+            ),
         }
     }
 
@@ -221,6 +236,7 @@ impl RuleKind {
             .concat(),
             Self::EquipmentReturn => equipment_return::PLACEHOLDERS.to_vec(),
             Self::CheckinOverdue => checkin_overdue::PLACEHOLDERS.to_vec(),
+            Self::DiskEncryption => disk_encryption::PLACEHOLDERS.to_vec(),
         }
     }
 
@@ -236,6 +252,7 @@ impl RuleKind {
             Self::PrivateTravelApproval => &[],
             Self::EquipmentReturn => equipment_return::KEYS,
             Self::CheckinOverdue => checkin_overdue::KEYS,
+            Self::DiskEncryption => disk_encryption::KEYS,
         }
     }
 }
@@ -267,6 +284,7 @@ pub enum Params {
     PrivateTravelApproval(private_travel_approval::Params),
     EquipmentReturn(equipment_return::Params),
     CheckinOverdue(checkin_overdue::Params),
+    DiskEncryption(disk_encryption::Params),
 }
 
 impl Params {
@@ -281,6 +299,7 @@ impl Params {
             Self::PrivateTravelApproval(_) => RuleKind::PrivateTravelApproval,
             Self::EquipmentReturn(_) => RuleKind::EquipmentReturn,
             Self::CheckinOverdue(_) => RuleKind::CheckinOverdue,
+            Self::DiskEncryption(_) => RuleKind::DiskEncryption,
         }
     }
 
@@ -316,6 +335,7 @@ impl Params {
                 equipment_return::parse(&mut f, d).map(Self::EquipmentReturn)
             }
             RuleKind::CheckinOverdue => checkin_overdue::parse(&mut f, d).map(Self::CheckinOverdue),
+            RuleKind::DiskEncryption => disk_encryption::parse(&mut f, d).map(Self::DiskEncryption),
         };
         f.finish(d, kind.param_keys());
         params.filter(|_| d.len() == before)
@@ -457,6 +477,7 @@ pub(crate) fn run(
         Params::PrivateTravelApproval(p) => private_travel_approval::evaluate(p, &input),
         Params::EquipmentReturn(p) => equipment_return::evaluate(p, &input),
         Params::CheckinOverdue(p) => checkin_overdue::evaluate(p, &input),
+        Params::DiskEncryption(p) => disk_encryption::evaluate(p, &input),
     };
     let kind = rule.kind();
     let complete = kind

@@ -1,0 +1,237 @@
+//! Wipe readiness (policy 8.1, issue 19): before two admins approve a wipe of a lost laptop,
+//! what would the wipe achieve? A pure judgement of the latest storage section and the wipe
+//! plan its agent reports:
+//! - `crypto-erase`: every user-data mount (`/`, `/home`, `/var`, `/srv`) and every swap is
+//!   encrypted, and the strategy erases the LUKS key slots behind all of them;
+//! - `partial`: some of it is not (said which: not encrypted, not LUKS, not configured);
+//! - `files-only`: the `paths` strategy unlinks files, whose contents stay recoverable;
+//! - `unknown`: no storage section yet, or an agent that does not report its wipe plan.
+
+use vakt_proto::model::{Storage, USER_DATA_MOUNTS, WipePlan, WipeStrategy};
+use vakt_proto::pb;
+
+/// What a wipe of one device would achieve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    CryptoErase,
+    /// The user data a crypto-erase would leave readable, each with why.
+    Partial(Vec<String>),
+    FilesOnly,
+    /// Why it cannot be judged.
+    Unknown(String),
+}
+
+impl Readiness {
+    /// The name INTERFACE.md gives it (`wipe_readiness`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CryptoErase => "crypto-erase",
+            Self::Partial(_) => "partial",
+            Self::FilesOnly => "files-only",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+
+    pub fn to_pb(&self) -> pb::WipeReadiness {
+        let readable = match self {
+            Self::Partial(r) => r.clone(),
+            Self::Unknown(why) => vec![why.clone()],
+            Self::CryptoErase | Self::FilesOnly => Vec::new(),
+        };
+        pb::WipeReadiness {
+            state: self.name().to_string(),
+            readable,
+        }
+    }
+}
+
+/// Judges a device's wipe from its latest storage section (`None`: none stored yet) and the
+/// wipe plan its agent reports (`None`: an agent that does not say).
+pub fn wipe_readiness(storage: Option<&Storage>, plan: Option<&WipePlan>) -> Readiness {
+    let Some(storage) = storage else {
+        return Readiness::Unknown("no storage section reported yet".into());
+    };
+    let Some(plan) = plan else {
+        return Readiness::Unknown("the agent does not report its wipe strategy".into());
+    };
+    if plan.strategy == WipeStrategy::Paths {
+        return Readiness::FilesOnly;
+    }
+    let scope = storage.erase_scope(&USER_DATA_MOUNTS);
+    if !scope.user_data_found {
+        return Readiness::Unknown("no user-data mount (/, /home, /var, /srv) reported".into());
+    }
+    let mut readable = scope.readable;
+    // Listed devices replace discovery: a LUKS device not listed keeps its key slots.
+    if !plan.devices.is_empty() {
+        for d in scope.luks_devices {
+            if !plan.devices.contains(&d) {
+                readable.push(format!("{d}: LUKS, not among the configured wipe devices"));
+            }
+        }
+    }
+    if readable.is_empty() {
+        Readiness::CryptoErase
+    } else {
+        Readiness::Partial(readable)
+    }
+}
+
+/// The readiness of a device from its stored storage section; a section that does not decode
+/// is `unknown` with the reason, never an error for the caller's view.
+pub fn from_section(section: Option<&pb::Section>) -> Readiness {
+    let Some(pb::section::Body::Storage(st)) = section.and_then(|s| s.body.as_ref()) else {
+        return wipe_readiness(None, None);
+    };
+    match vakt_proto::convert::storage_from_pb(st) {
+        Ok(s) => wipe_readiness(Some(&s), s.wipe.as_ref()),
+        Err(e) => Readiness::Unknown(format!("the stored storage section does not read: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vakt_proto::model::{CryptScheme, Volume};
+
+    fn vol(mount: &str, device: &str, scheme: Option<CryptScheme>) -> Volume {
+        Volume {
+            mount: mount.into(),
+            device: device.into(),
+            encrypted: scheme.is_some(),
+            scheme,
+            ..Volume::default()
+        }
+    }
+
+    const LUKS: Option<CryptScheme> = Some(CryptScheme::Luks2);
+
+    fn storage(volumes: Vec<Volume>, swap: Vec<Volume>) -> Storage {
+        Storage {
+            volumes,
+            swap,
+            ..Storage::default()
+        }
+    }
+
+    fn plan(strategy: WipeStrategy, devices: &[&str]) -> WipePlan {
+        WipePlan {
+            strategy,
+            devices: devices.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn readiness_table() {
+        use WipeStrategy::{LuksErase, Paths};
+        let all_encrypted = storage(
+            vec![
+                vol("/", "/dev/nvme0n1p3", LUKS),
+                vol("/boot", "/dev/nvme0n1p1", None),
+                vol("/home", "/dev/nvme0n1p4", LUKS),
+            ],
+            vec![vol("", "/dev/nvme0n1p2", Some(CryptScheme::Plain))],
+        );
+        let home_plain = storage(
+            vec![
+                vol("/", "/dev/nvme0n1p3", LUKS),
+                vol("/home", "/dev/sdb1", None),
+            ],
+            vec![vol("", "/dev/nvme0n1p2", None)],
+        );
+        let lvm_on_two = storage(
+            vec![Volume {
+                // As the probe reports it: the volume is encrypted only if every device is.
+                encrypted: false,
+                more_devices: vec![vol("", "/dev/sdb1", None)],
+                ..vol("/", "/dev/sda2", LUKS)
+            }],
+            vec![],
+        );
+        let nothing = Storage::default();
+        let partial = |r: &[&str]| Readiness::Partial(r.iter().map(|s| s.to_string()).collect());
+        let unknown = |r: &str| Readiness::Unknown(r.to_string());
+        let cases: Vec<(&str, Option<&Storage>, Option<WipePlan>, Readiness)> = vec![
+            (
+                "no storage section",
+                None,
+                Some(plan(LuksErase, &[])),
+                unknown("no storage section reported yet"),
+            ),
+            (
+                "no plan reported",
+                Some(&all_encrypted),
+                None,
+                unknown("the agent does not report its wipe strategy"),
+            ),
+            (
+                "everything encrypted, devices discovered",
+                Some(&all_encrypted),
+                Some(plan(LuksErase, &[])),
+                Readiness::CryptoErase,
+            ),
+            (
+                "everything encrypted, both devices configured",
+                Some(&all_encrypted),
+                Some(plan(LuksErase, &["/dev/nvme0n1p3", "/dev/nvme0n1p4"])),
+                Readiness::CryptoErase,
+            ),
+            (
+                "a configured list that misses /home's device",
+                Some(&all_encrypted),
+                Some(plan(LuksErase, &["/dev/nvme0n1p3"])),
+                partial(&["/dev/nvme0n1p4: LUKS, not among the configured wipe devices"]),
+            ),
+            (
+                "root encrypted, /home and swap plain",
+                Some(&home_plain),
+                Some(plan(LuksErase, &[])),
+                partial(&[
+                    "/home (/dev/sdb1): not encrypted",
+                    "swap (/dev/nvme0n1p2): not encrypted",
+                ]),
+            ),
+            (
+                "LVM over a LUKS and a plain partition",
+                Some(&lvm_on_two),
+                Some(plan(LuksErase, &[])),
+                partial(&["/ (/dev/sdb1): not encrypted"]),
+            ),
+            (
+                "paths strategy on an encrypted disk",
+                Some(&all_encrypted),
+                Some(plan(Paths, &[])),
+                Readiness::FilesOnly,
+            ),
+            (
+                "no user-data mount (a Mac)",
+                Some(&nothing),
+                Some(plan(LuksErase, &[])),
+                unknown("no user-data mount (/, /home, /var, /srv) reported"),
+            ),
+        ];
+        for (name, s, p, want) in cases {
+            assert_eq!(wipe_readiness(s, p.as_ref()), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn from_a_stored_section_and_names() {
+        let s = Storage {
+            wipe: Some(plan(WipeStrategy::LuksErase, &[])),
+            ..storage(vec![vol("/", "/dev/sda2", LUKS)], vec![])
+        };
+        let section = pb::Section {
+            kind: pb::SectionKind::Storage as i32,
+            body: Some(pb::section::Body::Storage(
+                vakt_proto::convert::storage_to_pb(&s),
+            )),
+            ..pb::Section::default()
+        };
+        assert_eq!(from_section(Some(&section)), Readiness::CryptoErase);
+        assert_eq!(from_section(None).name(), "unknown");
+        let p = Readiness::Partial(vec!["/home (/dev/sdb1): not encrypted".into()]).to_pb();
+        assert_eq!(p.state, "partial");
+        assert_eq!(p.readable, vec!["/home (/dev/sdb1): not encrypted"]);
+    }
+}
