@@ -30,6 +30,8 @@ pub struct User {
     pub role: pb::Role,
     /// How the audit log names this admin (the token's name and id), for the logout entry.
     pub audit_name: String,
+    /// The token was minted for this session by single sign-on and ends with it.
+    pub sso: bool,
 }
 
 /// A notice shown once on the next page (after a form did what it was asked).
@@ -232,6 +234,7 @@ mod tests {
             name: "it".into(),
             role: pb::Role::Admin,
             audit_name: "token:it:x".into(),
+            sso: false,
         }
     }
 
