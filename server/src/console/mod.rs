@@ -629,4 +629,6 @@ async fn not_found(a: Authed) -> Response {
 }
 
 #[cfg(test)]
+mod oidc_tests;
+#[cfg(test)]
 mod tests;
