@@ -6,6 +6,7 @@
 //! the flags this machine needs (no sandbox as root, no background networking: the network is
 //! closed) and a fresh profile directory of its own.
 
+use crate::free_port;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,13 +59,6 @@ pub struct Browser {
     base: String,
     http: ureq::Agent,
     _profile: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl Browser {
