@@ -35,10 +35,10 @@ fn sign_in(b: &Browser, console: &str, sub: &str) {
     );
     let field = b.find("input[name=sub]");
     b.submit_typing(&field, sub);
-    // The callback's page moves on by itself (a meta refresh) once the session is set.
+    // A successful callback's page moves on by itself (a meta refresh) once the session is
+    // set; a refusal stays on the callback's URL with the login page.
     wait_for("the console after sign-in", Duration::from_secs(20), || {
-        let url = b.current_url();
-        url.starts_with(console) && !url.contains("/login/oidc")
+        b.current_url().starts_with(console) && !b.source().contains("http-equiv=\"refresh\"")
     });
 }
 
