@@ -12,7 +12,7 @@
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vakt_tests::webdriver::{self, Browser};
+use vakt_tests::webdriver::{self, Browser, forged_post};
 use vakt_tests::{TestAgent, TestServer, free_port, oidc, tools_required, wait_for};
 
 fn artifacts() -> PathBuf {
@@ -47,44 +47,10 @@ fn log_out(b: &Browser) {
     b.click_through(&button);
 }
 
-fn has_session(b: &Browser) -> bool {
-    b.cookies().iter().any(|c| {
-        c["name"]
-            .as_str()
-            .is_some_and(|n| n.ends_with("vakt_session"))
-    })
-}
-
 /// A form a browser would not send, with the browser's session cookie.
 fn post_with_session(b: &Browser, url: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let cookie = b
-        .cookies()
-        .into_iter()
-        .find(|c| {
-            c["name"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("vakt_session"))
-        })
-        .map(|c| {
-            format!(
-                "{}={}",
-                c["name"].as_str().unwrap(),
-                c["value"].as_str().unwrap()
-            )
-        })
-        .expect("a session cookie");
-    let http: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let mut r = http
-        .post(url)
-        .header("Cookie", &cookie)
-        .send_form(form.iter().copied())
-        .unwrap();
-    let body = r.body_mut().read_to_string().unwrap();
-    (r.status().as_u16(), body)
+    let (cookie, _) = b.session_cookie().expect("a session cookie");
+    forged_post(url, &cookie, form)
 }
 
 /// The CSRF token in the current page's forms.
@@ -205,7 +171,7 @@ async fn people_sign_in_through_a_real_provider_with_roles_from_their_groups() {
 
     // Anna, an admin by her group, signs in and sees the devices.
     sign_in(&b, &console, "anna@example.org");
-    assert!(has_session(&b));
+    assert!(b.session_cookie().is_some());
     b.goto(&format!("{console}/devices"));
     let page = b.source();
     assert!(page.contains(&hostname), "the admin sees the devices");

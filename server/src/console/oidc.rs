@@ -339,6 +339,15 @@ fn binding_cookie(value: &str, secure: bool) -> String {
     )
 }
 
+/// The `Set-Cookie` value that makes the browser forget the attempt's cookie.
+fn clear_binding_cookie(secure: bool) -> String {
+    format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        binding_cookie_name(secure),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
 fn binding_of(headers: &HeaderMap, secure: bool) -> Option<String> {
     let name = binding_cookie_name(secure);
     headers
@@ -358,12 +367,7 @@ fn refused(console: &Console, status: StatusCode, lang: Lang, next: &str, why: S
     let mut res = auth::fresh_login(console, status, lang, next, |l| {
         format!("{} {why}", l.t("Inloggningen nekades:", "Sign-in refused:"))
     });
-    let clear = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        binding_cookie_name(console.secure()),
-        if console.secure() { "; Secure" } else { "" }
-    );
-    if let Ok(v) = HeaderValue::from_str(&clear) {
+    if let Ok(v) = HeaderValue::from_str(&clear_binding_cookie(console.secure())) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     res
@@ -658,11 +662,7 @@ async fn log_in(
     let mut res = super::html(StatusCode::OK, &page);
     let cookies = [
         session::set_cookie(&sid, console.secure()),
-        format!(
-            "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-            binding_cookie_name(console.secure()),
-            if console.secure() { "; Secure" } else { "" }
-        ),
+        clear_binding_cookie(console.secure()),
     ];
     for c in cookies {
         if let Ok(v) = HeaderValue::from_str(&c) {
