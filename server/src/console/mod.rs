@@ -220,7 +220,10 @@ pub async fn serve_with_login(
         Transport::Tls => Some(crate::tls::console_config_with(state.pki.server_cert())?),
         Transport::Plain => None,
     };
-    let app = router(Console::with_login(state, transport, login));
+    let console = Console::with_login(state, transport, login);
+    // Ends the credentials of single sign-on sessions that expire without a logout.
+    tokio::spawn(oidc::revoke_expired(Arc::downgrade(&console.inner)));
+    let app = router(console);
     match tls_config {
         Some(config) => {
             let listener = crate::tls::TlsListener::new(listener, config, "console")?;

@@ -672,9 +672,32 @@ async fn log_in(
     res
 }
 
+/// How often expired sessions are swept for credentials to revoke.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Revokes the credentials of single sign-on sessions that expired (idle, absolute or evicted)
+/// rather than logged out, once a minute, until the console is gone. The credential's own
+/// expiry (the absolute limit) would end it anyway; this ends it with its session.
+pub(super) async fn revoke_expired(console: std::sync::Weak<super::Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = console.upgrade() else {
+            return;
+        };
+        for token in inner.sessions.take_expired_sso(Instant::now()) {
+            revoke_in(&inner.api.state().store, &token, "console.session-expired").await;
+        }
+    }
+}
+
 /// Ends a single sign-on credential: revoked in the store, so it works nowhere any more.
 pub(super) async fn revoke(console: &Console, secret: &str, why: &str) {
-    let store = &console.api().state().store;
+    revoke_in(&console.api().state().store, secret, why).await;
+}
+
+async fn revoke_in(store: &crate::store::Store, secret: &str, why: &str) {
     let now = now_ms();
     let done = store
         .update_admin_token(&crate::token::hash(secret), |r| {
