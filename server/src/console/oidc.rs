@@ -15,10 +15,10 @@
 //!
 //! The console then acts for the person exactly as for a pasted token: it mints an admin API
 //! token named by the person with the mapped role, stored hashed like every token, expiring
-//! with the session's absolute limit, and revoked at logout. Since a token's name is a person
-//! (`api/tokens.rs`), anna@example.org signed in is the same person as a token named
-//! anna@example.org for the two-person rule, however she logs in. Logins, refusals and logouts
-//! are in the audit log under the person's address.
+//! with the session's absolute limit, and revoked at logout or when the session expires. Since
+//! a token's name is a person (`api/tokens.rs`), anna@example.org signed in is the same person
+//! as a token named anna@example.org for the two-person rule, however she logs in. Logins,
+//! refusals and logouts are in the audit log under the person's address.
 
 use super::i18n::Lang;
 use super::oidc_http::Http;
