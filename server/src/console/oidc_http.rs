@@ -163,3 +163,60 @@ where
     });
     sender.send_request(req).await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn get(url: &str) -> HttpRequest {
+        openidconnect::http::Request::get(url)
+            .body(Vec::new())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn plain_http_goes_to_loopback_only() {
+        let http = Http::new().unwrap();
+        // Refused before any connection: no resolver, no socket.
+        let err = http
+            .send(get("http://idp.example.org/token"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpError::PlainToRemote(_)), "{err}");
+        let err = http.send(get("ftp://127.0.0.1/x")).await.unwrap_err();
+        assert!(matches!(err, HttpError::BadUrl(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_whole_up_to_the_cap() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for len in [5, MAX_BODY + 1] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(head.starts_with("GET /jwks HTTP/1.1\r\n"), "{head}");
+                assert!(
+                    head.to_lowercase().contains(&format!("host: {addr}")),
+                    "{head}"
+                );
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                s.write_all(answer.as_bytes()).await.unwrap();
+                let _ = s.write_all(&vec![b'x'; len]).await;
+            }
+        });
+        let http = Http::new().unwrap();
+        let url = format!("http://{addr}/jwks");
+        let r = http.send(get(&url)).await.unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.body().as_slice()),
+            (200, &b"xxxxx"[..])
+        );
+        let err = http.send(get(&url)).await.unwrap_err();
+        assert!(err.to_string().contains("reading the answer"), "{err}");
+    }
+}
