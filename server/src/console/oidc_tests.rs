@@ -333,6 +333,15 @@ async fn each_bad_callback_is_refused_with_its_reason_and_no_session() {
     let r = callback(&f, &a, &a.state, Some("vakt_oidc=someone-else")).await;
     assert_refused(&f, &r, 400, "not started in this browser").await;
 
+    // The person said no at the provider (or the provider refused them).
+    let a = begin(&f).await;
+    let path = format!(
+        "/login/oidc/callback?error=access_denied&error_description=denied&state={}",
+        a.state
+    );
+    let r = fetch(f.addr, &path, Some(&a.cookie)).await;
+    assert_refused(&f, &r, 401, "the identity provider said no: access_denied").await;
+
     // Each wrong ID token, one login attempt each.
     type Spoil = fn(&mut serde_json::Value);
     let cases: [(&str, Spoil, bool); 4] = [
@@ -451,4 +460,31 @@ async fn token_login_off_refuses_the_token_form_and_hides_it() {
     let r = exchange(tcp, "POST", "/login", Some(&cookie), Some(&body)).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("turned off"), "{}", r.body);
+}
+
+#[test]
+fn a_missing_or_empty_client_secret_file_stops_the_start_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oidc.secret");
+    let cfg = OidcFile {
+        issuer: "https://login.example.org".into(),
+        client_id: CLIENT.into(),
+        client_secret_file: Some(path.clone()),
+        redirect_url: "https://vakt.example.org/login/oidc/callback".into(),
+        role_claim: "groups".into(),
+        token_login: true,
+        roles: roles(),
+    };
+    let err = Login::from_config(Some(&cfg)).unwrap_err().to_string();
+    assert!(
+        err.contains("client_secret_file") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    std::fs::write(&path, "\n").unwrap();
+    let err = Login::from_config(Some(&cfg)).unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+    std::fs::write(&path, "s3cret\n").unwrap();
+    let login = Login::from_config(Some(&cfg)).unwrap();
+    assert!(login.sso.is_some() && login.token_login);
+    assert!(Login::from_config(None).unwrap().sso.is_none());
 }
