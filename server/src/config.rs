@@ -2,7 +2,8 @@
 //! combines with `vakt-server serve`'s flags.
 //!
 //! The file holds what the service needs to start: `data`, `listen`, `console` and
-//! `hostnames`. Flags given on the command line override the file, so `serve --data DIR` keeps
+//! `hostnames`; `console` is an address, or a `[console]` table with `listen` and the single
+//! sign-on settings (`[console.oidc]`, [`OidcFile`]). Flags given on the command line override the file, so `serve --data DIR` keeps
 //! working without any file, and an operator can try a different port without editing it.
 //! Unknown keys and bad values are errors that name the file, the line and the key, as in the
 //! agent's config: a typo must stop the service, not quietly fall back to a default.
@@ -97,8 +98,9 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     #[serde(default, deserialize_with = "socket_addr")]
     pub listen: Option<SocketAddr>,
-    #[serde(default, deserialize_with = "socket_addr")]
-    pub console: Option<SocketAddr>,
+    /// `console = "ADDR"`, or a `[console]` table (`listen`, `[console.oidc]`).
+    #[serde(default)]
+    pub console: ConsoleFile,
     #[serde(default)]
     pub hostnames: Vec<HostName>,
     /// Where Prometheus scrapes `/metrics` (plain HTTP); off when absent.
@@ -134,15 +136,163 @@ impl std::fmt::Debug for MailFile {
     }
 }
 
+/// The console's settings: `console = "ADDR"` (the address alone, as before single sign-on), or
+/// a table. TOML cannot have both `console = "…"` and `[console.oidc]`, so the table form
+/// carries the address as `listen`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConsoleFile {
+    pub listen: Option<SocketAddr>,
+    pub oidc: Option<OidcFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleTable {
+    #[serde(default, deserialize_with = "socket_addr")]
+    listen: Option<SocketAddr>,
+    oidc: Option<OidcFile>,
+}
+
+impl<'de> Deserialize<'de> for ConsoleFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ConsoleFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an address such as \"127.0.0.1:7480\", or a [console] table")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ConsoleFile, E> {
+                Ok(ConsoleFile {
+                    listen: Some(parse_socket_addr(s).map_err(E::custom)?),
+                    oidc: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ConsoleFile, A::Error> {
+                let t =
+                    ConsoleTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ConsoleFile {
+                    listen: t.listen,
+                    oidc: t.oidc,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `[console.oidc]`: logging in to the console with the organisation's OpenID Connect
+/// provider. Each value is checked where it is read, so a mistake names its line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    /// The provider's issuer URL (its discovery document is under it): https, or http on a
+    /// loopback address only (a test provider on this machine).
+    #[serde(deserialize_with = "issuer_url")]
+    pub issuer: String,
+    pub client_id: String,
+    /// A file holding the client secret (kept out of this file, which is world-readable);
+    /// none for a public client.
+    #[serde(default, deserialize_with = "absolute_path")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the provider sends the browser back: this console's `/login/oidc/callback`.
+    #[serde(deserialize_with = "redirect_url")]
+    pub redirect_url: String,
+    /// The ID token claim whose values (a list or one string) map to roles.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Whether pasting an admin token still logs in; `false` leaves single sign-on only.
+    #[serde(default = "yes")]
+    pub token_login: bool,
+    #[serde(default)]
+    pub roles: OidcRoles,
+}
+
+/// `[console.oidc.roles]`: which values of the role claim give which role.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcRoles {
+    #[serde(default)]
+    pub admin: Vec<String>,
+    #[serde(default)]
+    pub operator: Vec<String>,
+    #[serde(default)]
+    pub viewer: Vec<String>,
+}
+
+fn default_role_claim() -> String {
+    "groups".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Whether `url` is http(s) with a host, and plain http only to a loopback host.
+pub fn check_provider_url(url: &str) -> Result<(), String> {
+    let parsed =
+        openidconnect::url::Url::parse(url).map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(openidconnect::url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(openidconnect::url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(openidconnect::url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => return Err(format!("'{url}' has no host")),
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "'{url}' is plain http to a host other than this machine; the identity provider must be https"
+        )),
+        other => Err(format!("'{url}' is {other}://, not https://")),
+    }
+}
+
+fn issuer_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_provider_url(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn redirect_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    match openidconnect::url::Url::parse(&s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.path() == "/login/oidc/callback" => {
+            Ok(s)
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "'{s}' is not this console's callback, e.g. \"https://vakt.example.org:7480/login/oidc/callback\""
+        ))),
+    }
+}
+
+fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let p = PathBuf::deserialize(d)?;
+    if p.is_absolute() {
+        Ok(Some(p))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "'{}' must be an absolute path, e.g. \"/etc/vakt/oidc.secret\"",
+            p.display()
+        )))
+    }
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("'{s}' is not an IP address and port, e.g. \"0.0.0.0:7443\" or \"[::]:7443\"")
+    })
+}
+
 /// Reads an address from a string with a message that says what to write; toml adds the line
 /// and shows the key.
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "'{s}' is not an IP address and port, e.g. \"0.0.0.0:7443\" or \"[::]:7443\""
-        ))
-    })
+    parse_socket_addr(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 impl FileConfig {
@@ -169,6 +319,16 @@ impl FileConfig {
                 data.display()
             ));
         }
+        if let Some(o) = &cfg.console.oidc {
+            let r = &o.roles;
+            if r.admin.is_empty() && r.operator.is_empty() && r.viewer.is_empty() {
+                return Err(
+                    "console.oidc.roles: no claim value gives a role, so nobody could log in; \
+                     e.g. admin = [\"vakt-admins\"]"
+                        .into(),
+                );
+            }
+        }
         Ok(cfg)
     }
 }
@@ -192,6 +352,8 @@ pub struct Settings {
     pub hostnames: Vec<String>,
     /// `/metrics` for Prometheus; none: not served.
     pub metrics: Option<SocketAddr>,
+    /// Single sign-on for the console; none: token login only.
+    pub console_oidc: Option<OidcFile>,
 }
 
 impl Settings {
@@ -207,9 +369,13 @@ impl Settings {
         Ok(Self {
             data: flags.data.or(file.data).ok_or(ConfigError::NoData)?,
             listen: flags.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
-            console: flags.console.or(file.console).unwrap_or(DEFAULT_CONSOLE),
+            console: flags
+                .console
+                .or(file.console.listen)
+                .unwrap_or(DEFAULT_CONSOLE),
             hostnames: hostnames.into_iter().map(|h| h.0).collect(),
             metrics: flags.metrics.or(file.metrics),
+            console_oidc: file.console.oidc,
         })
     }
 }
@@ -327,6 +493,69 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
         assert_eq!((s.listen, s.console), (DEFAULT_LISTEN, DEFAULT_CONSOLE));
         assert!(s.hostnames.is_empty());
         assert_eq!(s.metrics, None, "metrics are off unless asked for");
+    }
+
+    const OIDC: &str = r#"
+data = "/var/lib/vakt-server"
+[console]
+listen = "127.0.0.1:7480"
+[console.oidc]
+issuer = "https://login.microsoftonline.com/TENANT/v2.0"
+client_id = "vakt"
+client_secret_file = "/etc/vakt/oidc.secret"
+redirect_url = "https://vakt.example.org:7480/login/oidc/callback"
+role_claim = "groups"
+[console.oidc.roles]
+admin = ["vakt-admins"]
+operator = ["vakt-operators"]
+viewer = ["vakt-viewers"]
+"#;
+
+    #[test]
+    fn console_oidc_table_parses_as_the_issue_writes_it() {
+        let c = FileConfig::parse(OIDC).unwrap();
+        let s = Settings::resolve(Some(c), Flags::default()).unwrap();
+        assert_eq!(s.console, "127.0.0.1:7480".parse().unwrap());
+        let o = s.console_oidc.unwrap();
+        assert_eq!(o.client_id, "vakt");
+        assert!(o.token_login, "token login stays on unless turned off");
+        assert_eq!(o.roles.admin, vec!["vakt-admins"]);
+        let off = OIDC.replace("role_claim = \"groups\"", "token_login = false");
+        assert!(
+            !FileConfig::parse(&off)
+                .unwrap()
+                .console
+                .oidc
+                .unwrap()
+                .token_login
+        );
+    }
+
+    #[test]
+    fn console_oidc_mistakes_name_their_line() {
+        let err = FileConfig::parse(&OIDC.replace("https://login", "http://login")).unwrap_err();
+        assert!(
+            err.contains("line 6") && err.contains("plain http"),
+            "{err}"
+        );
+        let local = OIDC.replace(
+            "https://login.microsoftonline.com/TENANT/v2.0",
+            "http://127.0.0.1:9400",
+        );
+        assert!(
+            FileConfig::parse(&local).is_ok(),
+            "plain http is fine on loopback"
+        );
+        let err = FileConfig::parse(&OIDC.replace("/login/oidc/callback", "/cb")).unwrap_err();
+        assert!(err.contains("line 9") && err.contains("callback"), "{err}");
+        let err = FileConfig::parse(&OIDC.replace("\"/etc/vakt/oidc.secret\"", "\"oidc.secret\""))
+            .unwrap_err();
+        assert!(err.contains("line 8") && err.contains("absolute"), "{err}");
+        let err = FileConfig::parse(&OIDC.replace("client_id", "clientid")).unwrap_err();
+        assert!(err.contains("clientid"), "{err}");
+        let no_roles = OIDC.split("[console.oidc.roles]").next().unwrap();
+        let err = FileConfig::parse(no_roles).unwrap_err();
+        assert!(err.contains("console.oidc.roles"), "{err}");
     }
 
     #[test]

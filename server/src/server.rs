@@ -196,9 +196,10 @@ pub async fn run_console(
     listener: TcpListener,
     state: State,
     transport: crate::console::Transport,
+    login: crate::console::oidc::Login,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    crate::console::serve(listener, state, transport, shutdown).await?;
+    crate::console::serve_with_login(listener, state, transport, login, shutdown).await?;
     Ok(())
 }
 

@@ -13,12 +13,21 @@
 pub mod dbus;
 pub mod load;
 pub mod mm;
+pub mod oidc;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// A loopback port nothing listens on right now (for a process that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
 
 /// The path of a workspace binary built for this test run.
 pub fn bin(name: &str) -> PathBuf {

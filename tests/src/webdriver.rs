@@ -6,6 +6,7 @@
 //! the flags this machine needs (no sandbox as root, no background networking: the network is
 //! closed) and a fresh profile directory of its own.
 
+use crate::free_port;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,13 +59,6 @@ pub struct Browser {
     base: String,
     http: ureq::Agent,
     _profile: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl Browser {
@@ -301,6 +295,25 @@ impl Browser {
     }
 
     /// The page's cookies as WebDriver reports them (name, value, httpOnly, secure, sameSite).
+    /// The console's session cookie as `name=value`, and the cookie as WebDriver describes it.
+    pub fn session_cookie(&self) -> Option<(String, Value)> {
+        self.cookies()
+            .into_iter()
+            .find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("vakt_session"))
+            })
+            .map(|c| {
+                let pair = format!(
+                    "{}={}",
+                    c["name"].as_str().unwrap_or_default(),
+                    c["value"].as_str().unwrap_or_default()
+                );
+                (pair, c)
+            })
+    }
+
     pub fn cookies(&self) -> Vec<Value> {
         self.call("GET", "/cookie", None)
             .as_array()
@@ -354,4 +367,20 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// A form a browser would not send (forged), with a session cookie: the status and the page.
+pub fn forged_post(url: &str, cookie: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut r = http
+        .post(url)
+        .header("Cookie", cookie)
+        .send_form(form.iter().copied())
+        .expect("POST the form");
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    (r.status().as_u16(), body)
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vakt_tests::dbus::{Mock, PrivateBus};
-use vakt_tests::webdriver::{self, Browser};
+use vakt_tests::webdriver::{self, Browser, forged_post};
 use vakt_tests::{
     TestAgent, TestServer, laptop_root, skip_unless_dbus, tools_required, wait_until,
 };
@@ -57,27 +57,6 @@ fn command_of(server: &TestServer, device: &str, kind: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// The session cookie the browser holds for the console, as `name=value`.
-fn session_cookie(b: &Browser) -> Option<(String, Value)> {
-    b.cookies()
-        .into_iter()
-        .find(|c| {
-            c["name"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("vakt_session"))
-        })
-        .map(|c| {
-            (
-                format!(
-                    "{}={}",
-                    c["name"].as_str().unwrap(),
-                    c["value"].as_str().unwrap()
-                ),
-                c,
-            )
-        })
-}
-
 fn html_lang(b: &Browser) -> String {
     b.attribute(&b.find("html"), "lang").unwrap_or_default()
 }
@@ -93,22 +72,6 @@ fn log_in(b: &Browser, console: &str, token: &str) {
         "the token field has the focus"
     );
     b.submit_typing(&field, token);
-}
-
-/// A form a browser would not send (forged), with a session cookie: the status and the page.
-fn forged_post(url: &str, cookie: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let http: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let mut r = http
-        .post(url)
-        .header("Cookie", cookie)
-        .send_form(form.iter().copied())
-        .unwrap();
-    let body = r.body_mut().read_to_string().unwrap();
-    (r.status().as_u16(), body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +157,7 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
         "{}",
         b.current_url()
     );
-    let (_, cookie) = session_cookie(&b).expect("a session cookie");
+    let (_, cookie) = b.session_cookie().expect("a session cookie");
     assert_eq!(cookie["httpOnly"], true, "{cookie}");
     assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
     assert_eq!(cookie["secure"], false, "plain HTTP on loopback: {cookie}");
@@ -300,7 +263,7 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
 
     // Forged forms with this session's cookie: a self-approval with the right CSRF token is
     // refused by the admin API's two-admin rule; a form without the token is refused before.
-    let (cookie, _) = session_cookie(&b).unwrap();
+    let (cookie, _) = b.session_cookie().unwrap();
     let csrf = b.attribute(&b.find("input[name=csrf]"), "value").unwrap();
     let (status, page) = forged_post(
         &format!("{console}/wipes/{wipe_id}/approve"),
@@ -326,7 +289,8 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     b.click_through(&b.find("#logout"));
     assert!(b.current_url().contains("/login"));
     assert!(
-        session_cookie(&b).is_none_or(|(_, c)| c["value"] != cookie.split('=').nth(1).unwrap())
+        b.session_cookie()
+            .is_none_or(|(_, c)| c["value"] != cookie.split('=').nth(1).unwrap())
     );
     let (status, _) = forged_post(&format!("{console}/devices/{device}/assign"), &cookie, &[]);
     assert_eq!(

@@ -185,7 +185,10 @@ async fn real_main() -> anyhow::Result<()> {
                 console,
                 hostnames,
                 metrics,
+                console_oidc,
             } = Settings::resolve(file, flags)?;
+            // Before anything listens: a missing client secret stops the start, not a login.
+            let login = vakt_server::console::oidc::Login::from_config(console_oidc.as_ref())?;
             let rate = |per_s: f64, burst: f64| match per_s {
                 r if r > 0.0 => vakt_server::limit::Rate {
                     per_s: r,
@@ -227,6 +230,7 @@ async fn real_main() -> anyhow::Result<()> {
                 listener,
                 console_listener,
                 transport,
+                login,
                 state,
                 vakt_agent::daemon::shutdown_signal(),
             )
@@ -297,6 +301,7 @@ async fn serve_both(
     grpc: TcpListener,
     console: TcpListener,
     transport: Transport,
+    login: vakt_server::console::oidc::Login,
     state: vakt_server::api::State,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -308,6 +313,7 @@ async fn serve_both(
         console,
         state.clone(),
         transport,
+        login,
         stopped(stop_rx.clone()),
     ));
     let mut grpc_task = tokio::spawn(server::run(grpc, state, stopped(stop_rx)));
@@ -373,6 +379,7 @@ async fn demo(
         listener,
         console_listener,
         transport,
+        vakt_server::console::oidc::Login::default(),
         server_state,
         async move {
             let _ = server_stop.changed().await;

@@ -1,4 +1,5 @@
-//! Logging in with an admin API token, logging out, and switching the language.
+//! Logging in with an admin API token, logging out, and switching the language. (Single
+//! sign-on is `oidc.rs`; `token_login = false` in `[console.oidc]` turns the token form off.)
 //!
 //! The login form has a CSRF token too (from an anonymous session), so another site cannot log
 //! a browser in as someone else. The token is checked by [`AdminApi::authorize`], the same
@@ -26,6 +27,10 @@ struct LoginPage {
     c: Frame,
     next: String,
     error: String,
+    /// Offer single sign-on (`[console.oidc]`).
+    sso: bool,
+    /// Offer the token form (`token_login`).
+    token_login: bool,
 }
 
 fn anonymous_frame(s: &Session, title: &'static str) -> Frame {
@@ -59,6 +64,8 @@ fn login_response(
         c: anonymous_frame(s, s.lang.t("Logga in", "Log in")),
         next: view::local_path(next).unwrap_or("").to_string(),
         error: error.to_string(),
+        sso: console.sso().is_some(),
+        token_login: console.token_login(),
     };
     let mut res = html(status, &page);
     if set_cookie && let Ok(v) = session::set_cookie(sid, console.secure()).parse() {
@@ -68,7 +75,7 @@ fn login_response(
 }
 
 /// A new anonymous session and its login page.
-fn fresh_login(
+pub(super) fn fresh_login(
     console: &Console,
     status: StatusCode,
     lang: Lang,
@@ -153,6 +160,17 @@ pub async fn login(
                 .into(),
         );
     }
+    if !console.token_login() {
+        return fail(
+            StatusCode::FORBIDDEN,
+            s.lang
+                .t(
+                    "Inloggning med API-token är avstängd här; logga in med organisationens konto.",
+                    "Logging in with an API token is turned off here; sign in with your organisation's account.",
+                )
+                .into(),
+        );
+    }
     let token = f.token.trim();
     let readable = !token.is_empty()
         && token.len() <= MAX_TOKEN_LEN
@@ -196,6 +214,7 @@ pub async fn login(
                     audit_name: actor.audit_name(),
                     name: actor.name,
                     role: actor.role,
+                    sso: false,
                 },
                 Instant::now(),
             );
@@ -218,6 +237,10 @@ pub async fn login(
 
 pub async fn logout(Post(a, NoFields {}): Post<NoFields>) -> Response {
     a.console.sessions().remove(&a.sid);
+    if a.user.sso {
+        // The credential single sign-on minted for this session ends with it.
+        super::oidc::revoke(&a.console, &a.user.token, "console.logout").await;
+    }
     // The session is gone either way; a failed entry is only logged, since refusing to log
     // out would keep a session open that its admin asked to close.
     if let Err(s) = a

@@ -21,6 +21,8 @@ mod findings;
 mod i18n;
 pub(crate) mod listen;
 mod loss;
+pub mod oidc;
+mod oidc_http;
 mod overview;
 mod people;
 mod policy;
@@ -95,16 +97,24 @@ pub struct Console {
 struct Inner {
     api: AdminApi,
     sessions: Sessions,
+    /// Token login, single sign-on, or both (`[console.oidc]`).
+    login: oidc::Login,
     /// Served over TLS: the cookie gets `Secure` and the `__Host-` prefix.
     secure: bool,
 }
 
 impl Console {
     pub fn new(state: State, transport: Transport) -> Self {
+        Self::with_login(state, transport, oidc::Login::default())
+    }
+
+    /// A console that lets people in as `login` says.
+    pub fn with_login(state: State, transport: Transport, login: oidc::Login) -> Self {
         let revocations = state.revocations.clone();
         let inner = Arc::new(Inner {
             api: AdminApi::new(state),
             sessions: Sessions::default(),
+            login,
             secure: transport == Transport::Tls,
         });
         token_check::end_sessions_on_revoke(&revocations, &inner);
@@ -121,6 +131,14 @@ impl Console {
 
     fn secure(&self) -> bool {
         self.inner.secure
+    }
+
+    fn sso(&self) -> Option<&oidc::Sso> {
+        self.inner.login.sso.as_ref()
+    }
+
+    fn token_login(&self) -> bool {
+        self.inner.login.token_login
     }
 
     /// The live session a request's cookie names.
@@ -140,6 +158,8 @@ pub fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(overview::page))
         .route("/login", get(auth::login_page).post(auth::login))
+        .route("/login/oidc", get(oidc::start))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route("/logout", post(auth::logout))
         .route("/lang", post(auth::switch_language))
         .route("/console.css", get(stylesheet))
@@ -185,11 +205,25 @@ pub async fn serve(
     transport: Transport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ConsoleError> {
+    serve_with_login(listener, state, transport, oidc::Login::default(), shutdown).await
+}
+
+/// [`serve`], letting people in as `login` says (single sign-on, token login).
+pub async fn serve_with_login(
+    listener: TcpListener,
+    state: State,
+    transport: Transport,
+    login: oidc::Login,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ConsoleError> {
     let tls_config = match transport {
         Transport::Tls => Some(crate::tls::console_config_with(state.pki.server_cert())?),
         Transport::Plain => None,
     };
-    let app = router(Console::new(state, transport));
+    let console = Console::with_login(state, transport, login);
+    // Ends the credentials of single sign-on sessions that expire without a logout.
+    tokio::spawn(oidc::revoke_expired(Arc::downgrade(&console.inner)));
+    let app = router(console);
     match tls_config {
         Some(config) => {
             let listener = crate::tls::TlsListener::new(listener, config, "console")?;
@@ -597,5 +631,7 @@ async fn not_found(a: Authed) -> Response {
     )
 }
 
+#[cfg(test)]
+mod oidc_tests;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,8 @@ pub struct User {
     pub role: pb::Role,
     /// How the audit log names this admin (the token's name and id), for the logout entry.
     pub audit_name: String,
+    /// The token was minted for this session by single sign-on and ends with it.
+    pub sso: bool,
 }
 
 /// A notice shown once on the next page (after a form did what it was asked).
@@ -64,6 +66,9 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    /// The tokens of single sign-on sessions that expired, until the console revokes them
+    /// ([`Sessions::take_expired_sso`]): a session's end is its credential's end.
+    ended_sso: Mutex<Vec<String>>,
 }
 
 /// A fresh random identifier: 32 bytes from the OS, hex.
@@ -87,12 +92,44 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Notes the credential of a single sign-on session that ended without a logout.
+    fn ended(&self, s: Session) {
+        if let Some(u) = s.user.filter(|u| u.sso) {
+            self.ended_sso
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(u.token);
+        }
+    }
+
+    /// Removes every expired session; returns the tokens of the single sign-on sessions among
+    /// them and of those that expired or were evicted since the last call, to be revoked.
+    pub fn take_expired_sso(&self, now: Instant) -> Vec<String> {
+        let expired: Vec<Session> = {
+            let mut map = self.lock();
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| s.expired(now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        for s in expired {
+            self.ended(s);
+        }
+        std::mem::take(&mut *self.ended_sso.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The live session `id`, touched; an expired one is removed and not returned.
     pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
         let mut map = self.lock();
         let s = map.get_mut(id)?;
         if s.expired(now) {
-            map.remove(id);
+            let gone = map.remove(id);
+            drop(map);
+            if let Some(s) = gone {
+                self.ended(s);
+            }
             return None;
         }
         s.last_seen = now;
@@ -101,9 +138,30 @@ impl Sessions {
 
     /// Starts a session and returns its id.
     pub fn create(&self, lang: Lang, user: Option<User>, now: Instant) -> String {
+        let mut gone = Vec::new();
+        let id = self.insert(lang, user, now, &mut gone);
+        for s in gone {
+            self.ended(s);
+        }
+        id
+    }
+
+    /// [`create`](Self::create)'s work under the lock; the sessions it dropped go to `gone`.
+    fn insert(
+        &self,
+        lang: Lang,
+        user: Option<User>,
+        now: Instant,
+        gone: &mut Vec<Session>,
+    ) -> String {
         let mut map = self.lock();
         if map.len() >= MAX_SESSIONS {
-            map.retain(|_, s| !s.expired(now));
+            let expired: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| s.expired(now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.extend(expired.iter().filter_map(|k| map.remove(k)));
         }
         while map.len() >= MAX_SESSIONS {
             let oldest_anonymous = map
@@ -116,10 +174,10 @@ impl Sessions {
                     .min_by_key(|(_, s)| s.last_seen)
                     .map(|(k, _)| k.clone())
             });
-            match victim {
-                Some(k) => map.remove(&k),
+            match victim.and_then(|k| map.remove(&k)) {
+                Some(s) => gone.push(s),
                 None => break,
-            };
+            }
         }
         let id = random_id();
         map.insert(
@@ -232,6 +290,7 @@ mod tests {
             name: "it".into(),
             role: pb::Role::Admin,
             audit_name: "token:it:x".into(),
+            sso: false,
         }
     }
 
@@ -295,6 +354,34 @@ mod tests {
             s.get(&kept, t0).is_some(),
             "a logged-in user is not evicted"
         );
+    }
+
+    #[test]
+    fn expired_single_sign_on_sessions_hand_back_their_tokens() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let sso = |token: &str| User {
+            token: token.into(),
+            sso: true,
+            ..user()
+        };
+        let idle = s.create(Lang::Sv, Some(sso("idle")), t0);
+        s.create(Lang::Sv, Some(sso("swept")), t0);
+        s.create(Lang::Sv, Some(user()), t0);
+        let live = s.create(Lang::Sv, Some(sso("live")), t0 + IDLE_TIMEOUT);
+        assert!(s.take_expired_sso(t0).is_empty(), "nothing expired yet");
+        let later = t0 + IDLE_TIMEOUT + Duration::from_secs(1);
+        // One expires as it is looked up, the other in the sweep; a pasted token is not the
+        // session's to end, and a live session keeps its own.
+        assert!(s.get(&idle, later).is_none());
+        let mut ended = s.take_expired_sso(later);
+        ended.sort();
+        assert_eq!(ended, vec!["idle".to_string(), "swept".to_string()]);
+        assert!(
+            s.take_expired_sso(later).is_empty(),
+            "each is handed back once"
+        );
+        assert!(s.get(&live, later).is_some());
     }
 
     #[test]

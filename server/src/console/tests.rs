@@ -157,14 +157,14 @@ fn half_encrypted(mut report: model::Report) -> model::Report {
 }
 
 #[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(super) struct Resp {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: String,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -192,7 +192,7 @@ fn form_encode(fields: &[(&str, &str)]) -> String {
 }
 
 /// One HTTP/1.1 exchange over `stream` (the server closes it after answering).
-async fn exchange(
+pub(super) async fn exchange(
     mut stream: impl AsyncRead + AsyncWrite + Unpin,
     method: &str,
     path: &str,
@@ -299,7 +299,7 @@ async fn logged_in(f: &Fixture, token: &str) -> (Client, String) {
     (c, csrf)
 }
 
-fn csrf_of(html: &str) -> String {
+pub(super) fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with a CSRF token");

@@ -94,6 +94,7 @@ mod tests {
             name: "x".into(),
             role: pb::Role::Admin,
             audit_name: "token:x:0".into(),
+            sso: false,
         };
         let now = Instant::now();
         console.sessions().create(Lang::En, Some(user(&other)), now);

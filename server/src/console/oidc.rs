@@ -1,0 +1,807 @@
+//! Logging in to the console with the organisation's OpenID Connect provider (`[console.oidc]`).
+//!
+//! `GET /login/oidc` fetches the provider's discovery document and key set, remembers a login
+//! attempt under a random `state` (with its PKCE verifier and nonce) and sends the browser to
+//! the provider. `GET /login/oidc/callback` takes the attempt its `state` names (once: a
+//! replayed callback finds nothing), checks that the same browser started it (a `SameSite=Lax`
+//! cookie: the session cookie is `Strict`, which a browser does not send on the provider's
+//! cross-site redirect), exchanges the code with the verifier, and verifies the ID token with
+//! `openidconnect` against the issuer, the client id, the key set (fetched again, so a rotated
+//! key is found), the expiry and the nonce.
+//!
+//! The person is the token's `email` claim, else `preferred_username`; the role is the highest
+//! that the values of `role_claim` map to in `[console.oidc.roles]`. No mapped value: refused,
+//! with the reason on the login page, and no session.
+//!
+//! The console then acts for the person exactly as for a pasted token: it mints an admin API
+//! token named by the person with the mapped role, stored hashed like every token, expiring
+//! with the session's absolute limit, and revoked at logout or when the session expires. Since
+//! a token's name is a person (`api/tokens.rs`), anna@example.org signed in is the same person
+//! as a token named anna@example.org for the two-person rule, however she logs in. Logins,
+//! refusals and logouts are in the audit log under the person's address.
+
+use super::i18n::Lang;
+use super::oidc_http::Http;
+use super::session::{self, User};
+use super::{Console, auth, view};
+use crate::api::admin::Actor;
+use crate::config::{OidcFile, OidcRoles};
+use crate::timefmt::now_ms;
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse,
+};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use vakt_proto::pb;
+
+/// A login attempt must come back from the provider within this time.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// At most this many attempts are remembered; past it, the oldest go. Starting one costs the
+/// console two requests to the provider, so this bounds memory, not work.
+const MAX_PENDING: usize = 10_000;
+
+/// The client `from_provider_metadata` makes: authorization endpoint set, token and userinfo
+/// endpoints as the provider announced them.
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SsoError {
+    #[error("console.oidc.client_secret_file {}: {source}", .path.display())]
+    Secret {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("console.oidc.client_secret_file {}: the file is empty", .0.display())]
+    EmptySecret(PathBuf),
+    #[error("console.oidc.{field}: {message}")]
+    Url {
+        field: &'static str,
+        message: String,
+    },
+    #[error("console.oidc: TLS client: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// How the console lets people in: pasted tokens, single sign-on, or both.
+#[derive(Debug)]
+pub struct Login {
+    pub token_login: bool,
+    pub sso: Option<Sso>,
+}
+
+impl Default for Login {
+    fn default() -> Self {
+        Self {
+            token_login: true,
+            sso: None,
+        }
+    }
+}
+
+impl Login {
+    /// From `[console.oidc]`, reading the client secret's file; none: token login only.
+    pub fn from_config(cfg: Option<&OidcFile>) -> Result<Self, SsoError> {
+        match cfg {
+            None => Ok(Self::default()),
+            Some(c) => Ok(Self {
+                token_login: c.token_login,
+                sso: Some(Sso::from_config(c)?),
+            }),
+        }
+    }
+}
+
+/// The provider's settings and the login attempts under way.
+pub struct Sso {
+    issuer: IssuerUrl,
+    client_id: ClientId,
+    client_secret: Option<ClientSecret>,
+    redirect: RedirectUrl,
+    role_claim: String,
+    roles: OidcRoles,
+    http: Http,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl std::fmt::Debug for Sso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sso")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One login attempt, between the redirect to the provider and its callback.
+struct Pending {
+    /// The value of the browser's `vakt_oidc` cookie: the callback must come from it.
+    binding: String,
+    nonce: Nonce,
+    verifier: PkceCodeVerifier,
+    next: String,
+    lang: Lang,
+    started: Instant,
+}
+
+impl Sso {
+    pub fn from_config(c: &OidcFile) -> Result<Self, SsoError> {
+        let client_secret = match &c.client_secret_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SsoError::Secret {
+                    path: path.clone(),
+                    source,
+                })?;
+                let secret = text.trim();
+                if secret.is_empty() {
+                    return Err(SsoError::EmptySecret(path.clone()));
+                }
+                Some(ClientSecret::new(secret.to_string()))
+            }
+        };
+        let url_err = |field| {
+            move |e: openidconnect::url::ParseError| SsoError::Url {
+                field,
+                message: e.to_string(),
+            }
+        };
+        Ok(Self {
+            issuer: IssuerUrl::new(c.issuer.clone()).map_err(url_err("issuer"))?,
+            client_id: ClientId::new(c.client_id.clone()),
+            client_secret,
+            redirect: RedirectUrl::new(c.redirect_url.clone()).map_err(url_err("redirect_url"))?,
+            role_claim: c.role_claim.clone(),
+            roles: c.roles.clone(),
+            http: Http::new()?,
+            pending: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        // Each operation is one insert, retain or remove: a poisoned map is still valid.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, state: String, p: Pending) {
+        let mut map = self.lock();
+        let now = p.started;
+        map.retain(|_, q| now.saturating_duration_since(q.started) < PENDING_TIMEOUT);
+        while map.len() >= MAX_PENDING {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, q)| q.started)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => map.remove(&k),
+                None => break,
+            };
+        }
+        map.insert(state, p);
+    }
+
+    /// The attempt `state` names, once, if it has not expired.
+    fn take(&self, state: &str, now: Instant) -> Option<Pending> {
+        let p = self.lock().remove(state)?;
+        (now.saturating_duration_since(p.started) < PENDING_TIMEOUT).then_some(p)
+    }
+
+    /// The provider's discovery document and key set, and a client for them.
+    async fn client(&self) -> Result<Client, String> {
+        let meta = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| {
+                format!(
+                    "the identity provider {} could not be used: {}",
+                    self.issuer.as_str(),
+                    error_chain(&e)
+                )
+            })?;
+        Ok(CoreClient::from_provider_metadata(
+            meta,
+            self.client_id.clone(),
+            self.client_secret.clone(),
+        )
+        .set_redirect_uri(self.redirect.clone()))
+    }
+
+    /// Exchanges the code and verifies the ID token: the verified token's claims.
+    async fn finish(
+        &self,
+        code: &str,
+        p: Pending,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let client = self.client().await?;
+        let answer = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| format!("the identity provider has no token endpoint: {e}"))?
+            .set_pkce_verifier(p.verifier)
+            .request_async(&self.http)
+            .await
+            .map_err(|e| {
+                format!(
+                    "the identity provider did not issue a token: {}",
+                    error_chain(&e)
+                )
+            })?;
+        let id_token = answer
+            .id_token()
+            .ok_or("the identity provider's answer has no ID token")?;
+        id_token
+            .claims(&client.id_token_verifier(), &p.nonce)
+            .map_err(|e| format!("the ID token was refused: {e}"))?;
+        // Verified above (signature, issuer, audience, expiry, nonce): its payload is the
+        // provider's word. The role claim is not a standard claim, so it is read from there.
+        verified_payload(&id_token.to_string())
+    }
+}
+
+/// An error with its causes, for a page: "discovery failed: connection refused".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The claims of a JWT whose signature was already verified.
+fn verified_payload(jwt: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let payload = jwt
+        .split('.')
+        .nth(1)
+        .ok_or("the ID token is not a signed JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| format!("the ID token's claims are not base64url: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("the ID token's claims are not JSON: {e}"))
+}
+
+/// Who the claims name: `email`, else `preferred_username`, trimmed; none if neither is a
+/// non-empty string.
+pub fn person(claims: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    ["email", "preferred_username"]
+        .iter()
+        .filter_map(|k| claims.get(*k)?.as_str())
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// The values of a role claim: a list of strings or one string (other values are skipped).
+pub fn claim_values(v: Option<&serde_json::Value>) -> Vec<String> {
+    match v {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The highest role any of `values` maps to. Values compare exactly, as providers send group
+/// names and ids.
+pub fn role_for(values: &[String], roles: &OidcRoles) -> Option<pb::Role> {
+    let has = |mapped: &[String]| values.iter().any(|v| mapped.contains(v));
+    if has(&roles.admin) {
+        Some(pb::Role::Admin)
+    } else if has(&roles.operator) {
+        Some(pb::Role::Operator)
+    } else if has(&roles.viewer) {
+        Some(pb::Role::Viewer)
+    } else {
+        None
+    }
+}
+
+/// The cookie that ties a callback to the browser that started the login. `Lax`, so the
+/// browser sends it on the provider's redirect back; `Path=/` for the `__Host-` prefix.
+fn binding_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-vakt_oidc"
+    } else {
+        "vakt_oidc"
+    }
+}
+
+fn binding_cookie(value: &str, secure: bool) -> String {
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        binding_cookie_name(secure),
+        PENDING_TIMEOUT.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The `Set-Cookie` value that makes the browser forget the attempt's cookie.
+fn clear_binding_cookie(secure: bool) -> String {
+    format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        binding_cookie_name(secure),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+fn binding_of(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let name = binding_cookie_name(secure);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_string())
+}
+
+/// The login page with why single sign-on did not let the person in; no session, and the
+/// attempt's cookie cleared.
+fn refused(console: &Console, status: StatusCode, lang: Lang, next: &str, why: String) -> Response {
+    tracing::warn!("console: single sign-on refused: {why}");
+    let mut res = auth::fresh_login(console, status, lang, next, |l| {
+        format!("{} {why}", l.t("Inloggningen nekades:", "Sign-in refused:"))
+    });
+    if let Ok(v) = HeaderValue::from_str(&clear_binding_cookie(console.secure())) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+#[derive(Deserialize, Default)]
+pub struct StartQuery {
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    lang: String,
+}
+
+/// `GET /login/oidc`: to the provider.
+pub async fn start(
+    State(console): State<Console>,
+    Query(q): Query<StartQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = console
+        .session_of(&headers)
+        .map(|(_, s)| s.lang)
+        .or_else(|| Lang::parse(&q.lang))
+        .unwrap_or_default();
+    let Some(sso) = console.sso() else {
+        return refused(
+            &console,
+            StatusCode::NOT_FOUND,
+            lang,
+            &q.next,
+            lang.t(
+                "enkel inloggning är inte inställd på den här servern.",
+                "single sign-on is not set up on this server.",
+            )
+            .into(),
+        );
+    };
+    let client = match sso.client().await {
+        Ok(c) => c,
+        Err(why) => return refused(&console, StatusCode::BAD_GATEWAY, lang, &q.next, why),
+    };
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("profile".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let binding = session::random_id();
+    sso.remember(
+        state.secret().clone(),
+        Pending {
+            binding: binding.clone(),
+            nonce,
+            verifier,
+            next: view::local_path(&q.next).unwrap_or("/").to_string(),
+            lang,
+            started: Instant::now(),
+        },
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, url.to_string()),
+            (
+                header::SET_COOKIE,
+                binding_cookie(&binding, console.secure()),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+pub struct CallbackQuery {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+/// The page after a successful sign-in: it sets the session cookie and moves on with a meta
+/// refresh, a navigation from this site, so the browser sends the `Strict` cookie with it (a
+/// redirect would still be part of the provider's cross-site navigation).
+#[derive(Template)]
+#[template(path = "sso_done.html")]
+struct Done {
+    lang: &'static str,
+    next: String,
+    text: &'static str,
+}
+
+/// `GET /login/oidc/callback`: the provider's answer.
+pub async fn callback(
+    State(console): State<Console>,
+    Query(q): Query<CallbackQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let fallback = console
+        .session_of(&headers)
+        .map(|(_, s)| s.lang)
+        .unwrap_or_default();
+    let Some(sso) = console.sso() else {
+        return refused(
+            &console,
+            StatusCode::NOT_FOUND,
+            fallback,
+            "",
+            "single sign-on is not set up on this server.".into(),
+        );
+    };
+    let Some(p) = sso.take(&q.state, Instant::now()) else {
+        return refused(
+            &console,
+            StatusCode::BAD_REQUEST,
+            fallback,
+            "",
+            fallback
+                .t(
+                    "inloggningsförsöket är okänt eller har gått ut (dess state stämmer inte med något som konsolen startade). Börja om.",
+                    "this sign-in attempt is unknown or has expired (its state matches none this console started). Start again.",
+                )
+                .into(),
+        );
+    };
+    let (lang, next) = (p.lang, p.next.clone());
+    let refuse = |status, why: String| refused(&console, status, lang, &next, why);
+    if !binding_of(&headers, console.secure()).is_some_and(|b| session::same_secret(&b, &p.binding))
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            lang.t(
+                "inloggningen startades inte i den här webbläsaren.",
+                "this sign-in was not started in this browser.",
+            )
+            .into(),
+        );
+    }
+    if !q.error.is_empty() {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "{} {} {}",
+                lang.t(
+                    "identitetsleverantören nekade:",
+                    "the identity provider said no:"
+                ),
+                q.error,
+                q.error_description
+            ),
+        );
+    }
+    if q.code.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the identity provider's answer has no code.".into(),
+        );
+    }
+    let claims = match sso.finish(&q.code, p).await {
+        Ok(c) => c,
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, why),
+    };
+    let Some(person) = person(&claims) else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "the ID token names nobody: it has neither an email nor a preferred_username claim."
+                .into(),
+        );
+    };
+    let values = claim_values(claims.get(&sso.role_claim));
+    let Some(role) = role_for(&values, &sso.roles) else {
+        let why = format!(
+            "{person} {} '{}' ({}) {}",
+            lang.t(
+                "har ingen roll i Vakt: anspråket",
+                "has no role in Vakt: the claim"
+            ),
+            sso.role_claim,
+            if values.is_empty() {
+                "-".to_string()
+            } else {
+                values.join(", ")
+            },
+            lang.t(
+                "ger ingen roll i [console.oidc.roles].",
+                "gives no role in [console.oidc.roles]."
+            ),
+        );
+        // The provider vouched for this person, so the refusal is theirs to see in the log.
+        if let Err(s) = console
+            .api()
+            .audit_as(
+                &format!("sso:{person}"),
+                "console.login.refused",
+                "",
+                &format!(
+                    "no role from claim '{}': [{}]",
+                    sso.role_claim,
+                    values.join(", ")
+                ),
+            )
+            .await
+        {
+            tracing::error!("console: refusal of {person} not recorded: {}", s.message());
+        }
+        return refuse(StatusCode::FORBIDDEN, why);
+    };
+    log_in(&console, sso, person, role, lang, &next).await
+}
+
+/// Mints the person's console credential, records the login and starts the session.
+async fn log_in(
+    console: &Console,
+    sso: &Sso,
+    person: String,
+    role: pb::Role,
+    lang: Lang,
+    next: &str,
+) -> Response {
+    let refuse = |status, why: String| refused(console, status, lang, next, why);
+    let store = &console.api().state().store;
+    let lifetime = i64::try_from(session::ABSOLUTE_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+    let minted = crate::api::tokens::mint_admin_token(
+        store,
+        role,
+        &person,
+        &format!("sso:{}", sso.issuer.as_str()),
+        now_ms().saturating_add(lifetime),
+        false,
+    )
+    .await;
+    let (token_id, secret) = match minted {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("console: no credential for {person}: {e}");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the login could not be stored. Try again in a moment.".into(),
+            );
+        }
+    };
+    let actor = Actor {
+        name: person.clone(),
+        token_id,
+        role,
+    };
+    let detail = format!("single sign-on ({})", sso.issuer.as_str());
+    if let Err(s) = console
+        .api()
+        .audit(&actor, "console.login", "", &detail)
+        .await
+    {
+        tracing::error!("console: login of {person} not recorded: {}", s.message());
+        revoke(console, &secret, "console.login (not recorded)").await;
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            lang.t(
+                "inloggningen kunde inte loggas. Försök igen om en stund.",
+                "the login could not be recorded. Try again in a moment.",
+            )
+            .into(),
+        );
+    }
+    tracing::info!(
+        "console: {} logged in by single sign-on",
+        actor.audit_name()
+    );
+    let sid = console.sessions().create(
+        lang,
+        Some(User {
+            token: secret,
+            audit_name: actor.audit_name(),
+            name: person,
+            role,
+            sso: true,
+        }),
+        Instant::now(),
+    );
+    let page = Done {
+        lang: lang.code(),
+        next: next.to_string(),
+        text: lang.t("Inloggad. Fortsätt", "Signed in. Continue"),
+    };
+    let mut res = super::html(StatusCode::OK, &page);
+    let cookies = [
+        session::set_cookie(&sid, console.secure()),
+        clear_binding_cookie(console.secure()),
+    ];
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+/// How often expired sessions are swept for credentials to revoke.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Revokes the credentials of single sign-on sessions that expired (idle, absolute or evicted)
+/// rather than logged out, once a minute, until the console is gone. The credential's own
+/// expiry (the absolute limit) would end it anyway; this ends it with its session.
+pub(super) async fn revoke_expired(console: std::sync::Weak<super::Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = console.upgrade() else {
+            return;
+        };
+        for token in inner.sessions.take_expired_sso(Instant::now()) {
+            revoke_in(&inner.api.state().store, &token, "console.session-expired").await;
+        }
+    }
+}
+
+/// Ends a single sign-on credential: revoked in the store, so it works nowhere any more.
+pub(super) async fn revoke(console: &Console, secret: &str, why: &str) {
+    revoke_in(&console.api().state().store, secret, why).await;
+}
+
+async fn revoke_in(store: &crate::store::Store, secret: &str, why: &str) {
+    let now = now_ms();
+    let done = store
+        .update_admin_token(&crate::token::hash(secret), |r| {
+            if !r.revoked {
+                r.revoked = true;
+                r.revoked_at_ms = now;
+                r.revoked_by = why.to_string();
+            }
+        })
+        .await;
+    if let Err(e) = done {
+        tracing::error!("console: single sign-on credential not revoked: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn roles() -> OidcRoles {
+        OidcRoles {
+            admin: vec!["vakt-admins".into()],
+            operator: vec!["vakt-operators".into()],
+            viewer: vec!["vakt-viewers".into()],
+        }
+    }
+
+    #[test]
+    fn the_highest_mapped_role_wins_from_a_list_or_a_string() {
+        let r = roles();
+        let list = claim_values(Some(&json!(["staff", "vakt-viewers", "vakt-admins"])));
+        assert_eq!(role_for(&list, &r), Some(pb::Role::Admin));
+        let one = claim_values(Some(&json!("vakt-operators")));
+        assert_eq!(role_for(&one, &r), Some(pb::Role::Operator));
+        let none = claim_values(Some(&json!(["staff", "Vakt-Admins"])));
+        assert_eq!(role_for(&none, &r), None, "values compare exactly");
+        assert_eq!(role_for(&claim_values(None), &r), None);
+        assert_eq!(role_for(&claim_values(Some(&json!(7))), &r), None);
+        let mixed = claim_values(Some(&json!([1, "vakt-viewers", null])));
+        assert_eq!(role_for(&mixed, &r), Some(pb::Role::Viewer));
+    }
+
+    #[test]
+    fn the_person_is_the_email_else_the_preferred_username() {
+        let m = |v: serde_json::Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            person(&m(
+                json!({"email": "anna@example.org", "preferred_username": "anna"})
+            )),
+            Some("anna@example.org".into())
+        );
+        assert_eq!(
+            person(&m(json!({"email": " ", "preferred_username": "anna"}))),
+            Some("anna".into())
+        );
+        assert_eq!(person(&m(json!({"sub": "123"}))), None);
+        assert_eq!(person(&m(json!({"email": ["a@b"]}))), None);
+    }
+
+    #[test]
+    fn a_login_attempt_is_taken_once_and_expires() {
+        let sso = Sso::from_config(&OidcFile {
+            issuer: "http://127.0.0.1:9".into(),
+            client_id: "vakt".into(),
+            client_secret_file: None,
+            redirect_url: "http://127.0.0.1:7480/login/oidc/callback".into(),
+            role_claim: "groups".into(),
+            token_login: true,
+            roles: roles(),
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        let attempt = |started| Pending {
+            binding: "b".into(),
+            nonce: Nonce::new("n".into()),
+            verifier: PkceCodeVerifier::new("v".into()),
+            next: "/".into(),
+            lang: Lang::En,
+            started,
+        };
+        sso.remember("s1".into(), attempt(t0));
+        assert!(sso.take("s2", t0).is_none());
+        assert!(sso.take("s1", t0).is_some());
+        assert!(
+            sso.take("s1", t0).is_none(),
+            "a replayed callback finds nothing"
+        );
+        sso.remember("s3".into(), attempt(t0));
+        assert!(sso.take("s3", t0 + PENDING_TIMEOUT).is_none());
+    }
+
+    #[test]
+    fn payload_of_a_jwt() {
+        let enc = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(&json!({"alg": "RS256"})),
+            enc(&json!({"groups": ["g"]}))
+        );
+        assert_eq!(verified_payload(&jwt).unwrap()["groups"], json!(["g"]));
+        assert!(verified_payload("nodots").is_err());
+        assert!(verified_payload("a.!!!.c").is_err());
+    }
+}
