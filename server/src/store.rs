@@ -1,8 +1,11 @@
-//! The embedded store: sled trees holding protobuf records.
+//! The store: trees of protobuf (and JSON) records over a storage engine, sled embedded in
+//! the data directory or PostgreSQL (`engine.rs` is the contract both keep, `pg.rs` the
+//! PostgreSQL one). Nothing here knows which engine is in use.
 //!
 //! Durability rule: a method that returns something the caller will acknowledge to a client
-//! (`enroll`, `store_report`) has already flushed sled to disk. Everything else (last-seen
-//! times) is written without waiting and reaches disk with sled's periodic flush.
+//! (`enroll`, `store_report`) has already made it durable (`Engine::flush`). Everything else
+//! (last-seen times) is written without waiting: on sled it reaches disk with the periodic
+//! flush, on PostgreSQL every write is committed at once.
 //!
 //! Trees and keys:
 //! - `devices`: device id → `DeviceRecord`
@@ -15,15 +18,18 @@
 //!   from this tree at open, so a Connect and the expiry timer never decode the history
 
 use prost::Message;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use vakt_proto::pb;
 
+mod engine;
+pub use engine::Engine;
+use engine::{Tree, abort};
 mod identity;
+mod pg;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
+pub use pg::{PgFault, SCHEMA_VERSION};
 mod tokens;
 pub use tokens::LAST_USED_GRANULARITY_MS;
 
@@ -40,6 +46,22 @@ pub enum StoreError {
     },
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Pg(#[from] PgFault),
+    #[error("{message}")]
+    BadUrl { message: String },
+    #[error("cannot use the PostgreSQL database {at}: {message}")]
+    Unreachable { at: String, message: String },
+    #[error(
+        "the PostgreSQL database {at} runs with synchronous_commit off, so a commit is not durable when it returns; set it on for this database or user"
+    )]
+    NotDurable { at: String },
+    #[error(
+        "the PostgreSQL database {at} has schema version {found}, newer than this vakt-server knows ({known}); run a newer vakt-server, or point --store at another database"
+    )]
+    SchemaTooNew { at: String, found: i32, known: i32 },
+    #[error("internal: a transaction mixed trees of two storage engines")]
+    MixedEngines,
     #[error("store record {tree}/{key} does not decode: {message}")]
     CorruptJson {
         tree: &'static str,
@@ -90,28 +112,28 @@ pub struct ReportOutcome {
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    devices: sled::Tree,
-    hardware: sled::Tree,
-    certs: sled::Tree,
+    devices: Tree,
+    hardware: Tree,
+    certs: Tree,
     /// sha-256 of a revoked certificate → why ("retired:<id>" / "replaced:<id>").
-    revoked_certs: sled::Tree,
-    sections: sled::Tree,
-    enroll_tokens: sled::Tree,
-    admin_tokens: sled::Tree,
-    audit: sled::Tree,
-    commands: sled::Tree,
+    revoked_certs: Tree,
+    sections: Tree,
+    enroll_tokens: Tree,
+    admin_tokens: Tree,
+    audit: Tree,
+    commands: Tree,
     open_commands: Arc<Mutex<OpenCommands>>,
-    losses: sled::Tree,
+    losses: Tree,
     /// Policy-domain records (findings, people, trips, exemptions, policy versions, outbox)
     /// are the policy engine's serde types stored as JSON; see ARCHITECTURE.md.
-    findings: sled::Tree,
-    people: sled::Tree,
-    trips: sled::Tree,
-    exemptions: sled::Tree,
-    policies: sled::Tree,
-    outbox: sled::Tree,
-    /// One flush for every writer waiting at once (see `commit`).
-    commit: crate::commit::GroupCommit,
+    findings: Tree,
+    people: Tree,
+    trips: Tree,
+    exemptions: Tree,
+    policies: Tree,
+    outbox: Tree,
+    /// The storage engine the trees belong to: its transactions and durable commit.
+    engine: Engine,
     /// Serialises audit appends: each entry needs the hash of the one before.
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     _lock: std::sync::Arc<std::fs::File>,
@@ -182,6 +204,41 @@ impl OpenCommands {
     }
 }
 
+/// Where the store's records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled in the data directory (`DIR/db`), the default.
+    Embedded,
+    /// A PostgreSQL database, `postgresql://USER@HOST:PORT/DB`.
+    Postgres(String),
+}
+
+/// Creates `dir` (private) and takes the exclusive lock on `dir/lock`.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    crate::fsutil::private_dir(dir).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let lock_path = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.into())),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
 fn section_key(device_id: &str, kind: i32) -> Vec<u8> {
     let mut k = device_id.as_bytes().to_vec();
     k.push(0);
@@ -196,74 +253,58 @@ fn hardware_key(hw: &pb::HardwareIdentity) -> Option<Vec<u8>> {
     Some(format!("{}\0{}", hw.machine_id.trim(), hw.serial.trim()).into_bytes())
 }
 
-fn abort<T>(e: T) -> ConflictableTransactionError<T> {
-    ConflictableTransactionError::Abort(e)
-}
-
 impl Store {
-    /// Opens (or creates) the store in `dir`, taking an exclusive lock on the directory first so
-    /// a second server on the same data fails at once with a clear message.
+    /// Opens (or creates) the embedded store in `dir`, taking an exclusive lock on the
+    /// directory first so a second server on the same data fails at once with a clear message.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        crate::fsutil::private_dir(dir).map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let lock_path = dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StoreError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.into())),
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(StoreError::Io {
-                    path: lock_path,
-                    source,
-                });
+        Self::open_at(dir, &StoreLocation::Embedded)
+    }
+
+    /// Opens the store `location` says, with `dir` as the data directory (its lock is taken
+    /// in either case). A PostgreSQL database is connected to and checked before the
+    /// directory is touched, so a wrong URL or a too-new schema writes nothing.
+    pub fn open_at(dir: &Path, location: &StoreLocation) -> Result<Self, StoreError> {
+        let pg = match location {
+            StoreLocation::Embedded => None,
+            StoreLocation::Postgres(url) => Some(pg::PgEngine::connect(url)?),
+        };
+        let lock = lock_dir(dir)?;
+        let engine = match pg {
+            None => Engine::open_sled(&dir.join("db"))?,
+            Some(pg) => {
+                pg.migrate()?;
+                Engine::Pg(pg)
             }
-        }
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(500))
-            .open()?;
-        let commands = db.open_tree("commands")?;
+        };
+        Self::with_engine(engine, lock)
+    }
+
+    fn with_engine(engine: Engine, lock: std::fs::File) -> Result<Self, StoreError> {
+        let commands = engine.tree("commands")?;
         let mut open_commands = OpenCommands::default();
-        for kv in commands.iter() {
-            let (k, v) = kv?;
+        for (k, v) in commands.iter()? {
             open_commands.record(&decode::<pb::CommandInfo>("commands", &k, &v)?);
         }
         Ok(Self {
-            devices: db.open_tree("devices")?,
-            hardware: db.open_tree("hardware")?,
-            certs: db.open_tree("certs")?,
-            revoked_certs: db.open_tree("revoked_certs")?,
-            sections: db.open_tree("sections")?,
-            enroll_tokens: db.open_tree("enroll_tokens")?,
-            admin_tokens: db.open_tree("admin_tokens")?,
-            audit: db.open_tree("audit")?,
+            devices: engine.tree("devices")?,
+            hardware: engine.tree("hardware")?,
+            certs: engine.tree("certs")?,
+            revoked_certs: engine.tree("revoked_certs")?,
+            sections: engine.tree("sections")?,
+            enroll_tokens: engine.tree("enroll_tokens")?,
+            admin_tokens: engine.tree("admin_tokens")?,
+            audit: engine.tree("audit")?,
             commands,
             open_commands: Arc::new(Mutex::new(open_commands)),
-            losses: db.open_tree("losses")?,
-            findings: db.open_tree("findings")?,
-            people: db.open_tree("people")?,
-            trips: db.open_tree("trips")?,
-            exemptions: db.open_tree("exemptions")?,
-            policies: db.open_tree("policies")?,
-            outbox: db.open_tree("outbox")?,
+            losses: engine.tree("losses")?,
+            findings: engine.tree("findings")?,
+            people: engine.tree("people")?,
+            trips: engine.tree("trips")?,
+            exemptions: engine.tree("exemptions")?,
+            policies: engine.tree("policies")?,
+            outbox: engine.tree("outbox")?,
             audit_lock: std::sync::Arc::default(),
-            commit: crate::commit::GroupCommit::start(db.clone()).map_err(|source| {
-                StoreError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                }
-            })?,
+            engine,
             _lock: std::sync::Arc::new(lock),
         })
     }
@@ -271,8 +312,7 @@ impl Store {
     /// Makes everything written so far durable (one flush shared with every concurrent
     /// caller: group commit).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.commit.flush().await?;
-        Ok(())
+        self.engine.flush().await
     }
 
     // ---- tokens ----
@@ -293,7 +333,7 @@ impl Store {
             .transpose()
     }
 
-    pub fn admin_token_count(&self) -> usize {
+    pub fn admin_token_count(&self) -> Result<usize, StoreError> {
         self.admin_tokens.len()
     }
 
@@ -313,13 +353,12 @@ impl Store {
         presented: &str,
         now_ms: i64,
     ) -> Result<pb::EnrollTokenRecord, EnrollError> {
-        let rec: pb::EnrollTokenRecord =
-            match self.enroll_tokens.get(hash).map_err(StoreError::from)? {
-                Some(v) => decode("enroll_tokens", hash, &v)?,
-                None => {
-                    return Err(EnrollRefusal::Unknown(crate::token::redacted(presented)).into());
-                }
-            };
+        let rec: pb::EnrollTokenRecord = match self.enroll_tokens.get(hash)? {
+            Some(v) => decode("enroll_tokens", hash, &v)?,
+            None => {
+                return Err(EnrollRefusal::Unknown(crate::token::redacted(presented)).into());
+            }
+        };
         validate_token(&rec, now_ms)?;
         Ok(rec)
     }
@@ -373,14 +412,15 @@ impl Store {
         cert: CertInfo,
         plan: &EnrollPlan,
     ) -> Result<pb::DeviceRecord, EnrollError> {
-        let result = (
-            &self.enroll_tokens,
-            &self.devices,
-            &self.hardware,
-            &self.certs,
-            &self.revoked_certs,
-        )
-            .transaction(|(tokens, devices, hw, certs, revoked)| {
+        let rec = self.engine.transaction(
+            [
+                &self.enroll_tokens,
+                &self.devices,
+                &self.hardware,
+                &self.certs,
+                &self.revoked_certs,
+            ],
+            |[tokens, devices, hw, certs, revoked]| {
                 let Some(raw) = tokens.get(token_hash)? else {
                     return Err(abort(EnrollError::Refused(EnrollRefusal::Unknown(
                         crate::token::hex(&token_hash[..6]),
@@ -394,12 +434,8 @@ impl Store {
                 identity::apply_enrollment(
                     devices, hw, certs, revoked, plan, &device, &hardware, cert, now_ms,
                 )
-            });
-        let rec = match result {
-            Ok(rec) => rec,
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(StoreError::from(e).into()),
-        };
+            },
+        )?;
         self.flush().await?;
         Ok(rec)
     }
@@ -422,11 +458,9 @@ impl Store {
 
     pub fn devices(&self) -> Result<Vec<pb::DeviceRecord>, StoreError> {
         self.devices
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("devices", &k, &v)
-            })
+            .map(|(k, v)| decode("devices", k, v))
             .collect()
     }
 
@@ -438,17 +472,19 @@ impl Store {
     ) -> Result<Option<pb::DeviceRecord>, StoreError> {
         let mut out = None;
         let mut err = None;
-        self.devices.fetch_and_update(id.as_bytes(), |old| {
+        self.devices.update(id.as_bytes(), |old| {
             let old = old?;
             match pb::DeviceRecord::decode(old) {
                 Ok(mut rec) => {
                     f(&mut rec);
                     let bytes = rec.encode_to_vec();
                     out = Some(rec);
+                    err = None;
                     Some(bytes)
                 }
                 Err(e) => {
                     err = Some(e);
+                    out = None;
                     Some(old.to_vec())
                 }
             }
@@ -485,70 +521,67 @@ impl Store {
             Some(pb::section::Body::Host(h)) => Some(h.clone()),
             _ => None,
         });
-        let result = (&self.devices, &self.sections).transaction(|(devices, secs)| {
-            let Some(raw) = devices.get(device_id.as_bytes())? else {
-                return Ok(None);
-            };
-            let mut rec: pb::DeviceRecord =
-                decode("devices", device_id.as_bytes(), &raw).map_err(abort)?;
-            let mut d = rec.device.take().unwrap_or_default();
-            let stale = sequence < d.last_report_sequence;
-            let mut changed = false;
-            if !stale {
-                for s in sections {
-                    let key = section_key(device_id, s.kind);
-                    let same = stored_hash_is(secs.get(&key)?.as_deref(), &s.hash);
-                    if !same {
-                        secs.insert(key, s.encode_to_vec())?;
-                        changed = true;
+        let result = self
+            .engine
+            .transaction([&self.devices, &self.sections], |[devices, secs]| {
+                let Some(raw) = devices.get(device_id.as_bytes())? else {
+                    return Ok(None);
+                };
+                let mut rec: pb::DeviceRecord =
+                    decode("devices", device_id.as_bytes(), &raw).map_err(abort)?;
+                let mut d = rec.device.take().unwrap_or_default();
+                let stale = sequence < d.last_report_sequence;
+                let mut changed = false;
+                if !stale {
+                    for s in sections {
+                        let key = section_key(device_id, s.kind);
+                        let same = stored_hash_is(secs.get(&key)?.as_deref(), &s.hash);
+                        if !same {
+                            secs.insert(key, s.encode_to_vec())?;
+                            changed = true;
+                        }
+                    }
+                    d.last_report_sequence = sequence;
+                    d.last_report_ms = now_ms;
+                    if let Some(h) = &hostname {
+                        d.hostname = h.hostname.clone();
+                        if !h.serial.is_empty() {
+                            d.serial = h.serial.clone();
+                        }
+                        if !h.model.is_empty() {
+                            d.model = h.model.clone();
+                        }
+                    }
+                    if !agent_version.is_empty() {
+                        d.agent_version = agent_version.to_string();
                     }
                 }
-                d.last_report_sequence = sequence;
-                d.last_report_ms = now_ms;
-                if let Some(h) = &hostname {
-                    d.hostname = h.hostname.clone();
-                    if !h.serial.is_empty() {
-                        d.serial = h.serial.clone();
+                d.last_seen_ms = d.last_seen_ms.max(now_ms);
+                let acknowledged_sequence = d.last_report_sequence;
+                // What the agent says it holds but the store lacks at that hash: ask for it again.
+                let mut resend = Vec::new();
+                for dg in digests {
+                    let held = stored_hash_is(
+                        secs.get(section_key(device_id, dg.kind))?.as_deref(),
+                        &dg.hash,
+                    );
+                    if !held {
+                        resend.push(dg.kind);
                     }
-                    if !h.model.is_empty() {
-                        d.model = h.model.clone();
-                    }
                 }
-                if !agent_version.is_empty() {
-                    d.agent_version = agent_version.to_string();
-                }
-            }
-            d.last_seen_ms = d.last_seen_ms.max(now_ms);
-            let acknowledged_sequence = d.last_report_sequence;
-            // What the agent says it holds but the store lacks at that hash: ask for it again.
-            let mut resend = Vec::new();
-            for dg in digests {
-                let held = stored_hash_is(
-                    secs.get(section_key(device_id, dg.kind))?.as_deref(),
-                    &dg.hash,
-                );
-                if !held {
-                    resend.push(dg.kind);
-                }
-            }
-            rec.device = Some(d);
-            devices.insert(device_id.as_bytes(), rec.encode_to_vec())?;
-            Ok(Some(ReportOutcome {
-                acknowledged_sequence,
-                resend,
-                changed,
-            }))
-        });
-        let outcome = match result {
-            Ok(Some(o)) => o,
-            Ok(None) => {
-                return Err(StoreError::Io {
-                    path: PathBuf::from(device_id),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
-                });
-            }
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+                rec.device = Some(d);
+                devices.insert(device_id.as_bytes(), rec.encode_to_vec())?;
+                Ok(Some(ReportOutcome {
+                    acknowledged_sequence,
+                    resend,
+                    changed,
+                }))
+            });
+        let Some(outcome) = result? else {
+            return Err(StoreError::Io {
+                path: PathBuf::from(device_id),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
+            });
         };
         self.flush().await?;
         Ok(outcome)
@@ -559,11 +592,9 @@ impl Store {
         let mut prefix = device_id.as_bytes().to_vec();
         prefix.push(0);
         self.sections
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("sections", &k, &v)
-            })
+            .scan_prefix(&prefix)?
+            .iter()
+            .map(|(k, v)| decode("sections", k, v))
             .collect()
     }
 }
@@ -673,11 +704,9 @@ impl Store {
     /// The whole audit log, oldest first.
     pub fn audit_log(&self) -> Result<Vec<pb::AuditEntry>, StoreError> {
         self.audit
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("audit", &k, &v)
-            })
+            .map(|(k, v)| decode("audit", k, v))
             .collect()
     }
 }
@@ -695,11 +724,9 @@ impl Store {
     /// Every command, oldest first (ids are time-ordered).
     pub fn commands(&self) -> Result<Vec<pb::CommandInfo>, StoreError> {
         self.commands
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("commands", &k, &v)
-            })
+            .map(|(k, v)| decode("commands", k, v))
             .collect()
     }
 
@@ -765,11 +792,9 @@ impl Store {
     /// Every loss case, oldest first.
     pub fn losses(&self) -> Result<Vec<pb::LossCase>, StoreError> {
         self.losses
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("losses", &k, &v)
-            })
+            .map(|(k, v)| decode("losses", k, v))
             .collect()
     }
 
@@ -793,31 +818,29 @@ impl Store {
         device_state: Option<pb::DeviceState>,
     ) -> Result<(), StoreError> {
         let mut open = self.open_index();
-        let result = (&self.losses, &self.commands, &self.devices).transaction(|(l, c, d)| {
-            l.insert(case.id.as_bytes(), case.encode_to_vec())?;
-            for cmd in commands {
-                c.insert(cmd.id.as_bytes(), cmd.encode_to_vec())?;
-            }
-            if let Some(st) = device_state
-                && let Some(raw) = d.get(case.device_id.as_bytes())?
-            {
-                let mut rec: pb::DeviceRecord =
-                    decode("devices", case.device_id.as_bytes(), &raw).map_err(abort)?;
-                if let Some(dev) = rec.device.as_mut() {
-                    dev.state = st as i32;
+        let result = self.engine.transaction(
+            [&self.losses, &self.commands, &self.devices],
+            |[l, c, d]| {
+                l.insert(case.id.as_bytes(), case.encode_to_vec())?;
+                for cmd in commands {
+                    c.insert(cmd.id.as_bytes(), cmd.encode_to_vec())?;
                 }
-                d.insert(case.device_id.as_bytes(), rec.encode_to_vec())?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                commands.iter().for_each(|c| open.record(c));
+                if let Some(st) = device_state
+                    && let Some(raw) = d.get(case.device_id.as_bytes())?
+                {
+                    let mut rec: pb::DeviceRecord =
+                        decode("devices", case.device_id.as_bytes(), &raw).map_err(abort)?;
+                    if let Some(dev) = rec.device.as_mut() {
+                        dev.state = st as i32;
+                    }
+                    d.insert(case.device_id.as_bytes(), rec.encode_to_vec())?;
+                }
                 Ok(())
-            }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
+            },
+        );
+        result?;
+        commands.iter().for_each(|c| open.record(c));
+        Ok(())
     }
 }
 
@@ -846,7 +869,7 @@ impl JsonTree {
 }
 
 impl Store {
-    fn json_tree(&self, t: JsonTree) -> &sled::Tree {
+    fn json_tree(&self, t: JsonTree) -> &Tree {
         match t {
             JsonTree::Findings => &self.findings,
             JsonTree::People => &self.people,
@@ -883,13 +906,13 @@ impl Store {
 
     /// Every record of a JSON tree whose key starts with `prefix`, in key order.
     /// How many records a JSON tree holds (a walk of its keys: for small trees like the outbox).
-    pub fn json_count(&self, t: JsonTree) -> usize {
+    pub fn json_count(&self, t: JsonTree) -> Result<usize, StoreError> {
         self.json_tree(t).len()
     }
 
     /// The group commit's flush-duration histogram, for the metrics.
     pub fn flush_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
-        self.commit.flush_histogram()
+        self.engine.flush_histogram()
     }
 
     pub fn json_list<T: serde::de::DeserializeOwned>(
@@ -898,11 +921,9 @@ impl Store {
         prefix: &[u8],
     ) -> Result<Vec<T>, StoreError> {
         self.json_tree(t)
-            .scan_prefix(prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Self::decode_json(t, &k, &v)
-            })
+            .scan_prefix(prefix)?
+            .iter()
+            .map(|(k, v)| Self::decode_json(t, k, v))
             .collect()
     }
 
@@ -924,14 +945,11 @@ impl Store {
         puts: &[(Vec<u8>, T)],
         removes: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for k in removes {
-            batch.remove(k.as_slice());
-        }
-        for (k, v) in puts {
-            batch.insert(k.as_slice(), Self::encode_json(t, k, v)?);
-        }
-        self.json_tree(t).apply_batch(batch)?;
+        let puts = puts
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Self::encode_json(t, k, v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.json_tree(t).apply(&puts, removes)?;
         self.flush().await
     }
 
@@ -941,12 +959,7 @@ impl Store {
         t: JsonTree,
         records: &[(Vec<u8>, T)],
     ) -> Result<(), StoreError> {
-        let removes: Vec<Vec<u8>> = self
-            .json_tree(t)
-            .iter()
-            .keys()
-            .map(|k| k.map(|k| k.to_vec()))
-            .collect::<Result<_, _>>()?;
+        let removes = self.json_tree(t).keys()?;
         let keep: std::collections::HashSet<&[u8]> =
             records.iter().map(|(k, _)| k.as_slice()).collect();
         let removes: Vec<Vec<u8>> = removes

@@ -13,6 +13,7 @@
 pub mod dbus;
 pub mod load;
 pub mod mm;
+pub mod pg;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
