@@ -22,13 +22,19 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
 }
 
-/// Where the PostgreSQL server programs are: `PATH`, else Debian's versioned directory (the
-/// package keeps them out of `PATH`), the newest version first.
+/// Where the PostgreSQL programs are: the directory `initdb` in `PATH` really lives in, else
+/// Debian's versioned directory (the package keeps them out of `PATH`), the newest version.
 fn find_bin() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for d in std::env::split_paths(&path) {
-            if d.join("initdb").is_file() && d.join("pg_ctl").is_file() {
-                return Some(d);
+            // A link in PATH (/usr/local/bin/initdb) stands for the whole directory of
+            // programs it points into (createdb, psql).
+            if let Ok(real) = std::fs::canonicalize(d.join("initdb"))
+                && let Some(dir) = real.parent()
+                && dir.join("pg_ctl").is_file()
+                && dir.join("psql").is_file()
+            {
+                return Some(dir.to_path_buf());
             }
         }
     }
