@@ -51,13 +51,6 @@ fn find_bin() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 impl PgCluster {
     /// Starts a cluster, or says why it cannot: `Err` only when `initdb` is not installed
     /// (run .ci/install-postgres.sh); with `VAKT_REQUIRE_TOOLS=1` (CI) that panics instead.
@@ -93,7 +86,7 @@ impl PgCluster {
         let cluster = Self {
             bin,
             data,
-            port: free_port(),
+            port: crate::webdriver::free_port(),
             run_as,
             dir,
         };
