@@ -112,7 +112,9 @@ impl PgCluster {
     /// `pg_ctl start` on the cluster's port, waiting until it accepts connections.
     fn pg_ctl_start(&self) {
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200",
+            // Small shared memory: many test clusters run at once beside the other suites.
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200 \
+             -c shared_buffers=16MB",
             self.port,
             self.dir.path().display()
         );
