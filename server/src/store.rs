@@ -136,6 +136,10 @@ pub struct Store {
     engine: Engine,
     /// Serialises audit appends: each entry needs the hash of the one before.
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Serialises writes to `commands`, so the open-command index follows their order. An
+    /// async lock: a writer waiting behind another's PostgreSQL round trips waits as a task,
+    /// and the index's own (std) lock is held only for the map change, never over a write.
+    command_writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     _lock: std::sync::Arc<std::fs::File>,
 }
 
@@ -159,8 +163,8 @@ fn decode<M: Message + Default>(
 
 /// The ids of every open command (awaiting approval, pending or delivered), by device, oldest
 /// first. Derived data: rebuilt from the `commands` tree when the store opens, and changed
-/// only under its mutex together with the write it mirrors, so it follows the order of the
-/// writes to the tree. Without it every Connect decoded every command ever queued to find
+/// right after the write it mirrors, with writers to the tree taking turns
+/// (`Store::command_writes`), so it follows the order of the writes to the tree. Without it every Connect decoded every command ever queued to find
 /// the device's few open ones, and a restart's 10,000 reconnects did that 10,000 times.
 #[derive(Debug, Default)]
 pub struct OpenCommands(BTreeMap<String, BTreeSet<String>>);
@@ -304,6 +308,7 @@ impl Store {
             policies: engine.tree("policies")?,
             outbox: engine.tree("outbox")?,
             audit_lock: std::sync::Arc::default(),
+            command_writes: std::sync::Arc::default(),
             engine,
             _lock: std::sync::Arc::new(lock),
         })
@@ -761,9 +766,9 @@ impl Store {
     /// Writes a command and flushes.
     pub async fn put_command(&self, c: &pb::CommandInfo) -> Result<(), StoreError> {
         {
-            let mut open = self.open_index();
+            let _order = self.command_writes.lock().await;
             self.commands.insert(c.id.as_bytes(), c.encode_to_vec())?;
-            open.record(c);
+            self.open_index().record(c);
         }
         self.flush().await
     }
@@ -806,18 +811,20 @@ impl Store {
         commands: &[pb::CommandInfo],
         device_state: Option<pb::DeviceState>,
     ) -> Result<(), StoreError> {
-        self.write_loss(case, commands, device_state)?;
+        {
+            let _order = self.command_writes.lock().await;
+            self.write_loss(case, commands, device_state)?;
+        }
         self.flush().await
     }
 
-    /// `save_loss` up to the flush, holding the open-command index's lock (not across an await).
+    /// `save_loss` up to the flush, under `command_writes`.
     fn write_loss(
         &self,
         case: &pb::LossCase,
         commands: &[pb::CommandInfo],
         device_state: Option<pb::DeviceState>,
     ) -> Result<(), StoreError> {
-        let mut open = self.open_index();
         let result = self.engine.transaction(
             [&self.losses, &self.commands, &self.devices],
             |[l, c, d]| {
@@ -839,6 +846,7 @@ impl Store {
             },
         );
         result?;
+        let mut open = self.open_index();
         commands.iter().for_each(|c| open.record(c));
         Ok(())
     }
