@@ -135,14 +135,7 @@ mod tests {
         let after = s.admin_token(&h).unwrap().unwrap();
         assert!(after.revoked);
         assert_eq!(after.last_used_at_ms, 200_000);
-        assert_eq!(s.admin_tokens().unwrap().len(), 1);
-        let missing = crate::token::hash("nope");
-        assert!(
-            s.update_admin_token(&missing, |r| r.revoked = true)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(s.admin_tokens().unwrap().len(), 1, "no record created");
+        // An update of a missing token creating nothing: tests/tests/store_engines.rs, on
+        // both engines.
     }
 }
