@@ -1,7 +1,7 @@
 //! vakt-server: the control server and the library behind the `vakt` command line.
 //!
 //! Layers: `config` (the service's TOML file), `token`, `pki`, `timefmt`, `fsutil` (leaf
-//! helpers) → `store` (sled, protobuf records) → `state` (what the services share) → `findings`,
+//! helpers) → `store` (protobuf records over sled or PostgreSQL) → `state` (what the services share) → `findings`,
 //! `notify`, `commands` → `api` (the gRPC services) →
 //! `server` (`prepare` a data directory, `run(listener, state, shutdown)`, and `run_console` for
 //! the web console in `console`, which calls the same admin API). The binaries in `src/bin` are

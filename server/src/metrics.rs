@@ -253,7 +253,7 @@ impl Metrics {
         }
 
         self.outbox_pending.set(gauge(
-            state.store.json_count(crate::store::JsonTree::Outbox),
+            state.store.json_count(crate::store::JsonTree::Outbox)?,
         ));
 
         let mut out = String::new();

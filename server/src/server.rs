@@ -7,7 +7,7 @@
 use crate::api::{admin::AdminApi, agent::AgentApi};
 use crate::pki::{Pki, PkiError};
 use crate::state::State;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreLocation};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
@@ -58,9 +58,20 @@ pub async fn prepare(
     hostnames: &[String],
     notify: crate::notify::NotifyConfig,
 ) -> Result<State, ServerError> {
-    let store = Store::open(data)?;
+    prepare_at(data, &StoreLocation::Embedded, hostnames, notify).await
+}
+
+/// [`prepare`] with the store where `location` says. A PostgreSQL store is checked (reachable,
+/// schema not newer than this build) before anything is written to `data` or the database.
+pub async fn prepare_at(
+    data: &Path,
+    location: &StoreLocation,
+    hostnames: &[String],
+    notify: crate::notify::NotifyConfig,
+) -> Result<State, ServerError> {
+    let store = Store::open_at(data, location)?;
     let pki = Pki::load_or_create(data, hostnames)?;
-    if store.admin_token_count() == 0 {
+    if store.admin_token_count()? == 0 {
         let (id, secret) = crate::api::admin::create_admin_token(
             &store,
             pb::Role::Admin,

@@ -1,8 +1,11 @@
-//! The embedded store: sled trees holding protobuf records.
+//! The store: trees of protobuf (and JSON) records over a storage engine, sled embedded in
+//! the data directory or PostgreSQL (`engine.rs` is the contract both keep, `pg.rs` the
+//! PostgreSQL one). Nothing here knows which engine is in use.
 //!
 //! Durability rule: a method that returns something the caller will acknowledge to a client
-//! (`enroll`, `store_report`) has already flushed sled to disk. Everything else (last-seen
-//! times) is written without waiting and reaches disk with sled's periodic flush.
+//! (`enroll`, `store_report`) has already made it durable (`Engine::flush`). Everything else
+//! (last-seen times) is written without waiting: on sled it reaches disk with the periodic
+//! flush, on PostgreSQL every write is committed at once.
 //!
 //! Trees and keys:
 //! - `devices`: device id → `DeviceRecord`
@@ -15,15 +18,18 @@
 //!   from this tree at open, so a Connect and the expiry timer never decode the history
 
 use prost::Message;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use vakt_proto::pb;
 
+mod engine;
+pub use engine::Engine;
+use engine::{Tree, abort};
 mod identity;
+mod pg;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
+pub use pg::{PgFault, SCHEMA_VERSION};
 mod tokens;
 pub use tokens::LAST_USED_GRANULARITY_MS;
 
@@ -40,6 +46,22 @@ pub enum StoreError {
     },
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Pg(#[from] PgFault),
+    #[error("{message}")]
+    BadUrl { message: String },
+    #[error("cannot use the PostgreSQL database {at}: {message}")]
+    Unreachable { at: String, message: String },
+    #[error(
+        "the PostgreSQL database {at} runs with synchronous_commit off, so a commit is not durable when it returns; set it on for this database or user"
+    )]
+    NotDurable { at: String },
+    #[error(
+        "the PostgreSQL database {at} has schema version {found}, newer than this vakt-server knows ({known}); run a newer vakt-server, or point --store at another database"
+    )]
+    SchemaTooNew { at: String, found: i32, known: i32 },
+    #[error("internal: a transaction mixed trees of two storage engines")]
+    MixedEngines,
     #[error("store record {tree}/{key} does not decode: {message}")]
     CorruptJson {
         tree: &'static str,
@@ -90,30 +112,34 @@ pub struct ReportOutcome {
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    devices: sled::Tree,
-    hardware: sled::Tree,
-    certs: sled::Tree,
+    devices: Tree,
+    hardware: Tree,
+    certs: Tree,
     /// sha-256 of a revoked certificate → why ("retired:<id>" / "replaced:<id>").
-    revoked_certs: sled::Tree,
-    sections: sled::Tree,
-    enroll_tokens: sled::Tree,
-    admin_tokens: sled::Tree,
-    audit: sled::Tree,
-    commands: sled::Tree,
+    revoked_certs: Tree,
+    sections: Tree,
+    enroll_tokens: Tree,
+    admin_tokens: Tree,
+    audit: Tree,
+    commands: Tree,
     open_commands: Arc<Mutex<OpenCommands>>,
-    losses: sled::Tree,
+    losses: Tree,
     /// Policy-domain records (findings, people, trips, exemptions, policy versions, outbox)
     /// are the policy engine's serde types stored as JSON; see ARCHITECTURE.md.
-    findings: sled::Tree,
-    people: sled::Tree,
-    trips: sled::Tree,
-    exemptions: sled::Tree,
-    policies: sled::Tree,
-    outbox: sled::Tree,
-    /// One flush for every writer waiting at once (see `commit`).
-    commit: crate::commit::GroupCommit,
+    findings: Tree,
+    people: Tree,
+    trips: Tree,
+    exemptions: Tree,
+    policies: Tree,
+    outbox: Tree,
+    /// The storage engine the trees belong to: its transactions and durable commit.
+    engine: Engine,
     /// Serialises audit appends: each entry needs the hash of the one before.
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Serialises writes to `commands`, so the open-command index follows their order. An
+    /// async lock: a writer waiting behind another's PostgreSQL round trips waits as a task,
+    /// and the index's own (std) lock is held only for the map change, never over a write.
+    command_writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     _lock: std::sync::Arc<std::fs::File>,
 }
 
@@ -137,8 +163,8 @@ fn decode<M: Message + Default>(
 
 /// The ids of every open command (awaiting approval, pending or delivered), by device, oldest
 /// first. Derived data: rebuilt from the `commands` tree when the store opens, and changed
-/// only under its mutex together with the write it mirrors, so it follows the order of the
-/// writes to the tree. Without it every Connect decoded every command ever queued to find
+/// right after the write it mirrors, with writers to the tree taking turns
+/// (`Store::command_writes`), so it follows the order of the writes to the tree. Without it every Connect decoded every command ever queued to find
 /// the device's few open ones, and a restart's 10,000 reconnects did that 10,000 times.
 #[derive(Debug, Default)]
 pub struct OpenCommands(BTreeMap<String, BTreeSet<String>>);
@@ -182,6 +208,41 @@ impl OpenCommands {
     }
 }
 
+/// Where the store's records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled in the data directory (`DIR/db`), the default.
+    Embedded,
+    /// A PostgreSQL database, `postgresql://USER@HOST:PORT/DB`.
+    Postgres(String),
+}
+
+/// Creates `dir` (private) and takes the exclusive lock on `dir/lock`.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    crate::fsutil::private_dir(dir).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let lock_path = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.into())),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
 fn section_key(device_id: &str, kind: i32) -> Vec<u8> {
     let mut k = device_id.as_bytes().to_vec();
     k.push(0);
@@ -196,74 +257,59 @@ fn hardware_key(hw: &pb::HardwareIdentity) -> Option<Vec<u8>> {
     Some(format!("{}\0{}", hw.machine_id.trim(), hw.serial.trim()).into_bytes())
 }
 
-fn abort<T>(e: T) -> ConflictableTransactionError<T> {
-    ConflictableTransactionError::Abort(e)
-}
-
 impl Store {
-    /// Opens (or creates) the store in `dir`, taking an exclusive lock on the directory first so
-    /// a second server on the same data fails at once with a clear message.
+    /// Opens (or creates) the embedded store in `dir`, taking an exclusive lock on the
+    /// directory first so a second server on the same data fails at once with a clear message.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        crate::fsutil::private_dir(dir).map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let lock_path = dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StoreError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.into())),
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(StoreError::Io {
-                    path: lock_path,
-                    source,
-                });
+        Self::open_at(dir, &StoreLocation::Embedded)
+    }
+
+    /// Opens the store `location` says, with `dir` as the data directory (its lock is taken
+    /// in either case). A PostgreSQL database is connected to and checked before the
+    /// directory is touched, so a wrong URL or a too-new schema writes nothing.
+    pub fn open_at(dir: &Path, location: &StoreLocation) -> Result<Self, StoreError> {
+        let pg = match location {
+            StoreLocation::Embedded => None,
+            StoreLocation::Postgres(url) => Some(pg::PgEngine::connect(url)?),
+        };
+        let lock = lock_dir(dir)?;
+        let engine = match pg {
+            None => Engine::open_sled(&dir.join("db"))?,
+            Some(pg) => {
+                pg.migrate()?;
+                Engine::Pg(pg)
             }
-        }
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(500))
-            .open()?;
-        let commands = db.open_tree("commands")?;
+        };
+        Self::with_engine(engine, lock)
+    }
+
+    fn with_engine(engine: Engine, lock: std::fs::File) -> Result<Self, StoreError> {
+        let commands = engine.tree("commands")?;
         let mut open_commands = OpenCommands::default();
-        for kv in commands.iter() {
-            let (k, v) = kv?;
+        for (k, v) in commands.iter()? {
             open_commands.record(&decode::<pb::CommandInfo>("commands", &k, &v)?);
         }
         Ok(Self {
-            devices: db.open_tree("devices")?,
-            hardware: db.open_tree("hardware")?,
-            certs: db.open_tree("certs")?,
-            revoked_certs: db.open_tree("revoked_certs")?,
-            sections: db.open_tree("sections")?,
-            enroll_tokens: db.open_tree("enroll_tokens")?,
-            admin_tokens: db.open_tree("admin_tokens")?,
-            audit: db.open_tree("audit")?,
+            devices: engine.tree("devices")?,
+            hardware: engine.tree("hardware")?,
+            certs: engine.tree("certs")?,
+            revoked_certs: engine.tree("revoked_certs")?,
+            sections: engine.tree("sections")?,
+            enroll_tokens: engine.tree("enroll_tokens")?,
+            admin_tokens: engine.tree("admin_tokens")?,
+            audit: engine.tree("audit")?,
             commands,
             open_commands: Arc::new(Mutex::new(open_commands)),
-            losses: db.open_tree("losses")?,
-            findings: db.open_tree("findings")?,
-            people: db.open_tree("people")?,
-            trips: db.open_tree("trips")?,
-            exemptions: db.open_tree("exemptions")?,
-            policies: db.open_tree("policies")?,
-            outbox: db.open_tree("outbox")?,
+            losses: engine.tree("losses")?,
+            findings: engine.tree("findings")?,
+            people: engine.tree("people")?,
+            trips: engine.tree("trips")?,
+            exemptions: engine.tree("exemptions")?,
+            policies: engine.tree("policies")?,
+            outbox: engine.tree("outbox")?,
             audit_lock: std::sync::Arc::default(),
-            commit: crate::commit::GroupCommit::start(db.clone()).map_err(|source| {
-                StoreError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                }
-            })?,
+            command_writes: std::sync::Arc::default(),
+            engine,
             _lock: std::sync::Arc::new(lock),
         })
     }
@@ -271,8 +317,7 @@ impl Store {
     /// Makes everything written so far durable (one flush shared with every concurrent
     /// caller: group commit).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.commit.flush().await?;
-        Ok(())
+        self.engine.flush().await
     }
 
     // ---- tokens ----
@@ -293,7 +338,7 @@ impl Store {
             .transpose()
     }
 
-    pub fn admin_token_count(&self) -> usize {
+    pub fn admin_token_count(&self) -> Result<usize, StoreError> {
         self.admin_tokens.len()
     }
 
@@ -313,13 +358,12 @@ impl Store {
         presented: &str,
         now_ms: i64,
     ) -> Result<pb::EnrollTokenRecord, EnrollError> {
-        let rec: pb::EnrollTokenRecord =
-            match self.enroll_tokens.get(hash).map_err(StoreError::from)? {
-                Some(v) => decode("enroll_tokens", hash, &v)?,
-                None => {
-                    return Err(EnrollRefusal::Unknown(crate::token::redacted(presented)).into());
-                }
-            };
+        let rec: pb::EnrollTokenRecord = match self.enroll_tokens.get(hash)? {
+            Some(v) => decode("enroll_tokens", hash, &v)?,
+            None => {
+                return Err(EnrollRefusal::Unknown(crate::token::redacted(presented)).into());
+            }
+        };
         validate_token(&rec, now_ms)?;
         Ok(rec)
     }
@@ -373,14 +417,15 @@ impl Store {
         cert: CertInfo,
         plan: &EnrollPlan,
     ) -> Result<pb::DeviceRecord, EnrollError> {
-        let result = (
-            &self.enroll_tokens,
-            &self.devices,
-            &self.hardware,
-            &self.certs,
-            &self.revoked_certs,
-        )
-            .transaction(|(tokens, devices, hw, certs, revoked)| {
+        let rec = self.engine.transaction(
+            [
+                &self.enroll_tokens,
+                &self.devices,
+                &self.hardware,
+                &self.certs,
+                &self.revoked_certs,
+            ],
+            |[tokens, devices, hw, certs, revoked]| {
                 let Some(raw) = tokens.get(token_hash)? else {
                     return Err(abort(EnrollError::Refused(EnrollRefusal::Unknown(
                         crate::token::hex(&token_hash[..6]),
@@ -394,12 +439,8 @@ impl Store {
                 identity::apply_enrollment(
                     devices, hw, certs, revoked, plan, &device, &hardware, cert, now_ms,
                 )
-            });
-        let rec = match result {
-            Ok(rec) => rec,
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(StoreError::from(e).into()),
-        };
+            },
+        )?;
         self.flush().await?;
         Ok(rec)
     }
@@ -422,11 +463,9 @@ impl Store {
 
     pub fn devices(&self) -> Result<Vec<pb::DeviceRecord>, StoreError> {
         self.devices
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("devices", &k, &v)
-            })
+            .map(|(k, v)| decode("devices", k, v))
             .collect()
     }
 
@@ -438,17 +477,19 @@ impl Store {
     ) -> Result<Option<pb::DeviceRecord>, StoreError> {
         let mut out = None;
         let mut err = None;
-        self.devices.fetch_and_update(id.as_bytes(), |old| {
+        self.devices.update(id.as_bytes(), |old| {
             let old = old?;
             match pb::DeviceRecord::decode(old) {
                 Ok(mut rec) => {
                     f(&mut rec);
                     let bytes = rec.encode_to_vec();
                     out = Some(rec);
+                    err = None;
                     Some(bytes)
                 }
                 Err(e) => {
                     err = Some(e);
+                    out = None;
                     Some(old.to_vec())
                 }
             }
@@ -485,70 +526,67 @@ impl Store {
             Some(pb::section::Body::Host(h)) => Some(h.clone()),
             _ => None,
         });
-        let result = (&self.devices, &self.sections).transaction(|(devices, secs)| {
-            let Some(raw) = devices.get(device_id.as_bytes())? else {
-                return Ok(None);
-            };
-            let mut rec: pb::DeviceRecord =
-                decode("devices", device_id.as_bytes(), &raw).map_err(abort)?;
-            let mut d = rec.device.take().unwrap_or_default();
-            let stale = sequence < d.last_report_sequence;
-            let mut changed = false;
-            if !stale {
-                for s in sections {
-                    let key = section_key(device_id, s.kind);
-                    let same = stored_hash_is(secs.get(&key)?.as_deref(), &s.hash);
-                    if !same {
-                        secs.insert(key, s.encode_to_vec())?;
-                        changed = true;
+        let result = self
+            .engine
+            .transaction([&self.devices, &self.sections], |[devices, secs]| {
+                let Some(raw) = devices.get(device_id.as_bytes())? else {
+                    return Ok(None);
+                };
+                let mut rec: pb::DeviceRecord =
+                    decode("devices", device_id.as_bytes(), &raw).map_err(abort)?;
+                let mut d = rec.device.take().unwrap_or_default();
+                let stale = sequence < d.last_report_sequence;
+                let mut changed = false;
+                if !stale {
+                    for s in sections {
+                        let key = section_key(device_id, s.kind);
+                        let same = stored_hash_is(secs.get(&key)?.as_deref(), &s.hash);
+                        if !same {
+                            secs.insert(key, s.encode_to_vec())?;
+                            changed = true;
+                        }
+                    }
+                    d.last_report_sequence = sequence;
+                    d.last_report_ms = now_ms;
+                    if let Some(h) = &hostname {
+                        d.hostname = h.hostname.clone();
+                        if !h.serial.is_empty() {
+                            d.serial = h.serial.clone();
+                        }
+                        if !h.model.is_empty() {
+                            d.model = h.model.clone();
+                        }
+                    }
+                    if !agent_version.is_empty() {
+                        d.agent_version = agent_version.to_string();
                     }
                 }
-                d.last_report_sequence = sequence;
-                d.last_report_ms = now_ms;
-                if let Some(h) = &hostname {
-                    d.hostname = h.hostname.clone();
-                    if !h.serial.is_empty() {
-                        d.serial = h.serial.clone();
+                d.last_seen_ms = d.last_seen_ms.max(now_ms);
+                let acknowledged_sequence = d.last_report_sequence;
+                // What the agent says it holds but the store lacks at that hash: ask for it again.
+                let mut resend = Vec::new();
+                for dg in digests {
+                    let held = stored_hash_is(
+                        secs.get(section_key(device_id, dg.kind))?.as_deref(),
+                        &dg.hash,
+                    );
+                    if !held {
+                        resend.push(dg.kind);
                     }
-                    if !h.model.is_empty() {
-                        d.model = h.model.clone();
-                    }
                 }
-                if !agent_version.is_empty() {
-                    d.agent_version = agent_version.to_string();
-                }
-            }
-            d.last_seen_ms = d.last_seen_ms.max(now_ms);
-            let acknowledged_sequence = d.last_report_sequence;
-            // What the agent says it holds but the store lacks at that hash: ask for it again.
-            let mut resend = Vec::new();
-            for dg in digests {
-                let held = stored_hash_is(
-                    secs.get(section_key(device_id, dg.kind))?.as_deref(),
-                    &dg.hash,
-                );
-                if !held {
-                    resend.push(dg.kind);
-                }
-            }
-            rec.device = Some(d);
-            devices.insert(device_id.as_bytes(), rec.encode_to_vec())?;
-            Ok(Some(ReportOutcome {
-                acknowledged_sequence,
-                resend,
-                changed,
-            }))
-        });
-        let outcome = match result {
-            Ok(Some(o)) => o,
-            Ok(None) => {
-                return Err(StoreError::Io {
-                    path: PathBuf::from(device_id),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
-                });
-            }
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+                rec.device = Some(d);
+                devices.insert(device_id.as_bytes(), rec.encode_to_vec())?;
+                Ok(Some(ReportOutcome {
+                    acknowledged_sequence,
+                    resend,
+                    changed,
+                }))
+            });
+        let Some(outcome) = result? else {
+            return Err(StoreError::Io {
+                path: PathBuf::from(device_id),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
+            });
         };
         self.flush().await?;
         Ok(outcome)
@@ -559,11 +597,9 @@ impl Store {
         let mut prefix = device_id.as_bytes().to_vec();
         prefix.push(0);
         self.sections
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("sections", &k, &v)
-            })
+            .scan_prefix(&prefix)?
+            .iter()
+            .map(|(k, v)| decode("sections", k, v))
             .collect()
     }
 
@@ -686,11 +722,9 @@ impl Store {
     /// The whole audit log, oldest first.
     pub fn audit_log(&self) -> Result<Vec<pb::AuditEntry>, StoreError> {
         self.audit
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("audit", &k, &v)
-            })
+            .map(|(k, v)| decode("audit", k, v))
             .collect()
     }
 }
@@ -708,11 +742,9 @@ impl Store {
     /// Every command, oldest first (ids are time-ordered).
     pub fn commands(&self) -> Result<Vec<pb::CommandInfo>, StoreError> {
         self.commands
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("commands", &k, &v)
-            })
+            .map(|(k, v)| decode("commands", k, v))
             .collect()
     }
 
@@ -747,9 +779,9 @@ impl Store {
     /// Writes a command and flushes.
     pub async fn put_command(&self, c: &pb::CommandInfo) -> Result<(), StoreError> {
         {
-            let mut open = self.open_index();
+            let _order = self.command_writes.lock().await;
             self.commands.insert(c.id.as_bytes(), c.encode_to_vec())?;
-            open.record(c);
+            self.open_index().record(c);
         }
         self.flush().await
     }
@@ -778,11 +810,9 @@ impl Store {
     /// Every loss case, oldest first.
     pub fn losses(&self) -> Result<Vec<pb::LossCase>, StoreError> {
         self.losses
+            .iter()?
             .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("losses", &k, &v)
-            })
+            .map(|(k, v)| decode("losses", k, v))
             .collect()
     }
 
@@ -794,43 +824,44 @@ impl Store {
         commands: &[pb::CommandInfo],
         device_state: Option<pb::DeviceState>,
     ) -> Result<(), StoreError> {
-        self.write_loss(case, commands, device_state)?;
+        {
+            let _order = self.command_writes.lock().await;
+            self.write_loss(case, commands, device_state)?;
+        }
         self.flush().await
     }
 
-    /// `save_loss` up to the flush, holding the open-command index's lock (not across an await).
+    /// `save_loss` up to the flush, under `command_writes`.
     fn write_loss(
         &self,
         case: &pb::LossCase,
         commands: &[pb::CommandInfo],
         device_state: Option<pb::DeviceState>,
     ) -> Result<(), StoreError> {
-        let mut open = self.open_index();
-        let result = (&self.losses, &self.commands, &self.devices).transaction(|(l, c, d)| {
-            l.insert(case.id.as_bytes(), case.encode_to_vec())?;
-            for cmd in commands {
-                c.insert(cmd.id.as_bytes(), cmd.encode_to_vec())?;
-            }
-            if let Some(st) = device_state
-                && let Some(raw) = d.get(case.device_id.as_bytes())?
-            {
-                let mut rec: pb::DeviceRecord =
-                    decode("devices", case.device_id.as_bytes(), &raw).map_err(abort)?;
-                if let Some(dev) = rec.device.as_mut() {
-                    dev.state = st as i32;
+        let result = self.engine.transaction(
+            [&self.losses, &self.commands, &self.devices],
+            |[l, c, d]| {
+                l.insert(case.id.as_bytes(), case.encode_to_vec())?;
+                for cmd in commands {
+                    c.insert(cmd.id.as_bytes(), cmd.encode_to_vec())?;
                 }
-                d.insert(case.device_id.as_bytes(), rec.encode_to_vec())?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                commands.iter().for_each(|c| open.record(c));
+                if let Some(st) = device_state
+                    && let Some(raw) = d.get(case.device_id.as_bytes())?
+                {
+                    let mut rec: pb::DeviceRecord =
+                        decode("devices", case.device_id.as_bytes(), &raw).map_err(abort)?;
+                    if let Some(dev) = rec.device.as_mut() {
+                        dev.state = st as i32;
+                    }
+                    d.insert(case.device_id.as_bytes(), rec.encode_to_vec())?;
+                }
                 Ok(())
-            }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
+            },
+        );
+        result?;
+        let mut open = self.open_index();
+        commands.iter().for_each(|c| open.record(c));
+        Ok(())
     }
 }
 
@@ -859,7 +890,7 @@ impl JsonTree {
 }
 
 impl Store {
-    fn json_tree(&self, t: JsonTree) -> &sled::Tree {
+    fn json_tree(&self, t: JsonTree) -> &Tree {
         match t {
             JsonTree::Findings => &self.findings,
             JsonTree::People => &self.people,
@@ -896,13 +927,13 @@ impl Store {
 
     /// Every record of a JSON tree whose key starts with `prefix`, in key order.
     /// How many records a JSON tree holds (a walk of its keys: for small trees like the outbox).
-    pub fn json_count(&self, t: JsonTree) -> usize {
+    pub fn json_count(&self, t: JsonTree) -> Result<usize, StoreError> {
         self.json_tree(t).len()
     }
 
     /// The group commit's flush-duration histogram, for the metrics.
     pub fn flush_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
-        self.commit.flush_histogram()
+        self.engine.flush_histogram()
     }
 
     pub fn json_list<T: serde::de::DeserializeOwned>(
@@ -911,11 +942,9 @@ impl Store {
         prefix: &[u8],
     ) -> Result<Vec<T>, StoreError> {
         self.json_tree(t)
-            .scan_prefix(prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Self::decode_json(t, &k, &v)
-            })
+            .scan_prefix(prefix)?
+            .iter()
+            .map(|(k, v)| Self::decode_json(t, k, v))
             .collect()
     }
 
@@ -937,14 +966,11 @@ impl Store {
         puts: &[(Vec<u8>, T)],
         removes: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for k in removes {
-            batch.remove(k.as_slice());
-        }
-        for (k, v) in puts {
-            batch.insert(k.as_slice(), Self::encode_json(t, k, v)?);
-        }
-        self.json_tree(t).apply_batch(batch)?;
+        let puts = puts
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Self::encode_json(t, k, v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.json_tree(t).apply(&puts, removes)?;
         self.flush().await
     }
 
@@ -954,12 +980,7 @@ impl Store {
         t: JsonTree,
         records: &[(Vec<u8>, T)],
     ) -> Result<(), StoreError> {
-        let removes: Vec<Vec<u8>> = self
-            .json_tree(t)
-            .iter()
-            .keys()
-            .map(|k| k.map(|k| k.to_vec()))
-            .collect::<Result<_, _>>()?;
+        let removes = self.json_tree(t).keys()?;
         let keep: std::collections::HashSet<&[u8]> =
             records.iter().map(|(k, _)| k.as_slice()).collect();
         let removes: Vec<Vec<u8>> = removes
@@ -1000,15 +1021,6 @@ fn validate_token(rec: &pb::EnrollTokenRecord, now_ms: i64) -> Result<(), Enroll
 mod tests {
     use super::*;
 
-    fn device(id: &str) -> pb::Device {
-        pb::Device {
-            id: id.into(),
-            hostname: "lap".into(),
-            state: pb::DeviceState::Active as i32,
-            ..Default::default()
-        }
-    }
-
     async fn token(store: &Store, uses: u32, expires_at_ms: i64) -> [u8; 32] {
         let h = crate::token::hash("vakt_e_test");
         store
@@ -1027,42 +1039,6 @@ mod tests {
         h
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writers_share_flushes_and_all_are_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            let mut tasks = Vec::new();
-            for i in 0..200u32 {
-                let s = s.clone();
-                tasks.push(tokio::spawn(async move {
-                    let h = crate::token::hash(&format!("t{i}"));
-                    s.put_enroll_token(
-                        &h,
-                        &pb::EnrollTokenRecord {
-                            id: format!("t{i}"),
-                            uses_left: 1,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .unwrap();
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        }
-        let s = reopen(dir.path()).await;
-        for i in 0..200u32 {
-            let h = crate::token::hash(&format!("t{i}"));
-            assert!(
-                s.check_enroll_token(&h, "x", 0).is_ok(),
-                "token {i} survived"
-            );
-        }
-    }
-
     #[tokio::test]
     async fn second_open_of_the_same_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1072,39 +1048,6 @@ mod tests {
             err.to_string().contains("in use by another vakt-server"),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn enroll_uses_up_token_and_reenroll_revokes_old_cert() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let h = token(&s, 2, 0).await;
-        let hw = pb::HardwareIdentity {
-            machine_id: "m1".into(),
-            serial: "s1".into(),
-            ..Default::default()
-        };
-        s.enroll(&h, 1, device("d1"), hw.clone(), [1; 32])
-            .await
-            .unwrap();
-        assert_eq!(s.device_for_hardware(&hw).unwrap().as_deref(), Some("d1"));
-        // Re-enrolling the same hardware takes the record over only once an admin allowed it.
-        s.allow_reenroll("d1", 100).await.unwrap();
-        s.enroll(&h, 2, device("d-unused"), hw.clone(), [2; 32])
-            .await
-            .unwrap();
-        assert!(
-            s.device_by_cert(&[1; 32]).unwrap().is_none(),
-            "old cert revoked"
-        );
-        let rec = s.device_by_cert(&[2; 32]).unwrap().unwrap();
-        assert_eq!(rec.device.unwrap().id, "d1");
-        assert_eq!(rec.revoked_cert_sha256, vec![vec![1u8; 32]]);
-        let err = s
-            .enroll(&h, 3, device("d2"), hw, [3; 32])
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "enrollment token tok1 has no uses left");
     }
 
     #[tokio::test]
@@ -1120,142 +1063,5 @@ mod tests {
             err.starts_with("enrollment token tok1 expired at 1970-01-01T00:00:01"),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn report_sections_and_resend() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let h = token(&s, 1, 0).await;
-        s.enroll(&h, 1, device("d1"), Default::default(), [1; 32])
-            .await
-            .unwrap();
-        let report = vakt_proto::model::Report::default();
-        let secs = vakt_proto::convert::report_to_sections(&report);
-        let digests: Vec<_> = secs
-            .iter()
-            .map(|s| pb::SectionDigest {
-                kind: s.kind,
-                hash: s.hash.clone(),
-            })
-            .collect();
-        // Only digests, nothing stored yet: the server asks for all five.
-        let o = s
-            .store_report("d1", 1, &[], &digests, 5, "t")
-            .await
-            .unwrap();
-        assert_eq!(o.resend.len(), 5);
-        let o = s
-            .store_report("d1", 2, &secs, &digests, 6, "t")
-            .await
-            .unwrap();
-        assert!(o.resend.is_empty() && o.changed);
-        assert_eq!(s.sections("d1").unwrap().len(), 5);
-        // An older sequence changes nothing but is acknowledged with the newest number.
-        let o = s
-            .store_report("d1", 1, &secs, &digests, 7, "t")
-            .await
-            .unwrap();
-        assert_eq!(o.acknowledged_sequence, 2);
-        assert!(!o.changed);
-        // Check-ins (no sections) take the fast path with the same answers.
-        let o = s
-            .store_report("d1", 3, &[], &digests, 8, "t2")
-            .await
-            .unwrap();
-        assert_eq!((o.acknowledged_sequence, o.resend.len()), (3, 0));
-        let o = s
-            .store_report("d1", 1, &[], &digests, 9, "t3")
-            .await
-            .unwrap();
-        assert_eq!(
-            o.acknowledged_sequence, 3,
-            "an old check-in changes nothing"
-        );
-        let d = s.device("d1").unwrap().unwrap().device.unwrap();
-        assert_eq!((d.last_report_ms, d.agent_version.as_str()), (8, "t2"));
-        assert_eq!(d.last_seen_ms, 9);
-        assert!(s.store_report("nobody", 1, &[], &[], 1, "").await.is_err());
-    }
-
-    /// Opens the store again in the same process, as a restart would.
-    async fn reopen(dir: &Path) -> Store {
-        // sled writes its log buffers on short-lived threads of its own, which may still hold
-        // the file for a moment after the last handle is dropped; a new process (a restart)
-        // never meets them, a reopen in the same process can. Wait for them, briefly.
-        let mut tries = 0;
-        loop {
-            match Store::open(dir) {
-                Ok(s) => return s,
-                Err(e) if tries < 50 && e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        }
-    }
-
-    fn command(id: &str, device: &str, state: pb::CommandState) -> pb::CommandInfo {
-        pb::CommandInfo {
-            id: id.into(),
-            device_id: device.into(),
-            state: state as i32,
-            ..Default::default()
-        }
-    }
-
-    fn ids(cs: Vec<pb::CommandInfo>) -> Vec<String> {
-        cs.into_iter().map(|c| c.id).collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn open_commands_follow_every_write_and_survive_a_restart() {
-        use pb::CommandState as S;
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.put_command(&command("c2", "d1", S::Pending))
-                .await
-                .unwrap();
-            s.put_command(&command("c1", "d1", S::Delivered))
-                .await
-                .unwrap();
-            s.put_command(&command("c3", "d2", S::AwaitingApproval))
-                .await
-                .unwrap();
-            s.put_command(&command("c4", "d1", S::Succeeded))
-                .await
-                .unwrap();
-            // A loss case's commands come in through the transaction.
-            let case = pb::LossCase {
-                id: "l1".into(),
-                device_id: "d3".into(),
-                ..Default::default()
-            };
-            s.save_loss(&case, &[command("c5", "d3", S::Pending)], None)
-                .await
-                .unwrap();
-            assert_eq!(ids(s.open_commands_of("d1").unwrap()), ["c1", "c2"]);
-            assert_eq!(ids(s.open_commands_of("d3").unwrap()), ["c5"]);
-            assert!(s.open_commands_of("nobody").unwrap().is_empty());
-            // Finishing a command closes it; reopening one (an approval) opens it again.
-            s.update_command("c1", |c| c.state = S::Failed as i32)
-                .await
-                .unwrap();
-            s.update_command("c3", |c| c.state = S::Pending as i32)
-                .await
-                .unwrap();
-            s.update_command("c5", |c| c.state = S::Expired as i32)
-                .await
-                .unwrap();
-            assert_eq!(ids(s.open_commands_of("d1").unwrap()), ["c2"]);
-            assert_eq!(ids(s.open_commands().unwrap()), ["c2", "c3"]);
-            assert_eq!(s.commands().unwrap().len(), 5, "the history stays");
-        }
-        // Rebuilt from the tree at open: the same answer after a restart.
-        let s = reopen(dir.path()).await;
-        assert_eq!(ids(s.open_commands().unwrap()), ["c2", "c3"]);
-        assert_eq!(ids(s.open_commands_of("d2").unwrap()), ["c3"]);
     }
 }

@@ -14,6 +14,7 @@ pub mod dbus;
 pub mod load;
 pub mod mm;
 pub mod oidc;
+pub mod pg;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};

@@ -32,6 +32,11 @@ enum Cmd {
         /// Data directory: the store, the CA and keys, admin.token on first start.
         #[arg(long, required_unless_present = "config")]
         data: Option<PathBuf>,
+        /// Keep the store in PostgreSQL (postgresql://USER@HOST:PORT/DATABASE) instead of
+        /// the embedded store in the data directory, which still holds the lock, the CA and
+        /// the TLS files. The schema is created or migrated at start.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// gRPC over TLS, for agents and the admin API [default: 127.0.0.1:7443].
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -152,6 +157,7 @@ async fn real_main() -> anyhow::Result<()> {
         Cmd::Serve {
             config,
             data,
+            store,
             listen,
             console,
             console_tls,
@@ -196,7 +202,11 @@ async fn real_main() -> anyhow::Result<()> {
                 },
                 _ => vakt_server::limit::Rate::UNLIMITED,
             };
-            let state = server::prepare(&data, &hostnames, mail.config(mail_file))
+            let location = match store {
+                Some(url) => vakt_server::store::StoreLocation::Postgres(url),
+                None => vakt_server::store::StoreLocation::Embedded,
+            };
+            let state = server::prepare_at(&data, &location, &hostnames, mail.config(mail_file))
                 .await?
                 .with_enroll_limits(vakt_server::limit::EnrollLimits {
                     per_source: rate(enroll_rate_per_source, 4.0),

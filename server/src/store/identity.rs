@@ -9,12 +9,9 @@
 //! certificates have all expired or been revoked, or when an admin allowed it first
 //! (`vakt device reenroll`, one use within a deadline).
 
-use super::{Store, StoreError, abort, decode, hardware_key};
+use super::engine::{TxFault, TxResult, TxTree, abort};
+use super::{Store, StoreError, decode, hardware_key};
 use prost::Message;
-use sled::Transactional;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
 use vakt_proto::pb;
 
 /// How long `vakt device reenroll` keeps the door open.
@@ -113,10 +110,8 @@ fn ids_of(value: Option<&[u8]>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-type TxResult<T, E> = Result<T, ConflictableTransactionError<E>>;
-
 fn tx_device<E: From<StoreError>>(
-    devices: &TransactionalTree,
+    devices: &TxTree<'_>,
     id: &str,
 ) -> TxResult<Option<pb::DeviceRecord>, E> {
     match devices.get(id.as_bytes())? {
@@ -129,8 +124,8 @@ fn tx_device<E: From<StoreError>>(
 
 /// The records of the devices claiming `hw`, read inside a transaction.
 fn tx_candidates<E: From<StoreError>>(
-    devices: &TransactionalTree,
-    hardware: &TransactionalTree,
+    devices: &TxTree<'_>,
+    hardware: &TxTree<'_>,
     hw: &pb::HardwareIdentity,
 ) -> TxResult<Vec<pb::DeviceRecord>, E> {
     let Some(k) = hardware_key(hw) else {
@@ -147,11 +142,11 @@ fn tx_candidates<E: From<StoreError>>(
 
 /// Takes `sha` out of the accepted certificates and remembers why.
 fn revoke(
-    certs: &TransactionalTree,
-    revoked: &TransactionalTree,
+    certs: &TxTree<'_>,
+    revoked: &TxTree<'_>,
     sha: &[u8],
     why: &Revoked,
-) -> Result<(), UnabortableTransactionError> {
+) -> Result<(), TxFault> {
     if sha.is_empty() {
         return Ok(());
     }
@@ -167,10 +162,10 @@ fn revoke(
 /// Revokes the current and any pending certificate of `rec`, keeping them in its history.
 fn revoke_all(
     rec: &mut pb::DeviceRecord,
-    certs: &TransactionalTree,
-    revoked: &TransactionalTree,
+    certs: &TxTree<'_>,
+    revoked: &TxTree<'_>,
     why: &Revoked,
-) -> Result<(), UnabortableTransactionError> {
+) -> Result<(), TxFault> {
     for sha in [
         std::mem::take(&mut rec.cert_sha256),
         std::mem::take(&mut rec.pending_cert_sha256),
@@ -197,10 +192,10 @@ pub enum PlanChanged {
 /// plan still holds, then writes the record, its certificate and the hardware index.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
-    devices: &TransactionalTree,
-    hardware: &TransactionalTree,
-    certs: &TransactionalTree,
-    revoked: &TransactionalTree,
+    devices: &TxTree<'_>,
+    hardware: &TxTree<'_>,
+    certs: &TxTree<'_>,
+    revoked: &TxTree<'_>,
     plan: &EnrollPlan,
     device: &pb::Device,
     hw: &pb::HardwareIdentity,
@@ -266,14 +261,6 @@ pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
     Ok(rec)
 }
 
-fn finish<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(e.into()),
-    }
-}
-
 impl Store {
     /// What an enrollment claiming `hw` would become now (checked again when it is written).
     pub fn enroll_plan(
@@ -336,8 +323,9 @@ impl Store {
             .as_ref()
             .map(|d| d.id.clone())
             .unwrap_or_default();
-        let r = (&self.devices, &self.certs, &self.revoked_certs).transaction(
-            |(devices, certs, revoked)| {
+        let r = self.engine.transaction(
+            [&self.devices, &self.certs, &self.revoked_certs],
+            |[devices, certs, revoked]| {
                 let Some(mut rec) = tx_device::<StoreError>(devices, &id)? else {
                     return Ok(None);
                 };
@@ -354,7 +342,7 @@ impl Store {
                 Ok(Some(rec))
             },
         );
-        let rec = finish(r)?;
+        let rec = r?;
         if rec.is_some() {
             tracing::info!(device = %id, "renewed certificate in use; the old one is revoked");
         }
@@ -371,8 +359,9 @@ impl Store {
         presented: &[u8; 32],
         cert: CertInfo,
     ) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        let r = (&self.devices, &self.certs, &self.revoked_certs).transaction(
-            |(devices, certs, revoked)| {
+        let r = self.engine.transaction(
+            [&self.devices, &self.certs, &self.revoked_certs],
+            |[devices, certs, revoked]| {
                 let Some(mut rec) = tx_device::<StoreError>(devices, id)? else {
                     return Ok(None);
                 };
@@ -391,7 +380,7 @@ impl Store {
                 Ok(Some(rec))
             },
         );
-        let rec = finish(r)?;
+        let rec = r?;
         self.flush().await?;
         Ok(rec)
     }
@@ -409,8 +398,9 @@ impl Store {
 
     /// Revokes every certificate of `id` and marks it retired.
     pub async fn retire(&self, id: &str) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        let r = (&self.devices, &self.certs, &self.revoked_certs).transaction(
-            |(devices, certs, revoked)| {
+        let r = self.engine.transaction(
+            [&self.devices, &self.certs, &self.revoked_certs],
+            |[devices, certs, revoked]| {
                 let Some(mut rec) = tx_device::<StoreError>(devices, id)? else {
                     return Ok(None);
                 };
@@ -423,7 +413,7 @@ impl Store {
                 Ok(Some(rec))
             },
         );
-        let rec = finish(r)?;
+        let rec = r?;
         self.flush().await?;
         Ok(rec)
     }

@@ -1,0 +1,313 @@
+//! The storage engine under the store: ordered trees of byte keys and values, multi-tree
+//! transactions, and a durable commit, with two implementations: sled (embedded, the
+//! default) and PostgreSQL (`super::pg`). Everything in `store*` above this module is written
+//! against these operations only, so the store means the same on either engine.
+//!
+//! The contract both keep:
+//! - keys are ordered bytewise; `scan_prefix` and `last` follow that order;
+//! - a single `insert`, `remove`, `update` or `apply` is atomic;
+//! - `transaction` runs its closure against a consistent view of the trees it names and
+//!   applies all of its writes or none; when a concurrent writer conflicts, the closure is run
+//!   again (so it must not have effects outside the trees);
+//! - [`Engine::flush`] returns once every write made before it is durable. sled buffers writes
+//!   and flushes them in groups (`commit.rs`); PostgreSQL commits each write or transaction
+//!   durably before it returns, so there it has nothing left to do.
+
+use super::StoreError;
+use super::pg::{PgEngine, PgFault, PgTree, PgTx};
+
+/// A key and its value, as a scan returns them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// One of the two engines; cheap to clone.
+#[derive(Clone)]
+pub enum Engine {
+    Sled {
+        db: sled::Db,
+        commit: crate::commit::GroupCommit,
+    },
+    Pg(PgEngine),
+}
+
+/// A named tree of one engine; cheap to clone.
+#[derive(Clone)]
+pub struct Tree {
+    name: &'static str,
+    inner: TreeInner,
+}
+
+#[derive(Clone)]
+enum TreeInner {
+    Sled(sled::Tree),
+    Pg(PgTree),
+}
+
+/// Why a transaction's operation failed. Returned by [`TxTree`]'s operations and passed on
+/// with `?`: the engine decides whether it means "run the closure again" (a conflict) or an
+/// error.
+#[derive(Debug)]
+pub enum TxFault {
+    Sled(sled::transaction::UnabortableTransactionError),
+    Pg(PgFault),
+}
+
+/// How a transaction's closure ends early: its own error (nothing is written), or a fault of
+/// the engine.
+#[derive(Debug)]
+pub enum TxError<E> {
+    Abort(E),
+    Fault(TxFault),
+}
+
+impl<E> From<TxFault> for TxError<E> {
+    fn from(f: TxFault) -> Self {
+        Self::Fault(f)
+    }
+}
+
+/// What a transaction's closure returns.
+pub type TxResult<T, E> = Result<T, TxError<E>>;
+
+/// Ends a transaction with the caller's own error: nothing it wrote is kept.
+pub fn abort<E>(e: E) -> TxError<E> {
+    TxError::Abort(e)
+}
+
+/// One tree inside a transaction.
+pub enum TxTree<'a> {
+    Sled(&'a sled::transaction::TransactionalTree, &'static str),
+    Pg(&'a PgTx, &'static str),
+}
+
+impl TxTree<'_> {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, TxFault> {
+        match self {
+            Self::Sled(t, _) => t
+                .get(key.as_ref())
+                .map(|v| v.map(|v| v.to_vec()))
+                .map_err(TxFault::Sled),
+            Self::Pg(tx, name) => tx.get(name, key.as_ref()).map_err(TxFault::Pg),
+        }
+    }
+
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), TxFault> {
+        match self {
+            Self::Sled(t, _) => t
+                .insert(key.as_ref(), value.as_ref())
+                .map(|_| ())
+                .map_err(TxFault::Sled),
+            Self::Pg(tx, name) => tx
+                .insert(name, key.as_ref(), value.as_ref())
+                .map_err(TxFault::Pg),
+        }
+    }
+
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), TxFault> {
+        match self {
+            Self::Sled(t, _) => t.remove(key.as_ref()).map(|_| ()).map_err(TxFault::Sled),
+            Self::Pg(tx, name) => tx.remove(name, key.as_ref()).map_err(TxFault::Pg),
+        }
+    }
+}
+
+impl Engine {
+    /// The sled engine over the database at `path`, with its group-commit thread.
+    pub fn open_sled(path: &std::path::Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let commit =
+            crate::commit::GroupCommit::start(db.clone()).map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self::Sled { db, commit })
+    }
+
+    /// The tree called `name` (created if it does not exist).
+    pub fn tree(&self, name: &'static str) -> Result<Tree, StoreError> {
+        let inner = match self {
+            Self::Sled { db, .. } => TreeInner::Sled(db.open_tree(name)?),
+            Self::Pg(pg) => TreeInner::Pg(pg.tree(name)),
+        };
+        Ok(Tree { name, inner })
+    }
+
+    /// Makes every write made before the call durable (see the module doc).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sled { commit, .. } => Ok(commit.flush().await?),
+            Self::Pg(_) => Ok(()),
+        }
+    }
+
+    /// The durations of the engine's durable commits (sled's group flushes, PostgreSQL's
+    /// transaction commits), for `vakt_store_flush_duration_seconds`.
+    pub fn flush_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        match self {
+            Self::Sled { commit, .. } => commit.flush_histogram(),
+            Self::Pg(pg) => pg.commit_histogram(),
+        }
+    }
+
+    /// Runs `f` as one transaction over `trees` (all of this engine), again on a conflict.
+    /// `f` sees the trees in the order given.
+    pub fn transaction<T, E, const N: usize>(
+        &self,
+        trees: [&Tree; N],
+        f: impl Fn(&[TxTree<'_>; N]) -> TxResult<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        match self {
+            Self::Sled { .. } => {
+                use sled::Transactional;
+                use sled::transaction::{ConflictableTransactionError as C, TransactionError};
+                let mut sled_trees = Vec::with_capacity(N);
+                for t in trees {
+                    match &t.inner {
+                        TreeInner::Sled(s) => sled_trees.push(s.clone()),
+                        TreeInner::Pg(_) => return Err(E::from(StoreError::MixedEngines)),
+                    }
+                }
+                let r = sled_trees.as_slice().transaction(|views| {
+                    // sled gives one view per tree, in the order given.
+                    let txs: [TxTree<'_>; N] =
+                        std::array::from_fn(|i| TxTree::Sled(&views[i], trees[i].name));
+                    f(&txs).map_err(|e| match e {
+                        TxError::Abort(e) => C::Abort(e),
+                        TxError::Fault(TxFault::Sled(u)) => u.into(),
+                        // Only a PostgreSQL tree makes a PostgreSQL fault, and there is none.
+                        TxError::Fault(TxFault::Pg(p)) => C::Abort(E::from(p.into())),
+                    })
+                });
+                match r {
+                    Ok(v) => Ok(v),
+                    Err(TransactionError::Abort(e)) => Err(e),
+                    Err(TransactionError::Storage(e)) => Err(E::from(e.into())),
+                }
+            }
+            Self::Pg(pg) => {
+                if trees.iter().any(|t| matches!(t.inner, TreeInner::Sled(_))) {
+                    return Err(E::from(StoreError::MixedEngines));
+                }
+                pg.transaction(|tx| {
+                    let txs: [TxTree<'_>; N] =
+                        std::array::from_fn(|i| TxTree::Pg(tx, trees[i].name));
+                    f(&txs)
+                })
+            }
+        }
+    }
+}
+
+impl Tree {
+    /// The tree's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => Ok(t.get(key)?.map(|v| v.to_vec())),
+            TreeInner::Pg(t) => Ok(t.get(key.as_ref())?),
+        }
+    }
+
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => t.insert(key.as_ref(), value.as_ref()).map(|_| ())?,
+            TreeInner::Pg(t) => t.apply(&[(key.as_ref(), value.as_ref())], &[])?,
+        }
+        Ok(())
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order (all of them for `b""`).
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<Entry>, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => t
+                .scan_prefix(prefix)
+                .map(|kv| {
+                    let (k, v) = kv?;
+                    Ok((k.to_vec(), v.to_vec()))
+                })
+                .collect(),
+            TreeInner::Pg(t) => Ok(t.scan_prefix(prefix.as_ref())?),
+        }
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> Result<Vec<Entry>, StoreError> {
+        self.scan_prefix(b"")
+    }
+
+    /// Every key, in order.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => t
+                .iter()
+                .keys()
+                .map(|k| Ok(k?.to_vec()))
+                .collect::<Result<_, StoreError>>(),
+            TreeInner::Pg(t) => Ok(t.keys()?),
+        }
+    }
+
+    /// The entry with the greatest key.
+    pub fn last(&self) -> Result<Option<Entry>, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => Ok(t.last()?.map(|(k, v)| (k.to_vec(), v.to_vec()))),
+            TreeInner::Pg(t) => Ok(t.last()?),
+        }
+    }
+
+    /// How many entries the tree holds.
+    pub fn len(&self) -> Result<usize, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => Ok(t.len()),
+            TreeInner::Pg(t) => Ok(t.len()?),
+        }
+    }
+
+    /// Writes `puts` and removes `removes` atomically.
+    pub fn apply(&self, puts: &[Entry], removes: &[Vec<u8>]) -> Result<(), StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => {
+                let mut batch = sled::Batch::default();
+                for k in removes {
+                    batch.remove(k.as_slice());
+                }
+                for (k, v) in puts {
+                    batch.insert(k.as_slice(), v.as_slice());
+                }
+                t.apply_batch(batch)?;
+            }
+            TreeInner::Pg(t) => {
+                let puts: Vec<(&[u8], &[u8])> = puts
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                let removes: Vec<&[u8]> = removes.iter().map(Vec::as_slice).collect();
+                t.apply(&puts, &removes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the value under `key` with `f(old)` atomically (`None` removes it; `f` may be
+    /// called more than once when another writer gets in between) and returns what was
+    /// written.
+    pub fn update(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => Ok(t.update_and_fetch(key, f)?.map(|v| v.to_vec())),
+            TreeInner::Pg(t) => Ok(t.update(key.as_ref(), f)?),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! A private PostgreSQL cluster for tests: `initdb` and `pg_ctl` in a temporary directory, on
+//! a free loopback port, stopped (and deleted) on drop.
+//!
+//! PostgreSQL refuses to run as root, and CI runs as root: then every PostgreSQL command runs
+//! as the `postgres` system user the Debian package creates (`runuser -u postgres --`), on a
+//! directory handed to that user. Authentication is `trust` for the cluster's own superuser,
+//! which is fine on a loopback port of a cluster that lives as long as one test.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// The superuser `initdb` creates, and the user in every URL the cluster hands out.
+const USER: &str = "vakt";
+
+/// A running cluster. Each test takes a database of its own ([`PgCluster::database`]).
+pub struct PgCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    /// `Some("postgres")` when this process is root and PostgreSQL runs as that user.
+    run_as: Option<&'static str>,
+    dir: tempfile::TempDir,
+}
+
+/// Where the PostgreSQL programs are: the directory `initdb` in `PATH` really lives in, else
+/// Debian's versioned directory (the package keeps them out of `PATH`), the newest version.
+fn find_bin() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            // A link in PATH (/usr/local/bin/initdb) stands for the whole directory of
+            // programs it points into (createdb, psql).
+            if let Ok(real) = std::fs::canonicalize(d.join("initdb"))
+                && let Some(dir) = real.parent()
+                && dir.join("pg_ctl").is_file()
+                && dir.join("psql").is_file()
+            {
+                return Some(dir.to_path_buf());
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+impl PgCluster {
+    /// Starts a cluster, or says why it cannot: `Err` only when `initdb` is not installed
+    /// (run .ci/install-postgres.sh); with `VAKT_REQUIRE_TOOLS=1` (CI) that panics instead.
+    /// Any other failure (initdb or the server failing) panics with the tool's output.
+    pub fn start() -> Result<Self, String> {
+        let Some(bin) = find_bin() else {
+            let why = "initdb is not installed (run .ci/install-postgres.sh)".to_string();
+            assert!(!crate::tools_required(), "{why}");
+            return Err(why);
+        };
+        // /proc/self belongs to the effective user: root there means PostgreSQL would refuse.
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false);
+        let run_as = root.then_some("postgres");
+        let dir = tempfile::Builder::new()
+            .prefix("vakt-pg")
+            .tempdir()
+            .expect("temporary directory");
+        if let Some(user) = run_as {
+            let out = Command::new("chown")
+                .args([user, "--"])
+                .arg(dir.path())
+                .output()
+                .expect("run chown");
+            assert!(
+                out.status.success(),
+                "chown {user}: {}",
+                crate::stderr(&out)
+            );
+        }
+        let data = dir.path().join("data");
+        let cluster = Self {
+            bin,
+            data,
+            port: crate::free_port(),
+            run_as,
+            dir,
+        };
+        let out = cluster.run(
+            "initdb",
+            &[
+                "--auth=trust",
+                "--username",
+                USER,
+                "--encoding=UTF8",
+                "--locale=C",
+                // Only initdb's own files are not synced: the cluster dies with the test.
+                "--no-sync",
+                "-D",
+            ],
+            &[cluster.data.as_os_str()],
+        );
+        assert!(out.status.success(), "initdb: {}", crate::stderr(&out));
+        cluster.pg_ctl_start();
+        Ok(cluster)
+    }
+
+    /// `pg_ctl start` on the cluster's port, waiting until it accepts connections.
+    fn pg_ctl_start(&self) {
+        let opts = format!(
+            // Small shared memory: many test clusters run at once beside the other suites.
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200 \
+             -c shared_buffers=16MB",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        let out = self.run(
+            "pg_ctl",
+            &["start", "-w", "-t", "60", "-o", &opts, "-l"],
+            &[log.as_os_str(), "-D".as_ref(), self.data.as_os_str()],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            crate::stderr(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn stop(&self, mode: &str) {
+        let _ = self.run(
+            "pg_ctl",
+            &["stop", "-w", "-m", mode, "-D"],
+            &[self.data.as_os_str()],
+        );
+    }
+
+    /// Runs one of PostgreSQL's programs, as the `postgres` user when we are root.
+    fn run(&self, program: &str, args: &[&str], paths: &[&std::ffi::OsStr]) -> Output {
+        let exe = self.bin.join(program);
+        let mut cmd = match self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        cmd.args(args)
+            .args(paths)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A new, empty database named `name` and its URL, as `--store` takes it.
+    pub fn database(&self, name: &str) -> String {
+        let port = self.port.to_string();
+        let out = self.run(
+            "createdb",
+            &["-h", "127.0.0.1", "-p", &port, "-U", USER, name],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "createdb {name}: {}",
+            crate::stderr(&out)
+        );
+        self.url(name)
+    }
+
+    /// The URL of database `name` (which may not exist).
+    pub fn url(&self, name: &str) -> String {
+        format!("postgresql://{USER}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs one SQL statement in database `name` with psql; panics if it fails.
+    pub fn sql(&self, name: &str, statement: &str) -> String {
+        let port = self.port.to_string();
+        let out = self.run(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                USER,
+                "-d",
+                name,
+                "-c",
+                statement,
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "psql {statement}: {}",
+            crate::stderr(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        // Immediate: nothing in a test cluster is worth a checkpoint, and the directory goes.
+        self.stop("immediate");
+    }
+}

@@ -1,0 +1,559 @@
+//! The store's contract on both engines: every case runs against sled in a temporary data
+//! directory and against a real PostgreSQL (a private cluster, `vakt_tests::pg`), through
+//! the store's public methods only, so the logic above the engine is checked to mean the same
+//! on either. PostgreSQL cases skip, saying why, only when PostgreSQL is not installed.
+
+#![allow(clippy::unwrap_used)] // a test file: helpers outside #[test] fns may unwrap too
+
+use std::path::{Path, PathBuf};
+use vakt_proto::pb;
+use vakt_server::store::{JsonTree, Store, StoreLocation};
+use vakt_tests::pg::PgCluster;
+
+/// Where one case's store lives, and what must stay alive for it.
+struct Place {
+    dir: tempfile::TempDir,
+    location: StoreLocation,
+    pg: Option<(PgCluster, &'static str)>,
+}
+
+impl Place {
+    fn sled() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            location: StoreLocation::Embedded,
+            pg: None,
+        }
+    }
+
+    /// A fresh database on a cluster of its own; `None` (said on stderr) when PostgreSQL is
+    /// not installed.
+    fn postgres() -> Option<Self> {
+        let cluster = match PgCluster::start() {
+            Ok(c) => c,
+            Err(why) => {
+                eprintln!("skipped: {why}");
+                return None;
+            }
+        };
+        let url = cluster.database("vakt");
+        Some(Self {
+            dir: tempfile::tempdir().unwrap(),
+            location: StoreLocation::Postgres(url),
+            pg: Some((cluster, "vakt")),
+        })
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn open(&self) -> Store {
+        Store::open_at(&self.data(), &self.location).unwrap()
+    }
+
+    /// Opens the store again, as a restart would (a fresh `Store` on the same data).
+    async fn reopen(&self) -> Store {
+        // sled's own threads may hold its files for a moment after the last handle is
+        // dropped in this process (a restart, a new process, never meets them).
+        for _ in 0..50 {
+            match Store::open_at(&self.data(), &self.location) {
+                Ok(s) => return s,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+        panic!("reopen: sled stayed locked");
+    }
+
+    /// Writes `value` under `key` of `tree` behind the store's back (the store is closed).
+    async fn write_raw(&self, tree: &str, key: &[u8], value: &[u8]) {
+        match &self.pg {
+            Some((cluster, db)) => {
+                cluster.sql(
+                    db,
+                    &format!(
+                        "INSERT INTO vakt_kv (tree, key, value) VALUES ('{tree}', '\\x{}', '\\x{}') \
+                         ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value",
+                        hex(key),
+                        hex(value)
+                    ),
+                );
+            }
+            None => {
+                let path = self.data().join("db");
+                for _ in 0..50 {
+                    match sled::open(&path) {
+                        Ok(db) => {
+                            db.open_tree(tree).unwrap().insert(key, value).unwrap();
+                            db.flush().unwrap();
+                            return;
+                        }
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                    }
+                }
+                panic!("sled stayed locked");
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Each case as a test on sled and one on PostgreSQL, on the multi-threaded runtime the
+/// server uses; `current_thread` cases also run on the runtime `#[tokio::test]` defaults to.
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sled() {
+                super::$case(super::Place::sled()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(p) = super::Place::postgres() {
+                    super::$case(p).await
+                }
+            }
+        }
+    )*};
+}
+
+both!(
+    committed_writes_survive_a_fresh_store,
+    an_enrollment_token_is_used_exactly_once_under_concurrent_enrollments,
+    reenrollment_revokes_the_old_certificate,
+    reports_store_changed_sections_and_ask_for_missing_ones,
+    command_states_follow_every_write_and_survive_a_restart,
+    scans_follow_key_order_and_prefix_bounds,
+    a_corrupt_record_is_named_and_the_rest_stands,
+    token_updates_never_undo_a_revocation,
+);
+
+fn device(id: &str) -> pb::Device {
+    pb::Device {
+        id: id.into(),
+        hostname: "lap".into(),
+        state: pb::DeviceState::Active as i32,
+        ..Default::default()
+    }
+}
+
+async fn token(store: &Store, secret: &str, uses: u32) -> [u8; 32] {
+    let h = vakt_server::token::hash(secret);
+    store
+        .put_enroll_token(
+            &h,
+            &pb::EnrollTokenRecord {
+                id: secret.into(),
+                uses_left: uses,
+                uses_total: uses,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    h
+}
+
+fn command(id: &str, device: &str, state: pb::CommandState) -> pb::CommandInfo {
+    pb::CommandInfo {
+        id: id.into(),
+        device_id: device.into(),
+        state: state as i32,
+        ..Default::default()
+    }
+}
+
+fn ids(cs: Vec<pb::CommandInfo>) -> Vec<String> {
+    cs.into_iter().map(|c| c.id).collect()
+}
+
+async fn committed_writes_survive_a_fresh_store(p: Place) {
+    {
+        let s = p.open();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100u32 {
+            let s = s.clone();
+            tasks.spawn(async move { token(&s, &format!("t{i}"), 1).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let h = token(&s, "enroll", 1).await;
+        s.enroll(&h, 1, device("d1"), Default::default(), [1; 32])
+            .await
+            .unwrap();
+        let secs = vakt_proto::convert::report_to_sections(&Default::default());
+        s.store_report("d1", 7, &secs, &[], 5, "v1").await.unwrap();
+        s.audit("admin", "test.action", "d1", "", 9).await.unwrap();
+    }
+    let s = p.reopen().await;
+    for i in 0..100u32 {
+        let h = vakt_server::token::hash(&format!("t{i}"));
+        assert!(s.check_enroll_token(&h, "x", 0).is_ok(), "token {i}");
+    }
+    let d = s.device_by_cert(&[1; 32]).unwrap().unwrap().device.unwrap();
+    assert_eq!((d.id.as_str(), d.last_report_sequence), ("d1", 7));
+    assert_eq!(s.sections("d1").unwrap().len(), 5);
+    assert_eq!(s.audit_log().unwrap().len(), 1);
+}
+
+async fn an_enrollment_token_is_used_exactly_once_under_concurrent_enrollments(p: Place) {
+    let s = p.open();
+    let h = token(&s, "shared", 10).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30u8 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            s.enroll(&h, 1, device(&format!("d{i}")), Default::default(), [i; 32])
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+    let mut enrolled = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(_) => enrolled += 1,
+            Err(e) => assert_eq!(e, "enrollment token shared has no uses left"),
+        }
+    }
+    assert_eq!(enrolled, 10, "one enrollment per use, never more");
+    assert_eq!(s.devices().unwrap().len(), 10);
+    let err = s.check_enroll_token(&h, "x", 1).unwrap_err().to_string();
+    assert!(err.contains("no uses left"), "{err}");
+}
+
+async fn reenrollment_revokes_the_old_certificate(p: Place) {
+    let s = p.open();
+    let h = token(&s, "tok1", 2).await;
+    let hw = pb::HardwareIdentity {
+        machine_id: "m1".into(),
+        serial: "s1".into(),
+        ..Default::default()
+    };
+    s.enroll(&h, 1, device("d1"), hw.clone(), [1; 32])
+        .await
+        .unwrap();
+    assert_eq!(s.device_for_hardware(&hw).unwrap().as_deref(), Some("d1"));
+    s.allow_reenroll("d1", 100).await.unwrap();
+    s.enroll(&h, 2, device("d-unused"), hw.clone(), [2; 32])
+        .await
+        .unwrap();
+    assert!(
+        s.device_by_cert(&[1; 32]).unwrap().is_none(),
+        "old cert revoked"
+    );
+    let rec = s.device_by_cert(&[2; 32]).unwrap().unwrap();
+    assert_eq!(rec.device.unwrap().id, "d1");
+    assert_eq!(rec.revoked_cert_sha256, vec![vec![1u8; 32]]);
+    let err = s
+        .enroll(&h, 3, device("d2"), hw, [3; 32])
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "enrollment token tok1 has no uses left");
+    // Renewal and retirement are transactions over the same trees.
+    let next = vakt_server::store::CertInfo {
+        sha256: [4; 32],
+        not_after_ms: 5000,
+    };
+    assert!(s.renew_cert("d1", &[2; 32], next).await.unwrap().is_some());
+    let rec = s.device_by_cert_promoting(&[4; 32]).unwrap().unwrap();
+    assert_eq!(rec.cert_sha256, vec![4; 32]);
+    assert!(s.device_by_cert(&[2; 32]).unwrap().is_none());
+    s.retire("d1").await.unwrap();
+    assert!(s.device_by_cert(&[4; 32]).unwrap().is_none());
+}
+
+async fn reports_store_changed_sections_and_ask_for_missing_ones(p: Place) {
+    let s = p.open();
+    let h = token(&s, "tok", 1).await;
+    s.enroll(&h, 1, device("d1"), Default::default(), [1; 32])
+        .await
+        .unwrap();
+    let secs = vakt_proto::convert::report_to_sections(&Default::default());
+    let digests: Vec<_> = secs
+        .iter()
+        .map(|s| pb::SectionDigest {
+            kind: s.kind,
+            hash: s.hash.clone(),
+        })
+        .collect();
+    let o = s
+        .store_report("d1", 1, &[], &digests, 5, "t")
+        .await
+        .unwrap();
+    assert_eq!(o.resend.len(), 5);
+    let o = s
+        .store_report("d1", 2, &secs, &digests, 6, "t")
+        .await
+        .unwrap();
+    assert!(o.resend.is_empty() && o.changed);
+    assert_eq!(s.sections("d1").unwrap().len(), 5);
+    let o = s
+        .store_report("d1", 1, &secs, &digests, 7, "t")
+        .await
+        .unwrap();
+    assert_eq!(o.acknowledged_sequence, 2);
+    assert!(!o.changed);
+    let o = s
+        .store_report("d1", 3, &[], &digests, 8, "t2")
+        .await
+        .unwrap();
+    assert_eq!((o.acknowledged_sequence, o.resend.len()), (3, 0));
+    let d = s.device("d1").unwrap().unwrap().device.unwrap();
+    assert_eq!((d.last_report_ms, d.agent_version.as_str()), (8, "t2"));
+    assert!(s.store_report("nobody", 1, &[], &[], 1, "").await.is_err());
+    // Concurrent reports of one device: the newest sequence wins, none is lost.
+    let mut tasks = tokio::task::JoinSet::new();
+    for seq in 4..24u64 {
+        let (s, secs) = (s.clone(), secs.clone());
+        tasks.spawn(async move { s.store_report("d1", seq, &secs, &[], 10, "t3").await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let d = s.device("d1").unwrap().unwrap().device.unwrap();
+    assert_eq!(d.last_report_sequence, 23);
+}
+
+async fn command_states_follow_every_write_and_survive_a_restart(p: Place) {
+    use pb::CommandState as S;
+    {
+        let s = p.open();
+        s.put_command(&command("c2", "d1", S::Pending))
+            .await
+            .unwrap();
+        s.put_command(&command("c1", "d1", S::Delivered))
+            .await
+            .unwrap();
+        s.put_command(&command("c3", "d2", S::AwaitingApproval))
+            .await
+            .unwrap();
+        s.put_command(&command("c4", "d1", S::Succeeded))
+            .await
+            .unwrap();
+        let case = pb::LossCase {
+            id: "l1".into(),
+            device_id: "d3".into(),
+            ..Default::default()
+        };
+        s.save_loss(&case, &[command("c5", "d3", S::Pending)], None)
+            .await
+            .unwrap();
+        assert_eq!(ids(s.open_commands_of("d1").unwrap()), ["c1", "c2"]);
+        s.update_command("c1", |c| c.state = S::Failed as i32)
+            .await
+            .unwrap();
+        s.update_command("c3", |c| c.state = S::Pending as i32)
+            .await
+            .unwrap();
+        s.update_command("c5", |c| c.state = S::Expired as i32)
+            .await
+            .unwrap();
+        assert_eq!(ids(s.open_commands().unwrap()), ["c2", "c3"]);
+        assert_eq!(s.losses().unwrap().len(), 1);
+    }
+    let s = p.reopen().await;
+    assert_eq!(ids(s.open_commands().unwrap()), ["c2", "c3"]);
+    assert_eq!(ids(s.commands().unwrap()), ["c1", "c2", "c3", "c4", "c5"]);
+    assert_eq!(
+        s.command("c1").unwrap().unwrap().state,
+        S::Failed as i32,
+        "the result survived"
+    );
+}
+
+async fn scans_follow_key_order_and_prefix_bounds(p: Place) {
+    let s = p.open();
+    let keys: [&[u8]; 7] = [b"b", b"a\xff\xff", b"a", b"\xff", b"a\x00", b"a\xff", b"ab"];
+    let puts: Vec<(Vec<u8>, String)> = keys.iter().map(|k| (k.to_vec(), hex(k))).collect();
+    s.json_apply(JsonTree::People, &puts, &[]).await.unwrap();
+    let all: Vec<String> = s.json_list(JsonTree::People, b"").unwrap();
+    assert_eq!(all, ["61", "6100", "6162", "61ff", "61ffff", "62", "ff"]);
+    let under: Vec<String> = s.json_list(JsonTree::People, b"a\xff").unwrap();
+    assert_eq!(under, ["61ff", "61ffff"]);
+    let under: Vec<String> = s.json_list(JsonTree::People, b"\xff").unwrap();
+    assert_eq!(under, ["ff"]);
+    // Replacing the tree removes what is not kept, in one batch.
+    s.json_replace_all(JsonTree::People, &[(b"a".to_vec(), "new".to_string())])
+        .await
+        .unwrap();
+    let all: Vec<String> = s.json_list(JsonTree::People, b"").unwrap();
+    assert_eq!(all, ["new"]);
+    assert_eq!(s.json_count(JsonTree::People).unwrap(), 1);
+    // The audit log's keys are big-endian sequence numbers: past 255 the order must hold,
+    // and the chain continues from the last entry.
+    for i in 0..300 {
+        s.audit("admin", "x", &i.to_string(), "", i).await.unwrap();
+    }
+    let log = s.audit_log().unwrap();
+    assert_eq!(log.len(), 300);
+    for (i, e) in log.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        if i > 0 {
+            assert_eq!(e.prev_hash, log[i - 1].hash);
+        }
+    }
+}
+
+async fn a_corrupt_record_is_named_and_the_rest_stands(p: Place) {
+    {
+        let s = p.open();
+        let h = token(&s, "tok", 1).await;
+        s.enroll(&h, 1, device("d1"), Default::default(), [1; 32])
+            .await
+            .unwrap();
+    }
+    p.write_raw("devices", b"dbad", &[0xff, 0xff, 0xff]).await;
+    p.write_raw("people", b"pbad", b"{not json").await;
+    let s = p.reopen().await;
+    let err = s.device("dbad").unwrap_err().to_string();
+    assert!(err.contains("devices/dbad does not decode"), "{err}");
+    assert_eq!(s.device("d1").unwrap().unwrap().device.unwrap().id, "d1");
+    let err = s.devices().unwrap_err().to_string();
+    assert!(err.contains("devices/dbad"), "{err}");
+    let err = s
+        .json_list::<serde_json::Value>(JsonTree::People, b"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("people/pbad does not decode"), "{err}");
+    // A record that does not decode is left as it is by an update, and said.
+    let err = s
+        .update_device("dbad", |r| r.reenroll_allowed_until_ms = 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("devices/dbad"), "{err}");
+}
+
+async fn token_updates_never_undo_a_revocation(p: Place) {
+    let s = p.open();
+    let h = vakt_server::token::hash("vakt_a_x");
+    let rec = pb::AdminTokenRecord {
+        id: "a1".into(),
+        ..Default::default()
+    };
+    s.put_admin_token(&h, &rec).await.unwrap();
+    // Last-use writes racing a revocation: the revocation always stands.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20i64 {
+        let s = s.clone();
+        tasks.spawn(async move { s.touch_admin_token(&h, 100_000 + i * 60_000) });
+    }
+    s.update_admin_token(&h, |r| r.revoked = true)
+        .await
+        .unwrap();
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let after = s.admin_token(&h).unwrap().unwrap();
+    assert!(after.revoked);
+    assert!(after.last_used_at_ms >= 100_000);
+    let missing = vakt_server::token::hash("nope");
+    assert!(
+        s.update_admin_token(&missing, |r| r.revoked = true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.admin_tokens().unwrap().len(), 1, "no record created");
+    assert_eq!(s.admin_token_count().unwrap(), 1);
+}
+
+// ---- PostgreSQL only: what a wrong database does at start ----
+
+/// The store on a current-thread runtime (the CLI's, `#[tokio::test]`'s): the engine waits
+/// for PostgreSQL from a thread of its own there, and must not need this runtime to progress.
+#[tokio::test]
+async fn postgres_serves_a_current_thread_runtime() {
+    let Some(p) = Place::postgres() else { return };
+    committed_writes_survive_a_fresh_store(p).await;
+}
+
+fn refused(dir: &Path, url: &str) -> String {
+    let err = Store::open_at(dir, &StoreLocation::Postgres(url.into()))
+        .err()
+        .unwrap_or_else(|| panic!("{url} was accepted"))
+        .to_string();
+    assert!(!dir.exists(), "{url}: the data directory was created");
+    err
+}
+
+#[test]
+fn a_wrong_or_unreachable_url_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let err = refused(&data, "mysql://vakt@127.0.0.1/vakt");
+    assert!(
+        err.contains("postgresql://USER@HOST:PORT/DATABASE"),
+        "{err}"
+    );
+    let err = refused(&data, "postgresql://vakt@127.0.0.1:5432");
+    assert!(err.contains("names no database"), "{err}");
+    let err = refused(&data, "postgresql://vakt@127.0.0.1:notaport/vakt");
+    assert!(err.contains("--store: invalid connection string"), "{err}");
+    // Nothing listens on port 1.
+    let err = refused(&data, "postgresql://vakt@127.0.0.1:1/vakt");
+    assert!(
+        err.starts_with("cannot use the PostgreSQL database vakt@127.0.0.1:1/vakt:")
+            && err.contains("onnection refused"),
+        "{err}"
+    );
+    let Ok(cluster) = PgCluster::start() else {
+        eprintln!("skipped the running-cluster cases: PostgreSQL is not installed");
+        return;
+    };
+    let err = refused(&data, &cluster.url("nosuchdb"));
+    assert!(err.contains("\"nosuchdb\" does not exist"), "{err}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_before_anything_is_written() {
+    let Some(p) = Place::postgres() else { return };
+    let (cluster, db) = p.pg.as_ref().unwrap();
+    let url = cluster.url(db);
+    drop(p.open());
+    cluster.sql(db, "INSERT INTO vakt_schema (version) VALUES (99)");
+    let fresh = p.dir.path().join("other");
+    let err = refused(&fresh, &url);
+    assert_eq!(
+        err,
+        format!(
+            "the PostgreSQL database vakt@127.0.0.1:{}/vakt has schema version 99, newer than \
+             this vakt-server knows ({}); run a newer vakt-server, or point --store at another \
+             database",
+            cluster.port(),
+            vakt_server::store::SCHEMA_VERSION
+        )
+    );
+    // A database that holds only a newer schema's version table gets no tables of ours.
+    let url = cluster.database("newer");
+    cluster.sql(
+        "newer",
+        "CREATE TABLE vakt_schema (version integer PRIMARY KEY); \
+         INSERT INTO vakt_schema VALUES (7)",
+    );
+    let err = refused(&fresh, &url);
+    assert!(err.contains("schema version 7"), "{err}");
+    assert_eq!(
+        cluster.sql("newer", "SELECT to_regclass('vakt_kv') IS NULL"),
+        "t"
+    );
+}
+
+#[test]
+fn a_fresh_database_is_migrated_once() {
+    let Some(p) = Place::postgres() else { return };
+    drop(p.open());
+    drop(p.open());
+    let (cluster, db) = p.pg.as_ref().unwrap();
+    assert_eq!(
+        cluster.sql(db, "SELECT string_agg(version::text, ',') FROM vakt_schema"),
+        vakt_server::store::SCHEMA_VERSION.to_string()
+    );
+}
