@@ -1,9 +1,10 @@
 //! The server's configuration file (TOML, `/etc/vakt/server.toml` when installed) and how it
 //! combines with `vakt-server serve`'s flags.
 //!
-//! The file holds what the service needs to start: `data`, `listen`, `console` and
-//! `hostnames`; `console` is an address, or a `[console]` table with `listen` and the single
-//! sign-on settings (`[console.oidc]`, [`OidcFile`]). Flags given on the command line override the file, so `serve --data DIR` keeps
+//! The file holds what the service needs to start: `data`, `listen`, `console`, `hostnames`,
+//! and `store` (a PostgreSQL URL) when the store is not the embedded one; `console` is an
+//! address, or a `[console]` table with `listen` and the single sign-on settings
+//! (`[console.oidc]`, [`OidcFile`]). Flags given on the command line override the file, so `serve --data DIR` keeps
 //! working without any file, and an operator can try a different port without editing it.
 //! Unknown keys and bad values are errors that name the file, the line and the key, as in the
 //! agent's config: a typo must stop the service, not quietly fall back to a default.
@@ -91,11 +92,53 @@ impl TryFrom<String> for HostName {
     }
 }
 
+/// A PostgreSQL store URL (`postgresql://USER@HOST:PORT/DATABASE`). Its scheme is checked
+/// when the file is read, so a MySQL or bare host line names its line at once; the rest is
+/// checked when the database is connected to. Its `Debug` leaves out the user, any password
+/// and the database (see [`crate::redact`]).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// A URL from `--store`, checked in full when the database is connected to.
+    pub fn from_flag(url: String) -> Self {
+        Self(url)
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl TryFrom<String> for StoreUrl {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.starts_with("postgresql://") || s.starts_with("postgres://") {
+            Ok(Self(s))
+        } else {
+            Err(format!(
+                "{} is not a PostgreSQL URL; write \"postgresql://USER@HOST:PORT/DATABASE\" (leave store out for the embedded store)",
+                crate::redact::url(&s)
+            ))
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::redact::url(&self.0))
+    }
+}
+
 /// The file as written: every key optional, since flags may supply it.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data: Option<PathBuf>,
+    /// The config-file twin of `--store`; the embedded store when absent.
+    pub store: Option<StoreUrl>,
     #[serde(default, deserialize_with = "socket_addr")]
     pub listen: Option<SocketAddr>,
     /// `console = "ADDR"`, or a `[console]` table (`listen`, `[console.oidc]`).
@@ -337,6 +380,7 @@ impl FileConfig {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Flags {
     pub data: Option<PathBuf>,
+    pub store: Option<StoreUrl>,
     pub listen: Option<SocketAddr>,
     pub console: Option<SocketAddr>,
     pub hostnames: Vec<HostName>,
@@ -347,6 +391,8 @@ pub struct Flags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub data: PathBuf,
+    /// PostgreSQL; none: the embedded store in `data`.
+    pub store: Option<StoreUrl>,
     pub listen: SocketAddr,
     pub console: SocketAddr,
     pub hostnames: Vec<String>,
@@ -368,6 +414,7 @@ impl Settings {
         };
         Ok(Self {
             data: flags.data.or(file.data).ok_or(ConfigError::NoData)?,
+            store: flags.store.or(file.store),
             listen: flags.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             console: flags
                 .console
@@ -470,6 +517,7 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
         let file = FileConfig::parse(GOOD).unwrap();
         let flags = Flags {
             data: Some("/tmp/other".into()),
+            store: None,
             listen: Some("127.0.0.1:0".parse().unwrap()),
             console: None,
             hostnames: vec!["other.example.org".parse().unwrap()],
@@ -493,6 +541,42 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
         assert_eq!((s.listen, s.console), (DEFAULT_LISTEN, DEFAULT_CONSOLE));
         assert!(s.hostnames.is_empty());
         assert_eq!(s.metrics, None, "metrics are off unless asked for");
+        assert_eq!(s.store, None, "the embedded store unless asked for");
+    }
+
+    #[test]
+    fn the_store_comes_from_the_file_or_the_flag() {
+        let url = "postgresql://vakt:hunter2@db.example.org:5432/vakt";
+        let file = FileConfig::parse(&format!("{GOOD}store = \"{url}\"\n")).unwrap();
+        let s = Settings::resolve(Some(file.clone()), Flags::default()).unwrap();
+        assert_eq!(
+            s.store.clone().map(StoreUrl::into_string).as_deref(),
+            Some(url)
+        );
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("postgresql://db.example.org:5432/…") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let flags = Flags {
+            store: Some(StoreUrl::from_flag("postgres://other@h/db".into())),
+            ..Flags::default()
+        };
+        let s = Settings::resolve(Some(file), flags).unwrap();
+        assert_eq!(
+            s.store.map(StoreUrl::into_string).as_deref(),
+            Some("postgres://other@h/db"),
+            "the flag wins"
+        );
+        for bad in ["mysql://vakt:hunter2@db/vakt", "db.example.org"] {
+            let err = FileConfig::parse(&format!("{GOOD}store = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                err.contains("store")
+                    && err.contains("line 6")
+                    && err.contains("not a PostgreSQL URL"),
+                "{err}"
+            );
+        }
     }
 
     const OIDC: &str = r#"

@@ -695,28 +695,32 @@ impl Store {
         detail: &str,
         at_ms: i64,
     ) -> Result<pb::AuditEntry, StoreError> {
+        // Appends from this process take turns, so they do not retry against each other;
+        // the insert-only append keeps the chain whole against other processes.
         let _guard = self.audit_lock.lock().await;
-        let (seq, prev_hash) = match self.audit.last()? {
-            Some((k, v)) => {
-                let prev: pb::AuditEntry = decode("audit", &k, &v)?;
-                (prev.seq + 1, prev.hash)
-            }
-            None => (1, Vec::new()),
-        };
-        let mut e = pb::AuditEntry {
-            seq,
-            at_ms,
-            actor: actor.into(),
-            action: action.into(),
-            target: target.into(),
-            detail: detail.into(),
-            prev_hash,
-            hash: Vec::new(),
-        };
-        e.hash = audit_hash(&e).to_vec();
-        self.audit.insert(seq.to_be_bytes(), e.encode_to_vec())?;
+        let (k, v) = self.audit.append(|last| {
+            let (seq, prev_hash) = match last {
+                Some((k, v)) => {
+                    let prev: pb::AuditEntry = decode("audit", k, v)?;
+                    (prev.seq + 1, prev.hash)
+                }
+                None => (1, Vec::new()),
+            };
+            let mut e = pb::AuditEntry {
+                seq,
+                at_ms,
+                actor: actor.into(),
+                action: action.into(),
+                target: target.into(),
+                detail: detail.into(),
+                prev_hash,
+                hash: Vec::new(),
+            };
+            e.hash = audit_hash(&e).to_vec();
+            Ok((seq.to_be_bytes().to_vec(), e.encode_to_vec()))
+        })?;
         self.flush().await?;
-        Ok(e)
+        decode("audit", &k, &v)
     }
 
     /// The whole audit log, oldest first.

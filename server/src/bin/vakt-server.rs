@@ -34,7 +34,8 @@ enum Cmd {
         data: Option<PathBuf>,
         /// Keep the store in PostgreSQL (postgresql://USER@HOST:PORT/DATABASE) instead of
         /// the embedded store in the data directory, which still holds the lock, the CA and
-        /// the TLS files. The schema is created or migrated at start.
+        /// the TLS files. The schema is created or migrated at start. Overrides `store =` in
+        /// the config file.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
         /// gRPC over TLS, for agents and the admin API [default: 127.0.0.1:7443].
@@ -180,6 +181,7 @@ async fn real_main() -> anyhow::Result<()> {
             let mail_file = file.as_ref().map(|f| f.mail.clone()).unwrap_or_default();
             let flags = Flags {
                 data,
+                store: store.map(vakt_server::config::StoreUrl::from_flag),
                 listen,
                 console,
                 hostnames,
@@ -187,6 +189,7 @@ async fn real_main() -> anyhow::Result<()> {
             };
             let Settings {
                 data,
+                store,
                 listen,
                 console,
                 hostnames,
@@ -203,7 +206,7 @@ async fn real_main() -> anyhow::Result<()> {
                 _ => vakt_server::limit::Rate::UNLIMITED,
             };
             let location = match store {
-                Some(url) => vakt_server::store::StoreLocation::Postgres(url),
+                Some(url) => vakt_server::store::StoreLocation::Postgres(url.into_string()),
                 None => vakt_server::store::StoreLocation::Embedded,
             };
             let state = server::prepare_at(&data, &location, &hostnames, mail.config(mail_file))

@@ -264,6 +264,32 @@ impl Tree {
         }
     }
 
+    /// Inserts the entry `make` builds from the tree's last entry, never overwriting: when
+    /// another writer (a task, or another server on the same database) has put anything
+    /// under the new key since the last entry was read, the whole append is run again from a
+    /// fresh read. So an append-only log keyed by sequence stays one dense chain under
+    /// concurrent writers. `make` may be called more than once; its error ends the append
+    /// with nothing written. Returns the entry written.
+    pub fn append(
+        &self,
+        mut make: impl FnMut(Option<&Entry>) -> Result<Entry, StoreError>,
+    ) -> Result<Entry, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => loop {
+                let last = t.last()?.map(|(k, v)| (k.to_vec(), v.to_vec()));
+                let (k, v) = make(last.as_ref())?;
+                // Insert only if absent. Each failure means another writer's entry went in,
+                // so the loop always makes progress.
+                if t.compare_and_swap(&k, None::<&[u8]>, Some(v.as_slice()))?
+                    .is_ok()
+                {
+                    return Ok((k, v));
+                }
+            },
+            TreeInner::Pg(t) => t.append(make),
+        }
+    }
+
     /// How many entries the tree holds.
     pub fn len(&self) -> Result<usize, StoreError> {
         match &self.inner {

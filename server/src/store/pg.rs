@@ -57,6 +57,9 @@ pub enum PgFault {
     Retries(u32),
     #[error("PostgreSQL: a finished transaction was used")]
     Finished,
+    /// An append found its new key taken: another writer appended first.
+    #[error("PostgreSQL: another writer appended to {0} first")]
+    Taken(&'static str),
 }
 
 impl PgFault {
@@ -69,6 +72,7 @@ impl PgFault {
                 Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
                     || *c == SqlState::T_R_DEADLOCK_DETECTED
             ),
+            Self::Taken(_) => true,
             _ => false,
         }
     }
@@ -379,6 +383,9 @@ const GET: &str = "SELECT value FROM vakt_kv WHERE tree = $1 AND key = $2";
 const GET_FOR_UPDATE: &str = "SELECT value FROM vakt_kv WHERE tree = $1 AND key = $2 FOR UPDATE";
 const PUT: &str = "INSERT INTO vakt_kv (tree, key, value) VALUES ($1, $2, $3) \
                    ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
+/// Insert-only: a row already under the key is left alone and no row is reported written.
+const PUT_NEW: &str = "INSERT INTO vakt_kv (tree, key, value) VALUES ($1, $2, $3) \
+                       ON CONFLICT (tree, key) DO NOTHING";
 const DELETE: &str = "DELETE FROM vakt_kv WHERE tree = $1 AND key = $2";
 const SCAN: &str = "SELECT key, value FROM vakt_kv WHERE tree = $1 AND key >= $2 ORDER BY key";
 const SCAN_BOUNDED: &str =
@@ -429,6 +436,15 @@ impl Conn {
         self.block(async {
             let st = c.prepare_cached(PUT).await?;
             c.execute(&st, &[&tree, &key, &value]).await.map(|_| ())
+        })
+    }
+
+    /// Writes `value` under `key` only if the key holds nothing; whether it did.
+    fn put_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, PgFault> {
+        let c = &self.client;
+        self.block(async {
+            let st = c.prepare_cached(PUT_NEW).await?;
+            Ok(c.execute(&st, &[&tree, &key, &value]).await? == 1)
         })
     }
 
@@ -587,6 +603,24 @@ impl PgTree {
                 Ok(())
             }),
         }
+    }
+
+    /// Reads the last entry and inserts the next in one SERIALIZABLE transaction (see
+    /// [`super::engine::Tree::append`]). A writer that got in between makes either a
+    /// serialization failure or a taken key; both run the whole append again.
+    pub fn append(
+        &self,
+        mut make: impl FnMut(Option<&Entry>) -> Result<Entry, StoreError>,
+    ) -> Result<Entry, StoreError> {
+        self.engine.transaction::<_, StoreError>(|tx| {
+            let conn = tx.conn().map_err(TxFault::Pg)?;
+            let last = conn.last(self.name).map_err(TxFault::Pg)?;
+            let (k, v) = make(last.as_ref()).map_err(TxError::Abort)?;
+            if !conn.put_new(self.name, &k, &v).map_err(TxFault::Pg)? {
+                return Err(TxFault::Pg(PgFault::Taken(self.name)).into());
+            }
+            Ok((k, v))
+        })
     }
 
     /// Read, change and write one value in a transaction holding its row (see
