@@ -52,7 +52,8 @@ for r in $(seq 1 "$rounds"); do
       scraper=$!
     fi
     echo "round $r, metrics $mode: $d" >&2
-    BENCH_DIR=$d SERVER_ARGS=$args tests/bench/fleet.sh "$agents" "$duration" 0 >"$d/result.json"
+    # A port of its own per run: the last run's restarted server may still be dying.
+    BENCH_PORT=$((17443 + 2 * r + ${#mode})) BENCH_DIR=$d SERVER_ARGS=$args tests/bench/fleet.sh "$agents" "$duration" 0 >"$d/result.json"
     if [ -n "$scraper" ]; then kill "$scraper"; wait "$scraper" 2>/dev/null || true; fi
   done
 done
