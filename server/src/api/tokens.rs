@@ -11,7 +11,10 @@
 //! - with a single admin person, approval is not independent, and the CLI and the console say so
 //!   ([`AdminTokenPersons`](pb::AdminTokenPersons)).
 //!
-//! Revoking a token ends the console sessions logged in with it at once ([`RevocationHooks`](crate::state::RevocationHooks)).
+//! Revoking a token ends the console sessions logged in with it at once
+//! ([`RevocationHooks`](crate::state::RevocationHooks)). The last admin token that works
+//! without the identity provider cannot be revoked ([`revocation_locks_out`]): single sign-on
+//! credentials do not count.
 
 use super::admin::{Actor, AdminApi, role_name, role_rank};
 use super::{State, internal};
@@ -116,6 +119,46 @@ pub fn admin_persons<'a>(
         .filter(|r| admin_token_state(r, now_ms) == AdminTokenState::Active)
         .map(|r| r.name.trim().to_lowercase())
         .collect()
+}
+
+/// What a single sign-on credential's `created_by` starts with (then the issuer). An API-made
+/// token's creator is an audit name (`token:…`) or `system`, so no caller can forge this.
+pub const SSO_CREATOR_PREFIX: &str = "sso:";
+
+/// The `created_by` of a credential minted by a single sign-on through `issuer`.
+pub fn sso_creator(issuer: &str) -> String {
+    format!("{SSO_CREATOR_PREFIX}{issuer}")
+}
+
+/// Whether a token is a console single sign-on credential (minted at sign-in, ended with the
+/// session) rather than one IT made and keeps.
+pub fn is_sso_credential(rec: &pb::AdminTokenRecord) -> bool {
+    rec.created_by.starts_with(SSO_CREATOR_PREFIX)
+}
+
+/// Why revoking `target` would lock IT out, if it would: it is an active admin token made
+/// through the API and no other such token is active. Single sign-on credentials do not count:
+/// each ends with its session, and while the identity provider is down nobody can get one,
+/// so they cannot stand in for a token IT keeps. Revoking a credential is never refused.
+pub fn revocation_locks_out<'a>(
+    target: &pb::AdminTokenRecord,
+    others: impl IntoIterator<Item = &'a pb::AdminTokenRecord>,
+    now_ms: i64,
+) -> Option<String> {
+    let kept_admin = |r: &pb::AdminTokenRecord| {
+        r.role == pb::Role::Admin as i32
+            && admin_token_state(r, now_ms) == AdminTokenState::Active
+            && !is_sso_credential(r)
+    };
+    if !kept_admin(target) || others.into_iter().any(kept_admin) {
+        return None;
+    }
+    Some(format!(
+        "admin token {} ('{}') is the last active admin token not made by a single sign-on: \
+         revoking it would lock IT out whenever the identity provider is down (sign-in \
+         credentials end with their sessions); create another admin token first",
+        target.id, target.name
+    ))
 }
 
 /// Whether a new token of `role` for `name`, created by `creator`, must wait for approval: an
@@ -224,19 +267,19 @@ pub async fn mint_admin_token(
 }
 
 /// The one stored record whose public id is `id`.
-fn find<M>(
-    list: Vec<([u8; 32], M)>,
+fn find<'a, M>(
+    list: &'a [([u8; 32], M)],
     id: &str,
     id_of: impl Fn(&M) -> &str,
     what: &str,
-) -> Result<([u8; 32], M), Status> {
+) -> Result<&'a ([u8; 32], M), Status> {
     let id = id.trim().to_lowercase();
     if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Status::invalid_argument(format!(
             "'{id}' is not a token id (12 hex digits, as `vakt {what} list` shows)"
         )));
     }
-    let mut hits = list.into_iter().filter(|(_, r)| id_of(r) == id);
+    let mut hits = list.iter().filter(|(_, r)| id_of(r) == id);
     match (hits.next(), hits.next()) {
         (Some(hit), None) => Ok(hit),
         (None, _) => Err(Status::not_found(format!("no {what} with id {id}"))),
@@ -379,26 +422,16 @@ impl AdminApi {
         let _one_at_a_time = CHANGES.lock().await;
         let now = now_ms();
         let records = self.admin_records()?;
-        let active_admin = |r: &pb::AdminTokenRecord| {
-            r.role == pb::Role::Admin as i32 && admin_token_state(r, now) == AdminTokenState::Active
-        };
-        let others_active = records
-            .iter()
-            .filter(|(_, r)| r.id != req.get_ref().id.trim().to_lowercase() && active_admin(r))
-            .count();
-        let (hash, rec) = find(records, &req.get_ref().id, |r| &r.id, "admin-token")?;
+        let (hash, rec) = find(&records, &req.get_ref().id, |r| &r.id, "admin-token")?.clone();
         if rec.revoked {
             return Err(Status::failed_precondition(format!(
                 "admin token {} ('{}') is already revoked",
                 rec.id, rec.name
             )));
         }
-        if active_admin(&rec) && others_active == 0 {
-            return Err(Status::failed_precondition(format!(
-                "admin token {} is the last active admin token ('{}'): revoking it would lock \
-                 IT out; create another admin token first",
-                rec.id, rec.name
-            )));
+        let others = records.iter().filter(|(h, _)| *h != hash).map(|(_, r)| r);
+        if let Some(why) = revocation_locks_out(&rec, others, now) {
+            return Err(Status::failed_precondition(why));
         }
         let me = actor.audit_name();
         let updated = self
@@ -430,11 +463,12 @@ impl AdminApi {
         let _one_at_a_time = CHANGES.lock().await;
         let now = now_ms();
         let (hash, rec) = find(
-            self.admin_records()?,
+            &self.admin_records()?,
             &req.get_ref().id,
             |r| &r.id,
             "admin-token",
-        )?;
+        )?
+        .clone();
         let state = admin_token_state(&rec, now);
         if state != AdminTokenState::AwaitingApproval {
             return Err(Status::failed_precondition(format!(
@@ -505,7 +539,7 @@ impl AdminApi {
         let _one_at_a_time = CHANGES.lock().await;
         let now = now_ms();
         let all = self.store().enroll_tokens().map_err(internal)?;
-        let (hash, rec) = find(all, &req.get_ref().id, |r| &r.id, "enroll-token")?;
+        let (hash, rec) = find(&all, &req.get_ref().id, |r| &r.id, "enroll-token")?.clone();
         if rec.revoked {
             return Err(Status::failed_precondition(format!(
                 "enrollment token {} is already revoked",
@@ -628,6 +662,31 @@ mod tests {
         // ... but not one for yourself, nor a token that cannot approve wipes.
         assert!(!needs_approval(pb::Role::Admin, "Anna", "anna", &two));
         assert!(!needs_approval(pb::Role::Operator, "puppet", "anna", &two));
+    }
+
+    #[test]
+    fn sign_in_credentials_do_not_keep_the_last_kept_admin_token() {
+        let kept = admin("initial-admin");
+        let mut sso = admin("anna@example.org");
+        sso.created_by = sso_creator("https://idp.example.org");
+        assert!(is_sso_credential(&sso) && !is_sso_credential(&kept));
+        // A live sign-in credential is no reason to let the last kept token go...
+        let why = revocation_locks_out(&kept, [&sso], 0).expect("refused");
+        assert!(
+            why.contains("single sign-on") && why.contains("lock IT out"),
+            "{why}"
+        );
+        // ... while the credential itself may always be revoked,
+        assert_eq!(revocation_locks_out(&sso, [&kept], 0), None);
+        assert_eq!(revocation_locks_out(&sso, [], 0), None);
+        // and a second kept admin token, or a target that is not an active admin, lets it go.
+        assert_eq!(revocation_locks_out(&kept, [&sso, &admin("bo")], 0), None);
+        let mut viewer = admin("carl");
+        viewer.role = pb::Role::Viewer as i32;
+        assert_eq!(revocation_locks_out(&viewer, [], 0), None);
+        let mut expired = admin("bo");
+        expired.expires_at_ms = 1;
+        assert!(revocation_locks_out(&kept, [&expired], 1).is_some());
     }
 
     #[test]

@@ -602,7 +602,7 @@ async fn log_in(
         store,
         role,
         &person,
-        &format!("sso:{}", sso.issuer.as_str()),
+        &crate::api::tokens::sso_creator(sso.issuer.as_str()),
         now_ms().saturating_add(lifetime),
         false,
     )

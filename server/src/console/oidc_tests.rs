@@ -243,7 +243,7 @@ fn minted(f: &Fixture) -> Vec<pb::AdminTokenRecord> {
         .unwrap()
         .into_iter()
         .map(|(_, r)| r)
-        .filter(|r| r.created_by.starts_with("sso:"))
+        .filter(crate::api::tokens::is_sso_credential)
         .collect()
 }
 
@@ -312,6 +312,46 @@ async fn a_good_id_token_logs_in_with_the_mapped_role_and_logout_ends_the_creden
     .await;
     assert_eq!(out.status, 303);
     assert!(minted(&f)[0].revoked, "logout ends the credential");
+}
+
+/// Issue 18's guard: with an admin signed in by single sign-on, the initial admin token is
+/// still the last one IT keeps, so the API refuses to revoke it (an outage of the provider
+/// would lock IT out); the sign-in credential itself can be revoked.
+#[tokio::test]
+async fn a_sign_in_credential_does_not_let_the_last_kept_admin_token_be_revoked() {
+    use vakt_proto::pb::admin_service_server::AdminService;
+    let p = start_provider(false).await;
+    let f = console_for(&p.base).await;
+    let a = begin(&f).await;
+    *p.next_token.lock().unwrap() = sign(&p.key, &claims(&p, &a.nonce, &["vakt-admins"]));
+    let r = callback(&f, &a, &a.state, None).await;
+    assert!(logged_in(&f, &r).await, "{}", r.body);
+    let credential = minted(&f).remove(0);
+    assert_eq!(credential.role, pb::Role::Admin as i32);
+
+    let first = std::fs::read_to_string(f._dir.path().join("admin.token")).unwrap();
+    let all = f.state.store.admin_tokens().unwrap();
+    let first_id = all
+        .iter()
+        .find(|(_, r)| r.name == "initial-admin")
+        .map(|(_, r)| r.id.clone())
+        .unwrap();
+    let revoke = |id: String| {
+        let mut req = tonic::Request::new(pb::RevokeAdminTokenRequest { id });
+        let bearer = format!("Bearer {}", first.trim()).parse().unwrap();
+        req.metadata_mut().insert("authorization", bearer);
+        let api = crate::api::admin::AdminApi::new(f.state.clone());
+        async move { api.revoke_admin_token(req).await }
+    };
+    let refused = revoke(first_id.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("single sign-on") && refused.message().contains(&first_id),
+        "{}",
+        refused.message()
+    );
+    revoke(credential.id.clone()).await.unwrap();
+    assert!(minted(&f)[0].revoked);
 }
 
 #[tokio::test]
