@@ -307,6 +307,15 @@ fn csrf_of(html: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
+/// The table row `<tr id="{id}">…</tr>` of a page.
+fn row_of<'a>(html: &'a str, id: &str) -> &'a str {
+    let at = html
+        .find(&format!("<tr id=\"{id}\">"))
+        .expect("a row with that id");
+    let rest = &html[at..];
+    &rest[..rest.find("</tr>").expect("the row ends")]
+}
+
 #[tokio::test]
 async fn anonymous_visitors_see_only_the_login_page() {
     let f = start(Transport::Plain).await;
@@ -622,7 +631,7 @@ async fn the_loss_procedure_runs_through_the_forms() {
 #[tokio::test]
 async fn a_wipe_needs_a_second_admin_in_the_console_too() {
     let f = start(Transport::Plain).await;
-    let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
+    let id = seed_device(&f.state, "lap-anna", &half_encrypted(laptop_report())).await;
     let (_, second) = create_admin_token(&f.state.store, pb::Role::Admin, "it-chef", "test")
         .await
         .unwrap();
@@ -648,6 +657,10 @@ async fn a_wipe_needs_a_second_admin_in_the_console_too() {
     let (mut other, _) = logged_in(&f, &second).await;
     let page = other.get("/wipes").await;
     assert!(page.body.contains(&format!("id=\"approve-{}\"", cmd.id)));
+    // The approver sees, in the wipe's row, what it would achieve and what stays readable.
+    let row = row_of(&page.body, &cmd.id);
+    assert!(row.contains("data-readiness=\"partial\""), "{row}");
+    assert!(row.contains("/home (/dev/sdb1): not encrypted"), "{row}");
     let csrf = csrf_of(&page.body);
     let r = other
         .post(&approve, &[("csrf", &csrf), ("confirm", "1")])
