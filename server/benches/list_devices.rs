@@ -35,10 +35,12 @@ fn report(i: usize) -> model::Report {
             source: model::SoftwareSource::OsVendor,
             origin: "Debian".into(),
             current: true,
-            ..Default::default()
+            arch: "amd64".into(),
+            user: String::new(),
+            path: String::new(),
         })
         .collect();
-    let vol = |mount: &str, device: &str, scheme| model::Volume {
+    let vol = |mount: &str, device: &str, scheme: Option<model::CryptScheme>| model::Volume {
         mount: mount.into(),
         device: device.into(),
         encrypted: scheme.is_some(),

@@ -162,12 +162,14 @@ mod tests {
         let unknown = |r: &str| ("unknown", vec![r.to_string()]);
         let crypto_erase = ("crypto-erase", Vec::new());
         let files_only = ("files-only", Vec::new());
-        let cases: Vec<(
-            &str,
-            Option<&Storage>,
+        // Name, storage section, wipe plan, and the state and lines wanted.
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Storage>,
             Option<WipePlan>,
-            (&str, Vec<String>),
-        )> = vec![
+            (&'a str, Vec<String>),
+        );
+        let cases: Vec<Case> = vec![
             (
                 "no storage section",
                 None,
