@@ -511,6 +511,25 @@ pub fn storage_from_pb(s: &pb::StorageFacts) -> Result<m::Storage, ConvertError>
     })
 }
 
+/// User data a wipe leaves readable, for the admin API's `WipeReadiness.items`.
+pub fn readable_to_pb(r: &m::Readable) -> pb::ReadableItem {
+    pb::ReadableItem {
+        what: r.what.clone(),
+        device: r.device.clone(),
+        why: r.why.code().to_string(),
+    }
+}
+
+/// The item as data; `None` for a `why` this build does not know (a newer server), whose
+/// line the caller shows as the server said it.
+pub fn readable_from_pb(r: &pb::ReadableItem) -> Option<m::Readable> {
+    Some(m::Readable {
+        what: r.what.clone(),
+        device: r.device.clone(),
+        why: m::ReadableWhy::from_code(&r.why)?,
+    })
+}
+
 fn wipe_from_pb(w: &pb::WipePlan) -> Result<m::WipePlan, ConvertError> {
     let strategy = match pb::WipeStrategy::try_from(w.strategy) {
         Ok(pb::WipeStrategy::LuksErase) => m::WipeStrategy::LuksErase,

@@ -325,9 +325,87 @@ pub struct EraseScope {
     /// LUKS devices behind user-data mounts and swap, in order, each once.
     pub luks_devices: Vec<String>,
     /// User data an erase of those devices leaves readable (`/home (/dev/sdb1): not encrypted`).
-    pub readable: Vec<String>,
+    pub readable: Vec<Readable>,
     /// At least one user-data mount was found (a report from a non-Linux agent has none).
     pub user_data_found: bool,
+}
+
+/// User data a crypto-erase leaves readable, as data: the console says it in Swedish too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readable {
+    /// The mount (`/home`), `swap`, or empty for a device named on its own.
+    pub what: String,
+    pub device: String,
+    pub why: ReadableWhy,
+}
+
+impl Readable {
+    /// The line for people, with `why` said in their language: `/home (/dev/sdb1): {why}`.
+    pub fn say(&self, why: &str) -> String {
+        if self.what.is_empty() {
+            format!("{}: {why}", self.device)
+        } else {
+            format!("{} ({}): {why}", self.what, self.device)
+        }
+    }
+}
+
+/// In English, as the CLI, the JSON output and the agent's wipe result say it.
+impl std::fmt::Display for Readable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.say(self.why.en()))
+    }
+}
+
+/// Why user data stays readable after an erase of the LUKS key slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadableWhy {
+    NotEncrypted,
+    /// LUKS, but the probe did not find the device whose header it would erase.
+    LuksBackingUnknown,
+    PlainDmCrypt,
+    Bitlocker,
+    Truecrypt,
+    /// A LUKS device the agent's configured wipe devices leave out.
+    NotConfigured,
+}
+
+impl ReadableWhy {
+    pub const ALL: [Self; 6] = [
+        Self::NotEncrypted,
+        Self::LuksBackingUnknown,
+        Self::PlainDmCrypt,
+        Self::Bitlocker,
+        Self::Truecrypt,
+        Self::NotConfigured,
+    ];
+
+    /// The name on the wire (`WipeReadiness.items[].why`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotEncrypted => "not-encrypted",
+            Self::LuksBackingUnknown => "luks-backing-unknown",
+            Self::PlainDmCrypt => "plain-dm-crypt",
+            Self::Bitlocker => "bitlocker",
+            Self::Truecrypt => "truecrypt",
+            Self::NotConfigured => "not-configured",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.code() == code)
+    }
+
+    pub fn en(self) -> &'static str {
+        match self {
+            Self::NotEncrypted => "not encrypted",
+            Self::LuksBackingUnknown => "LUKS, backing device not known",
+            Self::PlainDmCrypt => "plain dm-crypt, no key slots to erase",
+            Self::Bitlocker => "BitLocker, no LUKS key slots to erase",
+            Self::Truecrypt => "TrueCrypt, no LUKS key slots to erase",
+            Self::NotConfigured => "LUKS, not among the configured wipe devices",
+        }
+    }
 }
 
 impl Storage {
@@ -362,14 +440,17 @@ impl EraseScope {
                 return;
             }
             Some(CryptScheme::Plain) if swap => return,
-            Some(CryptScheme::Luks1 | CryptScheme::Luks2) => "LUKS, backing device not known",
-            Some(CryptScheme::Plain) => "plain dm-crypt, no key slots to erase",
-            Some(CryptScheme::Bitlk) => "BitLocker, no LUKS key slots to erase",
-            Some(CryptScheme::Tcrypt) => "TrueCrypt, no LUKS key slots to erase",
-            None => "not encrypted",
+            Some(CryptScheme::Luks1 | CryptScheme::Luks2) => ReadableWhy::LuksBackingUnknown,
+            Some(CryptScheme::Plain) => ReadableWhy::PlainDmCrypt,
+            Some(CryptScheme::Bitlk) => ReadableWhy::Bitlocker,
+            Some(CryptScheme::Tcrypt) => ReadableWhy::Truecrypt,
+            None => ReadableWhy::NotEncrypted,
         };
-        self.readable
-            .push(format!("{what} ({}): {why}", leaf.device));
+        self.readable.push(Readable {
+            what: what.to_string(),
+            device: leaf.device.clone(),
+            why,
+        });
     }
 }
 
@@ -468,13 +549,17 @@ mod tests {
         };
         let scope = s.erase_scope(&USER_DATA_MOUNTS);
         assert_eq!(scope.luks_devices, vec!["/dev/nvme0n1p3".to_string()]);
+        let lines: Vec<String> = scope.readable.iter().map(ToString::to_string).collect();
         assert_eq!(
-            scope.readable,
+            lines,
             vec![
                 "/home (/dev/sdb1): not encrypted".to_string(),
                 "/srv (/dev/sdc1): BitLocker, no LUKS key slots to erase".to_string(),
             ]
         );
+        for why in ReadableWhy::ALL {
+            assert_eq!(ReadableWhy::from_code(why.code()), Some(why));
+        }
         assert!(scope.user_data_found);
         assert!(
             !Storage::default()

@@ -7,7 +7,7 @@
 //! - `files-only`: the `paths` strategy unlinks files, whose contents stay recoverable;
 //! - `unknown`: no storage section yet, or an agent that does not report its wipe plan.
 
-use vakt_proto::model::{Storage, USER_DATA_MOUNTS, WipePlan, WipeStrategy};
+use vakt_proto::model::{Readable, ReadableWhy, Storage, USER_DATA_MOUNTS, WipePlan, WipeStrategy};
 use vakt_proto::pb;
 
 /// What a wipe of one device would achieve.
@@ -15,7 +15,7 @@ use vakt_proto::pb;
 pub enum Readiness {
     CryptoErase,
     /// The user data a crypto-erase would leave readable, each with why.
-    Partial(Vec<String>),
+    Partial(Vec<Readable>),
     FilesOnly,
     /// Why it cannot be judged.
     Unknown(String),
@@ -33,14 +33,18 @@ impl Readiness {
     }
 
     pub fn to_pb(&self) -> pb::WipeReadiness {
-        let readable = match self {
-            Self::Partial(r) => r.clone(),
-            Self::Unknown(why) => vec![why.clone()],
-            Self::CryptoErase | Self::FilesOnly => Vec::new(),
+        let (readable, items) = match self {
+            Self::Partial(r) => (
+                r.iter().map(ToString::to_string).collect(),
+                r.iter().map(vakt_proto::convert::readable_to_pb).collect(),
+            ),
+            Self::Unknown(why) => (vec![why.clone()], Vec::new()),
+            Self::CryptoErase | Self::FilesOnly => (Vec::new(), Vec::new()),
         };
         pb::WipeReadiness {
             state: self.name().to_string(),
             readable,
+            items,
         }
     }
 }
@@ -66,7 +70,11 @@ pub fn wipe_readiness(storage: Option<&Storage>, plan: Option<&WipePlan>) -> Rea
     if !plan.devices.is_empty() {
         for d in scope.luks_devices {
             if !plan.devices.contains(&d) {
-                readable.push(format!("{d}: LUKS, not among the configured wipe devices"));
+                readable.push(Readable {
+                    what: String::new(),
+                    device: d,
+                    why: ReadableWhy::NotConfigured,
+                });
             }
         }
     }
@@ -149,9 +157,19 @@ mod tests {
             vec![],
         );
         let nothing = Storage::default();
-        let partial = |r: &[&str]| Readiness::Partial(r.iter().map(|s| s.to_string()).collect());
-        let unknown = |r: &str| Readiness::Unknown(r.to_string());
-        let cases: Vec<(&str, Option<&Storage>, Option<WipePlan>, Readiness)> = vec![
+        // Compared as the API says them: the state and the lines for people.
+        let partial = |r: &[&str]| ("partial", r.iter().map(|s| s.to_string()).collect());
+        let unknown = |r: &str| ("unknown", vec![r.to_string()]);
+        let crypto_erase = ("crypto-erase", Vec::new());
+        let files_only = ("files-only", Vec::new());
+        // Name, storage section, wipe plan, and the state and lines wanted.
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Storage>,
+            Option<WipePlan>,
+            (&'a str, Vec<String>),
+        );
+        let cases: Vec<Case> = vec![
             (
                 "no storage section",
                 None,
@@ -168,13 +186,13 @@ mod tests {
                 "everything encrypted, devices discovered",
                 Some(&all_encrypted),
                 Some(plan(LuksErase, &[])),
-                Readiness::CryptoErase,
+                crypto_erase.clone(),
             ),
             (
                 "everything encrypted, both devices configured",
                 Some(&all_encrypted),
                 Some(plan(LuksErase, &["/dev/nvme0n1p3", "/dev/nvme0n1p4"])),
-                Readiness::CryptoErase,
+                crypto_erase.clone(),
             ),
             (
                 "a configured list that misses /home's device",
@@ -201,7 +219,7 @@ mod tests {
                 "paths strategy on an encrypted disk",
                 Some(&all_encrypted),
                 Some(plan(Paths, &[])),
-                Readiness::FilesOnly,
+                files_only,
             ),
             (
                 "no user-data mount (a Mac)",
@@ -211,7 +229,8 @@ mod tests {
             ),
         ];
         for (name, s, p, want) in cases {
-            assert_eq!(wipe_readiness(s, p.as_ref()), want, "{name}");
+            let got = wipe_readiness(s, p.as_ref()).to_pb();
+            assert_eq!((got.state.as_str(), got.readable), want, "{name}");
         }
     }
 
@@ -230,8 +249,20 @@ mod tests {
         };
         assert_eq!(from_section(Some(&section)), Readiness::CryptoErase);
         assert_eq!(from_section(None).name(), "unknown");
-        let p = Readiness::Partial(vec!["/home (/dev/sdb1): not encrypted".into()]).to_pb();
+        let home = Readable {
+            what: "/home".into(),
+            device: "/dev/sdb1".into(),
+            why: ReadableWhy::NotEncrypted,
+        };
+        let p = Readiness::Partial(vec![home.clone()]).to_pb();
         assert_eq!(p.state, "partial");
         assert_eq!(p.readable, vec!["/home (/dev/sdb1): not encrypted"]);
+        // The same line as data, for a client that says it in its own language.
+        assert_eq!(p.items.len(), 1);
+        assert_eq!(p.items[0].why, "not-encrypted");
+        assert_eq!(
+            vakt_proto::convert::readable_from_pb(&p.items[0]),
+            Some(home)
+        );
     }
 }

@@ -193,7 +193,7 @@ async fn discover(root: &Root, report: &mut WipeReport) -> Result<Vec<PathBuf>, 
         report.error(format!("{}: {}", e.source, e.message));
     }
     let scope = found.value.erase_scope(&USER_DATA_MOUNTS);
-    report.not_encrypted = scope.readable;
+    report.not_encrypted = scope.readable.iter().map(ToString::to_string).collect();
     if scope.luks_devices.is_empty() {
         let readable = match report.not_encrypted.as_slice() {
             [] => String::new(),

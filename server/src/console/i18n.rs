@@ -6,7 +6,7 @@
 //! domain's states and kinds, which several pages share, are translated here.
 
 use tonic::Code;
-use vakt_proto::model::{ForwardKind, MailSecurity, SoftwareSource};
+use vakt_proto::model::{ForwardKind, MailSecurity, ReadableWhy, SoftwareSource};
 use vakt_proto::pb;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -164,6 +164,38 @@ impl Lang {
         }
     }
 
+    /// Why user data stays readable after a wipe (the English is the model's own wording).
+    pub fn readable_why(self, w: ReadableWhy) -> &'static str {
+        let sv = match w {
+            ReadableWhy::NotEncrypted => "inte krypterad",
+            ReadableWhy::LuksBackingUnknown => "LUKS, den underliggande enheten är inte känd",
+            ReadableWhy::PlainDmCrypt => "dm-crypt utan LUKS, inga nyckelplatser att radera",
+            ReadableWhy::Bitlocker => "BitLocker, inga LUKS-nyckelplatser att radera",
+            ReadableWhy::Truecrypt => "TrueCrypt, inga LUKS-nyckelplatser att radera",
+            ReadableWhy::NotConfigured => "LUKS, inte bland agentens inställda raderingsenheter",
+        };
+        self.t(sv, w.en())
+    }
+
+    /// What a wipe would leave readable (or why it cannot be judged), one line each, in this
+    /// language: said from the API's items where it gives them, else as the API says them (the
+    /// `unknown` reasons, and a `why` from a newer server).
+    pub fn readable_lines(self, w: &pb::WipeReadiness) -> Vec<String> {
+        if self == Self::En || w.items.len() != w.readable.len() {
+            return w.readable.clone();
+        }
+        w.items
+            .iter()
+            .zip(&w.readable)
+            .map(
+                |(item, line)| match vakt_proto::convert::readable_from_pb(item) {
+                    Some(r) => r.say(self.readable_why(r.why)),
+                    None => line.clone(),
+                },
+            )
+            .collect()
+    }
+
     /// A finding's severity as the admin API names it (violation, warning, notice).
     pub fn severity(self, s: &str) -> &'static str {
         match s {
@@ -231,5 +263,51 @@ mod tests {
         let waiting = pb::CommandState::AwaitingApproval as i32;
         assert_eq!(Lang::Sv.command_state(waiting), "väntar på godkännande");
         assert_eq!(Lang::En.command_state(99), "unknown");
+    }
+
+    #[test]
+    fn what_stays_readable_is_said_in_swedish() {
+        for why in ReadableWhy::ALL {
+            assert_ne!(
+                Lang::Sv.readable_why(why),
+                Lang::En.readable_why(why),
+                "{why:?}"
+            );
+            assert_eq!(Lang::En.readable_why(why), why.en());
+        }
+        let item = |what: &str, device: &str, why: &str| pb::ReadableItem {
+            what: what.into(),
+            device: device.into(),
+            why: why.into(),
+        };
+        let w = pb::WipeReadiness {
+            state: "partial".into(),
+            readable: vec![
+                "/home (/dev/sdb1): not encrypted".into(),
+                "/dev/sdc1: LUKS, not among the configured wipe devices".into(),
+                "swap (/dev/sda3): a reason from a newer server".into(),
+            ],
+            items: vec![
+                item("/home", "/dev/sdb1", "not-encrypted"),
+                item("", "/dev/sdc1", "not-configured"),
+                item("swap", "/dev/sda3", "newer"),
+            ],
+        };
+        assert_eq!(
+            Lang::Sv.readable_lines(&w),
+            [
+                "/home (/dev/sdb1): inte krypterad",
+                "/dev/sdc1: LUKS, inte bland agentens inställda raderingsenheter",
+                "swap (/dev/sda3): a reason from a newer server",
+            ]
+        );
+        assert_eq!(Lang::En.readable_lines(&w), w.readable);
+        // An `unknown` reason has no items: said as the API says it.
+        let unknown = pb::WipeReadiness {
+            state: "unknown".into(),
+            readable: vec!["no storage section reported yet".into()],
+            items: Vec::new(),
+        };
+        assert_eq!(Lang::Sv.readable_lines(&unknown), unknown.readable);
     }
 }

@@ -307,6 +307,15 @@ pub(super) fn csrf_of(html: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
+/// The table row `<tr id="{id}">…</tr>` of a page.
+fn row_of<'a>(html: &'a str, id: &str) -> &'a str {
+    let at = html
+        .find(&format!("<tr id=\"{id}\">"))
+        .expect("a row with that id");
+    let rest = &html[at..];
+    &rest[..rest.find("</tr>").expect("the row ends")]
+}
+
 #[tokio::test]
 async fn anonymous_visitors_see_only_the_login_page() {
     let f = start(Transport::Plain).await;
@@ -490,7 +499,7 @@ async fn roles_and_validation_are_the_admin_apis() {
 async fn the_device_page_shows_the_report_escaped() {
     let f = start(Transport::Plain).await;
     let id = seed_device(&f.state, "lap-anna", &half_encrypted(laptop_report())).await;
-    let (mut c, _) = logged_in(&f, &f.admin).await;
+    let (mut c, csrf) = logged_in(&f, &f.admin).await;
     let list = c.get("/devices?state=active&q=lap").await;
     assert!(list.body.contains(&format!("href=\"/devices/{id}\"")));
     let none = c.get("/devices?state=lost").await;
@@ -510,9 +519,17 @@ async fn the_device_page_shows_the_report_escaped() {
         b.contains("data-readiness=\"partial\""),
         "what a wipe would do"
     );
-    assert!(b.contains("/home (/dev/sdb1): not encrypted"));
+    assert!(
+        b.contains("/home (/dev/sdb1): inte krypterad"),
+        "what stays readable, in Swedish"
+    );
+    assert!(!b.contains("not encrypted"));
     let filtered = c.get(&format!("/devices/{id}?source=os-vendor")).await;
     assert!(filtered.body.contains("0 av 1 program"));
+    c.post("/lang", &[("csrf", &csrf), ("lang", "en"), ("back", "/")])
+        .await;
+    let english = c.get(&format!("/devices/{id}")).await;
+    assert!(english.body.contains("/home (/dev/sdb1): not encrypted"));
 }
 
 #[tokio::test]
@@ -622,7 +639,7 @@ async fn the_loss_procedure_runs_through_the_forms() {
 #[tokio::test]
 async fn a_wipe_needs_a_second_admin_in_the_console_too() {
     let f = start(Transport::Plain).await;
-    let id = seed_device(&f.state, "lap-anna", &laptop_report()).await;
+    let id = seed_device(&f.state, "lap-anna", &half_encrypted(laptop_report())).await;
     let (_, second) = create_admin_token(&f.state.store, pb::Role::Admin, "it-chef", "test")
         .await
         .unwrap();
@@ -648,6 +665,10 @@ async fn a_wipe_needs_a_second_admin_in_the_console_too() {
     let (mut other, _) = logged_in(&f, &second).await;
     let page = other.get("/wipes").await;
     assert!(page.body.contains(&format!("id=\"approve-{}\"", cmd.id)));
+    // The approver sees, in the wipe's row, what it would achieve and what stays readable.
+    let row = row_of(&page.body, &cmd.id);
+    assert!(row.contains("data-readiness=\"partial\""), "{row}");
+    assert!(row.contains("/home (/dev/sdb1): inte krypterad"), "{row}");
     let csrf = csrf_of(&page.body);
     let r = other
         .post(&approve, &[("csrf", &csrf), ("confirm", "1")])

@@ -16,6 +16,8 @@ pub struct WipeRow {
     pub cmd: CommandRow,
     /// Requested by the logged-in user's token name: they cannot approve it.
     pub mine: bool,
+    /// What the wipe would achieve now (the device view's), shown where it is approved.
+    pub readiness: Option<pb::WipeReadiness>,
 }
 
 #[derive(Template)]
@@ -46,11 +48,9 @@ async fn independent(a: &Authed, back: &str) -> Result<bool, axum::response::Res
 pub async fn list(a: Authed) -> Page {
     let devices = a.devices("/").await?;
     let commands = a.commands("", "/").await?;
-    let names: HashMap<&str, &str> = devices
-        .iter()
-        .map(|d| (d.id.as_str(), d.hostname.as_str()))
-        .collect();
-    let hostname = |c: &pb::CommandInfo| names.get(c.device_id.as_str()).copied().unwrap_or("");
+    let by_id: HashMap<&str, &pb::Device> = devices.iter().map(|d| (d.id.as_str(), d)).collect();
+    let device = |c: &pb::CommandInfo| by_id.get(c.device_id.as_str()).copied();
+    let hostname = |c: &pb::CommandInfo| device(c).map_or("", |d| d.hostname.as_str());
     let wipes: Vec<&pb::CommandInfo> = commands
         .iter()
         .rev()
@@ -62,6 +62,7 @@ pub async fn list(a: Authed) -> Page {
         .map(|c| WipeRow {
             cmd: CommandRow::new(a.lang, c, hostname(c)),
             mine: requested_by_name(&c.requested_by, &a.user.name),
+            readiness: device(c).and_then(|d| d.wipe_readiness.clone()),
         })
         .collect();
     let commands = wipes

@@ -1,0 +1,169 @@
+//! What `vakt devices` (`AdminService.ListDevices`) costs over a fleet of 10,000 laptops, now
+//! that every device view carries its wipe readiness (issue 19), which is judged from the
+//! device's stored storage section.
+//!
+//!     cargo bench -p vakt-server --bench list_devices
+//!
+//! Fills a store through `server::prepare` (as `serve` opens it) with 10,000 enrolled devices,
+//! each with a report of host, 300 packages and a storage section (root on LUKS2, /home
+//! plain, swap), then times the whole gRPC method as the admin API runs it (authorization,
+//! reading and decoding every device, the views, sorting), without the network. The median
+//! and the minimum of 15 runs after one untimed run, so sled's cache is warm.
+//!
+//! BENCHMARKS.md ("Listing devices") puts this against the same bench with the readiness
+//! left out of the view.
+
+use std::time::{Duration, Instant};
+use tonic::Request;
+use vakt_proto::model;
+use vakt_proto::pb;
+use vakt_proto::pb::admin_service_server::AdminService;
+use vakt_server::api::State;
+use vakt_server::api::admin::{AdminApi, create_enroll_token};
+
+const DEVICES: usize = 10_000;
+/// Reports written at once, so they share flushes as a fleet's do.
+const AT_ONCE: usize = 256;
+const RUNS: usize = 15;
+
+fn report(i: usize) -> model::Report {
+    let software = (0..300)
+        .map(|p| model::Package {
+            name: format!("package-{p}"),
+            version: format!("1.{p}.{i}-1"),
+            format: model::PackageFormat::Deb,
+            source: model::SoftwareSource::OsVendor,
+            origin: "Debian".into(),
+            current: true,
+            arch: "amd64".into(),
+            user: String::new(),
+            path: String::new(),
+        })
+        .collect();
+    let vol = |mount: &str, device: &str, scheme: Option<model::CryptScheme>| model::Volume {
+        mount: mount.into(),
+        device: device.into(),
+        encrypted: scheme.is_some(),
+        scheme,
+        ..Default::default()
+    };
+    model::Report {
+        host: model::HostFacts {
+            hostname: format!("lap-{i:05}"),
+            os: "Debian GNU/Linux 12 (bookworm)".into(),
+            serial: format!("PF{i:06}"),
+            ..Default::default()
+        },
+        software,
+        storage: model::Storage {
+            volumes: vec![
+                vol("/", "/dev/nvme0n1p3", Some(model::CryptScheme::Luks2)),
+                vol("/boot", "/dev/nvme0n1p1", None),
+                vol("/home", "/dev/sdb1", None),
+            ],
+            swap: vec![vol("", "/dev/nvme0n1p2", Some(model::CryptScheme::Plain))],
+            wipe: Some(model::WipePlan {
+                strategy: model::WipeStrategy::LuksErase,
+                devices: Vec::new(),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+async fn seed(state: &State, secret: &str, i: usize) {
+    let id = format!("dev-{i:05}");
+    let now = 1_790_000_000_000;
+    let device = pb::Device {
+        id: id.clone(),
+        hostname: format!("lap-{i:05}"),
+        state: pb::DeviceState::Active as i32,
+        enrolled_at_ms: now,
+        last_seen_ms: now,
+        ..Default::default()
+    };
+    let mut cert = [0u8; 32];
+    cert[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    state
+        .store
+        .enroll(
+            &vakt_server::token::hash(secret),
+            now,
+            device,
+            pb::HardwareIdentity::default(),
+            cert,
+        )
+        .await
+        .expect("enroll");
+    let sections = vakt_proto::convert::report_to_sections(&report(i));
+    state
+        .store
+        .store_report(&id, 1, &sections, &[], now, "0.1.0")
+        .await
+        .expect("store the report");
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let state = vakt_server::server::prepare(
+        dir.path(),
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await
+    .expect("prepare the data directory");
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token");
+    let bearer = format!("Bearer {}", admin.trim());
+    let (secret, _) = create_enroll_token(&state.store, DEVICES as u32, 3600, "bench", "")
+        .await
+        .expect("an enrollment token");
+    let fill = Instant::now();
+    for start in (0..DEVICES).step_by(AT_ONCE) {
+        let tasks: Vec<_> = (start..(start + AT_ONCE).min(DEVICES))
+            .map(|i| {
+                let (state, secret) = (state.clone(), secret.clone());
+                tokio::spawn(async move { seed(&state, &secret, i).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("seed task");
+        }
+    }
+    println!(
+        "list_devices: {DEVICES} devices stored in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
+
+    let api = AdminApi::new(state.clone());
+    let list = || {
+        let mut req = Request::new(pb::ListDevicesRequest::default());
+        req.metadata_mut()
+            .insert("authorization", bearer.parse().expect("ascii"));
+        api.list_devices(req)
+    };
+    let first = list().await.expect("ListDevices").into_inner();
+    assert_eq!(first.devices.len(), DEVICES);
+    let partial = first
+        .devices
+        .iter()
+        .filter(|d| {
+            d.wipe_readiness
+                .as_ref()
+                .is_some_and(|w| w.state == "partial")
+        })
+        .count();
+    let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        std::hint::black_box(list().await.expect("ListDevices"));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "list_devices: {DEVICES} devices ({partial} with readiness partial): median {:.1} ms, min {:.1} ms over {RUNS} runs",
+        times[RUNS / 2].as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3,
+    );
+}
