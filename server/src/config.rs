@@ -352,7 +352,9 @@ impl FileConfig {
 
     /// Parses and validates the text of a config file; the error is a message for a person.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let cfg: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        // toml quotes the bad line; a URL in it may carry a password (`store`, `smtp`).
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| crate::redact::urls_in_text(e.to_string().trim_end()))?;
         if let Some(data) = &cfg.data
             && !data.is_absolute()
         {
@@ -573,7 +575,8 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
             assert!(
                 err.contains("store")
                     && err.contains("line 6")
-                    && err.contains("not a PostgreSQL URL"),
+                    && err.contains("not a PostgreSQL URL")
+                    && !err.contains("hunter2"),
                 "{err}"
             );
         }

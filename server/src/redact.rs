@@ -32,9 +32,58 @@ pub fn urls(us: &[String]) -> Vec<String> {
     us.iter().map(|u| url(u)).collect()
 }
 
+/// `text` (an error message that may quote a config line) with every URL in it shown as
+/// [`url`] shows it: a password, token or secret path quoted from a bad line never reaches a
+/// log or a terminal. A URL runs from its scheme to the next space or quote.
+pub fn urls_in_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        // The scheme: the letters, digits, '+', '-' and '.' just before "://".
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        if start == at {
+            // "://" with no scheme: not a URL, keep it as it is.
+            out.push_str(&rest[at..end]);
+        } else {
+            out.push_str(&url(&rest[start..end]));
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_quoted_in_a_message_lose_their_secrets() {
+        let msg = "TOML parse error at line 6, column 9\n  |\n6 | store = \"mysql://vakt:hunter2@db.example.org:5432/vakt\"\n  |         ^^^\nnot a PostgreSQL URL";
+        let shown = urls_in_text(msg);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("store = \"mysql://db.example.org:5432/…\""),
+            "{shown}"
+        );
+        assert!(shown.starts_with("TOML parse error at line 6"), "{shown}");
+        assert!(shown.ends_with("not a PostgreSQL URL"), "{shown}");
+        let hook = urls_in_text(
+            "webhook = 'https://hooks.example.org/services/T0/B0/XXXX' and smtp://u:p@m:25",
+        );
+        assert_eq!(
+            hook,
+            "webhook = 'https://hooks.example.org/…' and smtp://m:25/…"
+        );
+        assert_eq!(urls_in_text("no url here"), "no url here");
+        assert_eq!(urls_in_text("odd :// text"), "odd :// text");
+    }
 
     #[test]
     fn only_scheme_host_and_port_are_shown() {
