@@ -94,12 +94,13 @@ pub(super) fn fresh_login(
     }
 }
 
+/// `?next=…&lang=…` on the login page and on `GET /login/oidc`, which starts from it.
 #[derive(Deserialize, Default)]
 pub struct LoginQuery {
     #[serde(default)]
-    next: String,
+    pub(super) next: String,
     #[serde(default)]
-    lang: String,
+    pub(super) lang: String,
 }
 
 pub async fn login_page(

@@ -373,18 +373,10 @@ fn refused(console: &Console, status: StatusCode, lang: Lang, next: &str, why: S
     res
 }
 
-#[derive(Deserialize, Default)]
-pub struct StartQuery {
-    #[serde(default)]
-    next: String,
-    #[serde(default)]
-    lang: String,
-}
-
 /// `GET /login/oidc`: to the provider.
 pub async fn start(
     State(console): State<Console>,
-    Query(q): Query<StartQuery>,
+    Query(q): Query<auth::LoginQuery>,
     headers: HeaderMap,
 ) -> Response {
     let lang = console
