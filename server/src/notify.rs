@@ -131,6 +131,33 @@ fn build(cfg: &NotifyConfig, item: &OutboxItem) -> Result<Message, String> {
         .map_err(|e| e.to_string())
 }
 
+/// How long a claimed item is left to the server that claimed it before another may send it:
+/// longer than a send can take (lettre's SMTP timeout is a minute, a webhook's is shorter).
+const CLAIM_MS: i64 = 5 * 60 * 1000;
+
+/// Takes a due item for this server: moves its next attempt past [`CLAIM_MS`] in one
+/// transaction, if it is still there and still due. Why: servers sharing one database
+/// (replicas) each run a sender over the same outbox, and without a claim both would send
+/// every mail. A server that dies between the claim and the send leaves the item to be sent
+/// by another after the claim runs out: at least once, never lost. `None`: another server
+/// has it, or it is gone.
+async fn claim(state: &State, key: &[u8]) -> Option<OutboxItem> {
+    let now = now_ms();
+    let claimed = state
+        .store
+        .json_update(JsonTree::Outbox, key, |cur: OutboxItem| {
+            (cur.next_attempt_ms <= now).then(|| OutboxItem {
+                next_attempt_ms: now + CLAIM_MS,
+                ..cur
+            })
+        })
+        .await;
+    claimed.unwrap_or_else(|e| {
+        tracing::error!("outbox: {e}");
+        None
+    })
+}
+
 /// Sends what is due, forever; retries with growing delays (30 s doubling, at most an hour).
 pub async fn run_sender(state: State) {
     let transport = match &state.notify.smtp_url {
@@ -164,7 +191,11 @@ pub async fn run_sender(state: State) {
                 Vec::new()
             }
         };
-        for mut item in due {
+        for due_item in due {
+            let key = due_item.id.into_bytes();
+            let Some(mut item) = claim(&state, &key).await else {
+                continue;
+            };
             let sent = match (&item.webhook, &transport) {
                 (Some(url), _) => crate::webhook::post(url, item.body.as_bytes())
                     .await
@@ -179,7 +210,6 @@ pub async fn run_sender(state: State) {
                 },
                 (None, None) => continue,
             };
-            let key = item.id.clone().into_bytes();
             let res = match sent {
                 Ok(()) => {
                     tracing::info!(to = ?item.to, webhook = ?crate::redact::opt_url(&item.webhook), subject = %item.subject, "notification sent");
@@ -210,5 +240,86 @@ pub async fn run_sender(state: State) {
             _ = state.outbox_wake.notified() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A webhook receiver that answers 200 and keeps every body it was sent.
+    async fn sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = got.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let body = loop {
+                        let n = s.read(&mut chunk).await.unwrap();
+                        assert!(n > 0, "the request ended early");
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).into_owned();
+                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("Content-Length: "))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if body.len() >= len {
+                                break body.to_string();
+                            }
+                        }
+                    };
+                    kept.lock().unwrap().push(body);
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                });
+            }
+        });
+        (url, got)
+    }
+
+    /// Two senders over one outbox, as two replicas on one database run: every event is
+    /// delivered exactly once. Without the claim both senders read the same due items and
+    /// post each of them (checked: removing `claim` makes this fail with duplicates).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_senders_deliver_each_item_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("db")).unwrap();
+        let pki = crate::pki::Pki::load_or_create(dir.path(), &[]).unwrap();
+        let (url, got) = sink().await;
+        let config = NotifyConfig {
+            webhooks: vec![url],
+            ..NotifyConfig::default()
+        };
+        let state = State::new(store, pki, config).unwrap();
+        const EVENTS: usize = 40;
+        for n in 0..EVENTS {
+            enqueue_event(&state, &serde_json::json!({"event": "test", "n": n}))
+                .await
+                .unwrap();
+        }
+        let senders = [
+            tokio::spawn(run_sender(state.clone())),
+            tokio::spawn(run_sender(state.clone())),
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !pending(&state).unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "outbox not drained");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        senders.iter().for_each(|s| s.abort());
+        let bodies = got.lock().unwrap().clone();
+        let unique: std::collections::BTreeSet<&String> = bodies.iter().collect();
+        assert_eq!(unique.len(), EVENTS, "every event arrived");
+        assert_eq!(bodies.len(), EVENTS, "no event arrived twice");
     }
 }

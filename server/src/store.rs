@@ -978,6 +978,38 @@ impl Store {
         self.flush().await
     }
 
+    /// Reads one record and writes back what `f` makes of it, in one transaction, then
+    /// flushes: `f` returns `None` to leave the record as it is. Returns the record written,
+    /// or `None` when there was none or `f` left it. Why a transaction: servers sharing one
+    /// database (replicas) must not both act on the same record, e.g. both send one mail;
+    /// the one whose write conflicts runs `f` again on what the other wrote.
+    pub async fn json_update<T, F>(
+        &self,
+        t: JsonTree,
+        key: &[u8],
+        f: F,
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: Fn(T) -> Option<T>,
+    {
+        let written = self.engine.transaction([self.json_tree(t)], |[tree]| {
+            let Some(raw) = tree.get(key)? else {
+                return Ok(None);
+            };
+            let current: T = Self::decode_json(t, key, &raw).map_err(abort)?;
+            let Some(next) = f(current) else {
+                return Ok(None);
+            };
+            tree.insert(key, Self::encode_json(t, key, &next).map_err(abort)?)?;
+            Ok(Some(next))
+        })?;
+        if written.is_some() {
+            self.flush().await?;
+        }
+        Ok(written)
+    }
+
     /// Replaces every record of a tree at once (the people register on import).
     pub async fn json_replace_all<T: serde::Serialize>(
         &self,
