@@ -1,7 +1,8 @@
 //! The policy in force and its findings, with the store around the pure engine: load the pack,
 //! gather a device's report and context, evaluate, reconcile with the stored findings, store
 //! them, and queue the manager's mail for each new violation (exactly once per finding: the
-//! queueing and the finding's `violation_since` marker are written before anything is sent).
+//! mail and the finding's `violation_since` marker are stored in one transaction, before
+//! anything is sent, and only by one evaluation of the device at a time, across servers).
 
 use crate::notify;
 use crate::people::Person;
@@ -113,12 +114,47 @@ pub fn exemptions(state: &State) -> Result<Vec<Exemption>, StoreError> {
     state.store.json_list(JsonTree::Exemptions, b"")
 }
 
+/// How many times one evaluation runs again when another evaluation of the same device was
+/// stored while it ran (another server on the same database, or another task here).
+const EVALUATION_ATTEMPTS: u32 = 8;
+
+/// The findings an evaluation changed and the notifications it queues, to be stored together.
+type Evaluation = (Vec<(Vec<u8>, Finding)>, Vec<(Vec<u8>, notify::OutboxItem)>);
+
 /// Evaluates one device against the policy in force now, stores the reconciled findings and
-/// queues mail for new violations.
+/// queues mail for new violations, in one transaction. The transaction stores them only if
+/// no other evaluation of the device was stored since this one read its findings; otherwise
+/// it evaluates again on the findings now stored. So two servers on one database (or a report
+/// and a policy change at once) never both announce the same violation.
 pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), StoreError> {
     let _one_at_a_time = state.eval_lock.lock().await;
+    for _ in 0..EVALUATION_ATTEMPTS {
+        let mark = state.store.evaluation_mark(device_id)?;
+        let Some((findings, outbox)) = evaluation(state, device_id)? else {
+            return Ok(());
+        };
+        if state
+            .store
+            .store_evaluation(device_id, mark, &findings, &outbox)
+            .await?
+        {
+            if !outbox.is_empty() {
+                notify::wake(state);
+            }
+            return Ok(());
+        }
+    }
+    tracing::warn!(
+        device = %device_id,
+        "policy evaluation: other evaluations of this device kept coming first; the next report or timer evaluates it again"
+    );
+    Ok(())
+}
+
+/// One evaluation of a device on what is stored now: `None` when nothing changed.
+fn evaluation(state: &State, device_id: &str) -> Result<Option<Evaluation>, StoreError> {
     let Some(rec) = state.store.device(device_id)? else {
-        return Ok(());
+        return Ok(None);
     };
     let d = rec.device.unwrap_or_default();
     let now = OffsetDateTime::now_utc();
@@ -131,7 +167,7 @@ pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), Store
         Ok(r) => r,
         Err(e) => {
             tracing::error!(device = %device_id, "stored report does not convert: {e}");
-            return Ok(());
+            return Ok(None);
         }
     };
     let (people, trips, exemptions) = (people(state)?, trips(state)?, exemptions(state)?);
@@ -152,14 +188,13 @@ pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), Store
     };
     let mut rec = policy::reconcile(device_id, &previous, &outcomes, now, &mut new_id);
     if rec.changed.is_empty() && rec.notify.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let person = ctx.person(dev.assigned_to.as_deref());
     let to = person
         .and_then(|p| p.manager_email.clone())
         .or_else(|| state.notify.it_address.clone());
-    // Queue the mail first, then store the findings: if we crash between the two, the finding
-    // is evaluated again and a second mail may go out — never none.
+    let mut outbox = Vec::new();
     for f in &rec.notify {
         // Systems hear of a violation once, when it becomes one; a finding re-announced to a
         // manager who only just became known is not a new event for them.
@@ -169,17 +204,18 @@ pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), Store
                 && p.severity == policy::Severity::Violation
         });
         if !was_violation {
-            notify::enqueue_event(
-                state,
+            outbox.extend(notify::event_items(
+                &state.notify,
                 &serde_json::json!({"event": "finding.violation", "device": &dev, "finding": f}),
-            )
-            .await?;
+            ));
         }
         let text = policy::violation_mail(&pack, f, &dev, person);
         match &to {
-            Some(to) => {
-                notify::enqueue(state, std::slice::from_ref(to), &text.subject, &text.body).await?
-            }
+            Some(to) => outbox.push(notify::mail_item(
+                std::slice::from_ref(to),
+                &text.subject,
+                &text.body,
+            )),
             None => {
                 // Nobody to tell yet (device unassigned, manager unknown, no IT address): the
                 // finding stays "not yet told", so assigning the device later tells the manager.
@@ -199,11 +235,7 @@ pub async fn evaluate_device(state: &State, device_id: &str) -> Result<(), Store
         .filter(|f| rec.changed.contains(&f.id))
         .map(|f| (finding_key(device_id, &f.id), f.clone()))
         .collect();
-    state
-        .store
-        .json_apply(JsonTree::Findings, &puts, &[])
-        .await?;
-    Ok(())
+    Ok(Some((puts, outbox)))
 }
 
 /// Evaluates every device (after the policy, people, trips or exemptions changed, and on a
@@ -246,5 +278,63 @@ pub fn finding_info(f: &Finding, hostname: &str) -> pb::FindingInfo {
         first_seen_ms: time_to_ms(f.first_seen),
         last_seen_ms: time_to_ms(f.last_seen),
         resolved_at_ms: f.resolved_at.map(time_to_ms).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::testing::{laptop_report, seed_device};
+
+    /// Two servers on one store (each with its own evaluation lock, as two replicas on one
+    /// database have): server A reads a device's findings and evaluates, server B stores its
+    /// own evaluation of the same device meanwhile, then A tries to store. A's result is
+    /// refused (it was computed on findings that are no longer current) and A's evaluation
+    /// run again changes nothing: each condition is one finding and each violation one mail.
+    /// Without the mark A would store its own finding ids and mail beside B's (checked:
+    /// making `store_evaluation` ignore the mark fails this).
+    #[tokio::test]
+    async fn an_evaluation_overtaken_by_another_server_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = notify::NotifyConfig {
+            it_address: Some("it@sorsele.se".into()),
+            ..notify::NotifyConfig::default()
+        };
+        let a = crate::server::prepare(dir.path(), &[], config.clone())
+            .await
+            .unwrap();
+        let pki = crate::pki::Pki::load_or_create(dir.path(), &[]).unwrap();
+        let b = State::new(a.store.clone(), pki, config).unwrap();
+        let id = seed_device(&a, "lap-anna", &laptop_report()).await;
+
+        let mark = a.store.evaluation_mark(&id).unwrap();
+        let (found, mail) = evaluation(&a, &id).unwrap().unwrap();
+        assert!(!mail.is_empty(), "the laptop has a violation to mail");
+        evaluate_device(&b, &id).await.unwrap();
+        let stored = a
+            .store
+            .store_evaluation(&id, mark, &found, &mail)
+            .await
+            .unwrap();
+        assert!(!stored, "an overtaken evaluation is not stored");
+        evaluate_device(&a, &id).await.unwrap();
+
+        let found = findings(&a, Some(&id)).unwrap();
+        let keys: std::collections::BTreeSet<(&str, &str)> = found
+            .iter()
+            .map(|f| (f.rule.as_str(), f.key.as_str()))
+            .collect();
+        assert_eq!(keys.len(), found.len(), "no condition found twice");
+        let violations = found
+            .iter()
+            .filter(|f| f.severity == policy::Severity::Violation)
+            .count();
+        assert!(violations > 0);
+        assert_eq!(
+            notify::pending(&a).unwrap().len(),
+            violations,
+            "one mail per violation"
+        );
     }
 }

@@ -33,6 +33,8 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod timefmt;
 pub mod tls;
 pub mod token;

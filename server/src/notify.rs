@@ -75,6 +75,29 @@ fn item(
     (id.into_bytes(), item)
 }
 
+/// An outbox item (with its key) for a mail, to be stored by the caller: in one transaction
+/// with what caused it (see `findings::evaluate_device`), then [`wake`].
+pub fn mail_item(to: &[String], subject: &str, body: &str) -> (Vec<u8>, OutboxItem) {
+    item(to, subject, body, None)
+}
+
+/// The outbox items that POST `event` (JSON with an `event` field) to every configured
+/// webhook; none when there are no webhooks.
+pub fn event_items(config: &NotifyConfig, event: &serde_json::Value) -> Vec<(Vec<u8>, OutboxItem)> {
+    let body = event.to_string();
+    let name = event["event"].as_str().unwrap_or("event").to_string();
+    config
+        .webhooks
+        .iter()
+        .map(|url| item(&[], &name, &body, Some(url.clone())))
+        .collect()
+}
+
+/// Tells the sender that something was queued.
+pub fn wake(state: &State) {
+    state.outbox_wake.notify_one();
+}
+
 /// Queues a mail durably and wakes the sender.
 pub async fn enqueue(
     state: &State,
@@ -84,30 +107,23 @@ pub async fn enqueue(
 ) -> Result<(), StoreError> {
     state
         .store
-        .json_apply(JsonTree::Outbox, &[item(to, subject, body, None)], &[])
+        .json_apply(JsonTree::Outbox, &[mail_item(to, subject, body)], &[])
         .await?;
-    state.outbox_wake.notify_one();
+    wake(state);
     Ok(())
 }
 
 /// Queues `event` (JSON with an `event` field) for every configured webhook.
 pub async fn enqueue_event(state: &State, event: &serde_json::Value) -> Result<(), StoreError> {
-    if state.notify.webhooks.is_empty() {
+    let items = event_items(&state.notify, event);
+    if items.is_empty() {
         return Ok(());
     }
-    let body = event.to_string();
-    let name = event["event"].as_str().unwrap_or("event").to_string();
-    let items: Vec<_> = state
-        .notify
-        .webhooks
-        .iter()
-        .map(|url| item(&[], &name, &body, Some(url.clone())))
-        .collect();
     state
         .store
         .json_apply(JsonTree::Outbox, &items, &[])
         .await?;
-    state.outbox_wake.notify_one();
+    wake(state);
     Ok(())
 }
 

@@ -132,6 +132,11 @@ pub struct Store {
     exemptions: Tree,
     policies: Tree,
     outbox: Tree,
+    /// Per device, how many evaluations of its findings were stored (u64, big-endian): an
+    /// evaluation stores its result only if the count is still what it read, so two servers
+    /// evaluating one device at once never both store findings and mail (see
+    /// [`Store::store_evaluation`]).
+    evaluations: Tree,
     /// The storage engine the trees belong to: its transactions and durable commit.
     engine: Engine,
     /// Serialises audit appends: each entry needs the hash of the one before.
@@ -307,6 +312,7 @@ impl Store {
             exemptions: engine.tree("exemptions")?,
             policies: engine.tree("policies")?,
             outbox: engine.tree("outbox")?,
+            evaluations: engine.tree("evaluations")?,
             audit_lock: std::sync::Arc::default(),
             command_writes: std::sync::Arc::default(),
             engine,
@@ -1010,6 +1016,63 @@ impl Store {
         Ok(written)
     }
 
+    /// How many evaluations of `device_id`'s findings were stored: read before an evaluation
+    /// reads the findings, and handed back to [`Store::store_evaluation`].
+    pub fn evaluation_mark(&self, device_id: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .evaluations
+            .get(device_id.as_bytes())?
+            .as_deref()
+            .map(mark_of)
+            .unwrap_or(0))
+    }
+
+    /// Stores one evaluation of a device: its changed findings and the notifications it
+    /// queues, in one transaction, and only if no other evaluation of the device was stored
+    /// since `mark` was read. `Ok(false)`: another came first (another server, or another
+    /// task), nothing was written, and the caller evaluates again on fresh findings. Why:
+    /// finding ids are new random ids, so two evaluations reconciling the same stored
+    /// findings at once would each add the same finding under its own id and each queue its
+    /// mail. Findings and their mail in one transaction also means a crash leaves both or
+    /// neither.
+    pub async fn store_evaluation<F: serde::Serialize, O: serde::Serialize>(
+        &self,
+        device_id: &str,
+        mark: u64,
+        findings: &[(Vec<u8>, F)],
+        outbox: &[(Vec<u8>, O)],
+    ) -> Result<bool, StoreError> {
+        let findings = findings
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Self::encode_json(JsonTree::Findings, k, v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let outbox = outbox
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Self::encode_json(JsonTree::Outbox, k, v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let stored = self.engine.transaction(
+            [&self.evaluations, &self.findings, &self.outbox],
+            |[marks, f, o]| {
+                let now = marks.get(device_id.as_bytes())?;
+                if now.as_deref().map(mark_of).unwrap_or(0) != mark {
+                    return Ok(false);
+                }
+                marks.insert(device_id.as_bytes(), (mark + 1).to_be_bytes())?;
+                for (k, v) in &findings {
+                    f.insert(k, v)?;
+                }
+                for (k, v) in &outbox {
+                    o.insert(k, v)?;
+                }
+                Ok::<_, engine::TxError<StoreError>>(true)
+            },
+        )?;
+        if stored {
+            self.flush().await?;
+        }
+        Ok(stored)
+    }
+
     /// Replaces every record of a tree at once (the people register on import).
     pub async fn json_replace_all<T: serde::Serialize>(
         &self,
@@ -1025,6 +1088,15 @@ impl Store {
             .collect();
         self.json_apply(t, records, &removes).await
     }
+}
+
+/// An evaluation mark as stored; one of another length (never written) reads as 0, the same
+/// on every read, so the comparison in [`Store::store_evaluation`] stays consistent and the
+/// next stored evaluation replaces it.
+fn mark_of(raw: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(raw)
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
 }
 
 /// The chain hash of an audit entry (its `hash` field ignored).
