@@ -3,6 +3,7 @@
 //! Layers: `config` (the service's TOML file), `token`, `pki`, `timefmt`, `fsutil` (leaf
 //! helpers) → `store` (protobuf records over sled or PostgreSQL) → `state` (what the services share) → `findings`,
 //! `notify`, `commands` → `api` (the gRPC services) →
+//! `secrets` (a PostgreSQL replica's CA and signing keys sealed in the store) →
 //! `server` (`prepare` a data directory, `run(listener, state, shutdown)`, and `run_console` for
 //! the web console in `console`, which calls the same admin API). The binaries in `src/bin` are
 //! the only place that parses command lines, reads the environment or installs signal handlers.
@@ -29,6 +30,7 @@ pub mod policy;
 pub mod preauth;
 pub mod readiness;
 pub mod redact;
+pub mod secrets;
 pub mod server;
 pub mod signing;
 pub mod state;

@@ -29,15 +29,22 @@ enum Cmd {
         /// installed); flags given here override it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Data directory: the store, the CA and keys, admin.token on first start.
+        /// Data directory: the store, the CA and keys, admin.token on first start (with
+        /// PostgreSQL: only this replica's lock, ca.pem and server certificate, and
+        /// admin.token on the replica that initialised the database).
         #[arg(long, required_unless_present = "config")]
         data: Option<PathBuf>,
         /// Keep the store in PostgreSQL (postgresql://USER@HOST:PORT/DATABASE) instead of
-        /// the embedded store in the data directory, which still holds the lock, the CA and
-        /// the TLS files. The schema is created or migrated at start. Overrides `store =` in
-        /// the config file.
+        /// the embedded store in the data directory. The schema is created or migrated at
+        /// start. Overrides `store =` in the config file. Needs --secrets-key.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
+        /// With --store: the key that seals the CA key and command-signing keys in the
+        /// database, shared by every replica. Created (0600) by the replica that initialises
+        /// an empty database if FILE does not exist; give every other replica a copy.
+        /// Overrides `secrets_key =` in the config file.
+        #[arg(long, value_name = "FILE")]
+        secrets_key: Option<PathBuf>,
         /// gRPC over TLS, for agents and the admin API [default: 127.0.0.1:7443].
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -159,6 +166,7 @@ async fn real_main() -> anyhow::Result<()> {
             config,
             data,
             store,
+            secrets_key,
             listen,
             console,
             console_tls,
@@ -182,6 +190,7 @@ async fn real_main() -> anyhow::Result<()> {
             let flags = Flags {
                 data,
                 store: store.map(vakt_server::config::StoreUrl::from_flag),
+                secrets_key,
                 listen,
                 console,
                 hostnames,
@@ -190,6 +199,7 @@ async fn real_main() -> anyhow::Result<()> {
             let Settings {
                 data,
                 store,
+                secrets_key,
                 listen,
                 console,
                 hostnames,
@@ -209,12 +219,18 @@ async fn real_main() -> anyhow::Result<()> {
                 Some(url) => vakt_server::store::StoreLocation::Postgres(url.into_string()),
                 None => vakt_server::store::StoreLocation::Embedded,
             };
-            let state = server::prepare_at(&data, &location, &hostnames, mail.config(mail_file))
-                .await?
-                .with_enroll_limits(vakt_server::limit::EnrollLimits {
-                    per_source: rate(enroll_rate_per_source, 4.0),
-                    global: rate(enroll_rate, 5.0),
-                });
+            let state = server::prepare_at(
+                &data,
+                &location,
+                secrets_key.as_deref(),
+                &hostnames,
+                mail.config(mail_file),
+            )
+            .await?
+            .with_enroll_limits(vakt_server::limit::EnrollLimits {
+                per_source: rate(enroll_rate_per_source, 4.0),
+                global: rate(enroll_rate, 5.0),
+            });
             state.pki.set_device_cert_lifetime(device_cert_lifetime)?;
             vakt_server::certs::keep_fresh(state.pki.clone(), server_cert_lifetime)?;
             let listener = bind(listen, "--listen").await?;
