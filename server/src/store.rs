@@ -29,6 +29,7 @@ mod engine;
 pub use engine::Engine;
 use engine::{Tree, abort};
 mod identity;
+pub mod migrate;
 mod pg;
 mod secrets;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};

@@ -83,6 +83,21 @@ enum Cmd {
         #[arg(long, hide = true, value_parser = humantime::parse_duration, default_value = "397days")]
         server_cert_lifetime: Duration,
     },
+    /// Copy an embedded installation (stopped) into an empty PostgreSQL database: every
+    /// record as it is, and the CA and command-signing keys sealed with the secrets key.
+    /// Afterwards `serve --data DIR --store URL --secrets-key FILE` serves it; the embedded
+    /// store in DIR is left as it was.
+    Migrate {
+        /// The data directory of the embedded installation (no server may run on it).
+        #[arg(long)]
+        data: PathBuf,
+        /// The empty PostgreSQL database, postgresql://USER@HOST:PORT/DATABASE.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The key that seals the secrets in the database; created (0600) if absent.
+        #[arg(long, value_name = "FILE")]
+        secrets_key: PathBuf,
+    },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
         /// Where the demo keeps its data (server and agent); reused on the next run.
@@ -264,6 +279,37 @@ async fn real_main() -> anyhow::Result<()> {
                 vakt_agent::daemon::shutdown_signal(),
             )
             .await?;
+        }
+        Cmd::Migrate {
+            data,
+            to,
+            secrets_key,
+        } => {
+            vakt_server::hardening::private_umask();
+            let s = vakt_server::migrate::migrate(&data, &to, &secrets_key)?;
+            println!(
+                "migrated {} into {}: {} rows in {} trees, counts match; audit chain verified ({} entries)",
+                data.display(),
+                vakt_server::redact::url(&to),
+                s.rows(),
+                s.trees.len(),
+                s.audit_entries
+            );
+            for (tree, n) in &s.trees {
+                println!("  {tree:<16} {n}");
+            }
+            if s.key_created {
+                println!(
+                    "the secrets key was written to {}; every replica needs a copy",
+                    secrets_key.display()
+                );
+            }
+            println!(
+                "serve it with: vakt-server serve --data {} --store URL --secrets-key {} (the embedded store in {} is left as it was)",
+                data.display(),
+                secrets_key.display(),
+                data.join("db").display()
+            );
         }
         Cmd::Demo {
             data,
