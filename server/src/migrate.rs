@@ -77,10 +77,7 @@ pub fn migrate(data: &Path, url: &str, key_path: &Path) -> Result<Summary, Migra
         return Err(not_empty(&before));
     }
     let material = Material::from_dir(data)?.ok_or_else(|| MigrateError::NoCa(data.into()))?;
-    let (key, key_created) = match SecretsKey::load(key_path)? {
-        Some(k) => (k, false),
-        None => (SecretsKey::create(key_path)?, true),
-    };
+    let (key, key_created) = SecretsKey::load_or_create(key_path)?;
     let sealed = material.sealed(&key);
     let secrets_rows = u64::try_from(sealed.len()).unwrap_or(u64::MAX);
     let copied = target.copy_from(

@@ -152,6 +152,26 @@ impl SecretsKey {
             })
     }
 
+    /// The key at `path`, or a new one written there; whether it was made now. Another
+    /// process creating the same file at the same moment is not an error: its key is read.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), SecretsError> {
+        if let Some(k) = Self::load(path)? {
+            return Ok((k, false));
+        }
+        match Self::create(path) {
+            Ok(k) => Ok((k, true)),
+            Err(SecretsError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                let k = Self::load(path)?.ok_or_else(|| SecretsError::Missing {
+                    path: path.to_path_buf(),
+                })?;
+                Ok((k, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes a new key to `path`, which must not exist (0600 from the first byte, synced).
     pub fn create(path: &Path) -> Result<Self, SecretsError> {
         use std::io::Write;
@@ -438,10 +458,7 @@ pub async fn initialise_or_load(
     key_path: &Path,
     material: Material,
 ) -> Result<Opened, SecretsError> {
-    let (key, created) = match SecretsKey::load(key_path)? {
-        Some(k) => (k, false),
-        None => (SecretsKey::create(key_path)?, true),
-    };
+    let (key, created) = SecretsKey::load_or_create(key_path)?;
     let items = material.sealed(&key);
     let token = if store.admin_token_count()? == 0 {
         Some(crate::token::new_admin_token(
