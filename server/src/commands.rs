@@ -304,6 +304,27 @@ pub async fn expire_due(state: &State, now_ms: i64) -> Result<Vec<String>, Store
     Ok(expired)
 }
 
+/// Hands the signing-key chain to every agent connected to this server, now; a full channel
+/// (a very slow agent) gets it at its next connect. Returns how many were handed it.
+pub fn hand_key_chain(state: &State) -> usize {
+    let chain = state.pki.command_keys.chain();
+    let senders: Vec<_> = state
+        .connected
+        .lock()
+        .map(|m| m.values().map(|c| c.tx.clone()).collect())
+        .unwrap_or_default();
+    let mut handed = 0usize;
+    for tx in senders {
+        let msg = Box::new(pb::ServerMessage {
+            msg: Some(pb::server_message::Msg::KeyRollover(chain.clone())),
+        });
+        if tx.try_send(msg).is_ok() {
+            handed += 1;
+        }
+    }
+    handed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,14 @@ pub enum ConfigError {
         "no data directory: pass --data DIR, or set data = \"/var/lib/vakt-server\" in the file given with --config"
     )]
     NoData,
+    #[error(
+        "a PostgreSQL store needs --secrets-key FILE (or secrets_key = \"/etc/vakt/secrets.key\" in the config file): the CA key and command-signing keys are kept in the database sealed with it; the replica that initialises the database creates FILE, every other replica needs a copy"
+    )]
+    SecretsKeyRequired,
+    #[error(
+        "--secrets-key (secrets_key in the config file) is only for a PostgreSQL store (--store or store =); the embedded store keeps its keys in the data directory, so leave it out"
+    )]
+    SecretsKeyWithoutStore,
 }
 
 /// A name agents use to reach the server, as it goes into the server certificate: a DNS name
@@ -139,6 +147,10 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     /// The config-file twin of `--store`; the embedded store when absent.
     pub store: Option<StoreUrl>,
+    /// The config-file twin of `--secrets-key` (PostgreSQL only): the key sealing the shared
+    /// secrets in the database.
+    #[serde(default, deserialize_with = "absolute_path")]
+    pub secrets_key: Option<PathBuf>,
     #[serde(default, deserialize_with = "socket_addr")]
     pub listen: Option<SocketAddr>,
     /// `console = "ADDR"`, or a `[console]` table (`listen`, `[console.oidc]`).
@@ -383,6 +395,7 @@ impl FileConfig {
 pub struct Flags {
     pub data: Option<PathBuf>,
     pub store: Option<StoreUrl>,
+    pub secrets_key: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub console: Option<SocketAddr>,
     pub hostnames: Vec<HostName>,
@@ -395,6 +408,9 @@ pub struct Settings {
     pub data: PathBuf,
     /// PostgreSQL; none: the embedded store in `data`.
     pub store: Option<StoreUrl>,
+    /// The key sealing a PostgreSQL store's shared secrets (required with one, refused
+    /// without: [`Settings::resolve`]).
+    pub secrets_key: Option<PathBuf>,
     pub listen: SocketAddr,
     pub console: SocketAddr,
     pub hostnames: Vec<String>,
@@ -414,9 +430,17 @@ impl Settings {
         } else {
             flags.hostnames
         };
+        let store = flags.store.or(file.store);
+        let secrets_key = flags.secrets_key.or(file.secrets_key);
+        match (&store, &secrets_key) {
+            (Some(_), None) => return Err(ConfigError::SecretsKeyRequired),
+            (None, Some(_)) => return Err(ConfigError::SecretsKeyWithoutStore),
+            _ => {}
+        }
         Ok(Self {
             data: flags.data.or(file.data).ok_or(ConfigError::NoData)?,
-            store: flags.store.or(file.store),
+            store,
+            secrets_key,
             listen: flags.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             console: flags
                 .console
@@ -520,6 +544,7 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
         let flags = Flags {
             data: Some("/tmp/other".into()),
             store: None,
+            secrets_key: None,
             listen: Some("127.0.0.1:0".parse().unwrap()),
             console: None,
             hostnames: vec!["other.example.org".parse().unwrap()],
@@ -549,8 +574,12 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
     #[test]
     fn the_store_comes_from_the_file_or_the_flag() {
         let url = "postgresql://vakt:hunter2@db.example.org:5432/vakt";
-        let file = FileConfig::parse(&format!("{GOOD}store = \"{url}\"\n")).unwrap();
+        let file = FileConfig::parse(&format!(
+            "{GOOD}store = \"{url}\"\nsecrets_key = \"/etc/vakt/secrets.key\"\n"
+        ))
+        .unwrap();
         let s = Settings::resolve(Some(file.clone()), Flags::default()).unwrap();
+        assert_eq!(s.secrets_key, Some(PathBuf::from("/etc/vakt/secrets.key")));
         assert_eq!(
             s.store.clone().map(StoreUrl::into_string).as_deref(),
             Some(url)
@@ -570,6 +599,24 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
             Some("postgres://other@h/db"),
             "the flag wins"
         );
+        // PostgreSQL without a secrets key, a secrets key without PostgreSQL, a relative one.
+        let no_key = FileConfig::parse(&format!("{GOOD}store = \"{url}\"\n")).unwrap();
+        let err = Settings::resolve(Some(no_key), Flags::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("needs --secrets-key FILE"),
+            "{err}"
+        );
+        let stray = Flags {
+            secrets_key: Some("/etc/vakt/secrets.key".into()),
+            ..Flags::default()
+        };
+        let err = Settings::resolve(FileConfig::parse(GOOD).ok(), stray).unwrap_err();
+        assert!(
+            err.to_string().contains("only for a PostgreSQL store"),
+            "{err}"
+        );
+        let err = FileConfig::parse(&format!("{GOOD}secrets_key = \"secrets.key\"\n")).unwrap_err();
+        assert!(err.contains("must be an absolute path"), "{err}");
         for bad in ["mysql://vakt:hunter2@db/vakt", "db.example.org"] {
             let err = FileConfig::parse(&format!("{GOOD}store = \"{bad}\"\n")).unwrap_err();
             assert!(

@@ -3,6 +3,8 @@
 //! Layers: `config` (the service's TOML file), `token`, `pki`, `timefmt`, `fsutil` (leaf
 //! helpers) → `store` (protobuf records over sled or PostgreSQL) → `state` (what the services share) → `findings`,
 //! `notify`, `commands` → `api` (the gRPC services) →
+//! `secrets` (a PostgreSQL replica's CA and signing keys sealed in the store), `migrate` (an
+//! embedded installation copied into PostgreSQL) →
 //! `server` (`prepare` a data directory, `run(listener, state, shutdown)`, and `run_console` for
 //! the web console in `console`, which calls the same admin API). The binaries in `src/bin` are
 //! the only place that parses command lines, reads the environment or installs signal handlers.
@@ -22,6 +24,7 @@ pub mod hardening;
 pub mod limit;
 pub mod loss;
 pub mod metrics;
+pub mod migrate;
 pub mod notify;
 pub mod people;
 pub mod pki;
@@ -29,6 +32,7 @@ pub mod policy;
 pub mod preauth;
 pub mod readiness;
 pub mod redact;
+pub mod secrets;
 pub mod server;
 pub mod signing;
 pub mod state;

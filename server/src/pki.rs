@@ -90,12 +90,11 @@ impl Pki {
                 (cert, key)
             }
             (None, None) => {
-                let key = KeyPair::generate()?;
-                let cert = ca_params()?.self_signed(&key)?;
-                write_private(&ca_key_path, key.serialize_pem().as_bytes())
-                    .map_err(io(&ca_key_path))?;
-                write_public(&ca_cert_path, cert.pem().as_bytes()).map_err(io(&ca_cert_path))?;
-                (cert.pem(), key)
+                let (cert, key) = new_ca()?;
+                write_private(&ca_key_path, key.as_bytes()).map_err(io(&ca_key_path))?;
+                write_public(&ca_cert_path, cert.as_bytes()).map_err(io(&ca_cert_path))?;
+                let key = KeyPair::from_pem(&key)?;
+                (cert, key)
             }
             (Some(_), None) | (None, Some(_)) => {
                 return Err(PkiError::Bad {
@@ -104,13 +103,42 @@ impl Pki {
                 });
             }
         };
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::Bad {
-            path: ca_cert_path.clone(),
+        let command_keys = crate::signing::KeyRing::load_or_create(dir)?;
+        Self::with_issuer(dir, hostnames, ca_pem, ca_key, &ca_cert_path, command_keys)
+    }
+
+    /// The PKI of a replica whose CA and command keys come from the database (`secrets.rs`):
+    /// `dir` gets only the CA certificate (`ca.pem`, for agents and `vakt`) and this replica's
+    /// own server certificate, issued now.
+    pub fn with_shared_ca(
+        dir: &Path,
+        hostnames: &[String],
+        ca_pem: String,
+        ca_key_pem: &str,
+        command_keys: crate::signing::KeyRing,
+    ) -> Result<Self, PkiError> {
+        let ca_cert_path = dir.join("ca.pem");
+        let key = KeyPair::from_pem(ca_key_pem).map_err(|e| PkiError::Bad {
+            path: PathBuf::from("secrets/ca.key"),
             message: e.to_string(),
         })?;
+        let pki = Self::with_issuer(dir, hostnames, ca_pem, key, &ca_cert_path, command_keys)?;
+        write_public(&ca_cert_path, pki.ca_pem.as_bytes()).map_err(io(&ca_cert_path))?;
+        Ok(pki)
+    }
 
-        let command_keys = crate::signing::KeyRing::load_or_create(dir)?;
-
+    fn with_issuer(
+        dir: &Path,
+        hostnames: &[String],
+        ca_pem: String,
+        ca_key: KeyPair,
+        ca_cert_path: &Path,
+        command_keys: crate::signing::KeyRing,
+    ) -> Result<Self, PkiError> {
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::Bad {
+            path: ca_cert_path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let (server_cert_pem, server_key_pem) =
             issue_server_cert(&issuer, dir, hostnames, SERVER_CERT_LIFETIME)?;
         Ok(Self {
@@ -221,6 +249,13 @@ pub struct IssuedCert {
     pub sha256: [u8; 32],
     /// When it expires (ms since the epoch), kept in the device record.
     pub not_after_ms: i64,
+}
+
+/// A new self-signed CA: its certificate and private key, as PEM.
+pub fn new_ca() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {

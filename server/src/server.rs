@@ -20,6 +20,9 @@ use vakt_proto::pb::agent_service_server::AgentServiceServer;
 /// hundred KiB; anything near this limit is not a report.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How often a replica looks for command-signing generations another replica stored.
+pub const KEY_REFRESH: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How long held connections get to close once a shutdown begins (see [`run`]).
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long the last flush of the store may take at shutdown; with [`SHUTDOWN_GRACE`] well
@@ -32,6 +35,8 @@ pub enum ServerError {
     FlushTimeout(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
     #[error(transparent)]
     Pki(#[from] PkiError),
     #[error("{path}: {source}")]
@@ -58,19 +63,30 @@ pub async fn prepare(
     hostnames: &[String],
     notify: crate::notify::NotifyConfig,
 ) -> Result<State, ServerError> {
-    prepare_at(data, &StoreLocation::Embedded, hostnames, notify).await
+    prepare_at(data, &StoreLocation::Embedded, None, hostnames, notify).await
 }
 
 /// [`prepare`] with the store where `location` says. A PostgreSQL store is checked (reachable,
-/// schema not newer than this build) before anything is written to `data` or the database.
+/// schema not newer than this build, the secrets key opens its secrets) before anything is
+/// written to `data` or the database; it needs `secrets_key` (see [`prepare_replica`]).
 pub async fn prepare_at(
     data: &Path,
     location: &StoreLocation,
+    secrets_key: Option<&Path>,
     hostnames: &[String],
     notify: crate::notify::NotifyConfig,
 ) -> Result<State, ServerError> {
-    let store = Store::open_at(data, location)?;
-    let pki = Pki::load_or_create(data, hostnames)?;
+    let (store, pki) = match location {
+        StoreLocation::Embedded => {
+            let store = Store::open_at(data, location)?;
+            let pki = Pki::load_or_create(data, hostnames)?;
+            (store, pki)
+        }
+        StoreLocation::Postgres(url) => {
+            let key = secrets_key.ok_or(crate::secrets::SecretsError::Required)?;
+            prepare_replica(data, url, key, hostnames).await?
+        }
+    };
     if store.admin_token_count()? == 0 {
         let (id, secret) = crate::api::admin::create_admin_token(
             &store,
@@ -98,6 +114,66 @@ pub async fn prepare_at(
         tracing::info!("first start: admin token written to {}", path.display());
     }
     Ok(State::new(store, pki, notify)?)
+}
+
+/// A replica on PostgreSQL: the CA key and command-signing keys come from the database,
+/// sealed with the key in `key_path` (the first replica on an empty database makes them, and
+/// the key file if it does not exist, and writes `admin.token`); `data` holds only this
+/// replica's lock, `ca.pem` and server certificate. An initialised database is checked against
+/// the key before the data directory is touched, so a wrong or missing key writes nothing.
+async fn prepare_replica(
+    data: &Path,
+    url: &str,
+    key_path: &Path,
+    hostnames: &[String],
+) -> Result<(Store, Pki), ServerError> {
+    use crate::secrets;
+    let store = Store::connect_postgres(url)?;
+    let (store, opened) = if secrets::initialised(&store)? {
+        let opened = secrets::load(&store, key_path)?;
+        (store.lock_data(data)?, opened)
+    } else {
+        // The directory first: the replica that initialises must be able to write
+        // admin.token once its transaction has committed.
+        let store = store.lock_data(data)?;
+        let material = match secrets::Material::from_dir(data)? {
+            Some(m) => {
+                tracing::info!(
+                    "sealing the CA and command-signing keys of {} into the empty database",
+                    data.display()
+                );
+                m
+            }
+            None => secrets::Material::fresh()?,
+        };
+        let opened = secrets::initialise_or_load(&store, key_path, material).await?;
+        (store, opened)
+    };
+    for leftover in ["ca.key", "command.key"] {
+        if data.join(leftover).exists() {
+            tracing::warn!(
+                "{} is no longer used: this server's CA and command-signing keys are the database's (sealed with {}); remove the file once the migration is confirmed",
+                data.join(leftover).display(),
+                key_path.display()
+            );
+        }
+    }
+    let keys = crate::signing::KeyRing::load_shared(Box::new(opened.shared.clone()))?;
+    let pki = Pki::with_shared_ca(data, hostnames, opened.ca_pem, &opened.ca_key_pem, keys)?;
+    if let Some(secret) = opened.admin_token {
+        let path = data.join("admin.token");
+        crate::fsutil::write_private(&path, format!("{secret}\n").as_bytes()).map_err(
+            |source| ServerError::Io {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        tracing::info!(
+            "initialised the database: admin token written to {}",
+            path.display()
+        );
+    }
+    Ok((store, pki))
 }
 
 /// The HTTP/2 settings of every connection: keep-alive pings that find dead peers. TLS (and
@@ -156,6 +232,28 @@ pub async fn run(
         }
     });
     let sender = tokio::spawn(crate::notify::run_sender(state.clone()));
+    // Replicas on one database: a rotation on another replica reaches the agents held here
+    // within KEY_REFRESH (see `KeyRing::refresh` for why a periodic look suffices). A no-op
+    // on the embedded store.
+    let key_state = state.clone();
+    let key_refresh = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_REFRESH);
+        loop {
+            tick.tick().await;
+            match key_state.pki.command_keys.refresh() {
+                Ok(true) => {
+                    let handed = crate::commands::hand_key_chain(&key_state);
+                    tracing::info!(
+                        generation = key_state.pki.command_keys.current().0,
+                        handed,
+                        "another replica rotated the command-signing key; connected agents were handed it"
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!("reloading the command-signing keys: {e}"),
+            }
+        }
+    });
     // On shutdown tonic stops accepting and sends every connection a GOAWAY, then waits for
     // their streams to end, which a held Connect stream never does by itself: so the streams
     // are ended here, and whatever is still open after SHUTDOWN_GRACE is left behind.
@@ -190,6 +288,7 @@ pub async fn run(
     };
     expiry.abort();
     sender.abort();
+    key_refresh.abort();
     served?;
     // Whatever sled still buffers (last-seen times) goes to disk before we exit, in bounded
     // time: acknowledged data is on disk already.

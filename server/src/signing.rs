@@ -9,11 +9,14 @@
 //! the newest generation it has acknowledged (`Device.command_key_generation`), never with a key
 //! it does not trust yet.
 //!
-//! On disk, in the data directory: generation 0 is `command.key` (as before rotation existed);
-//! generation N ≥ 1 is `command-key.N.pem`, holding the private key and its rollover statement.
-//! Generations are loaded in order and each link is verified against its predecessor, so a
-//! keyring that was tampered with or half-copied refuses to start instead of signing with a key
-//! no agent can follow.
+//! Where the generations live: with the embedded store, in the data directory: generation 0
+//! is `command.key` (as before rotation existed); generation N ≥ 1 is `command-key.N.pem`,
+//! holding the private key and its rollover statement. With PostgreSQL, sealed in the database
+//! (`secrets.rs`, through the [`SharedGenerations`] trait, so this module stays below the
+//! store), as the same text with a `created-ms:` line in front, so every replica signs with the
+//! same keys. Generations are loaded in order and each link is verified against its
+//! predecessor, so a keyring that was tampered with or half-copied refuses to start instead of
+//! signing with a key no agent can follow.
 
 use crate::fsutil::{read_opt, write_private};
 use crate::pki::{PkiError, pem_encode};
@@ -25,6 +28,7 @@ use vakt_proto::pb;
 
 const ROLLOVER_LABEL: &str = "VAKT KEY ROLLOVER";
 const KEY_LABEL: &str = "PRIVATE KEY";
+const CREATED: &str = "created-ms:";
 
 /// One generation of the command-signing key.
 struct Generation {
@@ -43,11 +47,30 @@ pub struct GenerationInfo {
     pub created_ms: i64,
 }
 
+/// Generations kept somewhere every replica reads (the database, sealed: `secrets.rs`). Each
+/// generation's text is the one [`generation_text`] makes.
+pub trait SharedGenerations: Send + Sync {
+    /// How many generations are stored (0..count are all present).
+    fn count(&self) -> Result<u32, PkiError>;
+    /// The text of generation `n`, and a name for it in error messages.
+    fn get(&self, n: u32) -> Result<(PathBuf, String), PkiError>;
+    /// Stores generation `n` unless one is there already (another replica rotated first):
+    /// `false` then, and nothing written.
+    fn put_new(&self, n: u32, text: &str) -> Result<bool, PkiError>;
+}
+
+/// Where a keyring keeps its generations.
+enum Backing {
+    Dir(PathBuf),
+    Shared(Box<dyn SharedGenerations>),
+}
+
 /// Every generation of the command-signing key, oldest first.
 pub struct KeyRing {
-    dir: PathBuf,
+    backing: Backing,
     generations: RwLock<Vec<Generation>>,
-    /// Rotations one at a time, so two admins rotating at once make two generations in order.
+    /// Rotations and reloads one at a time, so two admins rotating at once make two
+    /// generations in order and a reload never pushes a generation twice.
     rotating: std::sync::Mutex<()>,
 }
 
@@ -114,64 +137,174 @@ pub fn check_link(
     Ok(())
 }
 
+/// The stored text of a generation: its creation time, the private key and (from generation
+/// 1 on) the rollover statement that introduced it.
+pub fn generation_text(
+    pkcs8: &[u8],
+    link: Option<&pb::SignedKeyRollover>,
+    created_ms: i64,
+) -> String {
+    let mut text = format!("{CREATED} {created_ms}\n{}", pem_encode(KEY_LABEL, pkcs8));
+    if let Some(link) = link {
+        text.push_str(&pem_encode(ROLLOVER_LABEL, &link.encode_to_vec()));
+    }
+    text
+}
+
+/// Parses generation `n` from its text (named `source` in errors) and checks it follows
+/// `previous`. Generation 0's creation time is its `created-ms:` line (`fallback_ms` without
+/// one: a file's modification time); later ones take the rollover's.
+fn parse_generation(
+    source: &Path,
+    n: u32,
+    text: &str,
+    previous: Option<&Generation>,
+    fallback_ms: i64,
+) -> Result<Generation, PkiError> {
+    let pkcs8 = pem_block(text, KEY_LABEL).ok_or_else(|| {
+        bad(
+            source,
+            if n == 0 {
+                "not a PEM private key"
+            } else {
+                "no PEM private key in the file"
+            },
+        )
+    })?;
+    let key = key_from(source, &pkcs8)?;
+    let created_line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(CREATED))
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let Some(previous) = previous else {
+        return Ok(Generation {
+            key,
+            created_ms: created_line.unwrap_or(fallback_ms),
+            link: None,
+        });
+    };
+    let link_bytes = pem_block(text, ROLLOVER_LABEL)
+        .ok_or_else(|| bad(source, "no rollover statement in the file"))?;
+    let link = pb::SignedKeyRollover::decode(link_bytes.as_slice()).map_err(|e| {
+        bad(
+            source,
+            format!("the rollover statement does not decode: {e}"),
+        )
+    })?;
+    check_link(
+        &link,
+        previous.key.public_key().as_ref(),
+        key.public_key().as_ref(),
+        n,
+    )
+    .map_err(|m| bad(source, m))?;
+    let created_ms = pb::KeyRollover::decode(link.rollover.as_slice())
+        .map(|r| r.issued_at_ms)
+        .unwrap_or(0);
+    Ok(Generation {
+        key,
+        created_ms,
+        link: Some(link),
+    })
+}
+
+/// A file's modification time in ms since the epoch (0 when unknown).
+fn modified_ms(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Parses texts of generations 0, 1, … in order, each checked against the one before.
+fn parse_all(texts: &[(PathBuf, String, i64)]) -> Result<Vec<Generation>, PkiError> {
+    let mut generations: Vec<Generation> = Vec::with_capacity(texts.len());
+    for (n, (source, text, fallback_ms)) in texts.iter().enumerate() {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let g = parse_generation(source, n, text, generations.last(), *fallback_ms)?;
+        generations.push(g);
+    }
+    Ok(generations)
+}
+
+/// The generations in `dir` as stored texts (the form the database keeps), oldest first, all
+/// checked; `None` when the directory holds no `command.key`. What `migrate` and a PostgreSQL
+/// server importing an older data directory seal into the database.
+pub fn dir_generation_texts(dir: &Path) -> Result<Option<Vec<String>>, PkiError> {
+    let texts = read_dir_texts(dir)?;
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    let generations = parse_all(&texts)?;
+    Ok(Some(
+        texts
+            .iter()
+            .zip(&generations)
+            .map(|((_, text, _), g)| {
+                match pem_block(text, KEY_LABEL) {
+                    Some(pkcs8) => generation_text(&pkcs8, g.link.as_ref(), g.created_ms),
+                    // parse_all found the key in every text.
+                    None => String::new(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Every generation file in `dir`, in order, with its modification time.
+fn read_dir_texts(dir: &Path) -> Result<Vec<(PathBuf, String, i64)>, PkiError> {
+    let mut texts = Vec::new();
+    for n in 0.. {
+        let path = generation_path(dir, n);
+        let Some(text) = read_opt(&path).map_err(io(&path))? else {
+            break;
+        };
+        let mtime = modified_ms(&path);
+        texts.push((path, text, mtime));
+    }
+    Ok(texts)
+}
+
+/// A new generation 0's text.
+pub fn first_generation_text(now_ms: i64) -> Result<String, PkiError> {
+    let pkcs8 = new_pkcs8(Path::new("command.key"))?;
+    Ok(generation_text(&pkcs8, None, now_ms))
+}
+
 impl KeyRing {
     /// Loads every generation under `dir`, creating generation 0 in an empty directory.
     pub fn load_or_create(dir: &Path) -> Result<Self, PkiError> {
         let first = generation_path(dir, 0);
-        let pkcs8 = match read_opt(&first).map_err(io(&first))? {
-            Some(pem) => {
-                pem_block(&pem, KEY_LABEL).ok_or_else(|| bad(&first, "not a PEM private key"))?
-            }
-            None => {
-                let pkcs8 = new_pkcs8(&first)?;
-                write_private(&first, pem_encode(KEY_LABEL, &pkcs8).as_bytes())
-                    .map_err(io(&first))?;
-                pkcs8
-            }
-        };
-        let created_ms = std::fs::metadata(&first)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let mut generations = vec![Generation {
-            key: key_from(&first, &pkcs8)?,
-            created_ms,
-            link: None,
-        }];
-        for n in 1.. {
-            let path = generation_path(dir, n);
-            let Some(text) = read_opt(&path).map_err(io(&path))? else {
-                break;
-            };
-            let pkcs8 = pem_block(&text, KEY_LABEL)
-                .ok_or_else(|| bad(&path, "no PEM private key in the file"))?;
-            let key = key_from(&path, &pkcs8)?;
-            let link_bytes = pem_block(&text, ROLLOVER_LABEL)
-                .ok_or_else(|| bad(&path, "no rollover statement in the file"))?;
-            let link = pb::SignedKeyRollover::decode(link_bytes.as_slice()).map_err(|e| {
-                bad(
-                    &path,
-                    format!("the rollover statement does not decode: {e}"),
-                )
-            })?;
-            let previous = generations
-                .last()
-                .map(|g| g.key.public_key().as_ref().to_vec())
-                .unwrap_or_default();
-            check_link(&link, &previous, key.public_key().as_ref(), n)
-                .map_err(|m| bad(&path, m))?;
-            let created_ms = pb::KeyRollover::decode(link.rollover.as_slice())
-                .map(|r| r.issued_at_ms)
-                .unwrap_or(0);
-            generations.push(Generation {
-                key,
-                created_ms,
-                link: Some(link),
-            });
+        if read_opt(&first).map_err(io(&first))?.is_none() {
+            let pkcs8 = new_pkcs8(&first)?;
+            write_private(&first, pem_encode(KEY_LABEL, &pkcs8).as_bytes()).map_err(io(&first))?;
+        }
+        let generations = parse_all(&read_dir_texts(dir)?)?;
+        Ok(Self {
+            backing: Backing::Dir(dir.to_path_buf()),
+            generations: RwLock::new(generations),
+            rotating: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Loads every generation `shared` holds (at least generation 0 must be there).
+    pub fn load_shared(shared: Box<dyn SharedGenerations>) -> Result<Self, PkiError> {
+        let count = shared.count()?;
+        let mut texts = Vec::new();
+        for n in 0..count {
+            let (source, text) = shared.get(n)?;
+            texts.push((source, text, 0));
+        }
+        let generations = parse_all(&texts)?;
+        if generations.is_empty() {
+            return Err(bad(
+                Path::new("secrets"),
+                "the database holds no command-signing key",
+            ));
         }
         Ok(Self {
-            dir: dir.to_path_buf(),
+            backing: Backing::Shared(shared),
             generations: RwLock::new(generations),
             rotating: std::sync::Mutex::new(()),
         })
@@ -179,6 +312,48 @@ impl KeyRing {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Generation>> {
         self.generations.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> u32 {
+        u32::try_from(self.read().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Takes in the generations another replica stored since this one last looked; true when
+    /// there were any. A keyring in a data directory has nobody else writing it: false.
+    ///
+    /// Why a count compared on use and every few seconds suffices (no change feed): a
+    /// rotation is rare and only adds, generations are never changed or removed, and every
+    /// path that must not miss one looks first (`vakt signing-key show|rotate`, signing for a
+    /// generation this replica lacks, an agent trusting a key this replica does not know). The
+    /// periodic look (`server::run`) only decides how soon this replica's own connected
+    /// agents are handed the new chain.
+    pub fn refresh(&self) -> Result<bool, PkiError> {
+        let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_locked()
+    }
+
+    fn refresh_locked(&self) -> Result<bool, PkiError> {
+        let Backing::Shared(shared) = &self.backing else {
+            return Ok(false);
+        };
+        let stored = shared.count()?;
+        let mut have = self.len();
+        if stored <= have {
+            return Ok(false);
+        }
+        while have < stored {
+            let (source, text) = shared.get(have)?;
+            let g = {
+                let gens = self.read();
+                parse_generation(&source, have, &text, gens.last(), 0)?
+            };
+            self.generations
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(g);
+            have += 1;
+        }
+        Ok(true)
     }
 
     /// The newest generation and its public key (what a new enrollment pins).
@@ -192,19 +367,36 @@ impl KeyRing {
         (u32::try_from(n).unwrap_or(u32::MAX), public)
     }
 
-    /// The generation whose public key this is.
+    /// The generation whose public key this is, looking in the shared store once when this
+    /// replica does not know it (another replica's rotation the agent followed).
     pub fn generation_of(&self, public_key: &[u8]) -> Option<u32> {
-        self.read()
-            .iter()
-            .position(|g| g.key.public_key().as_ref() == public_key)
-            .and_then(|n| u32::try_from(n).ok())
+        let find = || {
+            self.read()
+                .iter()
+                .position(|g| g.key.public_key().as_ref() == public_key)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        find().or_else(|| match self.refresh() {
+            Ok(true) => find(),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::error!("reloading the command-signing keys: {e}");
+                None
+            }
+        })
     }
 
     /// Signs `message` with generation `n` (the newest one the device acknowledged). A
-    /// generation this keyring does not have (a data directory restored from before a
+    /// generation this replica does not have yet is looked for in the shared store first
+    /// (another replica rotated); one nobody has (a data directory restored from before a
     /// rotation) signs with the newest: the agent refuses it visibly rather than the server
     /// refusing to send.
     pub fn sign(&self, n: u32, message: &[u8]) -> Vec<u8> {
+        if n >= self.len()
+            && let Err(e) = self.refresh()
+        {
+            tracing::error!("reloading the command-signing keys: {e}");
+        }
         let g = self.read();
         let i = usize::try_from(n).unwrap_or(usize::MAX);
         match g.get(i).or_else(|| g.last()) {
@@ -234,51 +426,83 @@ impl KeyRing {
             .collect()
     }
 
-    /// Makes a new generation, vouched for by the newest one, and writes it before it is used.
-    /// Returns its number.
+    /// Makes a new generation, vouched for by the newest one, and stores it before it is used
+    /// (a file, or the database). Returns its number. On a shared store, when another replica
+    /// stored the same generation number first, its generations are taken in and the new one
+    /// follows them.
     pub fn rotate(&self, now_ms: i64) -> Result<u32, PkiError> {
         let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
-        let (n, generation) = {
-            let g = self.read();
-            let n = u32::try_from(g.len()).unwrap_or(u32::MAX);
-            let Some(last) = g.last() else {
-                return Err(bad(&self.dir, "the keyring is empty"));
+        // A few rounds: each lost one means another replica's rotation went in.
+        for _ in 0..8 {
+            self.refresh_locked()?;
+            let (n, pkcs8, generation) = self.next_generation(now_ms)?;
+            let text = generation_text(&pkcs8, generation.link.as_ref(), now_ms);
+            let stored = match &self.backing {
+                Backing::Dir(dir) => {
+                    // On disk before anyone is handed it: a crash after this loads it at
+                    // the next start.
+                    let path = generation_path(dir, n);
+                    let file = format!(
+                        "{}{}",
+                        pem_encode(KEY_LABEL, &pkcs8),
+                        generation
+                            .link
+                            .as_ref()
+                            .map(|l| pem_encode(ROLLOVER_LABEL, &l.encode_to_vec()))
+                            .unwrap_or_default()
+                    );
+                    write_private(&path, file.as_bytes()).map_err(io(&path))?;
+                    true
+                }
+                Backing::Shared(shared) => shared.put_new(n, &text)?,
             };
-            let path = generation_path(&self.dir, n);
-            let pkcs8 = new_pkcs8(&path)?;
-            let key = key_from(&path, &pkcs8)?;
-            let rollover = pb::KeyRollover {
-                previous_public_key: last.key.public_key().as_ref().to_vec(),
-                new_public_key: key.public_key().as_ref().to_vec(),
-                generation: n,
-                issued_at_ms: now_ms,
+            if stored {
+                self.generations
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(generation);
+                return Ok(n);
             }
-            .encode_to_vec();
-            let link = pb::SignedKeyRollover {
-                signature: last.key.sign(&rollover).as_ref().to_vec(),
-                rollover,
-            };
-            let text = format!(
-                "{}{}",
-                pem_encode(KEY_LABEL, &pkcs8),
-                pem_encode(ROLLOVER_LABEL, &link.encode_to_vec())
-            );
-            // On disk before anyone is handed it: a crash after this loads it at the next start.
-            write_private(&path, text.as_bytes()).map_err(io(&path))?;
-            (
-                n,
-                Generation {
-                    key,
-                    created_ms: now_ms,
-                    link: Some(link),
-                },
-            )
+        }
+        Err(bad(
+            Path::new("secrets"),
+            "other replicas kept rotating the command-signing key at the same time; try again",
+        ))
+    }
+
+    /// Generation `len` made from the newest: its number, private key and rollover.
+    fn next_generation(&self, now_ms: i64) -> Result<(u32, Vec<u8>, Generation), PkiError> {
+        let g = self.read();
+        let n = u32::try_from(g.len()).unwrap_or(u32::MAX);
+        let here = match &self.backing {
+            Backing::Dir(dir) => generation_path(dir, n),
+            Backing::Shared(_) => PathBuf::from(format!("secrets/command-key.{n}")),
         };
-        self.generations
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(generation);
-        Ok(n)
+        let Some(last) = g.last() else {
+            return Err(bad(&here, "the keyring is empty"));
+        };
+        let pkcs8 = new_pkcs8(&here)?;
+        let key = key_from(&here, &pkcs8)?;
+        let rollover = pb::KeyRollover {
+            previous_public_key: last.key.public_key().as_ref().to_vec(),
+            new_public_key: key.public_key().as_ref().to_vec(),
+            generation: n,
+            issued_at_ms: now_ms,
+        }
+        .encode_to_vec();
+        let link = pb::SignedKeyRollover {
+            signature: last.key.sign(&rollover).as_ref().to_vec(),
+            rollover,
+        };
+        Ok((
+            n,
+            pkcs8,
+            Generation {
+                key,
+                created_ms: now_ms,
+                link: Some(link),
+            },
+        ))
     }
 }
 

@@ -16,6 +16,8 @@
 //! - `commands`: command id (time-ordered) → `CommandInfo`; the open ones (awaiting approval,
 //!   pending, delivered) are also indexed by device in memory ([`OpenCommands`]), derived
 //!   from this tree at open, so a Connect and the expiry timer never decode the history
+//! - `secrets` (PostgreSQL only; empty on sled): name → sealed blob (`secrets.rs` seals and
+//!   opens them; this module only stores bytes)
 
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,9 +29,12 @@ mod engine;
 pub use engine::Engine;
 use engine::{Tree, abort};
 mod identity;
+pub mod migrate;
 mod pg;
+mod secrets;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
 pub use pg::{PgFault, SCHEMA_VERSION};
+pub use secrets::{AuditDraft, InitOutcome};
 mod tokens;
 pub use tokens::LAST_USED_GRANULARITY_MS;
 
@@ -145,7 +150,11 @@ pub struct Store {
     /// async lock: a writer waiting behind another's PostgreSQL round trips waits as a task,
     /// and the index's own (std) lock is held only for the map change, never over a write.
     command_writes: std::sync::Arc<tokio::sync::Mutex<()>>,
-    _lock: std::sync::Arc<std::fs::File>,
+    /// Sealed shared secrets (PostgreSQL replicas; see `secrets.rs` at the crate root).
+    secrets: Tree,
+    /// The data directory's lock, held while the store is open (taken after the database's
+    /// checks on PostgreSQL: [`Store::connect_postgres`], [`Store::lock_data`]).
+    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -273,22 +282,31 @@ impl Store {
     /// in either case). A PostgreSQL database is connected to and checked before the
     /// directory is touched, so a wrong URL or a too-new schema writes nothing.
     pub fn open_at(dir: &Path, location: &StoreLocation) -> Result<Self, StoreError> {
-        let pg = match location {
-            StoreLocation::Embedded => None,
-            StoreLocation::Postgres(url) => Some(pg::PgEngine::connect(url)?),
-        };
-        let lock = lock_dir(dir)?;
-        let engine = match pg {
-            None => Engine::open_sled(&dir.join("db"))?,
-            Some(pg) => {
-                pg.migrate()?;
-                Engine::Pg(pg)
+        match location {
+            StoreLocation::Embedded => {
+                let lock = lock_dir(dir)?;
+                Self::with_engine(Engine::open_sled(&dir.join("db"))?, Some(lock))
             }
-        };
-        Self::with_engine(engine, lock)
+            StoreLocation::Postgres(url) => Self::connect_postgres(url)?.lock_data(dir),
+        }
     }
 
-    fn with_engine(engine: Engine, lock: std::fs::File) -> Result<Self, StoreError> {
+    /// Connects to the PostgreSQL database at `url` and brings its schema up to date, without
+    /// touching any data directory: the caller checks what it must (the secrets key) and then
+    /// takes the directory with [`Store::lock_data`].
+    pub fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        let pg = pg::PgEngine::connect(url)?;
+        pg.migrate()?;
+        Self::with_engine(Engine::Pg(pg), None)
+    }
+
+    /// Creates `dir` (private) and takes its exclusive lock for as long as the store is open.
+    pub fn lock_data(mut self, dir: &Path) -> Result<Self, StoreError> {
+        self._lock = Some(std::sync::Arc::new(lock_dir(dir)?));
+        Ok(self)
+    }
+
+    fn with_engine(engine: Engine, lock: Option<std::fs::File>) -> Result<Self, StoreError> {
         let commands = engine.tree("commands")?;
         let mut open_commands = OpenCommands::default();
         for (k, v) in commands.iter()? {
@@ -315,8 +333,9 @@ impl Store {
             evaluations: engine.tree("evaluations")?,
             audit_lock: std::sync::Arc::default(),
             command_writes: std::sync::Arc::default(),
+            secrets: engine.tree("secrets")?,
             engine,
-            _lock: std::sync::Arc::new(lock),
+            _lock: lock.map(std::sync::Arc::new),
         })
     }
 
@@ -704,27 +723,14 @@ impl Store {
         // Appends from this process take turns, so they do not retry against each other;
         // the insert-only append keeps the chain whole against other processes.
         let _guard = self.audit_lock.lock().await;
-        let (k, v) = self.audit.append(|last| {
-            let (seq, prev_hash) = match last {
-                Some((k, v)) => {
-                    let prev: pb::AuditEntry = decode("audit", k, v)?;
-                    (prev.seq + 1, prev.hash)
-                }
-                None => (1, Vec::new()),
-            };
-            let mut e = pb::AuditEntry {
-                seq,
-                at_ms,
-                actor: actor.into(),
-                action: action.into(),
-                target: target.into(),
-                detail: detail.into(),
-                prev_hash,
-                hash: Vec::new(),
-            };
-            e.hash = audit_hash(&e).to_vec();
-            Ok((seq.to_be_bytes().to_vec(), e.encode_to_vec()))
-        })?;
+        let draft = AuditDraft {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail: detail.into(),
+            at_ms,
+        };
+        let (k, v) = self.audit.append(|last| audit_entry(last, &draft))?;
         self.flush().await?;
         decode("audit", &k, &v)
     }
@@ -1097,6 +1103,29 @@ fn mark_of(raw: &[u8]) -> u64 {
     <[u8; 8]>::try_from(raw)
         .map(u64::from_be_bytes)
         .unwrap_or(0)
+}
+
+/// The audit entry (key and encoded value) that follows `last` in the chain.
+fn audit_entry(last: Option<&engine::Entry>, d: &AuditDraft) -> Result<engine::Entry, StoreError> {
+    let (seq, prev_hash) = match last {
+        Some((k, v)) => {
+            let prev: pb::AuditEntry = decode("audit", k, v)?;
+            (prev.seq + 1, prev.hash)
+        }
+        None => (1, Vec::new()),
+    };
+    let mut e = pb::AuditEntry {
+        seq,
+        at_ms: d.at_ms,
+        actor: d.actor.clone(),
+        action: d.action.clone(),
+        target: d.target.clone(),
+        detail: d.detail.clone(),
+        prev_hash,
+        hash: Vec::new(),
+    };
+    e.hash = audit_hash(&e).to_vec();
+    Ok((seq.to_be_bytes().to_vec(), e.encode_to_vec()))
 }
 
 /// The chain hash of an audit entry (its `hash` field ignored).

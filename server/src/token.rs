@@ -48,6 +48,35 @@ pub fn generate(kind: TokenKind) -> String {
     format!("{}{}", kind.prefix(), hex(&random_bytes::<32>()))
 }
 
+/// A new admin token: the secret (shown once), its stored hash and record.
+pub struct NewAdminToken {
+    pub secret: String,
+    pub hash: [u8; 32],
+    pub record: vakt_proto::pb::AdminTokenRecord,
+}
+
+/// A new admin token with no expiry and no approval pending, made by `created_by` at `now_ms`.
+pub fn new_admin_token(
+    role: vakt_proto::pb::Role,
+    name: &str,
+    created_by: &str,
+    now_ms: i64,
+) -> NewAdminToken {
+    let secret = generate(TokenKind::Admin);
+    NewAdminToken {
+        hash: hash(&secret),
+        record: vakt_proto::pb::AdminTokenRecord {
+            id: id_of(&secret),
+            name: name.to_string(),
+            role: role as i32,
+            created_at_ms: now_ms,
+            created_by: created_by.to_string(),
+            ..Default::default()
+        },
+        secret,
+    }
+}
+
 /// The stored form of a token.
 pub fn hash(token: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes());

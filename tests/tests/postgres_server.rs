@@ -22,10 +22,19 @@ fn an_agent_enrolls_and_reports_against_a_server_on_postgresql() {
     let url = pg.database("vakt");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
-    let mut server = TestServer::start_with(&data, "127.0.0.1:0", &["--store", &url]);
-    for f in ["ca.pem", "ca.key", "admin.token", "lock"] {
+    let key = tmp.path().join("secrets.key");
+    let mut server = TestServer::start_with(
+        &data,
+        "127.0.0.1:0",
+        &["--store", &url, "--secrets-key", key.to_str().unwrap()],
+    );
+    for f in ["ca.pem", "server.pem", "admin.token", "lock"] {
         assert!(data.join(f).exists(), "{f} in the data directory");
     }
+    for f in ["ca.key", "command.key"] {
+        assert!(!data.join(f).exists(), "{f}: the database holds it, sealed");
+    }
+    assert!(key.exists(), "the secrets key was created");
     assert!(
         !data.join("db").exists(),
         "no embedded store beside PostgreSQL"
@@ -89,12 +98,14 @@ fn serve_fails(data: &std::path::Path, url: &str) -> String {
         .arg("--data")
         .arg(data)
         .args(["--store", url])
+        .arg("--secrets-key")
+        .arg(data.with_extension("key"))
         .output()
         .unwrap();
     assert!(!out.status.success(), "serve with --store {url} started");
     assert!(
-        !data.exists(),
-        "--store {url}: the data directory was written"
+        !data.exists() && !data.with_extension("key").exists(),
+        "--store {url}: the data directory or the key was written"
     );
     stderr(&out)
 }

@@ -592,3 +592,74 @@ async fn concurrent_replicas_keep_one_audit_chain() {
     targets.dedup();
     assert_eq!((log.len(), targets.len()), (200, 200), "every entry once");
 }
+
+/// Two replicas initialising the shared secrets of one empty database at the same moment
+/// (five rounds, a database each): exactly one transaction wins, and the database holds its
+/// secrets, its admin token and its audit entry only; the other writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_replicas_initialise_the_secrets_once() {
+    use vakt_server::store::{AuditDraft, InitOutcome};
+    let Some(p) = Place::postgres() else { return };
+    let (cluster, _) = p.pg.as_ref().unwrap();
+    for round in 0..5 {
+        let url = cluster.database(&format!("race{round}"));
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let location = StoreLocation::Postgres(url);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (r, dir) in dirs.iter().enumerate() {
+            let store = Store::open_at(dir.path(), &location).unwrap();
+            let barrier = barrier.clone();
+            tasks.spawn(async move {
+                let token = vakt_server::token::new_admin_token(pb::Role::Admin, "first", "t", 1);
+                let items = vec![
+                    ("ca.key".to_string(), format!("key of {r}").into_bytes()),
+                    ("ca.pem".to_string(), format!("cert of {r}").into_bytes()),
+                ];
+                let audit = AuditDraft {
+                    actor: "system".into(),
+                    action: "admin-token.create".into(),
+                    target: token.record.id.clone(),
+                    detail: format!("replica {r}"),
+                    at_ms: 1,
+                };
+                barrier.wait().await;
+                let outcome = store
+                    .initialise_secrets(&items, Some((&token.hash, &token.record)), Some(&audit))
+                    .await
+                    .unwrap();
+                (r, outcome, store)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            results.push(r.unwrap());
+        }
+        let winners: Vec<usize> = results
+            .iter()
+            .filter(|(_, o, _)| matches!(o, InitOutcome::Won { audited: true }))
+            .map(|(r, _, _)| *r)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {results:?}",
+            results = results.iter().map(|(r, o, _)| (r, o)).collect::<Vec<_>>()
+        );
+        let w = winners[0];
+        assert!(results.iter().any(|(_, o, _)| *o == InitOutcome::Lost));
+        let store = &results[0].2;
+        assert_eq!(
+            store.secret("ca.key").unwrap().unwrap(),
+            format!("key of {w}").into_bytes()
+        );
+        assert_eq!(
+            store.secret("ca.pem").unwrap().unwrap(),
+            format!("cert of {w}").into_bytes()
+        );
+        assert_eq!(store.admin_token_count().unwrap(), 1);
+        let log = store.audit_log().unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].detail, format!("replica {w}"));
+    }
+}

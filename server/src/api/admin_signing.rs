@@ -13,6 +13,8 @@ use vakt_proto::pb;
 /// The generations with the number of (not retired) devices that trust each.
 fn signing_keys(api: &AdminApi) -> Result<pb::SigningKeys, Status> {
     let ring = &api.state().pki.command_keys;
+    // Another replica may have rotated since this one last looked.
+    ring.refresh().map_err(internal)?;
     let mut generations: Vec<pb::SigningKeyGeneration> = ring
         .generations()
         .into_iter()
@@ -55,23 +57,7 @@ pub(super) async fn rotate(
         &format!("fingerprint={fingerprint}"),
     )
     .await?;
-    // Every connected agent now; a full channel (a very slow agent) gets it at its next connect.
-    let chain = ring.chain();
-    let senders: Vec<_> = api
-        .state()
-        .connected
-        .lock()
-        .map(|m| m.values().map(|c| c.tx.clone()).collect())
-        .unwrap_or_default();
-    let mut handed = 0usize;
-    for tx in senders {
-        let msg = Box::new(pb::ServerMessage {
-            msg: Some(pb::server_message::Msg::KeyRollover(chain.clone())),
-        });
-        if tx.try_send(msg).is_ok() {
-            handed += 1;
-        }
-    }
+    let handed = crate::commands::hand_key_chain(api.state());
     tracing::info!(
         generation,
         handed,

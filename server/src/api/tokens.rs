@@ -19,7 +19,7 @@
 use super::admin::{Actor, AdminApi, role_name, role_rank};
 use super::{State, internal};
 use crate::timefmt::{now_ms, rfc3339_ms};
-use crate::token::{self, TokenKind};
+use crate::token;
 use std::collections::BTreeSet;
 use tonic::{Request, Response, Status};
 use vakt_proto::pb;
@@ -250,20 +250,11 @@ pub async fn mint_admin_token(
     expires_at_ms: i64,
     awaiting_approval: bool,
 ) -> Result<(String, String), crate::store::StoreError> {
-    let secret = token::generate(TokenKind::Admin);
-    let id = token::id_of(&secret);
-    let rec = pb::AdminTokenRecord {
-        id: id.clone(),
-        name: name.to_string(),
-        role: role as i32,
-        created_at_ms: now_ms(),
-        created_by: created_by.to_string(),
-        expires_at_ms,
-        awaiting_approval,
-        ..Default::default()
-    };
-    store.put_admin_token(&token::hash(&secret), &rec).await?;
-    Ok((id, secret))
+    let mut t = token::new_admin_token(role, name, created_by, now_ms());
+    t.record.expires_at_ms = expires_at_ms;
+    t.record.awaiting_approval = awaiting_approval;
+    store.put_admin_token(&t.hash, &t.record).await?;
+    Ok((t.record.id, t.secret))
 }
 
 /// The one stored record whose public id is `id`.

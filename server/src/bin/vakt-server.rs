@@ -29,15 +29,22 @@ enum Cmd {
         /// installed); flags given here override it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Data directory: the store, the CA and keys, admin.token on first start.
+        /// Data directory: the store, the CA and keys, admin.token on first start (with
+        /// PostgreSQL: only this replica's lock, ca.pem and server certificate, and
+        /// admin.token on the replica that initialised the database).
         #[arg(long, required_unless_present = "config")]
         data: Option<PathBuf>,
         /// Keep the store in PostgreSQL (postgresql://USER@HOST:PORT/DATABASE) instead of
-        /// the embedded store in the data directory, which still holds the lock, the CA and
-        /// the TLS files. The schema is created or migrated at start. Overrides `store =` in
-        /// the config file.
+        /// the embedded store in the data directory. The schema is created or migrated at
+        /// start. Overrides `store =` in the config file. Needs --secrets-key.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
+        /// With --store: the key that seals the CA key and command-signing keys in the
+        /// database, shared by every replica. Created (0600) by the replica that initialises
+        /// an empty database if FILE does not exist; give every other replica a copy.
+        /// Overrides `secrets_key =` in the config file.
+        #[arg(long, value_name = "FILE")]
+        secrets_key: Option<PathBuf>,
         /// gRPC over TLS, for agents and the admin API [default: 127.0.0.1:7443].
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -75,6 +82,21 @@ enum Cmd {
         /// when a third is left. At least 1 minute. (For tests; undocumented.)
         #[arg(long, hide = true, value_parser = humantime::parse_duration, default_value = "397days")]
         server_cert_lifetime: Duration,
+    },
+    /// Copy an embedded installation (stopped) into an empty PostgreSQL database: every
+    /// record as it is, and the CA and command-signing keys sealed with the secrets key.
+    /// Afterwards `serve --data DIR --store URL --secrets-key FILE` serves it; the embedded
+    /// store in DIR is left as it was.
+    Migrate {
+        /// The data directory of the embedded installation (no server may run on it).
+        #[arg(long)]
+        data: PathBuf,
+        /// The empty PostgreSQL database, postgresql://USER@HOST:PORT/DATABASE.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The key that seals the secrets in the database; created (0600) if absent.
+        #[arg(long, value_name = "FILE")]
+        secrets_key: PathBuf,
     },
     /// A server on its embedded store plus one local agent enrolled against it.
     Demo {
@@ -159,6 +181,7 @@ async fn real_main() -> anyhow::Result<()> {
             config,
             data,
             store,
+            secrets_key,
             listen,
             console,
             console_tls,
@@ -182,6 +205,7 @@ async fn real_main() -> anyhow::Result<()> {
             let flags = Flags {
                 data,
                 store: store.map(vakt_server::config::StoreUrl::from_flag),
+                secrets_key,
                 listen,
                 console,
                 hostnames,
@@ -190,6 +214,7 @@ async fn real_main() -> anyhow::Result<()> {
             let Settings {
                 data,
                 store,
+                secrets_key,
                 listen,
                 console,
                 hostnames,
@@ -209,12 +234,18 @@ async fn real_main() -> anyhow::Result<()> {
                 Some(url) => vakt_server::store::StoreLocation::Postgres(url.into_string()),
                 None => vakt_server::store::StoreLocation::Embedded,
             };
-            let state = server::prepare_at(&data, &location, &hostnames, mail.config(mail_file))
-                .await?
-                .with_enroll_limits(vakt_server::limit::EnrollLimits {
-                    per_source: rate(enroll_rate_per_source, 4.0),
-                    global: rate(enroll_rate, 5.0),
-                });
+            let state = server::prepare_at(
+                &data,
+                &location,
+                secrets_key.as_deref(),
+                &hostnames,
+                mail.config(mail_file),
+            )
+            .await?
+            .with_enroll_limits(vakt_server::limit::EnrollLimits {
+                per_source: rate(enroll_rate_per_source, 4.0),
+                global: rate(enroll_rate, 5.0),
+            });
             state.pki.set_device_cert_lifetime(device_cert_lifetime)?;
             vakt_server::certs::keep_fresh(state.pki.clone(), server_cert_lifetime)?;
             let listener = bind(listen, "--listen").await?;
@@ -248,6 +279,37 @@ async fn real_main() -> anyhow::Result<()> {
                 vakt_agent::daemon::shutdown_signal(),
             )
             .await?;
+        }
+        Cmd::Migrate {
+            data,
+            to,
+            secrets_key,
+        } => {
+            vakt_server::hardening::private_umask();
+            let s = vakt_server::migrate::migrate(&data, &to, &secrets_key)?;
+            println!(
+                "migrated {} into {}: {} rows in {} trees, counts match; audit chain verified ({} entries)",
+                data.display(),
+                vakt_server::redact::url(&to),
+                s.rows(),
+                s.trees.len(),
+                s.audit_entries
+            );
+            for (tree, n) in &s.trees {
+                println!("  {tree:<16} {n}");
+            }
+            if s.key_created {
+                println!(
+                    "the secrets key was written to {}; every replica needs a copy",
+                    secrets_key.display()
+                );
+            }
+            println!(
+                "serve it with: vakt-server serve --data {} --store URL --secrets-key {} (the embedded store in {} is left as it was)",
+                data.display(),
+                secrets_key.display(),
+                data.join("db").display()
+            );
         }
         Cmd::Demo {
             data,

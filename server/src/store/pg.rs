@@ -363,6 +363,66 @@ impl PgEngine {
     }
 }
 
+/// Rows a [`PgEngine::load_into_empty`] batch brings, as parallel key and value arrays.
+const LOAD_BATCH: &str = "INSERT INTO vakt_kv (tree, key, value) \
+     SELECT $1, k, v FROM unnest($2::bytea[], $3::bytea[]) AS t(k, v)";
+
+impl PgEngine {
+    /// How many rows the database holds in each tree.
+    pub fn tree_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let c = self.conn()?;
+        let rows = c.block(async {
+            c.client
+                .query("SELECT tree, count(*) FROM vakt_kv GROUP BY tree", &[])
+                .await
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n: i64 = r.get(1);
+                (r.get::<_, String>(0), u64::try_from(n).unwrap_or(0))
+            })
+            .collect())
+    }
+
+    /// Fills an empty database in one transaction from `batches` (tree, rows), pulled one at
+    /// a time so memory holds one batch: all of it or nothing. The table is locked against
+    /// other writers (a server starting on it) first, and found non-empty, nothing is written
+    /// and `Ok(false)` returned.
+    pub fn load_into_empty(
+        &self,
+        batches: impl Iterator<Item = Result<(String, Vec<Entry>), StoreError>>,
+    ) -> Result<bool, StoreError> {
+        let tx = PgTx {
+            conn: Some(self.conn()?),
+        };
+        let c = tx.conn()?;
+        c.batch("BEGIN; LOCK TABLE vakt_kv IN SHARE ROW EXCLUSIVE MODE")?;
+        let any: bool = c.block(async {
+            c.client
+                .query_one("SELECT EXISTS (SELECT 1 FROM vakt_kv)", &[])
+                .await
+                .map(|r| r.get(0))
+        })?;
+        if any {
+            tx.rollback();
+            return Ok(false);
+        }
+        for batch in batches {
+            let (tree, rows) = batch?;
+            let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = rows.into_iter().unzip();
+            c.block(async {
+                c.client
+                    .execute(LOAD_BATCH, &[&tree, &keys, &values])
+                    .await
+                    .map(|_| ())
+            })?;
+        }
+        tx.finish("COMMIT")?;
+        Ok(true)
+    }
+}
+
 /// The schema version recorded in the database (0 for a database never migrated).
 async fn schema_version(c: &impl deadpool_postgres::GenericClient) -> Result<i32, PgFault> {
     let exists: bool = c
