@@ -29,6 +29,7 @@ pub mod policy;
 pub mod preauth;
 pub mod readiness;
 pub mod redact;
+pub mod replicas;
 pub mod server;
 pub mod signing;
 pub mod state;
