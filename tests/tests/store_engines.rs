@@ -553,8 +553,14 @@ fn a_fresh_database_is_migrated_once() {
     drop(p.open());
     let (cluster, db) = p.pg.as_ref().unwrap();
     assert_eq!(
-        cluster.sql(db, "SELECT string_agg(version::text, ',') FROM vakt_schema"),
-        vakt_server::store::SCHEMA_VERSION.to_string()
+        cluster.sql(
+            db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM vakt_schema"
+        ),
+        (1..=vakt_server::store::SCHEMA_VERSION)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
 }
 

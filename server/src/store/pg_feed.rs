@@ -72,9 +72,11 @@ async fn listen(
     origin: &str,
     tx: &mpsc::Sender<Change>,
 ) -> Result<(), Broke> {
-    let broke = |listened: bool| move |e: tokio_postgres::Error| Broke {
-        listened,
-        why: super::pg::describe(&e),
+    let broke = |listened: bool| {
+        move |e: tokio_postgres::Error| Broke {
+            listened,
+            why: super::pg::describe(&e),
+        }
     };
     let (client, mut conn) = config.connect(NoTls).await.map_err(broke(false))?;
     // The connection's messages (replies and notifications alike) are read only by polling
@@ -174,13 +176,19 @@ mod tests {
             Some(("vakt-server-00ff", "commands", b"cmd-1".to_vec()))
         );
         // An empty key (a tree's empty key) is still a key.
-        assert_eq!(parse_payload("w policies "), Some(("w", "policies", vec![])));
+        assert_eq!(
+            parse_payload("w policies "),
+            Some(("w", "policies", vec![]))
+        );
         // Any session may write, under any application_name.
         assert_eq!(
             parse_payload("my tool commands 63"),
             Some(("my tool", "commands", b"c".to_vec()))
         );
-        assert_eq!(parse_payload(" commands 63"), Some(("", "commands", b"c".to_vec())));
+        assert_eq!(
+            parse_payload(" commands 63"),
+            Some(("", "commands", b"c".to_vec()))
+        );
         for bad in [
             "",
             "w commands",
