@@ -107,3 +107,148 @@ fn drop_stream(state: &State, device_id: &str) {
         tracing::info!(device = %device_id, "device retired on another replica; its stream ends");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each change as another replica's, on the embedded store (`apply` does not know the
+    //! engine); the PostgreSQL feed that produces them: tests/tests/store_engines.rs and
+    //! tests/tests/replicas.rs.
+    use super::*;
+    use crate::state::Connection;
+    use crate::timefmt::now_ms;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::mpsc;
+
+    async fn state() -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let state = crate::server::prepare(dir.path(), &[], Default::default())
+            .await
+            .expect("prepare");
+        (dir, state)
+    }
+
+    /// Holds a stream for `device` here; its receiving end.
+    fn hold(state: &State, device: &str) -> mpsc::Receiver<Box<pb::ServerMessage>> {
+        let (tx, rx) = mpsc::channel(8);
+        let mut map = state.connected.lock().expect("map");
+        map.insert(device.into(), Connection { epoch: 1, tx });
+        rx
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pending_command_goes_out_only_from_the_holder_and_once() {
+        let (_dir, state) = state().await;
+        let mut rx = hold(&state, "d1");
+        let c = crate::commands::new_command("d1", pb::CommandKind::Lock, "admin", "", now_ms());
+        state.store.put_command(&c).await.expect("put");
+        apply(&state, &Change::Command(c.id.clone()))
+            .await
+            .expect("apply");
+        let pushed = rx.try_recv().expect("the lock is pushed");
+        assert!(matches!(
+            pushed.msg,
+            Some(pb::server_message::Msg::Command(_))
+        ));
+        let stored = state.store.command(&c.id).expect("read").expect("stored");
+        assert_eq!(stored.state, pb::CommandState::Delivered as i32);
+        assert_eq!(stored.deliveries, 1);
+        // Its delivery, told again (the holder's own write seen elsewhere): nothing more.
+        apply(&state, &Change::Command(c.id.clone()))
+            .await
+            .expect("apply");
+        assert!(rx.try_recv().is_err());
+        // Another laptop's, not held here: stays pending for its holder.
+        let other = crate::commands::new_command("d2", pb::CommandKind::Lock, "admin", "", 1);
+        state.store.put_command(&other).await.expect("put");
+        apply(&state, &Change::Command(other.id.clone()))
+            .await
+            .expect("apply");
+        let stored = state
+            .store
+            .command(&other.id)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.state, pb::CommandState::Pending as i32);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_revoked_elsewhere_ends_its_sessions_here() {
+        let (_dir, state) = state().await;
+        let told: Arc<Mutex<Vec<[u8; 32]>>> = Arc::default();
+        let seen = told.clone();
+        state.revocations.register(move |h| {
+            seen.lock().expect("list").push(*h);
+            true
+        });
+        let (live, revoked) = ([1u8; 32], [2u8; 32]);
+        for (hash, is_revoked) in [(live, false), (revoked, true)] {
+            let rec = pb::AdminTokenRecord {
+                revoked: is_revoked,
+                ..Default::default()
+            };
+            state.store.put_admin_token(&hash, &rec).await.expect("put");
+            apply(&state, &Change::AdminToken(hash))
+                .await
+                .expect("apply");
+        }
+        assert_eq!(*told.lock().expect("list"), vec![revoked]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_retired_elsewhere_loses_its_stream_here() {
+        let (_dir, state) = state().await;
+        let token = [9u8; 32];
+        let rec = pb::EnrollTokenRecord {
+            uses_left: 1,
+            ..Default::default()
+        };
+        state
+            .store
+            .put_enroll_token(&token, &rec)
+            .await
+            .expect("token");
+        let device = pb::Device {
+            id: "d1".into(),
+            ..Default::default()
+        };
+        let cert = [7u8; 32];
+        state
+            .store
+            .enroll(&token, now_ms(), device, Default::default(), cert)
+            .await
+            .expect("enroll");
+        let _rx = hold(&state, "d1");
+        apply(&state, &Change::CertRevoked(cert))
+            .await
+            .expect("apply");
+        assert!(state.is_connected("d1"), "its certificate is still valid");
+        state.store.retire("d1").await.expect("retire");
+        apply(&state, &Change::CertRevoked(cert))
+            .await
+            .expect("apply");
+        assert!(!state.is_connected("d1"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resync_reloads_the_policy_from_the_store() {
+        let (_dir, state) = state().await;
+        let stored = crate::findings::StoredPolicy {
+            version: 3,
+            toml: crate::policy::DEFAULT_PACK_TOML.to_string(),
+            applied_ms: 1,
+            applied_by: "elsewhere".into(),
+        };
+        state
+            .store
+            .json_apply(
+                crate::store::JsonTree::Policies,
+                &[(3u32.to_be_bytes().to_vec(), stored)],
+                &[],
+            )
+            .await
+            .expect("put");
+        assert_eq!(state.policy.read().expect("policy").stored.version, 0);
+        apply(&state, &Change::Resync).await.expect("apply");
+        assert_eq!(state.policy.read().expect("policy").stored.version, 3);
+    }
+}
