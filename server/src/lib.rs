@@ -33,6 +33,7 @@ pub mod preauth;
 pub mod readiness;
 pub mod redact;
 pub mod secrets;
+pub mod replicas;
 pub mod server;
 pub mod signing;
 pub mod state;

@@ -254,6 +254,8 @@ pub async fn run(
             }
         }
     });
+    // Other replicas' changes (PostgreSQL); ends at once on the embedded store.
+    let follower = tokio::spawn(crate::replicas::follow(state.clone()));
     // On shutdown tonic stops accepting and sends every connection a GOAWAY, then waits for
     // their streams to end, which a held Connect stream never does by itself: so the streams
     // are ended here, and whatever is still open after SHUTDOWN_GRACE is left behind.
@@ -289,6 +291,7 @@ pub async fn run(
     expiry.abort();
     sender.abort();
     key_refresh.abort();
+    follower.abort();
     served?;
     // Whatever sled still buffers (last-seen times) goes to disk before we exit, in bounded
     // time: acknowledged data is on disk already.

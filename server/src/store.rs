@@ -32,6 +32,7 @@ mod identity;
 pub mod migrate;
 mod pg;
 mod secrets;
+mod pg_feed;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
 pub use pg::{PgFault, SCHEMA_VERSION};
 pub use secrets::{AuditDraft, InitOutcome};
@@ -208,6 +209,15 @@ impl OpenCommands {
         }
     }
 
+    /// The index of every command in the tree.
+    fn load(commands: &Tree) -> Result<Self, StoreError> {
+        let mut open = Self::default();
+        for (k, v) in commands.iter()? {
+            open.record(&decode::<pb::CommandInfo>("commands", &k, &v)?);
+        }
+        Ok(open)
+    }
+
     fn of(&self, device_id: &str) -> Vec<String> {
         self.0
             .get(device_id)
@@ -219,6 +229,54 @@ impl OpenCommands {
         let mut ids: Vec<String> = self.0.values().flatten().cloned().collect();
         ids.sort();
         ids
+    }
+}
+
+/// A change another replica committed that this one must act on (`replicas.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A command was queued or changed.
+    Command(String),
+    /// A policy was applied.
+    Policy,
+    /// An admin token's record changed (it may have been revoked).
+    AdminToken([u8; 32]),
+    /// A device certificate was revoked (its device may have been retired).
+    CertRevoked([u8; 32]),
+    /// Changes may have been missed: rebuild everything derived from the store.
+    Resync,
+}
+
+impl Change {
+    /// The store's meaning of an engine's change; `None` for trees nothing is derived from.
+    fn of(c: engine::Change) -> Option<Self> {
+        let (tree, key) = match c {
+            engine::Change::Resync => return Some(Self::Resync),
+            engine::Change::Written { tree, key } => (tree, key),
+        };
+        match tree.as_str() {
+            "commands" => Some(Self::Command(String::from_utf8_lossy(&key).into_owned())),
+            "policies" => Some(Self::Policy),
+            "admin_tokens" => key.try_into().ok().map(Self::AdminToken),
+            "revoked_certs" => key.try_into().ok().map(Self::CertRevoked),
+            _ => None,
+        }
+    }
+}
+
+/// The store's change feed.
+pub struct Changes(engine::Changes);
+
+impl Changes {
+    /// The next change; `None` when the feed has ended (at once on the embedded store).
+    pub async fn next(&mut self) -> Option<Change> {
+        loop {
+            let c = self.0.next().await?;
+            match Change::of(c) {
+                Some(c) => return Some(c),
+                None => tracing::debug!("a change to a tree nothing here derives from"),
+            }
+        }
     }
 }
 
@@ -308,10 +366,7 @@ impl Store {
 
     fn with_engine(engine: Engine, lock: Option<std::fs::File>) -> Result<Self, StoreError> {
         let commands = engine.tree("commands")?;
-        let mut open_commands = OpenCommands::default();
-        for (k, v) in commands.iter()? {
-            open_commands.record(&decode::<pb::CommandInfo>("commands", &k, &v)?);
-        }
+        let open_commands = OpenCommands::load(&commands)?;
         Ok(Self {
             devices: engine.tree("devices")?,
             hardware: engine.tree("hardware")?,
@@ -337,6 +392,12 @@ impl Store {
             engine,
             _lock: lock.map(std::sync::Arc::new),
         })
+    }
+
+    /// What other replicas commit from now on, as the store's records (see [`Change`]).
+    /// Empty on the embedded store, which has no other writers. Call it once per process.
+    pub fn changes(&self) -> Changes {
+        Changes(self.engine.changes())
     }
 
     /// Makes everything written so far durable (one flush shared with every concurrent
@@ -790,6 +851,27 @@ impl Store {
         self.open_commands
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Brings the index up to date with command `id` as stored now, after another replica
+    /// wrote it (the change feed); the command as stored. Under `command_writes`, so it cannot
+    /// interleave with this process's own writes of it.
+    pub async fn refresh_command(&self, id: &str) -> Result<Option<pb::CommandInfo>, StoreError> {
+        let _order = self.command_writes.lock().await;
+        let c = self.command(id)?;
+        if let Some(c) = &c {
+            self.open_index().record(c);
+        }
+        Ok(c)
+    }
+
+    /// Rebuilds the index from the tree, for when changes may have been missed (the change
+    /// feed reconnected).
+    pub async fn rebuild_open_commands(&self) -> Result<(), StoreError> {
+        let _order = self.command_writes.lock().await;
+        let fresh = OpenCommands::load(&self.commands)?;
+        *self.open_index() = fresh;
+        Ok(())
     }
 
     /// Writes a command and flushes.

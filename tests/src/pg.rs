@@ -225,3 +225,38 @@ impl Drop for PgCluster {
         self.stop("immediate");
     }
 }
+
+/// The files a replica copies from the first one until the shared secrets live in the
+/// database: its CA (certificate and key) and command-signing key, and the first admin
+/// token, which the tests' `vakt` calls use on every replica.
+const SHARED_FILES: [&str; 4] = ["ca.pem", "ca.key", "command.key", "admin.token"];
+
+/// `n` replicas of `vakt-server` on one new database `db` of `pg`, each with a data directory
+/// of its own (`dir/replica-I`). The first initialises the database; the others start with
+/// copies of its [`SHARED_FILES`]. The one place replicas are started: when the shared
+/// secrets move into the database (`--secrets-key`), the copying here becomes that flag.
+pub fn start_replicas(
+    pg: &PgCluster,
+    db: &str,
+    dir: &std::path::Path,
+    n: usize,
+) -> Vec<crate::TestServer> {
+    let url = pg.database(db);
+    let data = |i: usize| dir.join(format!("replica-{i}"));
+    let mut replicas = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 {
+            std::fs::create_dir_all(data(i)).expect("replica data directory");
+            for f in SHARED_FILES {
+                std::fs::copy(data(0).join(f), data(i).join(f))
+                    .unwrap_or_else(|e| panic!("copy {f} to replica {i}: {e}"));
+            }
+        }
+        replicas.push(crate::TestServer::start_with(
+            &data(i),
+            "127.0.0.1:0",
+            &["--store", &url],
+        ));
+    }
+    replicas
+}

@@ -1,19 +1,18 @@
-//! Server replicas on one PostgreSQL database share one installation: two replicas started at
-//! the same moment on an empty database make one CA, one initial admin token (written by the
-//! one that won) and one command-signing keyring, sealed in the database under the
-//! `--secrets-key` file; an agent enrolled through one reports to the other; a rotation on one
-//! reaches an agent held by the other, which then runs a lock queued there. A wrong, missing or
-//! malformed key is refused at start with nothing written. Skips, saying why, only when
-//! PostgreSQL is not installed.
+//! Two `vakt-server` replicas on one PostgreSQL database (a private cluster) and a real
+//! `vakt-agent` that lists both: what IT does on the replica that does not hold the laptop's
+//! stream reaches the laptop through the change feed (a loss report locks it, within a second
+//! as a goal; the time is printed), a policy applied on one is the one the other evaluates, and
+//! when the holding replica is killed (-9) the laptop moves to the other, every report
+//! acknowledged before the kill is in the database, and a two-admin wipe reaches it there.
+//! Skips, saying why, only when PostgreSQL is not installed.
 
 #![allow(clippy::unwrap_used)] // a test file: helpers outside #[test] fns may unwrap too
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-use vakt_tests::pg::PgCluster;
-use vakt_tests::{TestAgent, TestServer, bin, stderr, wait_until};
+use std::time::{Duration, Instant};
+use vakt_tests::pg::{PgCluster, start_replicas};
+use vakt_tests::{TestAgent, TestServer, stderr, wait_until};
 
 fn cluster() -> Option<PgCluster> {
     PgCluster::start()
@@ -21,261 +20,216 @@ fn cluster() -> Option<PgCluster> {
         .ok()
 }
 
-/// A replica of the installation in `url` with its own data directory and key file copy.
-fn replica(data: &Path, url: &str, key: &Path) -> TestServer {
-    TestServer::start_with(
-        data,
-        "127.0.0.1:0",
-        &["--store", url, "--secrets-key", key.to_str().unwrap()],
+/// A scratch root for the agent (its own passwd, a home to wipe), never this machine's.
+fn scratch_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000:Anna Berg:/home/anna:/bin/bash\n",
     )
+    .unwrap();
+    std::fs::create_dir_all(root.join("home/anna/Dokument")).unwrap();
+    std::fs::write(root.join("home/anna/Dokument/lönelista.ods"), "hemligt").unwrap();
+    root
 }
 
-/// Writes the same secrets key to every path (what an operator copies to each replica).
-fn copies_of_one_key(paths: &[&Path]) {
-    let text = format!("# a test key\n{}\n", "5a".repeat(32));
-    for p in paths {
-        std::fs::write(p, &text).unwrap();
-    }
-}
-
-/// Points the agent's config at `url`, keeping the rest of it.
-fn set_server(agent: &TestAgent, url: &str) {
+/// An agent enrolled through `replicas[0]` that lists every replica; its lock leaves a line in
+/// `runs` per run, its wipe removes `/home/anna` under `root`.
+fn laptop(dir: &Path, replicas: &[TestServer], runs: &Path, root: &Path) -> TestAgent {
+    let extra = format!(
+        "root = {root:?}\n[lock]\nmethod = \"command\"\ncommand = [\"sh\", \"-c\", \"echo run >> '{runs}'\"]\n\
+         [wipe]\nstrategy = \"paths\"\npaths = [\"/home/anna\"]\npoweroff = false\n",
+        root = root.display().to_string(),
+        runs = runs.display(),
+    );
+    let first = &replicas[0];
+    let agent = TestAgent::with_config(dir, first, &first.enroll_token(&[]), &extra);
+    let list = replicas
+        .iter()
+        .map(|s| format!("{:?}", s.url()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let cfg = std::fs::read_to_string(agent.config()).unwrap();
-    let cfg: Vec<String> = cfg
+    let cfg: String = cfg
         .lines()
         .map(|l| {
             if l.starts_with("server = ") {
-                format!("server = {url:?}")
+                format!("server = [{list}]\n")
             } else {
-                l.to_string()
+                format!("{l}\n")
             }
         })
         .collect();
-    std::fs::write(agent.config(), cfg.join("\n") + "\n").unwrap();
+    std::fs::write(agent.config(), cfg).unwrap();
+    agent
 }
 
-fn vakt_json(server: &TestServer, token: &str, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = server.vakt_with_token(token, &a);
-    assert!(out.status.success(), "vakt {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+fn connected(server: &TestServer, device: &str) -> bool {
+    server.vakt_json(&["device", "show", device])["connected"] == true
+}
+
+fn command_state(server: &TestServer, device: &str, kind: &str) -> Value {
+    let cmds = server.vakt_json(&["commands", "--device", device]);
+    cmds.as_array()
+        .and_then(|a| a.iter().rev().find(|c| c["kind"] == kind).cloned())
+        .map_or(Value::Null, |c| c["state"].clone())
+}
+
+fn runs(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// Waits until one of `replicas` holds the laptop's stream; (holder, other) indexes.
+async fn held(replicas: &[TestServer], device: &str) -> (usize, usize) {
+    wait_until(
+        "the agent to hold a stream on a replica",
+        Duration::from_secs(60),
+        || replicas.iter().any(|r| connected(r, device)),
+    )
+    .await;
+    if connected(&replicas[0], device) {
+        (0, 1)
+    } else {
+        (1, 0)
+    }
+}
+
+/// Reports a loss on `other` and waits for the laptop's lock to run; how long it took.
+async fn lock_through(other: &TestServer, device: &str, runs_file: &Path) -> Duration {
+    let before = runs(runs_file);
+    let began = Instant::now();
+    other.vakt_ok(&["loss", "report", device]);
+    // Without the change feed the lock waits in the queue until the laptop next connects,
+    // which a held stream never does by itself: this times out.
+    wait_until(
+        "the lock queued on the other replica to run on the laptop",
+        Duration::from_secs(20),
+        || runs(runs_file) > before,
+    )
+    .await;
+    began.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_started_at_once_share_one_installation() {
+async fn a_loss_reported_on_the_other_replica_locks_the_laptop_and_policy_follows() {
     let Some(pg) = cluster() else { return };
-    let url = pg.database("vakt");
     let tmp = tempfile::tempdir().unwrap();
-    let (key_a, key_b) = (tmp.path().join("a.key"), tmp.path().join("b.key"));
-    copies_of_one_key(&[&key_a, &key_b]);
-    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
-
-    // Both at the same moment on the empty database.
-    let start = |data: PathBuf, key: PathBuf| {
-        let url = url.clone();
-        std::thread::spawn(move || replica(&data, &url, &key))
-    };
-    let (ta, tb) = (
-        start(data_a.clone(), key_a.clone()),
-        start(data_b.clone(), key_b.clone()),
-    );
-    let (a, b) = (ta.join().unwrap(), tb.join().unwrap());
-
-    // Exactly one initialised the database and holds admin.token; one token, one audit entry.
-    let tokens: Vec<&Path> = [&data_a, &data_b]
-        .into_iter()
-        .filter(|d| d.join("admin.token").exists())
-        .map(PathBuf::as_path)
-        .collect();
-    assert_eq!(tokens.len(), 1, "admin.token in exactly one of the two");
-    let token = std::fs::read_to_string(tokens[0].join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let count = |tree: &str| {
-        pg.sql(
-            "vakt",
-            &format!("SELECT count(*) FROM vakt_kv WHERE tree = '{tree}'"),
-        )
-    };
-    assert_eq!(count("admin_tokens"), "1");
-    assert_eq!(count("audit"), "1");
-    // The CA key and generation 0 of the signing key, sealed in the database...
-    assert_eq!(count("secrets"), "3");
-    assert_eq!(
-        pg.sql(
-            "vakt",
-            "SELECT count(*) FROM vakt_kv WHERE tree = 'secrets' \
-             AND position(convert_to('PRIVATE KEY', 'UTF8') in value) > 0"
-        ),
-        "0",
-        "nothing in the secrets tree is readable without the key"
-    );
-    // ...and no data directory holds a shared secret, only its own files.
-    assert_eq!(a.ca_pem(), b.ca_pem(), "one CA");
-    for d in [&data_a, &data_b] {
-        for f in ["ca.key", "command.key", "command-key.1.pem", "db"] {
-            assert!(!d.join(f).exists(), "{f} in {}", d.display());
-        }
-        for f in ["ca.pem", "server.pem", "lock"] {
-            assert!(d.join(f).exists(), "{f} missing in {}", d.display());
-        }
-    }
-
-    // An agent enrolled through A reports to B with the same certificate.
-    let out = a.vakt_with_token(&token, &["enroll-token", "create"]);
-    assert!(out.status.success(), "enroll-token on A: {}", stderr(&out));
-    let enroll = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mark = tmp.path().join("locked");
-    let agent = TestAgent::with_config(
-        &tmp.path().join("agent"),
-        &a,
-        &enroll,
-        &format!(
-            "[lock]\nmethod = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"date > '{}'\"]\n",
-            mark.display()
-        ),
-    );
+    let replicas = start_replicas(&pg, "vakt", tmp.path(), 2);
+    let runs_file = tmp.path().join("lock-runs");
+    let root = scratch_root(tmp.path());
+    let agent = laptop(&tmp.path().join("agent"), &replicas, &runs_file, &root);
     let out = agent.run_once();
-    assert!(out.status.success(), "agent via A: {}", stderr(&out));
+    assert!(out.status.success(), "agent: {}", stderr(&out));
     let device = agent.device_id();
-    set_server(&agent, &b.url());
-    let out = agent.run_once();
-    assert!(out.status.success(), "agent via B: {}", stderr(&out));
-    let shown = vakt_json(&b, &token, &["device", "show", &device]);
-    assert_eq!(shown["last_report_sequence"], 2, "{shown}");
-
-    // The agent is held by B; a rotation on A reaches it through B.
     let proc = agent.spawn();
-    wait_until("the agent to connect to B", Duration::from_secs(30), || {
-        vakt_json(&b, &token, &["device", "show", &device])["connected"] == true
-    })
-    .await;
-    let rotated = vakt_json(&a, &token, &["signing-key", "rotate"]);
-    assert_eq!(rotated["current"], 1, "{rotated}");
+    let (holder, other) = held(&replicas, &device).await;
+    assert!(!connected(&replicas[other], &device));
+
+    let took = lock_through(&replicas[other], &device, &runs_file).await;
+    println!("loss reported on the other replica → lock ran on the laptop: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the lock took {took:?} (goal: a second); agent log:\n{}",
+        proc.log()
+    );
     wait_until(
-        "the agent on B to trust generation 1",
-        Duration::from_secs(30),
-        || vakt_json(&b, &token, &["device", "show", &device])["command_key_generation"] == 1,
+        "the lock's result to be recorded",
+        Duration::from_secs(20),
+        || command_state(&replicas[other], &device, "lock") == "succeeded",
     )
     .await;
-    let on_b = vakt_json(&b, &token, &["signing-key", "show"]);
-    assert_eq!(on_b["current"], 1, "{on_b}");
+    assert_eq!(runs(&runs_file), 1, "the lock ran once");
     assert_eq!(
-        on_b["generations"][1]["fingerprint"], rotated["generations"][1]["fingerprint"],
-        "B hands out A's generation 1"
+        replicas[holder].vakt_json(&["device", "show", &device])["state"],
+        "locked"
     );
-    assert_eq!(count("secrets"), "4");
 
-    // A lock queued on B is signed with generation 1 and runs.
-    let out = b.vakt_with_token(
-        &token,
-        &[
-            "loss",
-            "report",
-            &device,
-            "--reported-by",
-            "anna@sorsele.se",
-        ],
-    );
-    assert!(out.status.success(), "loss report on B: {}", stderr(&out));
-    wait_until("the lock to run", Duration::from_secs(30), || mark.exists()).await;
-    drop(proc);
+    // A policy applied on one replica is the one in force on the other.
+    let before = replicas[holder].vakt_json(&["policy", "show"]);
+    assert_eq!(before["version"], 0, "{before}");
+    let pack = tmp.path().join("pack.toml");
+    std::fs::write(
+        &pack,
+        replicas[other].vakt_ok(&["policy", "show", "--toml"]),
+    )
+    .unwrap();
+    replicas[other].vakt_ok(&["policy", "apply", pack.to_str().unwrap()]);
+    wait_until(
+        "the policy applied on the other replica to be in force on the holder",
+        Duration::from_secs(10),
+        || replicas[holder].vakt_json(&["policy", "show"])["version"] == 1,
+    )
+    .await;
+    let shown = replicas[holder].vakt_json(&["policy", "show"]);
+    assert_eq!(shown, replicas[other].vakt_json(&["policy", "show"]));
 }
 
-/// Runs `serve` with `args`; it must exit at once with an error, which is returned.
-fn serve_fails(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin("vakt-server"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--console",
-            "127.0.0.1:0",
-        ])
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "serve {args:?} started");
-    stderr(&out)
-}
-
-#[test]
-fn a_wrong_missing_or_malformed_secrets_key_is_refused_with_nothing_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let key_a = tmp.path().join("a.key");
-    let data_b = tmp.path().join("b");
-
-    // Without a PostgreSQL store, and a PostgreSQL store without a key: said at once.
-    let err = serve_fails(&data_b, &["--secrets-key", key_a.to_str().unwrap()]);
-    assert!(err.contains("only for a PostgreSQL store"), "{err}");
-    let err = serve_fails(&data_b, &["--store", "postgresql://vakt@127.0.0.1:1/vakt"]);
-    assert!(err.contains("needs --secrets-key FILE"), "{err}");
-    assert!(!data_b.exists());
-
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_holding_replica_moves_the_laptop_and_loses_nothing() {
     let Some(pg) = cluster() else { return };
-    let url = pg.database("vakt");
-    // The first replica creates the key file (private) as it initialises the database.
-    let a = replica(&tmp.path().join("a"), &url, &key_a);
-    let text = std::fs::read_to_string(&key_a).unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit())),
-        "{text}"
-    );
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key_a).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-    let rows = || pg.sql("vakt", "SELECT count(*) FROM vakt_kv");
-    let before = rows();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut replicas = start_replicas(&pg, "vakt", tmp.path(), 2);
+    let runs_file = tmp.path().join("lock-runs");
+    let root = scratch_root(tmp.path());
+    let agent = laptop(&tmp.path().join("agent"), &replicas, &runs_file, &root);
+    let device = {
+        let out = agent.run_once();
+        assert!(out.status.success(), "agent: {}", stderr(&out));
+        agent.device_id()
+    };
+    let proc = agent.spawn();
+    let (holder, other) = held(&replicas, &device).await;
+    // The held laptop is locked from the other replica (the change feed), and reports again
+    // meanwhile (every 10 s) to the replica that holds it.
+    let took = lock_through(&replicas[other], &device, &runs_file).await;
+    println!("lock across replicas before the kill: {took:?}");
+    let report = || -> u64 {
+        let s: Value = serde_json::from_str(&agent.state_file("report.json")).unwrap();
+        s["sequence"].as_u64().unwrap()
+    };
+    let first = report();
+    wait_until(
+        "a report acknowledged by the holding replica",
+        Duration::from_secs(40),
+        || report() > first,
+    )
+    .await;
 
-    // Another key: refused, naming the file; nothing in the data directory or the database.
-    let key_b = tmp.path().join("b.key");
-    copies_of_one_key(&[&key_b]);
-    let key_arg = key_b.to_str().unwrap();
-    let err = serve_fails(&data_b, &["--store", &url, "--secrets-key", key_arg]);
+    // kill -9 the holder: what the agent saw acknowledged must be in the database.
+    let acknowledged = report();
+    replicas[holder].kill();
+    let survivor = &replicas[other];
+    let stored = survivor.vakt_json(&["device", "show", &device])["last_report_sequence"]
+        .as_u64()
+        .unwrap();
     assert!(
-        err.contains(key_arg) && err.contains("sealed with another key"),
-        "{err}"
+        stored >= acknowledged,
+        "acknowledged sequence {acknowledged}, stored {stored}"
     );
-    assert!(!data_b.exists(), "the data directory was written");
-    assert_eq!(rows(), before, "the database was written");
+    wait_until(
+        "the laptop to move to the surviving replica",
+        Duration::from_secs(60),
+        || connected(survivor, &device),
+    )
+    .await;
+    assert!(proc.log().contains("moved to another"), "{}", proc.log());
 
-    // No key file at all on an initialised database: refused, and no key file made.
-    let missing = tmp.path().join("missing.key");
-    let err = serve_fails(
-        &data_b,
-        &["--store", &url, "--secrets-key", missing.to_str().unwrap()],
-    );
-    assert!(
-        err.contains("give this replica a copy of the secrets key"),
-        "{err}"
-    );
-    assert!(!missing.exists() && !data_b.exists());
-
-    // A malformed one: the file named, and what is wrong with it.
-    std::fs::write(&key_b, "hunter2\n").unwrap();
-    let err = serve_fails(&data_b, &["--store", &url, "--secrets-key", key_arg]);
-    assert!(
-        err.contains(key_arg) && err.contains("not a Vakt secrets key"),
-        "{err}"
-    );
-    assert!(!data_b.exists());
-
-    // A copy of the right key: B serves the same installation, without an admin.token.
-    std::fs::copy(&key_a, &key_b).unwrap();
-    let b = replica(&data_b, &url, &key_b);
-    assert_eq!(a.ca_pem(), b.ca_pem());
-    assert!(!data_b.join("admin.token").exists());
-    let out = b.vakt_with_token(&a.admin_token(), &["devices"]);
-    assert!(
-        out.status.success(),
-        "A's admin token on B: {}",
-        stderr(&out)
+    // A two-admin wipe on the survivor reaches it.
+    let second = survivor.create_admin_token("admin", "it-chef");
+    let out = survivor.vakt(&["wipe", "request", &device, "--reason", "stulen"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let wipe_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out = survivor.vakt_with_token(&second, &["wipe", "approve", &wipe_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the wipe to succeed", Duration::from_secs(30), || {
+        command_state(survivor, &device, "wipe") == "succeeded"
+    })
+    .await;
+    assert!(!root.join("home/anna").exists(), "{}", proc.log());
+    assert_eq!(
+        runs(&runs_file),
+        1,
+        "the lock ran once, not again after the move"
     );
 }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use vakt_proto::pb;
-use vakt_server::store::{JsonTree, Store, StoreLocation};
+use vakt_server::store::{Change, JsonTree, Store, StoreLocation};
 use vakt_tests::pg::PgCluster;
 
 /// Where one case's store lives, and what must stay alive for it.
@@ -553,8 +553,14 @@ fn a_fresh_database_is_migrated_once() {
     drop(p.open());
     let (cluster, db) = p.pg.as_ref().unwrap();
     assert_eq!(
-        cluster.sql(db, "SELECT string_agg(version::text, ',') FROM vakt_schema"),
-        vakt_server::store::SCHEMA_VERSION.to_string()
+        cluster.sql(
+            db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM vakt_schema"
+        ),
+        (1..=vakt_server::store::SCHEMA_VERSION)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
 }
 
@@ -662,4 +668,86 @@ async fn racing_replicas_initialise_the_secrets_once() {
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].detail, format!("replica {w}"));
     }
+/// The next change of `feed`, failing after ten seconds.
+async fn next_change(feed: &mut vakt_server::store::Changes) -> Change {
+    tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+        .await
+        .expect("a change within ten seconds")
+        .expect("the feed goes on")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_has_no_other_writers_to_follow() {
+    let p = Place::sled();
+    assert_eq!(p.open().changes().next().await, None);
+}
+
+/// Two stores on one database, as two replicas: what one commits reaches the other's change
+/// feed (and not its own), and a broken LISTEN connection comes back with a Resync, after
+/// which rebuilding the open-command index finds what was written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replicas_writes_reach_the_change_feed_and_a_break_resyncs() {
+    let Some(p) = Place::postgres() else { return };
+    let other = tempfile::tempdir().unwrap();
+    let (a, b) = (p.open(), Store::open_at(other.path(), &p.location).unwrap());
+    let mut feed = a.changes();
+    assert_eq!(
+        next_change(&mut feed).await,
+        Change::Resync,
+        "first, from the trees"
+    );
+
+    b.put_command(&command("cmd-1", "d1", pb::CommandState::Pending))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        Change::Command("cmd-1".into())
+    );
+    assert!(
+        a.open_commands_of("d1").unwrap().is_empty(),
+        "not yet followed"
+    );
+    let c = a.refresh_command("cmd-1").await.unwrap().unwrap();
+    assert_eq!(c.state, pb::CommandState::Pending as i32);
+    assert_eq!(a.open_commands_of("d1").unwrap().len(), 1);
+
+    // Its own writes and unwatched trees are not in it: notifications come in commit order,
+    // so the next one is b's policy, not a's command or b's finding.
+    a.put_command(&command("cmd-2", "d1", pb::CommandState::Pending))
+        .await
+        .unwrap();
+    b.json_apply(JsonTree::Findings, &[(b"d1\0f".to_vec(), "x")], &[])
+        .await
+        .unwrap();
+    b.json_apply(
+        JsonTree::Policies,
+        &[(1u32.to_be_bytes().to_vec(), "p")],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Policy);
+
+    // The listening connection dies; what is written while it is away is found by the resync.
+    let (cluster, db) = p.pg.as_ref().unwrap();
+    let ended = cluster.sql(
+        db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query = 'LISTEN vakt_changes' AND pid <> pg_backend_pid()",
+    );
+    assert_eq!(ended, "1", "one listening connection");
+    b.put_command(&command("cmd-3", "d2", pb::CommandState::Pending))
+        .await
+        .unwrap();
+    loop {
+        match next_change(&mut feed).await {
+            Change::Resync => break,
+            // Seen if the write beat the break: either way the resync follows.
+            Change::Command(id) if id == "cmd-3" => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    a.rebuild_open_commands().await.unwrap();
+    assert_eq!(a.open_commands_of("d2").unwrap()[0].id, "cmd-3");
 }

@@ -11,7 +11,10 @@
 //!   again (so it must not have effects outside the trees);
 //! - [`Engine::flush`] returns once every write made before it is durable. sled buffers writes
 //!   and flushes them in groups (`commit.rs`); PostgreSQL commits each write or transaction
-//!   durably before it returns, so there it has nothing left to do.
+//!   durably before it returns, so there it has nothing left to do;
+//! - [`Engine::changes`] tells of writes other processes committed to the trees other
+//!   replicas must act on. sled belongs to one process, so its feed is empty; PostgreSQL's
+//!   is `pg_feed`.
 
 use super::StoreError;
 use super::pg::{PgEngine, PgFault, PgTree, PgTx};
@@ -27,6 +30,29 @@ pub enum Engine {
         commit: crate::commit::GroupCommit,
     },
     Pg(PgEngine),
+}
+
+/// A write another process committed, as the engine's change feed reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The key `key` of tree `tree` was written or removed.
+    Written { tree: String, key: Vec<u8> },
+    /// Changes may have been missed (the feed was (re)connected): rebuild whatever is derived
+    /// from the trees.
+    Resync,
+}
+
+/// The engine's change feed (see [`Engine::changes`]).
+pub struct Changes(Option<tokio::sync::mpsc::Receiver<Change>>);
+
+impl Changes {
+    /// The next change; `None` when the feed has ended (at once on sled).
+    pub async fn next(&mut self) -> Option<Change> {
+        match &mut self.0 {
+            Some(rx) => rx.recv().await,
+            None => None,
+        }
+    }
 }
 
 /// A named tree of one engine; cheap to clone.
@@ -140,6 +166,15 @@ impl Engine {
         match self {
             Self::Sled { commit, .. } => Ok(commit.flush().await?),
             Self::Pg(_) => Ok(()),
+        }
+    }
+
+    /// The changes other processes commit from now on (see the module doc). Call it once per
+    /// process: each call on PostgreSQL opens a listening connection.
+    pub fn changes(&self) -> Changes {
+        match self {
+            Self::Sled { .. } => Changes(None),
+            Self::Pg(pg) => Changes(Some(pg.changes())),
         }
     }
 

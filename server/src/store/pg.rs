@@ -32,10 +32,13 @@ use tokio_postgres::error::SqlState;
 
 /// The schema migrations, in order: (version, SQL). Never edit one that was released; add
 /// the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_trees.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_trees.sql")),
+    (2, include_str!("../../migrations/0002_changes.sql")),
+];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory lock that serialises migrations between servers starting at once.
 const MIGRATION_LOCK: i64 = 0x7661_6b74_0001;
@@ -87,7 +90,7 @@ fn pool_message(e: &deadpool_postgres::PoolError) -> String {
 }
 
 /// A driver error with its causes: tokio-postgres' own text is only the kind ("db error").
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -111,6 +114,11 @@ struct Inner {
     /// user@host:port/database, for messages (never the password).
     display: String,
     commits: Histogram,
+    /// The connection settings, for the change feed's own connection (outside the pool).
+    config: tokio_postgres::Config,
+    /// This process's `application_name` on every pooled connection, unique per process, so
+    /// the change feed can tell this replica's own writes from others' (`pg_feed`).
+    origin: String,
 }
 
 impl Drop for Inner {
@@ -160,8 +168,17 @@ impl PgEngine {
         if cfg.get_user().is_none_or(str::is_empty) {
             return Err(bad("--store names no user (postgresql://USER@…)".into()));
         }
+        // Unique per process: the change feed's payload names the writer by it.
+        let origin = format!(
+            "vakt-server-{}",
+            crate::token::hex(&crate::token::random_bytes::<8>())
+        );
         cfg.connect_timeout(Duration::from_secs(10))
-            .application_name("vakt-server");
+            .application_name(&origin)
+            // A replica whose database vanished without a reset (a partition) finds out.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        let config = cfg.clone();
         let display = display(&cfg);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -191,6 +208,8 @@ impl PgEngine {
                 rt: Some(rt),
                 pool,
                 display,
+                config,
+                origin,
                 commits: Histogram::new(
                     prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
                 ),
@@ -297,6 +316,19 @@ impl PgEngine {
             engine: self.clone(),
             client,
         })
+    }
+
+    /// The changes other processes commit to the watched trees, from a LISTEN connection of
+    /// its own driven by the engine's runtime (`pg_feed`).
+    pub fn changes(&self) -> tokio::sync::mpsc::Receiver<super::engine::Change> {
+        let Some(rt) = self.inner.rt.as_ref() else {
+            unreachable!("the PostgreSQL runtime is gone while the engine is in use");
+        };
+        super::pg_feed::start(
+            rt.handle(),
+            self.inner.config.clone(),
+            self.inner.origin.clone(),
+        )
     }
 
     /// The tree `name`.
