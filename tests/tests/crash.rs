@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use vakt_tests::load::{admin, sim};
-use vakt_tests::{TestAgent, TestServer, wait_until};
+use vakt_tests::{Engine, TestAgent, TestServer, on_both_engines, wait_until};
 
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
@@ -34,10 +34,12 @@ fn lock_config(runs: &Path, secs: u32) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command_twice() {
+on_both_engines!(async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command_twice);
+async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command_twice(
+    engine: Engine,
+) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(&tmp.path().join("server"));
+    let mut server = engine.server(&tmp.path().join("server"));
 
     // A real agent whose lock leaves a mark per run.
     let runs = tmp.path().join("lock-runs");
@@ -142,11 +144,13 @@ async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command
     let _ = stop_tx.send(true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_as_new() {
+on_both_engines!(async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_as_new);
+async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_as_new(
+    engine: Engine,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
-    let mut server = TestServer::start(&data);
+    let mut server = engine.server(&data);
     let addr = server.addr.clone();
 
     // A scratch root whose mail forwarding the test changes while the server is away.
@@ -214,7 +218,7 @@ async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_a
 
     // Server back, agent back: the interrupted lock is reported failed (not run again), the
     // changed forwarding arrives, and the sequence goes on from where it was acknowledged.
-    let server = TestServer::start_on(&data, &addr);
+    let server = engine.server_with(&data, &addr, &[]);
     let proc = agent.spawn();
     wait_until(
         "the interrupted lock's outcome",
