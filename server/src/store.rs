@@ -28,6 +28,7 @@ pub use engine::Engine;
 use engine::{Tree, abort};
 mod identity;
 mod pg;
+mod pg_tls;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
 pub use pg::{PgFault, SCHEMA_VERSION};
 mod tokens;
