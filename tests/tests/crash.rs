@@ -7,10 +7,8 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use vakt_tests::load::{admin, sim};
+use vakt_tests::load::{admin, reports, sim};
 use vakt_tests::{Engine, TestAgent, TestServer, on_both_engines, wait_until};
 
 fn lines(path: &Path) -> usize {
@@ -59,43 +57,21 @@ async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command
     // Simulated agents: half send full 2,000-package reports, half check in, all the time.
     let fleet = sim::Fleet::new(&server.url(), &server.ca_pem(), 8);
     let token = server.enroll_token(&["--uses", "16"]);
-    let mut agents = Vec::new();
-    for i in 0..16 {
-        let (a, _) = sim::SimAgent::enroll(&fleet, "crash", i, &token, Duration::from_secs(60))
-            .await
-            .unwrap();
-        a.dial(&fleet).await.unwrap();
-        agents.push(Arc::new(a));
-    }
+    let agents = reports::enroll(&fleet, "crash", 16, &token).await.unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for a in &agents {
         tokio::spawn(a.clone().hold(fleet.clone(), stop_rx.clone()));
     }
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let mut load = tokio::task::JoinSet::new();
-    for a in &agents {
-        let (a, stop, acked) = (a.clone(), stop_load.clone(), acked.clone());
-        load.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match a.report(a.index % 2 == 0).await {
-                    Ok(ack) if ack.clean => {
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(300)).await,
-                }
-            }
-        });
-    }
+    let load = reports::ReportLoad::start(&agents, Duration::from_millis(300));
 
     // Kill -9 three times under load, reporting a loss of a simulated agent each time (its
     // lock is delivered, answered and acknowledged across the kills).
     for (round, lost) in agents.iter().take(3).enumerate() {
-        let before = acked.load(Ordering::Relaxed);
+        let before = load.acked();
         wait_until(
             "reports to be acknowledged",
             Duration::from_secs(60),
-            || acked.load(Ordering::Relaxed) > before + 10,
+            || load.acked() > before + 10,
         )
         .await;
         server.vakt_ok(&["loss", "report", &lost.device_id]);
@@ -126,9 +102,7 @@ async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command
         )
         .await;
     }
-    stop_load.store(true, Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
-    assert!(acked.load(Ordering::Relaxed) > 30, "the load ran");
+    assert!(load.stop().await > 30, "the load ran");
 
     let mut admin = admin::client(&server.url(), &server.ca_pem(), &server.admin_token())
         .await

@@ -9,11 +9,10 @@
 
 #![allow(clippy::unwrap_used)] // a test file: helpers outside #[test] fns may unwrap too
 
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
-use vakt_tests::load::{admin, sim};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vakt_tests::load::{admin, reports, sim};
 use vakt_tests::pg::PgCluster;
 use vakt_tests::{TestAgent, TestServer, bin, stderr, wait_until};
 
@@ -83,9 +82,10 @@ fn an_agent_enrolls_and_reports_against_a_server_on_postgresql() {
     );
 }
 
-/// Runs `serve` with `--store url`; it must exit at once with an error.
+/// Runs `serve` with `--store url`; it must exit at once with an error. A server that
+/// started would run for ever: it is given a minute, then killed and the test fails.
 fn serve_fails(data: &std::path::Path, url: &str) -> String {
-    let out = Command::new(bin("vakt-server"))
+    let mut child = Command::new(bin("vakt-server"))
         .args([
             "serve",
             "--listen",
@@ -96,14 +96,41 @@ fn serve_fails(data: &std::path::Path, url: &str) -> String {
         .arg("--data")
         .arg(data)
         .args(["--store", url])
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "serve with --store {url} started");
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "serve with a bad --store started: {}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = reader.join().unwrap();
+    assert!(
+        !status.success(),
+        "serve with a bad --store exited 0: {err}"
+    );
     assert!(
         !data.exists(),
-        "--store {url}: the data directory was written"
+        "bad --store: the data directory was written"
     );
-    stderr(&out)
+    err
 }
 
 #[test]
@@ -307,48 +334,22 @@ async fn postgresql_restarted_under_load_refuses_reports_then_resumes_losing_not
     // Simulated agents: half full reports, half check-ins, all the time.
     let fleet = sim::Fleet::new(&server.url(), &server.ca_pem(), 4);
     let token = server.enroll_token(&["--uses", "8"]);
-    let mut agents = Vec::new();
-    for i in 0..8 {
-        let (a, _) = sim::SimAgent::enroll(&fleet, "pgrestart", i, &token, Duration::from_secs(60))
-            .await
-            .unwrap();
-        a.dial(&fleet).await.unwrap();
-        agents.push(Arc::new(a));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acked, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut load = tokio::task::JoinSet::new();
-    for a in &agents {
-        let (a, stop, acked, refused) = (a.clone(), stop.clone(), acked.clone(), refused.clone());
-        load.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match a.report(a.index % 2 == 0).await {
-                    Ok(ack) if ack.clean => {
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        });
-    }
-    let before = acked.load(Ordering::Relaxed);
+    let agents = reports::enroll(&fleet, "pgrestart", 8, &token)
+        .await
+        .unwrap();
+    let load = reports::ReportLoad::start(&agents, Duration::from_millis(200));
+    let before = load.acked();
     wait_until(
         "reports to be acknowledged",
         Duration::from_secs(60),
-        || acked.load(Ordering::Relaxed) > before + 10,
+        || load.acked() > before + 10,
     )
     .await;
 
     // The outage. pg_ctl returns once PostgreSQL has stopped: from then on nothing can be
     // committed, so nothing may be acknowledged.
     tokio::task::block_in_place(|| pg.stop_fast());
-    let (acked_down, refused_down) = (
-        acked.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed),
-    );
+    let (acked_down, refused_down) = (load.acked(), load.refused());
     let spooled = agent.state_file("report.json");
     let out = tokio::task::block_in_place(|| agent.run_once());
     assert!(
@@ -361,12 +362,12 @@ async fn postgresql_restarted_under_load_refuses_reports_then_resumes_losing_not
         "the refused report is still the agent's to send"
     );
     wait_until("reports to be refused", Duration::from_secs(30), || {
-        refused.load(Ordering::Relaxed) > refused_down + 8
+        load.refused() > refused_down + 8
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        acked.load(Ordering::Relaxed),
+        load.acked(),
         acked_down,
         "reports acknowledged while PostgreSQL was down"
     );
@@ -376,7 +377,7 @@ async fn postgresql_restarted_under_load_refuses_reports_then_resumes_losing_not
     wait_until(
         "reports to be acknowledged again",
         Duration::from_secs(60),
-        || acked.load(Ordering::Relaxed) > acked_down + 10,
+        || load.acked() > acked_down + 10,
     )
     .await;
     let out = tokio::task::block_in_place(|| agent.run_once());
@@ -391,8 +392,7 @@ async fn postgresql_restarted_under_load_refuses_reports_then_resumes_losing_not
         "the spooled report went through: {report}"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
+    load.stop().await;
     let mut admin = admin::client(&server.url(), &server.ca_pem(), &server.admin_token())
         .await
         .unwrap();
