@@ -33,6 +33,7 @@ pub mod migrate;
 mod pg;
 mod secrets;
 mod pg_feed;
+mod pg_tls;
 pub use identity::{CertInfo, EnrollPlan, REENROLL_WINDOW_MS, Revoked, TakeOverReason};
 pub use pg::{PgFault, SCHEMA_VERSION};
 pub use secrets::{AuditDraft, InitOutcome};

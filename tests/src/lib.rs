@@ -44,6 +44,111 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The store a test's servers run on: the embedded sled store in the data directory, or a
+/// fresh database of this test binary's PostgreSQL cluster ([`pg::PgCluster::shared`]). A
+/// test written against an `Engine` states nothing else about it; [`on_both_engines!`] runs
+/// it once per engine.
+pub enum Engine {
+    Sled,
+    Postgres {
+        cluster: &'static pg::PgCluster,
+        /// The database's name, its `--store` URL and its `--secrets-key` file.
+        database: String,
+        url: String,
+        key: String,
+    },
+}
+
+impl Engine {
+    /// A fresh PostgreSQL database, or `None` having printed why the test is skipped
+    /// (PostgreSQL is not installed; with `VAKT_REQUIRE_TOOLS=1` that panics instead).
+    pub fn postgres(test: &str) -> Option<Self> {
+        match pg::PgCluster::shared() {
+            Ok(cluster) => {
+                let url = cluster.fresh_database();
+                let database = url.rsplit('/').next().unwrap_or_default().to_string();
+                let key = cluster.secrets_key(&database).display().to_string();
+                Some(Self::Postgres {
+                    cluster,
+                    database,
+                    url,
+                    key,
+                })
+            }
+            Err(why) => {
+                eprintln!("{test} on PostgreSQL skipped: {why}");
+                None
+            }
+        }
+    }
+
+    /// The `serve` flags that put a server on this store (none for sled).
+    pub fn flags(&self) -> Vec<&str> {
+        match self {
+            Self::Sled => Vec::new(),
+            Self::Postgres { url, key, .. } => vec!["--store", url, "--secrets-key", key],
+        }
+    }
+
+    /// A server on `data` and this store, on ephemeral ports.
+    pub fn server(&self, data: &Path) -> TestServer {
+        self.server_with(data, "127.0.0.1:0", &[])
+    }
+
+    /// A server on `data` and this store with its gRPC API on `listen` and more `serve`
+    /// flags.
+    pub fn server_with(&self, data: &Path, listen: &str, extra: &[&str]) -> TestServer {
+        let mut flags = self.flags();
+        flags.extend_from_slice(extra);
+        TestServer::start_with(data, listen, &flags)
+    }
+
+    /// `vakt-server ARGS` with this store's flags appended (for a process that must fail).
+    pub fn serve_command(&self, data: &Path) -> Command {
+        let mut cmd = Command::new(bin("vakt-server"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(self.flags());
+        cmd
+    }
+}
+
+/// Runs a test once per store engine: for `fn name(engine: Engine)` (or `async fn`), a module
+/// `name` with the tests `name::sled` and `name::postgres`. The PostgreSQL variant takes a
+/// fresh database of the binary's cluster, and skips with the reason printed only when
+/// PostgreSQL is not installed.
+#[macro_export]
+macro_rules! on_both_engines {
+    (fn $name:ident) => {
+        mod $name {
+            #[test]
+            fn sled() {
+                super::$name($crate::Engine::Sled)
+            }
+            #[test]
+            fn postgres() {
+                if let Some(engine) = $crate::Engine::postgres(stringify!($name)) {
+                    super::$name(engine)
+                }
+            }
+        }
+    };
+    (async fn $name:ident) => {
+        mod $name {
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sled() {
+                super::$name($crate::Engine::Sled).await
+            }
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(engine) = $crate::Engine::postgres(stringify!($name)) {
+                    super::$name(engine).await
+                }
+            }
+        }
+    };
+}
+
 /// A `vakt-server serve` process on ephemeral loopback ports.
 pub struct TestServer {
     pub data: PathBuf,

@@ -5,9 +5,17 @@
 //! as the `postgres` system user the Debian package creates (`runuser -u postgres --`), on a
 //! directory handed to that user. Authentication is `trust` for the cluster's own superuser,
 //! which is fine on a loopback port of a cluster that lives as long as one test.
+//!
+//! [`PgCluster::shared`] is one cluster for a whole test binary (initdb costs seconds, a
+//! database milliseconds): tests take a fresh database each. A static is never dropped, so a
+//! watchdog process stops that cluster and deletes its directory when the test binary exits,
+//! however it exits (it waits for the end of a pipe only the test process holds).
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{ChildStdin, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The superuser `initdb` creates, and the user in every URL the cluster hands out.
 const USER: &str = "vakt";
@@ -19,6 +27,8 @@ pub struct PgCluster {
     port: u16,
     /// `Some("postgres")` when this process is root and PostgreSQL runs as that user.
     run_as: Option<&'static str>,
+    /// More `-c name=value` settings for the server (TLS).
+    settings: String,
     dir: tempfile::TempDir,
 }
 
@@ -56,6 +66,18 @@ impl PgCluster {
     /// (run .ci/install-postgres.sh); with `VAKT_REQUIRE_TOOLS=1` (CI) that panics instead.
     /// Any other failure (initdb or the server failing) panics with the tool's output.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with `ssl=on` and the server certificate chain and key
+    /// given (PEM), written into the cluster's directory for its user alone.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        Self::start_with(&[("server.crt", cert_pem), ("server.key", key_pem)])
+    }
+
+    /// Starts a cluster with `files` written into its directory first; `server.crt` among
+    /// them turns TLS on.
+    fn start_with(files: &[(&str, &str)]) -> Result<Self, String> {
         let Some(bin) = find_bin() else {
             let why = "initdb is not installed (run .ci/install-postgres.sh)".to_string();
             assert!(!crate::tools_required(), "{why}");
@@ -83,11 +105,38 @@ impl PgCluster {
             );
         }
         let data = dir.path().join("data");
+        let mut settings = String::new();
+        for (name, contents) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).expect("write a cluster file");
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod a cluster file");
+            if let Some(user) = run_as {
+                let out = Command::new("chown")
+                    .arg(user)
+                    .arg(&path)
+                    .output()
+                    .expect("chown");
+                assert!(
+                    out.status.success(),
+                    "chown {name}: {}",
+                    crate::stderr(&out)
+                );
+            }
+        }
+        if files.iter().any(|(name, _)| *name == "server.crt") {
+            settings = format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.path().display()
+            );
+        }
         let cluster = Self {
             bin,
             data,
             port: crate::free_port(),
             run_as,
+            settings,
             dir,
         };
         let out = cluster.run(
@@ -114,9 +163,10 @@ impl PgCluster {
         let opts = format!(
             // Small shared memory: many test clusters run at once beside the other suites.
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200 \
-             -c shared_buffers=16MB",
+             -c shared_buffers=16MB{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let log = self.dir.path().join("server.log");
         let out = self.run(
@@ -132,12 +182,25 @@ impl PgCluster {
         );
     }
 
-    fn stop(&self, mode: &str) {
-        let _ = self.run(
+    /// Stops the server the way an administrator's restart does (`pg_ctl stop -m fast`:
+    /// sessions are ended, open transactions rolled back); [`start_again`](Self::start_again)
+    /// brings it back on the same port and data.
+    pub fn stop_fast(&self) {
+        let out = self.stop("fast");
+        assert!(out.status.success(), "pg_ctl stop: {}", crate::stderr(&out));
+    }
+
+    /// Starts the stopped server again, waiting until it accepts connections.
+    pub fn start_again(&self) {
+        self.pg_ctl_start();
+    }
+
+    fn stop(&self, mode: &str) -> Output {
+        self.run(
             "pg_ctl",
             &["stop", "-w", "-m", mode, "-D"],
             &[self.data.as_os_str()],
-        );
+        )
     }
 
     /// Runs one of PostgreSQL's programs, as the `postgres` user when we are root.
@@ -157,6 +220,64 @@ impl PgCluster {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    /// This test binary's cluster, started at first use; `Err` (why) as [`PgCluster::start`].
+    pub fn shared() -> Result<&'static Self, String> {
+        static SHARED: OnceLock<Result<(PgCluster, ChildStdin), String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let cluster = Self::start()?;
+                let watchdog = cluster.watchdog();
+                Ok((cluster, watchdog))
+            })
+            .as_ref()
+            .map(|(c, _)| c)
+            .map_err(Clone::clone)
+    }
+
+    /// A process that stops this cluster and removes its directory once its stdin reaches
+    /// its end: when the returned pipe end is closed, which the kernel does when this
+    /// process exits. It ignores the signals a Ctrl-C or a killed test run sends its group.
+    // The lint does not see the wait in the thread below.
+    #[allow(clippy::zombie_processes)]
+    fn watchdog(&self) -> ChildStdin {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let stop = match self.run_as {
+            Some(user) => format!("runuser -u {user} -- \"$1\" stop -m immediate -D \"$2\""),
+            None => "\"$1\" stop -m immediate -D \"$2\"".to_string(),
+        };
+        let script = format!(
+            "trap '' INT TERM HUP; cat >/dev/null; {stop} >/dev/null 2>&1; rm -rf -- \"$3\""
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script, "vakt-pg-watchdog"])
+            .arg(pg_ctl)
+            .arg(&self.data)
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the PostgreSQL watchdog");
+        let mut stdin = child.stdin.take().expect("watchdog stdin");
+        // Proof that the pipe works; the watchdog reads until its end.
+        stdin
+            .write_all(b"watching\n")
+            .expect("write to the watchdog");
+        stdin
+    }
+
+    /// A fresh database with a name no other test of this binary has, and its URL.
+    /// Where the servers on database `db` keep their `--secrets-key` (the first creates it;
+    /// inside the cluster's directory, so it goes with the cluster).
+    pub fn secrets_key(&self, db: &str) -> PathBuf {
+        self.dir.path().join(format!("{db}.secrets.key"))
+    }
+
+    pub fn fresh_database(&self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        self.database(&format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed)))
     }
 
     /// The loopback port the server listens on.
@@ -222,19 +343,15 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         // Immediate: nothing in a test cluster is worth a checkpoint, and the directory goes.
-        self.stop("immediate");
+        let _ = self.stop("immediate");
     }
 }
 
-/// The files a replica copies from the first one until the shared secrets live in the
-/// database: its CA (certificate and key) and command-signing key, and the first admin
-/// token, which the tests' `vakt` calls use on every replica.
-const SHARED_FILES: [&str; 4] = ["ca.pem", "ca.key", "command.key", "admin.token"];
-
 /// `n` replicas of `vakt-server` on one new database `db` of `pg`, each with a data directory
-/// of its own (`dir/replica-I`). The first initialises the database; the others start with
-/// copies of its [`SHARED_FILES`]. The one place replicas are started: when the shared
-/// secrets move into the database (`--secrets-key`), the copying here becomes that flag.
+/// of its own (`dir/replica-I`) and the same `--secrets-key` ([`PgCluster::secrets_key`]).
+/// The first initialises the database (creating the key and writing `admin.token`); the
+/// others are given a copy of that `admin.token`, which the tests' `vakt` calls use on every
+/// replica. The one place tests start replicas.
 pub fn start_replicas(
     pg: &PgCluster,
     db: &str,
@@ -242,20 +359,19 @@ pub fn start_replicas(
     n: usize,
 ) -> Vec<crate::TestServer> {
     let url = pg.database(db);
+    let key = pg.secrets_key(db).display().to_string();
     let data = |i: usize| dir.join(format!("replica-{i}"));
     let mut replicas = Vec::with_capacity(n);
     for i in 0..n {
         if i > 0 {
             std::fs::create_dir_all(data(i)).expect("replica data directory");
-            for f in SHARED_FILES {
-                std::fs::copy(data(0).join(f), data(i).join(f))
-                    .unwrap_or_else(|e| panic!("copy {f} to replica {i}: {e}"));
-            }
+            std::fs::copy(data(0).join("admin.token"), data(i).join("admin.token"))
+                .unwrap_or_else(|e| panic!("copy admin.token to replica {i}: {e}"));
         }
         replicas.push(crate::TestServer::start_with(
             &data(i),
             "127.0.0.1:0",
-            &["--store", &url],
+            &["--store", &url, "--secrets-key", &key],
         ));
     }
     replicas

@@ -7,11 +7,9 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use vakt_tests::load::{admin, sim};
-use vakt_tests::{TestAgent, TestServer, wait_until};
+use vakt_tests::load::{admin, reports, sim};
+use vakt_tests::{Engine, TestAgent, TestServer, on_both_engines, wait_until};
 
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
@@ -34,10 +32,12 @@ fn lock_config(runs: &Path, secs: u32) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command_twice() {
+on_both_engines!(async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command_twice);
+async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command_twice(
+    engine: Engine,
+) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(&tmp.path().join("server"));
+    let mut server = engine.server(&tmp.path().join("server"));
 
     // A real agent whose lock leaves a mark per run.
     let runs = tmp.path().join("lock-runs");
@@ -57,43 +57,21 @@ async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command
     // Simulated agents: half send full 2,000-package reports, half check in, all the time.
     let fleet = sim::Fleet::new(&server.url(), &server.ca_pem(), 8);
     let token = server.enroll_token(&["--uses", "16"]);
-    let mut agents = Vec::new();
-    for i in 0..16 {
-        let (a, _) = sim::SimAgent::enroll(&fleet, "crash", i, &token, Duration::from_secs(60))
-            .await
-            .unwrap();
-        a.dial(&fleet).await.unwrap();
-        agents.push(Arc::new(a));
-    }
+    let agents = reports::enroll(&fleet, "crash", 16, &token).await.unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for a in &agents {
         tokio::spawn(a.clone().hold(fleet.clone(), stop_rx.clone()));
     }
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let mut load = tokio::task::JoinSet::new();
-    for a in &agents {
-        let (a, stop, acked) = (a.clone(), stop_load.clone(), acked.clone());
-        load.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match a.report(a.index % 2 == 0).await {
-                    Ok(ack) if ack.clean => {
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(300)).await,
-                }
-            }
-        });
-    }
+    let load = reports::ReportLoad::start(&agents, Duration::from_millis(300));
 
     // Kill -9 three times under load, reporting a loss of a simulated agent each time (its
     // lock is delivered, answered and acknowledged across the kills).
     for (round, lost) in agents.iter().take(3).enumerate() {
-        let before = acked.load(Ordering::Relaxed);
+        let before = load.acked();
         wait_until(
             "reports to be acknowledged",
             Duration::from_secs(60),
-            || acked.load(Ordering::Relaxed) > before + 10,
+            || load.acked() > before + 10,
         )
         .await;
         server.vakt_ok(&["loss", "report", &lost.device_id]);
@@ -124,9 +102,7 @@ async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command
         )
         .await;
     }
-    stop_load.store(true, Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
-    assert!(acked.load(Ordering::Relaxed) > 30, "the load ran");
+    assert!(load.stop().await > 30, "the load ran");
 
     let mut admin = admin::client(&server.url(), &server.ca_pem(), &server.admin_token())
         .await
@@ -142,11 +118,13 @@ async fn killed_server_under_load_loses_nothing_acknowledged_and_runs_no_command
     let _ = stop_tx.send(true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_as_new() {
+on_both_engines!(async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_as_new);
+async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_as_new(
+    engine: Engine,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
-    let mut server = TestServer::start(&data);
+    let mut server = engine.server(&data);
     let addr = server.addr.clone();
 
     // A scratch root whose mail forwarding the test changes while the server is away.
@@ -214,7 +192,7 @@ async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_a
 
     // Server back, agent back: the interrupted lock is reported failed (not run again), the
     // changed forwarding arrives, and the sequence goes on from where it was acknowledged.
-    let server = TestServer::start_on(&data, &addr);
+    let server = engine.server_with(&data, &addr, &[]);
     let proc = agent.spawn();
     wait_until(
         "the interrupted lock's outcome",
@@ -235,9 +213,16 @@ async fn killed_agent_resends_what_was_unacknowledged_and_nothing_acknowledged_a
         forwards(&server, &device).contains("anna@two.example")
     })
     .await;
-    let seq_after = report_seq();
+    // The server stores a report before it acknowledges it, and the agent records the
+    // acknowledgement after that: wait for the agent's side too (asserting at once failed
+    // under load, on sled as well).
     let seq_before = acked_before["sequence"].as_u64().unwrap();
-    assert!(seq_after > seq_before, "{seq_after} after {seq_before}");
+    wait_until(
+        "the agent to record the acknowledgement",
+        Duration::from_secs(30),
+        || report_seq() > seq_before,
+    )
+    .await;
     let shown = server.vakt_json(&["devices"]);
     assert_eq!(shown[0]["id"], device.as_str());
 

@@ -1,12 +1,12 @@
 //! The foundation end to end: enrollment over mutual TLS, reports, the `vakt` CLI, restarts,
-//! and every refusal the security model promises.
+//! and every refusal the security model promises. Each test runs on both store engines.
 
 #![allow(clippy::unwrap_used)] // a test file: helpers outside #[test] fns may unwrap too
 
 use std::time::Duration;
 use vakt_proto::pb;
 use vakt_proto::pb::agent_service_client::AgentServiceClient;
-use vakt_tests::{TestAgent, TestServer, stderr};
+use vakt_tests::{Engine, TestAgent, on_both_engines, stderr};
 
 fn report_request() -> pb::ReportRequest {
     pb::ReportRequest {
@@ -22,10 +22,10 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-#[test]
-fn enroll_report_list_and_restart_keeps_everything() {
+on_both_engines!(fn enroll_report_list_and_restart_keeps_everything);
+fn enroll_report_list_and_restart_keeps_everything(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(&tmp.path().join("server"));
+    let mut server = engine.server(&tmp.path().join("server"));
     // First start: the CA, the server certificate and a private admin token.
     for f in ["ca.pem", "ca.key", "command.key", "admin.token"] {
         assert!(server.data.join(f).exists(), "{f} created on first start");
@@ -95,10 +95,10 @@ fn enroll_report_list_and_restart_keeps_everything() {
     assert_eq!(report_state["sequence"], 2);
 }
 
-#[test]
-fn bad_enrollment_tokens_are_refused_naming_the_token() {
+on_both_engines!(fn bad_enrollment_tokens_are_refused_naming_the_token);
+fn bad_enrollment_tokens_are_refused_naming_the_token(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
 
     let bogus = "vakt_e_0000000000000000000000000000000000000000000000000000000000000000";
     let a = TestAgent::new(&tmp.path().join("a"), &server, bogus);
@@ -143,10 +143,10 @@ fn bad_enrollment_tokens_are_refused_naming_the_token() {
     );
 }
 
-#[test]
-fn agent_calls_need_a_valid_current_client_certificate() {
+on_both_engines!(fn agent_calls_need_a_valid_current_client_certificate);
+fn agent_calls_need_a_valid_current_client_certificate(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
     let agent = TestAgent::new(
         &tmp.path().join("agent"),
         &server,
@@ -222,10 +222,10 @@ fn agent_calls_need_a_valid_current_client_certificate() {
     });
 }
 
-#[test]
-fn admin_calls_need_a_token_with_the_right_role() {
+on_both_engines!(fn admin_calls_need_a_token_with_the_right_role);
+fn admin_calls_need_a_token_with_the_right_role(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
 
     let out = server.vakt_with_token("vakt_a_wrong", &["devices"]);
     assert!(!out.status.success());
@@ -293,13 +293,12 @@ fn admin_calls_need_a_token_with_the_right_role() {
     );
 }
 
-#[test]
-fn a_second_server_on_the_same_data_fails_at_once() {
+on_both_engines!(fn a_second_server_on_the_same_data_fails_at_once);
+fn a_second_server_on_the_same_data_fails_at_once(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
-    let _server = TestServer::start(&tmp.path().join("server"));
-    let out = std::process::Command::new(vakt_tests::bin("vakt-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(tmp.path().join("server"))
+    let _server = engine.server(&tmp.path().join("server"));
+    let out = engine
+        .serve_command(&tmp.path().join("server"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -310,10 +309,10 @@ fn a_second_server_on_the_same_data_fails_at_once() {
     );
 }
 
-#[test]
-fn the_agent_holds_its_stream_and_the_server_sees_it_connected() {
+on_both_engines!(fn the_agent_holds_its_stream_and_the_server_sees_it_connected);
+fn the_agent_holds_its_stream_and_the_server_sees_it_connected(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
     let agent = TestAgent::new(
         &tmp.path().join("agent"),
         &server,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vakt_tests::dbus::{Mock, PrivateBus};
-use vakt_tests::{TestAgent, TestServer, skip_unless_dbus, wait_until};
+use vakt_tests::{Engine, TestAgent, TestServer, on_both_engines, skip_unless_dbus, wait_until};
 
 const SHADOW: &str = "root:*:19000:0:99999:7:::\nanna:$y$j9T$abc:19000:0:99999:7:::\nbo:$y$j9T$def:19000:0:99999:7::20500:\n";
 
@@ -54,13 +54,13 @@ fn agent_config(root: &Path, bus: &str, wipe: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it() {
+on_both_engines!(async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it);
+async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it(engine: Engine) {
     let bus = skip_unless_dbus!(PrivateBus::start().await);
     let logind = skip_unless_dbus!(Mock::start(&bus, "logind", &json!({})).await);
     let tmp = tempfile::tempdir().unwrap();
     let root = scratch_root(tmp.path());
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
     let wipe = "[wipe]\nstrategy = \"paths\"\npaths = [\"/home/anna\"]\npoweroff = false\n";
     let agent = TestAgent::with_config(
         &tmp.path().join("agent"),
@@ -176,13 +176,13 @@ async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it() {
     server.vakt_ok(&["audit", "verify"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loss_reported_while_offline_survives_a_restart_and_locks_on_return() {
+on_both_engines!(async fn loss_reported_while_offline_survives_a_restart_and_locks_on_return);
+async fn loss_reported_while_offline_survives_a_restart_and_locks_on_return(engine: Engine) {
     let bus = skip_unless_dbus!(PrivateBus::start().await);
     let logind = skip_unless_dbus!(Mock::start(&bus, "logind", &json!({})).await);
     let tmp = tempfile::tempdir().unwrap();
     let root = scratch_root(tmp.path());
-    let mut server = TestServer::start(&tmp.path().join("server"));
+    let mut server = engine.server(&tmp.path().join("server"));
     let agent = TestAgent::with_config(
         &tmp.path().join("agent"),
         &server,
@@ -258,13 +258,13 @@ fn futures_now<T, E: std::fmt::Debug>(
         .len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wipe_needs_a_second_admin_then_erases_the_paths() {
+on_both_engines!(async fn wipe_needs_a_second_admin_then_erases_the_paths);
+async fn wipe_needs_a_second_admin_then_erases_the_paths(engine: Engine) {
     let bus = skip_unless_dbus!(PrivateBus::start().await);
     let _logind = skip_unless_dbus!(Mock::start(&bus, "logind", &json!({})).await);
     let tmp = tempfile::tempdir().unwrap();
     let root = scratch_root(tmp.path());
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
     let agent = TestAgent::with_config(
         &tmp.path().join("agent"),
         &server,
@@ -380,11 +380,11 @@ async fn wipe_needs_a_second_admin_then_erases_the_paths() {
     );
 }
 
-#[test]
-fn audit_verify_detects_an_edited_entry() {
+on_both_engines!(fn audit_verify_detects_an_edited_entry);
+fn audit_verify_detects_an_edited_entry(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
-    let mut server = TestServer::start(&data);
+    let mut server = engine.server(&data);
     server.enroll_token(&[]);
     server.vakt_ok(&[
         "admin-token",
@@ -396,20 +396,54 @@ fn audit_verify_detects_an_edited_entry() {
     ]);
     server.vakt_ok(&["audit", "verify"]);
     server.kill();
-    {
-        // Someone with access to the data directory rewrites history.
+    // Someone with access to the store rewrites history.
+    let rewrite = |bytes: &[u8]| {
         use prost::Message;
-        let db = sled::open(data.join("db")).unwrap();
-        let audit = db.open_tree("audit").unwrap();
-        let key = 2u64.to_be_bytes();
-        let mut e = vakt_proto::pb::AuditEntry::decode(&*audit.get(key).unwrap().unwrap()).unwrap();
+        let mut e = vakt_proto::pb::AuditEntry::decode(bytes).unwrap();
         e.detail = "uses=100 ttl_s=31536000".into();
-        audit.insert(key, e.encode_to_vec()).unwrap();
-        db.flush().unwrap();
+        e.encode_to_vec()
+    };
+    let key = 2u64.to_be_bytes();
+    match &engine {
+        Engine::Sled => {
+            let db = sled::open(data.join("db")).unwrap();
+            let audit = db.open_tree("audit").unwrap();
+            let changed = rewrite(&audit.get(key).unwrap().unwrap());
+            audit.insert(key, changed).unwrap();
+            db.flush().unwrap();
+        }
+        Engine::Postgres {
+            cluster, database, ..
+        } => {
+            let row = format!("tree = 'audit' AND key = '\\x{}'::bytea", hex(&key));
+            let stored = cluster.sql(
+                database,
+                &format!("SELECT encode(value, 'hex') FROM vakt_kv WHERE {row}"),
+            );
+            let changed = hex(&rewrite(&unhex(&stored)));
+            let updated = cluster.sql(
+                database,
+                &format!(
+                    "UPDATE vakt_kv SET value = '\\x{changed}'::bytea WHERE {row} RETURNING 1"
+                ),
+            );
+            assert_eq!(updated, "1", "one audit entry rewritten");
+        }
     }
     server.restart();
     let out = server.vakt(&["audit", "verify"]);
     assert!(!out.status.success());
     let err = vakt_tests::stderr(&out);
     assert!(err.contains("entry 2 was changed"), "{err}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
 }

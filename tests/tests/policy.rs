@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vakt_tests::dbus::{Mock, PrivateBus};
 use vakt_tests::mm::{add_home_modem, come_home, roam_to_norway};
-use vakt_tests::{SmtpSink, TestAgent, TestServer, laptop_root, skip_unless_dbus, wait_until};
+use vakt_tests::{
+    Engine, SmtpSink, TestAgent, TestServer, laptop_root, on_both_engines, skip_unless_dbus,
+    wait_until,
+};
 
 const FILTERS: &str = "version=\"9\"\nlogging=\"no\"\nname=\"till gmail\"\nenabled=\"yes\"\ntype=\"17\"\naction=\"Forward\"\nactionValue=\"anna.berg@gmail.com\"\ncondition=\"ALL\"\n";
 
@@ -144,8 +147,8 @@ fn rows(
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn findings_manager_mail_and_resolution() {
+on_both_engines!(async fn findings_manager_mail_and_resolution);
+async fn findings_manager_mail_and_resolution(engine: Engine) {
     let bus = skip_unless_dbus!(PrivateBus::start().await);
     let mm = skip_unless_dbus!(Mock::start(&bus, "modemmanager", &json!({})).await);
     let smtp = match SmtpSink::start() {
@@ -162,7 +165,7 @@ async fn findings_manager_mail_and_resolution() {
     let tmp = tempfile::tempdir().unwrap();
     let root = laptop(tmp.path());
     let hook = HookSink::start().await;
-    let server = TestServer::start_with(
+    let server = engine.server_with(
         &tmp.path().join("server"),
         "127.0.0.1:0",
         &[
@@ -392,15 +395,15 @@ async fn findings_manager_mail_and_resolution() {
     assert_eq!(data["status"], "exempted", "{data}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_border_crossing_reaches_the_server_within_five_seconds() {
+on_both_engines!(async fn a_border_crossing_reaches_the_server_within_five_seconds);
+async fn a_border_crossing_reaches_the_server_within_five_seconds(engine: Engine) {
     let bus = skip_unless_dbus!(PrivateBus::start().await);
     let mm = skip_unless_dbus!(Mock::start(&bus, "modemmanager", &json!({})).await);
     let modem = add_home_modem(&mm).await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
     // Reports every 10 minutes: only the change notification can bring the crossing in time.
     let agent = TestAgent::with_config(
         &tmp.path().join("agent"),
@@ -465,11 +468,11 @@ async fn a_border_crossing_reaches_the_server_within_five_seconds() {
     assert_eq!(trips[0]["country"], "NO");
 }
 
+on_both_engines!(async fn mail_rules_hidden_in_variables_pipes_and_unknown_commands);
 /// Anna's laptop runs her own mail delivery: a Sieve script that redirects through a variable
 /// set in a branch, with a command the agent does not know in an included script, and an Exim
 /// filter that pipes mail to a program. No D-Bus needed: only the mail section is judged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mail_rules_hidden_in_variables_pipes_and_unknown_commands() {
+async fn mail_rules_hidden_in_variables_pipes_and_unknown_commands(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let root = laptop_root(tmp.path(), &["anna"]);
     let home = root.join("home/anna");
@@ -494,7 +497,7 @@ async fn mail_rules_hidden_in_variables_pipes_and_unknown_commands() {
     )
     .unwrap();
 
-    let server = TestServer::start(&tmp.path().join("server"));
+    let server = engine.server(&tmp.path().join("server"));
     let agent = TestAgent::with_config(
         &tmp.path().join("agent"),
         &server,

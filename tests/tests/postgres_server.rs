@@ -2,13 +2,19 @@
 //! a server whose store is a real PostgreSQL (a private cluster), the records are in the
 //! database and not in the data directory, and they survive a kill -9; a wrong URL or a
 //! database of a newer schema stops the server at start with the reason, having written
-//! nothing. Skips, saying why, only when PostgreSQL is not installed.
+//! nothing. PostgreSQL restarted under load: reports during the outage are refused, never
+//! acknowledged and lost, and service resumes without restarting vakt-server. TLS to
+//! PostgreSQL: `sslmode` and `sslrootcert` in the URL, checked against a cluster whose
+//! certificate comes from a test CA. Skips, saying why, only when PostgreSQL is not installed.
 
 #![allow(clippy::unwrap_used)] // a test file: helpers outside #[test] fns may unwrap too
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vakt_tests::load::{admin, reports, sim};
 use vakt_tests::pg::PgCluster;
-use vakt_tests::{TestAgent, TestServer, bin, stderr};
+use vakt_tests::{TestAgent, TestServer, bin, stderr, wait_until};
 
 fn cluster() -> Option<PgCluster> {
     PgCluster::start()
@@ -85,9 +91,10 @@ fn an_agent_enrolls_and_reports_against_a_server_on_postgresql() {
     );
 }
 
-/// Runs `serve` with `--store url`; it must exit at once with an error.
+/// Runs `serve` with `--store url`; it must exit at once with an error. A server that
+/// started would run for ever: it is given a minute, then killed and the test fails.
 fn serve_fails(data: &std::path::Path, url: &str) -> String {
-    let out = Command::new(bin("vakt-server"))
+    let mut child = Command::new(bin("vakt-server"))
         .args([
             "serve",
             "--listen",
@@ -100,14 +107,41 @@ fn serve_fails(data: &std::path::Path, url: &str) -> String {
         .args(["--store", url])
         .arg("--secrets-key")
         .arg(data.with_extension("key"))
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "serve with --store {url} started");
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "serve with a bad --store started: {}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = reader.join().unwrap();
+    assert!(
+        !status.success(),
+        "serve with a bad --store exited 0: {err}"
+    );
     assert!(
         !data.exists() && !data.with_extension("key").exists(),
-        "--store {url}: the data directory or the key was written"
+        "bad --store {url}: the data directory or the key was written"
     );
-    stderr(&out)
+    err
 }
 
 #[test]
@@ -126,6 +160,29 @@ fn serve_refuses_a_wrong_store_at_start_and_writes_nothing() {
     );
 
     let Some(pg) = cluster() else { return };
+    // TLS demanded of a cluster that has none: refused, and the password stays out of it.
+    pg.database("plain");
+    let err = serve_fails(
+        &data,
+        &format!(
+            "postgresql://vakt:hunter2@127.0.0.1:{}/plain?sslmode=require",
+            pg.port()
+        ),
+    );
+    assert!(
+        err.contains(&format!(
+            "cannot use the PostgreSQL database vakt@127.0.0.1:{}/plain",
+            pg.port()
+        )) && err.contains("server does not support TLS"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    assert_eq!(
+        pg.sql("plain", "SELECT to_regclass('vakt_kv') IS NULL"),
+        "t",
+        "nothing written to the database"
+    );
+
     let url = pg.database("newer");
     pg.sql(
         "newer",
@@ -142,4 +199,227 @@ fn serve_refuses_a_wrong_store_at_start_and_writes_nothing() {
         "t",
         "nothing written to the database"
     );
+}
+
+/// A test CA and a server certificate of its for `host`: (CA PEM, certificate PEM, key PEM).
+fn test_ca(host: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "vakt test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgresql_checks_the_root_and_the_host_name() {
+    let (ca, cert, key) = test_ca("db.vakt.test");
+    let Some(pg) = PgCluster::start_tls(&cert, &key)
+        .map_err(|why| eprintln!("skipped: {why}"))
+        .ok()
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root.pem");
+    std::fs::write(&root, &ca).unwrap();
+    let wrong = tmp.path().join("wrong.pem");
+    std::fs::write(&wrong, test_ca("db.vakt.test").0).unwrap();
+    let port = pg.port();
+    // The certificate's name in the URL, the address beside it (hostaddr).
+    let by_name = |db: &str, query: &str| {
+        format!("postgresql://vakt:hunter2@db.vakt.test:{port}/{db}?hostaddr=127.0.0.1&{query}")
+    };
+    let by_address =
+        |db: &str, query: &str| format!("postgresql://vakt@127.0.0.1:{port}/{db}?{query}");
+    let encrypted = |db: &str| {
+        pg.sql(
+            db,
+            "SELECT count(*) FILTER (WHERE ssl) || '/' || count(*) FROM pg_stat_ssl \
+             JOIN pg_stat_activity USING (pid) WHERE application_name = 'vakt-server'",
+        )
+    };
+
+    // verify-full with the CA that signed the certificate: the server starts and works, over
+    // TLS only.
+    pg.database("full");
+    let url = by_name(
+        "full",
+        &format!("sslmode=verify-full&sslrootcert={}", root.display()),
+    );
+    let key = tmp.path().join("a.key").display().to_string();
+    let server = TestServer::start_with(
+        &tmp.path().join("a"),
+        "127.0.0.1:0",
+        &["--store", &url, "--secrets-key", &key],
+    );
+    server.enroll_token(&[]);
+    let shown = encrypted("full");
+    let (tls, all) = shown.split_once('/').unwrap();
+    assert!(
+        all != "0" && tls == all,
+        "vakt-server connections over TLS/all: {shown}"
+    );
+    assert!(
+        !server.log_text().contains("hunter2"),
+        "{}",
+        server.log_text()
+    );
+    drop(server);
+
+    // Another CA's root (of the same name, so rustls says BadSignature): refused at start,
+    // saying why, the password not shown.
+    pg.database("wrong");
+    let url = by_name(
+        "wrong",
+        &format!("sslmode=verify-full&sslrootcert={}", wrong.display()),
+    );
+    let err = serve_fails(&tmp.path().join("b"), &url);
+    assert!(
+        err.contains(&format!(
+            "cannot use the PostgreSQL database vakt@db.vakt.test:{port}/wrong"
+        )) && err.contains("invalid peer certificate"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // The right root but a host name the certificate does not hold: verify-full refuses,
+    // verify-ca (the chain only) connects.
+    let err = serve_fails(
+        &tmp.path().join("c"),
+        &by_address(
+            "wrong",
+            &format!("sslmode=verify-full&sslrootcert={}", root.display()),
+        ),
+    );
+    assert!(
+        err.contains("certificate not valid for name \"127.0.0.1\""),
+        "{err}"
+    );
+    let url = by_address(
+        "wrong",
+        &format!("sslmode=verify-ca&sslrootcert={}", root.display()),
+    );
+    let key = tmp.path().join("d.key").display().to_string();
+    let server = TestServer::start_with(
+        &tmp.path().join("d"),
+        "127.0.0.1:0",
+        &["--store", &url, "--secrets-key", &key],
+    );
+    server.enroll_token(&[]);
+    drop(server);
+
+    // A root file that is not there: named.
+    let err = serve_fails(
+        &tmp.path().join("e"),
+        &by_address(
+            "wrong",
+            "sslmode=verify-full&sslrootcert=/nonexistent/root.pem",
+        ),
+    );
+    assert!(
+        err.contains("sslrootcert /nonexistent/root.pem cannot be read"),
+        "{err}"
+    );
+}
+
+/// PostgreSQL stopped (`pg_ctl stop -m fast`, as an administrator's restart does) while
+/// simulated agents report without pause and a real agent reports once: during the outage
+/// no report is acknowledged and the real agent keeps its report spooled; once PostgreSQL is
+/// back the same vakt-server process serves again by itself (the pool drops the connections
+/// PostgreSQL closed and makes new ones); every acknowledged report is in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarted_under_load_refuses_reports_then_resumes_losing_nothing() {
+    let Some(pg) = cluster() else { return };
+    let url = pg.database("vakt");
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("server.key").display().to_string();
+    let server = TestServer::start_with(
+        &tmp.path().join("server"),
+        "127.0.0.1:0",
+        &["--store", &url, "--secrets-key", &key],
+    );
+    let agent = TestAgent::new(
+        &tmp.path().join("agent"),
+        &server,
+        &server.enroll_token(&[]),
+    );
+    let out = agent.run_once();
+    assert!(out.status.success(), "agent: {}", stderr(&out));
+
+    // Simulated agents: half full reports, half check-ins, all the time.
+    let fleet = sim::Fleet::new(&server.url(), &server.ca_pem(), 4);
+    let token = server.enroll_token(&["--uses", "8"]);
+    let agents = reports::enroll(&fleet, "pgrestart", 8, &token)
+        .await
+        .unwrap();
+    let load = reports::ReportLoad::start(&agents, Duration::from_millis(200));
+    let before = load.acked();
+    wait_until(
+        "reports to be acknowledged",
+        Duration::from_secs(60),
+        || load.acked() > before + 10,
+    )
+    .await;
+
+    // The outage. pg_ctl returns once PostgreSQL has stopped: from then on nothing can be
+    // committed, so nothing may be acknowledged.
+    tokio::task::block_in_place(|| pg.stop_fast());
+    let (acked_down, refused_down) = (load.acked(), load.refused());
+    let spooled = agent.state_file("report.json");
+    let out = tokio::task::block_in_place(|| agent.run_once());
+    assert!(
+        !out.status.success(),
+        "a report acknowledged with PostgreSQL down"
+    );
+    assert_eq!(
+        agent.state_file("report.json"),
+        spooled,
+        "the refused report is still the agent's to send"
+    );
+    wait_until("reports to be refused", Duration::from_secs(30), || {
+        load.refused() > refused_down + 8
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        load.acked(),
+        acked_down,
+        "reports acknowledged while PostgreSQL was down"
+    );
+
+    // PostgreSQL back; the same vakt-server process, not restarted, serves again.
+    tokio::task::block_in_place(|| pg.start_again());
+    wait_until(
+        "reports to be acknowledged again",
+        Duration::from_secs(60),
+        || load.acked() > acked_down + 10,
+    )
+    .await;
+    let out = tokio::task::block_in_place(|| agent.run_once());
+    assert!(
+        out.status.success(),
+        "agent after the restart: {}",
+        stderr(&out)
+    );
+    let report: serde_json::Value = serde_json::from_str(&agent.state_file("report.json")).unwrap();
+    assert!(
+        report["sequence"].as_u64().unwrap() > 1,
+        "the spooled report went through: {report}"
+    );
+
+    load.stop().await;
+    let mut admin = admin::client(&server.url(), &server.ca_pem(), &server.admin_token())
+        .await
+        .unwrap();
+    let lost = admin::lost_acknowledged(&mut admin, &agents, &fleet, agents.len())
+        .await
+        .unwrap();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:#?}");
 }

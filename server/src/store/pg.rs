@@ -27,7 +27,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 /// The schema migrations, in order: (version, SQL). Never edit one that was released; add
@@ -45,9 +44,6 @@ const MIGRATION_LOCK: i64 = 0x7661_6b74_0001;
 
 /// How many times a transaction runs again after serialization failures before giving up.
 const MAX_ATTEMPTS: u32 = 64;
-
-/// Connections per server process. Each transaction holds one while its closure runs.
-const POOL_SIZE: usize = 32;
 
 /// A failure of PostgreSQL or of the pool, during an operation.
 #[derive(Debug, thiserror::Error)]
@@ -157,9 +153,13 @@ impl PgEngine {
                 "--store must be a URL postgresql://USER@HOST:PORT/DATABASE".into(),
             ));
         }
-        let mut cfg: tokio_postgres::Config = url
+        // sslmode, sslrootcert and pool_size are read here (pg_tls.rs), the rest by the driver.
+        let options = super::pg_tls::split(url).map_err(bad)?;
+        let mut cfg: tokio_postgres::Config = options
+            .url
             .parse()
             .map_err(|e: tokio_postgres::Error| bad(format!("--store: {}", describe(&e))))?;
+        cfg.ssl_mode(options.driver_mode());
         if cfg.get_dbname().is_none_or(str::is_empty) {
             return Err(bad(
                 "--store names no database (…/DATABASE at the end)".into()
@@ -180,6 +180,14 @@ impl PgEngine {
             .keepalives_idle(Duration::from_secs(30));
         let config = cfg.clone();
         let display = display(&cfg);
+        let root_pem = match &options.sslrootcert {
+            Some(super::pg_tls::RootCert::File(path)) => Some(
+                std::fs::read(path)
+                    .map_err(|e| bad(format!("--store: sslrootcert {path} cannot be read: {e}")))?,
+            ),
+            _ => None,
+        };
+        let tls = super::pg_tls::connector(&options, root_pem.as_deref()).map_err(bad)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("vakt-pg")
@@ -191,13 +199,13 @@ impl PgEngine {
             })?;
         let manager = Manager::from_config(
             cfg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(30)))
             .create_timeout(Some(Duration::from_secs(10)))

@@ -6,6 +6,8 @@
 //!
 //! - `sim`: one simulated agent and the fleet-wide counters.
 //! - `inventory`: the reports the simulated agents send (a 2,000-package inventory).
+//! - `reports`: simulated agents reporting without pause, counting acknowledgements
+//!   (the crash and PostgreSQL restart tests).
 //! - `admin`: the admin API client (bearer token) for tokens, loss reports and checks.
 //! - `baseline`: a bare tonic echo service on the server's own TLS set-up, the yardstick.
 //! - `stats`: percentiles and /proc readings.
@@ -13,6 +15,7 @@
 pub mod admin;
 pub mod baseline;
 pub mod inventory;
+pub mod reports;
 pub mod sim;
 pub mod stats;
 
