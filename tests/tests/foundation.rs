@@ -26,9 +26,18 @@ on_both_engines!(fn enroll_report_list_and_restart_keeps_everything);
 fn enroll_report_list_and_restart_keeps_everything(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = engine.server(&tmp.path().join("server"));
-    // First start: the CA, the server certificate and a private admin token.
-    for f in ["ca.pem", "ca.key", "command.key", "admin.token"] {
+    // First start: the CA, the server certificate and a private admin token. On PostgreSQL
+    // the CA key and the command-signing key are sealed in the database, never in the
+    // data directory (shared by the replicas).
+    let (here, not_here): (&[&str], &[&str]) = match engine {
+        Engine::Sled => (&["ca.pem", "ca.key", "command.key", "admin.token"], &[]),
+        Engine::Postgres { .. } => (&["ca.pem", "admin.token"], &["ca.key", "command.key"]),
+    };
+    for f in here {
         assert!(server.data.join(f).exists(), "{f} created on first start");
+    }
+    for f in not_here {
+        assert!(!server.data.join(f).exists(), "{f} in the data directory");
     }
     #[cfg(unix)]
     {

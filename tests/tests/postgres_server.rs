@@ -242,7 +242,7 @@ fn tls_to_postgresql_checks_the_root_and_the_host_name() {
         pg.sql(
             db,
             "SELECT count(*) FILTER (WHERE ssl) || '/' || count(*) FROM pg_stat_ssl \
-             JOIN pg_stat_activity USING (pid) WHERE application_name = 'vakt-server'",
+             JOIN pg_stat_activity USING (pid) WHERE application_name LIKE 'vakt-server%'",
         )
     };
 

@@ -668,6 +668,8 @@ async fn racing_replicas_initialise_the_secrets_once() {
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].detail, format!("replica {w}"));
     }
+}
+
 /// The next change of `feed`, failing after ten seconds.
 async fn next_change(feed: &mut vakt_server::store::Changes) -> Change {
     tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())

@@ -112,6 +112,8 @@ struct Inner {
     commits: Histogram,
     /// The connection settings, for the change feed's own connection (outside the pool).
     config: tokio_postgres::Config,
+    /// The TLS the URL asks for, for the change feed's connection as for the pool's.
+    tls: super::pg_tls::MakeRustls,
     /// This process's `application_name` on every pooled connection, unique per process, so
     /// the change feed can tell this replica's own writes from others' (`pg_feed`).
     origin: String,
@@ -199,7 +201,7 @@ impl PgEngine {
             })?;
         let manager = Manager::from_config(
             cfg,
-            tls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -217,6 +219,7 @@ impl PgEngine {
                 pool,
                 display,
                 config,
+                tls,
                 origin,
                 commits: Histogram::new(
                     prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
@@ -335,6 +338,7 @@ impl PgEngine {
         super::pg_feed::start(
             rt.handle(),
             self.inner.config.clone(),
+            self.inner.tls.clone(),
             self.inner.origin.clone(),
         )
     }

@@ -13,9 +13,10 @@
 //! gigabytes), so a slow consumer loses nothing.
 
 use super::engine::Change;
+use super::pg_tls::MakeRustls;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// The channel migration 0002's trigger notifies.
 pub const CHANNEL: &str = "vakt_changes";
@@ -30,18 +31,25 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 pub fn start(
     rt: &tokio::runtime::Handle,
     config: tokio_postgres::Config,
+    tls: MakeRustls,
     origin: String,
 ) -> mpsc::Receiver<Change> {
     let (tx, rx) = mpsc::channel(BUFFER);
-    rt.spawn(run(config, origin, tx));
+    rt.spawn(run(config, tls, origin, tx));
     rx
 }
 
 /// Listens until the receiver goes, reconnecting whenever the connection breaks.
-async fn run(config: tokio_postgres::Config, origin: String, tx: mpsc::Sender<Change>) {
+/// The connection goes over the same TLS as the pool's (the URL's `sslmode`).
+async fn run(
+    config: tokio_postgres::Config,
+    tls: MakeRustls,
+    origin: String,
+    tx: mpsc::Sender<Change>,
+) {
     let mut retry = FIRST_RETRY;
     while !tx.is_closed() {
-        match listen(&config, &origin, &tx).await {
+        match listen(&config, &tls, &origin, &tx).await {
             Ok(()) => return,
             Err(Broke { listened, why }) => {
                 if listened {
@@ -69,6 +77,7 @@ struct Broke {
 /// receiver is gone (`Ok`).
 async fn listen(
     config: &tokio_postgres::Config,
+    tls: &MakeRustls,
     origin: &str,
     tx: &mpsc::Sender<Change>,
 ) -> Result<(), Broke> {
@@ -78,7 +87,7 @@ async fn listen(
             why: super::pg::describe(&e),
         }
     };
-    let (client, mut conn) = config.connect(NoTls).await.map_err(broke(false))?;
+    let (client, mut conn) = config.connect(tls.clone()).await.map_err(broke(false))?;
     // The connection's messages (replies and notifications alike) are read only by polling
     // it, so it is driven in a task of its own while the LISTEN is sent.
     let (note_tx, mut notes) = mpsc::channel::<tokio_postgres::Notification>(BUFFER);
