@@ -169,6 +169,7 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
                 c.delivered_ms = now;
                 c.deliveries += 1;
                 c.updated_ms = now;
+                true
             })
             .await?;
     }
@@ -218,8 +219,13 @@ pub async fn record_result(
         state
             .store
             .update_command(&c.id, |c| {
+                // Another server may have recorded a final result meanwhile.
+                if is_final(c.state) {
+                    return false;
+                }
                 c.detail = detail.clone();
                 c.updated_ms = now;
+                true
             })
             .await?;
         return Ok(Recorded::SignAgain);
@@ -262,12 +268,17 @@ pub async fn record_result(
     state
         .store
         .update_command(&c.id, |c| {
+            // Final stays final, whoever wrote it (an expiry or a result on another server).
+            if is_final(c.state) {
+                return false;
+            }
             c.state = new_state as i32;
             c.detail = detail.clone();
             c.updated_ms = now;
             if is_final(c.state) {
                 c.finished_ms = now;
             }
+            true
         })
         .await?;
     if is_final(new_state as i32) {
@@ -289,16 +300,28 @@ pub async fn expire_due(state: &State, now_ms: i64) -> Result<Vec<String>, Store
             Ok(pb::CommandState::Pending | pb::CommandState::AwaitingApproval)
         );
         if waiting && c.expires_ms <= now_ms {
-            state
+            // Checked again in the transaction: another server may have delivered, approved
+            // or expired it since the index was read.
+            let written = state
                 .store
                 .update_command(&c.id, |c| {
+                    let still_waiting = matches!(
+                        pb::CommandState::try_from(c.state),
+                        Ok(pb::CommandState::Pending | pb::CommandState::AwaitingApproval)
+                    );
+                    if !still_waiting || c.expires_ms > now_ms {
+                        return false;
+                    }
                     c.state = pb::CommandState::Expired as i32;
                     c.detail = "expired before it was delivered or approved".into();
                     c.updated_ms = now_ms;
                     c.finished_ms = now_ms;
+                    true
                 })
                 .await?;
-            expired.push(c.id);
+            if written.is_some() {
+                expired.push(c.id);
+            }
         }
     }
     Ok(expired)

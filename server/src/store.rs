@@ -885,18 +885,40 @@ impl Store {
         self.flush().await
     }
 
-    /// Applies `f` to a stored command, writes it back and flushes. `None` if it does not exist.
+    /// Applies `f` to a stored command in one transaction and, when `f` says so (returns
+    /// `true`), writes it back and flushes. `None`: there is no such command, or `f` left it.
+    /// Why a transaction and a condition: servers on one database (replicas) change the same
+    /// command (one records the agent's result while another expires or approves it), and a
+    /// read-then-write would let the later write undo the earlier; `f` sees the command as it
+    /// is now and decides again if a concurrent writer came first.
     pub async fn update_command(
         &self,
         id: &str,
-        f: impl FnOnce(&mut pb::CommandInfo),
+        f: impl Fn(&mut pb::CommandInfo) -> bool,
     ) -> Result<Option<pb::CommandInfo>, StoreError> {
-        let Some(mut c) = self.command(id)? else {
-            return Ok(None);
+        let updated = {
+            let _order = self.command_writes.lock().await;
+            let updated = self.engine.transaction([&self.commands], |[commands]| {
+                let Some(raw) = commands.get(id.as_bytes())? else {
+                    return Ok(None);
+                };
+                let mut c: pb::CommandInfo =
+                    decode("commands", id.as_bytes(), &raw).map_err(abort)?;
+                if !f(&mut c) {
+                    return Ok(None);
+                }
+                commands.insert(id.as_bytes(), c.encode_to_vec())?;
+                Ok::<_, engine::TxError<StoreError>>(Some(c))
+            })?;
+            if let Some(c) = &updated {
+                self.open_index().record(c);
+            }
+            updated
         };
-        f(&mut c);
-        self.put_command(&c).await?;
-        Ok(Some(c))
+        if updated.is_some() {
+            self.flush().await?;
+        }
+        Ok(updated)
     }
 
     pub fn loss(&self, id: &str) -> Result<Option<pb::LossCase>, StoreError> {

@@ -347,15 +347,24 @@ async fn command_states_follow_every_write_and_survive_a_restart(p: Place) {
             .await
             .unwrap();
         assert_eq!(ids(s.open_commands_of("d1").unwrap()), ["c1", "c2"]);
-        s.update_command("c1", |c| c.state = S::Failed as i32)
-            .await
-            .unwrap();
-        s.update_command("c3", |c| c.state = S::Pending as i32)
-            .await
-            .unwrap();
-        s.update_command("c5", |c| c.state = S::Expired as i32)
-            .await
-            .unwrap();
+        s.update_command("c1", |c| {
+            c.state = S::Failed as i32;
+            true
+        })
+        .await
+        .unwrap();
+        s.update_command("c3", |c| {
+            c.state = S::Pending as i32;
+            true
+        })
+        .await
+        .unwrap();
+        s.update_command("c5", |c| {
+            c.state = S::Expired as i32;
+            true
+        })
+        .await
+        .unwrap();
         assert_eq!(ids(s.open_commands().unwrap()), ["c2", "c3"]);
         assert_eq!(s.losses().unwrap().len(), 1);
     }
@@ -597,6 +606,66 @@ async fn concurrent_replicas_keep_one_audit_chain() {
     targets.sort_unstable();
     targets.dedup();
     assert_eq!((log.len(), targets.len()), (200, 200), "every entry once");
+}
+
+/// Two servers (two `Store`s on one database) updating one command at once, as one records
+/// its deliveries while another records a result or expires it: each update runs on the
+/// command as it is now, so none is lost, and a condition (here: not yet final) is decided on
+/// the current state. With a read-then-write the count comes out short (checked: reading
+/// outside the transaction lost updates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_replicas_lose_no_command_update() {
+    use pb::CommandState as S;
+    let Some(p) = Place::postgres() else { return };
+    let other = tempfile::tempdir().unwrap();
+    let replicas = [p.open(), Store::open_at(other.path(), &p.location).unwrap()];
+    replicas[0]
+        .put_command(&command("c1", "d1", S::Pending))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in &replicas {
+        for _ in 0..2 {
+            let s = s.clone();
+            tasks.spawn(async move {
+                for _ in 0..25 {
+                    s.update_command("c1", |c| {
+                        c.deliveries += 1;
+                        true
+                    })
+                    .await
+                    .unwrap();
+                }
+            });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let c = replicas[1].command("c1").unwrap().unwrap();
+    assert_eq!(c.deliveries, 100, "every update kept");
+    // A condition on the current state: once final, a later update is refused.
+    let expire = |c: &mut pb::CommandInfo| {
+        if c.state != S::Pending as i32 {
+            return false;
+        }
+        c.state = S::Expired as i32;
+        true
+    };
+    assert!(
+        replicas[0]
+            .update_command("c1", expire)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        replicas[1]
+            .update_command("c1", expire)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Two replicas initialising the shared secrets of one empty database at the same moment

@@ -776,14 +776,24 @@ impl AdminService for AdminApi {
             .state
             .store
             .update_command(&id, |c| {
+                // Checked again in the transaction: another admin on another server may have
+                // approved or cancelled it, or it expired, since it was read above.
+                if c.state != pb::CommandState::AwaitingApproval as i32 {
+                    return false;
+                }
                 c.state = pb::CommandState::Pending as i32;
                 c.approved_by = me.clone();
                 c.updated_ms = now;
                 c.expires_ms = now.saturating_add(crate::commands::WIPE_DELIVERY_TTL_MS);
+                true
             })
             .await
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no command '{id}'")))?;
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "{id} is no longer awaiting approval (approved, cancelled or expired meanwhile)"
+                ))
+            })?;
         self.audit(
             &actor,
             "wipe.approve",
