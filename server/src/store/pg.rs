@@ -440,7 +440,9 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// Runs `a` and `b` together, `a` polled first each time. tokio-postgres sends a request
 /// when its future is first polled and the connection answers requests in the order sent,
-/// so `a`'s statement reaches the server before `b`'s and both share one round trip.
+/// so `a`'s statement reaches the server before `b`'s and both share one round trip, as long
+/// as `a` sends its statement on its first poll: a prepared statement, or a simple query
+/// (one still to be prepared would send only its Parse first, and `b` would overtake it).
 async fn in_order<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let (mut a, mut b) = (pin!(a), pin!(b));
     let (mut ra, mut rb) = (None, None);
@@ -638,19 +640,21 @@ impl Conn {
             }
         }
         let c = &self.client;
-        let write = async {
+        self.block(async {
+            // Prepared (once per connection) before the pipeline: a statement still being
+            // prepared would go out behind the COMMIT, outside the transaction.
             let st = c.prepare_cached(WRITE_ALL).await?;
-            c.execute(&st, &[&gone_t, &gone_k, &put_t, &put_k, &put_v])
-                .await
-                .map(|_| ())
-        };
-        match then {
-            None => self.block(write),
-            Some(sql) => self.block(async {
-                let (w, t) = in_order(write, c.batch_execute(sql)).await;
-                w.and(t)
-            }),
-        }
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&gone_t, &gone_k, &put_t, &put_k, &put_v];
+            let write = c.execute(&st, &params);
+            match then {
+                None => write.await.map(|_| ()),
+                Some(sql) => {
+                    let (w, t) = in_order(write, c.batch_execute(sql)).await;
+                    w.and(t)
+                }
+            }
+        })
     }
 
     fn batch(&self, sql: &str) -> Result<(), PgFault> {
