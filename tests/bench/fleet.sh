@@ -59,6 +59,7 @@ free_port() {
 }
 
 store_args=""
+preload=""
 pg_stop=true
 if [ "$engine" = pg ]; then
   # PostgreSQL's programs: Debian keeps them in a versioned directory, the newest wins.
@@ -74,7 +75,6 @@ if [ "$engine" = pg ]; then
   pgport=$(free_port "${BENCH_PG_PORT:-25432}")
   "${as_pg[@]}" "$pg_bin/initdb" --auth=trust --username vakt --encoding=UTF8 --locale=C \
     -D "$pgdir/data" >"$dir/pg-initdb.log" 2>&1
-  preload=""
   if [ -e "$("$pg_bin/pg_config" --pkglibdir 2>/dev/null || echo /nonexistent)/pg_stat_statements.so" ] \
     || ls /usr/lib/postgresql/*/lib/pg_stat_statements.so >/dev/null 2>&1; then
     preload="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
@@ -157,18 +157,44 @@ done
 restart_args=(--restart-cmd "$dir/start1.sh")
 [ "$replicas" = 1 ] || restart_args=()
 
-# PostgreSQL's counters every second, to cut out the check-in phase afterwards.
-if [ "$engine" = pg ]; then
-  statements="0"
-  [ -z "$preload" ] || statements="(SELECT coalesce(sum(calls), 0) FROM pg_stat_statements)"
-  (
-    while :; do
-      psql_vakt -d vakt -c "SELECT extract(epoch FROM clock_timestamp()), xact_commit, xact_rollback, $statements FROM pg_stat_database WHERE datname = 'vakt'" 2>/dev/null | tr '|' ' '
-      sleep 1
-    done
-  ) > "$dir/pg-samples.txt" &
-  sampler=$!
-fi
+# CPU time (clock ticks) of processes: the pids given and, with -c, their children.
+cpu_ticks() {
+  local total=0 p f
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    # Fields after the command name: utime and stime are the 12th and 13th.
+    f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    set -- $f
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+# The servers' and PostgreSQL's CPU time and PostgreSQL's counters every second, to cut out
+# the check-in phase afterwards: epoch, commits, rollbacks, statements, server ticks,
+# PostgreSQL ticks (the postmaster and its backends).
+statements="0"
+[ "$engine" != pg ] || [ -z "$preload" ] || statements="(SELECT coalesce(sum(calls), 0) FROM pg_stat_statements)"
+(
+  # A sample that fails (PostgreSQL stopping) is skipped, never the end of the sampler.
+  set +e
+  while :; do
+    server_pids=$(cat "$dir"/server*.pid 2>/dev/null)
+    pg_pids=""
+    if [ "$engine" = pg ] && [ -s "$pgdir/data/postmaster.pid" ]; then
+      pm=$(head -1 "$pgdir/data/postmaster.pid")
+      pg_pids="$pm $(ps --ppid "$pm" -o pid= | tr '\n' ' ')"
+    fi
+    if [ "$engine" = pg ]; then
+      counters=$(psql_vakt -d vakt -c "SELECT extract(epoch FROM clock_timestamp()), xact_commit, xact_rollback, $statements FROM pg_stat_database WHERE datname = 'vakt'" 2>/dev/null | tr '|' ' ')
+    else
+      counters="$(date +%s.%N) 0 0 0"
+    fi
+    # shellcheck disable=SC2086
+    echo "$counters $(cpu_ticks $server_pids) $(cpu_ticks $pg_pids)"
+    sleep 1
+  done
+) > "$dir/samples.txt" &
+sampler=$!
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg); engine $engine, $replicas replica(s); data and logs in $dir" >&2
 # loadgen's progress lines are kept with their time, to find the phases in the samples.
@@ -181,23 +207,29 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, load $(c
   | tee "$dir/result.json"
 echo "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+kill "$sampler" 2>/dev/null || true
+sampler=""
+sleep 0.5
+{
+  # The check-in phase: from the end of the full reports to the check-in line.
+  t0=$(awk '/\[loadgen\] full reports:/ {print $1; exit}' "$dir/loadgen.log")
+  t1=$(awk '/\[loadgen\] check-ins:/ {print $1; exit}' "$dir/loadgen.log")
+  checkins=$(grep -o '"checkins":[0-9]*' "$dir/result.json" | cut -d: -f2)
+  awk -v t0="$t0" -v t1="$t1" -v n="${checkins:-0}" -v hz="$(getconf CLK_TCK)" '
+    $1 >= t0 && !a { a = 1; c0 = $2; r0 = $3; s0 = $4; v0 = $5; p0 = $6; ta = $1 }
+    $1 <= t1 { c1 = $2; r1 = $3; s1 = $4; v1 = $5; p1 = $6; tb = $1 }
+    END {
+      if (!a || n == 0 || tb <= ta) { print "check-in phase: no samples"; exit }
+      # Counters cover the sampled part of the phase; scaled to the whole phase.
+      k = (t1 - t0) / (tb - ta) / n
+      printf "check-in phase (%.1f of %.1f s sampled, %d check-ins): per check-in %.2f commits, %.2f rollbacks, %.2f statements; CPU %.3f ms in vakt-server, %.3f ms in PostgreSQL\n",
+        tb - ta, t1 - t0, n, (c1 - c0) * k, (r1 - r0) * k, (s1 - s0) * k, (v1 - v0) * k * 1000 / hz, (p1 - p0) * k * 1000 / hz
+    }' "$dir/samples.txt"
+} > "$dir/cost.txt" 2>&1
+cat "$dir/cost.txt" >&2
+
 if [ "$engine" = pg ]; then
-  kill "$sampler" 2>/dev/null || true
-  sampler=""
-  sleep 0.5
   {
-    # The check-in phase: from the end of the full reports to the check-in line.
-    t0=$(awk '/\[loadgen\] full reports:/ {print $1; exit}' "$dir/loadgen.log")
-    t1=$(awk '/\[loadgen\] check-ins:/ {print $1; exit}' "$dir/loadgen.log")
-    checkins=$(grep -o '"checkins":[0-9]*' "$dir/result.json" | cut -d: -f2)
-    awk -v t0="$t0" -v t1="$t1" -v n="${checkins:-0}" '
-      $1 >= t0 && !a { a = 1; c0 = $2; r0 = $3; s0 = $4; ta = $1 }
-      $1 <= t1 { c1 = $2; r1 = $3; s1 = $4; tb = $1 }
-      END {
-        if (!a || n == 0) { print "check-in phase: no samples"; exit }
-        printf "check-in phase (%.1f s of samples, %d check-ins acknowledged in the whole phase): %.2f commits, %.2f rollbacks, %.2f statements per check-in (counters over the sampled part, scaled to the phase)\n",
-          tb - ta, n, (c1 - c0) / n * (t1 - t0) / (tb - ta), (r1 - r0) / n * (t1 - t0) / (tb - ta), (s1 - s0) / n * (t1 - t0) / (tb - ta)
-      }' "$dir/pg-samples.txt"
     devices=$(psql_vakt -d vakt -c "SELECT count(*) FROM vakt_kv WHERE tree = 'devices'")
     echo "database after the run: $devices devices"
     psql_vakt -d vakt -F ' ' -c "SELECT tree, count(*), sum(octet_length(key) + octet_length(value)) FROM vakt_kv GROUP BY tree ORDER BY 3 DESC" \
