@@ -211,9 +211,10 @@ kill "$sampler" 2>/dev/null || true
 sampler=""
 sleep 0.5
 {
-  # The check-in phase: from the end of the full reports to the check-in line.
+  # The check-in phase: from the end of the full reports, as long as the check-in line says
+  # ("check-ins: N in S s").
   t0=$(awk '/\[loadgen\] full reports:/ {print $1; exit}' "$dir/loadgen.log")
-  t1=$(awk '/\[loadgen\] check-ins:/ {print $1; exit}' "$dir/loadgen.log")
+  t1=$(awk -v t0="$t0" '/\[loadgen\] check-ins:/ { for (i = 1; i < NF; i++) if ($i == "in") { printf "%.3f", t0 + $(i + 1); exit } }' "$dir/loadgen.log")
   checkins=$(grep -o '"checkins":[0-9]*' "$dir/result.json" | cut -d: -f2)
   awk -v t0="$t0" -v t1="$t1" -v n="${checkins:-0}" -v hz="$(getconf CLK_TCK)" '
     $1 >= t0 && !a { a = 1; c0 = $2; r0 = $3; s0 = $4; v0 = $5; p0 = $6; ta = $1 }
