@@ -21,6 +21,10 @@ use super::pg::{PgEngine, PgFault, PgTree, PgTx};
 /// A key and its value, as a scan returns them.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// What a lookup through an index finds: the key the index holds, and the record under it
+/// (if any).
+pub type Indexed = (Vec<u8>, Option<Vec<u8>>);
+
 /// One of the two engines; cheap to clone.
 #[derive(Clone)]
 pub enum Engine {
@@ -258,7 +262,7 @@ impl Tree {
         &self,
         index: &Tree,
         key: impl AsRef<[u8]>,
-    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+    ) -> Result<Option<Indexed>, StoreError> {
         match (&self.inner, &index.inner) {
             (TreeInner::Pg(t), TreeInner::Pg(i)) => Ok(t.get_through(i, key.as_ref())?),
             (TreeInner::Sled(t), TreeInner::Sled(i)) => match i.get(key)? {

@@ -21,7 +21,7 @@
 //! newer than this build knows is refused before anything is written.
 
 use super::StoreError;
-use super::engine::{Entry, TxError, TxFault, TxResult};
+use super::engine::{Entry, Indexed, TxError, TxFault, TxResult};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::BTreeMap;
@@ -529,12 +529,7 @@ impl Conn {
         self.block(self.get_many_q(tree, keys))
     }
 
-    fn get_through(
-        &self,
-        index: &str,
-        key: &[u8],
-        tree: &str,
-    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, PgFault> {
+    fn get_through(&self, index: &str, key: &[u8], tree: &str) -> Result<Option<Indexed>, PgFault> {
         let c = &self.client;
         self.block(async {
             let st = c.prepare_cached(GET_THROUGH).await?;
@@ -847,11 +842,7 @@ impl PgTree {
     }
 
     /// The value `index` holds under `key`, and this tree's value under that, in one query.
-    pub fn get_through(
-        &self,
-        index: &PgTree,
-        key: &[u8],
-    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, PgFault> {
+    pub fn get_through(&self, index: &PgTree, key: &[u8]) -> Result<Option<Indexed>, PgFault> {
         self.conn()?.get_through(index.name, key, self.name)
     }
 
