@@ -886,18 +886,53 @@ impl Store {
         self.flush().await
     }
 
-    /// Applies `f` to a stored command, writes it back and flushes. `None` if it does not exist.
+    /// Applies `f` to a stored command, writes it back and flushes. `None` if it does not
+    /// exist. The read, the change and the write are one atomic update (a compare-and-swap
+    /// on PostgreSQL) under the command-write order, so two writers of one command (the
+    /// delivery noted while the agent's result is stored) never write a stale copy over the
+    /// other's change. `f` may run more than once (another server wrote in between).
     pub async fn update_command(
         &self,
         id: &str,
-        f: impl FnOnce(&mut pb::CommandInfo),
+        f: impl Fn(&mut pb::CommandInfo),
     ) -> Result<Option<pb::CommandInfo>, StoreError> {
-        let Some(mut c) = self.command(id)? else {
-            return Ok(None);
+        let updated = {
+            let _order = self.command_writes.lock().await;
+            let mut out = None;
+            let mut err = None;
+            self.commands.update(id.as_bytes(), |old| {
+                out = None;
+                err = None;
+                let old = old?;
+                match pb::CommandInfo::decode(old) {
+                    Ok(mut c) => {
+                        f(&mut c);
+                        let bytes = c.encode_to_vec();
+                        out = Some(c);
+                        Some(bytes)
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        Some(old.to_vec())
+                    }
+                }
+            })?;
+            if let Some(source) = err {
+                return Err(StoreError::Corrupt {
+                    tree: "commands",
+                    key: id.to_string(),
+                    source,
+                });
+            }
+            if let Some(c) = &out {
+                self.open_index().record(c);
+            }
+            out
         };
-        f(&mut c);
-        self.put_command(&c).await?;
-        Ok(Some(c))
+        if updated.is_some() {
+            self.flush().await?;
+        }
+        Ok(updated)
     }
 
     pub fn loss(&self, id: &str) -> Result<Option<pb::LossCase>, StoreError> {

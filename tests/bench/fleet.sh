@@ -125,6 +125,12 @@ if [ -s "$dir/server$r.pid" ]; then
   while kill -0 "\$old" 2>/dev/null; do sleep 0.02; done
 fi
 ulimit -n 200000 2>/dev/null || true
+# Only stdin, stdout and stderr go to the server: an inherited pipe (loadgen's timestamped
+# stderr) held open by a restarted server would keep this script from ever finishing.
+for fd in /proc/\$\$/fd/*; do
+  fd=\${fd##*/}
+  case \$fd in 0|1|2|255) ;; *) exec {fd}>&- ;; esac
+done
 # Agents must be let in as fast as they come: the benchmark measures enrollment itself.
 "$server_bin" serve --data "$(data_of "$r")" --listen 127.0.0.1:$(port_of "$r") --console 127.0.0.1:0 \
   --enroll-rate 0 --enroll-rate-per-source 0 $store_args ${SERVER_ARGS:-} >>"$dir/server$r.log" 2>&1 &

@@ -134,6 +134,7 @@ both!(
     a_corrupt_record_is_named_and_the_rest_stands,
     token_updates_never_undo_a_revocation,
     a_checkin_from_a_stale_record_keeps_the_other_write,
+    concurrent_command_updates_are_never_lost,
 );
 
 fn device(id: &str) -> pb::Device {
@@ -506,6 +507,30 @@ async fn a_checkin_from_a_stale_record_keeps_the_other_write(p: Place) {
     assert_eq!(
         (d.hostname.as_str(), d.last_report_sequence, d.last_seen_ms),
         ("renamed", 6, 70)
+    );
+}
+
+/// Writers of one command at once (the delivery noted while the agent's result is stored):
+/// each update starts from the other's write, so none is lost.
+async fn concurrent_command_updates_are_never_lost(p: Place) {
+    let s = p.open();
+    s.put_command(&command("c1", "d1", pb::CommandState::Pending))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.spawn(async move { s.update_command("c1", |c| c.deliveries += 1).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert!(r.unwrap().unwrap().is_some());
+    }
+    assert_eq!(s.command("c1").unwrap().unwrap().deliveries, 20);
+    assert!(
+        s.update_command("nothing", |c| c.deliveries += 1)
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 
