@@ -407,6 +407,12 @@ impl Store {
         self.engine.flush().await
     }
 
+    /// Round trips to the database so far (PostgreSQL; `None` on sled): what the round-trip
+    /// test and the fleet benchmark count per check-in.
+    pub fn round_trips(&self) -> Option<u64> {
+        self.engine.round_trips()
+    }
+
     // ---- tokens ----
 
     pub async fn put_admin_token(
@@ -535,9 +541,11 @@ impl Store {
     /// The device whose current certificate has this fingerprint. Revoked (replaced) and
     /// unknown certificates give `None`.
     pub fn device_by_cert(&self, sha: &[u8; 32]) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        match self.certs.get(sha)? {
-            Some(id) => self.device(&String::from_utf8_lossy(&id)),
-            None => Ok(None),
+        // One lookup through the certificate index (one query on PostgreSQL: every agent
+        // call starts here).
+        match self.devices.get_through(&self.certs, sha)? {
+            Some((id, Some(raw))) => decode("devices", &id, &raw).map(Some),
+            Some((_, None)) | None => Ok(None),
         }
     }
 
@@ -562,25 +570,40 @@ impl Store {
         id: &str,
         f: impl Fn(&mut pb::DeviceRecord),
     ) -> Result<Option<pb::DeviceRecord>, StoreError> {
+        self.update_device_from(id, None, f)
+    }
+
+    /// [`Store::update_device`] from a record the caller read a moment ago (`known`): on
+    /// PostgreSQL, when it is still current, the read is saved (see `Tree::update_guessing`).
+    fn update_device_from(
+        &self,
+        id: &str,
+        known: Option<&pb::DeviceRecord>,
+        f: impl Fn(&mut pb::DeviceRecord),
+    ) -> Result<Option<pb::DeviceRecord>, StoreError> {
         let mut out = None;
         let mut err = None;
-        self.devices.update(id.as_bytes(), |old| {
-            let old = old?;
-            match pb::DeviceRecord::decode(old) {
-                Ok(mut rec) => {
-                    f(&mut rec);
-                    let bytes = rec.encode_to_vec();
-                    out = Some(rec);
-                    err = None;
-                    Some(bytes)
+        // prost encodes a message it decoded to the same bytes (fields in tag order), so the
+        // record re-encoded is the stored value unless another writer changed it since.
+        let guess = known.map(Message::encode_to_vec);
+        self.devices
+            .update_guessing(id.as_bytes(), guess.as_deref(), |old| {
+                let old = old?;
+                match pb::DeviceRecord::decode(old) {
+                    Ok(mut rec) => {
+                        f(&mut rec);
+                        let bytes = rec.encode_to_vec();
+                        out = Some(rec);
+                        err = None;
+                        Some(bytes)
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        out = None;
+                        Some(old.to_vec())
+                    }
                 }
-                Err(e) => {
-                    err = Some(e);
-                    out = None;
-                    Some(old.to_vec())
-                }
-            }
-        })?;
+            })?;
         if let Some(source) = err {
             return Err(StoreError::Corrupt {
                 tree: "devices",
@@ -604,10 +627,55 @@ impl Store {
         now_ms: i64,
         agent_version: &str,
     ) -> Result<ReportOutcome, StoreError> {
+        let report = Report {
+            sequence,
+            sections,
+            digests,
+            now_ms,
+            agent_version,
+        };
+        self.store_report_inner(device_id, None, report).await
+    }
+
+    /// [`Store::store_report`] for the device record `known` the caller has just read (the
+    /// agent API reads it to identify the caller): a check-in starts from it instead of
+    /// reading it again, which on PostgreSQL saves a round trip when it is still current.
+    pub async fn store_report_of(
+        &self,
+        known: &pb::DeviceRecord,
+        sequence: u64,
+        sections: &[pb::Section],
+        digests: &[pb::SectionDigest],
+        now_ms: i64,
+        agent_version: &str,
+    ) -> Result<ReportOutcome, StoreError> {
+        let device_id = known.device.as_ref().map(|d| d.id.as_str()).unwrap_or("");
+        let report = Report {
+            sequence,
+            sections,
+            digests,
+            now_ms,
+            agent_version,
+        };
+        self.store_report_inner(device_id, Some(known), report)
+            .await
+    }
+
+    async fn store_report_inner(
+        &self,
+        device_id: &str,
+        known: Option<&pb::DeviceRecord>,
+        report: Report<'_>,
+    ) -> Result<ReportOutcome, StoreError> {
+        let Report {
+            sequence,
+            sections,
+            digests,
+            now_ms,
+            agent_version,
+        } = report;
         if sections.is_empty() {
-            return self
-                .store_checkin(device_id, sequence, digests, now_ms, agent_version)
-                .await;
+            return self.store_checkin(device_id, known, report).await;
         }
         let hostname = sections.iter().find_map(|s| match &s.body {
             Some(pb::section::Body::Host(h)) => Some(h.clone()),
@@ -624,12 +692,28 @@ impl Store {
                 let mut d = rec.device.take().unwrap_or_default();
                 let stale = sequence < d.last_report_sequence;
                 let mut changed = false;
+                // Every stored section the report names or announces, in one read.
+                let kinds: BTreeSet<i32> = sections
+                    .iter()
+                    .map(|s| s.kind)
+                    .chain(digests.iter().map(|d| d.kind))
+                    .collect();
+                let keys: Vec<Vec<u8>> = kinds.iter().map(|k| section_key(device_id, *k)).collect();
+                let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let mut stored: BTreeMap<i32, Option<Vec<u8>>> = kinds
+                    .iter()
+                    .copied()
+                    .zip(secs.get_many(&key_refs)?)
+                    .collect();
                 if !stale {
                     for s in sections {
                         let key = section_key(device_id, s.kind);
-                        let same = stored_hash_is(secs.get(&key)?.as_deref(), &s.hash);
+                        let same =
+                            stored_hash_is(stored.get(&s.kind).and_then(Option::as_deref), &s.hash);
                         if !same {
-                            secs.insert(key, s.encode_to_vec())?;
+                            let bytes = s.encode_to_vec();
+                            secs.insert(key, &bytes)?;
+                            stored.insert(s.kind, Some(bytes));
                             changed = true;
                         }
                     }
@@ -653,10 +737,8 @@ impl Store {
                 // What the agent says it holds but the store lacks at that hash: ask for it again.
                 let mut resend = Vec::new();
                 for dg in digests {
-                    let held = stored_hash_is(
-                        secs.get(section_key(device_id, dg.kind))?.as_deref(),
-                        &dg.hash,
-                    );
+                    let held =
+                        stored_hash_is(stored.get(&dg.kind).and_then(Option::as_deref), &dg.hash);
                     if !held {
                         resend.push(dg.kind);
                     }
@@ -704,6 +786,16 @@ impl Store {
     }
 }
 
+/// What a report carries, as `store_report` takes it.
+#[derive(Clone, Copy)]
+struct Report<'a> {
+    sequence: u64,
+    sections: &'a [pb::Section],
+    digests: &'a [pb::SectionDigest],
+    now_ms: i64,
+    agent_version: &'a str,
+}
+
 /// The head of a stored section: prost skips the body and errors without building them, so
 /// comparing a stored hash costs no decoding of a 2,000-package inventory.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -719,26 +811,23 @@ fn stored_hash_is(raw: Option<&[u8]>, hash: &[u8]) -> bool {
 }
 
 impl Store {
-    /// Whether the store holds the section `kind` of `device_id` at `hash`.
-    fn holds_section(&self, device_id: &str, kind: i32, hash: &[u8]) -> Result<bool, StoreError> {
-        Ok(stored_hash_is(
-            self.sections.get(section_key(device_id, kind))?.as_deref(),
-            hash,
-        ))
-    }
-
     /// A report without sections (a check-in): only the device record changes, so it is one
     /// atomic compare-and-swap on that record instead of a multi-tree transaction (which in
     /// sled takes a lock every other writer waits for). Same outcome as `store_report`.
     async fn store_checkin(
         &self,
         device_id: &str,
-        sequence: u64,
-        digests: &[pb::SectionDigest],
-        now_ms: i64,
-        agent_version: &str,
+        known: Option<&pb::DeviceRecord>,
+        report: Report<'_>,
     ) -> Result<ReportOutcome, StoreError> {
-        let updated = self.update_device(device_id, |rec| {
+        let Report {
+            sequence,
+            digests,
+            now_ms,
+            agent_version,
+            ..
+        } = report;
+        let updated = self.update_device_from(device_id, known, |rec| {
             if let Some(d) = rec.device.as_mut() {
                 if sequence >= d.last_report_sequence {
                     d.last_report_sequence = sequence;
@@ -756,12 +845,19 @@ impl Store {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
             });
         };
-        let mut resend = Vec::new();
-        for dg in digests {
-            if !self.holds_section(device_id, dg.kind, &dg.hash)? {
-                resend.push(dg.kind);
-            }
-        }
+        // The announced sections' stored hashes, in one read.
+        let keys: Vec<Vec<u8>> = digests
+            .iter()
+            .map(|dg| section_key(device_id, dg.kind))
+            .collect();
+        let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let stored = self.sections.get_many(&key_refs)?;
+        let resend = digests
+            .iter()
+            .zip(&stored)
+            .filter(|(dg, raw)| !stored_hash_is(raw.as_deref(), &dg.hash))
+            .map(|(dg, _)| dg.kind)
+            .collect();
         self.flush().await?;
         Ok(ReportOutcome {
             acknowledged_sequence: rec.device.map_or(0, |d| d.last_report_sequence),

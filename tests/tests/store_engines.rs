@@ -133,6 +133,8 @@ both!(
     scans_follow_key_order_and_prefix_bounds,
     a_corrupt_record_is_named_and_the_rest_stands,
     token_updates_never_undo_a_revocation,
+    a_checkin_from_a_stale_record_keeps_the_other_write,
+    concurrent_command_updates_are_never_lost,
 );
 
 fn device(id: &str) -> pb::Device {
@@ -475,6 +477,124 @@ async fn token_updates_never_undo_a_revocation(p: Place) {
 }
 
 // ---- PostgreSQL only: what a wrong database does at start ----
+
+/// A check-in starts from the device record the agent API read to identify the caller; when
+/// another writer changed the record in between, that record is only a guess: the other
+/// write stays and the check-in still counts.
+async fn a_checkin_from_a_stale_record_keeps_the_other_write(p: Place) {
+    let s = p.open();
+    let h = token(&s, "tok", 1).await;
+    s.enroll(&h, 1, device("d1"), Default::default(), [1; 32])
+        .await
+        .unwrap();
+    let seen = s.device_by_cert(&[1; 32]).unwrap().unwrap();
+    s.update_device("d1", |r| {
+        if let Some(d) = r.device.as_mut() {
+            d.hostname = "renamed".into();
+        }
+    })
+    .unwrap();
+    let o = s
+        .store_report_of(&seen, 4, &[], &[], 50, "v9")
+        .await
+        .unwrap();
+    assert_eq!(o.acknowledged_sequence, 4);
+    let d = s.device("d1").unwrap().unwrap().device.unwrap();
+    assert_eq!(
+        (d.hostname.as_str(), d.last_report_sequence, d.last_seen_ms),
+        ("renamed", 4, 50)
+    );
+    // From the current record, and then from one the check-in itself made stale.
+    let seen = s.device_by_cert(&[1; 32]).unwrap().unwrap();
+    s.store_report_of(&seen, 5, &[], &[], 60, "v9")
+        .await
+        .unwrap();
+    s.store_report_of(&seen, 6, &[], &[], 70, "v9")
+        .await
+        .unwrap();
+    let d = s.device("d1").unwrap().unwrap().device.unwrap();
+    assert_eq!(
+        (d.hostname.as_str(), d.last_report_sequence, d.last_seen_ms),
+        ("renamed", 6, 70)
+    );
+}
+
+/// Writers of one command at once (the delivery noted while the agent's result is stored):
+/// each update starts from the other's write, so none is lost.
+async fn concurrent_command_updates_are_never_lost(p: Place) {
+    let s = p.open();
+    s.put_command(&command("c1", "d1", pb::CommandState::Pending))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            s.update_command("c1", |c| {
+                c.deliveries += 1;
+                true
+            })
+            .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert!(r.unwrap().unwrap().is_some());
+    }
+    assert_eq!(s.command("c1").unwrap().unwrap().deliveries, 20);
+    assert!(
+        s.update_command("nothing", |c| {
+            c.deliveries += 1;
+            true
+        })
+        .await
+        .unwrap()
+        .is_none()
+    );
+}
+
+/// What the agent API costs in PostgreSQL round trips: the caller's record found through
+/// its certificate, then the report. A check-in is three (the lookup, the record's
+/// compare-and-swap, the announced sections' hashes in one read); a report with sections is
+/// a transaction of three (BEGIN with the record's read, the sections' read, the writes with
+/// COMMIT). Before issue 17's round-trip work a check-in took eleven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_per_report_on_postgres() {
+    let Some(p) = Place::postgres() else { return };
+    let s = p.open();
+    let h = token(&s, "tok", 1).await;
+    s.enroll(&h, 1, device("d1"), Default::default(), [1; 32])
+        .await
+        .unwrap();
+    let secs = vakt_proto::convert::report_to_sections(&Default::default());
+    let digests: Vec<_> = secs
+        .iter()
+        .map(|s| pb::SectionDigest {
+            kind: s.kind,
+            hash: s.hash.clone(),
+        })
+        .collect();
+    let mut seq = 0;
+    let mut cost = |sections: &[pb::Section]| {
+        seq += 1;
+        let (s, sections, digests) = (s.clone(), sections.to_vec(), digests.clone());
+        async move {
+            let before = s.round_trips().unwrap();
+            let rec = s.device_by_cert(&[1; 32]).unwrap().unwrap();
+            s.store_report_of(&rec, seq, &sections, &digests, 5, "t")
+                .await
+                .unwrap();
+            s.round_trips().unwrap() - before
+        }
+    };
+    let full = cost(&secs).await;
+    let unchanged = cost(&secs).await;
+    let checkin = cost(&[]).await;
+    eprintln!("round trips: full report {full}, unchanged report {unchanged}, check-in {checkin}");
+    assert_eq!((full, unchanged, checkin), (4, 4, 3));
+    let d = s.device("d1").unwrap().unwrap().device.unwrap();
+    assert_eq!(d.last_report_sequence, 3);
+    assert_eq!(s.sections("d1").unwrap().len(), 5);
+}
 
 /// The store on a current-thread runtime (the CLI's, `#[tokio::test]`'s): the engine waits
 /// for PostgreSQL from a thread of its own there, and must not need this runtime to progress.

@@ -156,7 +156,11 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::ReportResponse>, Status> {
         let arrived = std::time::Instant::now();
         let rec = self.device(&req)?;
-        let device_id = rec.device.map(|d| d.id).unwrap_or_default();
+        let device_id = rec
+            .device
+            .as_ref()
+            .map(|d| d.id.clone())
+            .unwrap_or_default();
         let r = req.into_inner();
         if r.sections.len() > MAX_SECTIONS {
             return Err(Status::invalid_argument(format!(
@@ -188,8 +192,8 @@ impl AgentService for AgentApi {
         let outcome = self
             .state
             .store
-            .store_report(
-                &device_id,
+            .store_report_of(
+                &rec,
                 r.sequence,
                 &r.sections,
                 &r.digests,

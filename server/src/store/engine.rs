@@ -9,6 +9,8 @@
 //! - `transaction` runs its closure against a consistent view of the trees it names and
 //!   applies all of its writes or none; when a concurrent writer conflicts, the closure is run
 //!   again (so it must not have effects outside the trees);
+//! - `get_many` and `get_through` read what the same `get`s would, in one round trip on
+//!   PostgreSQL (not one snapshot outside a transaction, like the `get`s they replace);
 //! - [`Engine::flush`] returns once every write made before it is durable. sled buffers writes
 //!   and flushes them in groups (`commit.rs`); PostgreSQL commits each write or transaction
 //!   durably before it returns, so there it has nothing left to do;
@@ -21,6 +23,10 @@ use super::pg::{PgEngine, PgFault, PgTree, PgTx};
 
 /// A key and its value, as a scan returns them.
 pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// What a lookup through an index finds: the key the index holds, and the record under it
+/// (if any).
+pub type Indexed = (Vec<u8>, Option<Vec<u8>>);
 
 /// One of the two engines; cheap to clone.
 #[derive(Clone)]
@@ -116,6 +122,18 @@ impl TxTree<'_> {
         }
     }
 
+    /// The values of `keys`, in that order (one round trip on PostgreSQL).
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, TxFault> {
+        match self {
+            Self::Sled(t, _) => keys
+                .iter()
+                .map(|k| t.get(k).map(|v| v.map(|v| v.to_vec())))
+                .collect::<Result<_, _>>()
+                .map_err(TxFault::Sled),
+            Self::Pg(tx, name) => tx.get_many(name, keys).map_err(TxFault::Pg),
+        }
+    }
+
     pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), TxFault> {
         match self {
             Self::Sled(t, _) => t
@@ -187,6 +205,15 @@ impl Engine {
         }
     }
 
+    /// Round trips to the database so far (PostgreSQL; `None` on sled, which has none): for
+    /// the round-trip test and the benchmarks.
+    pub fn round_trips(&self) -> Option<u64> {
+        match self {
+            Self::Sled { .. } => None,
+            Self::Pg(pg) => Some(pg.round_trips()),
+        }
+    }
+
     /// Runs `f` as one transaction over `trees` (all of this engine), again on a conflict.
     /// `f` sees the trees in the order given.
     pub fn transaction<T, E, const N: usize>(
@@ -249,6 +276,38 @@ impl Tree {
         match &self.inner {
             TreeInner::Sled(t) => Ok(t.get(key)?.map(|v| v.to_vec())),
             TreeInner::Pg(t) => Ok(t.get(key.as_ref())?),
+        }
+    }
+
+    /// The values of `keys`, in that order (one query on PostgreSQL).
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        match &self.inner {
+            TreeInner::Sled(t) => keys
+                .iter()
+                .map(|k| Ok(t.get(k)?.map(|v| v.to_vec())))
+                .collect(),
+            TreeInner::Pg(t) => Ok(t.get_many(keys)?),
+        }
+    }
+
+    /// A lookup through an index: the value `index` holds under `key` (a key of this tree),
+    /// and this tree's value under it, if any (one query on PostgreSQL). `None` when the
+    /// index holds nothing under `key`.
+    pub fn get_through(
+        &self,
+        index: &Tree,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<Indexed>, StoreError> {
+        match (&self.inner, &index.inner) {
+            (TreeInner::Pg(t), TreeInner::Pg(i)) => Ok(t.get_through(i, key.as_ref())?),
+            (TreeInner::Sled(t), TreeInner::Sled(i)) => match i.get(key)? {
+                Some(k) => {
+                    let v = t.get(&k)?.map(|v| v.to_vec());
+                    Ok(Some((k.to_vec(), v)))
+                }
+                None => Ok(None),
+            },
+            _ => Err(StoreError::MixedEngines),
         }
     }
 
@@ -366,9 +425,21 @@ impl Tree {
         key: impl AsRef<[u8]>,
         f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.update_guessing(key, None, f)
+    }
+
+    /// [`Tree::update`], starting from `guess`, a value the caller read a moment ago and
+    /// believes current: on PostgreSQL a right guess saves the read (the write is conditional
+    /// on it, and a wrong one is read and changed again). sled reads in memory anyway.
+    pub fn update_guessing(
+        &self,
+        key: impl AsRef<[u8]>,
+        guess: Option<&[u8]>,
+        f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.inner {
             TreeInner::Sled(t) => Ok(t.update_and_fetch(key, f)?.map(|v| v.to_vec())),
-            TreeInner::Pg(t) => Ok(t.update(key.as_ref(), f)?),
+            TreeInner::Pg(t) => t.update(key.as_ref(), guess, f),
         }
     }
 }

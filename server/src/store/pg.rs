@@ -21,11 +21,15 @@
 //! newer than this build knows is refused before anything is written.
 
 use super::StoreError;
-use super::engine::{Entry, TxError, TxFault, TxResult};
+use super::engine::{Entry, Indexed, TxError, TxFault, TxResult};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use prometheus_client::metrics::histogram::Histogram;
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
@@ -117,6 +121,9 @@ struct Inner {
     /// This process's `application_name` on every pooled connection, unique per process, so
     /// the change feed can tell this replica's own writes from others' (`pg_feed`).
     origin: String,
+    /// Round trips waited for by store operations (a pipelined group counts once), for the
+    /// round-trip test and the benchmarks.
+    round_trips: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -224,6 +231,7 @@ impl PgEngine {
                 commits: Histogram::new(
                     prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
                 ),
+                round_trips: AtomicU64::new(0),
             }),
         };
         engine.check()?;
@@ -356,24 +364,28 @@ impl PgEngine {
         self.inner.commits.clone()
     }
 
+    /// Round trips to PostgreSQL waited for so far by store operations (a pipelined group
+    /// counts once): what the round-trip test and the benchmarks count.
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` in a SERIALIZABLE transaction, again (up to [`MAX_ATTEMPTS`] times) when
-    /// PostgreSQL reports a serialization failure or a deadlock.
+    /// PostgreSQL reports a serialization failure or a deadlock. Round trips are saved where
+    /// the meaning allows (see [`PgTx`]): BEGIN goes out with the first read, the writes are
+    /// held and go out with the COMMIT, and a transaction that read nothing sends its writes
+    /// as one statement.
     pub fn transaction<T, E>(&self, mut f: impl FnMut(&PgTx) -> TxResult<T, E>) -> Result<T, E>
     where
         E: From<StoreError>,
     {
         let fail = |e: PgFault| E::from(StoreError::from(e));
         for attempt in 1..=MAX_ATTEMPTS {
-            let tx = PgTx {
-                conn: Some(self.conn().map_err(fail)?),
-            };
-            tx.conn()
-                .and_then(|c| c.batch("BEGIN ISOLATION LEVEL SERIALIZABLE"))
-                .map_err(fail)?;
+            let tx = PgTx::new(self.conn().map_err(fail)?);
             let fault = match f(&tx) {
                 Ok(v) => {
                     let began = std::time::Instant::now();
-                    match tx.finish("COMMIT") {
+                    match tx.commit() {
                         Ok(()) => {
                             self.inner.commits.observe(began.elapsed().as_secs_f64());
                             return Ok(v);
@@ -437,9 +449,10 @@ impl PgEngine {
         &self,
         batches: impl Iterator<Item = Result<(String, Vec<Entry>), StoreError>>,
     ) -> Result<bool, StoreError> {
-        let tx = PgTx {
-            conn: Some(self.conn()?),
-        };
+        let tx = PgTx::new(self.conn()?);
+        // BEGIN goes out here by hand, with the lock; the rows go straight to the connection
+        // (the transaction holds no writes of its own), and `commit` sends the COMMIT.
+        tx.begun.store(true, Ordering::Relaxed);
         let c = tx.conn()?;
         c.batch("BEGIN; LOCK TABLE vakt_kv IN SHARE ROW EXCLUSIVE MODE")?;
         let any: bool = c.block(async {
@@ -462,7 +475,7 @@ impl PgEngine {
                     .map(|_| ())
             })?;
         }
-        tx.finish("COMMIT")?;
+        tx.commit()?;
         Ok(true)
     }
 }
@@ -484,19 +497,38 @@ async fn schema_version(c: &impl deadpool_postgres::GenericClient) -> Result<i32
 }
 
 const GET: &str = "SELECT value FROM vakt_kv WHERE tree = $1 AND key = $2";
-const GET_FOR_UPDATE: &str = "SELECT value FROM vakt_kv WHERE tree = $1 AND key = $2 FOR UPDATE";
+/// Several keys of one tree in one query (the absent ones are simply not returned).
+const GET_MANY: &str = "SELECT key, value FROM vakt_kv WHERE tree = $1 AND key = ANY($2)";
+/// A record found through an index tree: the index's value is the record's key. The index
+/// value comes back even when the record is missing.
+const GET_THROUGH: &str = "SELECT i.value, r.value FROM vakt_kv i \
+                           LEFT JOIN vakt_kv r ON r.tree = $3 AND r.key = i.value \
+                           WHERE i.tree = $1 AND i.key = $2";
 const PUT: &str = "INSERT INTO vakt_kv (tree, key, value) VALUES ($1, $2, $3) \
                    ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 /// Insert-only: a row already under the key is left alone and no row is reported written.
 const PUT_NEW: &str = "INSERT INTO vakt_kv (tree, key, value) VALUES ($1, $2, $3) \
                        ON CONFLICT (tree, key) DO NOTHING";
+/// Compare-and-swap: writes only over the value read.
+const SWAP: &str = "UPDATE vakt_kv SET value = $4 WHERE tree = $1 AND key = $2 AND value = $3";
 const DELETE: &str = "DELETE FROM vakt_kv WHERE tree = $1 AND key = $2";
+/// Compare-and-delete: removes only the value read.
+const DELETE_IF: &str = "DELETE FROM vakt_kv WHERE tree = $1 AND key = $2 AND value = $3";
+/// A transaction's held writes as one statement: removals ($1 trees, $2 keys) and upserts
+/// ($3 trees, $4 keys, $5 values). A key is in one list at most (the latest write wins
+/// before they are sent), so the two parts never touch the same row.
+const WRITE_ALL: &str = "WITH gone AS (DELETE FROM vakt_kv WHERE (tree, key) IN \
+                             (SELECT * FROM unnest($1::text[], $2::bytea[]))) \
+                         INSERT INTO vakt_kv (tree, key, value) \
+                         SELECT * FROM unnest($3::text[], $4::bytea[], $5::bytea[]) \
+                         ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 const SCAN: &str = "SELECT key, value FROM vakt_kv WHERE tree = $1 AND key >= $2 ORDER BY key";
 const SCAN_BOUNDED: &str =
     "SELECT key, value FROM vakt_kv WHERE tree = $1 AND key >= $2 AND key < $3 ORDER BY key";
 const KEYS: &str = "SELECT key FROM vakt_kv WHERE tree = $1 ORDER BY key";
 const LAST: &str = "SELECT key, value FROM vakt_kv WHERE tree = $1 ORDER BY key DESC LIMIT 1";
 const COUNT: &str = "SELECT count(*) FROM vakt_kv WHERE tree = $1";
+const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 
 /// The least key greater than every key starting with `prefix`; `None` when there is none
 /// (the prefix is empty or all 0xff).
@@ -511,6 +543,42 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Runs `a` and `b` together, `a` polled first each time. tokio-postgres sends a request
+/// when its future is first polled and the connection answers requests in the order sent,
+/// so `a`'s statement reaches the server before `b`'s and both share one round trip, as long
+/// as `a` sends its statement on its first poll: a prepared statement, or a simple query
+/// (one still to be prepared would send only its Parse first, and `b` would overtake it).
+async fn in_order<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        match (ra.take(), rb.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                (ra, rb) = (x, y);
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// The values of `keys` in that order, from the (key, value) rows a query found.
+fn in_key_order(keys: &[&[u8]], rows: Vec<Entry>) -> Vec<Option<Vec<u8>>> {
+    let mut found: BTreeMap<Vec<u8>, Vec<u8>> = rows.into_iter().collect();
+    keys.iter().map(|k| found.remove(*k)).collect()
+}
+
 /// A pooled connection with the tree operations; outside a transaction each statement
 /// commits on its own.
 struct Conn {
@@ -519,19 +587,60 @@ struct Conn {
 }
 
 impl Conn {
+    /// Waits for one round trip (or one pipelined group of statements).
     fn block<T: Send>(
         &self,
         f: impl Future<Output = Result<T, tokio_postgres::Error>> + Send,
     ) -> Result<T, PgFault> {
+        self.engine
+            .inner
+            .round_trips
+            .fetch_add(1, Ordering::Relaxed);
         Ok(self.engine.block(f)?)
     }
 
-    fn get(&self, tree: &str, key: &[u8], lock: bool) -> Result<Option<Vec<u8>>, PgFault> {
+    async fn get_q(
+        &self,
+        tree: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
         let c = &self.client;
-        let sql = if lock { GET_FOR_UPDATE } else { GET };
+        let st = c.prepare_cached(GET).await?;
+        Ok(c.query_opt(&st, &[&tree, &key]).await?.map(|r| r.get(0)))
+    }
+
+    async fn get_many_q(
+        &self,
+        tree: &str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, tokio_postgres::Error> {
+        let c = &self.client;
+        let st = c.prepare_cached(GET_MANY).await?;
+        let rows = c.query(&st, &[&tree, &keys]).await?;
+        Ok(in_key_order(
+            keys,
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        ))
+    }
+
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, PgFault> {
+        self.block(self.get_q(tree, key))
+    }
+
+    fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.block(self.get_many_q(tree, keys))
+    }
+
+    fn get_through(&self, index: &str, key: &[u8], tree: &str) -> Result<Option<Indexed>, PgFault> {
+        let c = &self.client;
         self.block(async {
-            let st = c.prepare_cached(sql).await?;
-            Ok(c.query_opt(&st, &[&tree, &key]).await?.map(|r| r.get(0)))
+            let st = c.prepare_cached(GET_THROUGH).await?;
+            Ok(c.query_opt(&st, &[&index, &key, &tree])
+                .await?
+                .map(|r| (r.get(0), r.get(1))))
         })
     }
 
@@ -543,21 +652,21 @@ impl Conn {
         })
     }
 
-    /// Writes `value` under `key` only if the key holds nothing; whether it did.
-    fn put_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, PgFault> {
+    /// Runs `sql` with `params` and says whether it touched a row (the conditional writes).
+    fn changed_one(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<bool, PgFault> {
         let c = &self.client;
         self.block(async {
-            let st = c.prepare_cached(PUT_NEW).await?;
-            Ok(c.execute(&st, &[&tree, &key, &value]).await? == 1)
+            let st = c.prepare_cached(sql).await?;
+            Ok(c.execute(&st, params).await? == 1)
         })
     }
 
     fn delete(&self, tree: &str, key: &[u8]) -> Result<(), PgFault> {
-        let c = &self.client;
-        self.block(async {
-            let st = c.prepare_cached(DELETE).await?;
-            c.execute(&st, &[&tree, &key]).await.map(|_| ())
-        })
+        self.changed_one(DELETE, &[&tree, &key]).map(|_| ())
     }
 
     fn scan(&self, tree: &str, prefix: &[u8]) -> Result<Vec<Entry>, PgFault> {
@@ -590,14 +699,16 @@ impl Conn {
         })
     }
 
-    fn last(&self, tree: &str) -> Result<Option<Entry>, PgFault> {
+    async fn last_q(&self, tree: &str) -> Result<Option<Entry>, tokio_postgres::Error> {
         let c = &self.client;
-        self.block(async {
-            let st = c.prepare_cached(LAST).await?;
-            Ok(c.query_opt(&st, &[&tree])
-                .await?
-                .map(|r| (r.get(0), r.get(1))))
-        })
+        let st = c.prepare_cached(LAST).await?;
+        Ok(c.query_opt(&st, &[&tree])
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn last(&self, tree: &str) -> Result<Option<Entry>, PgFault> {
+        self.block(self.last_q(tree))
     }
 
     fn count(&self, tree: &str) -> Result<usize, PgFault> {
@@ -609,46 +720,200 @@ impl Conn {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    /// Sends `writes` (see [`WRITE_ALL`]) as one statement, followed in the same round trip
+    /// by `then` (COMMIT) when given. A failed write aborts the transaction, so the COMMIT
+    /// behind it commits nothing; the write's error is the one returned.
+    fn write_all(&self, writes: &Writes, then: Option<&str>) -> Result<(), PgFault> {
+        let (mut gone_t, mut gone_k, mut put_t, mut put_k, mut put_v) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((tree, key), value) in writes {
+            match value {
+                Some(v) => {
+                    put_t.push(*tree);
+                    put_k.push(key.as_slice());
+                    put_v.push(v.as_slice());
+                }
+                None => {
+                    gone_t.push(*tree);
+                    gone_k.push(key.as_slice());
+                }
+            }
+        }
+        let c = &self.client;
+        self.block(async {
+            // Prepared (once per connection) before the pipeline: a statement still being
+            // prepared would go out behind the COMMIT, outside the transaction.
+            let st = c.prepare_cached(WRITE_ALL).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&gone_t, &gone_k, &put_t, &put_k, &put_v];
+            let write = c.execute(&st, &params);
+            match then {
+                None => write.await.map(|_| ()),
+                Some(sql) => {
+                    let (w, t) = in_order(write, c.batch_execute(sql)).await;
+                    w.and(t)
+                }
+            }
+        })
+    }
+
     fn batch(&self, sql: &str) -> Result<(), PgFault> {
         self.block(self.client.batch_execute(sql))
     }
 }
 
-/// One open transaction and the connection it runs on. Dropped without a COMMIT or a
-/// ROLLBACK that worked, its connection leaves the pool and closes, so PostgreSQL rolls the
-/// transaction back and no other caller gets a connection in the middle of one.
+/// A transaction's writes not sent yet: (tree, key) → the value, or `None` for a removal.
+type Writes = BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>;
+
+/// One transaction and the connection it runs on. Nothing is sent when it is made: BEGIN
+/// goes out in the same round trip as its first read, and its writes are held (its own reads
+/// see them) and sent with the COMMIT, so a read-modify-write costs two round trips however
+/// many keys it writes. A transaction that read nothing sends its writes as one statement
+/// (atomic on its own) without BEGIN or COMMIT.
+///
+/// Dropped without a COMMIT or a ROLLBACK that worked, its connection leaves the pool and
+/// closes, so PostgreSQL rolls the transaction back and no other caller gets a connection in
+/// the middle of one.
 pub struct PgTx {
     conn: Option<Conn>,
+    /// Whether BEGIN has been sent.
+    begun: AtomicBool,
+    writes: Mutex<Writes>,
 }
 
 impl PgTx {
+    fn new(conn: Conn) -> Self {
+        Self {
+            conn: Some(conn),
+            begun: AtomicBool::new(false),
+            writes: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     fn conn(&self) -> Result<&Conn, PgFault> {
-        // Only `finish` takes the connection, and it consumes the transaction.
+        // Only `commit` and `rollback` take the connection, and they consume the transaction.
         self.conn.as_ref().ok_or(PgFault::Finished)
     }
 
-    /// COMMIT or ROLLBACK; on success the connection goes back to the pool.
-    fn finish(mut self, sql: &str) -> Result<(), PgFault> {
-        self.conn()?.batch(sql)?;
+    fn writes(&self) -> std::sync::MutexGuard<'_, Writes> {
+        // A panic while holding it leaves a map that is still whole.
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for `q`, sent behind BEGIN in the same round trip if this is the first
+    /// statement. BEGIN's own failure is returned before anything else is sent.
+    fn run<T: Send>(
+        &self,
+        q: impl Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    ) -> Result<T, PgFault> {
+        let conn = self.conn()?;
+        if self.begun.swap(true, Ordering::Relaxed) {
+            return conn.block(q);
+        }
+        conn.block(async {
+            let (b, r) = in_order(conn.client.batch_execute(BEGIN), q).await;
+            b?;
+            r
+        })
+    }
+
+    /// Sends the held writes with the COMMIT; on success the connection goes back to the
+    /// pool.
+    fn commit(mut self) -> Result<(), PgFault> {
+        let writes = std::mem::take(&mut *self.writes());
+        let begun = self.begun.load(Ordering::Relaxed);
+        let conn = self.conn()?;
+        match (begun, writes.is_empty()) {
+            (false, true) => {}
+            (false, false) => conn.write_all(&writes, None)?,
+            (true, true) => conn.batch("COMMIT")?,
+            (true, false) => conn.write_all(&writes, Some("COMMIT"))?,
+        }
         drop(self.conn.take());
         Ok(())
     }
 
-    fn rollback(self) {
-        // A failed ROLLBACK leaves the connection here, and dropping takes it out of the pool.
-        let _ = self.finish("ROLLBACK");
+    fn rollback(mut self) {
+        if self.begun.load(Ordering::Relaxed) {
+            // A failed ROLLBACK leaves the connection here, and dropping takes it out of
+            // the pool.
+            if self.conn().and_then(|c| c.batch("ROLLBACK")).is_err() {
+                return;
+            }
+        }
+        drop(self.conn.take());
     }
 
-    pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, PgFault> {
-        self.conn()?.get(tree, key, false)
+    pub fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, PgFault> {
+        if let Some(v) = self.writes().get(&(tree, key.to_vec())) {
+            return Ok(v.clone());
+        }
+        let conn = self.conn()?;
+        self.run(conn.get_q(tree, key))
     }
 
-    pub fn insert(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), PgFault> {
-        self.conn()?.put(tree, key, value)
+    /// The values of `keys` in that order, in one round trip.
+    pub fn get_many(
+        &self,
+        tree: &'static str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
+        let held: Vec<Option<Option<Vec<u8>>>> = {
+            let w = self.writes();
+            keys.iter()
+                .map(|k| w.get(&(tree, k.to_vec())).cloned())
+                .collect()
+        };
+        let unheld: Vec<&[u8]> = keys
+            .iter()
+            .zip(&held)
+            .filter(|(_, h)| h.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let conn = self.conn()?;
+        let mut read = if unheld.is_empty() {
+            Vec::new()
+        } else {
+            self.run(conn.get_many_q(tree, &unheld))?
+        }
+        .into_iter();
+        Ok(held
+            .into_iter()
+            .map(|h| match h {
+                Some(v) => v,
+                None => read.next().flatten(),
+            })
+            .collect())
     }
 
-    pub fn remove(&self, tree: &str, key: &[u8]) -> Result<(), PgFault> {
-        self.conn()?.delete(tree, key)
+    pub fn insert(&self, tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), PgFault> {
+        self.writes()
+            .insert((tree, key.to_vec()), Some(value.to_vec()));
+        Ok(())
+    }
+
+    pub fn remove(&self, tree: &'static str, key: &[u8]) -> Result<(), PgFault> {
+        self.writes().insert((tree, key.to_vec()), None);
+        Ok(())
+    }
+
+    /// The tree's last entry as the transaction sees it. Only for a transaction that has
+    /// held no writes to `tree` (the append's).
+    fn last(&self, tree: &'static str) -> Result<Option<Entry>, PgFault> {
+        let conn = self.conn()?;
+        self.run(conn.last_q(tree))
+    }
+
+    /// Writes `value` under `key` at once, only if the key holds nothing; whether it did.
+    fn put_new(&self, tree: &'static str, key: &[u8], value: &[u8]) -> Result<bool, PgFault> {
+        let conn = self.conn()?;
+        let c = &conn.client;
+        self.run(async {
+            let st = c.prepare_cached(PUT_NEW).await?;
+            Ok(c.execute(&st, &[&tree, &key, &value]).await? == 1)
+        })
     }
 }
 
@@ -673,7 +938,17 @@ impl PgTree {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PgFault> {
-        self.conn()?.get(self.name, key, false)
+        self.conn()?.get(self.name, key)
+    }
+
+    /// The values of `keys` in that order, in one query.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
+        self.conn()?.get_many(self.name, keys)
+    }
+
+    /// The value `index` holds under `key`, and this tree's value under that, in one query.
+    pub fn get_through(&self, index: &PgTree, key: &[u8]) -> Result<Option<Indexed>, PgFault> {
+        self.conn()?.get_through(index.name, key, self.name)
     }
 
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, PgFault> {
@@ -692,7 +967,8 @@ impl PgTree {
         self.conn()?.count(self.name)
     }
 
-    /// Writes and removes atomically: one statement on its own, more in one transaction.
+    /// Writes and removes atomically: one statement (a transaction that reads nothing sends
+    /// its writes as one).
     pub fn apply(&self, puts: &[(&[u8], &[u8])], removes: &[&[u8]]) -> Result<(), StoreError> {
         match (puts, removes) {
             ([(k, v)], []) => Ok(self.conn()?.put(self.name, k, v)?),
@@ -717,33 +993,47 @@ impl PgTree {
         mut make: impl FnMut(Option<&Entry>) -> Result<Entry, StoreError>,
     ) -> Result<Entry, StoreError> {
         self.engine.transaction::<_, StoreError>(|tx| {
-            let conn = tx.conn().map_err(TxFault::Pg)?;
-            let last = conn.last(self.name).map_err(TxFault::Pg)?;
+            let last = tx.last(self.name).map_err(TxFault::Pg)?;
             let (k, v) = make(last.as_ref()).map_err(TxError::Abort)?;
-            if !conn.put_new(self.name, &k, &v).map_err(TxFault::Pg)? {
+            if !tx.put_new(self.name, &k, &v).map_err(TxFault::Pg)? {
                 return Err(TxFault::Pg(PgFault::Taken(self.name)).into());
             }
             Ok((k, v))
         })
     }
 
-    /// Read, change and write one value in a transaction holding its row (see
-    /// [`super::engine::Tree::update`]).
+    /// Read, change and write one value (see [`super::engine::Tree::update`]) as a
+    /// compare-and-swap: the write is conditional on the value read, and when another writer
+    /// got in between, it is read and changed again. Two round trips, one when `guess` (a
+    /// value the caller believes current) is right; none written when the value is unchanged.
     pub fn update(
         &self,
         key: &[u8],
+        guess: Option<&[u8]>,
         mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.engine.transaction::<_, StoreError>(|tx| {
-            let conn = tx.conn().map_err(TxFault::Pg)?;
-            let old = conn.get(self.name, key, true).map_err(TxFault::Pg)?;
+        let conn = self.conn()?;
+        let name = self.name;
+        let mut guessed = guess.map(<[u8]>::to_vec);
+        for _ in 0..MAX_ATTEMPTS {
+            let is_guess = guessed.is_some();
+            let old = match guessed.take() {
+                Some(g) => Some(g),
+                None => conn.get(name, key)?,
+            };
             let new = f(old.as_deref());
-            match (&old, &new) {
-                (_, Some(v)) => conn.put(self.name, key, v).map_err(TxFault::Pg)?,
-                (Some(_), None) => conn.delete(self.name, key).map_err(TxFault::Pg)?,
-                (None, None) => {}
+            let done = match (&old, &new) {
+                // Unchanged: nothing to write, once the value is known to be current.
+                (Some(o), Some(n)) if o == n => !is_guess,
+                (None, None) => true,
+                (Some(o), Some(n)) => conn.changed_one(SWAP, &[&name, &key, o, n])?,
+                (None, Some(n)) => conn.changed_one(PUT_NEW, &[&name, &key, n])?,
+                (Some(o), None) => conn.changed_one(DELETE_IF, &[&name, &key, o])?,
+            };
+            if done {
+                return Ok(new);
             }
-            Ok(new)
-        })
+        }
+        Err(PgFault::Retries(MAX_ATTEMPTS).into())
     }
 }

@@ -11,6 +11,10 @@
 //! optionally a server restart under check-in load (`--restart-cmd`); holding for
 //! `--hold-after`; and last the check that nothing acknowledged is missing from the store.
 //!
+//! With several `--server`s (replicas on one database) agent `i` uses server `i % N`, and
+//! `--lock-via other` queues each lock through a replica other than the one holding the
+//! laptop's stream (which needs command routing between replicas to arrive).
+//!
 //! Needs about two open files per agent: raise `ulimit -n` first (see BENCHMARKS.md).
 
 use clap::Parser;
@@ -26,9 +30,14 @@ use vakt_tests::load::{LoadError, admin, baseline::Baseline, sim, stats};
 #[derive(Parser, Debug)]
 #[command(name = "vakt-loadgen", about = "Fleet simulator for vakt-server")]
 struct Cli {
-    /// The server, as agents reach it.
-    #[arg(long, default_value = "https://127.0.0.1:7443")]
-    server: String,
+    /// The server, as agents reach it; several (comma-separated or the flag repeated) are
+    /// replicas on one database, and the agents are spread over them.
+    #[arg(long, default_value = "https://127.0.0.1:7443", value_delimiter = ',')]
+    server: Vec<String>,
+    /// Which replica queues a lock: `same` (the one holding the laptop's stream) or `other`
+    /// (the next one in `--server`'s list; needs at least two).
+    #[arg(long, value_enum, default_value_t = LockVia::Same)]
+    lock_via: LockVia,
     /// The server's CA certificate (DATA/ca.pem).
     #[arg(long)]
     ca: PathBuf,
@@ -75,6 +84,13 @@ struct Cli {
     /// Seconds an enrollment refused by the rate limit keeps trying.
     #[arg(long, default_value_t = 600)]
     enroll_patience: u64,
+}
+
+/// Where `--lock-via` queues a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LockVia {
+    Same,
+    Other,
 }
 
 fn main() -> std::process::ExitCode {
@@ -303,13 +319,24 @@ async fn baseline(conns: usize, d: Duration, sources: usize) -> Result<(f64, u64
 /// Reports the loss of each agent in `sample`, one after another, and measures each until the
 /// agent's lock result is acknowledged (stored). Returns the latencies (ms) and the failures.
 async fn measure_locks(
-    admin: &mut admin::Admin,
+    admins: &mut [admin::Admin],
+    via: LockVia,
     fleet: &sim::Fleet,
     sample: &[Arc<sim::SimAgent>],
 ) -> (Vec<f64>, u64) {
     let mut ms = Vec::new();
     let mut failed = 0u64;
+    let n = admins.len();
     for a in sample {
+        let holder = fleet.replica_of(a.index);
+        let queue_on = match via {
+            LockVia::Same => holder,
+            LockVia::Other => (holder + 1) % n.max(1),
+        };
+        let Some(admin) = admins.get_mut(queue_on) else {
+            failed += 1;
+            continue;
+        };
         let waiter = fleet.expect_lock(&a.device_id);
         let t0 = Instant::now();
         let opened = admin
@@ -361,10 +388,26 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let baseline_conns = usize::try_from((limit - need) / 2).map_or(n, |spare| spare.min(n));
     let ca_pem = read(&cli.ca)?;
     let admin_token = read(&cli.token_file)?;
-    let mut admin = admin::client(&cli.server, &ca_pem, &admin_token).await?;
+    // One admin client per replica: a lock is queued on the replica `--lock-via` names.
+    let mut admins = Vec::with_capacity(cli.server.len());
+    for server in &cli.server {
+        admins.push(admin::client(server, &ca_pem, &admin_token).await?);
+    }
+    let Some(mut admin) = admins.first().cloned() else {
+        return Err(LoadError::Other("--server names no server".into()));
+    };
+    if cli.lock_via == LockVia::Other && cli.server.len() < 2 {
+        return Err(LoadError::Other(
+            "--lock-via other needs at least two --server replicas".into(),
+        ));
+    }
+    let lock_via = match cli.lock_via {
+        LockVia::Same => "the replica holding the laptop",
+        LockVia::Other => "another replica than the one holding the laptop",
+    };
     let uses = u32::try_from(n).map_err(|_| LoadError::Other("too many agents".into()))?;
     let token = admin::enroll_token(&mut admin, uses).await?;
-    let fleet = sim::Fleet::new(&cli.server, &ca_pem, cli.source_addrs);
+    let fleet = sim::Fleet::over(&cli.server, &ca_pem, cli.source_addrs);
     let tag = format!("{:06x}", vakt_agent::link::now_ms() & 0xff_ffff);
     let d = Duration::from_secs(cli.duration.max(1));
 
@@ -490,26 +533,36 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         .collect();
     let (busy_sample, idle_sample) = sample.split_at(sample.len() / 2);
     let t = Instant::now();
-    let mut busy_admin = admin.clone();
+    let mut busy_admins = admins.clone();
     let (checkin_loop, (busy_ms, busy_failed)) = tokio::join!(
-        report_loop(&agents, false, Instant::now() + d, Arc::default(), None),
+        // Timed on its own: a lock that never arrives (queued on another replica without
+        // routing) keeps the join waiting after the check-ins ended.
+        async {
+            let looped =
+                report_loop(&agents, false, Instant::now() + d, Arc::default(), None).await;
+            (looped, t.elapsed())
+        },
         async {
             // Let the check-in load build up first.
             tokio::time::sleep(d / 4).await;
-            measure_locks(&mut busy_admin, &fleet, busy_sample).await
+            measure_locks(&mut busy_admins, cli.lock_via, &fleet, busy_sample).await
         }
     );
-    let Looped {
-        ok: checkins,
-        failed: checkin_failed,
-        max_ms: checkin_max_ms,
-        over_250ms: checkins_over_250ms,
-    } = checkin_loop;
-    let checkins_per_s = rate(checkins, t.elapsed());
+    let (
+        Looped {
+            ok: checkins,
+            failed: checkin_failed,
+            max_ms: checkin_max_ms,
+            over_250ms: checkins_over_250ms,
+        },
+        checkin_s,
+    ) = checkin_loop;
+    let checkins_per_s = rate(checkins, checkin_s);
     let busy_p50 = stats::percentile(&busy_ms, 50.0).map(round1);
     let busy_p99 = stats::percentile(&busy_ms, 99.0).map(round1);
     progress(format_args!(
-        "check-ins: {checkins} ({checkins_per_s:.0}/s, {checkin_failed} failed, slowest {checkin_max_ms:.0} ms, {checkins_over_250ms} over 250 ms); locks meanwhile: {} measured, p50 {busy_p50:?} ms, p99 {busy_p99:?} ms, {busy_failed} failed",
+        "check-ins: {checkins} in {:.1} s ({checkins_per_s:.0}/s, {checkin_failed} failed, slowest {checkin_max_ms:.0} ms, {checkins_over_250ms} over 250 ms); locks meanwhile, queued on {lock_via}: {} measured, p50 {busy_p50:?} ms, p99 {busy_p99:?} ms, {busy_failed} failed",
+        checkin_s.as_secs_f64(),
         busy_ms.len()
     ));
 
@@ -521,13 +574,21 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     ));
 
     // 7. Lock latency over the other half of the sample, the fleet holding its streams.
-    let (lock_ms, lock_failed) = measure_locks(&mut admin, &fleet, idle_sample).await;
+    let (lock_ms, lock_failed) =
+        measure_locks(&mut admins, cli.lock_via, &fleet, idle_sample).await;
     let p50 = stats::percentile(&lock_ms, 50.0).map(round1);
     let p99 = stats::percentile(&lock_ms, 99.0).map(round1);
     progress(format_args!(
-        "locks (fleet idle): {} measured, p50 {p50:?} ms, p99 {p99:?} ms, {lock_failed} failed",
+        "locks (fleet idle), queued on {lock_via}: {} measured, p50 {p50:?} ms, p99 {p99:?} ms, {lock_failed} failed",
         lock_ms.len()
     ));
+    if cli.lock_via == LockVia::Other && lock_failed + busy_failed > 0 {
+        progress(
+            "a lock queued on another replica reaches the laptop only when that replica tells \
+             the holding one (command routing between replicas); without it the lock waits \
+             for the laptop's next reconnect, so these locks count as failed after 30 s",
+        );
+    }
 
     // 8. Restart under check-in load.
     let mut reconnect_s = None;
@@ -544,6 +605,21 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             )
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // The restart command restarts the first server: with replicas, only its agents
+        // reconnect (they do not fail over to another replica).
+        let watched: Vec<_> = agents
+            .iter()
+            .filter(|a| fleet.replica_of(a.index) == 0)
+            .cloned()
+            .collect();
+        let expected = if cli.server.len() == 1 {
+            agents_connected
+        } else {
+            watched
+                .iter()
+                .filter(|a| a.welcomed_ms.load(Ordering::Relaxed) > 0)
+                .count()
+        };
         let since = u64::try_from(fleet.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         let t = Instant::now();
         progress(format_args!("restarting the server: {cmd}"));
@@ -560,7 +636,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut next_curve_point = Duration::from_secs(5);
         loop {
-            let back = agents
+            let back = watched
                 .iter()
                 .filter(|a| a.welcomed_ms.load(Ordering::Relaxed) > since)
                 .count();
@@ -573,7 +649,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
                 ));
                 next_curve_point += Duration::from_secs(5);
             }
-            if back >= agents_connected || Instant::now() > deadline {
+            if back >= expected || Instant::now() > deadline {
                 reconnect_s = Some(round1(t.elapsed().as_secs_f64()));
                 progress(format_args!("{back} streams back after {reconnect_s:?} s"));
                 break;
@@ -625,6 +701,8 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         "lost_acknowledged": lost,
         "details": {
             "agents": n,
+            "servers": cli.server.len(),
+            "lock_via": lock_via,
             "enrolled": agents.len(),
             "enroll_rate_limited_retries": enroll_limited,
             "enroll_failed": enroll_failed,

@@ -24,7 +24,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the whole simulated fleet shares.
 #[derive(Debug)]
 pub struct Fleet {
+    /// The first server (the admin calls' own, and every agent's when there is one).
     pub server: String,
+    /// Every server (replicas on one database): agent `i` enrolls and connects to
+    /// `servers[i % len]`, so the fleet is spread evenly.
+    pub servers: Vec<String>,
     pub ca_pem: String,
     /// Distinct 127.0.0.x source addresses to spread connections over.
     pub source_addrs: usize,
@@ -46,8 +50,20 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(server: &str, ca_pem: &str, source_addrs: usize) -> Arc<Self> {
+        Self::over(&[server.to_string()], ca_pem, source_addrs)
+    }
+
+    /// A fleet spread over `servers` (replicas sharing one database and CA); the first
+    /// stands in when the list is empty.
+    pub fn over(servers: &[String], ca_pem: &str, source_addrs: usize) -> Arc<Self> {
+        let servers = if servers.is_empty() {
+            vec![String::new()]
+        } else {
+            servers.to_vec()
+        };
         Arc::new(Self {
-            server: server.to_string(),
+            server: servers[0].clone(),
+            servers,
             ca_pem: ca_pem.to_string(),
             source_addrs,
             base: Instant::now(),
@@ -71,8 +87,18 @@ impl Fleet {
         rx
     }
 
+    /// Which of [`Fleet::servers`] agent `index` uses.
+    pub fn replica_of(&self, index: usize) -> usize {
+        index % self.servers.len().max(1)
+    }
+
+    /// The server agent `index` enrolls with and connects to.
+    pub fn server_for(&self, index: usize) -> &str {
+        &self.servers[self.replica_of(index)]
+    }
+
     fn source(&self, index: usize) -> Option<IpAddr> {
-        super::source_addr(&self.server, index, self.source_addrs)
+        super::source_addr(self.server_for(index), index, self.source_addrs)
     }
 }
 
@@ -211,7 +237,7 @@ impl SimAgent {
         let host = inventory::host(tag, index);
         let (key_pem, csr_der) = link::key_and_csr(&host.hostname)?;
         let channel = timed("enroll connect", async {
-            link::endpoint(&fleet.server, &fleet.ca_pem, None)?
+            link::endpoint(fleet.server_for(index), &fleet.ca_pem, None)?
                 .local_address(fleet.source(index))
                 .connect()
                 .await
@@ -274,7 +300,7 @@ impl SimAgent {
     pub async fn dial(&self, fleet: &Fleet) -> Result<(), LoadError> {
         let channel = timed("dial", async {
             link::endpoint(
-                &fleet.server,
+                fleet.server_for(self.index),
                 &fleet.ca_pem,
                 Some((&self.cert_pem, &self.key_pem)),
             )?
