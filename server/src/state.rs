@@ -28,7 +28,7 @@ pub struct State {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     /// Enrollment rate limits (per source address and global).
     pub enroll_limiter: Arc<crate::limit::EnrollLimiter>,
-    /// Reports being stored at once (see [`REPORT_SLOTS`]).
+    /// Reports being stored at once (see [`REPORT_SLOTS`] and `Store::report_slots`).
     pub report_slots: Arc<tokio::sync::Semaphore>,
     /// Told of every revoked admin token (the console ends its sessions).
     pub revocations: Arc<RevocationHooks>,
@@ -71,6 +71,7 @@ impl State {
     ) -> Result<Self, crate::store::StoreError> {
         let policy = crate::findings::load_policy(&store)?;
         let metrics = Arc::new(crate::metrics::Metrics::new(store.flush_histogram()));
+        let report_slots = store.report_slots();
         Ok(Self {
             metrics,
             store,
@@ -85,7 +86,7 @@ impl State {
                 crate::limit::EnrollLimits::default(),
                 std::time::Instant::now(),
             )),
-            report_slots: Arc::new(tokio::sync::Semaphore::new(REPORT_SLOTS)),
+            report_slots: Arc::new(tokio::sync::Semaphore::new(report_slots)),
             revocations: Arc::default(),
             exemption_limiter: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),

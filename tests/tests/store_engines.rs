@@ -942,3 +942,23 @@ async fn another_replicas_writes_reach_the_change_feed_and_a_break_resyncs() {
     a.rebuild_open_commands().await.unwrap();
     assert_eq!(a.open_commands_of("d2").unwrap()[0].id, "cmd-3");
 }
+
+/// Agent reports never take every PostgreSQL connection: the report slots are the pool less
+/// a reserve, so a loss report or a command's result finds a connection while check-ins
+/// saturate the rest; sled keeps its 256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_leave_connections_for_everything_else() {
+    assert_eq!(
+        Place::sled().open().report_slots(),
+        vakt_server::state::REPORT_SLOTS
+    );
+    let Some(p) = Place::postgres() else { return };
+    assert_eq!(p.open().report_slots(), 24, "the default pool of 32 less 8");
+    let StoreLocation::Postgres(url) = &p.location else {
+        unreachable!()
+    };
+    let small = StoreLocation::Postgres(format!("{url}?pool_size=4"));
+    let other = tempfile::tempdir().unwrap();
+    let store = Store::open_at(other.path(), &small).unwrap();
+    assert_eq!(store.report_slots(), 1, "a small pool still stores reports");
+}

@@ -1529,7 +1529,7 @@ mod tests {
             .enroll(&hash, 1, device, Default::default(), [1; 32])
             .await
             .unwrap();
-        let slots = u32::try_from(crate::api::REPORT_SLOTS).unwrap();
+        let slots = u32::try_from(state.report_slots.available_permits()).unwrap();
         let _all_taken = state
             .report_slots
             .clone()

@@ -214,6 +214,15 @@ impl Engine {
         }
     }
 
+    /// How many connections the engine holds for concurrent operations: `None` on sled (no
+    /// limit of its own), the pool's size on PostgreSQL.
+    pub fn connections(&self) -> Option<usize> {
+        match self {
+            Self::Sled { .. } => None,
+            Self::Pg(pg) => Some(pg.pool_size()),
+        }
+    }
+
     /// Runs `f` as one transaction over `trees` (all of this engine), again on a conflict.
     /// `f` sees the trees in the order given.
     pub fn transaction<T, E, const N: usize>(

@@ -351,6 +351,11 @@ impl PgEngine {
         )
     }
 
+    /// The pool's size: how many operations can talk to the database at once.
+    pub fn pool_size(&self) -> usize {
+        self.inner.pool.status().max_size
+    }
+
     /// The tree `name`.
     pub fn tree(&self, name: &'static str) -> PgTree {
         PgTree {
