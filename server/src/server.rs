@@ -95,13 +95,7 @@ pub async fn prepare_at(
             "system",
         )
         .await?;
-        let path = data.join("admin.token");
-        crate::fsutil::write_private(&path, format!("{secret}\n").as_bytes()).map_err(
-            |source| ServerError::Io {
-                path: path.clone(),
-                source,
-            },
-        )?;
+        let path = write_admin_token(data, &secret)?;
         store
             .audit(
                 "system",
@@ -161,19 +155,26 @@ async fn prepare_replica(
     let keys = crate::signing::KeyRing::load_shared(Box::new(opened.shared.clone()))?;
     let pki = Pki::with_shared_ca(data, hostnames, opened.ca_pem, &opened.ca_key_pem, keys)?;
     if let Some(secret) = opened.admin_token {
-        let path = data.join("admin.token");
-        crate::fsutil::write_private(&path, format!("{secret}\n").as_bytes()).map_err(
-            |source| ServerError::Io {
-                path: path.clone(),
-                source,
-            },
-        )?;
+        let path = write_admin_token(data, &secret)?;
         tracing::info!(
             "initialised the database: admin token written to {}",
             path.display()
         );
     }
     Ok((store, pki))
+}
+
+/// Writes the initial admin token's secret to `data/admin.token` (private), where IT reads it
+/// after the first start; returns the path.
+fn write_admin_token(data: &Path, secret: &str) -> Result<std::path::PathBuf, ServerError> {
+    let path = data.join("admin.token");
+    crate::fsutil::write_private(&path, format!("{secret}\n").as_bytes()).map_err(|source| {
+        ServerError::Io {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(path)
 }
 
 /// The HTTP/2 settings of every connection: keep-alive pings that find dead peers. TLS (and

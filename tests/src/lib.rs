@@ -648,6 +648,52 @@ pub async fn foreign_ca_gets_through(url: &str, ca_pem: &str) -> bool {
 }
 
 /// stderr of a finished process, as text.
+/// Runs `vakt-server serve` on `data` (ephemeral ports) with `args`, which must make it exit
+/// with an error at start; returns what it said. A server that wrongly starts would run for
+/// ever: it is given a minute, then killed, and the test fails.
+pub fn serve_fails(data: &Path, args: &[&str]) -> String {
+    use std::io::Read;
+    let mut child = Command::new(bin("vakt-server"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--console",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vakt-server runs");
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for vakt-server") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "serve {args:?} started: {}",
+                reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = reader.join().unwrap_or_default();
+    assert!(!status.success(), "serve {args:?} exited 0: {err}");
+    err
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

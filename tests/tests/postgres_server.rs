@@ -9,12 +9,10 @@
 
 #![allow(clippy::unwrap_used)] // a test file: helpers outside #[test] fns may unwrap too
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vakt_tests::load::{admin, reports, sim};
 use vakt_tests::pg::PgCluster;
-use vakt_tests::{TestAgent, TestServer, bin, stderr, wait_until};
+use vakt_tests::{TestAgent, TestServer, stderr, wait_until};
 
 fn cluster() -> Option<PgCluster> {
     PgCluster::start()
@@ -91,54 +89,16 @@ fn an_agent_enrolls_and_reports_against_a_server_on_postgresql() {
     );
 }
 
-/// Runs `serve` with `--store url`; it must exit at once with an error. A server that
-/// started would run for ever: it is given a minute, then killed and the test fails.
+/// `serve --store url` on `data`, which must fail at start having written nothing: no data
+/// directory and no secrets key. Returns what it said.
 fn serve_fails(data: &std::path::Path, url: &str) -> String {
-    let mut child = Command::new(bin("vakt-server"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--console",
-            "127.0.0.1:0",
-        ])
-        .arg("--data")
-        .arg(data)
-        .args(["--store", url])
-        .arg("--secrets-key")
-        .arg(data.with_extension("key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "serve with a bad --store started: {}",
-                reader.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let err = reader.join().unwrap();
-    assert!(
-        !status.success(),
-        "serve with a bad --store exited 0: {err}"
+    let key = data.with_extension("key");
+    let err = vakt_tests::serve_fails(
+        data,
+        &["--store", url, "--secrets-key", key.to_str().unwrap()],
     );
     assert!(
-        !data.exists() && !data.with_extension("key").exists(),
+        !data.exists() && !key.exists(),
         "bad --store {url}: the data directory or the key was written"
     );
     err

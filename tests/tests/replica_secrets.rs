@@ -10,10 +10,9 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use vakt_tests::pg::PgCluster;
-use vakt_tests::{TestAgent, TestServer, bin, stderr, wait_until};
+use vakt_tests::{TestAgent, TestServer, serve_fails, stderr, wait_until};
 
 fn cluster() -> Option<PgCluster> {
     PgCluster::start()
@@ -182,25 +181,6 @@ async fn two_replicas_started_at_once_share_one_installation() {
     assert!(out.status.success(), "loss report on B: {}", stderr(&out));
     wait_until("the lock to run", Duration::from_secs(30), || mark.exists()).await;
     drop(proc);
-}
-
-/// Runs `serve` with `args`; it must exit at once with an error, which is returned.
-fn serve_fails(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin("vakt-server"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--console",
-            "127.0.0.1:0",
-        ])
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "serve {args:?} started");
-    stderr(&out)
 }
 
 #[test]
