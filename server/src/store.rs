@@ -27,10 +27,11 @@ use vakt_proto::pb;
 
 mod engine;
 pub use engine::Engine;
-use engine::{Tree, abort};
+use engine::{Indexed, Tree, abort};
 mod identity;
 pub mod migrate;
 mod pg;
+mod pg_batch;
 mod pg_feed;
 mod pg_tls;
 mod secrets;
@@ -427,6 +428,12 @@ impl Store {
         self.engine.round_trips()
     }
 
+    /// Statements the agents' gathered hot path has sent so far (PostgreSQL; `None` on
+    /// sled): fewer than the lookups and updates it answered when callers came at once.
+    pub fn gathered_statements(&self) -> Option<u64> {
+        self.engine.gathered_statements()
+    }
+
     // ---- tokens ----
 
     pub async fn put_admin_token(
@@ -555,12 +562,16 @@ impl Store {
     /// The device whose current certificate has this fingerprint. Revoked (replaced) and
     /// unknown certificates give `None`.
     pub fn device_by_cert(&self, sha: &[u8; 32]) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        // One lookup through the certificate index (one query on PostgreSQL: every agent
-        // call starts here).
-        match self.devices.get_through(&self.certs, sha)? {
-            Some((id, Some(raw))) => decode("devices", &id, &raw).map(Some),
-            Some((_, None)) | None => Ok(None),
-        }
+        device_found(self.devices.get_through(&self.certs, sha)?)
+    }
+
+    /// [`Store::device_by_cert`] for the agents' hot path: every agent call starts here, so
+    /// on PostgreSQL the lookup is asynchronous and gathered with other callers'.
+    pub async fn device_by_cert_async(
+        &self,
+        sha: &[u8; 32],
+    ) -> Result<Option<pb::DeviceRecord>, StoreError> {
+        device_found(self.devices.get_through_async(&self.certs, sha).await?)
     }
 
     pub fn device(&self, id: &str) -> Result<Option<pb::DeviceRecord>, StoreError> {
@@ -584,48 +595,29 @@ impl Store {
         id: &str,
         f: impl Fn(&mut pb::DeviceRecord),
     ) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        self.update_device_from(id, None, f)
+        let mut change = DeviceChange::new(f);
+        self.devices
+            .update_guessing(id.as_bytes(), None, |old| change.apply(old))?;
+        change.finish(id)
     }
 
-    /// [`Store::update_device`] from a record the caller read a moment ago (`known`): on
-    /// PostgreSQL, when it is still current, the read is saved (see `Tree::update_guessing`).
-    fn update_device_from(
+    /// [`Store::update_device`] for the agents' hot path, asynchronous (gathered on
+    /// PostgreSQL), from a record the caller read a moment ago (`known`): when it is still
+    /// current, the read is saved (see `Tree::update_guessing`).
+    async fn update_device_from(
         &self,
         id: &str,
         known: Option<&pb::DeviceRecord>,
-        f: impl Fn(&mut pb::DeviceRecord),
+        f: impl Fn(&mut pb::DeviceRecord) + Send,
     ) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        let mut out = None;
-        let mut err = None;
         // prost encodes a message it decoded to the same bytes (fields in tag order), so the
         // record re-encoded is the stored value unless another writer changed it since.
         let guess = known.map(Message::encode_to_vec);
+        let mut change = DeviceChange::new(f);
         self.devices
-            .update_guessing(id.as_bytes(), guess.as_deref(), |old| {
-                let old = old?;
-                match pb::DeviceRecord::decode(old) {
-                    Ok(mut rec) => {
-                        f(&mut rec);
-                        let bytes = rec.encode_to_vec();
-                        out = Some(rec);
-                        err = None;
-                        Some(bytes)
-                    }
-                    Err(e) => {
-                        err = Some(e);
-                        out = None;
-                        Some(old.to_vec())
-                    }
-                }
-            })?;
-        if let Some(source) = err {
-            return Err(StoreError::Corrupt {
-                tree: "devices",
-                key: id.to_string(),
-                source,
-            });
-        }
-        Ok(out)
+            .update_guessing_async(id.as_bytes(), guess.as_deref(), |old| change.apply(old))
+            .await?;
+        change.finish(id)
     }
 
     // ---- reports ----
@@ -800,6 +792,64 @@ impl Store {
     }
 }
 
+/// The device record a lookup through the certificate index found, decoded.
+fn device_found(found: Option<Indexed>) -> Result<Option<pb::DeviceRecord>, StoreError> {
+    match found {
+        Some((id, Some(raw))) => decode("devices", &id, &raw).map(Some),
+        Some((_, None)) | None => Ok(None),
+    }
+}
+
+/// One change of a stored device record by `f`, as the update functions apply it (perhaps
+/// more than once, when another writer got in between): the record as last written, or why
+/// the stored one could not be decoded (then it is written back unchanged).
+struct DeviceChange<F> {
+    f: F,
+    out: Option<pb::DeviceRecord>,
+    err: Option<prost::DecodeError>,
+}
+
+impl<F: Fn(&mut pb::DeviceRecord)> DeviceChange<F> {
+    fn new(f: F) -> Self {
+        Self {
+            f,
+            out: None,
+            err: None,
+        }
+    }
+
+    /// The new value for the stored `old` (none: there is no such device).
+    fn apply(&mut self, old: Option<&[u8]>) -> Option<Vec<u8>> {
+        let old = old?;
+        match pb::DeviceRecord::decode(old) {
+            Ok(mut rec) => {
+                (self.f)(&mut rec);
+                let bytes = rec.encode_to_vec();
+                self.out = Some(rec);
+                self.err = None;
+                Some(bytes)
+            }
+            Err(e) => {
+                self.err = Some(e);
+                self.out = None;
+                Some(old.to_vec())
+            }
+        }
+    }
+
+    /// The record as written; an undecodable one is named as corrupt.
+    fn finish(self, id: &str) -> Result<Option<pb::DeviceRecord>, StoreError> {
+        if let Some(source) = self.err {
+            return Err(StoreError::Corrupt {
+                tree: "devices",
+                key: id.to_string(),
+                source,
+            });
+        }
+        Ok(self.out)
+    }
+}
+
 /// What a report carries, as `store_report` takes it.
 #[derive(Clone, Copy)]
 struct Report<'a> {
@@ -841,7 +891,7 @@ impl Store {
             agent_version,
             ..
         } = report;
-        let updated = self.update_device_from(device_id, known, |rec| {
+        let update = self.update_device_from(device_id, known, |rec| {
             if let Some(d) = rec.device.as_mut() {
                 if sequence >= d.last_report_sequence {
                     d.last_report_sequence = sequence;
@@ -852,20 +902,21 @@ impl Store {
                 }
                 d.last_seen_ms = d.last_seen_ms.max(now_ms);
             }
-        })?;
-        let Some(rec) = updated else {
-            return Err(StoreError::Io {
-                path: PathBuf::from(device_id),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
-            });
-        };
-        // The announced sections' stored hashes, in one read.
+        });
+        // The announced sections' stored hashes, in one read, at the same time as the
+        // update: independent, so on PostgreSQL both wait one round trip together.
         let keys: Vec<Vec<u8>> = digests
             .iter()
             .map(|dg| section_key(device_id, dg.kind))
             .collect();
         let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let stored = self.sections.get_many(&key_refs)?;
+        let (updated, stored) = tokio::join!(update, self.sections.get_many_async(&key_refs));
+        let (Some(rec), stored) = (updated?, stored?) else {
+            return Err(StoreError::Io {
+                path: PathBuf::from(device_id),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such device"),
+            });
+        };
         let resend = digests
             .iter()
             .zip(&stored)

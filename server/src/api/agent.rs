@@ -37,8 +37,8 @@ impl AgentApi {
     }
 
     /// The device calling, from its client certificate (its hash, taken at the handshake).
-    fn device<T>(&self, req: &Request<T>) -> Result<pb::DeviceRecord, Status> {
-        super::agent_identity::caller(&self.state, req)
+    async fn device<T>(&self, req: &Request<T>) -> Result<pb::DeviceRecord, Status> {
+        super::agent_identity::caller(&self.state, req).await
     }
 }
 
@@ -155,7 +155,7 @@ impl AgentService for AgentApi {
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
         let arrived = std::time::Instant::now();
-        let rec = self.device(&req)?;
+        let rec = self.device(&req).await?;
         let device_id = rec
             .device
             .as_ref()
@@ -221,7 +221,7 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::ExemptionRequest>,
     ) -> Result<Response<pb::ExemptionReply>, Status> {
-        let rec = self.device(&req)?;
+        let rec = self.device(&req).await?;
         let d = rec.device.unwrap_or_default();
         let r = req.into_inner();
         if r.minutes == 0 || r.minutes > MAX_EXEMPTION_MINUTES {
@@ -325,7 +325,7 @@ impl AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let rec = self.device(&req)?;
+        let rec = self.device(&req).await?;
         let (device_id, key_generation) = rec
             .device
             .map(|d| (d.id, d.command_key_generation))

@@ -18,11 +18,15 @@ fn presented<T>(req: &Request<T>) -> Result<[u8; 32], Status> {
 
 /// The device calling, from its client certificate. A certificate this server revoked is
 /// refused with the reason, so the agent's log says what to do.
-pub(super) fn caller<T>(state: &State, req: &Request<T>) -> Result<pb::DeviceRecord, Status> {
+pub(super) async fn caller<T>(
+    state: &State,
+    req: &Request<T>,
+) -> Result<pb::DeviceRecord, Status> {
     let sha = presented(req)?;
     if let Some(rec) = state
         .store
         .device_by_cert_promoting(&sha)
+        .await
         .map_err(internal)?
     {
         return Ok(rec);
@@ -48,7 +52,7 @@ pub(super) async fn renew(
     req: Request<pb::RenewRequest>,
 ) -> Result<Response<pb::RenewResponse>, Status> {
     let sha = presented(&req)?;
-    let rec = caller(state, &req)?;
+    let rec = caller(state, &req).await?;
     let device_id = rec.device.map(|d| d.id).unwrap_or_default();
     let r = req.into_inner();
     if r.csr_der.is_empty() {

@@ -214,6 +214,15 @@ impl Engine {
         }
     }
 
+    /// Statements the gathered hot path has sent so far (PostgreSQL; `None` on sled): each
+    /// carries one or more callers' requests (`pg_batch`).
+    pub fn gathered_statements(&self) -> Option<u64> {
+        match self {
+            Self::Sled { .. } => None,
+            Self::Pg(pg) => Some(pg.gathered_statements()),
+        }
+    }
+
     /// How many connections the engine holds for concurrent operations: `None` on sled (no
     /// limit of its own), the pool's size on PostgreSQL.
     pub fn connections(&self) -> Option<usize> {
@@ -317,6 +326,30 @@ impl Tree {
                 None => Ok(None),
             },
             _ => Err(StoreError::MixedEngines),
+        }
+    }
+
+    /// [`Tree::get_through`] for the agents' hot path: on PostgreSQL asynchronous and gathered
+    /// with other callers' lookups into one statement (`pg_batch`).
+    pub async fn get_through_async(
+        &self,
+        index: &Tree,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<Indexed>, StoreError> {
+        match (&self.inner, &index.inner) {
+            (TreeInner::Pg(t), TreeInner::Pg(i)) => Ok(t.get_through_async(i, key.as_ref()).await?),
+            _ => self.get_through(index, key),
+        }
+    }
+
+    /// [`Tree::get_many`] for the agents' hot path (see [`Tree::get_through_async`]).
+    pub async fn get_many_async(
+        &self,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        match &self.inner {
+            TreeInner::Pg(t) => Ok(t.get_many_async(keys).await?),
+            TreeInner::Sled(_) => self.get_many(keys),
         }
     }
 
@@ -449,6 +482,23 @@ impl Tree {
         match &self.inner {
             TreeInner::Sled(t) => Ok(t.update_and_fetch(key, f)?.map(|v| v.to_vec())),
             TreeInner::Pg(t) => t.update(key.as_ref(), guess, f),
+        }
+    }
+
+    /// [`Tree::update_guessing`] for the agents' hot path: on PostgreSQL asynchronous, its
+    /// compare-and-swap gathered with other callers' into one statement (`pg_batch`).
+    pub async fn update_guessing_async<F>(
+        &self,
+        key: impl AsRef<[u8]>,
+        guess: Option<&[u8]>,
+        f: F,
+    ) -> Result<Option<Vec<u8>>, StoreError>
+    where
+        F: FnMut(Option<&[u8]>) -> Option<Vec<u8>> + Send,
+    {
+        match &self.inner {
+            TreeInner::Sled(t) => Ok(t.update_and_fetch(key, f)?.map(|v| v.to_vec())),
+            TreeInner::Pg(t) => t.update_async(key.as_ref(), guess, f).await,
         }
     }
 }

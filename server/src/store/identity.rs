@@ -308,11 +308,11 @@ impl Store {
     /// certificate seen for the first time becomes the current one here, and the certificate
     /// it replaces is revoked. Not flushed: if it is lost in a crash, the next call with the
     /// new certificate promotes it again, and the old one worked a little longer.
-    pub fn device_by_cert_promoting(
+    pub async fn device_by_cert_promoting(
         &self,
         sha: &[u8; 32],
     ) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        let Some(rec) = self.device_by_cert(sha)? else {
+        let Some(rec) = self.device_by_cert_async(sha).await? else {
             return Ok(None);
         };
         if rec.pending_cert_sha256.as_slice() != sha.as_slice() {
@@ -634,18 +634,18 @@ mod tests {
         };
         assert!(s.renew_cert("d1", &[1; 32], next).await.unwrap().is_some());
         // Both work until the new one is used; a second renewal replaces the unused one.
-        assert!(s.device_by_cert_promoting(&[1; 32]).unwrap().is_some());
+        assert!(s.device_by_cert_promoting(&[1; 32]).await.unwrap().is_some());
         let again = CertInfo {
             sha256: [3; 32],
             not_after_ms: 6000,
         };
         assert!(s.renew_cert("d1", &[1; 32], again).await.unwrap().is_some());
-        assert!(s.device_by_cert_promoting(&[2; 32]).unwrap().is_none());
-        let rec = s.device_by_cert_promoting(&[3; 32]).unwrap().unwrap();
+        assert!(s.device_by_cert_promoting(&[2; 32]).await.unwrap().is_none());
+        let rec = s.device_by_cert_promoting(&[3; 32]).await.unwrap().unwrap();
         assert_eq!(rec.cert_sha256, vec![3; 32]);
         assert_eq!(rec.cert_not_after_ms, 6000);
         assert!(rec.pending_cert_sha256.is_empty());
-        assert!(s.device_by_cert_promoting(&[1; 32]).unwrap().is_none());
+        assert!(s.device_by_cert_promoting(&[1; 32]).await.unwrap().is_none());
         // Only the current certificate may renew.
         assert!(s.renew_cert("d1", &[1; 32], next).await.unwrap().is_none());
     }

@@ -22,6 +22,7 @@
 
 use super::StoreError;
 use super::engine::{Entry, Indexed, TxError, TxFault, TxResult};
+use super::pg_batch::{Many, Swap, Through};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::BTreeMap;
@@ -63,6 +64,9 @@ pub enum PgFault {
     /// An append found its new key taken: another writer appended first.
     #[error("PostgreSQL: another writer appended to {0} first")]
     Taken(&'static str),
+    /// The engine's runtime ended an operation's task (the server is shutting down).
+    #[error("PostgreSQL: the operation's task ended: {0}")]
+    Task(String),
 }
 
 impl PgFault {
@@ -124,6 +128,8 @@ struct Inner {
     /// Round trips waited for by store operations (a pipelined group counts once), for the
     /// round-trip test and the benchmarks.
     round_trips: AtomicU64,
+    /// The agents' hot path, gathered into shared statements (`pg_batch`).
+    batch: super::pg_batch::Batchers,
 }
 
 impl Drop for Inner {
@@ -220,8 +226,10 @@ impl PgEngine {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| bad(format!("--store: {e}")))?;
+        let batch = super::pg_batch::Batchers::start(rt.handle(), &pool);
         let engine = Self {
             inner: Arc::new(Inner {
+                batch,
                 rt: Some(rt),
                 pool,
                 display,
@@ -337,6 +345,34 @@ impl PgEngine {
         })
     }
 
+    /// Runs `f` on a pooled connection as a task of the engine's runtime and awaits it: an
+    /// asynchronous operation that blocks no thread of the caller's runtime. One round trip.
+    async fn alone<T, F, Fut>(&self, f: F) -> Result<T, PgFault>
+    where
+        T: Send + 'static,
+        F: FnOnce(Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    {
+        let Some(rt) = self.inner.rt.as_ref() else {
+            unreachable!("the PostgreSQL runtime is gone while the engine is in use");
+        };
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        let engine = self.clone();
+        rt.spawn(async move {
+            let client = engine.inner.pool.get().await?;
+            Ok(f(Conn { engine, client }).await?)
+        })
+        .await
+        .map_err(|e| PgFault::Task(e.to_string()))?
+    }
+
+    /// The gathered statements of the hot path (`pg_batch`); each call counts as one round
+    /// trip, which is what its caller waits for.
+    fn gathered(&self) -> &super::pg_batch::Batchers {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        &self.inner.batch
+    }
+
     /// The changes other processes commit to the watched trees, from a LISTEN connection of
     /// its own driven by the engine's runtime (`pg_feed`).
     pub fn changes(&self) -> tokio::sync::mpsc::Receiver<super::engine::Change> {
@@ -373,6 +409,12 @@ impl PgEngine {
     /// counts once): what the round-trip test and the benchmarks count.
     pub fn round_trips(&self) -> u64 {
         self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Statements the gathered hot path (`pg_batch`) has sent so far; with
+    /// [`PgEngine::round_trips`], how much gathering saved.
+    pub fn gathered_statements(&self) -> u64 {
+        self.inner.batch.statements()
     }
 
     /// Runs `f` in a SERIALIZABLE transaction, again (up to [`MAX_ATTEMPTS`] times) when
@@ -639,14 +681,21 @@ impl Conn {
         self.block(self.get_many_q(tree, keys))
     }
 
-    fn get_through(&self, index: &str, key: &[u8], tree: &str) -> Result<Option<Indexed>, PgFault> {
+    async fn get_through_q(
+        &self,
+        index: &str,
+        key: &[u8],
+        tree: &str,
+    ) -> Result<Option<Indexed>, tokio_postgres::Error> {
         let c = &self.client;
-        self.block(async {
-            let st = c.prepare_cached(GET_THROUGH).await?;
-            Ok(c.query_opt(&st, &[&index, &key, &tree])
-                .await?
-                .map(|r| (r.get(0), r.get(1))))
-        })
+        let st = c.prepare_cached(GET_THROUGH).await?;
+        Ok(c.query_opt(&st, &[&index, &key, &tree])
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn get_through(&self, index: &str, key: &[u8], tree: &str) -> Result<Option<Indexed>, PgFault> {
+        self.block(self.get_through_q(index, key, tree))
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), PgFault> {
@@ -663,11 +712,17 @@ impl Conn {
         sql: &'static str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<bool, PgFault> {
+        self.block(self.changed_q(sql, params))
+    }
+
+    async fn changed_q(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<bool, tokio_postgres::Error> {
         let c = &self.client;
-        self.block(async {
-            let st = c.prepare_cached(sql).await?;
-            Ok(c.execute(&st, params).await? == 1)
-        })
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.execute(&st, params).await? == 1)
     }
 
     fn delete(&self, tree: &str, key: &[u8]) -> Result<(), PgFault> {
@@ -1034,6 +1089,119 @@ impl PgTree {
                 (Some(o), Some(n)) => conn.changed_one(SWAP, &[&name, &key, o, n])?,
                 (None, Some(n)) => conn.changed_one(PUT_NEW, &[&name, &key, n])?,
                 (Some(o), None) => conn.changed_one(DELETE_IF, &[&name, &key, o])?,
+            };
+            if done {
+                return Ok(new);
+            }
+        }
+        Err(PgFault::Retries(MAX_ATTEMPTS).into())
+    }
+}
+
+/// The agents' hot path, asynchronous and gathered with other callers' requests into shared
+/// statements (`pg_batch`). A gathered statement that failed is run again alone, so the caller
+/// gets the real outcome or the real error.
+impl PgTree {
+    /// [`PgTree::get_through`], gathered.
+    pub async fn get_through_async(
+        &self,
+        index: &PgTree,
+        key: &[u8],
+    ) -> Result<Option<Indexed>, PgFault> {
+        let req = Through {
+            index: index.name,
+            key: key.to_vec(),
+            tree: self.name,
+        };
+        if let Ok(found) = self.engine.gathered().through.call(req).await {
+            return Ok(found);
+        }
+        let (index, key, tree) = (index.name, key.to_vec(), self.name);
+        self.engine
+            .alone(move |c| async move { c.get_through_q(index, &key, tree).await })
+            .await
+    }
+
+    /// [`PgTree::get_many`], gathered.
+    pub async fn get_many_async(
+        &self,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        let req = Many {
+            tree: self.name,
+            keys: keys.clone(),
+        };
+        if let Ok(found) = self.engine.gathered().many.call(req).await {
+            return Ok(found);
+        }
+        let tree = self.name;
+        self.engine
+            .alone(move |c| async move {
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                c.get_many_q(tree, &refs).await
+            })
+            .await
+    }
+
+    /// A conditional write run alone: `sql` is [`SWAP`], [`PUT_NEW`] or [`DELETE_IF`], with
+    /// the tree and key and then `values`.
+    async fn changed_alone(
+        &self,
+        sql: &'static str,
+        key: &[u8],
+        values: Vec<Vec<u8>>,
+    ) -> Result<bool, PgFault> {
+        let (tree, key) = (self.name, key.to_vec());
+        self.engine
+            .alone(move |c| async move {
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    vec![&tree, &key];
+                params.extend(values.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+                c.changed_q(sql, &params).await
+            })
+            .await
+    }
+
+    /// [`PgTree::update`], asynchronous, its compare-and-swap gathered.
+    pub async fn update_async<F>(
+        &self,
+        key: &[u8],
+        guess: Option<&[u8]>,
+        mut f: F,
+    ) -> Result<Option<Vec<u8>>, StoreError>
+    where
+        F: FnMut(Option<&[u8]>) -> Option<Vec<u8>> + Send,
+    {
+        let mut guessed = guess.map(<[u8]>::to_vec);
+        for _ in 0..MAX_ATTEMPTS {
+            let is_guess = guessed.is_some();
+            let old = match guessed.take() {
+                Some(g) => Some(g),
+                None => self.get_many_async(&[key]).await?.pop().flatten(),
+            };
+            let new = f(old.as_deref());
+            let done = match (old, &new) {
+                // Unchanged: nothing to write, once the value is known to be current.
+                (Some(o), Some(n)) if o == *n => !is_guess,
+                (None, None) => true,
+                (Some(o), Some(n)) => {
+                    let req = Swap {
+                        tree: self.name,
+                        key: key.to_vec(),
+                        old: o.clone(),
+                        new: n.clone(),
+                    };
+                    match self.engine.gathered().swap.call(req).await {
+                        Ok(written) => written,
+                        Err(_) => self.changed_alone(SWAP, key, vec![o, n.clone()]).await?,
+                    }
+                }
+                (None, Some(n)) => self.changed_alone(PUT_NEW, key, vec![n.clone()]).await?,
+                (Some(o), None) => self.changed_alone(DELETE_IF, key, vec![o]).await?,
             };
             if done {
                 return Ok(new);
