@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fleet benchmark of BENCHMARKS.md: release vakt-server replicas on fresh data directories
 # on loopback, and vakt-loadgen against them (enrollment, held streams, reports, the bare
-# baseline, lock latency, a kill -9 and restart under load, the check that nothing
-# acknowledged is lost).
+# baseline, lock latency, a kill -9 and restart under load or, with replicas, a kill -9 of
+# replica 1 and fail-over, the check that nothing acknowledged is lost).
 #
 #   [ENGINE=sled|pg] [REPLICAS=N] tests/bench/fleet.sh AGENTS [DURATION_S] [HOLD_AFTER_S]
 #
@@ -10,8 +10,18 @@
 # `postgres` user when run as root, as tests/src/pg.rs does; a free loopback port, fsync on,
 # pg_stat_statements loaded when installed) and serves the store from it; REPLICAS=N (pg only)
 # starts N servers on that database, on ports BENCH_PORT, BENCH_PORT+1, ..., and loadgen spreads
-# its agents over them. With replicas the restart phase is left out (simulated agents do not
-# fail over). After a pg run the script prints the database's cost per agent (rows, bytes) and,
+# its agents over them (agent i starts on replica i mod N; each knows them all and fails over
+# as the real agent does). With one server the last phase kills it with -9 and starts it
+# again under check-in load (`reconnect_s`: until every stream is back). With replicas it is
+# the fail-over phase instead: every agent holding its stream and checking in every 5 s,
+# replica 1 is killed with -9 and not started again; for the agents that were on it the JSON
+# gives `failover_moved` (how many hold their stream on another replica), `failover_stream_ms`
+# (p50, p99, max: from the kill to the stream open elsewhere) and `failover_report_acked_ms`
+# (from the kill to their first report acknowledged elsewhere; it includes waiting for the
+# agent's next check-in, up to 5 s), and `failover_lock_ms` (a lock for one of them, not
+# locked before, queued on replica 2 right after the kill, until its result is stored);
+# details.failover_* the counts. The check that nothing acknowledged is lost then asks
+# replica 2. After a pg run the script prints the database's cost per agent (rows, bytes) and,
 # for the check-in phase, commits and statements per check-in (pg_stat_database and
 # pg_stat_statements sampled every second; stderr and $BENCH_DIR/pg-cost.txt).
 #
@@ -159,7 +169,8 @@ for r in $(seq 2 "$replicas"); do
 done
 
 restart_args=(--restart-cmd "$dir/start1.sh")
-[ "$replicas" = 1 ] || restart_args=()
+# With replicas, replica 1 is killed and stays down: its agents must fail over.
+[ "$replicas" = 1 ] || restart_args=(--kill-cmd "kill -9 \$(cat '$dir/server1.pid')")
 
 # CPU time (clock ticks) of processes: the pids given and, with -c, their children.
 cpu_ticks() {

@@ -8,14 +8,19 @@
 //! a sample; no-change check-ins from all, with lock latency over half a sample meanwhile; the
 //! bare baseline; lock latency over the other half with the fleet only holding its streams
 //! (loss reported → signed lock verified by the agent → result stored and acknowledged);
-//! optionally a server restart under check-in load (`--restart-cmd`); holding for
-//! `--hold-after`; and last the check that nothing acknowledged is missing from the store.
+//! optionally a server restart under check-in load (`--restart-cmd`) or, with replicas, the
+//! kill -9 of the first one under check-in load (`--kill-cmd`: the fail-over phase); holding
+//! for `--hold-after`; and last the check that nothing acknowledged is missing from the store.
 //!
-//! With several `--server`s (replicas on one database) agent `i` uses server `i % N`, and
-//! `--lock-via other` queues each lock through a replica other than the one holding the
-//! laptop's stream (which needs command routing between replicas to arrive).
+//! With several `--server`s (replicas on one database) agent `i` starts with server `i % N`
+//! and fails over as the real agent does (`vakt_tests::load::failover`), and `--lock-via
+//! other` queues each lock through a replica other than the one holding the laptop's stream
+//! (which needs command routing between replicas to arrive).
 //!
 //! Needs about two open files per agent: raise `ulimit -n` first (see BENCHMARKS.md).
+
+// The result is one `serde_json::json!` object with over a hundred keys and values.
+#![recursion_limit = "256"]
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -60,7 +65,13 @@ struct Cli {
     /// run under check-in load, and `reconnect_s` measures until every stream is back.
     #[arg(long)]
     restart_cmd: Option<String>,
-    /// During the restart each agent checks in once every this many seconds (0: as fast as
+    /// With several `--server`s: a shell command that kill -9s the first one (and does not
+    /// start it again), run under check-in load; the fail-over phase measures until every
+    /// agent that was on it holds its stream on another replica and has a report
+    /// acknowledged there.
+    #[arg(long)]
+    kill_cmd: Option<String>,
+    /// During the restart or the kill each agent checks in once every this many seconds (0: as fast as
     /// the server answers). Flat out, the simulator's own TLS handshakes starve behind its ten
     /// thousand check-in loops on the same two cores, which measures the simulator.
     #[arg(long, default_value_t = 5.0)]
@@ -172,6 +183,7 @@ where
 /// Every agent in `agents` reports in a closed loop (the next report as soon as the last was
 /// acknowledged) until `until` or `stop`; returns clean acknowledgements and failures.
 async fn report_loop(
+    fleet: &Arc<sim::Fleet>,
     agents: &[Arc<sim::SimAgent>],
     full: bool,
     until: Instant,
@@ -185,17 +197,19 @@ async fn report_loop(
     let max_us = Arc::new(AtomicU64::new(0));
     let slow = Arc::new(AtomicU64::new(0));
     let mut set = tokio::task::JoinSet::new();
-    for a in agents {
+    for (i, a) in agents.iter().enumerate() {
         let (a, ok, failed, stop) = (a.clone(), ok.clone(), failed.clone(), stop.clone());
-        let (max_us, slow) = (max_us.clone(), slow.clone());
+        let (max_us, slow, fleet) = (max_us.clone(), slow.clone(), fleet.clone());
+        // Spread the fleet over the whole interval instead of starting it in one burst (a
+        // small fleet too: a kill then always finds reports in flight).
+        let offset = i as f64 / agents.len() as f64;
         set.spawn(async move {
             if let Some(p) = pace {
-                // Spread the fleet over the interval instead of starting it in one burst.
-                nap(p.mul_f64((a.index % 1000) as f64 / 1000.0), &stop).await;
+                nap(p.mul_f64(offset), &stop).await;
             }
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                match a.report(full).await {
+                match a.report_on(full).await {
                     Ok(ack) if ack.clean => {
                         ok.fetch_add(1, Ordering::Relaxed);
                         let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -207,10 +221,15 @@ async fn report_loop(
                     Ok(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => {
+                    Err((on, e)) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                         if std::env::var_os("VAKT_LOADGEN_DEBUG").is_some() {
                             eprintln!("agent {}: {e}", a.index);
+                        }
+                        // With replicas the agent moves to another and sends the report
+                        // again there at once, as the real agent does.
+                        if a.fail_over_after(&fleet, on, &e).await {
+                            continue;
                         }
                         // The server may be restarting: the agent retries, not spins.
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -328,7 +347,8 @@ async fn measure_locks(
     let mut failed = 0u64;
     let n = admins.len();
     for a in sample {
-        let holder = fleet.replica_of(a.index);
+        // Where the laptop is now (it may have failed over).
+        let holder = a.replica();
         let queue_on = match via {
             LockVia::Same => holder,
             LockVia::Other => (holder + 1) % n.max(1),
@@ -337,25 +357,8 @@ async fn measure_locks(
             failed += 1;
             continue;
         };
-        let waiter = fleet.expect_lock(&a.device_id);
-        let t0 = Instant::now();
-        let opened = admin
-            .report_loss(pb::ReportLossRequest {
-                device: a.device_id.clone(),
-                reported_by: "loadgen@example.org".into(),
-                police_report: String::new(),
-                notes: "vakt-loadgen lock latency".into(),
-            })
-            .await;
-        if let Err(s) = opened {
-            failed += 1;
-            progress(format_args!("report loss {}: {s}", a.device_id));
-            continue;
-        }
-        let answered = t0.elapsed();
-        match tokio::time::timeout(Duration::from_secs(30), waiter).await {
-            Ok(Ok(at)) => {
-                let total = at.duration_since(t0);
+        match lock_one(admin, fleet, a, Duration::from_secs(30)).await {
+            Some((total, answered)) => {
                 if total > Duration::from_millis(250) {
                     // Where a slow one spent its time: the admin call, or delivery and result.
                     progress(format_args!(
@@ -367,10 +370,146 @@ async fn measure_locks(
                 }
                 ms.push(total.as_secs_f64() * 1000.0);
             }
-            _ => failed += 1,
+            None => failed += 1,
         }
     }
     (ms, failed)
+}
+
+/// Reports the loss of `a` through `admin` and waits at most `patience` for the agent's lock
+/// result to be acknowledged (stored). The time from the call to that, and the call's own.
+async fn lock_one(
+    admin: &mut admin::Admin,
+    fleet: &sim::Fleet,
+    a: &sim::SimAgent,
+    patience: Duration,
+) -> Option<(Duration, Duration)> {
+    let waiter = fleet.expect_lock(&a.device_id);
+    let t0 = Instant::now();
+    let opened = admin
+        .report_loss(pb::ReportLossRequest {
+            device: a.device_id.clone(),
+            reported_by: "loadgen@example.org".into(),
+            police_report: String::new(),
+            notes: "vakt-loadgen lock latency".into(),
+        })
+        .await;
+    if let Err(s) = opened {
+        progress(format_args!("report loss {}: {s}", a.device_id));
+        return None;
+    }
+    let answered = t0.elapsed();
+    match tokio::time::timeout(patience, waiter).await {
+        Ok(Ok(at)) => Some((at.duration_since(t0), answered)),
+        _ => None,
+    }
+}
+
+/// Every agent checking in once every `every` seconds (0: flat out) until the flag returned
+/// is set: the load under a restart or a kill.
+fn paced_load(
+    fleet: &Arc<sim::Fleet>,
+    agents: &[Arc<sim::SimAgent>],
+    every: f64,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Looped>) {
+    let load_until = Instant::now() + Duration::from_secs(600);
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let (fleet, agents, stop) = (fleet.clone(), agents.to_vec(), stop_load.clone());
+    let pace = (every > 0.0).then(|| Duration::from_secs_f64(every));
+    let load =
+        tokio::spawn(
+            async move { report_loop(&fleet, &agents, false, load_until, stop, pace).await },
+        );
+    (stop_load, load)
+}
+
+/// Runs `cmd` with `sh -c`; an error unless it succeeds.
+async fn shell(cmd: &str, what: &str) -> Result<(), LoadError> {
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .await
+        .map_err(|e| LoadError::Other(format!("{what}: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(LoadError::Other(format!("{what} failed: {status}")))
+    }
+}
+
+/// Every agent sends one report (once more if it failed and the agent moved to another
+/// server), so the final check compares against a settled sequence.
+async fn settle(fleet: &Arc<sim::Fleet>, agents: &[Arc<sim::SimAgent>], limit: usize) {
+    for_all(agents, limit, |a| {
+        let fleet = fleet.clone();
+        async move {
+            if let Err((on, e)) = a.report_on(false).await
+                && a.fail_over_after(&fleet, on, &e).await
+            {
+                let _ = a.report(false).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Percentiles of a fail-over figure (ms): p50, p99 and the largest, as JSON.
+fn spread(ms: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "p50": stats::percentile(ms, 50.0).map(round1),
+        "p99": stats::percentile(ms, 99.0).map(round1),
+        "max": stats::percentile(ms, 100.0).map(round1),
+    })
+}
+
+/// What the fail-over phase saw of the agents that were on the killed replica: per agent, ms
+/// from the kill to its stream open on another replica, and to its first report
+/// acknowledged there.
+#[derive(Debug, Default)]
+struct Moved {
+    stream_ms: Vec<f64>,
+    report_ms: Vec<f64>,
+}
+
+/// Watches `watched` (the killed replica's agents) from `since` (ms since the fleet's base,
+/// taken just before the kill) until each holds its stream on another replica and has a
+/// report acknowledged there, or `deadline`. Prints the curve every 5 s.
+async fn watch_moves(watched: &[Arc<sim::SimAgent>], since: u64, deadline: Instant) -> Moved {
+    let t = Instant::now();
+    let mut stream: Vec<Option<u64>> = vec![None; watched.len()];
+    let mut report: Vec<Option<u64>> = vec![None; watched.len()];
+    let mut next_curve_point = Duration::from_secs(5);
+    loop {
+        for (i, a) in watched.iter().enumerate() {
+            // Read the time before the server: a Welcome stores the server first.
+            let w = a.welcomed_ms.load(Ordering::Acquire);
+            if stream[i].is_none() && w > since && a.welcomed_on.load(Ordering::Relaxed) != 0 {
+                stream[i] = Some(w - since);
+            }
+            let r = a.acked_ms.load(Ordering::Acquire);
+            if report[i].is_none() && r > since && a.acked_on.load(Ordering::Relaxed) != 0 {
+                report[i] = Some(r - since);
+            }
+        }
+        let moved = stream.iter().flatten().count();
+        let acked = report.iter().flatten().count();
+        if t.elapsed() >= next_curve_point {
+            progress(format_args!(
+                "{moved} streams moved, {acked} reports acknowledged elsewhere after {:.0} s",
+                next_curve_point.as_secs_f64()
+            ));
+            next_curve_point += Duration::from_secs(5);
+        }
+        if (moved == watched.len() && acked == watched.len()) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ms = |v: Vec<Option<u64>>| v.into_iter().flatten().map(|x| x as f64).collect();
+    Moved {
+        stream_ms: ms(stream),
+        report_ms: ms(report),
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), LoadError> {
@@ -396,6 +535,11 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let Some(mut admin) = admins.first().cloned() else {
         return Err(LoadError::Other("--server names no server".into()));
     };
+    if cli.kill_cmd.is_some() && cli.server.len() < 2 {
+        return Err(LoadError::Other(
+            "--kill-cmd needs at least two --server replicas (with one, use --restart-cmd)".into(),
+        ));
+    }
     if cli.lock_via == LockVia::Other && cli.server.len() < 2 {
         return Err(LoadError::Other(
             "--lock-via other needs at least two --server replicas".into(),
@@ -515,7 +659,15 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         ok: full_ok,
         failed: full_failed,
         ..
-    } = report_loop(&full_agents, true, Instant::now() + d, Arc::default(), None).await;
+    } = report_loop(
+        &fleet,
+        &full_agents,
+        true,
+        Instant::now() + d,
+        Arc::default(),
+        None,
+    )
+    .await;
     let full_reports_per_s = rate(full_ok, t.elapsed());
     progress(format_args!(
         "full reports: {full_ok} from {full_n} agents ({full_reports_per_s:.0}/s, {full_failed} failed)"
@@ -538,8 +690,15 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         // Timed on its own: a lock that never arrives (queued on another replica without
         // routing) keeps the join waiting after the check-ins ended.
         async {
-            let looped =
-                report_loop(&agents, false, Instant::now() + d, Arc::default(), None).await;
+            let looped = report_loop(
+                &fleet,
+                &agents,
+                false,
+                Instant::now() + d,
+                Arc::default(),
+                None,
+            )
+            .await;
             (looped, t.elapsed())
         },
         async {
@@ -594,22 +753,13 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     let mut reconnect_s = None;
     let mut restart_checkins = Looped::default();
     if let Some(cmd) = &cli.restart_cmd {
-        let load_until = Instant::now() + Duration::from_secs(600);
-        let stop_load = Arc::new(AtomicBool::new(false));
-        let load = {
-            let (agents, stop_load) = (agents.clone(), stop_load.clone());
-            let pace = (cli.restart_checkin_every > 0.0)
-                .then(|| Duration::from_secs_f64(cli.restart_checkin_every));
-            tokio::spawn(
-                async move { report_loop(&agents, false, load_until, stop_load, pace).await },
-            )
-        };
+        let (stop_load, load) = paced_load(&fleet, &agents, cli.restart_checkin_every);
         tokio::time::sleep(Duration::from_secs(2)).await;
         // The restart command restarts the first server: with replicas, only its agents
-        // reconnect (they do not fail over to another replica).
+        // reconnect (to another replica or back to it; `--kill-cmd` measures that better).
         let watched: Vec<_> = agents
             .iter()
-            .filter(|a| fleet.replica_of(a.index) == 0)
+            .filter(|a| a.replica() == 0)
             .cloned()
             .collect();
         let expected = if cli.server.len() == 1 {
@@ -620,19 +770,10 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
                 .filter(|a| a.welcomed_ms.load(Ordering::Relaxed) > 0)
                 .count()
         };
-        let since = u64::try_from(fleet.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let since = fleet.ms_since_base();
         let t = Instant::now();
         progress(format_args!("restarting the server: {cmd}"));
-        let status = tokio::process::Command::new("sh")
-            .args(["-c", cmd])
-            .status()
-            .await
-            .map_err(|e| LoadError::Other(format!("restart command: {e}")))?;
-        if !status.success() {
-            return Err(LoadError::Other(format!(
-                "restart command failed: {status}"
-            )));
-        }
+        shell(cmd, "restart command").await?;
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut next_curve_point = Duration::from_secs(5);
         loop {
@@ -660,12 +801,75 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop_load.store(true, Ordering::Relaxed);
         restart_checkins = load.await.unwrap_or_default();
-        // Every agent finishes with one acknowledged report, so the final check compares
-        // against a settled sequence.
-        for_all(&agents, cli.concurrency, |a| async move {
-            a.report(false).await
-        })
-        .await;
+        settle(&fleet, &agents, cli.concurrency).await;
+    }
+
+    // 8b. Fail-over: kill -9 of the first replica under check-in load (the agents holding
+    // their streams); its agents move to the others. A laptop among them, not locked before,
+    // is locked through a survivor right after the kill.
+    let mut moved = Moved::default();
+    let mut failover_watched = 0;
+    let mut failover_checkins = Looped::default();
+    let mut failover_lock: Option<(String, Option<f64>)> = None;
+    if let Some(cmd) = &cli.kill_cmd {
+        let (stop_load, load) = paced_load(&fleet, &agents, cli.restart_checkin_every);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let watched: Vec<_> = agents
+            .iter()
+            .filter(|a| {
+                a.replica() == 0
+                    && a.welcomed_ms.load(Ordering::Relaxed) > 0
+                    && a.welcomed_on.load(Ordering::Relaxed) == 0
+            })
+            .cloned()
+            .collect();
+        failover_watched = watched.len();
+        let locked_before: std::collections::HashSet<_> =
+            sample.iter().map(|a| a.device_id.as_str()).collect();
+        let lock_target = watched
+            .iter()
+            .find(|a| !locked_before.contains(a.device_id.as_str()))
+            .cloned();
+        // The survivor the lock is queued on and the final check asks (checked above: two
+        // or more servers).
+        let mut survivor = admins.get(1).cloned().unwrap_or_else(|| admin.clone());
+        progress(format_args!(
+            "kill -9 of the first replica ({} agents on it): {cmd}",
+            watched.len()
+        ));
+        let since = fleet.ms_since_base();
+        shell(cmd, "kill command").await?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let (m, lock) = tokio::join!(watch_moves(&watched, since, deadline), {
+            let (mut survivor, fleet) = (survivor.clone(), fleet.clone());
+            async move {
+                let a = lock_target?;
+                let took = lock_one(&mut survivor, &fleet, &a, Duration::from_secs(120)).await;
+                Some((
+                    a.device_id.clone(),
+                    took.map(|(t, _)| t.as_secs_f64() * 1000.0),
+                ))
+            }
+        });
+        moved = m;
+        failover_lock = lock;
+        progress(format_args!(
+            "fail-over: {} of {} streams moved (p50 {:?}, p99 {:?}, max {:?} ms), {} reports acknowledged elsewhere (p50 {:?}, max {:?} ms); lock of a moved laptop through a survivor: {failover_lock:?}",
+            moved.stream_ms.len(),
+            failover_watched,
+            stats::percentile(&moved.stream_ms, 50.0),
+            stats::percentile(&moved.stream_ms, 99.0),
+            stats::percentile(&moved.stream_ms, 100.0),
+            moved.report_ms.len(),
+            stats::percentile(&moved.report_ms, 50.0),
+            stats::percentile(&moved.report_ms, 100.0),
+        ));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop_load.store(true, Ordering::Relaxed);
+        failover_checkins = load.await.unwrap_or_default();
+        settle(&fleet, &agents, cli.concurrency).await;
+        // The first replica is gone: the final check asks a survivor.
+        std::mem::swap(&mut admin, &mut survivor);
     }
 
     // 9. Hold.
@@ -697,6 +901,10 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         "full_reports_per_s": round1(full_reports_per_s),
         "lock_latency_ms": { "p50": p50, "p99": p99 },
         "reconnect_s": reconnect_s,
+        "failover_moved": cli.kill_cmd.as_ref().map(|_| moved.stream_ms.len()),
+        "failover_stream_ms": spread(&moved.stream_ms),
+        "failover_report_acked_ms": spread(&moved.report_ms),
+        "failover_lock_ms": failover_lock.as_ref().and_then(|l| l.1.map(round1)),
         "baseline_echo_per_s": round1(baseline_echo_per_s),
         "lost_acknowledged": lost,
         "details": {
@@ -722,6 +930,11 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             "restart_checkin_every_s": cli.restart_checkin_every,
             "restart_checkins_ok": restart_checkins.ok,
             "restart_checkins_failed": restart_checkins.failed,
+            "failover_watched": failover_watched,
+            "failover_reports_acked": moved.report_ms.len(),
+            "failover_checkins_ok": failover_checkins.ok,
+            "failover_checkins_failed": failover_checkins.failed,
+            "failover_lock_device": failover_lock.as_ref().map(|l| l.0.clone()),
             "checkin_slowest_ms": checkin_max_ms,
             "checkins_over_250ms": checkins_over_250ms,
             "command_redeliveries": fleet.redeliveries.load(Ordering::Relaxed),

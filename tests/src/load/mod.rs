@@ -5,6 +5,7 @@
 //! (`vakt_agent::act::verify`).
 //!
 //! - `sim`: one simulated agent and the fleet-wide counters.
+//! - `failover`: which server a simulated agent turns to when its own fails (pure).
 //! - `inventory`: the reports the simulated agents send (a 2,000-package inventory).
 //! - `reports`: simulated agents reporting without pause, counting acknowledgements
 //!   (the crash and PostgreSQL restart tests).
@@ -14,6 +15,7 @@
 
 pub mod admin;
 pub mod baseline;
+pub mod failover;
 pub mod inventory;
 pub mod reports;
 pub mod sim;

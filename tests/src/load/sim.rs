@@ -2,6 +2,10 @@
 //! reports with the real agent's delta bookkeeping, and a held Connect stream that verifies
 //! every command with the pinned key before it answers. What the fleet saw as a whole (streams
 //! up, commands run, results acknowledged) is kept in [`Fleet`].
+//!
+//! With several servers (replicas on one database) an agent knows them all and fails over
+//! as the real agent does ([`super::failover`]): a stream that ends or a report that fails
+//! moves it to the next server that answers, at once; the stream and the report follow.
 
 use super::{LoadError, inventory};
 use std::collections::HashMap;
@@ -76,8 +80,9 @@ impl Fleet {
         })
     }
 
-    fn ms_since_base(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// Milliseconds since [`Fleet::base`] (how stream and acknowledgement times are kept).
+    pub fn ms_since_base(&self) -> u64 {
+        ms_since(self.base)
     }
 
     /// Registers interest in the acknowledged lock result of `device_id`.
@@ -87,12 +92,13 @@ impl Fleet {
         rx
     }
 
-    /// Which of [`Fleet::servers`] agent `index` uses.
+    /// Which of [`Fleet::servers`] agent `index` starts with (until it fails over:
+    /// [`SimAgent::replica`]).
     pub fn replica_of(&self, index: usize) -> usize {
         index % self.servers.len().max(1)
     }
 
-    /// The server agent `index` enrolls with and connects to.
+    /// The server agent `index` enrolls with and first connects to.
     pub fn server_for(&self, index: usize) -> &str {
         &self.servers[self.replica_of(index)]
     }
@@ -100,6 +106,11 @@ impl Fleet {
     fn source(&self, index: usize) -> Option<IpAddr> {
         super::source_addr(self.server_for(index), index, self.source_addrs)
     }
+}
+
+/// Milliseconds since `base`, as the fleet's times are kept.
+fn ms_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -219,9 +230,23 @@ pub struct SimAgent {
     /// The command-signing key pinned at enrollment (hex).
     command_key: String,
     channel: Mutex<Option<Channel>>,
+    /// Which of the fleet's servers `channel` goes to; a change ends a stream held on the
+    /// server the agent left (as the real agent aborts it when a report moved it).
+    route: tokio::sync::watch::Sender<usize>,
+    /// Held while the agent dials another server, so its stream and its reports, failing
+    /// together, move it once.
+    moving: tokio::sync::Mutex<()>,
+    /// The fleet's base, for the times below.
+    base: Instant,
     book: tokio::sync::Mutex<Book>,
     /// Milliseconds since the fleet's base of the latest Welcome (0: never).
     pub welcomed_ms: AtomicU64,
+    /// The server that sent the latest Welcome.
+    pub welcomed_on: AtomicUsize,
+    /// Milliseconds since the fleet's base of the latest clean acknowledgement (0: never).
+    pub acked_ms: AtomicU64,
+    /// The server that gave it.
+    pub acked_on: AtomicUsize,
 }
 
 impl SimAgent {
@@ -274,14 +299,38 @@ impl SimAgent {
                 Err(s) => return Err(LoadError::rpc("enroll")(s)),
             }
         };
-        let agent = Self {
+        let agent = Self::enrolled(
+            fleet,
+            tag,
+            index,
+            resp.device_id,
+            (resp.certificate_pem, key_pem),
+            link::hex(&resp.command_public_key),
+        );
+        Ok((agent, limited))
+    }
+
+    /// Agent `index` as enrollment left it: its device id, certificate and key, and the
+    /// pinned command key (hex); not yet dialled, with its small first inventory.
+    fn enrolled(
+        fleet: &Fleet,
+        tag: &str,
+        index: usize,
+        device_id: String,
+        (cert_pem, key_pem): (String, String),
+        command_key: String,
+    ) -> Self {
+        Self {
             index,
             tag: tag.to_string(),
-            device_id: resp.device_id,
-            cert_pem: resp.certificate_pem,
+            device_id,
+            cert_pem,
             key_pem,
-            command_key: link::hex(&resp.command_public_key),
+            command_key,
             channel: Mutex::new(None),
+            route: tokio::sync::watch::Sender::new(fleet.replica_of(index)),
+            moving: tokio::sync::Mutex::new(()),
+            base: fleet.base,
             book: tokio::sync::Mutex::new(Book {
                 sections: vakt_proto::convert::report_to_sections(&inventory::report(
                     tag,
@@ -292,40 +341,107 @@ impl SimAgent {
                 ..Default::default()
             }),
             welcomed_ms: AtomicU64::new(0),
-        };
-        Ok((agent, limited))
+            welcomed_on: AtomicUsize::new(0),
+            acked_ms: AtomicU64::new(0),
+            acked_on: AtomicUsize::new(0),
+        }
     }
 
-    /// Opens this agent's own mutual-TLS connection (tonic re-dials it by itself after a loss).
+    /// Opens this agent's own mutual-TLS connection to its server (tonic re-dials it by
+    /// itself after a loss).
     pub async fn dial(&self, fleet: &Fleet) -> Result<(), LoadError> {
-        let channel = timed("dial", async {
-            link::endpoint(
-                fleet.server_for(self.index),
-                &fleet.ca_pem,
-                Some((&self.cert_pem, &self.key_pem)),
-            )?
-            .local_address(fleet.source(self.index))
-            .connect()
-            .await
-            .map_err(|e| LoadError::Other(format!("dial: {}", link::error_chain(&e))))
-        })
-        .await?;
-        *lock(&self.channel) = Some(channel);
+        let to = self.replica();
+        let channel = self.dial_server(fleet, to).await?;
+        self.set_link(channel, to);
         Ok(())
+    }
+
+    async fn dial_server(&self, fleet: &Fleet, to: usize) -> Result<Channel, LoadError> {
+        let server = fleet.servers.get(to).map_or("", String::as_str);
+        timed("dial", async {
+            link::endpoint(server, &fleet.ca_pem, Some((&self.cert_pem, &self.key_pem)))?
+                .local_address(super::source_addr(server, self.index, fleet.source_addrs))
+                .connect()
+                .await
+                .map_err(|e| LoadError::Other(format!("dial: {}", link::error_chain(&e))))
+        })
+        .await
+    }
+
+    fn set_link(&self, channel: Channel, to: usize) {
+        let mut c = lock(&self.channel);
+        *c = Some(channel);
+        self.route.send_replace(to);
     }
 
     /// This agent's connection (after [`dial`](Self::dial)).
     pub fn channel(&self) -> Result<Channel, LoadError> {
-        lock(&self.channel)
+        Ok(self.link()?.0)
+    }
+
+    /// This agent's connection and the server it goes to, read together.
+    fn link(&self) -> Result<(Channel, usize), LoadError> {
+        let c = lock(&self.channel);
+        let channel = c
             .clone()
-            .ok_or_else(|| LoadError::Other(format!("agent {} has not dialled", self.index)))
+            .ok_or_else(|| LoadError::Other(format!("agent {} has not dialled", self.index)))?;
+        Ok((channel, *self.route.borrow()))
+    }
+
+    /// Which of the fleet's servers this agent is with now.
+    pub fn replica(&self) -> usize {
+        *self.route.borrow()
+    }
+
+    /// The server at `failed` did not answer this agent: with several servers, moves it to
+    /// the next that answers (the failed one last), as the real agent does. True when the
+    /// agent has a fresh connection (made now, or already by its other task): the caller
+    /// retries at once.
+    /// False with one server, or when none answered (the caller backs off; the old
+    /// connection stays and re-dials its server by itself).
+    pub async fn fail_over(&self, fleet: &Fleet, failed: usize) -> bool {
+        let _moving = self.moving.lock().await;
+        match super::failover::after_failure(self.replica(), failed, fleet.servers.len()) {
+            super::failover::Next::Stay => false,
+            super::failover::Next::AlreadyMoved => true,
+            super::failover::Next::Try(order) => {
+                for to in order {
+                    match self.dial_server(fleet, to).await {
+                        Ok(channel) => {
+                            self.set_link(channel, to);
+                            return true;
+                        }
+                        Err(e) => debug_note(self.index, &e),
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// After a report failed on server `on`: whether it is worth moving for, and if so
+    /// [`fail_over`](Self::fail_over).
+    pub async fn fail_over_after(&self, fleet: &Fleet, on: usize, e: &LoadError) -> bool {
+        let code = match e {
+            LoadError::Rpc { status, .. } => Some(status.code()),
+            _ => None,
+        };
+        super::failover::worth_moving(code) && self.fail_over(fleet, on).await
     }
 
     /// Sends one report: with `full`, a new 2,000-package inventory (a real change); otherwise
     /// whatever changed since the last acknowledgement (nothing, once the first report is in:
     /// a check-in). The acknowledgement is recorded exactly as the agent records it.
     pub async fn report(&self, full: bool) -> Result<Acked, LoadError> {
+        self.report_on(full).await.map_err(|(_, e)| e)
+    }
+
+    /// As [`report`](Self::report); a failure also names the server it was sent to (for
+    /// [`fail_over_after`](Self::fail_over_after)).
+    pub async fn report_on(&self, full: bool) -> Result<Acked, (usize, LoadError)> {
         let mut book = self.book.lock().await;
+        // Read after the book is ours: a report waiting for it goes where the agent is now.
+        let (channel, on) = self.link().map_err(|e| (self.replica(), e))?;
         if full {
             book.full_serial += 1;
             let r = inventory::report(
@@ -347,8 +463,7 @@ impl SimAgent {
             software: software.and_then(|s| s.hash.get(..4)?.try_into().ok()),
             outcome: Ok((0, Vec::new())),
         };
-        let mut client =
-            AgentServiceClient::new(self.channel()?).max_decoding_message_size(16 << 20);
+        let mut client = AgentServiceClient::new(channel).max_decoding_message_size(16 << 20);
         let resp = tokio::time::timeout(CALL_TIMEOUT, client.report(req.clone()))
             .await
             .map_err(|_| LoadError::Timeout("report"))
@@ -360,11 +475,16 @@ impl SimAgent {
                 book.note(exchange);
                 let software = software.map(|s| link::hex(&s.hash));
                 book.unanswered.push((req.sequence, software));
-                return Err(e);
+                return Err((on, e));
             }
         };
         book.unanswered.clear();
         let clean = link::apply_ack(&mut book.state, &req, &resp, link::now_ms());
+        if clean {
+            self.acked_on.store(on, Ordering::Relaxed);
+            // After the server, so a reader that sees the time sees its server.
+            self.acked_ms.store(ms_since(self.base), Ordering::Release);
+        }
         exchange.outcome = Ok((resp.acknowledged_sequence, resp.resend));
         book.note(exchange);
         Ok(Acked {
@@ -391,19 +511,30 @@ impl SimAgent {
     }
 
     /// Holds the Connect stream until `stop` fires, reconnecting after a loss with the real
-    /// agent's backoff (1 s doubling to 120 s, with jitter).
+    /// agent's backoff (1 s doubling to 120 s, with jitter). With several servers, a stream
+    /// that ends moves the agent to the next server that answers and the stream opens there
+    /// at once, as the real agent's does; so does a report that moved the agent meanwhile.
     pub async fn hold(
         self: Arc<Self>,
         fleet: Arc<Fleet>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
+        let mut route = self.route.subscribe();
         loop {
             let started = Instant::now();
             let mut up = false;
+            route.borrow_and_update();
+            let mut moved = false;
+            let mut on = self.replica();
             tokio::select! {
                 _ = stop.changed() => {}
-                r = self.stream_once(&fleet, &mut up) => {
+                _ = route.changed() => moved = true,
+                r = async {
+                    let (channel, at) = self.link()?;
+                    on = at;
+                    self.stream_once(&fleet, channel, at, &mut up).await
+                } => {
                     if let Err(e) = r {
                         debug_note(self.index, &e);
                     }
@@ -419,6 +550,11 @@ impl SimAgent {
                 backoff.reset();
             }
             let d = backoff.next_delay();
+            // The real agent counts the attempt either way, and skips the wait when another
+            // server (or the same one, dialled afresh) answered.
+            if moved || self.fail_over(&fleet, on).await {
+                continue;
+            }
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(d) => {}
@@ -426,7 +562,13 @@ impl SimAgent {
         }
     }
 
-    async fn stream_once(&self, fleet: &Fleet, up: &mut bool) -> Result<(), LoadError> {
+    async fn stream_once(
+        &self,
+        fleet: &Fleet,
+        channel: Channel,
+        on: usize,
+        up: &mut bool,
+    ) -> Result<(), LoadError> {
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(8);
         let hello = pb::AgentMessage {
             msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
@@ -435,7 +577,7 @@ impl SimAgent {
             })),
         };
         let _ = tx.send(hello).await;
-        let mut inbound = AgentServiceClient::new(self.channel()?)
+        let mut inbound = AgentServiceClient::new(channel)
             .connect(ReceiverStream::new(rx))
             .await
             .map_err(LoadError::rpc("connect"))?
@@ -458,7 +600,8 @@ impl SimAgent {
                                 *up = true;
                                 fleet.streams_up.fetch_add(1, Ordering::Relaxed);
                             }
-                            self.welcomed_ms.store(fleet.ms_since_base().max(1), Ordering::Relaxed);
+                            self.welcomed_on.store(on, Ordering::Relaxed);
+                            self.welcomed_ms.store(fleet.ms_since_base().max(1), Ordering::Release);
                         }
                         Some(pb::server_message::Msg::Command(signed)) => {
                             let r = self.answer(fleet, &signed);
@@ -544,7 +687,91 @@ fn debug_note(index: usize, e: &LoadError) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Acknowledged, Exchange};
+    use super::{Acknowledged, Exchange, Fleet, SimAgent};
+    use crate::load::baseline::Baseline;
+    use std::sync::atomic::Ordering;
+
+    /// An https URL on loopback where nothing listens.
+    fn dead_url() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("https://127.0.0.1:{port}")
+    }
+
+    /// Agent 0 of a fleet over `servers`, its connection to the first (dead) one made as a
+    /// held connection is: lazily, failing at the first call.
+    fn agent_on_dead_first(
+        servers: Vec<String>,
+        b: &Baseline,
+    ) -> (std::sync::Arc<Fleet>, SimAgent) {
+        let fleet = Fleet::over(&servers, &b.ca_pem, 0);
+        let a = SimAgent::enrolled(
+            &fleet,
+            "t",
+            0,
+            "dev-0".into(),
+            (b.cert_pem.clone(), b.key_pem.clone()),
+            String::new(),
+        );
+        let lazy =
+            vakt_agent::link::endpoint(&servers[0], &b.ca_pem, Some((&b.cert_pem, &b.key_pem)))
+                .unwrap()
+                .connect_lazy();
+        a.set_link(lazy, 0);
+        (fleet, a)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_report_moves_the_agent_and_counts_only_when_acked_there() {
+        let b = Baseline::start(1).unwrap();
+        // The same live server twice after the dead one: a second report of the same
+        // failure must not move the agent on to the third.
+        let (fleet, a) = agent_on_dead_first(vec![dead_url(), b.url.clone(), b.url.clone()], &b);
+        let (on, e) = a.report_on(false).await.unwrap_err();
+        assert_eq!(on, 0);
+        let ack = a.acknowledged().await;
+        assert_eq!(ack.sequence, 0, "nothing acknowledged yet");
+        assert_eq!(ack.unanswered.len(), 1, "the report may have been stored");
+        assert_eq!(a.acked_ms.load(Ordering::Relaxed), 0);
+
+        assert!(a.fail_over_after(&fleet, on, &e).await);
+        assert_eq!(a.replica(), 1);
+        // The stream, failing on the same dead server, finds the agent moved: no new
+        // connection (which would end the stream just opened on it).
+        let route = a.route.subscribe();
+        assert!(a.fail_over(&fleet, 0).await);
+        assert_eq!(a.replica(), 1);
+        assert!(!route.has_changed().unwrap());
+
+        let acked = a.report_on(false).await.unwrap();
+        assert!(acked.clean);
+        assert_eq!(a.acked_on.load(Ordering::Relaxed), 1);
+        assert!(a.acked_ms.load(Ordering::Relaxed) > 0);
+        let ack = a.acknowledged().await;
+        assert_eq!(ack.sequence, acked.sequence);
+        assert!(ack.unanswered.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_one_server_or_none_answering_the_agent_stays() {
+        let b = Baseline::start(1).unwrap();
+        let (fleet, a) = agent_on_dead_first(vec![dead_url()], &b);
+        assert!(!a.fail_over(&fleet, 0).await);
+        assert_eq!(a.replica(), 0);
+        let (fleet, a) = agent_on_dead_first(vec![dead_url(), dead_url()], &b);
+        assert!(!a.fail_over(&fleet, 0).await);
+        assert_eq!(a.replica(), 0, "the old connection stays and re-dials");
+        // A refusal is not worth moving for, though another server answers: it would refuse
+        // too.
+        let (fleet, a) = agent_on_dead_first(vec![dead_url(), b.url.clone()], &b);
+        let refused = crate::load::LoadError::Rpc {
+            what: "report",
+            status: tonic::Status::unauthenticated("revoked"),
+        };
+        assert!(!a.fail_over_after(&fleet, 0, &refused).await);
+        assert_eq!(a.replica(), 0);
+    }
 
     #[test]
     fn an_exchange_reads_as_what_was_sent_and_what_came_back() {
