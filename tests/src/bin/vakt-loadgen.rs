@@ -207,8 +207,10 @@ async fn report_loop(
             if let Some(p) = pace {
                 nap(p.mul_f64(offset), &stop).await;
             }
+            let mut just_moved = false;
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
+                let after_move = std::mem::take(&mut just_moved);
                 match a.report_on(full).await {
                     Ok(ack) if ack.clean => {
                         ok.fetch_add(1, Ordering::Relaxed);
@@ -227,8 +229,12 @@ async fn report_loop(
                             eprintln!("agent {}: {e}", a.index);
                         }
                         // With replicas the agent moves to another and sends the report
-                        // again there at once, as the real agent does.
-                        if a.fail_over_after(&fleet, on, &e).await {
+                        // again there at once, as the real agent does. The real agent
+                        // collects again first; the simulator has nothing to collect, so a
+                        // report that fails straight after a move waits as below, rather
+                        // than hopping between servers as fast as it can dial.
+                        if a.fail_over_after(&fleet, on, &e).await && !after_move {
+                            just_moved = true;
                             continue;
                         }
                         // The server may be restarting: the agent retries, not spins.
@@ -935,6 +941,8 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             "failover_checkins_ok": failover_checkins.ok,
             "failover_checkins_failed": failover_checkins.failed,
             "failover_lock_device": failover_lock.as_ref().map(|l| l.0.clone()),
+            "failover_dials_failed": fleet.dials_failed.load(Ordering::Relaxed),
+            "failover_streams_failed_after_move": fleet.streams_failed_after_move.load(Ordering::Relaxed),
             "checkin_slowest_ms": checkin_max_ms,
             "checkins_over_250ms": checkins_over_250ms,
             "command_redeliveries": fleet.redeliveries.load(Ordering::Relaxed),

@@ -50,6 +50,11 @@ pub struct Fleet {
     pub redeliveries: AtomicU64,
     /// Commands refused (bad signature, another device, expired): never expected.
     pub refused: AtomicU64,
+    /// Fail-over dials to a server that did not answer (the dead one among them).
+    pub dials_failed: AtomicU64,
+    /// Streams that ended before their Welcome straight after a move, so waited the backoff
+    /// (the survivors turning agents away, not a figure of the move itself).
+    pub streams_failed_after_move: AtomicU64,
 }
 
 impl Fleet {
@@ -77,6 +82,8 @@ impl Fleet {
             runs: Mutex::default(),
             redeliveries: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            dials_failed: AtomicU64::new(0),
+            streams_failed_after_move: AtomicU64::new(0),
         })
     }
 
@@ -411,7 +418,10 @@ impl SimAgent {
                             self.set_link(channel, to);
                             return true;
                         }
-                        Err(e) => debug_note(self.index, &e),
+                        Err(e) => {
+                            fleet.dials_failed.fetch_add(1, Ordering::Relaxed);
+                            debug_note(self.index, &e);
+                        }
                     }
                 }
                 false
@@ -521,6 +531,7 @@ impl SimAgent {
     ) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
         let mut route = self.route.subscribe();
+        let mut just_moved = false;
         loop {
             let started = Instant::now();
             let mut up = false;
@@ -550,9 +561,19 @@ impl SimAgent {
                 backoff.reset();
             }
             let d = backoff.next_delay();
-            // The real agent counts the attempt either way, and skips the wait when another
-            // server (or the same one, dialled afresh) answered.
-            if moved || self.fail_over(&fleet, on).await {
+            // The real agent counts the attempt either way, and skips the wait when a report
+            // moved it or when another server (or the same one, dialled afresh) answered. A
+            // stream that ends before its Welcome straight after such a move waits here
+            // instead, so a server that takes connections but ends streams is not dialled as
+            // fast as it answers.
+            let failed_after_move = std::mem::take(&mut just_moved) && !up && !moved;
+            if failed_after_move {
+                fleet
+                    .streams_failed_after_move
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if moved || (self.fail_over(&fleet, on).await && !failed_after_move) {
+                just_moved = true;
                 continue;
             }
             tokio::select! {
