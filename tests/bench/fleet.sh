@@ -20,7 +20,7 @@
 # (from the kill to their first report acknowledged elsewhere; it includes waiting for the
 # agent's next check-in, up to 5 s), and `failover_lock_ms` (a lock for one of them, not
 # locked before, queued on replica 2 right after the kill, until its result is stored);
-# details.failover_* the counts. The check that nothing acknowledged is lost then asks
+# details.failover_* the counts (failover_moved_to: where they went, by replica). The check that nothing acknowledged is lost then asks
 # replica 2. After a pg run the script prints the database's cost per agent (rows, bytes) and,
 # for the check-in phase, commits and statements per check-in (pg_stat_database and
 # pg_stat_statements sampled every second; stderr and $BENCH_DIR/pg-cost.txt).

@@ -815,6 +815,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     // is locked through a survivor right after the kill.
     let mut moved = Moved::default();
     let mut failover_watched = 0;
+    let mut moved_to = vec![0usize; cli.server.len()];
     let mut failover_checkins = Looped::default();
     let mut failover_lock: Option<(String, Option<f64>)> = None;
     if let Some(cmd) = &cli.kill_cmd {
@@ -858,6 +859,13 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             }
         });
         moved = m;
+        // Where they went: the real agent takes the next server in its list, so with three
+        // or more replicas this shows whether the survivors share the load.
+        for a in &watched {
+            if let Some(n) = moved_to.get_mut(a.welcomed_on.load(Ordering::Relaxed)) {
+                *n += 1;
+            }
+        }
         failover_lock = lock;
         progress(format_args!(
             "fail-over: {} of {} streams moved (p50 {:?}, p99 {:?}, max {:?} ms), {} reports acknowledged elsewhere (p50 {:?}, max {:?} ms); lock of a moved laptop through a survivor: {failover_lock:?}",
@@ -941,6 +949,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             "failover_checkins_ok": failover_checkins.ok,
             "failover_checkins_failed": failover_checkins.failed,
             "failover_lock_device": failover_lock.as_ref().map(|l| l.0.clone()),
+            "failover_moved_to": moved_to,
             "failover_dials_failed": fleet.dials_failed.load(Ordering::Relaxed),
             "failover_streams_failed_after_move": fleet.streams_failed_after_move.load(Ordering::Relaxed),
             "checkin_slowest_ms": checkin_max_ms,
