@@ -577,7 +577,11 @@ async fn concurrent_checkins_lose_nothing(p: Place) {
         for i in 0..DEVICES {
             let s = s.clone();
             // Sequences arrive out of order: even rounds count down.
-            let seq = if round % 2 == 0 { ROUNDS - round } else { round + 1 };
+            let seq = if round % 2 == 0 {
+                ROUNDS - round
+            } else {
+                round + 1
+            };
             tasks.spawn(async move {
                 let mut cert = [0u8; 32];
                 cert[..4].copy_from_slice(&i.to_be_bytes());
@@ -615,7 +619,10 @@ async fn concurrent_checkins_lose_nothing(p: Place) {
     // On PostgreSQL three statements per check-in when run one by one; gathered, fewer.
     if let (Some(before), Some(after)) = (statements_before, s.gathered_statements()) {
         let checkins = u64::from(DEVICES) * ROUNDS;
-        eprintln!("{checkins} check-ins took {} gathered statements", after - before);
+        eprintln!(
+            "{checkins} check-ins took {} gathered statements",
+            after - before
+        );
         assert!(after - before < 3 * checkins);
     }
 }

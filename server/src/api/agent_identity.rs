@@ -18,10 +18,7 @@ fn presented<T>(req: &Request<T>) -> Result<[u8; 32], Status> {
 
 /// The device calling, from its client certificate. A certificate this server revoked is
 /// refused with the reason, so the agent's log says what to do.
-pub(super) async fn caller<T>(
-    state: &State,
-    req: &Request<T>,
-) -> Result<pb::DeviceRecord, Status> {
+pub(super) async fn caller<T>(state: &State, req: &Request<T>) -> Result<pb::DeviceRecord, Status> {
     let sha = presented(req)?;
     if let Some(rec) = state
         .store

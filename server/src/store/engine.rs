@@ -337,16 +337,15 @@ impl Tree {
         key: impl AsRef<[u8]>,
     ) -> Result<Option<Indexed>, StoreError> {
         match (&self.inner, &index.inner) {
-            (TreeInner::Pg(t), TreeInner::Pg(i)) => Ok(t.get_through_async(i, key.as_ref()).await?),
+            (TreeInner::Pg(t), TreeInner::Pg(i)) => {
+                Ok(t.get_through_async(i, key.as_ref()).await?)
+            }
             _ => self.get_through(index, key),
         }
     }
 
     /// [`Tree::get_many`] for the agents' hot path (see [`Tree::get_through_async`]).
-    pub async fn get_many_async(
-        &self,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    pub async fn get_many_async(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         match &self.inner {
             TreeInner::Pg(t) => Ok(t.get_many_async(keys).await?),
             TreeInner::Sled(_) => self.get_many(keys),

@@ -634,18 +634,33 @@ mod tests {
         };
         assert!(s.renew_cert("d1", &[1; 32], next).await.unwrap().is_some());
         // Both work until the new one is used; a second renewal replaces the unused one.
-        assert!(s.device_by_cert_promoting(&[1; 32]).await.unwrap().is_some());
+        assert!(
+            s.device_by_cert_promoting(&[1; 32])
+                .await
+                .unwrap()
+                .is_some()
+        );
         let again = CertInfo {
             sha256: [3; 32],
             not_after_ms: 6000,
         };
         assert!(s.renew_cert("d1", &[1; 32], again).await.unwrap().is_some());
-        assert!(s.device_by_cert_promoting(&[2; 32]).await.unwrap().is_none());
+        assert!(
+            s.device_by_cert_promoting(&[2; 32])
+                .await
+                .unwrap()
+                .is_none()
+        );
         let rec = s.device_by_cert_promoting(&[3; 32]).await.unwrap().unwrap();
         assert_eq!(rec.cert_sha256, vec![3; 32]);
         assert_eq!(rec.cert_not_after_ms, 6000);
         assert!(rec.pending_cert_sha256.is_empty());
-        assert!(s.device_by_cert_promoting(&[1; 32]).await.unwrap().is_none());
+        assert!(
+            s.device_by_cert_promoting(&[1; 32])
+                .await
+                .unwrap()
+                .is_none()
+        );
         // Only the current certificate may renew.
         assert!(s.renew_cert("d1", &[1; 32], next).await.unwrap().is_none());
     }

@@ -1123,10 +1123,7 @@ impl PgTree {
     }
 
     /// [`PgTree::get_many`], gathered.
-    pub async fn get_many_async(
-        &self,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
+    pub async fn get_many_async(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -1158,9 +1155,12 @@ impl PgTree {
         let (tree, key) = (self.name, key.to_vec());
         self.engine
             .alone(move |c| async move {
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    vec![&tree, &key];
-                params.extend(values.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tree, &key];
+                params.extend(
+                    values
+                        .iter()
+                        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
+                );
                 c.changed_q(sql, &params).await
             })
             .await

@@ -215,7 +215,10 @@ async fn run_through(c: Object, reqs: Vec<Through>) -> Result<Vec<Option<Indexed
     let mut out: Vec<Option<Indexed>> = (0..reqs.len()).map(|_| None).collect();
     for row in rows {
         let i = place(row.try_get(0).map_err(failed)?, out.len()).ok_or(Gathered::Failed)?;
-        out[i] = Some((row.try_get(1).map_err(failed)?, row.try_get(2).map_err(failed)?));
+        out[i] = Some((
+            row.try_get(1).map_err(failed)?,
+            row.try_get(2).map_err(failed)?,
+        ));
     }
     Ok(out)
 }

@@ -107,17 +107,27 @@ enum LockVia {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // tokio's default: one worker thread per core, as the server has.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .build();
+    // The probe: the admin clients and the laptops whose locks are timed, on a thread of their
+    // own. An admin's workstation and a lost laptop are not queued behind ten thousand other
+    // laptops; in one runtime with the simulated fleet they would be, and under saturating
+    // check-ins the lock figure would time this process's own run queue (seconds, measured
+    // in session 9), not the servers'.
+    let probe = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen-probe")
+        .enable_all()
+        .build();
+    let (rt, probe) = match (rt, probe) {
+        (Ok(rt), Ok(probe)) => (rt, probe),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("vakt-loadgen: runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, probe.handle().clone())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vakt-loadgen: {e}");
@@ -344,10 +354,10 @@ async fn baseline(conns: usize, d: Duration, sources: usize) -> Result<(f64, u64
 /// Reports the loss of each agent in `sample`, one after another, and measures each until the
 /// agent's lock result is acknowledged (stored). Returns the latencies (ms) and the failures.
 async fn measure_locks(
-    admins: &mut [admin::Admin],
+    mut admins: Vec<admin::Admin>,
     via: LockVia,
-    fleet: &sim::Fleet,
-    sample: &[Arc<sim::SimAgent>],
+    fleet: Arc<sim::Fleet>,
+    sample: Vec<Arc<sim::SimAgent>>,
 ) -> (Vec<f64>, u64) {
     let mut ms = Vec::new();
     let mut failed = 0u64;
@@ -363,7 +373,7 @@ async fn measure_locks(
             failed += 1;
             continue;
         };
-        match lock_one(admin, fleet, a, Duration::from_secs(30)).await {
+        match lock_one(admin, &fleet, &a, Duration::from_secs(30)).await {
             Some((total, answered)) => {
                 if total > Duration::from_millis(250) {
                     // Where a slow one spent its time: the admin call, or delivery and result.
@@ -518,7 +528,22 @@ async fn watch_moves(watched: &[Arc<sim::SimAgent>], since: u64, deadline: Insta
     }
 }
 
-async fn run(cli: Cli) -> Result<(), LoadError> {
+/// [`measure_locks`] on the probe runtime (see `main`).
+async fn measure_locks_on(
+    probe: &tokio::runtime::Handle,
+    admins: Vec<admin::Admin>,
+    via: LockVia,
+    fleet: &Arc<sim::Fleet>,
+    sample: &[Arc<sim::SimAgent>],
+) -> (Vec<f64>, u64) {
+    let n = sample.len() as u64;
+    probe
+        .spawn(measure_locks(admins, via, fleet.clone(), sample.to_vec()))
+        .await
+        .unwrap_or((Vec::new(), n))
+}
+
+async fn run(cli: Cli, probe: tokio::runtime::Handle) -> Result<(), LoadError> {
     let n = cli.agents.max(1);
     // Agents' connections and enrollment sockets; the baseline's client and server ends (two
     // per connection, in this process) get what the limit leaves, up to one per agent.
@@ -536,7 +561,13 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     // One admin client per replica: a lock is queued on the replica `--lock-via` names.
     let mut admins = Vec::with_capacity(cli.server.len());
     for server in &cli.server {
-        admins.push(admin::client(server, &ca_pem, &admin_token).await?);
+        // Made on the probe runtime, so the connection's task runs there (see `main`).
+        let (server, ca_pem, admin_token) = (server.clone(), ca_pem.clone(), admin_token.clone());
+        let client = probe
+            .spawn(async move { admin::client(&server, &ca_pem, &admin_token).await })
+            .await
+            .map_err(|e| LoadError::Other(format!("probe runtime: {e}")))??;
+        admins.push(client);
     }
     let Some(mut admin) = admins.first().cloned() else {
         return Err(LoadError::Other("--server names no server".into()));
@@ -606,16 +637,38 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         enroll_s.as_secs_f64()
     ));
 
+    // The laptops whose locks are timed, spread across the fleet; their connections and
+    // streams live on the probe runtime (see `main`), and they check in with the rest.
+    let step = (agents.len() / cli.lock_sample.max(1)).max(1);
+    let sample: Vec<_> = agents
+        .iter()
+        .step_by(step)
+        .take(cli.lock_sample)
+        .cloned()
+        .collect();
+    let sampled: std::collections::HashSet<usize> = sample.iter().map(|a| a.index).collect();
+
     // 2. Every agent dials its own connection and holds its stream.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_before = server_rss(&cli.server_pid_file);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let t = Instant::now();
     let dialled = for_all(&agents, cli.concurrency, {
-        let fleet = fleet.clone();
+        let (fleet, probe) = (fleet.clone(), probe.clone());
         move |a| {
             let (fleet, stop) = (fleet.clone(), stop_rx.clone());
+            let on_probe = sampled.contains(&a.index).then(|| probe.clone());
             async move {
+                if let Some(probe) = on_probe {
+                    return probe
+                        .spawn(async move {
+                            a.dial(&fleet).await?;
+                            tokio::spawn(a.hold(fleet, stop));
+                            Ok::<_, LoadError>(())
+                        })
+                        .await
+                        .map_err(|e| LoadError::Other(format!("probe runtime: {e}")))?;
+                }
                 a.dial(&fleet).await?;
                 tokio::spawn(a.hold(fleet, stop));
                 Ok::<_, LoadError>(())
@@ -682,16 +735,9 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     // 5. No-change check-ins from everyone, and meanwhile lock latency over half the lock
     // sample (spread across the fleet): the loss of a laptop is reported while the rest of the
     // fleet keeps the server busy.
-    let step = (agents.len() / cli.lock_sample.max(1)).max(1);
-    let sample: Vec<_> = agents
-        .iter()
-        .step_by(step)
-        .take(cli.lock_sample)
-        .cloned()
-        .collect();
     let (busy_sample, idle_sample) = sample.split_at(sample.len() / 2);
     let t = Instant::now();
-    let mut busy_admins = admins.clone();
+    let busy_admins = admins.clone();
     let (checkin_loop, (busy_ms, busy_failed)) = tokio::join!(
         // Timed on its own: a lock that never arrives (queued on another replica without
         // routing) keeps the join waiting after the check-ins ended.
@@ -710,7 +756,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         async {
             // Let the check-in load build up first.
             tokio::time::sleep(d / 4).await;
-            measure_locks(&mut busy_admins, cli.lock_via, &fleet, busy_sample).await
+            measure_locks_on(&probe, busy_admins, cli.lock_via, &fleet, busy_sample).await
         }
     );
     let (
@@ -740,7 +786,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
 
     // 7. Lock latency over the other half of the sample, the fleet holding its streams.
     let (lock_ms, lock_failed) =
-        measure_locks(&mut admins, cli.lock_via, &fleet, idle_sample).await;
+        measure_locks_on(&probe, admins.clone(), cli.lock_via, &fleet, idle_sample).await;
     let p50 = stats::percentile(&lock_ms, 50.0).map(round1);
     let p99 = stats::percentile(&lock_ms, 99.0).map(round1);
     progress(format_args!(
