@@ -391,8 +391,8 @@ pub async fn run(
     Ok(())
 }
 
-/// With more than one server, moves `channel` to the next server that answers after the
-/// current one failed; true when it did. With one server nothing changes: tonic's channel
+/// With more than one server, moves `channel` to another server that answers after the
+/// current one failed (`link::fail_over_order`: one at random first, the failed one last); true when it did. With one server nothing changes: tonic's channel
 /// reconnects to it by itself. When no other server answers either, the old channel stays and
 /// the caller's backoff applies.
 async fn fail_over(

@@ -103,24 +103,61 @@ pub use dial::error_chain;
 ///
 /// Each agent starts with a server of its own choosing (random per process), so a fleet that
 /// restarts together spreads over the replicas instead of all landing on the first; it stays
-/// with a server while it answers, and moves to the next one in the list when it fails, so
-/// the survivors of a dead replica divide its agents between them.
+/// with a server while it answers, and when it fails moves to another chosen at random, so
+/// the survivors of a dead replica divide its agents between them (moving to "the next in
+/// the list" sent every agent of a dead replica to the same survivor: the fleet simulator
+/// showed all 100 of them on one of two survivors). The failed server is tried last.
 #[derive(Debug, Clone)]
 pub struct Servers {
     urls: Vec<String>,
     current: usize,
+    /// The server that failed last, tried after every other.
+    failed: Option<usize>,
+}
+
+/// A number below `n` (0 when `n` is 0), different per call: std's hasher keys are random,
+/// a spread without a random-number crate.
+fn random_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    usize::try_from(r % n.max(1) as u64).unwrap_or(0)
+}
+
+/// The order in which [`Servers::connect`] tries `len` servers: from `current` round the
+/// list, with `failed` (if any, and not the only one) moved to the end.
+fn try_order(current: usize, failed: Option<usize>, len: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len)
+        .map(|step| (current + step) % len)
+        .filter(|i| Some(*i) != failed)
+        .collect();
+    if let Some(f) = failed.filter(|f| *f < len) {
+        order.push(f);
+    }
+    order
+}
+
+/// The servers to try, in order, after the one at `failed` (of `len`) failed: another chosen
+/// at random first, then round the list from it, `failed` last. The agent's rule; the fleet
+/// simulator moves its agents by it too.
+pub fn fail_over_order(failed: usize, len: usize) -> Vec<usize> {
+    if len < 2 {
+        return (0..len).collect();
+    }
+    let start = (failed + 1 + random_below(len - 1)) % len;
+    try_order(start, Some(failed), len)
 }
 
 impl Servers {
     /// `urls` must not be empty (the config refuses an empty list).
     pub fn new(urls: Vec<String>) -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        // std's hasher keys are random per process: a spread without a random-number crate.
-        let r = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let current = usize::try_from(r % urls.len().max(1) as u64).unwrap_or(0);
-        Self { urls, current }
+        let current = random_below(urls.len());
+        Self {
+            urls,
+            current,
+            failed: None,
+        }
     }
 
     /// The server the agent is with (or will try first).
@@ -137,10 +174,12 @@ impl Servers {
     }
 
     /// The current server failed (its stream ended, or a call did not get through): the
-    /// next connection starts with the next one.
+    /// next connection starts with another one, chosen at random, and tries this one last.
     pub fn failed(&mut self) {
-        if !self.urls.is_empty() {
-            self.current = (self.current + 1) % self.urls.len();
+        let len = self.urls.len();
+        if len > 1 {
+            self.failed = Some(self.current);
+            self.current = fail_over_order(self.current, len)[0];
         }
     }
 
@@ -152,14 +191,17 @@ impl Servers {
         identity: Option<(&str, &str)>,
     ) -> Result<Channel, LinkError> {
         let mut failures = Vec::new();
-        for step in 0..self.urls.len() {
-            let i = (self.current + step) % self.urls.len();
+        for (step, i) in try_order(self.current, self.failed, self.urls.len())
+            .into_iter()
+            .enumerate()
+        {
             match connect(&self.urls[i], ca_pem, identity).await {
                 Ok(c) => {
                     if step > 0 {
                         tracing::info!(server = %self.urls[i], "connected to another server");
                     }
                     self.current = i;
+                    self.failed = None;
                     return Ok(c);
                 }
                 Err(LinkError::Unreachable { server, message }) => {
@@ -393,6 +435,29 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_server_sends_its_agents_to_every_other_and_is_tried_last() {
+        let urls: Vec<String> = (0..3).map(|i| format!("https://r{i}:7443")).collect();
+        let mut went = [0usize; 3];
+        for _ in 0..300 {
+            let mut s = Servers::new(urls.clone());
+            s.current = 0;
+            s.failed();
+            went[s.current] += 1;
+            assert_eq!(try_order(s.current, s.failed, 3).last(), Some(&0));
+        }
+        // Never back to the failed one; both survivors get a share (300 fair coin flips
+        // all landing on one side: 2^-299).
+        assert_eq!(went[0], 0);
+        assert!(went[1] > 0 && went[2] > 0, "{went:?}");
+        assert_eq!(try_order(1, None, 3), vec![1, 2, 0]);
+        assert_eq!(try_order(2, Some(1), 3), vec![2, 0, 1]);
+        // One server: nothing to move to.
+        let mut one = Servers::new(vec![urls[0].clone()]);
+        one.failed();
+        assert_eq!((one.current, one.failed), (0, None));
+    }
 
     #[test]
     fn only_changed_sections_are_sent_and_acks_are_recorded() {

@@ -905,8 +905,8 @@ async fn run(cli: Cli, probe: tokio::runtime::Handle) -> Result<(), LoadError> {
             }
         });
         moved = m;
-        // Where they went: the real agent takes the next server in its list, so with three
-        // or more replicas this shows whether the survivors share the load.
+        // Where they went: the real agent takes another server at random, so with three or
+        // more replicas this shows the survivors sharing the load.
         for a in &watched {
             if let Some(n) = moved_to.get_mut(a.welcomed_on.load(Ordering::Relaxed)) {
                 *n += 1;

@@ -1,8 +1,9 @@
 //! Which server a simulated agent turns to when its server fails, as the real agent does
 //! (`vakt_agent::link::Servers` and `daemon::fail_over`): it stays with a server while it
 //! answers; when its stream ends or a report fails for a reason retrying may fix, it tries
-//! the next server in the list, then the ones after it, the failed one last, each once, and
-//! holds its stream on the first that answers at once. Only when none answers does it wait,
+//! another server chosen at random, then the ones after it, the failed one last, each once
+//! (`vakt_agent::link::fail_over_order`, the agent's own rule), and holds its stream on the
+//! first that answers at once. Only when none answers does it wait,
 //! with the agent's jittered backoff. With one server nothing moves: the connection re-dials
 //! that server by itself.
 //!
@@ -31,7 +32,7 @@ pub fn after_failure(current: usize, failed: usize, n: usize) -> Next {
     if current != failed {
         return Next::AlreadyMoved;
     }
-    Next::Try((1..=n).map(|step| (failed + step) % n).collect())
+    Next::Try(vakt_agent::link::fail_over_order(failed, n))
 }
 
 /// Whether a failed call is one the real agent fails over for (`LinkError::is_transient`:
@@ -59,10 +60,22 @@ mod tests {
     }
 
     #[test]
-    fn the_next_server_first_the_failed_one_last() {
+    fn another_server_first_the_failed_one_last() {
         assert_eq!(after_failure(0, 0, 2), Next::Try(vec![1, 0]));
         assert_eq!(after_failure(1, 1, 2), Next::Try(vec![0, 1]));
-        assert_eq!(after_failure(2, 2, 4), Next::Try(vec![3, 0, 1, 2]));
+        let mut firsts = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let Next::Try(order) = after_failure(2, 2, 4) else {
+                panic!("four servers: a move");
+            };
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2, 3]);
+            assert_eq!(order.last(), Some(&2));
+            firsts.insert(order[0]);
+        }
+        // The survivors share a dead replica's agents.
+        assert_eq!(firsts, [0, 1, 3].into_iter().collect());
     }
 
     #[test]
