@@ -104,7 +104,7 @@ impl State {
 
     /// Ends every held Connect stream, for a shutdown: each session stops reading and the
     /// senders kept here are dropped, so the response streams finish and the HTTP/2
-    /// connections can close after their GOAWAY. Agents reconnect to the next server.
+    /// connections can close after their GOAWAY. Agents reconnect to another server.
     pub fn stop_streams(&self) {
         self.stopping.send_replace(true);
         if let Ok(mut map) = self.connected.lock() {

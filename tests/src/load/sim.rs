@@ -5,7 +5,7 @@
 //!
 //! With several servers (replicas on one database) an agent knows them all and fails over
 //! as the real agent does ([`super::failover`]): a stream that ends or a report that fails
-//! moves it to the next server that answers, at once; the stream and the report follow.
+//! moves it to another server that answers, at once; the stream and the report follow.
 
 use super::{LoadError, inventory};
 use std::collections::HashMap;
@@ -522,7 +522,7 @@ impl SimAgent {
 
     /// Holds the Connect stream until `stop` fires, reconnecting after a loss with the real
     /// agent's backoff (1 s doubling to 120 s, with jitter). With several servers, a stream
-    /// that ends moves the agent to the next server that answers and the stream opens there
+    /// that ends moves the agent to another server that answers and the stream opens there
     /// at once, as the real agent's does; so does a report that moved the agent meanwhile.
     pub async fn hold(
         self: Arc<Self>,
