@@ -258,6 +258,8 @@ pub async fn run(
     let mut watcher: Option<roaming::Watcher> = None;
     let mut watch_retry_at = Instant::now();
     let mut collecting: Option<Collecting> = None;
+    // Whether the last report failed straight after a move (see `retry_after_move`).
+    let mut report_moved = false;
     loop {
         // Watch before collecting, so a change between the two still wakes us.
         if watcher.is_none() && Instant::now() >= watch_retry_at {
@@ -336,6 +338,7 @@ pub async fn run(
                         tracing::info!(sequence = s.sequence, sent = ?s.sent, "report acknowledged");
                         emit(Event::Reported { sequence: s.sequence, sent: s.sent });
                         report_backoff.reset();
+                        report_moved = false;
                         next_report = Instant::now() + cfg.report_interval;
                     }
                     Err(e) if e.is_transient() => {
@@ -348,7 +351,10 @@ pub async fn run(
                                 h.abort();
                             }
                             stream_retry_at = Instant::now();
-                            next_report = Instant::now();
+                            // Sent again at once on the new server, unless the report failed
+                            // there too straight after the last move.
+                            next_report = Instant::now() + retry_after_move(report_moved, d);
+                            report_moved = true;
                         }
                     }
                     Err(e) => {
@@ -378,8 +384,10 @@ pub async fn run(
                 }
                 stream_retry_at = Instant::now() + d;
                 if server_side && fail_over(&mut servers, &identity, &mut channel).await {
-                    // Another server answered: hold the stream there at once.
-                    stream_retry_at = Instant::now();
+                    // Another server answered: hold the stream there at once, unless this
+                    // stream ended straight after it began.
+                    let quick = stream_started.elapsed() < QUICK_END;
+                    stream_retry_at = Instant::now() + retry_after_move(quick, d);
                 }
             }
             _ = sleep_until(stream_retry_at), if stream.is_none() => {}
@@ -389,6 +397,20 @@ pub async fn run(
         h.abort();
     }
     Ok(())
+}
+
+/// A stream that ends sooner than this after it began ended "straight away" (see
+/// [`retry_after_move`]).
+const QUICK_END: Duration = Duration::from_secs(10);
+
+/// How long to wait, after a fail-over to another server, before the stream or report is
+/// tried there: at once after a server that had worked failed (a dead replica: its agents
+/// move without delay), but the backoff `backoff` when the failure came straight after a move
+/// or start (`again`). Without the wait, servers that accept connections but end every
+/// stream or fail every report would be dialled in a tight loop, and each report retry
+/// collects the inventory again.
+fn retry_after_move(again: bool, backoff: Duration) -> Duration {
+    if again { backoff } else { Duration::ZERO }
 }
 
 /// With more than one server, moves `channel` to another server that answers after the
@@ -566,5 +588,19 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failure_straight_after_a_move_waits_the_backoff() {
+        let backoff = Duration::from_secs(4);
+        // A server that had worked died: its agents move and carry on at once.
+        assert_eq!(retry_after_move(false, backoff), Duration::ZERO);
+        // The new server failed too, straight away: no tight loop between such servers.
+        assert_eq!(retry_after_move(true, backoff), backoff);
     }
 }
