@@ -561,11 +561,11 @@ impl SimAgent {
                 backoff.reset();
             }
             let d = backoff.next_delay();
-            // The real agent counts the attempt either way, and skips the wait when a report
-            // moved it or when another server (or the same one, dialled afresh) answered. A
-            // stream that ends before its Welcome straight after such a move waits here
-            // instead, so a server that takes connections but ends streams is not dialled as
-            // fast as it answers.
+            // As the real agent (`daemon::retry_after_move`): the attempt counts either way,
+            // and the wait is skipped when a report moved the agent or when another server
+            // (or the same one, dialled afresh) answered, except for a stream that ended
+            // straight after such a move, so a server that takes connections but ends streams
+            // is not dialled as fast as it answers.
             let failed_after_move = std::mem::take(&mut just_moved) && !up && !moved;
             if failed_after_move {
                 fleet
