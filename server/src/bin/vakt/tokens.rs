@@ -1,16 +1,126 @@
-//! `vakt admin-token list|revoke|approve` and `vakt enroll-token list|revoke`: the token
-//! lifecycle on the command line, and the plain warning on wipes while only one admin person
-//! exists. Lists never show a secret or its hash, only the public id.
+//! `vakt enroll-token create|list|revoke` and `vakt admin-token create|list|revoke|approve`:
+//! the token lifecycle on the command line, and the plain warning on wipes while only one admin
+//! person exists. A created token goes alone to stdout; lists never show a secret or its hash,
+//! only the public id.
 
-use super::{AdminTokenCmd, Client, TokenCmd, client, status};
+use super::{Cli, Client, client, status};
 use anyhow::{anyhow, bail};
+use clap::{Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use vakt_proto::pb;
 use vakt_server::api::admin::role_name;
 use vakt_server::timefmt::rfc3339_ms;
 
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Print a new enrollment token.
+    Create {
+        /// How many devices may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid, e.g. 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Every enrollment token: id, state (active, revoked, expired, used-up), uses, expiry.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an enrollment token (by the id `list` shows): it enrolls nothing more.
+    Revoke { id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+#[derive(Subcommand)]
+pub enum AdminTokenCmd {
+    /// Print a new admin API token.
+    Create {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The person the token is for; tokens of the same name are the same person.
+        #[arg(long)]
+        name: String,
+        /// How long it is valid, e.g. 8h, 90d; without it the token does not expire.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Every admin token: id, name, role, state, created, expiry, last use (never the secret).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin token (by the id `list` shows); its console sessions end at once.
+    Revoke { id: String },
+    /// Approve an admin token awaiting approval (by an admin person other than its creator).
+    Approve { id: String },
+}
+
+/// `vakt enroll-token create`: the duration and the uses are checked before the server is
+/// dialled.
+pub async fn create_enroll_token(
+    cli: &Cli,
+    uses: u32,
+    ttl: &str,
+    note: &str,
+) -> anyhow::Result<()> {
+    let ttl = humantime::parse_duration(ttl)
+        .map_err(|e| anyhow!("--ttl '{ttl}' is not a duration ({e}); write e.g. 24h or 7d"))?;
+    if uses == 0 {
+        bail!("--uses must be at least 1");
+    }
+    let t = client(cli)
+        .await?
+        .create_enroll_token(pb::CreateEnrollTokenRequest {
+            uses,
+            ttl_s: ttl.as_secs().max(1),
+            note: note.to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    outln!("{}", t.token);
+    Ok(())
+}
+
+/// `vakt admin-token create`: the duration is checked before the server is dialled.
+pub async fn create_admin_token(
+    cli: &Cli,
+    role: RoleArg,
+    name: &str,
+    ttl: Option<&str>,
+) -> anyhow::Result<()> {
+    let ttl_s = admin_ttl_s(ttl)?;
+    let role = match role {
+        RoleArg::Viewer => pb::Role::Viewer,
+        RoleArg::Operator => pb::Role::Operator,
+        RoleArg::Admin => pb::Role::Admin,
+    };
+    let t = client(cli)
+        .await?
+        .create_admin_token(pb::CreateAdminTokenRequest {
+            role: role as i32,
+            name: name.to_string(),
+            ttl_s,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    outln!("{}", t.token);
+    explain_created(&t);
+    Ok(())
+}
+
 /// `--ttl` of an admin token in seconds; none is 0, a token that does not expire.
-pub fn admin_ttl_s(ttl: Option<&str>) -> anyhow::Result<u64> {
+fn admin_ttl_s(ttl: Option<&str>) -> anyhow::Result<u64> {
     let Some(ttl) = ttl else { return Ok(0) };
     let d = humantime::parse_duration(ttl)
         .map_err(|e| anyhow!("--ttl '{ttl}' is not a duration ({e}); write e.g. 8h or 90d"))?;
@@ -21,7 +131,7 @@ pub fn admin_ttl_s(ttl: Option<&str>) -> anyhow::Result<u64> {
 }
 
 /// After the token itself went to stdout: what a person should know of it, on stderr.
-pub fn explain_created(t: &pb::CreatedToken) {
+fn explain_created(t: &pb::CreatedToken) {
     if t.state == "awaiting-approval" {
         eprintln!(
             "admin token {id} is awaiting approval: it works once an admin person other than \
@@ -94,7 +204,7 @@ fn cell(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
 }
 
-pub async fn admin_token(cli: &super::Cli, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
+pub async fn admin_token(cli: &Cli, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
     let mut c = client(cli).await?;
     match cmd {
         AdminTokenCmd::Create { .. } => bail!("admin-token create is handled by the caller"),
@@ -155,7 +265,7 @@ pub async fn admin_token(cli: &super::Cli, cmd: &AdminTokenCmd) -> anyhow::Resul
     Ok(())
 }
 
-pub async fn enroll_token(cli: &super::Cli, cmd: &TokenCmd) -> anyhow::Result<()> {
+pub async fn enroll_token(cli: &Cli, cmd: &TokenCmd) -> anyhow::Result<()> {
     let mut c = client(cli).await?;
     match cmd {
         TokenCmd::Create { .. } => bail!("enroll-token create is handled by the caller"),
