@@ -3,8 +3,6 @@
 //! errors to gRPC statuses with messages a person can act on.
 
 pub mod admin;
-mod admin_identity;
-mod admin_signing;
 pub mod agent;
 mod agent_identity;
 pub mod exemption_guard;

@@ -9,15 +9,17 @@
 //! methods hand each call to its group: `devices`, `loss` (loss cases, wipes, the command
 //! list), `policy` (the pack and findings), `people` (people, trips, exemptions), `audit`,
 //! `minting` (new enrollment tokens, first start's admin token); the token lifecycle is
-//! `api/tokens.rs`, device identity `api/admin_identity.rs`, the signing key
-//! `api/admin_signing.rs`.
+//! `api/tokens.rs`, device identity `identity.rs`, the signing key
+//! `signing.rs`.
 
 mod audit;
 mod devices;
+mod identity;
 mod loss;
 mod minting;
 mod people;
 mod policy;
+mod signing;
 
 pub use audit::verify_chain;
 pub use minting::{create_admin_token, create_enroll_token};
@@ -158,7 +160,7 @@ impl AdminApi {
     pub(crate) fn device_view(&self, rec: pb::DeviceRecord) -> pb::Device {
         let mut d = rec.device.clone().unwrap_or_default();
         d.connected = self.state.is_connected(&d.id);
-        if let Err(e) = super::admin_identity::identity_view(self, &rec, &mut d) {
+        if let Err(e) = identity::identity_view(self, &rec, &mut d) {
             tracing::warn!(device = %d.id, "identity view: {}", e.message());
         }
         d.wipe_readiness = Some(self.wipe_readiness(&d.id));
@@ -224,14 +226,14 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ReenrollDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
-        super::admin_identity::reenroll(self, req).await
+        identity::reenroll(self, req).await
     }
 
     async fn retire_device(
         &self,
         req: Request<pb::RetireDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
-        super::admin_identity::retire(self, req).await
+        identity::retire(self, req).await
     }
 
     async fn list_commands(
@@ -428,14 +430,14 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::SigningKeys>, Status> {
-        super::admin_signing::rotate(self, req).await
+        signing::rotate(self, req).await
     }
 
     async fn get_signing_keys(
         &self,
         req: Request<pb::GetSigningKeysRequest>,
     ) -> Result<Response<pb::SigningKeys>, Status> {
-        super::admin_signing::show(self, req).await
+        signing::show(self, req).await
     }
 }
 

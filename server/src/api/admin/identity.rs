@@ -2,8 +2,8 @@
 //! device's hardware may take its record over, within a day, once) and `vakt device retire`
 //! (its certificates revoked for good), and what the device views show of it.
 
-use super::admin::AdminApi;
-use super::internal;
+use super::AdminApi;
+use crate::api::internal;
 use crate::store::REENROLL_WINDOW_MS;
 use crate::timefmt::{now_ms, rfc3339_ms};
 use tonic::{Request, Response, Status};

@@ -4,8 +4,8 @@
 //! generations and how many devices trust each, so IT can see when a rotation has reached the
 //! whole fleet.
 
-use super::admin::AdminApi;
-use super::internal;
+use super::AdminApi;
+use crate::api::internal;
 use crate::timefmt::now_ms;
 use tonic::{Request, Response, Status};
 use vakt_proto::pb;
