@@ -207,14 +207,23 @@ async fn committed_writes_survive_a_fresh_store(p: Place) {
     assert_eq!(s.audit_log().unwrap().len(), 1);
 }
 
-async fn an_enrollment_token_is_used_exactly_once_under_concurrent_enrollments(p: Place) {
-    let s = p.open();
-    let h = token(&s, "shared", 10).await;
+/// Enrolls `n` devices at once on token `h`, spread over `stores` (replicas on one database,
+/// or one store), each with hardware of its own; how many were enrolled. Every refusal must
+/// be the token's own "no uses left", never a conflict.
+async fn enroll_at_once(stores: &[Store], h: [u8; 32], n: u32, tag: &str) -> usize {
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..30u8 {
-        let s = s.clone();
+    for i in 0..n {
+        let s = stores[i as usize % stores.len()].clone();
+        let id = format!("{tag}{i}");
         tasks.spawn(async move {
-            s.enroll(&h, 1, device(&format!("d{i}")), Default::default(), [i; 32])
+            let hw = pb::HardwareIdentity {
+                machine_id: format!("m-{id}"),
+                serial: format!("s-{id}"),
+                ..Default::default()
+            };
+            let mut cert = [0u8; 32];
+            cert[..id.len()].copy_from_slice(id.as_bytes());
+            s.enroll(&h, 1, device(&id), hw, cert)
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -226,10 +235,44 @@ async fn an_enrollment_token_is_used_exactly_once_under_concurrent_enrollments(p
             Err(e) => assert_eq!(e, "enrollment token shared has no uses left"),
         }
     }
-    assert_eq!(enrolled, 10, "one enrollment per use, never more");
-    assert_eq!(s.devices().unwrap().len(), 10);
+    enrolled
+}
+
+/// 200 enrollments at once on a token with 50 uses: exactly 50 succeed, the rest are refused
+/// for the token, and on PostgreSQL none ran again after a conflict (enrollments on one token
+/// take turns). Checked without the turns: PostgreSQL counted CONFLICTS_WITHOUT conflicts.
+async fn an_enrollment_token_is_used_exactly_once_under_concurrent_enrollments(p: Place) {
+    let s = p.open();
+    let h = token(&s, "shared", 50).await;
+    let before = s.conflicts();
+    let enrolled = enroll_at_once(std::slice::from_ref(&s), h, 200, "d").await;
+    assert_eq!(enrolled, 50, "one enrollment per use, never more");
+    assert_eq!(s.devices().unwrap().len(), 50);
     let err = s.check_enroll_token(&h, "x", 1).unwrap_err().to_string();
     assert!(err.contains("no uses left"), "{err}");
+    assert_eq!(s.conflicts(), before, "enrollments on one token ran again");
+}
+
+/// Two servers (two `Store`s on one database) enrolling 200 devices at once on one token
+/// with 50 uses: exactly 50 in all, the rest refused for the token, and no enrollment ran
+/// again after a conflict on either (the database orders the replicas' turns). Checked
+/// without the database's turn (the in-process one alone): CONFLICTS_REPLICAS conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_replicas_use_an_enrollment_token_exactly_once() {
+    let Some(p) = Place::postgres() else { return };
+    let other = tempfile::tempdir().unwrap();
+    let replicas = [p.open(), Store::open_at(other.path(), &p.location).unwrap()];
+    let h = token(&replicas[0], "shared", 50).await;
+    let enrolled = enroll_at_once(&replicas, h, 200, "r").await;
+    assert_eq!(enrolled, 50, "one enrollment per use, never more");
+    assert_eq!(replicas[1].devices().unwrap().len(), 50);
+    let err = replicas[1]
+        .check_enroll_token(&h, "x", 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no uses left"), "{err}");
+    let conflicts: Vec<Option<u64>> = replicas.iter().map(Store::conflicts).collect();
+    assert_eq!(conflicts, [Some(0), Some(0)], "enrollments ran again");
 }
 
 async fn reenrollment_revokes_the_old_certificate(p: Place) {

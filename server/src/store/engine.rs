@@ -28,6 +28,17 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// (if any).
 pub type Indexed = (Vec<u8>, Option<Vec<u8>>);
 
+/// A turn that transactions changing one hot record take one after another
+/// ([`Engine::transaction_in_turn`]): on PostgreSQL the two keys of a session-level advisory
+/// lock (the two-key form, so it never meets the one-key lock migrations take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// What kind of record the turn is for (one value per kind).
+    pub space: i32,
+    /// Which record (records whose keys collide only share turns).
+    pub key: i32,
+}
+
 /// One of the two engines; cheap to clone.
 #[derive(Clone)]
 pub enum Engine {
@@ -154,6 +165,25 @@ impl TxTree<'_> {
     }
 }
 
+/// Reads `keys` (each a tree of one transaction and a key of it) ahead, in one round trip on
+/// PostgreSQL, so the `get`s of them that follow are answered from memory (the transaction's
+/// snapshot does not move, so what was read stays right). Nothing on sled, which reads in
+/// memory anyway.
+pub fn prefetch(keys: &[(&TxTree<'_>, &[u8])]) -> Result<(), TxFault> {
+    let Some((TxTree::Pg(tx, _), _)) = keys.first() else {
+        return Ok(());
+    };
+    let pairs: Vec<(&'static str, &[u8])> = keys
+        .iter()
+        .filter_map(|(t, k)| match t {
+            // Every tree of one transaction shares its `PgTx`.
+            TxTree::Pg(other, name) if std::ptr::eq(*other, *tx) => Some((*name, *k)),
+            _ => None,
+        })
+        .collect();
+    tx.prefetch(&pairs).map_err(TxFault::Pg)
+}
+
 impl Engine {
     /// The sled engine over the database at `path`, with its group-commit thread.
     pub fn open_sled(path: &std::path::Path) -> Result<Self, StoreError> {
@@ -232,10 +262,55 @@ impl Engine {
         }
     }
 
+    /// Transactions PostgreSQL made run again after a serialization failure or deadlock
+    /// (`None` on sled, whose conflicts stay inside it): for the tests and the benchmarks.
+    pub fn conflicts(&self) -> Option<u64> {
+        match self {
+            Self::Sled { .. } => None,
+            Self::Pg(pg) => Some(pg.conflicts()),
+        }
+    }
+
     /// Runs `f` as one transaction over `trees` (all of this engine), again on a conflict.
     /// `f` sees the trees in the order given.
     pub fn transaction<T, E, const N: usize>(
         &self,
+        trees: [&Tree; N],
+        f: impl Fn(&[TxTree<'_>; N]) -> TxResult<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        self.transaction_in(None, trees, f)
+    }
+
+    /// [`Engine::transaction`] in turn with every other transaction of the same `turn`, in
+    /// this process and in other servers on the database, for transactions that all change
+    /// one hot record (an enrollment token's count of uses). Without it, concurrent ones
+    /// conflict on that record and all but one run again, each attempt a few round trips,
+    /// until some give up. On PostgreSQL the transaction waits for a session-level advisory
+    /// lock sent in the same round trip as its BEGIN and first read, so its snapshot is taken
+    /// after the previous holder committed (a lock taken inside the transaction would come
+    /// after the snapshot and leave the conflict); the lock is released with the COMMIT or
+    /// ROLLBACK, or by PostgreSQL when a failed connection is dropped. The wait holds a
+    /// pooled connection, so callers in one process should take turns among themselves first
+    /// and let only one of them wait here. On sled the same as [`Engine::transaction`]
+    /// (one process; its conflicts are retried in memory).
+    pub fn transaction_in_turn<T, E, const N: usize>(
+        &self,
+        turn: Turn,
+        trees: [&Tree; N],
+        f: impl Fn(&[TxTree<'_>; N]) -> TxResult<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        self.transaction_in(Some(turn), trees, f)
+    }
+
+    fn transaction_in<T, E, const N: usize>(
+        &self,
+        turn: Option<Turn>,
         trees: [&Tree; N],
         f: impl Fn(&[TxTree<'_>; N]) -> TxResult<T, E>,
     ) -> Result<T, E>
@@ -274,7 +349,7 @@ impl Engine {
                 if trees.iter().any(|t| matches!(t.inner, TreeInner::Sled(_))) {
                     return Err(E::from(StoreError::MixedEngines));
                 }
-                pg.transaction(|tx| {
+                pg.transaction_in(turn, |tx| {
                     let txs: [TxTree<'_>; N] =
                         std::array::from_fn(|i| TxTree::Pg(tx, trees[i].name));
                     f(&txs)

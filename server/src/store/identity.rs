@@ -131,10 +131,13 @@ fn tx_candidates<E: From<StoreError>>(
     let Some(k) = hardware_key(hw) else {
         return Ok(Vec::new());
     };
+    let ids = ids_of(hardware.get(k)?.as_deref());
+    let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes()).collect();
+    // One round trip for all of them on PostgreSQL.
     let mut out = Vec::new();
-    for id in ids_of(hardware.get(k)?.as_deref()) {
-        if let Some(rec) = tx_device(devices, &id)? {
-            out.push(rec);
+    for (key, raw) in keys.iter().zip(devices.get_many(&keys)?) {
+        if let Some(raw) = raw {
+            out.push(decode("devices", key, &raw).map_err(|e| abort(E::from(e)))?);
         }
     }
     Ok(out)
@@ -179,6 +182,17 @@ fn revoke_all(
     Ok(())
 }
 
+impl EnrollPlan {
+    /// The id of the device record the enrollment writes: the one taken over, or the new
+    /// device's own.
+    pub fn target<'a>(&'a self, device: &'a pb::Device) -> &'a str {
+        match self {
+            Self::TakeOver { id, .. } => id,
+            Self::New { .. } => &device.id,
+        }
+    }
+}
+
 /// Why enrolling could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanChanged {
@@ -205,10 +219,7 @@ pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
     if decide(&tx_candidates(devices, hardware, hw)?, now_ms) != *plan {
         return Err(abort(E::from(PlanChanged::Changed)));
     }
-    let id = match plan {
-        EnrollPlan::TakeOver { id, .. } => id.clone(),
-        EnrollPlan::New { .. } => device.id.clone(),
-    };
+    let id = plan.target(device).to_string();
     let existing = tx_device(devices, &id)?;
     if existing.is_some() && matches!(plan, EnrollPlan::New { .. }) {
         // A new device's id is fresh; one that exists was never meant to be taken over.

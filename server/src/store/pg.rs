@@ -21,7 +21,7 @@
 //! newer than this build knows is refused before anything is written.
 
 use super::StoreError;
-use super::engine::{Entry, Indexed, TxError, TxFault, TxResult};
+use super::engine::{Entry, Indexed, Turn, TxError, TxFault, TxResult};
 use super::pg_batch::{Many, Swap, Through};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use prometheus_client::metrics::histogram::Histogram;
@@ -128,6 +128,9 @@ struct Inner {
     /// Round trips waited for by store operations (a pipelined group counts once), for the
     /// round-trip test and the benchmarks.
     round_trips: AtomicU64,
+    /// Transaction attempts that ended in a serialization failure or deadlock and were run
+    /// again, for the tests and the benchmarks.
+    conflicts: AtomicU64,
     /// The agents' hot path, gathered into shared statements (`pg_batch`).
     batch: super::pg_batch::Batchers,
 }
@@ -240,6 +243,7 @@ impl PgEngine {
                     prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
                 ),
                 round_trips: AtomicU64::new(0),
+                conflicts: AtomicU64::new(0),
             }),
         };
         engine.check()?;
@@ -417,18 +421,36 @@ impl PgEngine {
         self.inner.batch.statements()
     }
 
+    /// Transaction attempts run again after a serialization failure or deadlock, so far.
+    pub fn conflicts(&self) -> u64 {
+        self.inner.conflicts.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` in a SERIALIZABLE transaction, again (up to [`MAX_ATTEMPTS`] times) when
     /// PostgreSQL reports a serialization failure or a deadlock. Round trips are saved where
     /// the meaning allows (see [`PgTx`]): BEGIN goes out with the first read, the writes are
     /// held and go out with the COMMIT, and a transaction that read nothing sends its writes
     /// as one statement.
-    pub fn transaction<T, E>(&self, mut f: impl FnMut(&PgTx) -> TxResult<T, E>) -> Result<T, E>
+    pub fn transaction<T, E>(&self, f: impl FnMut(&PgTx) -> TxResult<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        self.transaction_in(None, f)
+    }
+
+    /// [`PgEngine::transaction`], each attempt first waiting for `turn`'s advisory lock when
+    /// given (see [`super::engine::Engine::transaction_in_turn`] and [`PgTx`]).
+    pub fn transaction_in<T, E>(
+        &self,
+        turn: Option<Turn>,
+        mut f: impl FnMut(&PgTx) -> TxResult<T, E>,
+    ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
         let fail = |e: PgFault| E::from(StoreError::from(e));
         for attempt in 1..=MAX_ATTEMPTS {
-            let tx = PgTx::new(self.conn().map_err(fail)?);
+            let tx = PgTx::new(self.conn().map_err(fail)?, turn);
             let fault = match f(&tx) {
                 Ok(v) => {
                     let began = std::time::Instant::now();
@@ -456,6 +478,7 @@ impl PgEngine {
             if !fault.is_conflict() {
                 return Err(fail(fault));
             }
+            self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
             // Let the transaction that won finish before trying again.
             // (Waited like a query, so a runtime worker is never stalled silently.)
             let pause = Duration::from_micros(200 * u64::from(attempt.min(20)));
@@ -496,7 +519,7 @@ impl PgEngine {
         &self,
         batches: impl Iterator<Item = Result<(String, Vec<Entry>), StoreError>>,
     ) -> Result<bool, StoreError> {
-        let tx = PgTx::new(self.conn()?);
+        let tx = PgTx::new(self.conn()?, None);
         // BEGIN goes out here by hand, with the lock; the rows go straight to the connection
         // (the transaction holds no writes of its own), and `commit` sends the COMMIT.
         tx.begun.store(true, Ordering::Relaxed);
@@ -674,6 +697,24 @@ impl Conn {
         self.block(self.get_q(tree, key))
     }
 
+    /// The values of `pairs` (tree, key) in that order, in one query.
+    async fn get_pairs_q(
+        &self,
+        pairs: &[(&'static str, &[u8])],
+    ) -> Result<Vec<Option<Vec<u8>>>, tokio_postgres::Error> {
+        let c = &self.client;
+        let st = c.prepare_cached(super::pg_batch::GET).await?;
+        let (trees, keys): (Vec<&str>, Vec<&[u8]>) = pairs.iter().copied().unzip();
+        let rows = c.query(&st, &[&trees, &keys]).await?;
+        let mut out = vec![None; pairs.len()];
+        for row in rows {
+            if let Some(i) = super::pg_batch::place(row.get(0), out.len()) {
+                out[i] = Some(row.get(1));
+            }
+        }
+        Ok(out)
+    }
+
     fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -831,22 +872,42 @@ type Writes = BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>;
 /// many keys it writes. A transaction that read nothing sends its writes as one statement
 /// (atomic on its own) without BEGIN or COMMIT.
 ///
+/// With a [`Turn`], the session-level advisory lock goes out first in that same round trip
+/// (PostgreSQL takes the snapshot at the first statement after BEGIN, so after the lock), and
+/// its release goes out behind the COMMIT or ROLLBACK, again in the same round trip.
+///
 /// Dropped without a COMMIT or a ROLLBACK that worked, its connection leaves the pool and
-/// closes, so PostgreSQL rolls the transaction back and no other caller gets a connection in
-/// the middle of one.
+/// closes, so PostgreSQL rolls the transaction back and releases its turn, and no other
+/// caller gets a connection in the middle of one.
 pub struct PgTx {
     conn: Option<Conn>,
     /// Whether BEGIN has been sent.
     begun: AtomicBool,
     writes: Mutex<Writes>,
+    /// Values read ahead ([`PgTx::prefetch`]), `None` for a key found absent.
+    read: Mutex<Writes>,
+    /// The advisory lock taken with BEGIN and released with the end, if any.
+    turn: Option<Turn>,
 }
 
 impl PgTx {
-    fn new(conn: Conn) -> Self {
+    fn new(conn: Conn, turn: Option<Turn>) -> Self {
         Self {
             conn: Some(conn),
             begun: AtomicBool::new(false),
             writes: Mutex::new(BTreeMap::new()),
+            read: Mutex::new(BTreeMap::new()),
+            turn,
+        }
+    }
+
+    /// `end` (COMMIT or ROLLBACK), followed in the same simple query by the release of the
+    /// turn, if the transaction has one. A failed COMMIT skips the release; the caller then
+    /// drops the connection, which releases it.
+    fn end_sql(&self, end: &str) -> String {
+        match self.turn {
+            None => end.to_string(),
+            Some(t) => format!("{end}; SELECT pg_advisory_unlock({}, {})", t.space, t.key),
         }
     }
 
@@ -862,6 +923,22 @@ impl PgTx {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn read(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the transaction already knows of `key`: its own held write, else a value read
+    /// ahead; `None` when it must ask the database.
+    fn known(&self, tree: &'static str, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let k = (tree, key.to_vec());
+        if let Some(v) = self.writes().get(&k) {
+            return Some(v.clone());
+        }
+        self.read().get(&k).cloned()
+    }
+
     /// Waits for `q`, sent behind BEGIN in the same round trip if this is the first
     /// statement. BEGIN's own failure is returned before anything else is sent.
     fn run<T: Send>(
@@ -872,11 +949,25 @@ impl PgTx {
         if self.begun.swap(true, Ordering::Relaxed) {
             return conn.block(q);
         }
-        conn.block(async {
-            let (b, r) = in_order(conn.client.batch_execute(BEGIN), q).await;
-            b?;
-            r
-        })
+        let c = &conn.client;
+        match self.turn {
+            None => conn.block(async {
+                let (b, r) = in_order(c.batch_execute(BEGIN), q).await;
+                b?;
+                r
+            }),
+            Some(t) => {
+                // Blocks in PostgreSQL until the turn is free; BEGIN and `q` wait behind it.
+                let lock = format!("SELECT pg_advisory_lock({}, {})", t.space, t.key);
+                conn.block(async {
+                    let (l, (b, r)) =
+                        in_order(c.batch_execute(&lock), in_order(c.batch_execute(BEGIN), q)).await;
+                    l?;
+                    b?;
+                    r
+                })
+            }
+        }
     }
 
     /// Sends the held writes with the COMMIT; on success the connection goes back to the
@@ -884,12 +975,13 @@ impl PgTx {
     fn commit(mut self) -> Result<(), PgFault> {
         let writes = std::mem::take(&mut *self.writes());
         let begun = self.begun.load(Ordering::Relaxed);
+        let end = self.end_sql("COMMIT");
         let conn = self.conn()?;
         match (begun, writes.is_empty()) {
             (false, true) => {}
             (false, false) => conn.write_all(&writes, None)?,
-            (true, true) => conn.batch("COMMIT")?,
-            (true, false) => conn.write_all(&writes, Some("COMMIT"))?,
+            (true, true) => conn.batch(&end)?,
+            (true, false) => conn.write_all(&writes, Some(&end))?,
         }
         drop(self.conn.take());
         Ok(())
@@ -899,7 +991,8 @@ impl PgTx {
         if self.begun.load(Ordering::Relaxed) {
             // A failed ROLLBACK leaves the connection here, and dropping takes it out of
             // the pool.
-            if self.conn().and_then(|c| c.batch("ROLLBACK")).is_err() {
+            let end = self.end_sql("ROLLBACK");
+            if self.conn().and_then(|c| c.batch(&end)).is_err() {
                 return;
             }
         }
@@ -907,11 +1000,31 @@ impl PgTx {
     }
 
     pub fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, PgFault> {
-        if let Some(v) = self.writes().get(&(tree, key.to_vec())) {
-            return Ok(v.clone());
+        if let Some(v) = self.known(tree, key) {
+            return Ok(v);
         }
         let conn = self.conn()?;
         self.run(conn.get_q(tree, key))
+    }
+
+    /// Reads `keys` (tree, key) ahead in one round trip and keeps what it found (see
+    /// [`super::engine::prefetch`]); keys the transaction already knows are not asked for.
+    pub fn prefetch(&self, keys: &[(&'static str, &[u8])]) -> Result<(), PgFault> {
+        let wanted: Vec<(&'static str, &[u8])> = keys
+            .iter()
+            .filter(|&&(t, k)| self.known(t, k).is_none())
+            .copied()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn()?;
+        let found = self.run(conn.get_pairs_q(&wanted))?;
+        let mut read = self.read();
+        for ((tree, key), value) in wanted.into_iter().zip(found) {
+            read.insert((tree, key.to_vec()), value);
+        }
+        Ok(())
     }
 
     /// The values of `keys` in that order, in one round trip.
@@ -920,12 +1033,7 @@ impl PgTx {
         tree: &'static str,
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>, PgFault> {
-        let held: Vec<Option<Option<Vec<u8>>>> = {
-            let w = self.writes();
-            keys.iter()
-                .map(|k| w.get(&(tree, k.to_vec())).cloned())
-                .collect()
-        };
+        let held: Vec<Option<Option<Vec<u8>>>> = keys.iter().map(|k| self.known(tree, k)).collect();
         let unheld: Vec<&[u8]> = keys
             .iter()
             .zip(&held)
@@ -970,6 +1078,8 @@ impl PgTx {
     fn put_new(&self, tree: &'static str, key: &[u8], value: &[u8]) -> Result<bool, PgFault> {
         let conn = self.conn()?;
         let c = &conn.client;
+        // Written around the held writes: forget anything read ahead of it.
+        self.read().remove(&(tree, key.to_vec()));
         self.run(async {
             let st = c.prepare_cached(PUT_NEW).await?;
             Ok(c.execute(&st, &[&tree, &key, &value]).await? == 1)

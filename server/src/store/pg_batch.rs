@@ -43,7 +43,7 @@ const GET_THROUGH: &str = "SELECT q.n, i.value, r.value \
      LEFT JOIN vakt_kv r ON r.tree = q.tr AND r.key = i.value";
 
 /// Values of `$1` trees, `$2` keys; one row per key present, numbered as in [`GET_THROUGH`].
-const GET: &str = "SELECT q.n, v.value \
+pub(super) const GET: &str = "SELECT q.n, v.value \
      FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS q(t, k, n) \
      JOIN vakt_kv v ON v.tree = q.t AND v.key = q.k";
 
@@ -196,7 +196,7 @@ impl Batchers {
 }
 
 /// A row's place in the arrays (1-based, from `WITH ORDINALITY`) as an index, if in range.
-fn place(n: i64, len: usize) -> Option<usize> {
+pub(super) fn place(n: i64, len: usize) -> Option<usize> {
     usize::try_from(n)
         .ok()
         .and_then(|n| n.checked_sub(1))
