@@ -27,7 +27,7 @@ use vakt_proto::pb;
 
 mod engine;
 pub use engine::Engine;
-use engine::{Indexed, Tree, Turn, abort};
+use engine::{Indexed, Tree, Turn, TxError, TxResult, TxTree, abort};
 mod identity;
 pub mod migrate;
 mod pg;
@@ -70,6 +70,8 @@ pub enum StoreError {
     SchemaTooNew { at: String, found: i32, known: i32 },
     #[error("internal: a transaction mixed trees of two storage engines")]
     MixedEngines,
+    #[error("internal: the enrollments written together ended without an answer")]
+    EnrollmentLost,
     #[error("store record {tree}/{key} does not decode: {message}")]
     CorruptJson {
         tree: &'static str,
@@ -155,11 +157,13 @@ pub struct Store {
     command_writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Enrollments take turns per token (by the token hash's first byte, so two tokens
     /// rarely share one): every enrollment changes its token's count of uses, so concurrent
-    /// ones on one token would only conflict and run again. In-process turns come first, so
-    /// at most one enrollment per turn waits for the database's turn (and holds a pooled
+    /// ones on one token would only conflict and run again. Those that arrive while a turn
+    /// is taken wait in its queue and are written together in the next turn, one transaction
+    /// and one commit for all ([`Store::enroll_device`]). In-process turns come first, so at
+    /// most one transaction per turn waits for the database's turn (and holds a pooled
     /// connection while it does); the database's turn (`Engine::transaction_in_turn`) orders
     /// replicas.
-    enroll_turns: Arc<[tokio::sync::Mutex<()>; ENROLL_TURNS]>,
+    enroll_turns: Arc<[EnrollTurn; ENROLL_TURNS]>,
     /// Sealed shared secrets (PostgreSQL replicas; see `secrets.rs` at the crate root).
     secrets: Tree,
     /// The data directory's lock, held while the store is open (taken after the database's
@@ -324,12 +328,71 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
-/// How many in-process enrollment turns there are ([`Store::enroll_turns`]).
+/// How many enrollment turns there are ([`Store::enroll_turns`]).
 const ENROLL_TURNS: usize = 8;
 
 /// The advisory-lock space of enrollment turns on PostgreSQL ("en"); the key within it is
-/// the token hash's first four bytes.
+/// the turn's number, so replicas share the turns.
 const ENROLL_TURN_SPACE: i32 = 0x656e;
+
+/// One enrollment turn: whose turn it is, and the enrollments waiting for the next.
+#[derive(Default)]
+struct EnrollTurn {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    queue: Mutex<Vec<PendingEnrollment>>,
+}
+
+impl EnrollTurn {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<PendingEnrollment>> {
+        // Pushes and takes only: a panic while holding it leaves a whole list.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An enrollment waiting for its turn ([`Store::enroll_device`]), and where its answer goes.
+struct PendingEnrollment {
+    token_hash: [u8; 32],
+    now_ms: i64,
+    device: pb::Device,
+    hardware: pb::HardwareIdentity,
+    cert: CertInfo,
+    plan: EnrollPlan,
+    reply: tokio::sync::oneshot::Sender<Result<pb::DeviceRecord, EnrollError>>,
+}
+
+/// One enrollment inside the turn's transaction: the token checked as it is now (an earlier
+/// enrollment of the batch may have used it up), the device written as the plan says, then
+/// one use taken. Its own refusals (`abort`) come before it writes anything, so the rest of
+/// the batch goes on without it.
+fn enroll_one(
+    [tokens, devices, hw, certs, revoked]: &[TxTree<'_>; 5],
+    p: &PendingEnrollment,
+) -> TxResult<pb::DeviceRecord, EnrollError> {
+    let Some(raw) = tokens.get(p.token_hash)? else {
+        return Err(abort(EnrollError::Refused(EnrollRefusal::Unknown(
+            crate::token::hex(&p.token_hash[..6]),
+        ))));
+    };
+    let mut tok: pb::EnrollTokenRecord =
+        decode("enroll_tokens", &p.token_hash, &raw).map_err(|e| abort(e.into()))?;
+    validate_token(&tok, p.now_ms).map_err(|e| abort(e.into()))?;
+    let rec = identity::apply_enrollment(
+        devices,
+        hw,
+        certs,
+        revoked,
+        &p.plan,
+        &p.device,
+        &p.hardware,
+        p.cert,
+        p.now_ms,
+    )?;
+    tok.uses_left -= 1;
+    tokens.insert(p.token_hash, tok.encode_to_vec())?;
+    Ok(rec)
+}
 
 fn section_key(device_id: &str, kind: i32) -> Vec<u8> {
     let mut k = device_id.as_bytes().to_vec();
@@ -404,7 +467,7 @@ impl Store {
             evaluations: engine.tree("evaluations")?,
             audit_lock: std::sync::Arc::default(),
             command_writes: std::sync::Arc::default(),
-            enroll_turns: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            enroll_turns: Arc::new(std::array::from_fn(|_| EnrollTurn::default())),
             secrets: engine.tree("secrets")?,
             engine,
             _lock: lock.map(std::sync::Arc::new),
@@ -546,9 +609,10 @@ impl Store {
     ///
     /// Enrollments on one token take turns, in this process and across replicas
     /// ([`Store::enroll_turns`]), so they never conflict on the token's record (before,
-    /// concurrent ones did and ran again, MEASURED, and at 10,000 agents some gave up after
-    /// 64 attempts). A turn is two round trips: the lock, BEGIN and every first read in one,
-    /// the writes, COMMIT and the release in the other.
+    /// concurrent ones did and ran again, and at 10,000 agents some gave up after 64
+    /// attempts). Those that queue while a turn is taken are written in the next turn
+    /// together, each checked and written as if alone, in order, so a turn's cost (two round
+    /// trips and a commit) is shared instead of paid one enrollment after another.
     pub async fn enroll_device(
         &self,
         token_hash: &[u8; 32],
@@ -558,17 +622,80 @@ impl Store {
         cert: CertInfo,
         plan: &EnrollPlan,
     ) -> Result<pb::DeviceRecord, EnrollError> {
-        let [a, b, c, d, ..] = *token_hash;
+        let stripe = usize::from(token_hash[0]) % ENROLL_TURNS;
+        let slot = &self.enroll_turns[stripe];
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        slot.queue().push(PendingEnrollment {
+            token_hash: *token_hash,
+            now_ms,
+            device,
+            hardware,
+            cert,
+            plan: plan.clone(),
+            reply,
+        });
+        let mine = slot.turn.clone().lock_owned().await;
+        let batch = std::mem::take(&mut *slot.queue());
+        if !batch.is_empty() {
+            // Its own task: a caller that goes away (the agent hung up) must not end the
+            // others' enrollments between their commit and their answers.
+            let store = self.clone();
+            let written = tokio::spawn(async move {
+                store.enroll_batch(stripe, batch).await;
+                drop(mine);
+            });
+            // Its end is seen through the answers (a panic drops them).
+            let _ = written.await;
+        } else {
+            // An earlier turn took it and has answered already (it ended before this began).
+            drop(mine);
+        }
+        answer
+            .await
+            .unwrap_or(Err(EnrollError::Store(StoreError::EnrollmentLost)))
+    }
+
+    /// Writes `batch` in one transaction in the database's turn of `stripe`, flushes, and
+    /// answers each. A batch that fails as a whole (not for one enrollment's own reason) is
+    /// written again one enrollment at a time, so each gets its own outcome.
+    async fn enroll_batch(&self, stripe: usize, batch: Vec<PendingEnrollment>) {
         let turn = Turn {
             space: ENROLL_TURN_SPACE,
-            key: i32::from_be_bytes([a, b, c, d]),
+            key: i32::try_from(stripe).unwrap_or(0),
         };
-        let mine = self.enroll_turns[usize::from(a) % ENROLL_TURNS]
-            .lock()
-            .await;
-        let hw_key = hardware_key(&hardware);
-        let target = plan.target(&device);
-        let rec = self.engine.transaction_in_turn(
+        let outcomes = match self.enroll_tx(turn, &batch) {
+            Ok(outcomes) => outcomes,
+            Err(_) => batch
+                .iter()
+                .map(|p| match self.enroll_tx(turn, std::slice::from_ref(p)) {
+                    Ok(mut one) => one.pop().unwrap_or(Err(StoreError::EnrollmentLost.into())),
+                    Err(e) => Err(e.into()),
+                })
+                .collect(),
+        };
+        let flushed = self.flush().await.is_ok();
+        for (p, outcome) in batch.into_iter().zip(outcomes) {
+            let outcome = match outcome {
+                // A failed flush is tried again for each, so each gets the real error.
+                Ok(rec) if !flushed => self.flush().await.map(|()| rec).map_err(Into::into),
+                other => other,
+            };
+            // The caller may have gone; its enrollment stands either way.
+            let _ = p.reply.send(outcome);
+        }
+    }
+
+    /// One transaction writing `batch` in order: each enrollment's outcome, or the error
+    /// that ended the transaction as a whole (nothing written).
+    #[allow(clippy::type_complexity)]
+    fn enroll_tx(
+        &self,
+        turn: Turn,
+        batch: &[PendingEnrollment],
+    ) -> Result<Vec<Result<pb::DeviceRecord, EnrollError>>, StoreError> {
+        let hw_keys: Vec<Option<Vec<u8>>> =
+            batch.iter().map(|p| hardware_key(&p.hardware)).collect();
+        self.engine.transaction_in_turn(
             turn,
             [
                 &self.enroll_tokens,
@@ -577,33 +704,30 @@ impl Store {
                 &self.certs,
                 &self.revoked_certs,
             ],
-            |[tokens, devices, hw, certs, revoked]| {
-                // What the enrollment reads first, in the round trip that takes the turn.
-                let mut ahead = vec![(tokens, &token_hash[..]), (devices, target.as_bytes())];
-                if let Some(k) = &hw_key {
-                    ahead.push((hw, k.as_slice()));
+            |trees| {
+                let [tokens, devices, hw, ..] = trees;
+                // What the enrollments read first, in the round trip that takes the turn.
+                let mut ahead = Vec::with_capacity(3 * batch.len());
+                for (p, k) in batch.iter().zip(&hw_keys) {
+                    ahead.push((tokens, &p.token_hash[..]));
+                    ahead.push((devices, p.plan.target(&p.device).as_bytes()));
+                    if let Some(k) = k {
+                        ahead.push((hw, k.as_slice()));
+                    }
                 }
                 engine::prefetch(&ahead)?;
-                let Some(raw) = tokens.get(token_hash)? else {
-                    return Err(abort(EnrollError::Refused(EnrollRefusal::Unknown(
-                        crate::token::hex(&token_hash[..6]),
-                    ))));
-                };
-                let mut tok: pb::EnrollTokenRecord =
-                    decode("enroll_tokens", token_hash, &raw).map_err(|e| abort(e.into()))?;
-                validate_token(&tok, now_ms).map_err(|e| abort(e.into()))?;
-                tok.uses_left -= 1;
-                tokens.insert(token_hash, tok.encode_to_vec())?;
-                identity::apply_enrollment(
-                    devices, hw, certs, revoked, plan, &device, &hardware, cert, now_ms,
-                )
+                let mut out = Vec::with_capacity(batch.len());
+                for p in batch {
+                    match enroll_one(trees, p) {
+                        Ok(rec) => out.push(Ok(rec)),
+                        // Its own refusal: it wrote nothing, and the others go on.
+                        Err(TxError::Abort(e)) => out.push(Err(e)),
+                        Err(TxError::Fault(f)) => return Err(TxError::Fault(f)),
+                    }
+                }
+                Ok(out)
             },
-        );
-        // Committed: the next enrollment may go while this one waits for durability (sled).
-        drop(mine);
-        let rec = rec?;
-        self.flush().await?;
-        Ok(rec)
+        )
     }
 
     /// The device whose current certificate has this fingerprint. Revoked (replaced) and

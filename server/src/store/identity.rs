@@ -203,7 +203,9 @@ pub enum PlanChanged {
 }
 
 /// The device part of an enrollment, inside the store's enrolling transaction: checks that the
-/// plan still holds, then writes the record, its certificate and the hardware index.
+/// plan still holds, then writes the record, its certificate and the hardware index. Every
+/// `abort` comes before the first write, so an enrollment refused here leaves nothing in a
+/// transaction that goes on with others (`Store::enroll_device`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
     devices: &TxTree<'_>,
