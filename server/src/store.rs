@@ -635,7 +635,10 @@ impl Store {
             reply,
         });
         let mine = slot.turn.clone().lock_owned().await;
-        let batch = std::mem::take(&mut *slot.queue());
+        let mut batch = std::mem::take(&mut *slot.queue());
+        // Callers that went away while queued (the agent hung up) are not enrolled: nobody
+        // would hold the certificate, and the use stays on the token.
+        batch.retain(|p| !p.reply.is_closed());
         if !batch.is_empty() {
             // Its own task: a caller that goes away (the agent hung up) must not end the
             // others' enrollments between their commit and their answers.
@@ -1627,6 +1630,45 @@ mod tests {
             err.to_string().contains("in use by another vakt-server"),
             "{err}"
         );
+    }
+
+    /// An enrollment whose caller went away while it was queued behind another turn is not
+    /// written by the next turn: no device nobody holds, and the use stays on the token.
+    /// (Checked: without the `retain` the abandoned device is written and 2 uses are gone.)
+    #[tokio::test]
+    async fn an_enrollment_abandoned_in_the_queue_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let h = token(&s, 5, 0).await;
+        let slot = &s.enroll_turns[usize::from(h[0]) % ENROLL_TURNS];
+        let held = slot.turn.clone().lock_owned().await;
+        let queued = tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.enroll(&h, 1, dev("gone"), Default::default(), [1; 32])
+                    .await
+            }
+        });
+        while slot.queue().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        queued.abort();
+        assert!(queued.await.unwrap_err().is_cancelled());
+        drop(held);
+        s.enroll(&h, 1, dev("here"), Default::default(), [2; 32])
+            .await
+            .unwrap();
+        assert!(s.device("gone").unwrap().is_none());
+        assert!(s.device("here").unwrap().is_some());
+        let tok = s.check_enroll_token(&h, "vakt_e_test", 1).unwrap();
+        assert_eq!(tok.uses_left, 4);
+    }
+
+    fn dev(id: &str) -> pb::Device {
+        pb::Device {
+            id: id.into(),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
