@@ -166,6 +166,26 @@ async fn the_server_keeps_serving_everyone_through_bad_input() {
         still_serving(&fleet, &canary, what).await;
     }
 
+    // An enrolled laptop announcing far more section digests than there are kinds: each is a
+    // key its check-in reads, in a statement shared with other laptops' on PostgreSQL.
+    let flood = pb::ReportRequest {
+        sequence: 1,
+        digests: (0..100_000)
+            .map(|i| pb::SectionDigest {
+                kind: i,
+                hash: vec![0; 32],
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let err = AgentServiceClient::new(bad.channel().unwrap())
+        .report(flood)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("section digests"), "{err:?}");
+    still_serving(&fleet, &canary, "a flood of section digests").await;
+
     // Over the 16 MiB limit: refused from the frame header on, before it is read into memory.
     let big = vec![0u8; vakt_server::server::MAX_MESSAGE_BYTES + 1024];
     let code = raw_report(ch().await, frame(0, big.len() as u32, &big)).await;

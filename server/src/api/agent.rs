@@ -168,6 +168,15 @@ impl AgentService for AgentApi {
                 r.sections.len()
             )));
         }
+        // One digest per section kind the agent holds: more is no agent's. Bounded because
+        // a check-in's section read is gathered with other laptops' into one statement
+        // (`store::pg_batch`), where a million keys from one caller would hold up everyone.
+        if r.digests.len() > MAX_SECTIONS {
+            return Err(Status::invalid_argument(format!(
+                "a report announces at most {MAX_SECTIONS} section digests, this one {}",
+                r.digests.len()
+            )));
+        }
         // Refuse the whole report if any section is malformed: nothing half-stored.
         for s in &r.sections {
             let kind = vakt_proto::convert::section_kind(s.kind)
