@@ -747,7 +747,8 @@ mod tests {
     async fn a_failed_report_moves_the_agent_and_counts_only_when_acked_there() {
         let b = Baseline::start(1).unwrap();
         // The same live server twice after the dead one: a second report of the same
-        // failure must not move the agent on to the third.
+        // failure must not move the agent on again. Which of the two it lands on first is
+        // random (`fail_over_order`), so the test holds to "moved once, then stays".
         let (fleet, a) = agent_on_dead_first(vec![dead_url(), b.url.clone(), b.url.clone()], &b);
         let (on, e) = a.report_on(false).await.unwrap_err();
         assert_eq!(on, 0);
@@ -757,17 +758,21 @@ mod tests {
         assert_eq!(a.acked_ms.load(Ordering::Relaxed), 0);
 
         assert!(a.fail_over_after(&fleet, on, &e).await);
-        assert_eq!(a.replica(), 1);
+        let moved_to = a.replica();
+        assert!(
+            moved_to == 1 || moved_to == 2,
+            "moved to a live server, not {moved_to}"
+        );
         // The stream, failing on the same dead server, finds the agent moved: no new
         // connection (which would end the stream just opened on it).
         let route = a.route.subscribe();
         assert!(a.fail_over(&fleet, 0).await);
-        assert_eq!(a.replica(), 1);
+        assert_eq!(a.replica(), moved_to);
         assert!(!route.has_changed().unwrap());
 
         let acked = a.report_on(false).await.unwrap();
         assert!(acked.clean);
-        assert_eq!(a.acked_on.load(Ordering::Relaxed), 1);
+        assert_eq!(a.acked_on.load(Ordering::Relaxed), moved_to);
         assert!(a.acked_ms.load(Ordering::Relaxed) > 0);
         let ack = a.acknowledged().await;
         assert_eq!(ack.sequence, acked.sequence);
