@@ -86,6 +86,15 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the store was busy rather than broken: another server held an enrollment turn
+    /// for too long. Nothing was written; the caller may try again (agents are told
+    /// "unavailable", not "internal").
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Pg(PgFault::TurnBusy(_)))
+    }
+}
+
 /// Why an enrollment was refused. Every message names the token (by its redacted form or id).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnrollRefusal {
@@ -331,6 +340,13 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
 /// How many enrollment turns there are ([`Store::enroll_turns`]).
 const ENROLL_TURNS: usize = 8;
 
+/// At most this many enrollments are written in one turn's transaction. A burst (every
+/// laptop of a school imaged at once) queues thousands; one transaction for all would read
+/// and write a row range so wide that PostgreSQL's predicate locks coarsen towards the whole
+/// table, making the transaction conflict with every other writer, and a failure would send
+/// all of them one at a time.
+const MAX_ENROLL_BATCH: usize = 256;
+
 /// The advisory-lock space of enrollment turns on PostgreSQL ("en"); the key within it is
 /// the turn's number, so replicas share the turns.
 const ENROLL_TURN_SPACE: i32 = 0x656e;
@@ -518,6 +534,21 @@ impl Store {
         self.engine.conflicts()
     }
 
+    /// How long an enrollment waits for another server's turn on its token before it is
+    /// refused as busy (PostgreSQL; [`pg::TURN_WAIT`] unless set; nothing on sled, where the
+    /// turns are this process's own).
+    pub fn set_turn_wait(&self, wait: std::time::Duration) {
+        if let Some(pg) = self.engine.pg() {
+            pg.set_turn_wait(wait);
+        }
+    }
+
+    fn turn_wait(&self) -> std::time::Duration {
+        self.engine
+            .pg()
+            .map_or(std::time::Duration::ZERO, pg::PgEngine::turn_wait)
+    }
+
     // ---- tokens ----
 
     pub async fn put_admin_token(
@@ -635,7 +666,14 @@ impl Store {
             reply,
         });
         let mine = slot.turn.clone().lock_owned().await;
-        let mut batch = std::mem::take(&mut *slot.queue());
+        let mut batch = {
+            let mut queue = slot.queue();
+            // At most MAX_ENROLL_BATCH, oldest first; the rest are taken by the next turn
+            // (whose callers wait for it behind this one).
+            let cut = queue.len().min(MAX_ENROLL_BATCH);
+            let rest = queue.split_off(cut);
+            std::mem::replace(&mut *queue, rest)
+        };
         // Callers that went away while queued (the agent hung up) are not enrolled: nobody
         // would hold the certificate, and the use stays on the token.
         batch.retain(|p| !p.reply.is_closed());
@@ -668,6 +706,11 @@ impl Store {
         };
         let outcomes = match self.enroll_tx(turn, &batch) {
             Ok(outcomes) => outcomes,
+            // Another server holds the turn: one at a time would wait as long again for each.
+            Err(e) if e.is_busy() => batch
+                .iter()
+                .map(|_| Err(StoreError::Pg(PgFault::TurnBusy(self.turn_wait())).into()))
+                .collect(),
             Err(_) => batch
                 .iter()
                 .map(|p| match self.enroll_tx(turn, std::slice::from_ref(p)) {

@@ -205,6 +205,15 @@ impl PgCluster {
 
     /// Runs one of PostgreSQL's programs, as the `postgres` user when we are root.
     fn run(&self, program: &str, args: &[&str], paths: &[&std::ffi::OsStr]) -> Output {
+        self.command(program, args, paths)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    /// `program` of the cluster's installation with `args` and `paths`, as the user the
+    /// cluster runs as, in its directory.
+    fn command(&self, program: &str, args: &[&str], paths: &[&std::ffi::OsStr]) -> Command {
         let exe = self.bin.join(program);
         let mut cmd = match self.run_as {
             Some(user) => {
@@ -214,12 +223,29 @@ impl PgCluster {
             }
             None => Command::new(exe),
         };
-        cmd.args(args)
-            .args(paths)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+        cmd.args(args).args(paths).current_dir(self.dir.path());
+        cmd
+    }
+
+    /// A psql session on database `name` that has sent `statements` and stays connected,
+    /// keeping what they took (session locks, an open transaction), until it is dropped:
+    /// another server that stopped in the middle of its work, for the tests of what waits
+    /// for it.
+    pub fn session(&self, name: &str, statements: &str) -> Session {
+        let args = self.psql_args(name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = self
+            .command("psql", &args, &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run psql: {e}"));
+        let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("psql's stdin"));
+        writeln!(stdin, "{statements}").unwrap_or_else(|e| panic!("write to psql: {e}"));
+        Session {
+            child,
+            _stdin: stdin,
+        }
     }
 
     /// This test binary's cluster, started at first use; `Err` (why) as [`PgCluster::start`].
@@ -306,37 +332,52 @@ impl PgCluster {
         format!("postgresql://{USER}@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// psql's arguments for a quiet session on database `name` that stops at the first error.
+    fn psql_args(&self, name: &str) -> Vec<String> {
+        let port = self.port.to_string();
+        let args = [
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ];
+        let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        v.extend(["-U", USER, "-d", name].map(String::from));
+        v
+    }
+
     /// Runs one SQL statement in database `name` with psql; panics if it fails.
     pub fn sql(&self, name: &str, statement: &str) -> String {
-        let port = self.port.to_string();
-        let out = self.run(
-            "psql",
-            &[
-                "-X",
-                "-q",
-                "-t",
-                "-A",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                USER,
-                "-d",
-                name,
-                "-c",
-                statement,
-            ],
-            &[],
-        );
+        let mut args = self.psql_args(name);
+        args.extend(["-t", "-A", "-c", statement].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run("psql", &args, &[]);
         assert!(
             out.status.success(),
             "psql {statement}: {}",
             crate::stderr(&out)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// A connected psql session ([`PgCluster::session`]); killed on drop, which closes its
+/// connection (PostgreSQL then rolls back and releases what it held, as for a server killed
+/// or cut off).
+pub struct Session {
+    child: std::process::Child,
+    /// Open while the session lives: psql ends when its input does.
+    _stdin: ChildStdin,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

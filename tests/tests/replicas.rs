@@ -11,6 +11,8 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vakt_proto::pb;
+use vakt_tests::load::admin::client;
 use vakt_tests::pg::{PgCluster, start_replicas};
 use vakt_tests::{TestAgent, TestServer, stderr, wait_until};
 
@@ -232,4 +234,97 @@ async fn killing_the_holding_replica_moves_the_laptop_and_loses_nothing() {
         1,
         "the lock ran once, not again after the move"
     );
+}
+
+/// Two admins approve one wipe at the same moment, each on another replica: exactly one
+/// approval counts, the other is refused as no longer awaiting approval (whether it read the
+/// command before or after the winner wrote it), the command names the winner, the audit log
+/// holds one approval per wipe and its chain still verifies on either replica. The approvals
+/// go out together from connected clients (separate `vakt` processes start milliseconds apart
+/// and never met in the handler); checked: with the check inside the approving transaction
+/// removed, both approvals counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_approving_one_wipe_on_two_replicas_at_once_approve_it_once() {
+    let Some(pg) = cluster() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let replicas = start_replicas(&pg, "vakt", tmp.path(), 2);
+    let root = scratch_root(tmp.path());
+    let agent = laptop(
+        &tmp.path().join("agent"),
+        &replicas,
+        &tmp.path().join("runs"),
+        &root,
+    );
+    let out = agent.run_once();
+    assert!(out.status.success(), "agent: {}", stderr(&out));
+    let device = agent.device_id();
+    let names = ["it-chef", "it-stf"];
+    let tokens = names.map(|n| replicas[0].create_admin_token("admin", n));
+    // A further admin token awaits a second admin's approval: it-chef gives it.
+    let listed = replicas[0].vakt_json(&["admin-token", "list"]);
+    let stf = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == names[1])
+        .unwrap();
+    if stf["state"] == "awaiting-approval" {
+        let id = stf["id"].as_str().unwrap();
+        let out = replicas[0].vakt_with_token(&tokens[0], &["admin-token", "approve", id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mut approvers = Vec::new();
+    for (r, token) in replicas.iter().zip(&tokens) {
+        approvers.push(client(&r.url(), &r.ca_pem(), token).await.unwrap());
+    }
+    const ROUNDS: usize = 6;
+    for round in 0..ROUNDS {
+        let out = replicas[0].vakt(&["wipe", "request", &device, "--reason", "stulen på tåget"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let approve = |i: usize| {
+            let mut c = approvers[i].clone();
+            let command_id = id.clone();
+            async move {
+                c.approve_wipe(pb::ApproveWipeRequest { command_id })
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let (a, b) = tokio::join!(approve(0), approve(1));
+        let outcomes = [a, b];
+        let won: Vec<usize> = (0..2).filter(|&i| outcomes[i].is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one approval counts");
+        let lost = outcomes[1 - won[0]].as_ref().unwrap_err();
+        assert_eq!(lost.code(), tonic::Code::FailedPrecondition, "{lost:?}");
+        assert!(
+            lost.message().contains("not awaiting approval")
+                || lost.message().contains("no longer awaiting approval"),
+            "round {round}: the other is told why: {lost:?}"
+        );
+        let cmds = replicas[1].vakt_json(&["commands", "--device", &device]);
+        let cmd = cmds
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert!(
+            cmd["approved_by"].as_str().unwrap().contains(names[won[0]]),
+            "round {round}: {cmd}"
+        );
+        assert_eq!(cmd["state"], "pending", "round {round}: {cmd}");
+    }
+    let audit = replicas[1].vakt_json(&["audit"]);
+    let approvals = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "wipe.approve")
+        .count();
+    assert_eq!(approvals, ROUNDS, "one approval audited per wipe");
+    for r in &replicas {
+        r.vakt_ok(&["audit", "verify"]);
+    }
 }

@@ -238,18 +238,20 @@ async fn enroll_at_once(stores: &[Store], h: [u8; 32], n: u32, tag: &str) -> usi
     enrolled
 }
 
-/// 200 enrollments at once on a token with 50 uses: exactly 50 succeed, the rest are refused
-/// for the token, and on PostgreSQL none ran again after a conflict (enrollments on one token
-/// take turns, and those queued meanwhile are written together). One store alone rarely
-/// overlaps its transactions here: without the turns this case still counted 0 conflicts;
-/// the two-replica case below is the one that fails without them.
+/// 600 enrollments at once on a token with 150 uses: exactly 150 succeed, the rest are
+/// refused for the token, and on PostgreSQL none ran again after a conflict (enrollments on
+/// one token take turns, and those queued meanwhile are written together, at most 256 in a
+/// turn: the queue outgrows that here, and those left for the next turn must be written and
+/// answered too). One store alone rarely overlaps its transactions here: without the turns
+/// this case still counted 0 conflicts; the two-replica case below is the one that fails
+/// without them.
 async fn an_enrollment_token_is_used_exactly_once_under_concurrent_enrollments(p: Place) {
     let s = p.open();
-    let h = token(&s, "shared", 50).await;
+    let h = token(&s, "shared", 150).await;
     let before = s.conflicts();
-    let enrolled = enroll_at_once(std::slice::from_ref(&s), h, 200, "d").await;
-    assert_eq!(enrolled, 50, "one enrollment per use, never more");
-    assert_eq!(s.devices().unwrap().len(), 50);
+    let enrolled = enroll_at_once(std::slice::from_ref(&s), h, 600, "d").await;
+    assert_eq!(enrolled, 150, "one enrollment per use, never more");
+    assert_eq!(s.devices().unwrap().len(), 150);
     let err = s.check_enroll_token(&h, "x", 1).unwrap_err().to_string();
     assert!(err.contains("no uses left"), "{err}");
     assert_eq!(s.conflicts(), before, "enrollments on one token ran again");
@@ -276,6 +278,58 @@ async fn concurrent_replicas_use_an_enrollment_token_exactly_once() {
     assert!(err.contains("no uses left"), "{err}");
     let conflicts: Vec<Option<u64>> = replicas.iter().map(Store::conflicts).collect();
     assert_eq!(conflicts, [Some(0), Some(0)], "enrollments ran again");
+}
+
+/// Another server stopped while it held the enrollment turns (a psql session that took their
+/// locks and went quiet): an enrollment waits at most the turn's wait, is refused as busy
+/// with nothing written and the use still on the token, and goes through once the turns are
+/// free. Checked: without the wait it hung until the holder went away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_turn_held_by_a_stopped_server_is_refused_as_busy() {
+    let Some(p) = Place::postgres() else { return };
+    let s = p.open();
+    let h = token(&s, "held", 1).await;
+    s.set_turn_wait(std::time::Duration::from_millis(300));
+    let (cluster, db) = p.pg.as_ref().unwrap();
+    // Every turn, in the enrollment turns' lock space ("en").
+    let locks: String = (0..8)
+        .map(|k| format!("SELECT pg_advisory_lock({}, {k});", 0x656e))
+        .collect();
+    let holder = cluster.session(db, &locks);
+    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+    for _ in 0..100 {
+        if cluster.sql(db, held) == "8" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.sql(db, held), "8", "the holder took every turn");
+    let hw = pb::HardwareIdentity {
+        machine_id: "m-held".into(),
+        ..Default::default()
+    };
+    let began = std::time::Instant::now();
+    let enroll = || s.enroll(&h, 1, device("held1"), hw.clone(), [7; 32]);
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), enroll())
+        .await
+        .expect("the enrollment waited for the stopped server")
+        .unwrap_err();
+    let waited = began.elapsed();
+    assert!(
+        matches!(&err, vakt_server::store::EnrollError::Store(e) if e.is_busy()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("held this turn"), "{err}");
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "{waited:?}"
+    );
+    assert!(s.device("held1").unwrap().is_none(), "nothing written");
+    s.check_enroll_token(&h, "held", 1)
+        .expect("the use is still there");
+    drop(holder);
+    let rec = enroll().await.expect("the turn is free again");
+    assert_eq!(rec.device.unwrap().id, "held1");
 }
 
 async fn reenrollment_revokes_the_old_certificate(p: Place) {

@@ -78,6 +78,7 @@ impl AgentApi {
         let store = &self.state.store;
         let refused = |e: EnrollError| match e {
             EnrollError::Refused(r) => Status::permission_denied(r.to_string()),
+            EnrollError::Store(e) if e.is_busy() => Status::unavailable(e.to_string()),
             EnrollError::Store(e) => internal(e),
             EnrollError::PlanChanged(e) => Status::unavailable(e.to_string()),
         };

@@ -271,6 +271,14 @@ impl Engine {
         }
     }
 
+    /// The PostgreSQL engine, if this is one (for its own settings).
+    pub fn pg(&self) -> Option<&super::pg::PgEngine> {
+        match self {
+            Self::Sled { .. } => None,
+            Self::Pg(pg) => Some(pg),
+        }
+    }
+
     /// Runs `f` as one transaction over `trees` (all of this engine), again on a conflict.
     /// `f` sees the trees in the order given.
     pub fn transaction<T, E, const N: usize>(

@@ -50,6 +50,13 @@ const MIGRATION_LOCK: i64 = 0x7661_6b74_0001;
 /// How many times a transaction runs again after serialization failures before giving up.
 const MAX_ATTEMPTS: u32 = 64;
 
+/// How long a transaction waits for its turn's advisory lock before it gives up
+/// ([`PgFault::TurnBusy`]). A turn is normally held for a batch's two round trips and a commit
+/// (milliseconds); a replica that froze holding one (stopped, or cut off with its connection
+/// not yet closed by TCP) would otherwise hold every other replica's enrollments on that turn,
+/// and their pooled connections, until it came back.
+pub const TURN_WAIT: Duration = Duration::from_secs(10);
+
 /// A failure of PostgreSQL or of the pool, during an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum PgFault {
@@ -61,6 +68,14 @@ pub enum PgFault {
     Retries(u32),
     #[error("PostgreSQL: a finished transaction was used")]
     Finished,
+    /// A turn's advisory lock was held by another session for longer than the engine waits
+    /// ([`TURN_WAIT`]); nothing was written.
+    #[error(
+        "PostgreSQL: another server held this turn for over {} ms (stopped or cut off while \
+         enrolling?); nothing was written, try again",
+        .0.as_millis()
+    )]
+    TurnBusy(Duration),
     /// An append found its new key taken: another writer appended first.
     #[error("PostgreSQL: another writer appended to {0} first")]
     Taken(&'static str),
@@ -133,6 +148,8 @@ struct Inner {
     conflicts: AtomicU64,
     /// The agents' hot path, gathered into shared statements (`pg_batch`).
     batch: super::pg_batch::Batchers,
+    /// How long a transaction waits for its turn, in milliseconds ([`TURN_WAIT`] unless set).
+    turn_wait_ms: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -244,6 +261,9 @@ impl PgEngine {
                 ),
                 round_trips: AtomicU64::new(0),
                 conflicts: AtomicU64::new(0),
+                turn_wait_ms: AtomicU64::new(
+                    u64::try_from(TURN_WAIT.as_millis()).unwrap_or(u64::MAX),
+                ),
             }),
         };
         engine.check()?;
@@ -421,6 +441,18 @@ impl PgEngine {
         self.inner.batch.statements()
     }
 
+    /// How long a transaction in turn waits for the turn ([`TURN_WAIT`] unless set).
+    pub fn turn_wait(&self) -> Duration {
+        Duration::from_millis(self.inner.turn_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets how long a transaction in turn waits for another session's turn before it gives
+    /// up with [`PgFault::TurnBusy`] (tests shorten it; at least 1 ms).
+    pub fn set_turn_wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.inner.turn_wait_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// Transaction attempts run again after a serialization failure or deadlock, so far.
     pub fn conflicts(&self) -> u64 {
         self.inner.conflicts.load(Ordering::Relaxed)
@@ -450,7 +482,7 @@ impl PgEngine {
     {
         let fail = |e: PgFault| E::from(StoreError::from(e));
         for attempt in 1..=MAX_ATTEMPTS {
-            let tx = PgTx::new(self.conn().map_err(fail)?, turn);
+            let tx = PgTx::new(self.conn().map_err(fail)?, turn, self.turn_wait());
             let fault = match f(&tx) {
                 Ok(v) => {
                     let began = std::time::Instant::now();
@@ -519,7 +551,7 @@ impl PgEngine {
         &self,
         batches: impl Iterator<Item = Result<(String, Vec<Entry>), StoreError>>,
     ) -> Result<bool, StoreError> {
-        let tx = PgTx::new(self.conn()?, None);
+        let tx = PgTx::new(self.conn()?, None, Duration::ZERO);
         // BEGIN goes out here by hand, with the lock; the rows go straight to the connection
         // (the transaction holds no writes of its own), and `commit` sends the COMMIT.
         tx.begun.store(true, Ordering::Relaxed);
@@ -662,11 +694,16 @@ impl Conn {
         &self,
         f: impl Future<Output = Result<T, tokio_postgres::Error>> + Send,
     ) -> Result<T, PgFault> {
+        Ok(self.block_both(f)?)
+    }
+
+    /// [`Conn::block`] for a round trip whose caller reads the driver's outcome itself.
+    fn block_both<T: Send>(&self, f: impl Future<Output = T> + Send) -> T {
         self.engine
             .inner
             .round_trips
             .fetch_add(1, Ordering::Relaxed);
-        Ok(self.engine.block(f)?)
+        self.engine.block(f)
     }
 
     async fn get_q(
@@ -888,16 +925,19 @@ pub struct PgTx {
     read: Mutex<Writes>,
     /// The advisory lock taken with BEGIN and released with the end, if any.
     turn: Option<Turn>,
+    /// How long to wait for `turn` before giving up.
+    turn_wait: Duration,
 }
 
 impl PgTx {
-    fn new(conn: Conn, turn: Option<Turn>) -> Self {
+    fn new(conn: Conn, turn: Option<Turn>, turn_wait: Duration) -> Self {
         Self {
             conn: Some(conn),
             begun: AtomicBool::new(false),
             writes: Mutex::new(BTreeMap::new()),
             read: Mutex::new(BTreeMap::new()),
             turn,
+            turn_wait,
         }
     }
 
@@ -957,15 +997,29 @@ impl PgTx {
                 r
             }),
             Some(t) => {
-                // Blocks in PostgreSQL until the turn is free; BEGIN and `q` wait behind it.
-                let lock = format!("SELECT pg_advisory_lock({}, {})", t.space, t.key);
-                conn.block(async {
+                // Blocks in PostgreSQL until the turn is free, at most `turn_wait`; BEGIN and
+                // `q` wait behind it. The three statements are one implicit transaction, so a
+                // lock that times out also undoes the SET, and one that is taken keeps the
+                // session's own timeout for everything after.
+                let lock = format!(
+                    "SET lock_timeout = {}; SELECT pg_advisory_lock({}, {}); RESET lock_timeout",
+                    self.turn_wait.as_millis().max(1),
+                    t.space,
+                    t.key
+                );
+                let (l, rest) = conn.block_both(async {
                     let (l, (b, r)) =
                         in_order(c.batch_execute(&lock), in_order(c.batch_execute(BEGIN), q)).await;
-                    l?;
-                    b?;
-                    r
-                })
+                    (l, b.and(r))
+                });
+                match l {
+                    // BEGIN and `q` ran without the turn: the caller rolls back.
+                    Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                        Err(PgFault::TurnBusy(self.turn_wait))
+                    }
+                    Err(e) => Err(e.into()),
+                    Ok(()) => Ok(rest?),
+                }
             }
         }
     }
