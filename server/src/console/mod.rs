@@ -22,6 +22,7 @@ mod i18n;
 pub(crate) mod listen;
 mod loss;
 pub mod oidc;
+mod oidc_cache;
 mod oidc_http;
 mod overview;
 mod people;

@@ -1,17 +1,26 @@
 //! Logging in to the console with the organisation's OpenID Connect provider (`[console.oidc]`).
 //!
-//! `GET /login/oidc` fetches the provider's discovery document and key set, remembers a login
-//! attempt under a random `state` (with its PKCE verifier and nonce) and sends the browser to
-//! the provider. `GET /login/oidc/callback` takes the attempt its `state` names (once: a
+//! `GET /login/oidc` takes the provider's discovery document and key set from a cache shared by
+//! all logins (`oidc_cache.rs`: fetched at most once per five minutes, so unauthenticated
+//! requests cannot make the console hammer the provider), remembers a login attempt under a
+//! random `state` (with its PKCE verifier and nonce) and sends the browser to the provider. `GET /login/oidc/callback` takes the attempt its `state` names (once: a
 //! replayed callback finds nothing), checks that the same browser started it (a `SameSite=Lax`
 //! cookie: the session cookie is `Strict`, which a browser does not send on the provider's
 //! cross-site redirect), exchanges the code with the verifier, and verifies the ID token with
-//! `openidconnect` against the issuer, the client id, the key set (fetched again, so a rotated
-//! key is found), the expiry and the nonce.
+//! `openidconnect` against the issuer, the client id, the key set (fetched again if the token's
+//! key is not in the cached one, so a rotated key is found; at most once per 30 seconds), the
+//! expiry and the nonce.
 //!
 //! The person is the token's `email` claim, else `preferred_username`; the role is the highest
 //! that the values of `role_claim` map to in `[console.oidc.roles]`. No mapped value: refused,
-//! with the reason on the login page, and no session.
+//! with the reason on the login page, and no session. A person's name decides the two-person
+//! rule and whom the audit log blames, so an address the provider says it has not verified
+//! (`email_verified` false, or the string "false", or any value but true) names nobody: the
+//! login is refused and the refusal audited under the token's subject. When the claim is
+//! absent the address is taken as the provider's word: Entra ID omits it, and only puts
+//! addresses in `email` that the tenant controls. Entra's "groups overage" (a person in too
+//! many groups gets `_claim_names` pointing at Microsoft Graph instead of a `groups` claim) is
+//! refused with a reason that says so and what to do (app roles, `role_claim = "roles"`).
 //!
 //! The console then acts for the person exactly as for a pasted token: it mints an admin API
 //! token named by the person with the mapped role, stored hashed like every token, expiring
@@ -21,6 +30,7 @@
 //! refusals and logouts are in the audit log under the person's address.
 
 use super::i18n::Lang;
+use super::oidc_cache::Cache;
 use super::oidc_http::Http;
 use super::session::{self, User};
 use super::{Console, auth, view};
@@ -35,9 +45,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -49,7 +59,7 @@ use vakt_proto::pb;
 /// A login attempt must come back from the provider within this time.
 const PENDING_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// At most this many attempts are remembered; past it, the oldest go. Starting one costs the
-/// console two requests to the provider, so this bounds memory, not work.
+/// provider nothing (the metadata is cached), so this bounds memory.
 const MAX_PENDING: usize = 10_000;
 
 /// The client `from_provider_metadata` makes: authorization endpoint set, token and userinfo
@@ -120,6 +130,8 @@ pub struct Sso {
     role_claim: String,
     roles: OidcRoles,
     http: Http,
+    /// The provider's metadata and keys, shared by every login (an `Arc` so tests can age it).
+    cache: std::sync::Arc<Cache>,
     pending: Mutex<HashMap<String, Pending>>,
 }
 
@@ -165,8 +177,10 @@ impl Sso {
                 message: e.to_string(),
             }
         };
+        let issuer = IssuerUrl::new(c.issuer.clone()).map_err(url_err("issuer"))?;
         Ok(Self {
-            issuer: IssuerUrl::new(c.issuer.clone()).map_err(url_err("issuer"))?,
+            cache: std::sync::Arc::new(Cache::new(issuer.clone())),
+            issuer,
             client_id: ClientId::new(c.client_id.clone()),
             client_secret,
             redirect: RedirectUrl::new(c.redirect_url.clone()).map_err(url_err("redirect_url"))?,
@@ -205,23 +219,21 @@ impl Sso {
         (now.saturating_duration_since(p.started) < PENDING_TIMEOUT).then_some(p)
     }
 
-    /// The provider's discovery document and key set, and a client for them.
+    /// A client for the provider's (cached) discovery document and key set.
     async fn client(&self) -> Result<Client, String> {
-        let meta = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
-            .await
-            .map_err(|e| {
-                format!(
-                    "the identity provider {} could not be used: {}",
-                    self.issuer.as_str(),
-                    error_chain(&e)
-                )
-            })?;
-        Ok(CoreClient::from_provider_metadata(
-            meta,
-            self.client_id.clone(),
-            self.client_secret.clone(),
-        )
-        .set_redirect_uri(self.redirect.clone()))
+        let meta = self.cache.metadata(&self.http, Instant::now()).await?;
+        Ok(self.client_for(meta))
+    }
+
+    fn client_for(&self, meta: CoreProviderMetadata) -> Client {
+        CoreClient::from_provider_metadata(meta, self.client_id.clone(), self.client_secret.clone())
+            .set_redirect_uri(self.redirect.clone())
+    }
+
+    /// The metadata cache, for tests that age it.
+    #[cfg(test)]
+    pub(super) fn cache(&self) -> std::sync::Arc<Cache> {
+        self.cache.clone()
     }
 
     /// Exchanges the code and verifies the ID token: the verified token's claims.
@@ -246,9 +258,27 @@ impl Sso {
         let id_token = answer
             .id_token()
             .ok_or("the identity provider's answer has no ID token")?;
-        id_token
-            .claims(&client.id_token_verifier(), &p.nonce)
-            .map_err(|e| format!("the ID token was refused: {e}"))?;
+        let refused = |e: ClaimsVerificationError| format!("the ID token was refused: {e}");
+        match id_token.claims(&client.id_token_verifier(), &p.nonce) {
+            Ok(_) => {}
+            // Signed by a key the cached set lacks: the provider may have rotated its key.
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                let Some(meta) = self.cache.refresh_keys(&self.http, Instant::now()).await? else {
+                    return Err(
+                        "the ID token was refused: it is signed by a key that is not in the \
+                         identity provider's key set (fetched less than 30 seconds ago)"
+                            .into(),
+                    );
+                };
+                let client = self.client_for(meta);
+                id_token
+                    .claims(&client.id_token_verifier(), &p.nonce)
+                    .map_err(refused)?;
+            }
+            Err(e) => return Err(refused(e)),
+        }
         // Verified above (signature, issuer, audience, expiry, nonce): its payload is the
         // provider's word. The role claim is not a standard claim, so it is read from there.
         verified_payload(&id_token.to_string())
@@ -256,7 +286,7 @@ impl Sso {
 }
 
 /// An error with its causes, for a page: "discovery failed: connection refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -282,15 +312,60 @@ fn verified_payload(jwt: &str) -> Result<serde_json::Map<String, serde_json::Val
     serde_json::from_slice(&bytes).map_err(|e| format!("the ID token's claims are not JSON: {e}"))
 }
 
-/// Who the claims name: `email`, else `preferred_username`, trimmed; none if neither is a
-/// non-empty string.
-pub fn person(claims: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-    ["email", "preferred_username"]
-        .iter()
-        .filter_map(|k| claims.get(*k)?.as_str())
-        .map(str::trim)
-        .find(|s| !s.is_empty())
+/// Why the claims of a verified ID token name no person.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoPerson {
+    #[error("the ID token names nobody: it has neither an email nor a preferred_username claim.")]
+    Nameless,
+    #[error(
+        "the identity provider has not verified the address {email} (email_verified is {claim}), \
+         so it cannot name a person in Vakt. Verify the address at the provider, or have it \
+         send only verified addresses."
+    )]
+    Unverified { email: String, claim: String },
+}
+
+/// Who the claims name: `email`, else `preferred_username`, trimmed (the first that is a
+/// non-empty string). An `email` whose `email_verified` claim is present and not true (the
+/// boolean or the string "true") names nobody, and the login is refused rather than falling
+/// back to `preferred_username`: the provider told us the address may not be the person's.
+/// An absent (or null) `email_verified` is accepted, as Entra ID never sends it.
+pub fn person(claims: &serde_json::Map<String, serde_json::Value>) -> Result<String, NoPerson> {
+    let name = |k: &str| {
+        claims
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(email) = name("email") {
+        return match claims.get("email_verified") {
+            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(true)) => {
+                Ok(email.to_string())
+            }
+            Some(serde_json::Value::String(s)) if s.trim().eq_ignore_ascii_case("true") => {
+                Ok(email.to_string())
+            }
+            Some(other) => Err(NoPerson::Unverified {
+                email: email.to_string(),
+                claim: other.to_string(),
+            }),
+        };
+    }
+    name("preferred_username")
         .map(str::to_string)
+        .ok_or(NoPerson::Nameless)
+}
+
+/// Whether `role_claim` is missing because the provider moved it elsewhere: Entra ID's
+/// "groups overage", where a person in more groups than fit in a token gets
+/// `_claim_names: {"groups": "src1"}` (and `_claim_sources` naming Microsoft Graph) instead.
+pub fn claim_moved(claims: &serde_json::Map<String, serde_json::Value>, role_claim: &str) -> bool {
+    !claims.contains_key(role_claim)
+        && claims
+            .get("_claim_names")
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(|names| names.contains_key(role_claim))
 }
 
 /// The values of a role claim: a list of strings or one string (other values are skipped).
@@ -530,52 +605,76 @@ pub async fn callback(
         Ok(c) => c,
         Err(why) => return refuse(StatusCode::UNAUTHORIZED, why),
     };
-    let Some(person) = person(&claims) else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "the ID token names nobody: it has neither an email nor a preferred_username claim."
-                .into(),
-        );
+    let person = match person(&claims) {
+        Ok(p) => p,
+        Err(why @ NoPerson::Nameless) => return refuse(StatusCode::FORBIDDEN, why.to_string()),
+        Err(why @ NoPerson::Unverified { .. }) => {
+            // Not under the address: it may be someone else's. The subject is the provider's
+            // own id of whoever signed in.
+            let sub = claims
+                .get("sub")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("-");
+            audit_refusal(&console, &format!("sso-sub:{sub}"), &why.to_string()).await;
+            return refuse(StatusCode::FORBIDDEN, why.to_string());
+        }
     };
     let values = claim_values(claims.get(&sso.role_claim));
     let Some(role) = role_for(&values, &sso.roles) else {
-        let why = format!(
-            "{person} {} '{}' ({}) {}",
-            lang.t(
-                "har ingen roll i Vakt: anspråket",
-                "has no role in Vakt: the claim"
-            ),
-            sso.role_claim,
-            if values.is_empty() {
-                "-".to_string()
-            } else {
-                values.join(", ")
-            },
-            lang.t(
-                "ger ingen roll i [console.oidc.roles].",
-                "gives no role in [console.oidc.roles]."
-            ),
-        );
-        // The provider vouched for this person, so the refusal is theirs to see in the log.
-        if let Err(s) = console
-            .api()
-            .audit_as(
-                &format!("sso:{person}"),
-                "console.login.refused",
-                "",
-                &format!(
-                    "no role from claim '{}': [{}]",
-                    sso.role_claim,
-                    values.join(", ")
+        let (why, detail) = if claim_moved(&claims, &sso.role_claim) {
+            let why = format!(
+                "{person} is in too many groups for the ID token: the identity provider left \
+                 the '{claim}' claim out and points to Microsoft Graph instead (Entra ID's \
+                 \"groups overage\", _claim_names), which Vakt does not query. Assign Vakt's \
+                 app roles to people or groups in the app registration and set \
+                 role_claim = \"roles\" in [console.oidc], with the role names in \
+                 [console.oidc.roles].",
+                claim = sso.role_claim
+            );
+            let detail = format!("claim '{}' moved to _claim_names (overage)", sso.role_claim);
+            (why, detail)
+        } else {
+            let why = format!(
+                "{person} {} '{}' ({}) {}",
+                lang.t(
+                    "har ingen roll i Vakt: anspråket",
+                    "has no role in Vakt: the claim"
                 ),
-            )
-            .await
-        {
-            tracing::error!("console: refusal of {person} not recorded: {}", s.message());
-        }
+                sso.role_claim,
+                if values.is_empty() {
+                    "-".to_string()
+                } else {
+                    values.join(", ")
+                },
+                lang.t(
+                    "ger ingen roll i [console.oidc.roles].",
+                    "gives no role in [console.oidc.roles]."
+                ),
+            );
+            let detail = format!(
+                "no role from claim '{}': [{}]",
+                sso.role_claim,
+                values.join(", ")
+            );
+            (why, detail)
+        };
+        // The provider vouched for this person, so the refusal is theirs to see in the log.
+        audit_refusal(&console, &format!("sso:{person}"), &detail).await;
         return refuse(StatusCode::FORBIDDEN, why);
     };
     log_in(&console, sso, person, role, lang, &next).await
+}
+
+/// Records a refused sign-in (`console.login.refused`) under `actor`; a failure to record it
+/// is logged, and the sign-in is refused all the same.
+async fn audit_refusal(console: &Console, actor: &str, detail: &str) {
+    if let Err(s) = console
+        .api()
+        .audit_as(actor, "console.login.refused", "", detail)
+        .await
+    {
+        tracing::error!("console: refusal of {actor} not recorded: {}", s.message());
+    }
 }
 
 /// Mints the person's console credential, records the login and starts the session.
@@ -733,21 +832,93 @@ mod tests {
         assert_eq!(role_for(&mixed, &r), Some(pb::Role::Viewer));
     }
 
+    fn map(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().unwrap().clone()
+    }
+
     #[test]
     fn the_person_is_the_email_else_the_preferred_username() {
-        let m = |v: serde_json::Value| v.as_object().unwrap().clone();
         assert_eq!(
-            person(&m(
+            person(&map(
                 json!({"email": "anna@example.org", "preferred_username": "anna"})
             )),
-            Some("anna@example.org".into())
+            Ok("anna@example.org".into())
         );
         assert_eq!(
-            person(&m(json!({"email": " ", "preferred_username": "anna"}))),
-            Some("anna".into())
+            person(&map(json!({"email": " ", "preferred_username": "anna"}))),
+            Ok("anna".into())
         );
-        assert_eq!(person(&m(json!({"sub": "123"}))), None);
-        assert_eq!(person(&m(json!({"email": ["a@b"]}))), None);
+        assert_eq!(person(&map(json!({"sub": "123"}))), Err(NoPerson::Nameless));
+        assert_eq!(
+            person(&map(json!({"email": ["a@b"]}))),
+            Err(NoPerson::Nameless)
+        );
+    }
+
+    #[test]
+    fn an_address_the_provider_has_not_verified_names_nobody() {
+        let with = |verified: serde_json::Value| {
+            person(&map(json!({
+                "email": "anna@example.org",
+                "email_verified": verified,
+                "preferred_username": "eve",
+            })))
+        };
+        let anna = Ok("anna@example.org".to_string());
+        // Verified, as a boolean or as the string some providers send.
+        assert_eq!(with(json!(true)), anna);
+        assert_eq!(with(json!("true")), anna);
+        assert_eq!(with(json!(" TRUE ")), anna);
+        // Absent (Entra ID) or null: the provider's word.
+        assert_eq!(person(&map(json!({"email": "anna@example.org"}))), anna);
+        assert_eq!(with(json!(null)), anna);
+        // Not verified: refused, and not the preferred_username either (whoever this is, the
+        // provider said the address may not be theirs).
+        for no in [
+            json!(false),
+            json!("false"),
+            json!("False"),
+            json!(0),
+            json!("no"),
+        ] {
+            let got = with(no.clone());
+            assert!(
+                matches!(&got, Err(NoPerson::Unverified { email, .. }) if email == "anna@example.org"),
+                "{no}: {got:?}"
+            );
+        }
+        // No address at all: email_verified says nothing about the preferred_username.
+        assert_eq!(
+            person(&map(
+                json!({"email_verified": false, "preferred_username": "vera"})
+            )),
+            Ok("vera".into())
+        );
+        let why = with(json!(false)).unwrap_err().to_string();
+        assert!(
+            why.contains("anna@example.org") && why.contains("not verified"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn entra_groups_overage_is_told_from_a_missing_claim() {
+        let overage = map(json!({
+            "email": "anna@example.org",
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/x/getMemberObjects"}},
+        }));
+        assert!(claim_moved(&overage, "groups"));
+        // Another claim is not the one moved; a claim that is there was not moved.
+        assert!(!claim_moved(&overage, "roles"));
+        let mut both = overage.clone();
+        both.insert("groups".into(), json!(["vakt-admins"]));
+        assert!(!claim_moved(&both, "groups"));
+        assert!(!claim_moved(&map(json!({"email": "a@b"})), "groups"));
+        assert!(!claim_moved(
+            &map(json!({"_claim_names": "groups"})),
+            "groups"
+        ));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! loopback port (discovery, an ES256 key set, a token endpoint) whose ID tokens each test
 //! writes, so every way a token can be wrong is tried against the real callback: a wrong
 //! `state`, a callback from another browser, a wrong nonce, another issuer, a forged signature,
-//! an expired token, an unmapped person, an unreachable provider. Each must end on the login
-//! page with the reason, with no session and no credential minted. (The happy path against a
-//! real provider process, in Chromium, is `tests/tests/oidc.rs`.)
+//! an expired token, an unmapped person, an unverified address, Entra's groups overage, an
+//! unreachable provider. Each must end on the login page with the reason, with no session and
+//! no credential minted. The provider counts the requests it serves, so the tests also see how
+//! often the console fetches its metadata and keys, and it can rotate its signing key. (The
+//! happy path against a real provider process, in Chromium, is `tests/tests/oidc.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,6 +18,7 @@ use base64::Engine;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::json;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const CLIENT: &str = "vakt-console";
 
@@ -31,7 +34,12 @@ fn new_key() -> EcdsaKeyPair {
 
 /// A compact JWS (ES256) of `claims` under key id `k1`.
 fn sign(key: &EcdsaKeyPair, claims: &serde_json::Value) -> String {
-    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+    sign_as(key, "k1", claims)
+}
+
+/// A compact JWS (ES256) of `claims` under key id `kid`.
+fn sign_as(key: &EcdsaKeyPair, kid: &str, claims: &serde_json::Value) -> String {
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
     let input = format!(
         "{}.{}",
         b64(header.to_string().as_bytes()),
@@ -49,7 +57,12 @@ struct Provider {
     /// The issuer its discovery document names (normally `base`).
     announced_issuer: String,
     key: EcdsaKeyPair,
+    /// A second key, published as `k2` beside `k1` once the provider has rotated.
+    rotated: Mutex<Option<Arc<EcdsaKeyPair>>>,
     next_token: Mutex<String>,
+    /// How many times the discovery document and the key set were served.
+    discoveries: AtomicUsize,
+    key_sets: AtomicUsize,
     /// The token requests' bodies, to see that the PKCE verifier was sent.
     token_requests: Mutex<Vec<String>>,
 }
@@ -65,7 +78,10 @@ async fn start_provider(announce_other_issuer: bool) -> Arc<Provider> {
         },
         base,
         key: new_key(),
+        rotated: Mutex::default(),
         next_token: Mutex::default(),
+        discoveries: AtomicUsize::new(0),
+        key_sets: AtomicUsize::new(0),
         token_requests: Mutex::default(),
     });
     let json_answer = |v: serde_json::Value| {
@@ -76,6 +92,7 @@ async fn start_provider(announce_other_issuer: bool) -> Arc<Provider> {
         .route(
             "/.well-known/openid-configuration",
             get(move || async move {
+                d.discoveries.fetch_add(1, Ordering::SeqCst);
                 json_answer(json!({
                     "issuer": d.announced_issuer,
                     "authorization_endpoint": format!("{}/authorize", d.base),
@@ -90,11 +107,19 @@ async fn start_provider(announce_other_issuer: bool) -> Arc<Provider> {
         .route(
             "/jwks",
             get(move || async move {
-                let point = j.key.public_key().as_ref();
-                json_answer(json!({"keys": [{
-                    "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "k1",
-                    "x": b64(&point[1..33]), "y": b64(&point[33..65]),
-                }]}))
+                j.key_sets.fetch_add(1, Ordering::SeqCst);
+                let jwk = |kid: &str, key: &EcdsaKeyPair| {
+                    let point = key.public_key().as_ref();
+                    json!({
+                        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+                    })
+                };
+                let mut keys = vec![jwk("k1", &j.key)];
+                if let Some(k2) = j.rotated.lock().unwrap().as_ref() {
+                    keys.push(jwk("k2", k2));
+                }
+                json_answer(json!({ "keys": keys }))
             }),
         )
         .route(
@@ -124,6 +149,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     state: State,
     addr: SocketAddr,
+    /// The console's cache of the provider's metadata, to age it.
+    cache: Arc<super::oidc_cache::Cache>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -145,6 +172,7 @@ async fn console_for(issuer: &str) -> Fixture {
         roles: roles(),
     })
     .unwrap();
+    let cache = sso.cache();
     let login = Login {
         token_login: true,
         sso: Some(sso),
@@ -163,6 +191,7 @@ async fn console_for(issuer: &str) -> Fixture {
         _dir: dir,
         state,
         addr,
+        cache,
         _stop: stop,
     }
 }
@@ -527,4 +556,189 @@ fn a_missing_or_empty_client_secret_file_stops_the_start_and_names_the_file() {
     let login = Login::from_config(Some(&cfg)).unwrap();
     assert!(login.sso.is_some() && login.token_login);
     assert!(Login::from_config(None).unwrap().sso.is_none());
+}
+
+/// Starting a login needs no authentication, so it must not cost the provider requests: many
+/// starts, at once and one after another, make one discovery and one key set fetch, and the
+/// logins they start still work. Metadata older than its time is fetched again.
+#[tokio::test]
+async fn many_login_starts_fetch_the_providers_metadata_once() {
+    use super::oidc_cache::METADATA_TTL;
+    let p = start_provider(false).await;
+    let f = console_for(&p.base).await;
+    let mut at_once = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let addr = f.addr;
+        at_once.spawn(async move { fetch(addr, "/login/oidc", None).await.status });
+    }
+    while let Some(status) = at_once.join_next().await {
+        assert_eq!(status.unwrap(), 303);
+    }
+    for _ in 0..10 {
+        begin(&f).await;
+    }
+    let fetched = |p: &Provider| {
+        (
+            p.discoveries.load(Ordering::SeqCst),
+            p.key_sets.load(Ordering::SeqCst),
+        )
+    };
+    assert_eq!(fetched(&p), (1, 1), "31 starts, one fetch of each");
+
+    let a = begin(&f).await;
+    *p.next_token.lock().unwrap() = sign(&p.key, &claims(&p, &a.nonce, &["vakt-admins"]));
+    let r = callback(&f, &a, &a.state, None).await;
+    assert!(logged_in(&f, &r).await, "{}", r.body);
+    assert_eq!(fetched(&p), (1, 1), "the callback uses the cached keys too");
+
+    f.cache.age(METADATA_TTL).await;
+    begin(&f).await;
+    begin(&f).await;
+    assert_eq!(fetched(&p), (2, 2), "stale metadata is fetched again, once");
+}
+
+/// A provider that is down answers every login in the next seconds with the same reason,
+/// without a connection each.
+#[tokio::test]
+async fn a_provider_that_is_down_is_not_retried_for_every_start() {
+    use super::oidc_cache::FAILURE_TTL;
+    let p = start_provider(true).await;
+    let f = console_for(&p.base).await;
+    for _ in 0..5 {
+        let r = fetch(f.addr, "/login/oidc", None).await;
+        assert_eq!(r.status, 502, "{}", r.body);
+        assert!(r.body.contains("could not be used"), "{}", r.body);
+    }
+    assert_eq!(p.discoveries.load(Ordering::SeqCst), 1);
+    f.cache.age(FAILURE_TTL).await;
+    let r = fetch(f.addr, "/login/oidc", None).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(p.discoveries.load(Ordering::SeqCst), 2, "tried again later");
+}
+
+/// The provider rotates its signing key after the console cached its key set: an ID token
+/// under the new key makes the console fetch the key set again and the login works. A token
+/// under a key id the provider never published is refused, and within the next 30 seconds it
+/// cannot make the console fetch the key set again.
+#[tokio::test]
+async fn a_rotated_key_is_found_and_forged_key_ids_cannot_force_fetches() {
+    use super::oidc_cache::KEYS_MIN_INTERVAL;
+    let p = start_provider(false).await;
+    let f = console_for(&p.base).await;
+    let a = begin(&f).await;
+    assert_eq!(p.key_sets.load(Ordering::SeqCst), 1);
+    let k2 = Arc::new(new_key());
+    *p.rotated.lock().unwrap() = Some(k2.clone());
+    // The cached set is older than the refetch interval, as after any quiet half minute.
+    f.cache.age(KEYS_MIN_INTERVAL).await;
+    *p.next_token.lock().unwrap() = sign_as(&k2, "k2", &claims(&p, &a.nonce, &["vakt-admins"]));
+    let r = callback(&f, &a, &a.state, None).await;
+    assert!(logged_in(&f, &r).await, "{}", r.body);
+    assert_eq!(p.key_sets.load(Ordering::SeqCst), 2, "fetched once more");
+    assert_eq!(p.discoveries.load(Ordering::SeqCst), 1);
+
+    // Forged under key ids the provider never published, one after another: refused, no
+    // fetch within the interval; after it, one more.
+    for kid in ["k3", "k4", "k5"] {
+        let a = begin(&f).await;
+        let forged = new_key();
+        *p.next_token.lock().unwrap() =
+            sign_as(&forged, kid, &claims(&p, &a.nonce, &["vakt-admins"]));
+        let r = callback(&f, &a, &a.state, None).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(r.body.contains("the ID token was refused"), "{}", r.body);
+        assert!(!logged_in(&f, &r).await);
+    }
+    assert_eq!(
+        p.key_sets.load(Ordering::SeqCst),
+        2,
+        "no fetch for forged key ids"
+    );
+    assert_eq!(
+        minted(&f).len(),
+        1,
+        "only the good sign-in minted a credential"
+    );
+    f.cache.age(KEYS_MIN_INTERVAL).await;
+    let a = begin(&f).await;
+    *p.next_token.lock().unwrap() =
+        sign_as(&new_key(), "k6", &claims(&p, &a.nonce, &["vakt-admins"]));
+    let r = callback(&f, &a, &a.state, None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(p.key_sets.load(Ordering::SeqCst), 3);
+}
+
+/// A provider that lets a user set an unverified address would let them be another admin:
+/// `email_verified: false` (or "false") refuses the login, with the reason on the page, the
+/// refusal audited under the token's subject (not the address), no session and nothing minted.
+#[tokio::test]
+async fn an_unverified_address_is_refused_and_audited_under_the_subject() {
+    let p = start_provider(false).await;
+    let f = console_for(&p.base).await;
+    for verified in [json!(false), json!("false")] {
+        let a = begin(&f).await;
+        let mut c = claims(&p, &a.nonce, &["vakt-admins"]);
+        c["email_verified"] = verified;
+        c["sub"] = json!("eve-7");
+        *p.next_token.lock().unwrap() = sign(&p.key, &c);
+        let r = callback(&f, &a, &a.state, None).await;
+        assert_refused(&f, &r, 403, "has not verified the address anna@example.org").await;
+    }
+    let audit = f.state.store.audit_log().unwrap();
+    let refusals: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "console.login.refused")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{audit:?}");
+    assert!(
+        refusals.iter().all(|e| e.actor == "sso-sub:eve-7"),
+        "{refusals:?}"
+    );
+    assert!(
+        !audit.iter().any(|e| e.actor.contains("anna@example.org")),
+        "nothing is put on anna: {audit:?}"
+    );
+
+    // Verified, as a string: let in.
+    let a = begin(&f).await;
+    let mut c = claims(&p, &a.nonce, &["vakt-admins"]);
+    c["email_verified"] = json!("true");
+    *p.next_token.lock().unwrap() = sign(&p.key, &c);
+    let r = callback(&f, &a, &a.state, None).await;
+    assert!(logged_in(&f, &r).await, "{}", r.body);
+}
+
+/// Entra ID's groups overage: no `groups` claim, `_claim_names` pointing elsewhere. The
+/// refusal says so and what to do, instead of calling the person unmapped.
+#[tokio::test]
+async fn entra_groups_overage_is_refused_with_what_to_do() {
+    let p = start_provider(false).await;
+    let f = console_for(&p.base).await;
+    let a = begin(&f).await;
+    let mut c = claims(&p, &a.nonce, &[]);
+    let c_obj = c.as_object_mut().unwrap();
+    c_obj.remove("groups");
+    c_obj.insert("_claim_names".into(), json!({"groups": "src1"}));
+    c_obj.insert(
+        "_claim_sources".into(),
+        json!({"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/anna-1/getMemberObjects"}}),
+    );
+    *p.next_token.lock().unwrap() = sign(&p.key, &c);
+    let r = callback(&f, &a, &a.state, None).await;
+    assert_refused(&f, &r, 403, "too many groups").await;
+    assert!(
+        r.body.contains("groups overage")
+            && r.body.contains("app roles")
+            && r.body.contains("role_claim = "),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("has no role in Vakt"), "{}", r.body);
+    let audit = f.state.store.audit_log().unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "console.login.refused"
+            && e.actor == "sso:anna@example.org"
+            && e.detail.contains("overage")),
+        "{audit:?}"
+    );
 }
