@@ -294,6 +294,16 @@ fn admin_info(rec: &pb::AdminTokenRecord, now: i64) -> pb::AdminTokenInfo {
         approved_at_ms: rec.approved_at_ms,
         revoked_by: rec.revoked_by.clone(),
         revoked_at_ms: rec.revoked_at_ms,
+        kind: admin_token_kind(rec).to_string(),
+    }
+}
+
+/// What `list` calls a token: one IT keeps, or a console sign-in's credential.
+pub fn admin_token_kind(rec: &pb::AdminTokenRecord) -> &'static str {
+    if is_sso_credential(rec) {
+        "console-session"
+    } else {
+        "token"
     }
 }
 

@@ -53,7 +53,9 @@ pub enum AdminTokenCmd {
         #[arg(long)]
         ttl: Option<String>,
     },
-    /// Every admin token: id, name, role, state, created, expiry, last use (never the secret).
+    /// Every admin token: id, kind, name, role, state, created, expiry, last use (never the
+    /// secret). The tokens people made come first, then the console sign-ins' credentials
+    /// (kind `console-session`), which end with their sessions.
     List {
         #[arg(long)]
         json: bool,
@@ -181,6 +183,7 @@ fn admin_json(t: &pb::AdminTokenInfo) -> Value {
         "approved_at": rfc3339_ms(t.approved_at_ms),
         "revoked_by": t.revoked_by,
         "revoked_at": rfc3339_ms(t.revoked_at_ms),
+        "kind": t.kind,
     })
 }
 
@@ -220,9 +223,13 @@ pub async fn admin_token(cli: &Cli, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
                 outln!("{}", Value::Array(v));
                 return Ok(());
             }
+            // Kept tokens first, then the console sessions' credentials, each in the API's order.
+            let mut list = list;
+            list.sort_by_key(|t| t.kind == "console-session");
             outln!(
-                "{:<12} {:<20} {:<8} {:<17} {:<20} {:<20} {:<20} CREATED BY",
+                "{:<12} {:<15} {:<20} {:<8} {:<17} {:<20} {:<20} {:<20} CREATED BY",
                 "ID",
+                "KIND",
                 "NAME",
                 "ROLE",
                 "STATE",
@@ -233,8 +240,9 @@ pub async fn admin_token(cli: &Cli, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
             for t in &list {
                 let role = role_name(pb::Role::try_from(t.role).unwrap_or(pb::Role::Unspecified));
                 outln!(
-                    "{:<12} {:<20} {:<8} {:<17} {:<20} {:<20} {:<20} {}",
+                    "{:<12} {:<15} {:<20} {:<8} {:<17} {:<20} {:<20} {:<20} {}",
                     t.id,
+                    cell(&t.kind),
                     t.name,
                     role,
                     t.state,
