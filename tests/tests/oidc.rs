@@ -1,8 +1,11 @@
 //! Console single sign-on against a real OpenID Connect provider process (oidc-provider-mock,
 //! standing in for Entra ID) and a real `vakt-server` configured with `[console.oidc]`, in
 //! headless Chromium: an admin signs in and sees the devices; a viewer sees no admin forms; a
-//! person in no mapped group is refused with a page that says why and gets no session; and the
-//! person signed in is the same person as a token of that name for the two-person wipe rule.
+//! person in no mapped group, one whose address the provider has not verified, and one in
+//! Entra's "groups overage" are refused with a page that says why and get no session; the
+//! person signed in is the same person as a token of that name for the two-person wipe rule;
+//! and `vakt admin-token list` tells sign-in credentials (kind `console-session`) from kept
+//! tokens, and revoking one by its id ends that browser's session.
 //! Screenshots go to `tests/artifacts/oidc/` (not committed). Tokens the provider could not
 //! have issued (forged, expired, wrong nonce, another issuer) are tried in
 //! `server/src/console/oidc_tests.rs` against a provider whose tokens the test writes.
@@ -89,6 +92,22 @@ async fn people_sign_in_through_a_real_provider_with_roles_from_their_groups() {
     provider.set_user(
         "nils@example.org",
         json!({"email": "nils@example.org", "groups": ["staff"]}),
+    );
+    // Eve set anna's address on her own account, which the provider has not verified.
+    provider.set_user(
+        "eve",
+        json!({"email": "anna@example.org", "email_verified": false, "groups": ["vakt-admins"]}),
+    );
+    // Otto is in too many groups: Entra leaves `groups` out and points to Microsoft Graph.
+    provider.set_user(
+        "otto@example.org",
+        json!({
+            "email": "otto@example.org",
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {
+                "endpoint": "https://graph.microsoft.com/v1.0/users/otto/getMemberObjects"
+            }},
+        }),
     );
 
     let tmp = tempfile::tempdir().unwrap();
@@ -215,6 +234,24 @@ async fn people_sign_in_through_a_real_provider_with_roles_from_their_groups() {
         2,
         "her own token and the sign-in's: {tokens}"
     );
+    let kinds: Vec<&str> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == "anna@example.org")
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"token") && kinds.contains(&"console-session"),
+        "{tokens}"
+    );
+    // The table puts the kept tokens first and marks the sign-ins.
+    let table = server.vakt_ok(&["admin-token", "list"]);
+    let sessions_from = table
+        .find("console-session")
+        .expect("a console-session row");
+    let last_token = table.rfind(" token ").expect("token rows");
+    assert!(last_token < sessions_from, "{table}");
     log_out(&b);
     let tokens = server.vakt_json(&["admin-token", "list"]);
     let revoked = tokens
@@ -255,8 +292,66 @@ async fn people_sign_in_through_a_real_provider_with_roles_from_their_groups() {
         "no session: {}",
         b.current_url()
     );
+
+    // Eve's unverified address is anna's: refused, nothing put on anna, no session.
+    sign_in(&b, &console, "eve");
+    let page = b.source();
+    assert!(
+        page.contains("has not verified the address anna@example.org"),
+        "{page}"
+    );
+    shot(&b, "06-unverified");
+    b.goto(&format!("{console}/devices"));
+    assert!(b.current_url().contains("/login"), "{}", b.current_url());
+
+    // Otto's groups did not fit in the token: the page says so and what to do.
+    sign_in(&b, &console, "otto@example.org");
+    let page = b.source();
+    assert!(
+        page.contains("too many groups") && page.contains("app roles"),
+        "{page}"
+    );
+    shot(&b, "07-groups-overage");
+    b.goto(&format!("{console}/devices"));
+    assert!(b.current_url().contains("/login"), "{}", b.current_url());
+
     let audit = server.vakt_json(&["audit"]);
     let text = audit.to_string();
     assert!(text.contains("console.login.refused"), "{text}");
     assert!(text.contains("sso:nils@example.org"), "{text}");
+    assert!(text.contains("sso-sub:eve"), "{text}");
+    assert!(text.contains("sso:otto@example.org"), "{text}");
+    let on_anna = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "console.login.refused")
+        .filter(|e| e["actor"].as_str().unwrap().contains("anna@example.org"))
+        .count();
+    assert_eq!(on_anna, 0, "eve's refusal is not anna's: {text}");
+
+    // Vera signs in again, and IT ends her sign-in from the command line, by the id the list
+    // shows.
+    sign_in(&b, &console, "vera");
+    b.goto(&format!("{console}/devices"));
+    assert!(
+        b.source().contains(&hostname),
+        "signed in: {}",
+        b.current_url()
+    );
+    let tokens = server.vakt_json(&["admin-token", "list"]);
+    let vera = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "vera" && t["state"] == "active")
+        .unwrap_or_else(|| panic!("vera's sign-in credential: {tokens}"));
+    assert_eq!(vera["kind"], "console-session", "{vera}");
+    server.vakt_ok(&["admin-token", "revoke", vera["id"].as_str().unwrap()]);
+    b.goto(&format!("{console}/devices"));
+    assert!(
+        b.current_url().contains("/login"),
+        "revoking the credential ended her session: {}",
+        b.current_url()
+    );
 }
