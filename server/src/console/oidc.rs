@@ -3,8 +3,9 @@
 //! `GET /login/oidc` takes the provider's discovery document and key set from a cache shared by
 //! all logins (`oidc_cache.rs`: fetched at most once per five minutes, so unauthenticated
 //! requests cannot make the console hammer the provider), remembers a login attempt under a
-//! random `state` (with its PKCE verifier and nonce) and sends the browser to the provider. `GET /login/oidc/callback` takes the attempt its `state` names (once: a
-//! replayed callback finds nothing), checks that the same browser started it (a `SameSite=Lax`
+//! random `state` (with its PKCE verifier and nonce) and sends the browser to the provider.
+//! `GET /login/oidc/callback` takes the attempt its `state` names (once: a replayed callback
+//! finds nothing), checks that the same browser started it (a `SameSite=Lax`
 //! cookie: the session cookie is `Strict`, which a browser does not send on the provider's
 //! cross-site redirect), exchanges the code with the verifier, and verifies the ID token with
 //! `openidconnect` against the issuer, the client id, the key set (fetched again if the token's
@@ -17,8 +18,8 @@
 //! rule and whom the audit log blames, so an address the provider says it has not verified
 //! (`email_verified` false, or the string "false", or any value but true) names nobody: the
 //! login is refused and the refusal audited under the token's subject. When the claim is
-//! absent the address is taken as the provider's word: Entra ID omits it, and only puts
-//! addresses in `email` that the tenant controls. Entra's "groups overage" (a person in too
+//! absent the address is taken as the provider's word: Entra ID never sends it (its `email` is
+//! the mail attribute in the directory of the tenant the issuer names). Entra's "groups overage" (a person in too
 //! many groups gets `_claim_names` pointing at Microsoft Graph instead of a `groups` claim) is
 //! refused with a reason that says so and what to do (app roles, `role_claim = "roles"`).
 //!
