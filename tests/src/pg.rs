@@ -75,8 +75,22 @@ impl PgCluster {
         Self::start_with(&[("server.crt", cert_pem), ("server.key", key_pem)])
     }
 
+    /// As [`start_tls`](Self::start_tls), with client certificates signed by `client_ca_pem`
+    /// accepted (`ssl_ca_file`), for `cert` rules in pg_hba.conf ([`set_hba`](Self::set_hba)).
+    pub fn start_tls_with_client_ca(
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: &str,
+    ) -> Result<Self, String> {
+        Self::start_with(&[
+            ("server.crt", cert_pem),
+            ("server.key", key_pem),
+            ("client-ca.crt", client_ca_pem),
+        ])
+    }
+
     /// Starts a cluster with `files` written into its directory first; `server.crt` among
-    /// them turns TLS on.
+    /// them turns TLS on, `client-ca.crt` client certificates.
     fn start_with(files: &[(&str, &str)]) -> Result<Self, String> {
         let Some(bin) = find_bin() else {
             let why = "initdb is not installed (run .ci/install-postgres.sh)".to_string();
@@ -130,6 +144,12 @@ impl PgCluster {
                 " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
                 dir.path().display()
             );
+        }
+        if files.iter().any(|(name, _)| *name == "client-ca.crt") {
+            settings.push_str(&format!(
+                " -c ssl_ca_file={}/client-ca.crt",
+                dir.path().display()
+            ));
         }
         let cluster = Self {
             bin,
@@ -330,6 +350,33 @@ impl PgCluster {
     /// The URL of database `name` (which may not exist).
     pub fn url(&self, name: &str) -> String {
         format!("postgresql://{USER}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Puts `rules` in front of pg_hba.conf's (the first that matches a connection decides)
+    /// and has the server take them, waiting until `database` refuses a plain connection
+    /// from psql (what the harness's own connections are; so `rules` must be for databases
+    /// the harness does not use, and refuse it on `database`).
+    pub fn set_hba(&self, rules: &str, database: &str) {
+        let hba = self.data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        // Rewritten in place: its owner (the cluster's user) stays.
+        std::fs::write(&hba, format!("{rules}\n{old}")).expect("write pg_hba.conf");
+        let out = self.run("pg_ctl", &["reload", "-D"], &[self.data.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "pg_ctl reload: {}",
+            crate::stderr(&out)
+        );
+        let mut args = self.psql_args(database);
+        args.extend(["-c", "SELECT 1"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for _ in 0..100 {
+            if !self.run("psql", &args, &[]).status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pg_hba.conf's new rules never refused psql on {database}");
     }
 
     /// psql's arguments for a quiet session on database `name` that stops at the first error.

@@ -161,20 +161,131 @@ fn serve_refuses_a_wrong_store_at_start_and_writes_nothing() {
     );
 }
 
-/// A test CA and a server certificate of its for `host`: (CA PEM, certificate PEM, key PEM).
-fn test_ca(host: &str) -> (String, String, String) {
+type Issuer = rcgen::Issuer<'static, rcgen::KeyPair>;
+
+/// A test CA: its certificate (PEM) and what signs with it.
+fn test_issuer() -> (String, Issuer) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca.distinguished_name
         .push(rcgen::DnType::CommonName, "vakt test CA");
     let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
+    (ca_pem, rcgen::Issuer::new(ca, ca_key))
+}
+
+/// A certificate of `issuer`'s for the name `name` (a host for a server, a database user for
+/// a client, in the common name then): (certificate PEM, key PEM).
+fn issue(issuer: &Issuer, name: &str, client: bool) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca_pem, cert.pem(), key.serialize_pem())
+    let params = if client {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p
+    } else {
+        let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        p
+    };
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A test CA and a server certificate of its for `host`: (CA PEM, certificate PEM, key PEM).
+fn test_ca(host: &str) -> (String, String, String) {
+    let (ca_pem, issuer) = test_issuer();
+    let (cert, key) = issue(&issuer, host, false);
+    (ca_pem, cert, key)
+}
+
+/// A replica authenticated to PostgreSQL by a client certificate (`hostssl … cert`), and a
+/// password exchange bound to the TLS channel (SCRAM-SHA-256-PLUS, `channel_binding=require`):
+/// both serve; without the certificate, or with its key readable by others, the server
+/// refuses to start and says why. Checked: with the stream reporting no binding (as before),
+/// `channel_binding=require` refused to connect.
+#[test]
+fn a_replica_authenticates_with_a_client_certificate_or_a_channel_bound_password() {
+    let (ca_pem, issuer) = test_issuer();
+    let (server_cert, server_key) = issue(&issuer, "db.vakt.test", false);
+    let Some(pg) = PgCluster::start_tls_with_client_ca(&server_cert, &server_key, &ca_pem)
+        .map_err(|why| eprintln!("skipped: {why}"))
+        .ok()
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root.pem");
+    std::fs::write(&root, &ca_pem).unwrap();
+    let (cert, key) = issue(&issuer, "vakt", true);
+    let (cert_file, key_file) = (tmp.path().join("client.pem"), tmp.path().join("client.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pg.database("bycert");
+    pg.database("bypassword");
+    pg.sql("postgres", "ALTER ROLE vakt PASSWORD 'hunter2'");
+    pg.set_hba(
+        "hostssl bycert all 127.0.0.1/32 cert\n\
+         hostnossl bycert all 127.0.0.1/32 reject\n\
+         hostssl bypassword all 127.0.0.1/32 scram-sha-256\n\
+         hostnossl bypassword all 127.0.0.1/32 reject",
+        "bycert",
+    );
+    let port = pg.port();
+    let verified = format!(
+        "hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
+        root.display()
+    );
+    let start = |name: &str, url: &str| {
+        let key = tmp.path().join(format!("{name}.key")).display().to_string();
+        TestServer::start_with(
+            &tmp.path().join(name),
+            "127.0.0.1:0",
+            &["--store", url, "--secrets-key", &key],
+        )
+    };
+
+    // The certificate: served, and PostgreSQL saw it.
+    let by_cert =
+        |extra: &str| format!("postgresql://vakt@db.vakt.test:{port}/bycert?{verified}{extra}");
+    let with_cert = format!(
+        "&sslcert={}&sslkey={}",
+        cert_file.display(),
+        key_file.display()
+    );
+    let server = start("a", &by_cert(&with_cert));
+    server.enroll_token(&[]);
+    let seen = pg.sql(
+        "postgres",
+        "SELECT DISTINCT client_dn FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE datname = 'bycert' AND application_name LIKE 'vakt-server%'",
+    );
+    assert_eq!(seen, "/CN=vakt");
+    drop(server);
+
+    // No certificate: PostgreSQL refuses, and the server says so at start.
+    let err = serve_fails(&tmp.path().join("b"), &by_cert(""));
+    assert!(err.contains("certificate"), "{err}");
+    // A key others can read: refused before anything is sent, naming the file.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = serve_fails(&tmp.path().join("c"), &by_cert(&with_cert));
+    assert!(
+        err.contains(&format!(
+            "sslkey {} can be read by others",
+            key_file.display()
+        )),
+        "{err}"
+    );
+
+    // The password, bound to the channel: served.
+    let url = format!(
+        "postgresql://vakt:hunter2@db.vakt.test:{port}/bypassword?{verified}&channel_binding=require"
+    );
+    let server = start("d", &url);
+    server.enroll_token(&[]);
+    assert!(!server.log_text().contains("hunter2"));
 }
 
 #[test]

@@ -120,6 +120,25 @@ pub(super) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The files `sslcert` and `sslkey` name, read; a key file others can read is refused, as
+/// libpq refuses it (`pg_tls::key_mode_ok`).
+fn read_client_cert(cert: &str, key: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use std::os::unix::fs::MetadataExt;
+    let read = |name: &str, path: &str| {
+        std::fs::read(path).map_err(|e| format!("--store: {name} {path} cannot be read: {e}"))
+    };
+    let meta =
+        std::fs::metadata(key).map_err(|e| format!("--store: sslkey {key} cannot be read: {e}"))?;
+    if !super::pg_tls::key_mode_ok(meta.uid(), meta.mode()) {
+        return Err(format!(
+            "--store: sslkey {key} can be read by others (mode {:o}); it must be readable by its \
+             owner alone (chmod 600), or owned by root and its group (chmod 640)",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok((read("sslcert", cert)?, read("sslkey", key)?))
+}
+
 /// The engine; cheap to clone.
 #[derive(Clone)]
 pub struct PgEngine {
@@ -222,7 +241,14 @@ impl PgEngine {
             ),
             _ => None,
         };
-        let tls = super::pg_tls::connector(&options, root_pem.as_deref()).map_err(bad)?;
+        let client_pem = match &options.client_cert {
+            Some((cert, key)) => Some(read_client_cert(cert, key).map_err(bad)?),
+            None => None,
+        };
+        let client = client_pem
+            .as_ref()
+            .map(|(cert, key)| super::pg_tls::ClientPem { cert, key });
+        let tls = super::pg_tls::connector(&options, root_pem.as_deref(), client).map_err(bad)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("vakt-pg")

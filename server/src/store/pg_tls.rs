@@ -11,15 +11,25 @@
 //! the chain is checked too (libpq does so for `require`). Without it, `prefer` and `require`
 //! encrypt but do not authenticate the server: say `verify-full` for that.
 //!
-//! Channel binding (SCRAM-SHA-256-PLUS) is not offered: the stream reports none, so password
-//! authentication is plain SCRAM-SHA-256, whose exchange never reveals the password; with
-//! `verify-full` the certificate check is what rules out a server in the middle.
+//! `sslcert=FILE&sslkey=FILE` (PEM, both or neither) present a client certificate, for a
+//! PostgreSQL that authenticates replicas by certificate (`hostssl … cert` in pg_hba.conf). As
+//! libpq does, a key file that others can read is refused (group-readable only when root owns
+//! it), and the files are read once, at start.
+//!
+//! Channel binding (SCRAM-SHA-256-PLUS, RFC 5802) is offered over TLS: the stream reports the
+//! `tls-server-end-point` binding (RFC 5929: the hash of the server's certificate, with the
+//! hash its signature uses, SHA-256 for MD5 and SHA-1), so a password exchange made through a
+//! server in the middle, which must show a certificate of its own, fails even where the
+//! certificate is not checked (`sslmode=require`). `channel_binding=require` in the URL (read
+//! by tokio-postgres, as by libpq) refuses a server that does not bind. A certificate signed
+//! with Ed25519 or RSA-PSS names no single hash: no binding is offered then (PostgreSQL cannot
+//! compute it either), and SCRAM-SHA-256 goes on without it.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::future::Future;
@@ -60,11 +70,20 @@ pub enum RootCert {
 /// A store URL split into what tokio-postgres reads and what this module does.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// The URL without `sslmode`, `sslrootcert` and `pool_size`, for tokio-postgres.
+    /// The URL without `sslmode`, `sslrootcert`, `sslcert`, `sslkey` and `pool_size`, for
+    /// tokio-postgres.
     pub url: String,
     pub sslmode: SslMode,
     pub sslrootcert: Option<RootCert>,
+    /// The client certificate chain and its key (`sslcert`, `sslkey`), PEM files.
+    pub client_cert: Option<(String, String)>,
     pub pool_size: usize,
+}
+
+/// A client certificate and key as read from the files `sslcert` and `sslkey` name.
+pub struct ClientPem<'a> {
+    pub cert: &'a [u8],
+    pub key: &'a [u8],
 }
 
 impl StoreOptions {
@@ -90,8 +109,10 @@ pub fn split(url: &str) -> Result<StoreOptions, String> {
         url: String::new(),
         sslmode: SslMode::Prefer,
         sslrootcert: None,
+        client_cert: None,
         pool_size: DEFAULT_POOL_SIZE,
     };
+    let (mut sslcert, mut sslkey) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(raw)
@@ -117,6 +138,11 @@ pub fn split(url: &str) -> Result<StoreOptions, String> {
             }
             "sslrootcert" if value == "system" => options.sslrootcert = Some(RootCert::System),
             "sslrootcert" => options.sslrootcert = Some(RootCert::File(value)),
+            "sslcert" | "sslkey" if value.is_empty() => {
+                return Err(format!("--store: {name} names no file"));
+            }
+            "sslcert" => sslcert = Some(value),
+            "sslkey" => sslkey = Some(value),
             "pool_size" => {
                 options.pool_size = value
                     .parse()
@@ -131,6 +157,21 @@ pub fn split(url: &str) -> Result<StoreOptions, String> {
             }
             _ => rest.push(pair),
         }
+    }
+    options.client_cert = match (sslcert, sslkey) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(
+                "--store: sslcert needs sslkey=FILE (the certificate's private key)".into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err("--store: sslkey needs sslcert=FILE (the client certificate)".into());
+        }
+    };
+    if options.client_cert.is_some() && options.sslmode == SslMode::Disable {
+        return Err("--store: sslcert with sslmode=disable: a client certificate needs TLS".into());
     }
     if matches!(options.sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
         && options.sslrootcert.is_none()
@@ -171,9 +212,21 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Whether a key file with this owner and mode may be used: nobody but its owner may read
+/// it, or, owned by root, its group too (libpq's rule, so a key that psql accepts works here).
+pub fn key_mode_ok(owner_uid: u32, mode: u32) -> bool {
+    let others = mode & 0o077;
+    others == 0 || (owner_uid == 0 && others & 0o037 == 0)
+}
+
 /// The connector for `options`, given the contents of the `sslrootcert` file when it names
-/// one (the caller reads it). Errors say what is wrong with the roots.
-pub fn connector(options: &StoreOptions, root_pem: Option<&[u8]>) -> Result<MakeRustls, String> {
+/// one and of the `sslcert` and `sslkey` files (the caller reads them). Errors say what is
+/// wrong with the roots or the client certificate.
+pub fn connector(
+    options: &StoreOptions,
+    root_pem: Option<&[u8]>,
+    client: Option<ClientPem<'_>>,
+) -> Result<MakeRustls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = match (&options.sslrootcert, root_pem) {
         (None, _) => None,
@@ -200,12 +253,32 @@ pub fn connector(options: &StoreOptions, root_pem: Option<&[u8]>) -> Result<Make
         check_name: options.sslmode == SslMode::VerifyFull,
         algorithms: provider.signature_verification_algorithms,
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("--store: TLS: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let config = match (&options.client_cert, client) {
+        (None, _) => builder.with_no_client_auth(),
+        (Some((cert_path, _)), None) => {
+            return Err(format!("--store: sslcert {cert_path} was not read"));
+        }
+        (Some((cert_path, key_path)), Some(pem)) => {
+            let chain = CertificateDer::pem_slice_iter(pem.cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("--store: sslcert {cert_path}: not PEM certificates: {e}"))?;
+            if chain.is_empty() {
+                return Err(format!("--store: sslcert {cert_path} holds no certificate"));
+            }
+            let key = PrivateKeyDer::from_pem_slice(pem.key)
+                .map_err(|e| format!("--store: sslkey {key_path}: no PEM private key: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!(
+                    "--store: sslcert {cert_path} and sslkey {key_path} do not go together: {e}"
+                )
+            })?
+        }
+    };
     Ok(MakeRustls {
         config: Arc::new(config),
     })
@@ -317,13 +390,41 @@ where
     }
 }
 
+/// RFC 5929's `tls-server-end-point` for a server certificate (DER): its hash with the hash
+/// function of its signature algorithm, SHA-256 in place of MD5 and SHA-1. `None` for an
+/// algorithm without one hash (Ed25519, RSA-PSS) or a certificate that does not parse: no
+/// binding is offered then, which PostgreSQL accepts (its own computation fails alike).
+fn end_point_hash(der: &[u8]) -> Option<Vec<u8>> {
+    use ring::digest::{SHA256, SHA384, SHA512, digest};
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let algorithm = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+        // md5WithRSA, sha1WithRSA, ecdsa-with-SHA1: SHA-256 by the RFC's rule.
+        "1.2.840.113549.1.1.4" | "1.2.840.113549.1.1.5" | "1.2.840.10045.4.1" => &SHA256,
+        // sha256WithRSA, ecdsa-with-SHA256.
+        "1.2.840.113549.1.1.11" | "1.2.840.10045.4.3.2" => &SHA256,
+        // sha384WithRSA, ecdsa-with-SHA384.
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => &SHA384,
+        // sha512WithRSA, ecdsa-with-SHA512.
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => &SHA512,
+        _ => return None,
+    };
+    Some(digest(algorithm, der).as_ref().to_vec())
+}
+
 /// A TLS connection to PostgreSQL.
 pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
-        // See the module doc: plain SCRAM, no channel binding.
-        ChannelBinding::none()
+        let (_, session) = self.0.get_ref();
+        match session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| end_point_hash(cert))
+        {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            None => ChannelBinding::none(),
+        }
     }
 }
 
@@ -415,6 +516,22 @@ mod tests {
                 "postgresql://u:hunter2@db/v?sslrootcert=%zz",
                 "sslrootcert is not valid",
             ),
+            (
+                "postgresql://u:hunter2@db/v?sslcert=/c.pem",
+                "sslcert needs sslkey",
+            ),
+            (
+                "postgresql://u:hunter2@db/v?sslkey=/k.pem",
+                "sslkey needs sslcert",
+            ),
+            (
+                "postgresql://u:hunter2@db/v?sslkey=&sslcert=/c.pem",
+                "sslkey names no file",
+            ),
+            (
+                "postgresql://u:hunter2@db/v?sslmode=disable&sslcert=/c.pem&sslkey=/k.pem",
+                "a client certificate needs TLS",
+            ),
         ] {
             let err = split(url).unwrap_err();
             assert!(err.contains(says), "{url}: {err}");
@@ -423,15 +540,91 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_is_taken_out_of_the_url_and_checked() {
+        let o = split("postgresql://u@db/v?sslcert=%2Fc.pem&sslkey=%2Fk.pem&x=1").unwrap();
+        assert_eq!(o.url, "postgresql://u@db/v?x=1");
+        assert_eq!(o.client_cert, Some(("/c.pem".into(), "/k.pem".into())));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["vakt".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let pem = |cert: &'static str, key: &'static str| ClientPem {
+            cert: cert.as_bytes(),
+            key: key.as_bytes(),
+        };
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        let (c, k) = (leak(cert_pem), leak(key_pem));
+        assert!(connector(&o, None, Some(pem(c, k))).is_ok());
+        let other = leak(rcgen::KeyPair::generate().unwrap().serialize_pem());
+        for (client, says) in [
+            (None, "sslcert /c.pem was not read"),
+            (Some(pem("junk", k)), "sslcert /c.pem holds no certificate"),
+            (Some(pem(c, "junk")), "sslkey /k.pem: no PEM private key"),
+            (Some(pem(c, other)), "do not go together"),
+        ] {
+            let err = connector(&o, None, client).err().unwrap();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_as_libpq_does() {
+        assert!(key_mode_ok(1000, 0o600));
+        assert!(key_mode_ok(1000, 0o400));
+        assert!(!key_mode_ok(1000, 0o640), "group-readable, not root's");
+        assert!(key_mode_ok(0, 0o640), "root's, group-readable");
+        assert!(!key_mode_ok(0, 0o644));
+        assert!(!key_mode_ok(1000, 0o604));
+    }
+
+    #[test]
+    fn the_end_point_hash_follows_the_signature_algorithm() {
+        // rcgen signs with ECDSA P-256 and SHA-256 by default; P-384 uses SHA-384.
+        let p256 = rcgen::KeyPair::generate().unwrap();
+        let der = rcgen::CertificateParams::new(vec!["db".to_string()])
+            .unwrap()
+            .self_signed(&p256)
+            .unwrap()
+            .der()
+            .to_vec();
+        let h = end_point_hash(&der).unwrap();
+        assert_eq!(
+            h,
+            ring::digest::digest(&ring::digest::SHA256, &der).as_ref()
+        );
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let der = rcgen::CertificateParams::new(vec!["db".to_string()])
+            .unwrap()
+            .self_signed(&p384)
+            .unwrap()
+            .der()
+            .to_vec();
+        assert_eq!(end_point_hash(&der).unwrap().len(), 48);
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let der = rcgen::CertificateParams::new(vec!["db".to_string()])
+            .unwrap()
+            .self_signed(&ed)
+            .unwrap()
+            .der()
+            .to_vec();
+        assert_eq!(end_point_hash(&der), None, "Ed25519 names no hash");
+        assert_eq!(end_point_hash(b"junk"), None);
+    }
+
+    #[test]
     fn a_root_file_without_certificates_is_refused() {
         let o = split("postgresql://u@db/v?sslmode=verify-full&sslrootcert=/r.pem").unwrap();
-        let err = connector(&o, Some(b"not a certificate")).err().unwrap();
+        let err = connector(&o, Some(b"not a certificate"), None)
+            .err()
+            .unwrap();
         assert!(
             err.contains("sslrootcert /r.pem holds no usable certificate"),
             "{err}"
         );
         assert!(
-            connector(&o, None).is_err(),
+            connector(&o, None, None).is_err(),
             "a root file that was not read"
         );
     }
