@@ -43,6 +43,14 @@ pub enum ConfigError {
         "--secrets-key (secrets_key in the config file) is only for a PostgreSQL store (--store or store =); the embedded store keeps its keys in the data directory, so leave it out"
     )]
     SecretsKeyWithoutStore,
+    #[error(
+        "metrics on {0} can be reached from other machines, and they would read the fleet's state (lost laptops, findings per rule) and make the server count it: add metrics_token_file = \"/etc/vakt/metrics.token\" to the config file (or pass --metrics-token-file FILE), a file with the token Prometheus sends (its authorization credentials_file); or bind metrics to a loopback address such as 127.0.0.1:9187"
+    )]
+    MetricsTokenRequired(SocketAddr),
+    #[error(
+        "{0} is only for the metrics listener; set metrics = \"ADDR\" in the config file (or pass --metrics ADDR), or leave it out"
+    )]
+    MetricsSettingWithoutMetrics(&'static str),
 }
 
 /// A name agents use to reach the server, as it goes into the server certificate: a DNS name
@@ -158,9 +166,13 @@ pub struct FileConfig {
     pub console: ConsoleFile,
     #[serde(default)]
     pub hostnames: Vec<HostName>,
-    /// Where Prometheus scrapes `/metrics` (plain HTTP); off when absent.
+    /// Where Prometheus scrapes `/metrics`; off when absent.
     #[serde(default, deserialize_with = "socket_addr")]
     pub metrics: Option<SocketAddr>,
+    /// The config-file twin of `--metrics-token-file`: the bearer token a scrape must carry
+    /// (required when `metrics` is not a loopback address).
+    #[serde(default, deserialize_with = "absolute_path")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Where notifications are mailed (policy 8.5: violations to the person's manager).
     #[serde(default)]
     pub mail: MailFile,
@@ -400,6 +412,9 @@ pub struct Flags {
     pub console: Option<SocketAddr>,
     pub hostnames: Vec<HostName>,
     pub metrics: Option<SocketAddr>,
+    pub metrics_token_file: Option<PathBuf>,
+    /// `--metrics-tls`: TLS on a loopback metrics address too.
+    pub metrics_tls: bool,
 }
 
 /// The settings `serve` runs with.
@@ -416,6 +431,8 @@ pub struct Settings {
     pub hostnames: Vec<String>,
     /// `/metrics` for Prometheus; none: not served.
     pub metrics: Option<SocketAddr>,
+    /// The bearer token a scrape must carry; present whenever `metrics` is not loopback.
+    pub metrics_token_file: Option<PathBuf>,
     /// Single sign-on for the console; none: token login only.
     pub console_oidc: Option<OidcFile>,
 }
@@ -437,6 +454,23 @@ impl Settings {
             (None, Some(_)) => return Err(ConfigError::SecretsKeyWithoutStore),
             _ => {}
         }
+        let metrics = flags.metrics.or(file.metrics);
+        let metrics_token_file = flags.metrics_token_file.or(file.metrics_token_file);
+        match metrics {
+            None if metrics_token_file.is_some() => {
+                return Err(ConfigError::MetricsSettingWithoutMetrics(
+                    "metrics_token_file (--metrics-token-file)",
+                ));
+            }
+            None if flags.metrics_tls => {
+                return Err(ConfigError::MetricsSettingWithoutMetrics("--metrics-tls"));
+            }
+            // Secure by default: open scrapes only where nothing but this machine reaches.
+            Some(addr) if !addr.ip().is_loopback() && metrics_token_file.is_none() => {
+                return Err(ConfigError::MetricsTokenRequired(addr));
+            }
+            _ => {}
+        }
         Ok(Self {
             data: flags.data.or(file.data).ok_or(ConfigError::NoData)?,
             store,
@@ -447,7 +481,8 @@ impl Settings {
                 .or(file.console.listen)
                 .unwrap_or(DEFAULT_CONSOLE),
             hostnames: hostnames.into_iter().map(|h| h.0).collect(),
-            metrics: flags.metrics.or(file.metrics),
+            metrics,
+            metrics_token_file,
             console_oidc: file.console.oidc,
         })
     }
@@ -549,6 +584,8 @@ hostnames = ["vakt.example.org", "10.0.0.5"]
             console: None,
             hostnames: vec!["other.example.org".parse().unwrap()],
             metrics: None,
+            metrics_token_file: None,
+            metrics_tls: false,
         };
         let s = Settings::resolve(Some(file.clone()), flags).unwrap();
         assert_eq!(s.data, PathBuf::from("/tmp/other"));
@@ -697,14 +734,88 @@ viewer = ["vakt-viewers"]
         let file = FileConfig::parse(&format!("{GOOD}metrics = \"127.0.0.1:9187\"\n")).unwrap();
         let s = Settings::resolve(Some(file.clone()), Flags::default()).unwrap();
         assert_eq!(s.metrics, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(
+            s.metrics_token_file, None,
+            "loopback stays open without a token"
+        );
         let flag = Flags {
             metrics: Some("0.0.0.0:9100".parse().unwrap()),
+            metrics_token_file: Some("/etc/vakt/metrics.token".into()),
             ..Flags::default()
         };
         let s = Settings::resolve(Some(file), flag).unwrap();
         assert_eq!(s.metrics, Some("0.0.0.0:9100".parse().unwrap()));
+        assert_eq!(
+            s.metrics_token_file,
+            Some(PathBuf::from("/etc/vakt/metrics.token"))
+        );
         let err = FileConfig::parse(&format!("{GOOD}metrics = \"9187\"\n")).unwrap_err();
         assert!(err.contains("metrics") && err.contains("line 6"), "{err}");
+        let err = FileConfig::parse(&format!(
+            "{GOOD}metrics = \"127.0.0.1:9187\"\nmetrics_token_file = \"metrics.token\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("line 7") && err.contains("must be an absolute path"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metrics_beyond_loopback_need_a_token() {
+        for addr in [
+            "0.0.0.0:9187",
+            "[::]:9187",
+            "10.0.0.5:9187",
+            "[::ffff:127.0.0.1]:9187",
+        ] {
+            let file = FileConfig::parse(&format!("{GOOD}metrics = \"{addr}\"\n")).unwrap();
+            let err = Settings::resolve(Some(file), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(addr)
+                    && err.contains("metrics_token_file = ")
+                    && err.contains("--metrics-token-file"),
+                "{err}"
+            );
+        }
+        let file = FileConfig::parse(&format!(
+            "{GOOD}metrics = \"0.0.0.0:9187\"\nmetrics_token_file = \"/etc/vakt/metrics.token\"\n"
+        ))
+        .unwrap();
+        let s = Settings::resolve(Some(file), Flags::default()).unwrap();
+        assert_eq!(
+            s.metrics_token_file,
+            Some(PathBuf::from("/etc/vakt/metrics.token"))
+        );
+        for ok in ["127.0.0.1:9187", "[::1]:9187", "127.0.0.2:9187"] {
+            let flag = Flags {
+                metrics: Some(ok.parse().unwrap()),
+                ..Flags::default()
+            };
+            assert!(Settings::resolve(Some(FileConfig::parse(GOOD).unwrap()), flag).is_ok());
+        }
+        // A token or TLS without a metrics listener is a mistake worth saying.
+        let file = FileConfig::parse(&format!(
+            "{GOOD}metrics_token_file = \"/etc/vakt/metrics.token\"\n"
+        ))
+        .unwrap();
+        let err = Settings::resolve(Some(file), Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("metrics_token_file (--metrics-token-file) is only"),
+            "{err}"
+        );
+        let flag = Flags {
+            metrics_tls: true,
+            ..Flags::default()
+        };
+        let err = Settings::resolve(Some(FileConfig::parse(GOOD).unwrap()), flag)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--metrics-tls is only"), "{err}");
     }
 
     #[test]

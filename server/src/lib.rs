@@ -24,6 +24,7 @@ pub mod hardening;
 pub mod limit;
 pub mod loss;
 pub mod metrics;
+pub mod metrics_access;
 pub mod migrate;
 pub mod notify;
 pub mod people;

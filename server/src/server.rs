@@ -54,6 +54,10 @@ pub enum ServerError {
     Listener(std::io::Error),
     #[error("gRPC TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("metrics TLS: {0}")]
+    MetricsTls(crate::tls::TlsError),
+    #[error("the metrics listener: {0}")]
+    MetricsListener(std::io::Error),
 }
 
 /// Opens the data directory: takes the store lock first (so a second server fails before it
@@ -318,41 +322,105 @@ pub async fn run_console(
 }
 
 /// Serves `GET /metrics` (Prometheus' text format, [`crate::metrics`]) on `listener` until
-/// `shutdown`: plain HTTP through the console's server loop (header timeout, connection limit).
-/// It shows counts, never a secret; bind it where only the monitoring system reaches.
+/// `shutdown`, as `access` says (see [`MetricsEndpoint`]).
 pub async fn run_metrics(
     listener: TcpListener,
     state: State,
+    access: crate::metrics_access::MetricsAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    MetricsEndpoint::new(listener, state, access)?
+        .serve(shutdown)
+        .await;
+    Ok(())
+}
+
+/// The metrics listener, ready to serve: through the console's server loop (header timeout,
+/// connection limit), over TLS with the server's certificate when `access.transport` says so,
+/// and answering 401 before any work unless a scrape carries the token. Made before it is
+/// served so that a start that cannot serve metrics fails at start, not in a task.
+pub struct MetricsEndpoint {
+    listener: MetricsListener,
+    app: axum::Router,
+}
+
+enum MetricsListener {
+    Plain(TcpListener),
+    Tls(crate::tls::TlsListener),
+}
+
+impl MetricsEndpoint {
+    pub fn new(
+        listener: TcpListener,
+        state: State,
+        access: crate::metrics_access::MetricsAccess,
+    ) -> Result<Self, ServerError> {
+        let listener = match access.transport {
+            crate::console::Transport::Plain => MetricsListener::Plain(listener),
+            crate::console::Transport::Tls => {
+                let config = crate::tls::console_config_with(state.pki.server_cert())
+                    .map_err(ServerError::MetricsTls)?;
+                MetricsListener::Tls(
+                    crate::tls::TlsListener::new(listener, config, "metrics")
+                        .map_err(ServerError::MetricsListener)?,
+                )
+            }
+        };
+        let token = access.token.map(std::sync::Arc::new);
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let state = state.clone();
+                let token = token.clone();
+                async move { scrape(&state, token.as_deref(), &headers).await }
+            }),
+        );
+        Ok(Self { listener, app })
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        match self.listener {
+            MetricsListener::Plain(l) => crate::console::listen::serve(l, self.app, shutdown).await,
+            MetricsListener::Tls(l) => crate::console::listen::serve(l, self.app, shutdown).await,
+        }
+    }
+}
+
+/// One scrape: the token checked first, so a request without it costs the server nothing.
+async fn scrape(
+    state: &State,
+    token: Option<&crate::metrics_access::ScrapeToken>,
+    headers: &axum::http::HeaderMap,
+) -> axum::response::Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let state = state.clone();
-            async move {
-                match state.metrics.render(&state).await {
-                    Ok(text) => (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                        .into_response(),
-                    Err(e) => {
-                        tracing::error!("metrics: {e}");
-                        (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "metrics unavailable; see the server's log\n",
-                        )
-                            .into_response()
-                    }
-                }
-            }
-        }),
-    );
-    crate::console::listen::serve(listener, app, shutdown).await;
-    Ok(())
+    if let Some(token) = token
+        && !token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"vakt-metrics\"")],
+            "a bearer token is required: the one in the server's metrics_token_file\n",
+        )
+            .into_response();
+    }
+    match state.metrics.render(state).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("metrics: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics unavailable; see the server's log\n",
+            )
+                .into_response()
+        }
+    }
 }

@@ -1,13 +1,19 @@
-//! Metrics end to end: a server with `--metrics`, one agent holding its stream, and a real
-//! Prometheus (Debian's `prometheus`, installed by `.ci/install-prometheus.sh`) scraping it
-//! every second; its query API must answer `vakt_agents_connected` = 1.
+//! Metrics end to end: a server with `--metrics` over TLS and a scrape token, one agent
+//! holding its stream, and a real Prometheus (Debian's `prometheus`, installed by
+//! `.ci/install-prometheus.sh`) scraping it every second with the token and the server's CA;
+//! its query API must answer `vakt_agents_connected` = 1, and a job with a wrong token must be
+//! down. Scrapes without the token get 401; a non-loopback address without one refuses to
+//! start.
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use vakt_tests::{TestAgent, TestServer, tools_required, wait_until};
+use vakt_tests::{TestAgent, TestServer, serve_fails, tools_required, wait_until};
+
+/// The scrape token of these tests (the server wants at least 16 characters).
+const TOKEN: &str = "9f1c2b7d4e8a3f6c0b5d2e9a7c4f1b8d";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -29,6 +35,53 @@ fn get(url: &str) -> (u16, String) {
         ),
         Err(e) => (0, e.to_string()),
     }
+}
+
+/// `GET path` over HTTPS from the metrics listener at `addr` (verified against `ca_pem`, for
+/// the name 127.0.0.1), with `authorization` if given: the status and the body.
+fn https_get(addr: &str, ca_pem: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let Ok(tcp) = std::net::TcpStream::connect(addr) else {
+        return (0, "cannot connect".into());
+    };
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    if let Err(e) = tls.write_all(req.as_bytes()) {
+        return (0, e.to_string());
+    }
+    let mut buf = Vec::new();
+    // hyper closes without close_notify sometimes; what arrived is the answer.
+    let _ = tls.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Every `vakt_…` metric name a text mentions.
@@ -53,12 +106,23 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &Path, target: &str) -> Self {
+    /// Scrapes `target` over HTTPS, trusting `ca`, as two jobs: `vakt` with the token in
+    /// `token`, `wrong` with the one in `wrong_token`.
+    fn start(dir: &Path, target: &str, ca: &Path, token: &Path, wrong_token: &Path) -> Self {
         let config = dir.join("prometheus.yml");
+        let job = |name: &str, credentials: &Path| {
+            format!(
+                "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {}\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{target}']\n",
+                ca.display(),
+                credentials.display()
+            )
+        };
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: vakt\n    static_configs:\n      - targets: ['{target}']\n"
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{}{}",
+                job("vakt", token),
+                job("wrong", wrong_token)
             ),
         )
         .unwrap();
@@ -112,19 +176,33 @@ async fn prometheus_scrapes_the_server_and_sees_the_held_agent() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("metrics.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let wrong_file = tmp.path().join("wrong.token");
+    std::fs::write(&wrong_file, "not-the-token-but-long-enough\n").unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
     let server = TestServer::start_with(
         &tmp.path().join("server"),
         "127.0.0.1:0",
-        &["--metrics", &metrics],
+        &[
+            "--metrics",
+            &metrics,
+            "--metrics-tls",
+            "--metrics-token-file",
+            token_file.to_str().unwrap(),
+        ],
     );
     assert!(
-        server
-            .log_text()
-            .contains(&format!("serving metrics on http://{metrics}/metrics")),
+        server.log_text().contains(&format!(
+            "serving metrics on https://{metrics}/metrics (bearer token from {})",
+            token_file.display()
+        )),
         "{}",
         server.log_text()
     );
+    let ca = server.ca_pem();
+    let bearer = format!("Bearer {TOKEN}");
+    let get = |path: &str| https_get(&metrics, &ca, path, Some(&bearer));
     let agent = TestAgent::new(
         &tmp.path().join("agent"),
         &server,
@@ -150,18 +228,17 @@ async fn prometheus_scrapes_the_server_and_sees_the_held_agent() {
     ]);
 
     // The exposition itself: every family the issue names, in the text format.
-    let url = format!("http://{metrics}/metrics");
     wait_until(
         "both agents' reports to be counted",
         Duration::from_secs(30),
         || {
-            get(&url)
+            get("/metrics")
                 .1
                 .contains("vakt_reports_total{kind=\"sections\"} 2")
         },
     )
     .await;
-    let (status, text) = get(&url);
+    let (status, text) = get("/metrics");
     assert_eq!(status, 200, "{text}");
     for line in [
         "vakt_agents_connected 1",
@@ -187,8 +264,14 @@ async fn prometheus_scrapes_the_server_and_sees_the_held_agent() {
         text.trim_end().ends_with("# EOF"),
         "OpenMetrics ends with # EOF"
     );
-    let (status, _) = get(&format!("http://{metrics}/other"));
+    let (status, _) = get("/other");
     assert_eq!(status, 404);
+    // Without the token, or with another, no figures.
+    for auth in [None, Some("Bearer not-the-token-but-long-enough")] {
+        let (status, body) = https_get(&metrics, &ca, "/metrics", auth);
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        assert!(!body.contains("vakt_"), "{body}");
+    }
 
     // deploy/'s alert rules are valid and, like the dashboard, name only metrics the server
     // exposes (a renamed metric would silently never alert).
@@ -217,17 +300,82 @@ async fn prometheus_scrapes_the_server_and_sees_the_held_agent() {
     }
 
     // A real Prometheus scrapes it.
-    let prom = Prometheus::start(tmp.path(), &metrics);
+    let prom = Prometheus::start(
+        tmp.path(),
+        &metrics,
+        &server.ca_path(),
+        &token_file,
+        &wrong_file,
+    );
     wait_until(
         "Prometheus to see one agent connected",
         Duration::from_secs(60),
         || prom.query("vakt_agents_connected").as_deref() == Some("1"),
     )
     .await;
-    assert_eq!(prom.query("up").as_deref(), Some("1"), "the target is up");
+    assert_eq!(
+        prom.query("up{job=\"vakt\"}").as_deref(),
+        Some("1"),
+        "the target is up"
+    );
+    wait_until(
+        "Prometheus to scrape with the wrong token",
+        Duration::from_secs(30),
+        || prom.query("up{job=\"wrong\"}").is_some(),
+    )
+    .await;
+    assert_eq!(
+        prom.query("up{job=\"wrong\"}").as_deref(),
+        Some("0"),
+        "a scrape with the wrong token fails"
+    );
     let reports = prom
         .query("sum(vakt_reports_total)")
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(reports >= 1.0, "reports counted: {reports}");
+}
+
+/// Secure by default: metrics other machines could reach do not start without a token, and a
+/// token file that cannot be one stops the start naming it.
+#[test]
+fn metrics_beyond_loopback_without_a_token_refuse_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let err = serve_fails(&data, &["--metrics", "0.0.0.0:0"]);
+    assert!(
+        err.contains("metrics on 0.0.0.0:0 can be reached from other machines")
+            && err.contains("metrics_token_file = ")
+            && err.contains("--metrics-token-file"),
+        "{err}"
+    );
+    assert!(
+        !data.join("admin.token").exists(),
+        "refused before the data directory was touched"
+    );
+    let missing = tmp.path().join("metrics.token");
+    let err = serve_fails(
+        &data,
+        &[
+            "--metrics",
+            "0.0.0.0:0",
+            "--metrics-token-file",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains(&format!("metrics_token_file {}", missing.display())),
+        "{err}"
+    );
+    std::fs::write(&missing, "\n").unwrap();
+    let err = serve_fails(
+        &data,
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-token-file",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("empty"), "{err}");
 }

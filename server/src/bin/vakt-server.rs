@@ -60,10 +60,19 @@ enum Cmd {
         /// file's list); goes into the server certificate besides localhost and 127.0.0.1.
         #[arg(long = "hostname", value_parser = HostName::from_str)]
         hostnames: Vec<HostName>,
-        /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it where only
-        /// the monitoring system reaches); off by default.
+        /// Serve Prometheus metrics at /metrics on ADDR; off by default. HTTPS with the
+        /// server certificate, except on a loopback address, where it is plain HTTP unless
+        /// --metrics-tls is given. Any other address needs --metrics-token-file.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// A file with the bearer token every scrape must carry (one line, at least 16
+        /// characters, e.g. from `openssl rand -hex 32`), read at start; without it a scrape
+        /// gets 401. Overrides `metrics_token_file =` in the config file.
+        #[arg(long, value_name = "FILE")]
+        metrics_token_file: Option<PathBuf>,
+        /// Serve the metrics over HTTPS on a loopback address too.
+        #[arg(long)]
+        metrics_tls: bool,
         #[command(flatten)]
         mail: MailArgs,
         /// Enrollments per second for the whole server (bursts of five times as many);
@@ -187,6 +196,8 @@ async fn real_main() -> anyhow::Result<()> {
             console_tls,
             hostnames,
             metrics,
+            metrics_token_file,
+            metrics_tls,
             mail,
             enroll_rate,
             enroll_rate_per_source,
@@ -210,6 +221,8 @@ async fn real_main() -> anyhow::Result<()> {
                 console,
                 hostnames,
                 metrics,
+                metrics_token_file,
+                metrics_tls,
             };
             let Settings {
                 data,
@@ -219,10 +232,15 @@ async fn real_main() -> anyhow::Result<()> {
                 console,
                 hostnames,
                 metrics,
+                metrics_token_file,
                 console_oidc,
             } = Settings::resolve(file, flags)?;
             // Before anything listens: a missing client secret stops the start, not a login.
             let login = vakt_server::console::oidc::Login::from_config(console_oidc.as_ref())?;
+            let scrape_token = metrics_token_file
+                .as_deref()
+                .map(vakt_server::metrics_access::ScrapeToken::load)
+                .transpose()?;
             let rate = |per_s: f64, burst: f64| match per_s {
                 r if r > 0.0 => vakt_server::limit::Rate {
                     per_s: r,
@@ -254,16 +272,26 @@ async fn real_main() -> anyhow::Result<()> {
             print_console_line(&console_listener, transport, &data)?;
             if let Some(addr) = metrics {
                 let metrics_listener = bind(addr, "--metrics").await?;
-                eprintln!(
-                    "vakt-server: serving metrics on http://{}/metrics",
-                    metrics_listener.local_addr()?
-                );
-                // Ends with the process; a scrape holds nothing a shutdown must wait for.
-                tokio::spawn(server::run_metrics(
+                let local = metrics_listener.local_addr()?;
+                let transport = Transport::for_addr(local, metrics_tls);
+                let how = match &metrics_token_file {
+                    Some(f) => format!("bearer token from {}", f.display()),
+                    None => "no token: reachable from this machine only".into(),
+                };
+                let endpoint = server::MetricsEndpoint::new(
                     metrics_listener,
                     state.clone(),
-                    std::future::pending(),
-                ));
+                    vakt_server::metrics_access::MetricsAccess {
+                        transport,
+                        token: scrape_token,
+                    },
+                )?;
+                eprintln!(
+                    "vakt-server: serving metrics on {}://{local}/metrics ({how})",
+                    transport.scheme()
+                );
+                // Ends with the process; a scrape holds nothing a shutdown must wait for.
+                tokio::spawn(endpoint.serve(std::future::pending()));
             }
             eprintln!(
                 "vakt-server: serving gRPC on https://{} (data in {})",
