@@ -143,6 +143,16 @@ impl Prometheus {
 
     /// The value of an instant query's first sample, if any.
     fn query(&self, q: &str) -> Option<String> {
+        // Percent-encoded: label matchers have braces, quotes and '='.
+        let q: String = q
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'(' | b')' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
         let (status, body) = get(&format!("http://{}/api/v1/query?query={q}", self.addr));
         if status != 200 {
             return None;
