@@ -4,9 +4,14 @@
 //!
 //! Two kinds of figure. Events are counted where they happen, with atomics only (reports,
 //! enrollments, flush and report durations, command delivery): nothing on the hot path locks or
-//! allocates for them. States (agents connected, devices by state, open commands, open
-//! findings, mail waiting) are read from the store when Prometheus scrapes, so they can never
-//! drift from what the store holds, and cost nothing between scrapes.
+//! allocates for them. States are read when Prometheus scrapes, so they can never drift from
+//! what the store holds (replicas included), and cost nothing between scrapes: agents
+//! connected live at every scrape; devices by state, open commands, open findings and mail
+//! waiting counted from the store (every device record and finding decoded, off the async
+//! workers) at most once per [`STATE_MAX_AGE`]. Scrapes within that window, and scrapes
+//! waiting while a count runs, get the last count: so their cost does not grow with the
+//! fleet however often, or by however many Prometheus servers, it is scraped. The HELP text
+//! of those gauges says how old they may be.
 
 use crate::state::State;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +22,21 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long one count of the store's figures is served: counting decodes every device record
+/// and every finding (about 0.1 s at 10,000 devices idle, several times that under load,
+/// BENCHMARKS.md "Metrics"), and the figures change on the scale of minutes (a laptop lost, a
+/// rule broken), which Prometheus' usual 15–60 s scrapes see a window later at most.
+pub const STATE_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// A gauge's HELP with how old its value may be.
+fn counted_help(what: &str) -> String {
+    format!(
+        "{what} (counted from the store at most every {} s; up to that old)",
+        STATE_MAX_AGE.as_secs()
+    )
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -74,8 +94,9 @@ pub struct Metrics {
     commands: Family<CommandLabel, Gauge>,
     findings_open: Family<FindingLabel, Gauge>,
     outbox_pending: Gauge,
-    /// One scrape at a time refreshes the state gauges, so two never interleave their counts.
-    scrape: tokio::sync::Mutex<()>,
+    /// When the store's figures were last counted. Held by one scrape at a time, so two never
+    /// interleave their counts and a scrape that waited for a count uses it.
+    counted: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Metrics {
@@ -120,25 +141,27 @@ impl Metrics {
         let devices = Family::<StateLabel, Gauge>::default();
         registry.register(
             "vakt_devices",
-            "Enrolled devices, by state",
+            counted_help("Enrolled devices, by state"),
             devices.clone(),
         );
         let commands = Family::<CommandLabel, Gauge>::default();
         registry.register(
             "vakt_commands",
-            "Open commands (awaiting approval, pending, delivered), by kind and state",
+            counted_help(
+                "Open commands (awaiting approval, pending, delivered), by kind and state",
+            ),
             commands.clone(),
         );
         let findings_open = Family::<FindingLabel, Gauge>::default();
         registry.register(
             "vakt_findings_open",
-            "Open findings, by rule and severity",
+            counted_help("Open findings, by rule and severity"),
             findings_open.clone(),
         );
         let outbox_pending = Gauge::default();
         registry.register(
             "vakt_outbox_pending",
-            "Notifications queued and not yet delivered",
+            counted_help("Notifications queued and not yet delivered"),
             outbox_pending.clone(),
         );
         registry.register(
@@ -157,7 +180,7 @@ impl Metrics {
             commands,
             findings_open,
             outbox_pending,
-            scrape: tokio::sync::Mutex::new(()),
+            counted: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -192,38 +215,42 @@ impl Metrics {
             .inc();
     }
 
-    /// The text Prometheus scrapes, with the state gauges read from the store now.
+    /// The text Prometheus scrapes: agents connected now, the store's figures as of the last
+    /// count (made now if it is older than [`STATE_MAX_AGE`]).
     pub async fn render(&self, state: &State) -> Result<String, MetricsError> {
-        let _one = self.scrape.lock().await;
+        self.render_at(state, Instant::now()).await
+    }
+
+    /// [`render`](Self::render) as if it were `now` (tests and the bench move the clock).
+    pub async fn render_at(&self, state: &State, now: Instant) -> Result<String, MetricsError> {
+        let mut counted = self.counted.lock().await;
         let connected = state.connected.lock().map(|m| m.len()).unwrap_or(0);
         self.agents_connected.set(gauge(connected));
-
-        let mut devices: HashMap<&'static str, usize> = HashMap::new();
-        for rec in state.store.devices()? {
-            if let Some(d) = rec.device {
-                *devices
-                    .entry(crate::state::device_state_name(d.state))
-                    .or_default() += 1;
-            }
+        let fresh = counted.is_some_and(|at| now.saturating_duration_since(at) < STATE_MAX_AGE);
+        if !fresh {
+            let store = state.store.clone();
+            // Seconds of decoding at a large fleet: not on an async worker, where it would
+            // hold up the agents' check-ins queued behind it.
+            let counts = tokio::task::spawn_blocking(move || StateCounts::read(&store))
+                .await
+                .map_err(|e| MetricsError::Count(e.to_string()))??;
+            self.set_counts(counts);
+            *counted = Some(now);
         }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    fn set_counts(&self, c: StateCounts) {
         self.devices.clear();
-        for (s, n) in devices {
+        for (s, n) in c.devices {
             self.devices
                 .get_or_create(&StateLabel { state: s.into() })
                 .set(gauge(n));
         }
-
-        let mut commands: HashMap<(&'static str, &'static str), usize> = HashMap::new();
-        for c in state.store.open_commands()? {
-            *commands
-                .entry((
-                    crate::commands::kind_name(c.kind),
-                    crate::commands::state_name(c.state),
-                ))
-                .or_default() += 1;
-        }
         self.commands.clear();
-        for ((kind, s), n) in commands {
+        for ((kind, s), n) in c.commands {
             self.commands
                 .get_or_create(&CommandLabel {
                     kind: kind.into(),
@@ -231,19 +258,8 @@ impl Metrics {
                 })
                 .set(gauge(n));
         }
-
-        let mut findings: HashMap<(String, &'static str), usize> = HashMap::new();
-        let all: Vec<crate::policy::Finding> = state
-            .store
-            .json_list(crate::store::JsonTree::Findings, b"")?;
-        for f in all
-            .into_iter()
-            .filter(|f| f.status == crate::policy::FindingStatus::Open)
-        {
-            *findings.entry((f.rule, f.severity.as_str())).or_default() += 1;
-        }
         self.findings_open.clear();
-        for ((rule, severity), n) in findings {
+        for ((rule, severity), n) in c.findings {
             self.findings_open
                 .get_or_create(&FindingLabel {
                     rule,
@@ -251,14 +267,54 @@ impl Metrics {
                 })
                 .set(gauge(n));
         }
+        self.outbox_pending.set(gauge(c.outbox));
+    }
+}
 
-        self.outbox_pending.set(gauge(
-            state.store.json_count(crate::store::JsonTree::Outbox)?,
-        ));
+/// One count of the store's figures.
+struct StateCounts {
+    devices: HashMap<&'static str, usize>,
+    commands: HashMap<(&'static str, &'static str), usize>,
+    findings: HashMap<(String, &'static str), usize>,
+    outbox: usize,
+}
 
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+impl StateCounts {
+    /// Reads every device record, open command and finding: blocking, and the cost of a
+    /// scrape that [`STATE_MAX_AGE`] bounds.
+    fn read(store: &crate::store::Store) -> Result<Self, crate::store::StoreError> {
+        let mut devices: HashMap<&'static str, usize> = HashMap::new();
+        for rec in store.devices()? {
+            if let Some(d) = rec.device {
+                *devices
+                    .entry(crate::state::device_state_name(d.state))
+                    .or_default() += 1;
+            }
+        }
+        let mut commands: HashMap<(&'static str, &'static str), usize> = HashMap::new();
+        for c in store.open_commands()? {
+            *commands
+                .entry((
+                    crate::commands::kind_name(c.kind),
+                    crate::commands::state_name(c.state),
+                ))
+                .or_default() += 1;
+        }
+        let mut findings: HashMap<(String, &'static str), usize> = HashMap::new();
+        let all: Vec<crate::policy::Finding> =
+            store.json_list(crate::store::JsonTree::Findings, b"")?;
+        for f in all
+            .into_iter()
+            .filter(|f| f.status == crate::policy::FindingStatus::Open)
+        {
+            *findings.entry((f.rule, f.severity.as_str())).or_default() += 1;
+        }
+        Ok(Self {
+            devices,
+            commands,
+            findings,
+            outbox: store.json_count(crate::store::JsonTree::Outbox)?,
+        })
     }
 }
 
@@ -272,4 +328,47 @@ pub enum MetricsError {
     Store(#[from] crate::store::StoreError),
     #[error("encoding the metrics: {0}")]
     Encode(#[from] std::fmt::Error),
+    #[error("counting the store's figures: {0}")]
+    Count(String),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::testing::{laptop_report, seed_device};
+
+    #[tokio::test]
+    async fn the_store_is_counted_at_most_once_per_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::server::prepare(dir.path(), &[], crate::notify::NotifyConfig::default())
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let text = state.metrics.render_at(&state, t0).await.unwrap();
+        assert!(!text.contains("vakt_devices{"), "{text}");
+        assert!(
+            text.contains(
+                "# HELP vakt_outbox_pending Notifications queued and not yet delivered \
+                 (counted from the store at most every 30 s"
+            ),
+            "the HELP says how old: {text}"
+        );
+        seed_device(&state, "lap-1", &laptop_report()).await;
+        let within = t0 + STATE_MAX_AGE - Duration::from_millis(1);
+        let text = state.metrics.render_at(&state, within).await.unwrap();
+        assert!(
+            !text.contains("vakt_devices{"),
+            "within the window, the last count: {text}"
+        );
+        let text = state
+            .metrics
+            .render_at(&state, t0 + STATE_MAX_AGE)
+            .await
+            .unwrap();
+        assert!(text.contains("vakt_devices{state=\"active\"} 1"), "{text}");
+        // Scrapes that wait while a count runs use it (a clock behind the count is fresh).
+        let text = state.metrics.render_at(&state, t0).await.unwrap();
+        assert!(text.contains("vakt_devices{state=\"active\"} 1"), "{text}");
+    }
 }
