@@ -13,12 +13,13 @@
 //! BENCHMARKS.md ("Listing devices") puts this against the same bench with the readiness
 //! left out of the view.
 
+mod common;
+
 use std::time::{Duration, Instant};
 use tonic::Request;
 use vakt_proto::model;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminService;
-use vakt_server::api::State;
 use vakt_server::api::admin::{AdminApi, create_enroll_token};
 
 const DEVICES: usize = 10_000;
@@ -72,38 +73,6 @@ fn report(i: usize) -> model::Report {
     }
 }
 
-async fn seed(state: &State, secret: &str, i: usize) {
-    let id = format!("dev-{i:05}");
-    let now = 1_790_000_000_000;
-    let device = pb::Device {
-        id: id.clone(),
-        hostname: format!("lap-{i:05}"),
-        state: pb::DeviceState::Active as i32,
-        enrolled_at_ms: now,
-        last_seen_ms: now,
-        ..Default::default()
-    };
-    let mut cert = [0u8; 32];
-    cert[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    state
-        .store
-        .enroll(
-            &vakt_server::token::hash(secret),
-            now,
-            device,
-            pb::HardwareIdentity::default(),
-            cert,
-        )
-        .await
-        .expect("enroll");
-    let sections = vakt_proto::convert::report_to_sections(&report(i));
-    state
-        .store
-        .store_report(&id, 1, &sections, &[], now, "0.1.0")
-        .await
-        .expect("store the report");
-}
-
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -124,7 +93,7 @@ async fn main() {
         let tasks: Vec<_> = (start..(start + AT_ONCE).min(DEVICES))
             .map(|i| {
                 let (state, secret) = (state.clone(), secret.clone());
-                tokio::spawn(async move { seed(&state, &secret, i).await })
+                tokio::spawn(async move { common::seed(&state, &secret, i, &report(i)).await })
             })
             .collect();
         for t in tasks {

@@ -12,15 +12,16 @@
 //!   which is what every scrape did before (the same code that counts, run each time);
 //! - "cached": scrapes within the window, which reuse the last count;
 //! - "8 at once": eight scrapes started together when the window has passed: they share one
-//!   count (before, a mutex ran their counts one after the other).
+//!   count; before, a mutex ran their counts one after the other, timed here as eight
+//!   counting scrapes in a row.
 //!
 //! The median and the minimum of 15 runs each, after one untimed count so sled's cache is warm;
 //! old and new in the same process, one after the other. BENCHMARKS.md ("Metrics") has them.
 
+mod common;
+
 use std::time::{Duration, Instant};
 use vakt_proto::model;
-use vakt_proto::pb;
-use vakt_server::api::State;
 use vakt_server::api::admin::create_enroll_token;
 use vakt_server::metrics::STATE_MAX_AGE;
 use vakt_server::policy::{Finding, FindingStatus, RuleKind, Severity};
@@ -31,31 +32,10 @@ const DEVICES: usize = 10_000;
 const AT_ONCE: usize = 256;
 const RUNS: usize = 15;
 
-async fn seed(state: &State, secret: &str, i: usize) {
-    let id = format!("dev-{i:05}");
-    let now = 1_790_000_000_000;
-    let device = pb::Device {
-        id: id.clone(),
-        hostname: format!("lap-{i:05}"),
-        state: pb::DeviceState::Active as i32,
-        enrolled_at_ms: now,
-        last_seen_ms: now,
-        ..Default::default()
-    };
-    let mut cert = [0u8; 32];
-    cert[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    state
-        .store
-        .enroll(
-            &vakt_server::token::hash(secret),
-            now,
-            device,
-            pb::HardwareIdentity::default(),
-            cert,
-        )
-        .await
-        .expect("enroll");
-    let report = model::Report {
+/// Device `i`'s report: the host section (the scrape reads device records and findings,
+/// not sections).
+fn report(i: usize) -> model::Report {
+    model::Report {
         host: model::HostFacts {
             hostname: format!("lap-{i:05}"),
             os: "Debian GNU/Linux 12 (bookworm)".into(),
@@ -63,13 +43,7 @@ async fn seed(state: &State, secret: &str, i: usize) {
             ..Default::default()
         },
         ..Default::default()
-    };
-    let sections = vakt_proto::convert::report_to_sections(&report);
-    state
-        .store
-        .store_report(&id, 1, &sections, &[], now, "0.1.0")
-        .await
-        .expect("store the report");
+    }
 }
 
 /// Device `i`'s findings as the policy engine stores them (key: device, NUL, finding id).
@@ -153,7 +127,7 @@ async fn main() {
         let tasks: Vec<_> = (start..end)
             .map(|i| {
                 let (state, secret) = (state.clone(), secret.clone());
-                tokio::spawn(async move { seed(&state, &secret, i).await })
+                tokio::spawn(async move { common::seed(&state, &secret, i, &report(i)).await })
             })
             .collect();
         for t in tasks {
@@ -197,6 +171,17 @@ async fn main() {
         cached.push(t.elapsed());
     }
 
+    // Before, eight scrapes at once took turns under a mutex, each counting.
+    let mut in_turn = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        for _ in 0..8 {
+            clock += STATE_MAX_AGE;
+            std::hint::black_box(metrics.render_at(&state, clock).await.expect("a scrape"));
+        }
+        in_turn.push(t.elapsed());
+    }
+
     let mut together = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         clock += STATE_MAX_AGE;
@@ -221,6 +206,10 @@ async fn main() {
         "metrics_scrape: scrape within {} s of a count (now): {}",
         STATE_MAX_AGE.as_secs(),
         summary(&mut cached)
+    );
+    println!(
+        "metrics_scrape: 8 scrapes at once (before: each counting, in turn): {}",
+        summary(&mut in_turn)
     );
     println!(
         "metrics_scrape: 8 scrapes at once past the window (now, one count shared): {}",
