@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How long one count of the store's figures is served: counting decodes every device record
-/// and every finding (about 0.1 s at 10,000 devices idle, several times that under load,
+/// and every finding (0.1–0.2 s at 10,000 devices on a quiet machine, up to 0.8 s under load,
 /// BENCHMARKS.md "Metrics"), and the figures change on the scale of minutes (a laptop lost, a
 /// rule broken), which Prometheus' usual 15–60 s scrapes see a window later at most.
 pub const STATE_MAX_AGE: Duration = Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! Putting the server together: [`prepare`] opens a data directory (store, PKI, first admin
-//! token), [`run`] serves gRPC on a listener until `shutdown` resolves, and [`run_console`]
-//! serves the web console beside it over the same [`State`] — the listeners and the shutdown
+//! token), [`run`] serves gRPC on a listener until `shutdown` resolves, [`run_console`]
+//! serves the web console beside it over the same [`State`], and [`run_metrics`] Prometheus'
+//! `/metrics` (token and TLS as `metrics_access` says) — the listeners and the shutdown
 //! signals come from the caller, so tests and the demo run the real server on ephemeral
 //! loopback ports.
 
