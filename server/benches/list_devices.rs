@@ -20,11 +20,9 @@ use tonic::Request;
 use vakt_proto::model;
 use vakt_proto::pb;
 use vakt_proto::pb::admin_service_server::AdminService;
-use vakt_server::api::admin::{AdminApi, create_enroll_token};
+use vakt_server::api::admin::AdminApi;
 
 const DEVICES: usize = 10_000;
-/// Reports written at once, so they share flushes as a fleet's do.
-const AT_ONCE: usize = 256;
 const RUNS: usize = 15;
 
 fn report(i: usize) -> model::Report {
@@ -85,21 +83,8 @@ async fn main() {
     .expect("prepare the data directory");
     let admin = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token");
     let bearer = format!("Bearer {}", admin.trim());
-    let (secret, _) = create_enroll_token(&state.store, DEVICES as u32, 3600, "bench", "")
-        .await
-        .expect("an enrollment token");
     let fill = Instant::now();
-    for start in (0..DEVICES).step_by(AT_ONCE) {
-        let tasks: Vec<_> = (start..(start + AT_ONCE).min(DEVICES))
-            .map(|i| {
-                let (state, secret) = (state.clone(), secret.clone());
-                tokio::spawn(async move { common::seed(&state, &secret, i, &report(i)).await })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("seed task");
-        }
-    }
+    common::fill(&state, DEVICES, report).await;
     println!(
         "list_devices: {DEVICES} devices stored in {:.1} s",
         fill.elapsed().as_secs_f64()

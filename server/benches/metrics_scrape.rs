@@ -22,14 +22,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 use vakt_proto::model;
-use vakt_server::api::admin::create_enroll_token;
 use vakt_server::metrics::STATE_MAX_AGE;
 use vakt_server::policy::{Finding, FindingStatus, RuleKind, Severity};
 use vakt_server::store::JsonTree;
 
 const DEVICES: usize = 10_000;
-/// Devices written at once, so they share flushes as a fleet's do.
-const AT_ONCE: usize = 256;
 const RUNS: usize = 15;
 
 /// Device `i`'s report: the host section (the scrape reads device records and findings,
@@ -118,22 +115,12 @@ async fn main() {
     )
     .await
     .expect("prepare the data directory");
-    let (secret, _) = create_enroll_token(&state.store, DEVICES as u32, 3600, "bench", "")
-        .await
-        .expect("an enrollment token");
     let fill = Instant::now();
-    for start in (0..DEVICES).step_by(AT_ONCE) {
-        let end = (start + AT_ONCE).min(DEVICES);
-        let tasks: Vec<_> = (start..end)
-            .map(|i| {
-                let (state, secret) = (state.clone(), secret.clone());
-                tokio::spawn(async move { common::seed(&state, &secret, i, &report(i)).await })
-            })
+    common::fill(&state, DEVICES, report).await;
+    for start in (0..DEVICES).step_by(1000) {
+        let puts: Vec<_> = (start..(start + 1000).min(DEVICES))
+            .flat_map(findings)
             .collect();
-        for t in tasks {
-            t.await.expect("seed task");
-        }
-        let puts: Vec<_> = (start..end).flat_map(findings).collect();
         state
             .store
             .json_apply(JsonTree::Findings, &puts, &[])

@@ -1,13 +1,37 @@
-//! What the benches over a stored fleet share: one device enrolled and reported as the agent
-//! API stores it (`Store::enroll`, then `Store::store_report`), without the network.
+//! What the benches over a stored fleet share: devices enrolled and reported as the agent API
+//! stores them (`Store::enroll`, then `Store::store_report`), without the network.
 
 use vakt_proto::model;
 use vakt_proto::pb;
 use vakt_server::api::State;
 
+/// Devices written at once, so they share flushes as a fleet's do.
+const AT_ONCE: usize = 256;
+
+/// Enrolls `devices` devices (`dev-00000`, ...) on one enrollment token and stores
+/// `report(i)` as device i's first report.
+pub async fn fill(state: &State, devices: usize, report: fn(usize) -> model::Report) {
+    let count = u32::try_from(devices).expect("a fleet that fits a token's use count");
+    let (secret, _) =
+        vakt_server::api::admin::create_enroll_token(&state.store, count, 3600, "bench", "")
+            .await
+            .expect("an enrollment token");
+    for start in (0..devices).step_by(AT_ONCE) {
+        let tasks: Vec<_> = (start..(start + AT_ONCE).min(devices))
+            .map(|i| {
+                let (state, secret) = (state.clone(), secret.clone());
+                tokio::spawn(async move { seed(&state, &secret, i, &report(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("seed task");
+        }
+    }
+}
+
 /// Enrolls device `dev-{i:05}` with the enrollment token `secret` (a certificate of its own)
 /// and stores `report` as its first report.
-pub async fn seed(state: &State, secret: &str, i: usize, report: &model::Report) {
+async fn seed(state: &State, secret: &str, i: usize, report: &model::Report) {
     let id = format!("dev-{i:05}");
     let now = 1_790_000_000_000;
     let device = pb::Device {
