@@ -1007,6 +1007,29 @@ impl Store {
             .map(|v| decode("sections", &key, &v))
             .transpose()
     }
+
+    /// [`Store::section`] for each of `device_ids`, in one read (one round trip on
+    /// PostgreSQL for a whole device list). A section that does not decode is that device's
+    /// error; a failed read is the whole call's.
+    #[allow(clippy::type_complexity)]
+    pub fn section_many(
+        &self,
+        device_ids: &[&str],
+        kind: pb::SectionKind,
+    ) -> Result<Vec<Result<Option<pb::Section>, StoreError>>, StoreError> {
+        let keys: Vec<Vec<u8>> = device_ids
+            .iter()
+            .map(|id| section_key(id, kind as i32))
+            .collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        Ok(self
+            .sections
+            .get_many(&refs)?
+            .into_iter()
+            .zip(&keys)
+            .map(|(v, key)| v.map(|v| decode("sections", key, &v)).transpose())
+            .collect())
+    }
 }
 
 /// The device record a lookup through the certificate index found, decoded.

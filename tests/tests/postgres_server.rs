@@ -494,3 +494,103 @@ async fn postgresql_restarted_under_load_refuses_reports_then_resumes_losing_not
         .unwrap();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:#?}");
 }
+
+/// Listing devices on PostgreSQL reads what each view adds (its hardware peers, its storage
+/// section for the wipe readiness) for the whole list at once: the round trips of
+/// `ListDevices` do not grow with the devices listed (6 and 4 here). Checked: with only the
+/// hardware peers read one device at a time again, 35 and 303.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_devices_costs_postgresql_the_same_round_trips_for_30_or_300() {
+    use vakt_proto::pb::admin_service_server::AdminService;
+    use vakt_proto::{model, pb};
+    let Some(pg) = cluster() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let location = vakt_server::store::StoreLocation::Postgres(pg.database("list"));
+    let state = vakt_server::server::prepare_at(
+        &tmp.path().join("data"),
+        &location,
+        Some(&tmp.path().join("secrets.key")),
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await
+    .unwrap();
+    let (secret, _) =
+        vakt_server::api::admin::create_enroll_token(&state.store, 300, 600, "test", "")
+            .await
+            .unwrap();
+    let report = model::Report {
+        storage: model::Storage {
+            volumes: vec![model::Volume {
+                mount: "/".into(),
+                device: "/dev/nvme0n1p3".into(),
+                encrypted: true,
+                scheme: Some(model::CryptScheme::Luks2),
+                ..Default::default()
+            }],
+            wipe: Some(model::WipePlan {
+                strategy: model::WipeStrategy::LuksErase,
+                devices: Vec::new(),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let sections = vakt_proto::convert::report_to_sections(&report);
+    let mut enrolled = 0;
+    let admin = std::fs::read_to_string(tmp.path().join("data/admin.token")).unwrap();
+    let api = vakt_server::api::admin::AdminApi::new(state.clone());
+    let mut cost = |n: usize| {
+        let (state, secret, sections, api, admin) =
+            (&state, &secret, &sections, &api, admin.trim().to_string());
+        let from = enrolled;
+        enrolled = n;
+        async move {
+            for i in from..n {
+                let id = format!("dev-{i:03}");
+                let hw = pb::HardwareIdentity {
+                    machine_id: format!("m{i}"),
+                    ..Default::default()
+                };
+                let device = pb::Device {
+                    id: id.clone(),
+                    hostname: format!("lap-{i:03}"),
+                    ..Default::default()
+                };
+                let mut cert = [0u8; 32];
+                cert[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                let token = vakt_server::token::hash(secret);
+                state
+                    .store
+                    .enroll(&token, 1, device, hw, cert)
+                    .await
+                    .unwrap();
+                state
+                    .store
+                    .store_report(&id, 1, sections, &[], 1, "0.1.0")
+                    .await
+                    .unwrap();
+            }
+            let mut req = tonic::Request::new(pb::ListDevicesRequest::default());
+            let bearer = format!("Bearer {admin}");
+            req.metadata_mut()
+                .insert("authorization", bearer.parse().unwrap());
+            let before = state.store.round_trips().unwrap();
+            let listed = api.list_devices(req).await.unwrap().into_inner().devices;
+            let took = state.store.round_trips().unwrap() - before;
+            assert_eq!(listed.len(), n);
+            assert!(
+                listed.iter().all(|d| d
+                    .wipe_readiness
+                    .as_ref()
+                    .is_some_and(|w| w.state == "crypto-erase")),
+                "every view judged from its storage section"
+            );
+            took
+        }
+    };
+    let small = cost(30).await;
+    let large = cost(300).await;
+    println!("ListDevices round trips: 30 devices {small}, 300 devices {large}");
+    assert!(large <= small + 2, "30 devices: {small}, 300: {large}");
+}

@@ -294,13 +294,38 @@ impl Store {
 
     /// The other devices that claim the same hardware as `rec`.
     pub fn hardware_peers(&self, rec: &pb::DeviceRecord) -> Result<Vec<String>, StoreError> {
-        let Some(k) = rec.hardware.as_ref().and_then(hardware_key) else {
-            return Ok(Vec::new());
-        };
-        let me = rec.device.as_ref().map(|d| d.id.as_str()).unwrap_or("");
-        Ok(ids_of(self.hardware.get(k)?.as_deref())
-            .into_iter()
-            .filter(|id| id != me)
+        Ok(self
+            .hardware_peers_many(std::slice::from_ref(rec))?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Store::hardware_peers`] of each record, in one read of the hardware index (one round
+    /// trip on PostgreSQL for a whole device list, not one per device).
+    pub fn hardware_peers_many(
+        &self,
+        recs: &[pb::DeviceRecord],
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let keys: Vec<Option<Vec<u8>>> = recs
+            .iter()
+            .map(|r| r.hardware.as_ref().and_then(hardware_key))
+            .collect();
+        let wanted: Vec<&[u8]> = keys.iter().flatten().map(Vec::as_slice).collect();
+        let mut found = self.hardware.get_many(&wanted)?.into_iter();
+        Ok(recs
+            .iter()
+            .zip(&keys)
+            .map(|(rec, key)| {
+                // `found` answers the keys in order, one for each record that has one.
+                let Some(value) = key.as_ref().and_then(|_| found.next()) else {
+                    return Vec::new();
+                };
+                let me = rec.device.as_ref().map(|d| d.id.as_str()).unwrap_or("");
+                ids_of(value.as_deref())
+                    .into_iter()
+                    .filter(|id| id != me)
+                    .collect()
+            })
             .collect())
     }
 

@@ -11,14 +11,7 @@ pub(super) async fn list(
     req: Request<pb::ListDevicesRequest>,
 ) -> Result<Response<pb::ListDevicesResponse>, Status> {
     api.authorize(&req, pb::Role::Viewer)?;
-    let mut devices: Vec<_> = api
-        .state
-        .store
-        .devices()
-        .map_err(internal)?
-        .into_iter()
-        .map(|r| api.device_view(r))
-        .collect();
+    let mut devices = api.device_views(api.state.store.devices().map_err(internal)?);
     devices.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
     Ok(Response::new(pb::ListDevicesResponse { devices }))
 }

@@ -11,12 +11,15 @@ use vakt_proto::pb;
 
 /// Fills what a device view shows of its identity: the devices claiming the same hardware
 /// (either way round) and when its certificate expires.
+/// What a device view shows of its identity: the devices sharing its hardware (`peers`, as
+/// `Store::hardware_peers_many` read them; `None` when they could not be read) and when its
+/// certificate expires.
 pub(super) fn identity_view(
-    api: &AdminApi,
     rec: &pb::DeviceRecord,
+    peers: Option<Vec<String>>,
     d: &mut pb::Device,
-) -> Result<(), Status> {
-    let mut peers = api.state().store.hardware_peers(rec).map_err(internal)?;
+) {
+    let mut peers = peers.unwrap_or_default();
     for id in &d.shares_hardware_with {
         if !peers.contains(id) {
             peers.push(id.clone());
@@ -25,7 +28,6 @@ pub(super) fn identity_view(
     peers.sort();
     d.shares_hardware_with = peers;
     d.cert_expires_at_ms = rec.cert_not_after_ms;
-    Ok(())
 }
 
 pub(super) async fn reenroll(

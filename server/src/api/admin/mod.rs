@@ -158,29 +158,79 @@ impl AdminApi {
     }
 
     pub(crate) fn device_view(&self, rec: pb::DeviceRecord) -> pb::Device {
-        let mut d = rec.device.clone().unwrap_or_default();
-        d.connected = self.state.is_connected(&d.id);
-        if let Err(e) = identity::identity_view(self, &rec, &mut d) {
-            tracing::warn!(device = %d.id, "identity view: {}", e.message());
+        self.device_views(vec![rec]).pop().unwrap_or_default()
+    }
+
+    /// The views of `recs`, in order: what the store adds to each (hardware peers, the
+    /// storage section the wipe readiness is judged from) read for all of them at once, a
+    /// thousand devices a read, so a list of 10,000 costs PostgreSQL about 20 round trips,
+    /// not 20,000. A store error leaves those views without what it would have added (the
+    /// readiness `unknown`, saying why): a view never fails for it.
+    pub(crate) fn device_views(&self, recs: Vec<pb::DeviceRecord>) -> Vec<pb::Device> {
+        const CHUNK: usize = 1000;
+        let mut out = Vec::with_capacity(recs.len());
+        for chunk in recs.chunks(CHUNK) {
+            let store = &self.state.store;
+            let ids: Vec<&str> = chunk
+                .iter()
+                .map(|r| r.device.as_ref().map_or("", |d| d.id.as_str()))
+                .collect();
+            let peers = store.hardware_peers_many(chunk).map_err(|e| e.to_string());
+            let storage = store
+                .section_many(&ids, pb::SectionKind::Storage)
+                .map_err(|e| e.to_string());
+            for (i, rec) in chunk.iter().enumerate() {
+                let mut d = rec.device.clone().unwrap_or_default();
+                d.connected = self.state.is_connected(&d.id);
+                match &peers {
+                    Ok(p) => identity::identity_view(rec, p.get(i).cloned(), &mut d),
+                    Err(e) => {
+                        tracing::warn!(device = %d.id, "identity view: {e}");
+                        identity::identity_view(rec, None, &mut d);
+                    }
+                }
+                let section = match &storage {
+                    Ok(s) => match s.get(i) {
+                        Some(Ok(found)) => Ok(found.as_ref()),
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Ok(None),
+                    },
+                    Err(e) => Err(e.clone()),
+                };
+                d.wipe_readiness = Some(wipe_readiness(&d.id, section));
+                out.push(d);
+            }
         }
-        d.wipe_readiness = Some(self.wipe_readiness(&d.id));
-        d
+        out
     }
 
     /// What a wipe of the device would achieve now, from its latest storage section (one
-    /// read). A store error makes it `unknown` with the reason: a view never fails for it.
+    /// read).
     fn wipe_readiness(&self, device_id: &str) -> pb::WipeReadiness {
-        match self
+        let section = self
             .state
             .store
             .section(device_id, pb::SectionKind::Storage)
-        {
-            Ok(s) => crate::readiness::from_section(s.as_ref()).to_pb(),
-            Err(e) => {
-                tracing::warn!(device = %device_id, "storage section: {e}");
-                crate::readiness::Readiness::Unknown(format!("the store could not be read: {e}"))
-                    .to_pb()
-            }
+            .map_err(|e| e.to_string());
+        wipe_readiness(
+            device_id,
+            section.as_ref().map(Option::as_ref).map_err(Clone::clone),
+        )
+    }
+}
+
+/// The wipe readiness judged from a device's storage section, or `unknown` saying why the
+/// section could not be read.
+fn wipe_readiness(
+    device_id: &str,
+    section: Result<Option<&pb::Section>, String>,
+) -> pb::WipeReadiness {
+    match section {
+        Ok(s) => crate::readiness::from_section(s).to_pb(),
+        Err(e) => {
+            tracing::warn!(device = %device_id, "storage section: {e}");
+            crate::readiness::Readiness::Unknown(format!("the store could not be read: {e}"))
+                .to_pb()
         }
     }
 }
