@@ -6,6 +6,10 @@
 //! - `partial`: some of it is not (said which: not encrypted, not LUKS, not configured);
 //! - `files-only`: the `paths` strategy unlinks files, whose contents stay recoverable;
 //! - `unknown`: no storage section yet, or an agent that does not report its wipe plan.
+//!
+//! The reasons are data (`Readable`, `Unknown`): the API says them in English (`readable`, what
+//! the CLI and JSON print) and sends the data beside them; their Swedish wording is here, for
+//! the console (`console/i18n.rs`) and the incident report (`loss.rs`) alike.
 
 use vakt_proto::model::{Readable, ReadableWhy, Storage, USER_DATA_MOUNTS, WipePlan, WipeStrategy};
 use vakt_proto::pb;
@@ -18,7 +22,123 @@ pub enum Readiness {
     Partial(Vec<Readable>),
     FilesOnly,
     /// Why it cannot be judged.
-    Unknown(String),
+    Unknown(Unknown),
+}
+
+/// Why readiness cannot be judged, as data: the API says it in English, the console and the
+/// incident report in Swedish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unknown {
+    NoStorageSection,
+    /// An agent older than the wipe plan in its storage section.
+    NoWipePlan,
+    /// No `/`, `/home`, `/var` or `/srv` (a Mac or Windows agent reports none).
+    NoUserDataMount,
+    /// The stored storage section does not decode; the error.
+    SectionUnreadable(String),
+    /// The store could not be read; the error.
+    StoreUnreadable(String),
+}
+
+impl Unknown {
+    /// The name on the wire (`WipeReadiness.unknown.why`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoStorageSection => "no-storage-section",
+            Self::NoWipePlan => "no-wipe-plan",
+            Self::NoUserDataMount => "no-user-data-mount",
+            Self::SectionUnreadable(_) => "section-unreadable",
+            Self::StoreUnreadable(_) => "store-unreadable",
+        }
+    }
+
+    pub fn to_pb(&self) -> pb::UnknownReason {
+        let detail = match self {
+            Self::SectionUnreadable(e) | Self::StoreUnreadable(e) => e.clone(),
+            _ => String::new(),
+        };
+        pb::UnknownReason {
+            why: self.code().to_string(),
+            detail,
+        }
+    }
+
+    /// `None` for a `why` this build does not know (a newer server): its line is said as the
+    /// server said it.
+    pub fn from_pb(u: &pb::UnknownReason) -> Option<Self> {
+        Some(match u.why.as_str() {
+            "no-storage-section" => Self::NoStorageSection,
+            "no-wipe-plan" => Self::NoWipePlan,
+            "no-user-data-mount" => Self::NoUserDataMount,
+            "section-unreadable" => Self::SectionUnreadable(u.detail.clone()),
+            "store-unreadable" => Self::StoreUnreadable(u.detail.clone()),
+            _ => return None,
+        })
+    }
+
+    /// As the CLI, the JSON output and `WipeReadiness.readable` say it.
+    pub fn en(&self) -> String {
+        match self {
+            Self::NoStorageSection => "no storage section reported yet".into(),
+            Self::NoWipePlan => "the agent does not report its wipe strategy".into(),
+            Self::NoUserDataMount => "no user-data mount (/, /home, /var, /srv) reported".into(),
+            Self::SectionUnreadable(e) => format!("the stored storage section does not read: {e}"),
+            Self::StoreUnreadable(e) => format!("the store could not be read: {e}"),
+        }
+    }
+
+    /// As the Swedish console and the incident report say it (the error itself stays as the
+    /// software wrote it).
+    pub fn sv(&self) -> String {
+        match self {
+            Self::NoStorageSection => "ingen lagringsrapport ännu".into(),
+            Self::NoWipePlan => "agenten rapporterar inte sin raderingsstrategi".into(),
+            Self::NoUserDataMount => {
+                "ingen monteringspunkt med användardata (/, /home, /var, /srv) rapporterad".into()
+            }
+            Self::SectionUnreadable(e) => {
+                format!("den lagrade lagringsrapporten går inte att läsa: {e}")
+            }
+            Self::StoreUnreadable(e) => format!("databasen gick inte att läsa: {e}"),
+        }
+    }
+}
+
+/// Why user data stays readable after a wipe, in Swedish (the English is the model's
+/// `ReadableWhy::en`).
+pub fn readable_why_sv(w: ReadableWhy) -> &'static str {
+    match w {
+        ReadableWhy::NotEncrypted => "inte krypterad",
+        ReadableWhy::LuksBackingUnknown => "LUKS, den underliggande enheten är inte känd",
+        ReadableWhy::PlainDmCrypt => "dm-crypt utan LUKS, inga nyckelplatser att radera",
+        ReadableWhy::Bitlocker => "BitLocker, inga LUKS-nyckelplatser att radera",
+        ReadableWhy::Truecrypt => "TrueCrypt, inga LUKS-nyckelplatser att radera",
+        ReadableWhy::NotConfigured => "LUKS, inte bland agentens inställda raderingsenheter",
+    }
+}
+
+/// The API's `readable` lines said in Swedish from their data: the partial state's items and
+/// the unknown state's reason. A line whose data this build does not know (a newer server), or
+/// that came without data (an older one), is kept as the API said it.
+pub fn readable_lines_sv(w: &pb::WipeReadiness) -> Vec<String> {
+    if let Some(u) = w.unknown.as_ref().and_then(Unknown::from_pb) {
+        if w.readable.len() == 1 {
+            return vec![u.sv()];
+        }
+    }
+    if w.items.len() != w.readable.len() {
+        return w.readable.clone();
+    }
+    w.items
+        .iter()
+        .zip(&w.readable)
+        .map(
+            |(item, line)| match vakt_proto::convert::readable_from_pb(item) {
+                Some(r) => r.say(readable_why_sv(r.why)),
+                None => line.clone(),
+            },
+        )
+        .collect()
 }
 
 impl Readiness {
@@ -32,19 +152,23 @@ impl Readiness {
         }
     }
 
-    pub fn to_pb(&self) -> pb::WipeReadiness {
-        let (readable, items) = match self {
+    /// For the admin API, with the device's last report (`reported_ms`, 0: never).
+    pub fn to_pb(&self, reported_ms: i64) -> pb::WipeReadiness {
+        let (readable, items, unknown) = match self {
             Self::Partial(r) => (
                 r.iter().map(ToString::to_string).collect(),
                 r.iter().map(vakt_proto::convert::readable_to_pb).collect(),
+                None,
             ),
-            Self::Unknown(why) => (vec![why.clone()], Vec::new()),
-            Self::CryptoErase | Self::FilesOnly => (Vec::new(), Vec::new()),
+            Self::Unknown(why) => (vec![why.en()], Vec::new(), Some(why.to_pb())),
+            Self::CryptoErase | Self::FilesOnly => (Vec::new(), Vec::new(), None),
         };
         pb::WipeReadiness {
             state: self.name().to_string(),
             readable,
             items,
+            unknown,
+            reported_ms,
         }
     }
 }
@@ -53,17 +177,17 @@ impl Readiness {
 /// wipe plan its agent reports (`None`: an agent that does not say).
 pub fn wipe_readiness(storage: Option<&Storage>, plan: Option<&WipePlan>) -> Readiness {
     let Some(storage) = storage else {
-        return Readiness::Unknown("no storage section reported yet".into());
+        return Readiness::Unknown(Unknown::NoStorageSection);
     };
     let Some(plan) = plan else {
-        return Readiness::Unknown("the agent does not report its wipe strategy".into());
+        return Readiness::Unknown(Unknown::NoWipePlan);
     };
     if plan.strategy == WipeStrategy::Paths {
         return Readiness::FilesOnly;
     }
     let scope = storage.erase_scope(&USER_DATA_MOUNTS);
     if !scope.user_data_found {
-        return Readiness::Unknown("no user-data mount (/, /home, /var, /srv) reported".into());
+        return Readiness::Unknown(Unknown::NoUserDataMount);
     }
     let mut readable = scope.readable;
     // Listed devices replace discovery: a LUKS device not listed keeps its key slots.
@@ -93,7 +217,7 @@ pub fn from_section(section: Option<&pb::Section>) -> Readiness {
     };
     match vakt_proto::convert::storage_from_pb(st) {
         Ok(s) => wipe_readiness(Some(&s), s.wipe.as_ref()),
-        Err(e) => Readiness::Unknown(format!("the stored storage section does not read: {e}")),
+        Err(e) => Readiness::Unknown(Unknown::SectionUnreadable(e.to_string())),
     }
 }
 
@@ -229,7 +353,7 @@ mod tests {
             ),
         ];
         for (name, s, p, want) in cases {
-            let got = wipe_readiness(s, p.as_ref()).to_pb();
+            let got = wipe_readiness(s, p.as_ref()).to_pb(0);
             assert_eq!((got.state.as_str(), got.readable), want, "{name}");
         }
     }
@@ -254,7 +378,7 @@ mod tests {
             device: "/dev/sdb1".into(),
             why: ReadableWhy::NotEncrypted,
         };
-        let p = Readiness::Partial(vec![home.clone()]).to_pb();
+        let p = Readiness::Partial(vec![home.clone()]).to_pb(0);
         assert_eq!(p.state, "partial");
         assert_eq!(p.readable, vec!["/home (/dev/sdb1): not encrypted"]);
         // The same line as data, for a client that says it in its own language.

@@ -164,36 +164,20 @@ impl Lang {
         }
     }
 
-    /// Why user data stays readable after a wipe (the English is the model's own wording).
+    /// Why user data stays readable after a wipe (the wording lives in `readiness.rs`, which
+    /// the Swedish incident report shares; the English is the model's own).
     pub fn readable_why(self, w: ReadableWhy) -> &'static str {
-        let sv = match w {
-            ReadableWhy::NotEncrypted => "inte krypterad",
-            ReadableWhy::LuksBackingUnknown => "LUKS, den underliggande enheten är inte känd",
-            ReadableWhy::PlainDmCrypt => "dm-crypt utan LUKS, inga nyckelplatser att radera",
-            ReadableWhy::Bitlocker => "BitLocker, inga LUKS-nyckelplatser att radera",
-            ReadableWhy::Truecrypt => "TrueCrypt, inga LUKS-nyckelplatser att radera",
-            ReadableWhy::NotConfigured => "LUKS, inte bland agentens inställda raderingsenheter",
-        };
-        self.t(sv, w.en())
+        self.t(crate::readiness::readable_why_sv(w), w.en())
     }
 
     /// What a wipe would leave readable (or why it cannot be judged), one line each, in this
-    /// language: said from the API's items where it gives them, else as the API says them (the
-    /// `unknown` reasons, and a `why` from a newer server).
+    /// language: said from the API's data (the partial state's items, the unknown state's
+    /// reason) where it gives it, else as the API says it.
     pub fn readable_lines(self, w: &pb::WipeReadiness) -> Vec<String> {
-        if self == Self::En || w.items.len() != w.readable.len() {
-            return w.readable.clone();
+        match self {
+            Self::En => w.readable.clone(),
+            Self::Sv => crate::readiness::readable_lines_sv(w),
         }
-        w.items
-            .iter()
-            .zip(&w.readable)
-            .map(
-                |(item, line)| match vakt_proto::convert::readable_from_pb(item) {
-                    Some(r) => r.say(self.readable_why(r.why)),
-                    None => line.clone(),
-                },
-            )
-            .collect()
     }
 
     /// A finding's severity as the admin API names it (violation, warning, notice).
@@ -292,6 +276,7 @@ mod tests {
                 item("", "/dev/sdc1", "not-configured"),
                 item("swap", "/dev/sda3", "newer"),
             ],
+            ..Default::default()
         };
         assert_eq!(
             Lang::Sv.readable_lines(&w),
@@ -302,12 +287,58 @@ mod tests {
             ]
         );
         assert_eq!(Lang::En.readable_lines(&w), w.readable);
-        // An `unknown` reason has no items: said as the API says it.
-        let unknown = pb::WipeReadiness {
+    }
+
+    #[test]
+    fn why_readiness_is_unknown_is_said_in_swedish() {
+        use crate::readiness::{Readiness, Unknown};
+        let cases = [
+            (Unknown::NoStorageSection, "ingen lagringsrapport ännu"),
+            (
+                Unknown::NoWipePlan,
+                "agenten rapporterar inte sin raderingsstrategi",
+            ),
+            (
+                Unknown::NoUserDataMount,
+                "ingen monteringspunkt med användardata (/, /home, /var, /srv) rapporterad",
+            ),
+            (
+                Unknown::SectionUnreadable("bad tag".into()),
+                "den lagrade lagringsrapporten går inte att läsa: bad tag",
+            ),
+            (
+                Unknown::StoreUnreadable("io".into()),
+                "databasen gick inte att läsa: io",
+            ),
+        ];
+        for (why, sv) in cases {
+            let w = Readiness::Unknown(why.clone()).to_pb(0);
+            assert_eq!(Lang::Sv.readable_lines(&w), [sv], "{why:?}");
+            // The API's English line, unchanged for the CLI and JSON.
+            assert_eq!(Lang::En.readable_lines(&w), [why.en()], "{why:?}");
+            assert_eq!(Unknown::from_pb(&why.to_pb()), Some(why));
+        }
+        assert_eq!(
+            Readiness::Unknown(Unknown::NoStorageSection)
+                .to_pb(0)
+                .readable,
+            ["no storage section reported yet"]
+        );
+        // A reason from a newer server, or from an older one without the data: as it says it.
+        let newer = pb::WipeReadiness {
             state: "unknown".into(),
-            readable: vec!["no storage section reported yet".into()],
-            items: Vec::new(),
+            readable: vec!["a reason from a newer server".into()],
+            unknown: Some(pb::UnknownReason {
+                why: "newer".into(),
+                detail: String::new(),
+            }),
+            ..Default::default()
         };
-        assert_eq!(Lang::Sv.readable_lines(&unknown), unknown.readable);
+        assert_eq!(Lang::Sv.readable_lines(&newer), newer.readable);
+        let older = pb::WipeReadiness {
+            unknown: None,
+            ..newer
+        };
+        assert_eq!(Lang::Sv.readable_lines(&older), older.readable);
     }
 }

@@ -414,6 +414,8 @@ async fn roles_and_validation_are_the_admin_apis() {
 async fn the_device_page_shows_the_report_escaped() {
     let f = start(Transport::Plain).await;
     let id = seed_device(&f.state, "lap-anna", &half_encrypted(laptop_report())).await;
+    // An agent that does not report its wipe plan: readiness unknown, and why.
+    let old = seed_device(&f.state, "lap-old", &laptop_report()).await;
     let (mut c, csrf) = logged_in(&f, &f.admin).await;
     let list = c.get("/devices?state=active&q=lap").await;
     assert!(list.body.contains(&format!("href=\"/devices/{id}\"")));
@@ -439,12 +441,31 @@ async fn the_device_page_shows_the_report_escaped() {
         "what stays readable, in Swedish"
     );
     assert!(!b.contains("not encrypted"));
+    let unknown = c.get(&format!("/devices/{old}")).await;
+    assert!(
+        unknown.body.contains("data-readiness=\"unknown\""),
+        "{}",
+        unknown.body
+    );
+    assert!(
+        unknown
+            .body
+            .contains("agenten rapporterar inte sin raderingsstrategi"),
+        "why it is unknown, in Swedish"
+    );
+    assert!(!unknown.body.contains("does not report its wipe strategy"));
     let filtered = c.get(&format!("/devices/{id}?source=os-vendor")).await;
     assert!(filtered.body.contains("0 av 1 program"));
     c.post("/lang", &[("csrf", &csrf), ("lang", "en"), ("back", "/")])
         .await;
     let english = c.get(&format!("/devices/{id}")).await;
     assert!(english.body.contains("/home (/dev/sdb1): not encrypted"));
+    let english = c.get(&format!("/devices/{old}")).await;
+    assert!(
+        english
+            .body
+            .contains("the agent does not report its wipe strategy")
+    );
 }
 
 #[tokio::test]

@@ -79,9 +79,18 @@ impl AdminApi {
             .ok_or_else(|| Status::not_found(format!("{} has no loss case", d.hostname)))
     }
 
-    /// A loss case as shown: with what a wipe would achieve now (never stored in the case).
+    /// A loss case as shown: with what a wipe would achieve now and when the device last
+    /// reported (never stored in the case). A device record that cannot be read leaves the
+    /// report time unknown (0), not the view failed.
     fn loss_view(&self, mut case: pb::LossCase) -> pb::LossCase {
-        case.wipe_readiness = Some(self.wipe_readiness(&case.device_id));
+        let reported_ms = match self.state.store.device(&case.device_id) {
+            Ok(rec) => rec.and_then(|r| r.device).map_or(0, |d| d.last_report_ms),
+            Err(e) => {
+                tracing::warn!(device = %case.device_id, "device record: {e}");
+                0
+            }
+        };
+        case.wipe_readiness = Some(self.wipe_readiness(&case.device_id, reported_ms));
         case
     }
 }
@@ -375,7 +384,8 @@ pub(super) async fn incident_report(
     req: Request<pb::GetLossRequest>,
 ) -> Result<Response<pb::IncidentReport>, Status> {
     api.authorize(&req, pb::Role::Viewer)?;
-    let case = api.case_for(&req.get_ref().device)?;
+    // With the readiness as known now: the report says whether the disk was encrypted.
+    let case = api.loss_view(api.case_for(&req.get_ref().device)?);
     let commands: Vec<_> = api
         .state
         .store

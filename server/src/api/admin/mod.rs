@@ -197,7 +197,7 @@ impl AdminApi {
                     },
                     Err(e) => Err(e.clone()),
                 };
-                d.wipe_readiness = Some(wipe_readiness(&d.id, section));
+                d.wipe_readiness = Some(wipe_readiness(&d.id, section, d.last_report_ms));
                 out.push(d);
             }
         }
@@ -205,8 +205,8 @@ impl AdminApi {
     }
 
     /// What a wipe of the device would achieve now, from its latest storage section (one
-    /// read).
-    fn wipe_readiness(&self, device_id: &str) -> pb::WipeReadiness {
+    /// read), with the device's last report (`reported_ms`).
+    fn wipe_readiness(&self, device_id: &str, reported_ms: i64) -> pb::WipeReadiness {
         let section = self
             .state
             .store
@@ -215,24 +215,27 @@ impl AdminApi {
         wipe_readiness(
             device_id,
             section.as_ref().map(Option::as_ref).map_err(Clone::clone),
+            reported_ms,
         )
     }
 }
 
 /// The wipe readiness judged from a device's storage section, or `unknown` saying why the
-/// section could not be read.
+/// section could not be read, with the device's last report (`reported_ms`).
 fn wipe_readiness(
     device_id: &str,
     section: Result<Option<&pb::Section>, String>,
+    reported_ms: i64,
 ) -> pb::WipeReadiness {
-    match section {
-        Ok(s) => crate::readiness::from_section(s).to_pb(),
+    use crate::readiness::{Readiness, Unknown, from_section};
+    let readiness = match section {
+        Ok(s) => from_section(s),
         Err(e) => {
             tracing::warn!(device = %device_id, "storage section: {e}");
-            crate::readiness::Readiness::Unknown(format!("the store could not be read: {e}"))
-                .to_pb()
+            Readiness::Unknown(Unknown::StoreUnreadable(e))
         }
-    }
+    };
+    readiness.to_pb(reported_ms)
 }
 
 #[tonic::async_trait]
