@@ -24,6 +24,7 @@ mod loss;
 pub mod oidc;
 mod oidc_cache;
 mod oidc_http;
+mod oidc_refusal;
 mod overview;
 mod people;
 mod policy;

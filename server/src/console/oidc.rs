@@ -28,11 +28,14 @@
 //! with the session's absolute limit, and revoked at logout or when the session expires. Since
 //! a token's name is a person (`api/tokens.rs`), anna@example.org signed in is the same person
 //! as a token named anna@example.org for the two-person rule, however she logs in. Logins,
-//! refusals and logouts are in the audit log under the person's address.
+//! refusals and logouts are in the audit log under the person's address. A refusal's reason is
+//! a `Refusal` (`oidc_refusal.rs`), said on the login page in the language the attempt began in.
 
 use super::i18n::Lang;
 use super::oidc_cache::Cache;
 use super::oidc_http::Http;
+pub use super::oidc_refusal::NoPerson;
+use super::oidc_refusal::{ProviderError, Refusal};
 use super::session::{self, User};
 use super::{Console, auth, view};
 use crate::api::admin::Actor;
@@ -221,7 +224,7 @@ impl Sso {
     }
 
     /// A client for the provider's (cached) discovery document and key set.
-    async fn client(&self) -> Result<Client, String> {
+    async fn client(&self) -> Result<Client, ProviderError> {
         let meta = self.cache.metadata(&self.http, Instant::now()).await?;
         Ok(self.client_for(meta))
     }
@@ -242,24 +245,17 @@ impl Sso {
         &self,
         code: &str,
         p: Pending,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
         let client = self.client().await?;
         let answer = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
-            .map_err(|e| format!("the identity provider has no token endpoint: {e}"))?
+            .map_err(|e| ProviderError::NoTokenEndpoint(e.to_string()))?
             .set_pkce_verifier(p.verifier)
             .request_async(&self.http)
             .await
-            .map_err(|e| {
-                format!(
-                    "the identity provider did not issue a token: {}",
-                    error_chain(&e)
-                )
-            })?;
-        let id_token = answer
-            .id_token()
-            .ok_or("the identity provider's answer has no ID token")?;
-        let refused = |e: ClaimsVerificationError| format!("the ID token was refused: {e}");
+            .map_err(|e| ProviderError::NoToken(error_chain(&e)))?;
+        let id_token = answer.id_token().ok_or(ProviderError::NoIdToken)?;
+        let refused = |e: ClaimsVerificationError| ProviderError::TokenRefused(e.to_string());
         match id_token.claims(&client.id_token_verifier(), &p.nonce) {
             Ok(_) => {}
             // Signed by a key the cached set lacks: the provider may have rotated its key.
@@ -267,11 +263,7 @@ impl Sso {
                 SignatureVerificationError::NoMatchingKey,
             )) => {
                 let Some(meta) = self.cache.refresh_keys(&self.http, Instant::now()).await? else {
-                    return Err(
-                        "the ID token was refused: it is signed by a key that is not in the \
-                         identity provider's key set (fetched less than 30 seconds ago)"
-                            .into(),
-                    );
+                    return Err(ProviderError::UnknownKey);
                 };
                 let client = self.client_for(meta);
                 id_token
@@ -302,28 +294,14 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The claims of a JWT whose signature was already verified.
-fn verified_payload(jwt: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let payload = jwt
-        .split('.')
-        .nth(1)
-        .ok_or("the ID token is not a signed JWT")?;
+fn verified_payload(
+    jwt: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+    let payload = jwt.split('.').nth(1).ok_or(ProviderError::NotJwt)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
-        .map_err(|e| format!("the ID token's claims are not base64url: {e}"))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("the ID token's claims are not JSON: {e}"))
-}
-
-/// Why the claims of a verified ID token name no person.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NoPerson {
-    #[error("the ID token names nobody: it has neither an email nor a preferred_username claim.")]
-    Nameless,
-    #[error(
-        "the identity provider has not verified the address {email} (email_verified is {claim}), \
-         so it cannot name a person in Vakt. Verify the address at the provider, or have it \
-         send only verified addresses."
-    )]
-    Unverified { email: String, claim: String },
+        .map_err(|e| ProviderError::ClaimsNotBase64(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| ProviderError::ClaimsNotJson(e.to_string()))
 }
 
 /// Who the claims name: `email`, else `preferred_username`, trimmed (the first that is a
@@ -438,10 +416,21 @@ fn binding_of(headers: &HeaderMap, secure: bool) -> Option<String> {
 
 /// The login page with why single sign-on did not let the person in; no session, and the
 /// attempt's cookie cleared.
-fn refused(console: &Console, status: StatusCode, lang: Lang, next: &str, why: String) -> Response {
+fn refused(
+    console: &Console,
+    status: StatusCode,
+    lang: Lang,
+    next: &str,
+    why: impl Into<Refusal>,
+) -> Response {
+    let why = why.into();
     tracing::warn!("console: single sign-on refused: {why}");
     let mut res = auth::fresh_login(console, status, lang, next, |l| {
-        format!("{} {why}", l.t("Inloggningen nekades:", "Sign-in refused:"))
+        format!(
+            "{} {}",
+            l.t("Inloggningen nekades:", "Sign-in refused:"),
+            why.say(l)
+        )
     });
     if let Ok(v) = HeaderValue::from_str(&clear_binding_cookie(console.secure())) {
         res.headers_mut().append(header::SET_COOKIE, v);
@@ -466,11 +455,7 @@ pub async fn start(
             StatusCode::NOT_FOUND,
             lang,
             &q.next,
-            lang.t(
-                "enkel inloggning är inte inställd på den här servern.",
-                "single sign-on is not set up on this server.",
-            )
-            .into(),
+            Refusal::NotSetUp,
         );
     };
     let client = match sso.client().await {
@@ -552,7 +537,7 @@ pub async fn callback(
             StatusCode::NOT_FOUND,
             fallback,
             "",
-            "single sign-on is not set up on this server.".into(),
+            Refusal::NotSetUp,
         );
     };
     let Some(p) = sso.take(&q.state, Instant::now()) else {
@@ -561,54 +546,34 @@ pub async fn callback(
             StatusCode::BAD_REQUEST,
             fallback,
             "",
-            fallback
-                .t(
-                    "inloggningsförsöket är okänt eller har gått ut (dess state stämmer inte med något som konsolen startade). Börja om.",
-                    "this sign-in attempt is unknown or has expired (its state matches none this console started). Start again.",
-                )
-                .into(),
+            Refusal::UnknownAttempt,
         );
     };
     let (lang, next) = (p.lang, p.next.clone());
-    let refuse = |status, why: String| refused(&console, status, lang, &next, why);
+    let refuse = |status, why: Refusal| refused(&console, status, lang, &next, why);
     if !binding_of(&headers, console.secure()).is_some_and(|b| session::same_secret(&b, &p.binding))
     {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            lang.t(
-                "inloggningen startades inte i den här webbläsaren.",
-                "this sign-in was not started in this browser.",
-            )
-            .into(),
-        );
+        return refuse(StatusCode::BAD_REQUEST, Refusal::OtherBrowser);
     }
     if !q.error.is_empty() {
         return refuse(
             StatusCode::UNAUTHORIZED,
-            format!(
-                "{} {} {}",
-                lang.t(
-                    "identitetsleverantören nekade:",
-                    "the identity provider said no:"
-                ),
-                q.error,
-                q.error_description
-            ),
+            Refusal::ProviderSaidNo {
+                error: q.error,
+                description: q.error_description,
+            },
         );
     }
     if q.code.is_empty() {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "the identity provider's answer has no code.".into(),
-        );
+        return refuse(StatusCode::BAD_REQUEST, Refusal::NoCode);
     }
     let claims = match sso.finish(&q.code, p).await {
         Ok(c) => c,
-        Err(why) => return refuse(StatusCode::UNAUTHORIZED, why),
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, why.into()),
     };
     let person = match person(&claims) {
         Ok(p) => p,
-        Err(why @ NoPerson::Nameless) => return refuse(StatusCode::FORBIDDEN, why.to_string()),
+        Err(why @ NoPerson::Nameless) => return refuse(StatusCode::FORBIDDEN, why.into()),
         Err(why @ NoPerson::Unverified { .. }) => {
             // Not under the address: it may be someone else's. The subject is the provider's
             // own id of whoever signed in.
@@ -617,47 +582,29 @@ pub async fn callback(
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("-");
             audit_refusal(&console, &format!("sso-sub:{sub}"), &why.to_string()).await;
-            return refuse(StatusCode::FORBIDDEN, why.to_string());
+            return refuse(StatusCode::FORBIDDEN, why.into());
         }
     };
     let values = claim_values(claims.get(&sso.role_claim));
     let Some(role) = role_for(&values, &sso.roles) else {
-        let (why, detail) = if claim_moved(&claims, &sso.role_claim) {
-            let why = format!(
-                "{person} is in too many groups for the ID token: the identity provider left \
-                 the '{claim}' claim out and points to Microsoft Graph instead (Entra ID's \
-                 \"groups overage\", _claim_names), which Vakt does not query. Assign Vakt's \
-                 app roles to people or groups in the app registration and set \
-                 role_claim = \"roles\" in [console.oidc], with the role names in \
-                 [console.oidc.roles].",
-                claim = sso.role_claim
-            );
-            let detail = format!("claim '{}' moved to _claim_names (overage)", sso.role_claim);
-            (why, detail)
-        } else {
-            let why = format!(
-                "{person} {} '{}' ({}) {}",
-                lang.t(
-                    "har ingen roll i Vakt: anspråket",
-                    "has no role in Vakt: the claim"
-                ),
-                sso.role_claim,
-                if values.is_empty() {
-                    "-".to_string()
-                } else {
-                    values.join(", ")
+        let claim = sso.role_claim.clone();
+        let (detail, why) = if claim_moved(&claims, &claim) {
+            (
+                format!("claim '{claim}' moved to _claim_names (overage)"),
+                Refusal::Overage {
+                    person: person.clone(),
+                    claim,
                 },
-                lang.t(
-                    "ger ingen roll i [console.oidc.roles].",
-                    "gives no role in [console.oidc.roles]."
-                ),
-            );
-            let detail = format!(
-                "no role from claim '{}': [{}]",
-                sso.role_claim,
-                values.join(", ")
-            );
-            (why, detail)
+            )
+        } else {
+            (
+                format!("no role from claim '{claim}': [{}]", values.join(", ")),
+                Refusal::NoRole {
+                    person: person.clone(),
+                    claim,
+                    values,
+                },
+            )
         };
         // The provider vouched for this person, so the refusal is theirs to see in the log.
         audit_refusal(&console, &format!("sso:{person}"), &detail).await;
@@ -687,7 +634,7 @@ async fn log_in(
     lang: Lang,
     next: &str,
 ) -> Response {
-    let refuse = |status, why: String| refused(console, status, lang, next, why);
+    let refuse = |status, why: Refusal| refused(console, status, lang, next, why);
     let store = &console.api().state().store;
     let lifetime = i64::try_from(session::ABSOLUTE_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
     let minted = crate::api::tokens::mint_admin_token(
@@ -703,10 +650,7 @@ async fn log_in(
         Ok(t) => t,
         Err(e) => {
             tracing::error!("console: no credential for {person}: {e}");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the login could not be stored. Try again in a moment.".into(),
-            );
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, Refusal::NotStored);
         }
     };
     let actor = Actor {
@@ -722,14 +666,7 @@ async fn log_in(
     {
         tracing::error!("console: login of {person} not recorded: {}", s.message());
         revoke(console, &secret, "console.login (not recorded)").await;
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            lang.t(
-                "inloggningen kunde inte loggas. Försök igen om en stund.",
-                "the login could not be recorded. Try again in a moment.",
-            )
-            .into(),
-        );
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, Refusal::NotRecorded);
     }
     tracing::info!(
         "console: {} logged in by single sign-on",

@@ -18,6 +18,7 @@
 
 use super::oidc::error_chain;
 use super::oidc_http::Http;
+use super::oidc_refusal::ProviderError;
 use openidconnect::IssuerUrl;
 use openidconnect::core::{CoreJsonWebKeySet, CoreProviderMetadata};
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ struct Cached {
     /// When the key set was last fetched (or its fetch last tried).
     keys_at: Option<Instant>,
     /// The last fetch's failure and when it happened.
-    failed: Option<(String, Instant)>,
+    failed: Option<(ProviderError, Instant)>,
 }
 
 /// Whether `then` is less than `ttl` before `now`.
@@ -59,12 +60,11 @@ impl Cache {
         }
     }
 
-    fn unusable(&self, e: &dyn std::error::Error) -> String {
-        format!(
-            "the identity provider {} could not be used: {}",
-            self.issuer.as_str(),
-            error_chain(e)
-        )
+    fn unusable(&self, e: &dyn std::error::Error) -> ProviderError {
+        ProviderError::Unusable {
+            issuer: self.issuer.as_str().to_string(),
+            cause: error_chain(e),
+        }
     }
 
     /// The provider's metadata and key set: cached, or fetched if the cache is cold or older
@@ -73,7 +73,7 @@ impl Cache {
         &self,
         http: &Http,
         now: Instant,
-    ) -> Result<CoreProviderMetadata, String> {
+    ) -> Result<CoreProviderMetadata, ProviderError> {
         let mut c = self.inner.lock().await;
         if let Some((meta, at)) = &c.meta
             && within(*at, now, METADATA_TTL)
@@ -107,7 +107,7 @@ impl Cache {
         &self,
         http: &Http,
         now: Instant,
-    ) -> Result<Option<CoreProviderMetadata>, String> {
+    ) -> Result<Option<CoreProviderMetadata>, ProviderError> {
         let mut c = self.inner.lock().await;
         if c.keys_at
             .is_some_and(|at| within(at, now, KEYS_MIN_INTERVAL))

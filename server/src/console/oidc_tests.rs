@@ -226,7 +226,17 @@ struct Attempt {
 }
 
 async fn begin(f: &Fixture) -> Attempt {
-    let r = fetch(f.addr, "/login/oidc?next=/devices&lang=en", None).await;
+    begin_in(f, "en").await
+}
+
+/// A login attempt started from the login page in `lang`.
+async fn begin_in(f: &Fixture, lang: &str) -> Attempt {
+    let r = fetch(
+        f.addr,
+        &format!("/login/oidc?next=/devices&lang={lang}"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 303, "{}", r.body);
     let to = r.header("location").unwrap().to_string();
     assert_eq!(param(&to, "client_id"), CLIENT);
@@ -466,7 +476,7 @@ async fn each_bad_callback_is_refused_with_its_reason_and_no_session() {
 async fn a_provider_that_names_another_issuer_or_is_unreachable_is_refused() {
     let p = start_provider(true).await;
     let f = console_for(&p.base).await;
-    let r = fetch(f.addr, "/login/oidc", None).await;
+    let r = fetch(f.addr, "/login/oidc?lang=en", None).await;
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(r.body.contains("could not be used"), "{}", r.body);
     assert!(r.body.to_lowercase().contains("issuer"), "{}", r.body);
@@ -477,13 +487,15 @@ async fn a_provider_that_names_another_issuer_or_is_unreachable_is_refused() {
     let gone = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let f = console_for(&gone).await;
+    // No language chosen: the console's default, Swedish, around the error's own text.
     let r = fetch(f.addr, "/login/oidc", None).await;
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(
-        r.body.contains("could not be used") && r.body.contains(&gone),
+        r.body.contains("kunde inte användas") && r.body.contains(&gone),
         "{}",
         r.body
     );
+    assert!(!r.body.contains("could not be used"), "{}", r.body);
     assert!(!logged_in(&f, &r).await);
 }
 
@@ -605,7 +617,7 @@ async fn a_provider_that_is_down_is_not_retried_for_every_start() {
     let p = start_provider(true).await;
     let f = console_for(&p.base).await;
     for _ in 0..5 {
-        let r = fetch(f.addr, "/login/oidc", None).await;
+        let r = fetch(f.addr, "/login/oidc?lang=en", None).await;
         assert_eq!(r.status, 502, "{}", r.body);
         assert!(r.body.contains("could not be used"), "{}", r.body);
     }
@@ -714,16 +726,20 @@ async fn an_unverified_address_is_refused_and_audited_under_the_subject() {
 async fn entra_groups_overage_is_refused_with_what_to_do() {
     let p = start_provider(false).await;
     let f = console_for(&p.base).await;
+    // Anna's ID token from a tenant where she is in too many groups, for an attempt.
+    let overage = |a: &Attempt| {
+        let mut c = claims(&p, &a.nonce, &[]);
+        let c_obj = c.as_object_mut().unwrap();
+        c_obj.remove("groups");
+        c_obj.insert("_claim_names".into(), json!({"groups": "src1"}));
+        c_obj.insert(
+            "_claim_sources".into(),
+            json!({"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/anna-1/getMemberObjects"}}),
+        );
+        *p.next_token.lock().unwrap() = sign(&p.key, &c);
+    };
     let a = begin(&f).await;
-    let mut c = claims(&p, &a.nonce, &[]);
-    let c_obj = c.as_object_mut().unwrap();
-    c_obj.remove("groups");
-    c_obj.insert("_claim_names".into(), json!({"groups": "src1"}));
-    c_obj.insert(
-        "_claim_sources".into(),
-        json!({"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/anna-1/getMemberObjects"}}),
-    );
-    *p.next_token.lock().unwrap() = sign(&p.key, &c);
+    overage(&a);
     let r = callback(&f, &a, &a.state, None).await;
     assert_refused(&f, &r, 403, "too many groups").await;
     assert!(
@@ -734,6 +750,19 @@ async fn entra_groups_overage_is_refused_with_what_to_do() {
         r.body
     );
     assert!(!r.body.contains("has no role in Vakt"), "{}", r.body);
+    // Started on the Swedish login page: the reason in Swedish, the setting as written.
+    let a = begin_in(&f, "sv").await;
+    overage(&a);
+    let r = callback(&f, &a, &a.state, None).await;
+    assert_refused(&f, &r, 403, "Inloggningen nekades:").await;
+    assert!(
+        r.body.contains("för många grupper")
+            && r.body.contains("approller")
+            && r.body.contains("role_claim = "),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("too many groups"), "{}", r.body);
     let audit = f.state.store.audit_log().unwrap();
     assert!(
         audit.iter().any(|e| e.action == "console.login.refused"
