@@ -1,6 +1,7 @@
 //! The loss procedure of policy section 8.1 as data: the case's four-step checklist and the
-//! incident report for the risk and security group (Swedish, Markdown and HTML). Pure: the
-//! admin API stores cases and queues the commands.
+//! incident report for the risk and security group (Swedish, Markdown and HTML), which says
+//! whether the disk was encrypted from the wipe readiness the case view carries. Pure: the
+//! admin API stores cases, computes the readiness and queues the commands.
 
 use crate::commands::{kind_name, state_name};
 use crate::timefmt::rfc3339_ms;
@@ -117,6 +118,60 @@ fn summary_rows(c: &pb::LossCase) -> [(&'static str, String); 10] {
     ]
 }
 
+/// Whether the laptop's disk was encrypted, for the data-protection officer: the wipe
+/// readiness as known when the report is made (the case view computes it), in Swedish.
+struct Encryption {
+    /// What a wipe would achieve, said as what it means for the data.
+    verdict: &'static str,
+    /// The device's last report, which the judgement rests on.
+    reported: String,
+    /// What stays readable (partial) or why it cannot be judged (unknown), with its heading.
+    lines: Option<(&'static str, Vec<String>)>,
+}
+
+fn encryption(c: &pb::LossCase) -> Encryption {
+    let unknown = pb::WipeReadiness {
+        state: "unknown".into(),
+        ..pb::WipeReadiness::default()
+    };
+    let w = c.wipe_readiness.as_ref().unwrap_or(&unknown);
+    let verdict = match w.state.as_str() {
+        "crypto-erase" => {
+            "krypterad: all användardata (/, /home, /var, /srv) och swap är krypterad, och en \
+             radering av LUKS-nyckelplatserna gör den oläslig"
+        }
+        "partial" => "delvis krypterad: en radering lämnar användardata läsbar",
+        "files-only" => {
+            "inte bedömd: agentens raderingsstrategi tar bara bort filer, vars innehåll kan \
+             återskapas"
+        }
+        _ => "okänd: krypteringen kan inte bedömas",
+    };
+    let lines = crate::readiness::readable_lines_sv(w);
+    let lines = (!lines.is_empty()).then(|| {
+        let heading = if w.state == "partial" {
+            "Förblir läsbart efter en radering"
+        } else {
+            "Varför"
+        };
+        (heading, lines)
+    });
+    Encryption {
+        verdict,
+        reported: if w.reported_ms > 0 {
+            rfc3339_ms(w.reported_ms)
+        } else {
+            "ingen rapport".into()
+        },
+        lines,
+    }
+}
+
+/// The heading and the note under it, for both renderings.
+const ENCRYPTION_HEADING: &str = "Kryptering (avsnitt 8.1)";
+const ENCRYPTION_NOTE: &str =
+    "Bedömd när rapporten skapades, utifrån lagringsuppgifterna i enhetens senaste rapport.";
+
 /// The incident report in Markdown (Swedish), for the risk and security group.
 pub fn incident_markdown(c: &pb::LossCase, commands: &[pb::CommandInfo]) -> String {
     let mut m = String::new();
@@ -143,6 +198,16 @@ pub fn incident_markdown(c: &pb::LossCase, commands: &[pb::CommandInfo]) -> Stri
                 format!(" — {}", escape_md(&s.note))
             }
         );
+    }
+    let e = encryption(c);
+    let _ = writeln!(m, "\n## {ENCRYPTION_HEADING}\n\n{ENCRYPTION_NOTE}\n");
+    let _ = writeln!(m, "- **Disken:** {}", e.verdict);
+    let _ = writeln!(m, "- **Enhetens senaste rapport:** {}", e.reported);
+    if let Some((heading, lines)) = &e.lines {
+        let _ = writeln!(m, "- **{heading}:**");
+        for l in lines {
+            let _ = writeln!(m, "  - {}", escape_md(l));
+        }
     }
     let _ = writeln!(m, "\n## Fjärråtgärder\n");
     if commands.is_empty() {
@@ -201,7 +266,21 @@ pub fn incident_html(c: &pb::LossCase, commands: &[pb::CommandInfo]) -> String {
             }
         );
     }
-    let _ = writeln!(h, "</ol>\n<h2>Fjärråtgärder</h2>\n<ul>");
+    let e = encryption(c);
+    let _ = writeln!(
+        h,
+        "</ol>\n<h2>{ENCRYPTION_HEADING}</h2>\n<p>{ENCRYPTION_NOTE}</p>\n<dl>\n<dt>Disken</dt><dd>{}</dd>\n<dt>Enhetens senaste rapport</dt><dd>{}</dd>",
+        esc(e.verdict),
+        esc(&e.reported)
+    );
+    if let Some((heading, lines)) = &e.lines {
+        let _ = write!(h, "<dt>{}</dt><dd><ul>", esc(heading));
+        for l in lines {
+            let _ = write!(h, "<li>{}</li>", esc(l));
+        }
+        let _ = writeln!(h, "</ul></dd>");
+    }
+    let _ = writeln!(h, "</dl>\n<h2>Fjärråtgärder</h2>\n<ul>");
     for cmd in commands {
         let _ = writeln!(
             h,
@@ -312,5 +391,63 @@ mod tests {
         assert!(html.contains("<html lang=\"sv\">"));
         assert!(html.contains("lap-&lt;17&gt;"));
         assert!(!html.contains("lap-<17>"));
+    }
+
+    #[test]
+    fn reports_say_whether_the_disk_was_encrypted_and_as_of_when() {
+        use crate::readiness::{Readiness, Unknown};
+        use vakt_proto::model::{Readable, ReadableWhy};
+        let with = |r: Readiness, reported_ms: i64| pb::LossCase {
+            wipe_readiness: Some(r.to_pb(reported_ms)),
+            ..case()
+        };
+        let at = 1_700_000_500_000;
+        let when = rfc3339_ms(at);
+
+        let home = Readable {
+            what: "/home".into(),
+            device: "/dev/mapper/vg_home".into(),
+            why: ReadableWhy::NotEncrypted,
+        };
+        let partial = with(Readiness::Partial(vec![home]), at);
+        let md = incident_markdown(&partial, &[]);
+        assert!(md.contains("## Kryptering (avsnitt 8.1)"), "{md}");
+        assert!(md.contains("- **Disken:** delvis krypterad"), "{md}");
+        assert!(
+            md.contains("- **Förblir läsbart efter en radering:**\n  - /home (/dev/mapper/vg\\_home): inte krypterad"),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("- **Enhetens senaste rapport:** {when}")),
+            "{md}"
+        );
+        let html = incident_html(&partial, &[]);
+        assert!(html.contains("<h2>Kryptering (avsnitt 8.1)</h2>"), "{html}");
+        assert!(
+            html.contains("<li>/home (/dev/mapper/vg_home): inte krypterad</li>"),
+            "{html}"
+        );
+        assert!(html.contains(&format!("<dd>{when}</dd>")), "{html}");
+
+        let md = incident_markdown(&with(Readiness::CryptoErase, at), &[]);
+        assert!(
+            md.contains("- **Disken:** krypterad: all användardata"),
+            "{md}"
+        );
+        assert!(!md.contains("Förblir läsbart"), "{md}");
+
+        let md = incident_markdown(&with(Readiness::Unknown(Unknown::NoStorageSection), 0), &[]);
+        assert!(md.contains("- **Disken:** okänd"), "{md}");
+        assert!(
+            md.contains("- **Varför:**\n  - ingen lagringsrapport ännu"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- **Enhetens senaste rapport:** ingen rapport"),
+            "{md}"
+        );
+        // A case read without its readiness says it is unknown, never that all is well.
+        let md = incident_markdown(&case(), &[]);
+        assert!(md.contains("- **Disken:** okänd"), "{md}");
     }
 }

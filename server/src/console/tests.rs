@@ -554,8 +554,26 @@ async fn the_loss_procedure_runs_through_the_forms() {
     assert_eq!(page.body.matches("data-done=\"true\"").count(), 2);
     let report = c.get(&format!("{loss}/incident")).await;
     assert!(report.body.contains("Incidentrapport: förlorad utrustning"));
+    // Whether the disk was encrypted, as known now, and as of the device's last report.
+    assert!(
+        report.body.contains("<dd>delvis krypterad")
+            && report
+                .body
+                .contains("<li>/home (/dev/sdb1): inte krypterad</li>"),
+        "{}",
+        report.body
+    );
+    assert!(
+        !report.body.contains("<dd>ingen rapport</dd>"),
+        "it reported"
+    );
     let md = c.get(&format!("{loss}/incident.md")).await;
     assert!(md.body.contains("1. [x] IT spärrar SIM-kortet"));
+    assert!(
+        md.body.contains("- **Disken:** delvis krypterad"),
+        "{}",
+        md.body
+    );
 
     let r = c.post(&format!("{loss}/recover"), &[("csrf", &csrf)]).await;
     assert_eq!(r.status, 400, "recovery needs the box ticked");
