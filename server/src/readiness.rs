@@ -121,10 +121,10 @@ pub fn readable_why_sv(w: ReadableWhy) -> &'static str {
 /// the unknown state's reason. A line whose data this build does not know (a newer server), or
 /// that came without data (an older one), is kept as the API said it.
 pub fn readable_lines_sv(w: &pb::WipeReadiness) -> Vec<String> {
-    if let Some(u) = w.unknown.as_ref().and_then(Unknown::from_pb) {
-        if w.readable.len() == 1 {
-            return vec![u.sv()];
-        }
+    if let Some(u) = w.unknown.as_ref().and_then(Unknown::from_pb)
+        && w.readable.len() == 1
+    {
+        return vec![u.sv()];
     }
     if w.items.len() != w.readable.len() {
         return w.readable.clone();
