@@ -145,6 +145,16 @@ async fn loss_locks_the_connected_laptop_and_recovery_unlocks_it(engine: Engine)
     );
     assert!(md.contains("1. [x] IT spärrar SIM-kortet"), "{md}");
     assert!(md.contains("Låsning"), "{md}");
+    // Whether the disk was encrypted: this agent wipes paths, so it cannot say; as of a report.
+    assert!(md.contains("## Kryptering (avsnitt 8.1)"), "{md}");
+    assert!(
+        md.contains("- **Disken:** inte bedömd: agentens raderingsstrategi tar bara bort filer"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("- **Enhetens senaste rapport:** ingen rapport"),
+        "{md}"
+    );
     let html = server.vakt_ok(&["loss", "incident-report", &device, "--html"]);
     assert!(html.contains("<html lang=\"sv\">"));
 
