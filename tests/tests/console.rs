@@ -247,6 +247,15 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     shot(&b, "06-loss-locked");
     b.click_through(&b.find("#incident-link"));
     assert!(b.source().contains("Incidentrapport: förlorad utrustning"));
+    // Whether the disk was encrypted, for the data-protection officer: this agent's wipe
+    // removes paths, so the report says it cannot tell, and as of which report.
+    let report = b.source();
+    assert!(report.contains("Kryptering (avsnitt 8.1)"), "{report}");
+    assert!(
+        report.contains("inte bedömd: agentens raderingsstrategi"),
+        "{report}"
+    );
+    assert!(!report.contains("<dd>ingen rapport</dd>"), "{report}");
     shot(&b, "07-incident-report");
 
     // Request a wipe; the requester is not offered the approval.
