@@ -1,6 +1,7 @@
 //! `luks-erase` against a real LUKS2 image file made here with cryptsetup: after the wipe no
 //! key slot opens it and the header backup is gone; with no devices configured, the device is
-//! found behind /home by the storage probe over a sysfs tree laid out as the kernel does.
+//! found behind /home by the storage probe over a sysfs tree laid out as the kernel does; with
+//! devices configured, a LUKS /home the list leaves out is said to stay readable.
 
 #![allow(clippy::unwrap_used)]
 
@@ -61,6 +62,31 @@ fn luks_image(image: &std::path::Path, key: &std::path::Path) {
     );
 }
 
+/// Writes `text` to `rel` under `root`, making its directories.
+fn put(root: &std::path::Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// Device-mapper's sysfs for a LUKS2 mapping `name` (kernel name `dm`) over `backing`, as the
+/// kernel lays it out.
+fn crypt_layer(root: &std::path::Path, dm: &str, name: &str, backing: &str) {
+    put(
+        root,
+        &format!("sys/block/{dm}/dm/name"),
+        &format!("{name}\n"),
+    );
+    put(
+        root,
+        &format!("sys/block/{dm}/dm/uuid"),
+        &format!("CRYPT-LUKS2-0f1e2d3c-{name}\n"),
+    );
+    let slaves = root.join(format!("sys/block/{dm}/slaves"));
+    std::fs::create_dir_all(&slaves).unwrap();
+    std::os::unix::fs::symlink(format!("../../{backing}"), slaves.join(backing)).unwrap();
+}
+
 fn opens(image: &std::path::Path, key: &std::path::Path) -> bool {
     cryptsetup(&[
         "open",
@@ -113,6 +139,15 @@ async fn luks_erase_leaves_no_key_slot_that_opens_the_volume() {
     );
     assert!(!opens(&image, &key), "no key slot opens it after");
     assert!(!backup.exists(), "the header backup is destroyed too");
+    // No /proc here: the probe finds no user data, and the result does not claim it is gone.
+    assert_eq!(
+        report.errors,
+        vec![
+            "storage probe: no user-data mount (/, /home, /var, /srv) found; what the wipe left \
+             readable is not known"
+                .to_string()
+        ]
+    );
     let dump = String::from_utf8_lossy(&cryptsetup(&["luksDump", img]).stdout).to_string();
     assert!(!dump.contains("0: luks2"), "no keyslot left:\n{dump}");
 }
@@ -129,19 +164,12 @@ async fn luks_erase_with_no_devices_erases_the_device_behind_home() {
     let image = root.join("dev/vdb");
     let key = dir.path().join("key");
     luks_image(&image, &key);
-    let put = |rel: &str, text: &str| {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
     put(
+        &root,
         "proc/mounts",
         "/dev/sda1 / ext4 rw 0 0\n/dev/mapper/luks-home /home ext4 rw 0 0\n",
     );
-    put("sys/block/dm-0/dm/name", "luks-home\n");
-    put("sys/block/dm-0/dm/uuid", "CRYPT-LUKS2-0f1e2d3c-luks-home\n");
-    std::fs::create_dir_all(root.join("sys/block/dm-0/slaves")).unwrap();
-    std::os::unix::fs::symlink("../../vdb", root.join("sys/block/dm-0/slaves/vdb")).unwrap();
+    crypt_layer(&root, "dm-0", "luks-home", "vdb");
     assert!(opens(&image, &key), "the key opens it before");
 
     let cfg = WipeConfig {
@@ -168,4 +196,92 @@ async fn luks_erase_with_no_devices_erases_the_device_behind_home() {
     assert!(!opens(&image, &key), "no key slot opens it after");
     let header = vakt_agent::collect::storage::read_header(&image).unwrap();
     assert_eq!(header.active_slots, 0, "the header's key slots are gone");
+}
+
+/// A laptop with `/` on LUKS over vda and `/home` on LUKS over vdb (both real LUKS2 images
+/// opened by `key`), and vda also named by a link as /dev/disk/by-id/root-disk (`../../vda`, as
+/// udev writes it).
+fn two_luks_disks(root: &std::path::Path, key: &std::path::Path) {
+    luks_image(&root.join("dev/vda"), key);
+    luks_image(&root.join("dev/vdb"), key);
+    put(
+        root,
+        "proc/mounts",
+        "/dev/mapper/luks-root / ext4 rw 0 0\n/dev/sda1 /boot ext4 rw 0 0\n\
+         /dev/mapper/luks-home /home ext4 rw 0 0\n",
+    );
+    crypt_layer(root, "dm-0", "luks-root", "vda");
+    crypt_layer(root, "dm-1", "luks-home", "vdb");
+    std::fs::create_dir_all(root.join("dev/disk/by-id")).unwrap();
+    std::os::unix::fs::symlink("../../vda", root.join("dev/disk/by-id/root-disk")).unwrap();
+}
+
+fn configured(devices: &[&str]) -> WipeConfig {
+    WipeConfig {
+        strategy: WipeStrategy::LuksErase,
+        devices: devices.iter().map(Into::into).collect(),
+        poweroff: false,
+        ..WipeConfig::default()
+    }
+}
+
+/// The configured list names only the root's disk (by a /dev/disk/by-id link): that is erased
+/// and nothing more, and the result says /home stays readable on its LUKS device.
+#[tokio::test]
+async fn a_configured_list_that_misses_a_luks_home_says_it_stays_readable() {
+    if !have_cryptsetup() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, key) = (dir.path().join("root"), dir.path().join("key"));
+    two_luks_disks(&root, &key);
+
+    let cfg = configured(&["/dev/disk/by-id/root-disk"]);
+    let report = wipe(&Root::new(&root), &cfg).await.unwrap();
+    assert_eq!(
+        report.erased_devices,
+        vec!["/dev/disk/by-id/root-disk".to_string()],
+        "{report:?}"
+    );
+    assert_eq!(
+        report.not_encrypted,
+        vec!["/home (/dev/vdb): LUKS, not among the configured wipe devices".to_string()],
+        "{report:?}"
+    );
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(
+        report
+            .summary()
+            .contains("user data left readable: /home (/dev/vdb): LUKS, not among"),
+        "{}",
+        report.summary()
+    );
+    assert!(
+        !opens(&root.join("dev/vda"), &key),
+        "the root's disk is erased"
+    );
+    assert!(
+        opens(&root.join("dev/vdb"), &key),
+        "the list decides what is erased: /home's disk is not"
+    );
+}
+
+/// A list that covers every user-data mount (one by a link, one by its kernel name) adds
+/// nothing to the result.
+#[tokio::test]
+async fn a_configured_list_that_covers_everything_says_nothing_more() {
+    if !have_cryptsetup() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, key) = (dir.path().join("root"), dir.path().join("key"));
+    two_luks_disks(&root, &key);
+
+    let cfg = configured(&["/dev/disk/by-id/root-disk", "/dev/vdb"]);
+    let report = wipe(&Root::new(&root), &cfg).await.unwrap();
+    assert_eq!(report.erased_devices.len(), 2, "{report:?}");
+    assert!(report.not_encrypted.is_empty(), "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(!opens(&root.join("dev/vda"), &key));
+    assert!(!opens(&root.join("dev/vdb"), &key));
 }

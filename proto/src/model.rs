@@ -324,10 +324,20 @@ pub fn counts_as(mount: &str, counted: &[impl AsRef<str>]) -> bool {
 pub struct EraseScope {
     /// LUKS devices behind user-data mounts and swap, in order, each once.
     pub luks_devices: Vec<String>,
+    /// Each user-data mount and swap on those devices, with its device (a mount over LVM on two
+    /// LUKS partitions twice), in order, each pair once: what an erase of one device covers.
+    pub luks_uses: Vec<LuksUse>,
     /// User data an erase of those devices leaves readable (`/home (/dev/sdb1): not encrypted`).
     pub readable: Vec<Readable>,
     /// At least one user-data mount was found (a report from a non-Linux agent has none).
     pub user_data_found: bool,
+}
+
+/// A user-data mount (`/home`) or `swap` on the LUKS device `device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuksUse {
+    pub what: String,
+    pub device: String,
 }
 
 /// User data a crypto-erase leaves readable, as data: the console says it in Swedish too.
@@ -436,6 +446,13 @@ impl EraseScope {
             Some(CryptScheme::Luks1 | CryptScheme::Luks2) if !leaf.device.is_empty() => {
                 if !self.luks_devices.contains(&leaf.device) {
                     self.luks_devices.push(leaf.device.clone());
+                }
+                let used = LuksUse {
+                    what: what.to_string(),
+                    device: leaf.device.clone(),
+                };
+                if !self.luks_uses.contains(&used) {
+                    self.luks_uses.push(used);
                 }
                 return;
             }
@@ -549,6 +566,11 @@ mod tests {
         };
         let scope = s.erase_scope(&USER_DATA_MOUNTS);
         assert_eq!(scope.luks_devices, vec!["/dev/nvme0n1p3".to_string()]);
+        let used = |what: &str| LuksUse {
+            what: what.into(),
+            device: "/dev/nvme0n1p3".into(),
+        };
+        assert_eq!(scope.luks_uses, vec![used("/"), used("swap")]);
         let lines: Vec<String> = scope.readable.iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,

@@ -3,7 +3,10 @@
 //!   so no passphrase opens the volume again), then the header backups are overwritten and
 //!   removed, then the machine powers off. With no devices configured, the devices are found
 //!   at the moment of the wipe by the storage probe: the LUKS devices behind `/`, `/home`,
-//!   `/var`, `/srv` and swap; the result names the user data that was not encrypted.
+//!   `/var`, `/srv` and swap; the result names the user data that was not encrypted. With
+//!   devices configured, exactly those are erased, and then the storage probe is read all the
+//!   same: the result names every user-data mount and swap not behind an erased device (not
+//!   encrypted, or on a LUKS device the list leaves out, matched as `cover.rs` says).
 //! - `paths`: the configured paths are removed by handle (`tree.rs`: never following a
 //!   symlink, whatever a user swaps in meanwhile), never crossing into another file system or
 //!   mount (a mounted backup disk under a home directory is left alone and reported). Removal
@@ -12,12 +15,14 @@
 //! Paths and devices are device paths resolved under the agent's root, so tests wipe a scratch
 //! tree or a LUKS image file, never the host.
 
+mod cover;
 mod tree;
 
-use crate::collect::{Root, storage};
+use crate::collect::{Root, storage, userfile};
 use crate::config::{WipeConfig, WipeStrategy};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use vakt_proto::model::USER_DATA_MOUNTS;
+use vakt_proto::model::{EraseScope, USER_DATA_MOUNTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WipeError {
@@ -137,6 +142,7 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
             } else {
                 cfg.devices.clone()
             };
+            let mut erased = Vec::with_capacity(devices.len());
             for d in &devices {
                 let real = root.join(d);
                 let out = tokio::process::Command::new("cryptsetup")
@@ -148,6 +154,7 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
                         device: real.display().to_string(),
                         message: e.to_string(),
                     })?;
+                erased.push(out.status.success());
                 if !out.status.success() {
                     report.error(format!(
                         "cryptsetup erase {}: {}",
@@ -176,15 +183,17 @@ pub async fn wipe(root: &Root, cfg: &WipeConfig) -> Result<WipeReport, WipeError
                     message: report.errors.join("; "),
                 });
             }
+            if !cfg.devices.is_empty() {
+                say_uncovered(root, &cfg.devices, &erased, &mut report).await;
+            }
         }
     }
     Ok(report)
 }
 
-/// The LUKS devices behind the user-data mounts and swap, found now by the storage probe under
-/// `root` (the same reading the report makes, so no lsblk or cryptsetup for facts). What stays
-/// readable, and what the probe could not read, goes into the result.
-async fn discover(root: &Root, report: &mut WipeReport) -> Result<Vec<PathBuf>, WipeError> {
+/// The storage probe under `root`, off the runtime's threads (it reads /proc, /sys and LUKS
+/// headers), with its errors put in the result; the erase scope of the user-data mounts.
+async fn probe(root: &Root, report: &mut WipeReport) -> Result<EraseScope, WipeError> {
     let probe_root = root.clone();
     let found = tokio::task::spawn_blocking(move || storage::collect(&probe_root))
         .await
@@ -192,7 +201,74 @@ async fn discover(root: &Root, report: &mut WipeReport) -> Result<Vec<PathBuf>, 
     for e in found.errors {
         report.error(format!("{}: {}", e.source, e.message));
     }
-    let scope = found.value.erase_scope(&USER_DATA_MOUNTS);
+    Ok(found.value.erase_scope(&USER_DATA_MOUNTS))
+}
+
+/// With configured devices, after they were erased (`erased[i]` for `devices[i]`): the user
+/// data the erase did not reach, from the storage probe read now. Read after the erase, so
+/// nothing here can delay or stop it; a probe that fails is an error in the result, never the
+/// wipe's.
+async fn say_uncovered(root: &Root, devices: &[PathBuf], erased: &[bool], report: &mut WipeReport) {
+    let scope = match probe(root, report).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.error(format!(
+                "storage probe: {e}; what the wipe left readable is not known"
+            ));
+            return;
+        }
+    };
+    if !scope.user_data_found {
+        report.error(
+            "storage probe: no user-data mount (/, /home, /var, /srv) found; what the wipe left \
+             readable is not known"
+                .to_string(),
+        );
+    }
+    let names: Vec<String> = devices.iter().map(|d| d.display().to_string()).collect();
+    let paths: Vec<String> = names
+        .iter()
+        .cloned()
+        .chain(scope.luks_uses.iter().map(|u| u.device.clone()))
+        .collect();
+    let resolve_root = root.clone();
+    let resolved = tokio::task::spawn_blocking(move || resolve_all(&resolve_root, paths))
+        .await
+        .unwrap_or_default();
+    let configured: Vec<cover::Configured> = names
+        .iter()
+        .zip(erased)
+        .map(|(path, &erased)| cover::Configured { path, erased })
+        .collect();
+    report.not_encrypted = scope.readable.iter().map(ToString::to_string).collect();
+    report.not_encrypted.extend(cover::left_readable(
+        &scope.luks_uses,
+        &configured,
+        &resolved,
+    ));
+}
+
+/// Each device path resolved under `root` (links followed inside it, nothing opened but
+/// directories), or why not.
+fn resolve_all(root: &Root, paths: Vec<String>) -> BTreeMap<String, cover::Resolved> {
+    paths
+        .into_iter()
+        .map(|p| {
+            let real = match userfile::real_path(root, Path::new(&p)) {
+                Ok(Some(real)) => Ok(real),
+                Ok(None) => Err("not found under the agent's root".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (p, real)
+        })
+        .collect()
+}
+
+/// The LUKS devices behind the user-data mounts and swap, found now by the storage probe under
+/// `root` (the same reading the report makes, so no lsblk or cryptsetup for facts). What stays
+/// readable, and what the probe could not read, goes into the result.
+async fn discover(root: &Root, report: &mut WipeReport) -> Result<Vec<PathBuf>, WipeError> {
+    let scope = probe(root, report).await?;
     report.not_encrypted = scope.readable.iter().map(ToString::to_string).collect();
     if scope.luks_devices.is_empty() {
         let readable = match report.not_encrypted.as_slice() {
