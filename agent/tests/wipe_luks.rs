@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
-use vakt_agent::act::wipe::wipe;
+use vakt_agent::act::wipe::{WipeReport, wipe};
 use vakt_agent::collect::Root;
 use vakt_agent::config::{WipeConfig, WipeStrategy};
 
@@ -198,31 +198,38 @@ async fn luks_erase_with_no_devices_erases_the_device_behind_home() {
     assert_eq!(header.active_slots, 0, "the header's key slots are gone");
 }
 
-/// A laptop with `/` on LUKS over vda and `/home` on LUKS over vdb (both real LUKS2 images
-/// opened by `key`), and vda also named by a link as /dev/disk/by-id/root-disk (`../../vda`, as
-/// udev writes it).
-fn two_luks_disks(root: &std::path::Path, key: &std::path::Path) {
-    luks_image(&root.join("dev/vda"), key);
-    luks_image(&root.join("dev/vdb"), key);
+/// Wipes, with `devices` configured, a laptop with `/` on LUKS over vda and `/home` on LUKS
+/// over vdb (both real LUKS2 images), vda also named by a link as /dev/disk/by-id/root-disk
+/// (`../../vda`, as udev writes it). Returns the result and whether the key still opens vda
+/// and vdb after it.
+async fn wipe_two_luks_disks(devices: &[&str]) -> (WipeReport, bool, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, key) = (dir.path().join("root"), dir.path().join("key"));
+    let (vda, vdb) = (root.join("dev/vda"), root.join("dev/vdb"));
+    luks_image(&vda, &key);
+    luks_image(&vdb, &key);
     put(
-        root,
+        &root,
         "proc/mounts",
         "/dev/mapper/luks-root / ext4 rw 0 0\n/dev/sda1 /boot ext4 rw 0 0\n\
          /dev/mapper/luks-home /home ext4 rw 0 0\n",
     );
-    crypt_layer(root, "dm-0", "luks-root", "vda");
-    crypt_layer(root, "dm-1", "luks-home", "vdb");
+    crypt_layer(&root, "dm-0", "luks-root", "vda");
+    crypt_layer(&root, "dm-1", "luks-home", "vdb");
     std::fs::create_dir_all(root.join("dev/disk/by-id")).unwrap();
     std::os::unix::fs::symlink("../../vda", root.join("dev/disk/by-id/root-disk")).unwrap();
-}
-
-fn configured(devices: &[&str]) -> WipeConfig {
-    WipeConfig {
+    assert!(
+        opens(&vda, &key) && opens(&vdb, &key),
+        "the key opens both before"
+    );
+    let cfg = WipeConfig {
         strategy: WipeStrategy::LuksErase,
         devices: devices.iter().map(Into::into).collect(),
         poweroff: false,
         ..WipeConfig::default()
-    }
+    };
+    let report = wipe(&Root::new(&root), &cfg).await.unwrap();
+    (report, opens(&vda, &key), opens(&vdb, &key))
 }
 
 /// The configured list names only the root's disk (by a /dev/disk/by-id link): that is erased
@@ -232,12 +239,7 @@ async fn a_configured_list_that_misses_a_luks_home_says_it_stays_readable() {
     if !have_cryptsetup() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (root, key) = (dir.path().join("root"), dir.path().join("key"));
-    two_luks_disks(&root, &key);
-
-    let cfg = configured(&["/dev/disk/by-id/root-disk"]);
-    let report = wipe(&Root::new(&root), &cfg).await.unwrap();
+    let (report, vda_opens, vdb_opens) = wipe_two_luks_disks(&["/dev/disk/by-id/root-disk"]).await;
     assert_eq!(
         report.erased_devices,
         vec!["/dev/disk/by-id/root-disk".to_string()],
@@ -256,12 +258,9 @@ async fn a_configured_list_that_misses_a_luks_home_says_it_stays_readable() {
         "{}",
         report.summary()
     );
+    assert!(!vda_opens, "the root's disk is erased");
     assert!(
-        !opens(&root.join("dev/vda"), &key),
-        "the root's disk is erased"
-    );
-    assert!(
-        opens(&root.join("dev/vdb"), &key),
+        vdb_opens,
         "the list decides what is erased: /home's disk is not"
     );
 }
@@ -273,15 +272,10 @@ async fn a_configured_list_that_covers_everything_says_nothing_more() {
     if !have_cryptsetup() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (root, key) = (dir.path().join("root"), dir.path().join("key"));
-    two_luks_disks(&root, &key);
-
-    let cfg = configured(&["/dev/disk/by-id/root-disk", "/dev/vdb"]);
-    let report = wipe(&Root::new(&root), &cfg).await.unwrap();
+    let (report, vda_opens, vdb_opens) =
+        wipe_two_luks_disks(&["/dev/disk/by-id/root-disk", "/dev/vdb"]).await;
     assert_eq!(report.erased_devices.len(), 2, "{report:?}");
     assert!(report.not_encrypted.is_empty(), "{report:?}");
     assert!(report.errors.is_empty(), "{report:?}");
-    assert!(!opens(&root.join("dev/vda"), &key));
-    assert!(!opens(&root.join("dev/vdb"), &key));
+    assert!(!vda_opens && !vdb_opens, "{report:?}");
 }
