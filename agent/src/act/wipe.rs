@@ -20,7 +20,6 @@ mod tree;
 
 use crate::collect::{Root, storage, userfile};
 use crate::config::{WipeConfig, WipeStrategy};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vakt_proto::model::{EraseScope, USER_DATA_MOUNTS};
 
@@ -232,7 +231,7 @@ async fn say_uncovered(root: &Root, devices: &[PathBuf], erased: &[bool], report
         .chain(scope.luks_uses.iter().map(|u| u.device.clone()))
         .collect();
     let resolve_root = root.clone();
-    let resolved = tokio::task::spawn_blocking(move || resolve_all(&resolve_root, paths))
+    let resolved = tokio::task::spawn_blocking(move || userfile::real_paths(&resolve_root, paths))
         .await
         .unwrap_or_default();
     let configured: Vec<cover::Configured> = names
@@ -246,22 +245,6 @@ async fn say_uncovered(root: &Root, devices: &[PathBuf], erased: &[bool], report
         &configured,
         &resolved,
     ));
-}
-
-/// Each device path resolved under `root` (links followed inside it, nothing opened but
-/// directories), or why not.
-fn resolve_all(root: &Root, paths: Vec<String>) -> BTreeMap<String, cover::Resolved> {
-    paths
-        .into_iter()
-        .map(|p| {
-            let real = match userfile::real_path(root, Path::new(&p)) {
-                Ok(Some(real)) => Ok(real),
-                Ok(None) => Err("not found under the agent's root".to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            (p, real)
-        })
-        .collect()
 }
 
 /// The LUKS devices behind the user-data mounts and swap, found now by the storage probe under

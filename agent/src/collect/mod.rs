@@ -209,6 +209,26 @@ impl Collector {
         &self.root
     }
 
+    /// The configured wipe devices named as the storage probe names the LUKS devices behind
+    /// the user data (`/dev/disk/by-uuid/…` as `/dev/sdb1`): the server judges the plan
+    /// against the volumes by name, and cannot follow the laptop's links. One that is none of
+    /// them is told as written (the server then says it is not among the user data's).
+    fn in_probe_names(
+        &self,
+        mut plan: vakt_proto::model::WipePlan,
+        storage: &vakt_proto::model::Storage,
+    ) -> vakt_proto::model::WipePlan {
+        if plan.devices.is_empty() {
+            return plan;
+        }
+        let scope = storage.erase_scope(&vakt_proto::model::USER_DATA_MOUNTS);
+        let probe: Vec<String> = scope.luks_uses.into_iter().map(|u| u.device).collect();
+        let paths = plan.devices.iter().chain(&probe).cloned().collect();
+        let resolved = userfile::real_paths(&self.root, paths);
+        plan.devices = storage::names::as_probe_names(&plan.devices, &probe, &resolved);
+        plan
+    }
+
     /// Collects the file-based families. Blocking (for at most the budget): call it off the
     /// async executor.
     pub fn collect(&mut self) -> vakt_proto::model::Report {
@@ -229,7 +249,10 @@ impl Collector {
         report.errors.extend(mail.errors);
         let storage = self.storage.finish(deadline);
         report.storage = storage.value;
-        report.storage.wipe = self.wipe.clone();
+        report.storage.wipe = self
+            .wipe
+            .clone()
+            .map(|plan| self.in_probe_names(plan, &report.storage));
         report.errors.extend(storage.errors);
         report.errors = limits::fold_errors(report.errors);
         limits::fit(&mut report, limits::MAX_REPORT_BYTES);

@@ -543,6 +543,24 @@ pub fn real_path(root: &Root, device_path: &Path) -> Result<Option<PathBuf>, Rea
     })
 }
 
+/// Each of `paths` as [`real_path`] resolves it, or why it could not be.
+pub fn real_paths(
+    root: &Root,
+    paths: Vec<String>,
+) -> std::collections::BTreeMap<String, Result<PathBuf, String>> {
+    paths
+        .into_iter()
+        .map(|p| {
+            let real = match real_path(root, Path::new(&p)) {
+                Ok(Some(real)) => Ok(real),
+                Ok(None) => Err("not found under the agent's root".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (p, real)
+        })
+        .collect()
+}
+
 /// Opens the directory at `device_path` (links followed inside the root); `Ok(None)` when it
 /// does not exist.
 pub fn open_dir(root: &Root, device_path: &Path) -> Result<Option<DirHandle>, ReadError> {

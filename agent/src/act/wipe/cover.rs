@@ -10,14 +10,11 @@
 //! that could not be resolved makes an unmatched device "could not be matched": neither erased
 //! nor left out is claimed without knowing.
 
-use crate::collect::userfile::normalize;
+use crate::collect::storage::names::same_device;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use vakt_proto::model::{LuksUse, Readable, ReadableWhy};
 
-/// The device path a path names once its links are followed under the root, or why that is
-/// not known.
-pub type Resolved = Result<PathBuf, String>;
+pub use crate::collect::storage::names::Resolved;
 
 /// A configured wipe device and whether its key slots were erased.
 #[derive(Debug, Clone, Copy)]
@@ -41,10 +38,7 @@ pub fn left_readable(
             .cloned()
             .unwrap_or_else(|| Err("not resolved".to_string()))
     };
-    let same = |a: &str, b: &str| {
-        normalize(Path::new(a)) == normalize(Path::new(b))
-            || matches!((real(a), real(b)), (Ok(x), Ok(y)) if x == y)
-    };
+    let same = |a: &str, b: &str| same_device(a, b, resolved);
     let mut lines = Vec::new();
     for u in uses {
         let matched: Vec<&Configured> = configured
@@ -76,6 +70,7 @@ pub fn left_readable(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn uses(pairs: &[(&str, &str)]) -> Vec<LuksUse> {
         pairs

@@ -9,6 +9,7 @@
 //! the volume is still listed with what device-mapper says.
 
 pub mod luks;
+pub mod names;
 pub mod tables;
 
 #[cfg(test)]

@@ -369,3 +369,34 @@ fn tpm_1_2_and_secure_boot_off() {
         got.errors
     );
 }
+
+/// The configured wipe devices are reported as the probe names the devices they are: a
+/// `/dev/disk/by-uuid/…` link to the root's LUKS partition is told as `/dev/nvme0n1p3`, the
+/// name the server compares with the volumes (it cannot follow the laptop's links, and
+/// before this said "not among the configured wipe devices" of a device that was). A device
+/// that is none of the user data's stays as written.
+#[test]
+fn the_reported_wipe_plan_names_devices_as_the_probe_does() {
+    if !have_cryptsetup() {
+        return;
+    }
+    let f = Fixture::new("/dev/mapper/luks-root / ext4 rw,relatime 0 0\n", "");
+    luks_format(&f, "nvme0n1p3", "luks2");
+    f.dm(
+        "dm-0",
+        "luks-root",
+        "CRYPT-LUKS2-b243fdf7e11042c182ff79ab92916df9-luks-root",
+        &["nvme0n1p3"],
+    );
+    std::fs::create_dir_all(f.path("dev/disk/by-uuid")).unwrap();
+    std::os::unix::fs::symlink("../../nvme0n1p3", f.path("dev/disk/by-uuid/b243fdf7")).unwrap();
+    let plan = vakt_proto::model::WipePlan {
+        strategy: vakt_proto::model::WipeStrategy::LuksErase,
+        devices: vec!["/dev/disk/by-uuid/b243fdf7".into(), "/dev/sdz9".into()],
+    };
+    let report = crate::collect::Collector::new(Root::new(f.dir.path()))
+        .with_wipe(plan)
+        .collect();
+    let wipe = report.storage.wipe.unwrap();
+    assert_eq!(wipe.devices, ["/dev/nvme0n1p3", "/dev/sdz9"]);
+}
