@@ -112,6 +112,17 @@ fn luks_format(f: &Fixture, name: &str, kind: &str) {
     );
 }
 
+/// The root file system on LUKS2: `nvme0n1p3` formatted, opened as `dm-0` (`luks-root`).
+fn luks_root(f: &Fixture) {
+    luks_format(f, "nvme0n1p3", "luks2");
+    f.dm(
+        "dm-0",
+        "luks-root",
+        "CRYPT-LUKS2-b243fdf7e11042c182ff79ab92916df9-luks-root",
+        &["nvme0n1p3"],
+    );
+}
+
 fn json(c: &Collected<Storage>) -> serde_json::Value {
     serde_json::to_value(&c.value).unwrap()
 }
@@ -129,13 +140,7 @@ fn root_encrypted_and_home_plain() {
          /dev/nvme0n1p1 /boot/efi vfat rw 0 0\n",
         "/dev/nvme0n1p2                          partition\t8388604\t\t0\t\t-2\n",
     );
-    luks_format(&f, "nvme0n1p3", "luks2");
-    f.dm(
-        "dm-0",
-        "luks-root",
-        "CRYPT-LUKS2-b243fdf7e11042c182ff79ab92916df9-luks-root",
-        &["nvme0n1p3"],
-    );
+    luks_root(&f);
     f.tpm2_and_secure_boot();
     let got = f.collect();
     assert!(got.errors.is_empty(), "{:?}", got.errors);
@@ -381,13 +386,7 @@ fn the_reported_wipe_plan_names_devices_as_the_probe_does() {
         return;
     }
     let f = Fixture::new("/dev/mapper/luks-root / ext4 rw,relatime 0 0\n", "");
-    luks_format(&f, "nvme0n1p3", "luks2");
-    f.dm(
-        "dm-0",
-        "luks-root",
-        "CRYPT-LUKS2-b243fdf7e11042c182ff79ab92916df9-luks-root",
-        &["nvme0n1p3"],
-    );
+    luks_root(&f);
     std::fs::create_dir_all(f.path("dev/disk/by-uuid")).unwrap();
     std::os::unix::fs::symlink("../../nvme0n1p3", f.path("dev/disk/by-uuid/b243fdf7")).unwrap();
     let plan = vakt_proto::model::WipePlan {
