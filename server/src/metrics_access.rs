@@ -70,6 +70,9 @@ impl ScrapeToken {
         if !meta.is_file() {
             return Err(invalid("not a regular file".into()));
         }
+        if let Some(why) = crate::fsutil::exposed(&meta) {
+            return Err(invalid(why));
+        }
         if meta.len() > MAX_FILE_BYTES {
             return Err(invalid(format!(
                 "{} bytes; a token file holds one line",
@@ -174,13 +177,13 @@ mod tests {
             err.starts_with(&format!("metrics_token_file {}: ", path.display())),
             "{err}"
         );
-        std::fs::write(&path, "").unwrap();
+        crate::fsutil::write_private(&path, b"").unwrap();
         let err = ScrapeToken::load(&path).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("empty"));
-        std::fs::write(&path, vec![b'a'; 5000]).unwrap();
+        crate::fsutil::write_private(&path, &[b'a'; 5000]).unwrap();
         let err = ScrapeToken::load(&path).unwrap_err().to_string();
         assert!(err.contains("5000 bytes"), "{err}");
-        std::fs::write(&path, [0xff, 0xfe, b'a']).unwrap();
+        crate::fsutil::write_private(&path, &[0xff, 0xfe, b'a']).unwrap();
         let err = ScrapeToken::load(&path).unwrap_err().to_string();
         assert!(err.contains("not text"), "{err}");
         // A FIFO is refused before it is opened (opening it would wait for a writer).
@@ -197,7 +200,7 @@ mod tests {
         assert!(err.contains("not a regular file"), "{err}");
         let err = ScrapeToken::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
-        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        crate::fsutil::write_private(&path, format!("{TOKEN}\n").as_bytes()).unwrap();
         let t = ScrapeToken::load(&path).unwrap();
         assert!(t.admits(Some(format!("Bearer {TOKEN}").as_bytes())));
     }

@@ -48,6 +48,8 @@ pub enum SecretsError {
         "{path}: not a Vakt secrets key ({message}); it holds one line of 64 hexadecimal digits"
     )]
     Malformed { path: PathBuf, message: String },
+    #[error("the secrets key {path}: {message}")]
+    Exposed { path: PathBuf, message: String },
     #[error(
         "{path}: the database's secrets were sealed with another key ({item} does not open with this one); give this replica a copy of the secrets key of the replica that initialised the database"
     )]
@@ -126,7 +128,15 @@ impl SecretsKey {
         // Judged before it is opened, and read through a bounded handle: a key file is 200
         // bytes, and a FIFO or a huge file put there by mistake must not hang or fill memory.
         match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => {}
+            Ok(m) if m.is_file() => {
+                // It opens the CA key and the command-signing keys of the whole fleet.
+                if let Some(message) = crate::fsutil::exposed(&m) {
+                    return Err(SecretsError::Exposed {
+                        path: path.to_path_buf(),
+                        message,
+                    });
+                }
+            }
             Ok(_) => {
                 return Err(SecretsError::Malformed {
                     path: path.to_path_buf(),
@@ -595,7 +605,7 @@ mod tests {
         }
         assert_eq!(SecretsKey::load(&path).unwrap().unwrap().0, key.0);
         assert!(SecretsKey::create(&path).is_err(), "never overwrites a key");
-        std::fs::write(&path, "not a key\n").unwrap();
+        crate::fsutil::write_private(&path, b"not a key\n").unwrap();
         let err = SecretsKey::load(&path).unwrap_err().to_string();
         assert!(
             err.contains("secrets.key") && err.contains("not a Vakt secrets key"),

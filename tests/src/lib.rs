@@ -694,6 +694,15 @@ pub fn serve_fails(data: &Path, args: &[&str]) -> String {
     err
 }
 
+/// Writes a secret file (a key, a token, a client secret) readable by its owner alone, as the
+/// server demands of secrets (`fsutil::exposed`).
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write a secret file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 600 a secret file");
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

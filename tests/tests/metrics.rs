@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -187,9 +188,9 @@ async fn prometheus_scrapes_the_server_and_sees_the_held_agent() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let token_file = tmp.path().join("metrics.token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    vakt_tests::write_secret(&token_file, &format!("{TOKEN}\n"));
     let wrong_file = tmp.path().join("wrong.token");
-    std::fs::write(&wrong_file, "not-the-token-but-long-enough\n").unwrap();
+    vakt_tests::write_secret(&wrong_file, "not-the-token-but-long-enough\n");
     let metrics = format!("127.0.0.1:{}", free_port());
     let server = TestServer::start_with(
         &tmp.path().join("server"),
@@ -377,7 +378,7 @@ fn metrics_beyond_loopback_without_a_token_refuse_to_start() {
         err.contains(&format!("metrics_token_file {}", missing.display())),
         "{err}"
     );
-    std::fs::write(&missing, "\n").unwrap();
+    vakt_tests::write_secret(&missing, "\n");
     let err = serve_fails(
         &data,
         &[
@@ -388,4 +389,21 @@ fn metrics_beyond_loopback_without_a_token_refuse_to_start() {
         ],
     );
     assert!(err.contains("empty"), "{err}");
+    // A good token that others can read: refused, the file named.
+    std::fs::write(&missing, "a-token-others-can-read-0123\n").unwrap();
+    std::fs::set_permissions(&missing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = serve_fails(
+        &data,
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-token-file",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains(&format!("metrics_token_file {}", missing.display()))
+            && err.contains("others can read it (mode 644)"),
+        "{err}"
+    );
 }

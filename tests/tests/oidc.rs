@@ -113,7 +113,7 @@ async fn people_sign_in_through_a_real_provider_with_roles_from_their_groups() {
     let tmp = tempfile::tempdir().unwrap();
     let console_addr = format!("127.0.0.1:{}", free_port());
     let secret = tmp.path().join("oidc.secret");
-    std::fs::write(&secret, "client-secret\n").unwrap();
+    vakt_tests::write_secret(&secret, "client-secret\n");
     let config = tmp.path().join("server.toml");
     std::fs::write(
         &config,

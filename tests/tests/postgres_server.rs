@@ -273,7 +273,7 @@ fn a_replica_authenticates_with_a_client_certificate_or_a_channel_bound_password
     let err = serve_fails(&tmp.path().join("c"), &by_cert(&with_cert));
     assert!(
         err.contains(&format!(
-            "sslkey {} can be read by others",
+            "sslkey {}: others can read it",
             key_file.display()
         )),
         "{err}"

@@ -33,7 +33,7 @@ fn replica(data: &Path, url: &str, key: &Path) -> TestServer {
 fn copies_of_one_key(paths: &[&Path]) {
     let text = format!("# a test key\n{}\n", "5a".repeat(32));
     for p in paths {
-        std::fs::write(p, &text).unwrap();
+        vakt_tests::write_secret(p, &text);
     }
 }
 
@@ -239,7 +239,7 @@ fn a_wrong_missing_or_malformed_secrets_key_is_refused_with_nothing_written() {
     assert!(!missing.exists() && !data_b.exists());
 
     // A malformed one: the file named, and what is wrong with it.
-    std::fs::write(&key_b, "hunter2\n").unwrap();
+    vakt_tests::write_secret(&key_b, "hunter2\n");
     let err = serve_fails(&data_b, &["--store", &url, "--secrets-key", key_arg]);
     assert!(
         err.contains(key_arg) && err.contains("not a Vakt secrets key"),

@@ -87,6 +87,8 @@ pub enum SsoError {
     },
     #[error("console.oidc.client_secret_file {}: the file is empty", .0.display())]
     EmptySecret(PathBuf),
+    #[error("console.oidc.client_secret_file {}: {why}", .path.display())]
+    Exposed { path: PathBuf, why: String },
     #[error("console.oidc.{field}: {message}")]
     Url {
         field: &'static str,
@@ -164,10 +166,18 @@ impl Sso {
         let client_secret = match &c.client_secret_file {
             None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| SsoError::Secret {
+                let io = |source| SsoError::Secret {
                     path: path.clone(),
                     source,
-                })?;
+                };
+                let meta = std::fs::metadata(path).map_err(io)?;
+                if let Some(why) = crate::fsutil::exposed(&meta) {
+                    return Err(SsoError::Exposed {
+                        path: path.clone(),
+                        why,
+                    });
+                }
+                let text = std::fs::read_to_string(path).map_err(io)?;
                 let secret = text.trim();
                 if secret.is_empty() {
                     return Err(SsoError::EmptySecret(path.clone()));

@@ -561,10 +561,10 @@ fn a_missing_or_empty_client_secret_file_stops_the_start_and_names_the_file() {
         err.contains("client_secret_file") && err.contains(&path.display().to_string()),
         "{err}"
     );
-    std::fs::write(&path, "\n").unwrap();
+    crate::fsutil::write_private(&path, b"\n").unwrap();
     let err = Login::from_config(Some(&cfg)).unwrap_err().to_string();
     assert!(err.contains("empty"), "{err}");
-    std::fs::write(&path, "s3cret\n").unwrap();
+    crate::fsutil::write_private(&path, b"s3cret\n").unwrap();
     let login = Login::from_config(Some(&cfg)).unwrap();
     assert!(login.sso.is_some() && login.token_login);
     assert!(Login::from_config(None).unwrap().sso.is_none());

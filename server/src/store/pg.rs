@@ -121,20 +121,15 @@ pub(super) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The files `sslcert` and `sslkey` name, read; a key file others can read is refused, as
-/// libpq refuses it (`pg_tls::key_mode_ok`).
+/// libpq refuses it (`fsutil::exposed`).
 fn read_client_cert(cert: &str, key: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
-    use std::os::unix::fs::MetadataExt;
     let read = |name: &str, path: &str| {
         std::fs::read(path).map_err(|e| format!("--store: {name} {path} cannot be read: {e}"))
     };
     let meta =
         std::fs::metadata(key).map_err(|e| format!("--store: sslkey {key} cannot be read: {e}"))?;
-    if !super::pg_tls::key_mode_ok(meta.uid(), meta.mode()) {
-        return Err(format!(
-            "--store: sslkey {key} can be read by others (mode {:o}); it must be readable by its \
-             owner alone (chmod 600), or owned by root and its group (chmod 640)",
-            meta.mode() & 0o777
-        ));
+    if let Some(why) = crate::fsutil::exposed(&meta) {
+        return Err(format!("--store: sslkey {key}: {why}"));
     }
     Ok((read("sslcert", cert)?, read("sslkey", key)?))
 }

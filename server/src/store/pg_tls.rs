@@ -212,13 +212,6 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Whether a key file with this owner and mode may be used: nobody but its owner may read
-/// it, or, owned by root, its group too (libpq's rule, so a key that psql accepts works here).
-pub fn key_mode_ok(owner_uid: u32, mode: u32) -> bool {
-    let others = mode & 0o077;
-    others == 0 || (owner_uid == 0 && others & 0o037 == 0)
-}
-
 /// The connector for `options`, given the contents of the `sslrootcert` file when it names
 /// one and of the `sslcert` and `sslkey` files (the caller reads them). Errors say what is
 /// wrong with the roots or the client certificate.
@@ -567,16 +560,6 @@ mod tests {
             let err = connector(&o, None, client).err().unwrap();
             assert!(err.contains(says), "{err}");
         }
-    }
-
-    #[test]
-    fn a_key_file_others_can_read_is_refused_as_libpq_does() {
-        assert!(key_mode_ok(1000, 0o600));
-        assert!(key_mode_ok(1000, 0o400));
-        assert!(!key_mode_ok(1000, 0o640), "group-readable, not root's");
-        assert!(key_mode_ok(0, 0o640), "root's, group-readable");
-        assert!(!key_mode_ok(0, 0o644));
-        assert!(!key_mode_ok(1000, 0o604));
     }
 
     #[test]
