@@ -613,5 +613,17 @@ mod tests {
         );
         let err = SecretsKey::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
+        // A copy others can read (a careless `cp` to another replica): refused, named.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            crate::fsutil::write_private(&path, key.to_text().as_bytes()).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = SecretsKey::load(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("the secrets key") && err.contains("mode 644"),
+                "{err}"
+            );
+        }
     }
 }
