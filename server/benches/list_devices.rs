@@ -73,16 +73,7 @@ fn report(i: usize) -> model::Report {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let state = vakt_server::server::prepare(
-        dir.path(),
-        &[],
-        vakt_server::notify::NotifyConfig::default(),
-    )
-    .await
-    .expect("prepare the data directory");
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token");
-    let bearer = format!("Bearer {}", admin.trim());
+    let (_dir, state, bearer) = common::prepared().await;
     let fill = Instant::now();
     common::fill(&state, DEVICES, report).await;
     println!(

@@ -107,14 +107,7 @@ fn summary(times: &mut [Duration]) -> String {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let state = vakt_server::server::prepare(
-        dir.path(),
-        &[],
-        vakt_server::notify::NotifyConfig::default(),
-    )
-    .await
-    .expect("prepare the data directory");
+    let (_dir, state, _) = common::prepared().await;
     let fill = Instant::now();
     common::fill(&state, DEVICES, report).await;
     for start in (0..DEVICES).step_by(1000) {

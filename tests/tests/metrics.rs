@@ -365,42 +365,29 @@ fn metrics_beyond_loopback_without_a_token_refuse_to_start() {
         "refused before the data directory was touched"
     );
     let missing = tmp.path().join("metrics.token");
-    let err = serve_fails(
-        &data,
-        &[
-            "--metrics",
-            "0.0.0.0:0",
-            "--metrics-token-file",
-            missing.to_str().unwrap(),
-        ],
-    );
+    let with_token_file = |addr: &str| {
+        serve_fails(
+            &data,
+            &[
+                "--metrics",
+                addr,
+                "--metrics-token-file",
+                missing.to_str().unwrap(),
+            ],
+        )
+    };
+    let err = with_token_file("0.0.0.0:0");
     assert!(
         err.contains(&format!("metrics_token_file {}", missing.display())),
         "{err}"
     );
     vakt_tests::write_secret(&missing, "\n");
-    let err = serve_fails(
-        &data,
-        &[
-            "--metrics",
-            "127.0.0.1:0",
-            "--metrics-token-file",
-            missing.to_str().unwrap(),
-        ],
-    );
+    let err = with_token_file("127.0.0.1:0");
     assert!(err.contains("empty"), "{err}");
     // A good token that others can read: refused, the file named.
     std::fs::write(&missing, "a-token-others-can-read-0123\n").unwrap();
     std::fs::set_permissions(&missing, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = serve_fails(
-        &data,
-        &[
-            "--metrics",
-            "127.0.0.1:0",
-            "--metrics-token-file",
-            missing.to_str().unwrap(),
-        ],
-    );
+    let err = with_token_file("127.0.0.1:0");
     assert!(
         err.contains(&format!("metrics_token_file {}", missing.display()))
             && err.contains("others can read it (mode 644)"),

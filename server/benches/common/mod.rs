@@ -5,6 +5,22 @@ use vakt_proto::model;
 use vakt_proto::pb;
 use vakt_server::api::State;
 
+/// A server's state on an embedded store in a fresh temporary directory (kept alive by the
+/// returned guard), as `serve` prepares it, and the bearer header of its first admin token.
+pub async fn prepared() -> (tempfile::TempDir, State, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let state = vakt_server::server::prepare(
+        dir.path(),
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await
+    .expect("prepare the data directory");
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token");
+    let bearer = format!("Bearer {}", admin.trim());
+    (dir, state, bearer)
+}
+
 /// Devices written at once, so they share flushes as a fleet's do.
 const AT_ONCE: usize = 256;
 
