@@ -168,36 +168,39 @@ impl AdminApi {
     /// readiness `unknown`, saying why): a view never fails for it.
     pub(crate) fn device_views(&self, recs: Vec<pb::DeviceRecord>) -> Vec<pb::Device> {
         const CHUNK: usize = 1000;
+        let store = &self.state.store;
         let mut out = Vec::with_capacity(recs.len());
         for chunk in recs.chunks(CHUNK) {
-            let store = &self.state.store;
             let ids: Vec<&str> = chunk
                 .iter()
                 .map(|r| r.device.as_ref().map_or("", |d| d.id.as_str()))
                 .collect();
-            let peers = store.hardware_peers_many(chunk).map_err(|e| e.to_string());
+            // A read that fails fails for the whole chunk: said once, not once per device.
+            let peers = store.hardware_peers_many(chunk).unwrap_or_else(|e| {
+                tracing::warn!("hardware peers of {} devices: {e}", chunk.len());
+                Vec::new()
+            });
             let storage = store
                 .section_many(&ids, pb::SectionKind::Storage)
-                .map_err(|e| e.to_string());
+                .map_err(|e| {
+                    tracing::warn!("storage sections of {} devices: {e}", chunk.len());
+                    e.to_string()
+                });
             for (i, rec) in chunk.iter().enumerate() {
                 let mut d = rec.device.clone().unwrap_or_default();
                 d.connected = self.state.is_connected(&d.id);
-                match &peers {
-                    Ok(p) => identity::identity_view(rec, p.get(i).cloned(), &mut d),
-                    Err(e) => {
-                        tracing::warn!(device = %d.id, "identity view: {e}");
-                        identity::identity_view(rec, None, &mut d);
+                identity::identity_view(rec, peers.get(i).cloned(), &mut d);
+                let section = match storage.as_ref().map(|found| found.get(i)) {
+                    Ok(Some(Ok(found))) => Ok(found.as_ref()),
+                    // This device's section alone does not decode.
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!(device = %d.id, "storage section: {e}");
+                        Err(e.to_string())
                     }
-                }
-                let section = match &storage {
-                    Ok(s) => match s.get(i) {
-                        Some(Ok(found)) => Ok(found.as_ref()),
-                        Some(Err(e)) => Err(e.to_string()),
-                        None => Ok(None),
-                    },
+                    Ok(None) => Ok(None),
                     Err(e) => Err(e.clone()),
                 };
-                d.wipe_readiness = Some(wipe_readiness(&d.id, section, d.last_report_ms));
+                d.wipe_readiness = Some(readiness_of(section, d.last_report_ms));
                 out.push(d);
             }
         }
@@ -211,9 +214,11 @@ impl AdminApi {
             .state
             .store
             .section(device_id, pb::SectionKind::Storage)
-            .map_err(|e| e.to_string());
-        wipe_readiness(
-            device_id,
+            .map_err(|e| {
+                tracing::warn!(device = %device_id, "storage section: {e}");
+                e.to_string()
+            });
+        readiness_of(
             section.as_ref().map(Option::as_ref).map_err(Clone::clone),
             reported_ms,
         )
@@ -222,20 +227,16 @@ impl AdminApi {
 
 /// The wipe readiness judged from a device's storage section, or `unknown` saying why the
 /// section could not be read, with the device's last report (`reported_ms`).
-fn wipe_readiness(
-    device_id: &str,
+fn readiness_of(
     section: Result<Option<&pb::Section>, String>,
     reported_ms: i64,
 ) -> pb::WipeReadiness {
     use crate::readiness::{Readiness, Unknown, from_section};
-    let readiness = match section {
+    match section {
         Ok(s) => from_section(s),
-        Err(e) => {
-            tracing::warn!(device = %device_id, "storage section: {e}");
-            Readiness::Unknown(Unknown::StoreUnreadable(e))
-        }
-    };
-    readiness.to_pb(reported_ms)
+        Err(e) => Readiness::Unknown(Unknown::StoreUnreadable(e)),
+    }
+    .to_pb(reported_ms)
 }
 
 #[tonic::async_trait]
