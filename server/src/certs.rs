@@ -41,14 +41,24 @@ pub struct ServerCert {
     current: RwLock<Arc<Current>>,
 }
 
+/// The validity window (ms since the epoch) of a DER certificate. Read here rather than through
+/// the agent's renewal code: the server library depends on `vakt-proto` only (ARCHITECTURE.md,
+/// invariants).
+fn validity(der: &CertificateDer<'_>) -> Result<(i64, i64), CertsError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertsError::Parse(e.to_string()))?;
+    let v = cert.validity();
+    let ms = |s: i64| s.saturating_mul(1000);
+    Ok((ms(v.not_before.timestamp()), ms(v.not_after.timestamp())))
+}
+
 fn load(cert_pem: &str, key_pem: &str) -> Result<Current, CertsError> {
     let certs =
         CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
         return Err(CertsError::NoCertificate);
     }
-    let (not_before_ms, not_after_ms) =
-        vakt_agent::renew::validity(cert_pem).map_err(|e| CertsError::Parse(e.to_string()))?;
+    let (not_before_ms, not_after_ms) = validity(&certs[0])?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
     let provider = rustls::crypto::ring::default_provider();
     Ok(Current {
