@@ -93,13 +93,13 @@ pub fn new_command(
 }
 
 /// The signed envelope of a command, valid for [`SIGNATURE_TTL_MS`] from `now_ms`, signed with
-/// the key generation the device has acknowledged.
+/// the key generation the device has acknowledged; an error when that generation is retired.
 pub fn sign(
     state: &State,
     c: &pb::CommandInfo,
     key_generation: u32,
     now_ms: i64,
-) -> pb::SignedCommand {
+) -> Result<pb::SignedCommand, crate::signing::SignError> {
     let body = pb::Command {
         id: c.id.clone(),
         device_id: c.device_id.clone(),
@@ -109,10 +109,10 @@ pub fn sign(
         expires_at_ms: now_ms.saturating_add(SIGNATURE_TTL_MS),
     }
     .encode_to_vec();
-    pb::SignedCommand {
-        signature: state.pki.command_keys.sign(key_generation, &body),
+    Ok(pb::SignedCommand {
+        signature: state.pki.command_keys.sign(key_generation, &body)?,
         command: body,
-    }
+    })
 }
 
 fn deliverable(c: &pb::CommandInfo, now_ms: i64) -> bool {
@@ -149,12 +149,26 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
         .device(device_id)?
         .and_then(|r| r.device)
         .map_or(0, |d| d.command_key_generation);
+    let total = due.len();
     let mut pushed = 0;
     for c in due {
+        let signed = match sign(state, &c, generation, now) {
+            Ok(signed) => signed,
+            Err(e) => {
+                // The device trusts only a retired key (`vakt signing-key retire --force`).
+                // Its commands stay queued: the chain it was handed when it connected, or
+                // when the key was retired, brings it to a live key, and its answer
+                // (`KeyRolloverResult`) delivers them signed with that.
+                tracing::warn!(
+                    device = %device_id,
+                    "{e}; its {} queued command(s) wait until it acknowledges the current key",
+                    total - pushed
+                );
+                break;
+            }
+        };
         let msg = Box::new(pb::ServerMessage {
-            msg: Some(pb::server_message::Msg::Command(sign(
-                state, &c, generation, now,
-            ))),
+            msg: Some(pb::server_message::Msg::Command(signed)),
         });
         if conn.tx.send(msg).await.is_err() {
             break;

@@ -16,7 +16,7 @@
 //! comment lines (`#`) and one line of 64 hexadecimal digits.
 
 use crate::pki::PkiError;
-use crate::signing::SharedGenerations;
+use crate::signing::{Listing, SharedGenerations};
 use crate::store::{InitOutcome, Store, StoreError};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use std::path::{Path, PathBuf};
@@ -30,8 +30,26 @@ pub const CA_KEY: &str = "ca.key";
 /// The name of generation `n` in the `secrets` tree (zero-padded so the tree's order is the
 /// generations' order).
 pub fn generation_name(n: u32) -> String {
-    format!("command-key.{n:010}")
+    format!("{LIVE_PREFIX}{n:010}")
 }
+
+/// The name of retired generation `n` (its public key and rollover statement, no private
+/// key): a name of its own, so a replica sees a retirement from the names alone.
+pub fn retired_generation_name(n: u32) -> String {
+    format!("{RETIRED_PREFIX}{n:010}")
+}
+
+/// The item name for a generation's stored text, by whether it is retired.
+fn name_for(n: u32, text: &str) -> String {
+    if crate::signing::is_retired_text(text) {
+        retired_generation_name(n)
+    } else {
+        generation_name(n)
+    }
+}
+
+const LIVE_PREFIX: &str = "command-key.";
+const RETIRED_PREFIX: &str = "retired-command-key.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -324,20 +342,38 @@ fn pki_error(name: &str, e: SecretsError) -> PkiError {
 }
 
 impl SharedGenerations for SharedSecrets {
-    fn count(&self) -> Result<u32, PkiError> {
+    fn list(&self) -> Result<Listing, PkiError> {
         // One short query for the names only: cheap enough to run every few seconds.
-        let n = self
+        let names = self
             .store
             .secret_names()
-            .map_err(|e| pki_error("command-key", e.into()))?
+            .map_err(|e| pki_error("command-key", e.into()))?;
+        let number = |name: &str, prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|n| n.parse::<u32>().ok())
+        };
+        let live = names
             .iter()
-            .filter(|k| k.starts_with("command-key."))
+            .filter(|k| number(k, LIVE_PREFIX).is_some())
             .count();
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        let retired: Vec<u32> = names
+            .iter()
+            .filter_map(|k| number(k, RETIRED_PREFIX))
+            .collect();
+        Ok(Listing {
+            count: u32::try_from(live + retired.len()).unwrap_or(u32::MAX),
+            retired,
+        })
     }
 
     fn get(&self, n: u32) -> Result<(PathBuf, String), PkiError> {
+        // Live first: a retirement inserts the retired item and removes the live one in one
+        // transaction, so when the live one is gone the retired one is there.
         let name = generation_name(n);
+        let name = match self.get(&name).map_err(|e| pki_error(&name, e))? {
+            Some(_) => name,
+            None => retired_generation_name(n),
+        };
         let text = self.get_text(&name).map_err(|e| pki_error(&name, e))?;
         Ok((PathBuf::from(format!("secrets/{name}")), text))
     }
@@ -347,6 +383,14 @@ impl SharedGenerations for SharedSecrets {
         let sealed = seal(&self.key, &name, text.as_bytes());
         self.store
             .put_new_secret(&name, &sealed)
+            .map_err(|e| pki_error(&name, e.into()))
+    }
+
+    fn retire(&self, n: u32, text: &str) -> Result<(), PkiError> {
+        let name = retired_generation_name(n);
+        let sealed = seal(&self.key, &name, text.as_bytes());
+        self.store
+            .retire_secret(&generation_name(n), &name, &sealed)
             .map_err(|e| pki_error(&name, e.into()))
     }
 }
@@ -445,7 +489,7 @@ impl Material {
         ];
         for (n, text) in self.generations.iter().enumerate() {
             items.push((
-                generation_name(u32::try_from(n).unwrap_or(u32::MAX)),
+                name_for(u32::try_from(n).unwrap_or(u32::MAX), text),
                 text.clone(),
             ));
         }

@@ -239,8 +239,9 @@ pub async fn run(
     });
     let sender = tokio::spawn(crate::notify::run_sender(state.clone()));
     // Replicas on one database: a rotation on another replica reaches the agents held here
-    // within KEY_REFRESH (see `KeyRing::refresh` for why a periodic look suffices). A no-op
-    // on the embedded store.
+    // within KEY_REFRESH, and a retirement there drops the retired private keys from this
+    // replica's memory (see `KeyRing::refresh` for why a periodic look suffices). A no-op on
+    // the embedded store.
     let key_state = state.clone();
     let key_refresh = tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEY_REFRESH);
@@ -252,7 +253,7 @@ pub async fn run(
                     tracing::info!(
                         generation = key_state.pki.command_keys.current().0,
                         handed,
-                        "another replica rotated the command-signing key; connected agents were handed it"
+                        "another replica rotated or retired command-signing keys; connected agents were handed the chain"
                     );
                 }
                 Ok(false) => {}

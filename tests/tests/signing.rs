@@ -1,8 +1,9 @@
 //! Signed commands against time and key compromise, end to end with real servers and agents:
 //! an agent whose clock runs hours ahead still runs a valid lock (it judges expiry by the
 //! server's clock as carried in its stream); a refusal for time is answered by signing again,
-//! a bounded number of times; and `vakt signing-key rotate` reaches a connected and an offline
-//! agent (through two rotations at once), after which both still lock.
+//! a bounded number of times; `vakt signing-key rotate` reaches a connected and an offline
+//! agent (through two rotations at once), after which both still lock; and `vakt signing-key
+//! retire` destroys old private keys without stranding anyone for good (both engines).
 
 #![allow(clippy::unwrap_used)]
 
@@ -374,4 +375,219 @@ async fn rotation_needs_an_admin() {
     );
     let keys = server.vakt_json(&["signing-key", "show"]);
     assert_eq!(keys["current"], 0, "nothing rotated: {keys}");
+}
+
+/// Messages on a raw stream for `within`: the key chains and signed commands the server sent.
+async fn drain(
+    raw: &mut RawStream,
+    within: Duration,
+) -> (Vec<pb::KeyRolloverChain>, Vec<pb::SignedCommand>) {
+    let (mut chains, mut commands) = (Vec::new(), Vec::new());
+    let until = tokio::time::Instant::now() + within;
+    while let Ok(msg) = tokio::time::timeout_at(until, raw.inbound.message()).await {
+        match msg.unwrap().expect("the stream stays open").msg {
+            Some(pb::server_message::Msg::KeyRollover(c)) => chains.push(c),
+            Some(pb::server_message::Msg::Command(c)) => commands.push(c),
+            _ => {}
+        }
+    }
+    (chains, commands)
+}
+
+on_both_engines!(async fn retiring_old_keys_refuses_while_devices_trust_them_and_forced_they_catch_up);
+
+/// `vakt signing-key retire`: refused for the current or a missing generation and while a
+/// device still trusts one being retired (naming it); forced, it destroys the old private key
+/// on the engine's own storage, says which devices now wait, and those devices still catch up:
+/// a queued lock is not signed with the retired key (it waits for the device's
+/// acknowledgement of the current one), and an agent that was offline follows the chain from
+/// its retired key and runs its lock. The retirement survives a restart.
+async fn retiring_old_keys_refuses_while_devices_trust_them_and_forced_they_catch_up(
+    engine: vakt_tests::Engine,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let mut server = engine.server(&data);
+    let (mark_a, mark_b) = (tmp.path().join("locked-a"), tmp.path().join("locked-b"));
+    let agent = |name: &str, mark: &Path| {
+        TestAgent::with_config(
+            &tmp.path().join(name),
+            &server,
+            &server.enroll_token(&[]),
+            &lock_config(mark),
+        )
+    };
+    let (a, b) = (agent("a", &mark_a), agent("b", &mark_b));
+    let c = agent("c", &tmp.path().join("locked-c"));
+    // B and C enroll and go away; A stays connected.
+    for offline in [&b, &c] {
+        let out = offline.run_once();
+        assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
+    }
+    let proc_a = a.spawn();
+    let (dev_a, dev_b, dev_c) = (a.device_id(), b.device_id(), c.device_id());
+    wait_until("A to connect", Duration::from_secs(30), || {
+        server.vakt_json(&["device", "show", &dev_a])["connected"] == true
+    })
+    .await;
+    server.vakt_ok(&["signing-key", "rotate"]);
+    wait_until("A to trust generation 1", Duration::from_secs(15), || {
+        generation(&server, &dev_a) == 1
+    })
+    .await;
+
+    // Bad input changes nothing.
+    let refused = |args: &[&str], why: &str| {
+        let out = server.vakt(args);
+        let err = vakt_tests::stderr(&out);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{args:?}: {err}"
+        );
+    };
+    refused(
+        &["signing-key", "retire", "--through", "1"],
+        "generation 1 is the current key",
+    );
+    refused(
+        &["signing-key", "retire", "--through", "5"],
+        "there is no generation 5: the newest is 1",
+    );
+    let viewer = server.create_admin_token("viewer", "ville");
+    let out = server.vakt_with_token(&viewer, &["signing-key", "retire", "--through", "0"]);
+    assert!(!out.status.success(), "a viewer cannot retire keys");
+    // B and C still trust generation 0: refused, naming how many and which.
+    let host_b = server.vakt_json(&["device", "show", &dev_b])["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    refused(
+        &["signing-key", "retire", "--through", "0"],
+        "2 device(s) still trust generation 0 or older",
+    );
+    refused(
+        &["signing-key", "retire", "--through", "0"],
+        &format!("{host_b} (generation 0)"),
+    );
+    let keys = server.vakt_json(&["signing-key", "show"]);
+    assert_eq!(keys["generations"][0]["retired"], false, "{keys}");
+    assert_eq!(keys["generations"][0]["retired_at"], Value::Null, "{keys}");
+
+    // Forced: generation 0's private key is gone from the engine's storage.
+    let r = server.vakt_json(&["signing-key", "retire", "--through", "0", "--force"]);
+    assert_eq!(r["retired_now"], serde_json::json!([0]), "{r}");
+    let stranded: Vec<&str> = r["stranded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        stranded.len() == 2
+            && stranded.contains(&dev_b.as_str())
+            && stranded.contains(&dev_c.as_str()),
+        "{r}"
+    );
+    let keys = server.vakt_json(&["signing-key", "show"]);
+    assert_eq!(keys["current"], 1, "{keys}");
+    assert_eq!(keys["generations"][0]["retired"], true, "{keys}");
+    assert!(keys["generations"][0]["retired_at"].is_string(), "{keys}");
+    assert_eq!(keys["generations"][1]["retired"], false, "{keys}");
+    assert_eq!(keys["generations"][0]["devices"], 2, "B and C: {keys}");
+    match &engine {
+        vakt_tests::Engine::Sled => {
+            assert!(!data.join("command.key").exists());
+            let retired = std::fs::read_to_string(data.join("command-key.0.retired.pem")).unwrap();
+            assert!(!retired.contains("PRIVATE KEY"), "{retired}");
+        }
+        vakt_tests::Engine::Postgres {
+            cluster, database, ..
+        } => {
+            let names = cluster.sql(
+                database,
+                "SELECT string_agg(convert_from(key, 'UTF8'), ',' ORDER BY key) FROM vakt_kv \
+                 WHERE tree = 'secrets' AND convert_from(key, 'UTF8') LIKE '%command-key%'",
+            );
+            assert_eq!(
+                names, "command-key.0000000001,retired-command-key.0000000000",
+                "generation 0's sealed private key is removed"
+            );
+        }
+    }
+    let audit = server.vakt_json(&["audit"]);
+    let retirements: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "signing-key.retire")
+        .collect();
+    assert_eq!(retirements.len(), 1, "{audit}");
+
+    // C connects trusting only the retired key and is handed the chain. A lock queued for it
+    // before it answers is not signed with the retired key: it waits, and once C acknowledges
+    // generation 1 the lock comes signed with generation 1.
+    let mut raw = RawStream::open(&c).await;
+    let (chains, _) = drain(&mut raw, Duration::from_secs(2)).await;
+    report_loss(&server, &dev_c);
+    let (_, commands) = drain(&mut raw, Duration::from_secs(3)).await;
+    assert!(commands.is_empty(), "nothing signed with the retired key");
+    assert_eq!(lock_state(&server, &dev_c), "pending");
+    let chain = chains.first().expect("C is handed the chain");
+    // Followed as the agent does, from C's pinned (now retired) key.
+    let key0 = vakt_agent::act::verify::unhex(&pinned_key(&c)).unwrap();
+    let key1 = vakt_agent::act::verify::follow_chain(chain, &key0).unwrap();
+    assert_ne!(key1, key0);
+    raw.tx
+        .send(pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::KeyRolloverResult(
+                pb::KeyRolloverResult {
+                    public_key: key1.clone(),
+                    error: String::new(),
+                },
+            )),
+        })
+        .await
+        .unwrap();
+    let (_, commands) = drain(&mut raw, Duration::from_secs(5)).await;
+    let signed = commands
+        .first()
+        .expect("the lock, once C trusts generation 1");
+    let key1_hex: String = key1.iter().map(|b| format!("{b:02x}")).collect();
+    let lock = vakt_agent::act::verify::verify(signed, &key1_hex, &dev_c, 0)
+        .expect("signed with generation 1");
+    assert_eq!(lock.kind, pb::CommandKind::Lock as i32);
+    assert_eq!(generation(&server, &dev_c), 1);
+    drop(raw);
+
+    // B comes back: it follows the chain from its retired key and runs its lock.
+    report_loss(&server, &dev_b);
+    let proc_b = b.spawn();
+    wait_until("B to trust generation 1", Duration::from_secs(30), || {
+        generation(&server, &dev_b) == 1
+    })
+    .await;
+    wait_until("B's lock to succeed", Duration::from_secs(30), || {
+        lock_state(&server, &dev_b) == "succeeded"
+    })
+    .await;
+    assert!(mark_b.exists(), "B's log:\n{}", proc_b.log());
+    report_loss(&server, &dev_a);
+    wait_until("A's lock to succeed", Duration::from_secs(30), || {
+        lock_state(&server, &dev_a) == "succeeded"
+    })
+    .await;
+    assert!(mark_a.exists(), "A's log:\n{}", proc_a.log());
+
+    // Nobody trusts generation 0 any more; a restarted server loads the retired generation
+    // and the chain, and retiring it again is a no-op.
+    drop(proc_a);
+    drop(proc_b);
+    server.restart();
+    let keys = server.vakt_json(&["signing-key", "show"]);
+    assert_eq!(keys["current"], 1, "{keys}");
+    assert_eq!(keys["generations"][0]["retired"], true, "{keys}");
+    assert_eq!(keys["generations"][1]["devices"], 3, "{keys}");
+    let r = server.vakt_json(&["signing-key", "retire", "--through", "0"]);
+    assert_eq!(r["retired_now"], serde_json::json!([]), "{r}");
+    assert_eq!(r["stranded"], serde_json::json!([]), "{r}");
 }

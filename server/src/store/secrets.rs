@@ -1,5 +1,6 @@
 //! The `secrets` tree: sealed blobs by name, written only by an insert that never overwrites
-//! (a shared secret is made once), and the one transaction that initialises an empty database
+//! (a shared secret is made once) and by a retirement (a retired signing key's private item
+//! removed, its public form inserted, in one transaction), and the one transaction that initialises an empty database
 //! (sealed secrets, the initial admin token, its audit entry). The store only moves bytes;
 //! sealing and opening is `crate::secrets`.
 
@@ -78,6 +79,26 @@ impl Store {
             Err(Taken::There) => Ok(false),
             Err(Taken::Store(e)) => Err(e),
         }
+    }
+
+    /// Retires a secret: `sealed` stored as `retired` (unless there already) and `live`
+    /// removed, in one transaction, so a reader finds one or the other, never neither. The only
+    /// removal in this tree: a retired command-signing generation's private key. Durable when
+    /// it returns on PostgreSQL, where this tree is used (each commit is durable there).
+    pub fn retire_secret(
+        &self,
+        live: &str,
+        retired: &str,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        self.engine
+            .transaction::<(), StoreError, 1>([&self.secrets], |[t]: &[TxTree<'_>; 1]| {
+                if t.get(retired.as_bytes())?.is_none() {
+                    t.insert(retired.as_bytes(), sealed)?;
+                }
+                t.remove(live.as_bytes())?;
+                Ok(())
+            })
     }
 
     /// Writes `items` (sealed, by name), the initial admin token and its audit entry as one

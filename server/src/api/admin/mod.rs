@@ -493,6 +493,13 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::SigningKeys>, Status> {
         signing::show(self, req).await
     }
+
+    async fn retire_signing_keys(
+        &self,
+        req: Request<pb::RetireSigningKeysRequest>,
+    ) -> Result<Response<pb::RetiredSigningKeys>, Status> {
+        signing::retire(self, req).await
+    }
 }
 
 /// Whether an address IT typed has the shape of an e-mail address (devices, loss reports,

@@ -1,6 +1,8 @@
-//! `vakt signing-key rotate|show`: the command-signing key's generations. Rotation hands every
-//! agent the new key signed by the one it trusts; `show` says how many devices trust each
-//! generation, so IT sees when a rotation has reached the whole fleet.
+//! `vakt signing-key rotate|show|retire`: the command-signing key's generations. Rotation
+//! hands every agent the new key signed by the one it trusts; `show` says how many devices
+//! trust each generation and which are retired, so IT sees when a rotation has reached the
+//! whole fleet; `retire` destroys old generations' private keys once nobody needs them (or,
+//! forced, after a leak, saying which devices wait for the new key).
 
 use super::{Cli, client, status};
 use clap::Subcommand;
@@ -17,8 +19,22 @@ pub enum SigningKeyCmd {
         #[arg(long)]
         json: bool,
     },
-    /// The key's generations and how many devices trust each.
+    /// The key's generations, how many devices trust each, and which are retired.
     Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy the private keys of generations 0 through N (admin; audited). Their public keys
+    /// and rollover statements stay, so offline agents still reach the current key. Refused
+    /// while devices still trust one of them, unless --force.
+    Retire {
+        /// The newest generation to retire; it must be older than the current one.
+        #[arg(long, value_name = "N")]
+        through: u32,
+        /// Retire even though devices still trust these generations (the key leaked): they
+        /// cannot be sent signed commands until they connect and acknowledge the current key.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -32,8 +48,27 @@ fn keys_json(k: &pb::SigningKeys) -> Value {
             "fingerprint": g.fingerprint,
             "created_at": rfc3339_ms(g.created_at_ms),
             "devices": g.devices,
+            "retired": g.retired,
+            "retired_at": g.retired.then(|| rfc3339_ms(g.retired_at_ms)),
         })).collect::<Vec<_>>(),
     })
+}
+
+fn retired_json(r: &pb::RetiredSigningKeys) -> Value {
+    let mut v = keys_json(&r.keys.clone().unwrap_or_default());
+    v["retired_now"] = json!(r.retired);
+    v["stranded"] = r
+        .stranded
+        .iter()
+        .map(|d| {
+            json!({
+                "device_id": d.device_id,
+                "hostname": d.hostname,
+                "generation": d.generation,
+            })
+        })
+        .collect();
+    v
 }
 
 fn print_keys(k: &pb::SigningKeys) {
@@ -44,17 +79,19 @@ fn print_keys(k: &pb::SigningKeys) {
         "CREATED"
     );
     for g in &k.generations {
+        let note = if g.generation == k.current {
+            "  (current)".to_string()
+        } else if g.retired {
+            format!("  (retired {})", rfc3339_ms(g.retired_at_ms))
+        } else {
+            String::new()
+        };
         outln!(
-            "{:<10} {:<16} {:<21} {}{}",
+            "{:<10} {:<16} {:<21} {}{note}",
             g.generation,
             g.fingerprint.get(..16).unwrap_or(&g.fingerprint),
             rfc3339_ms(g.created_at_ms),
             g.devices,
-            if g.generation == k.current {
-                "  (current)"
-            } else {
-                ""
-            }
         );
     }
     let behind: u32 = k
@@ -67,6 +104,47 @@ fn print_keys(k: &pb::SigningKeys) {
         outln!(
             "{behind} device(s) still trust an older key; each is handed the new one when it connects"
         );
+    }
+    if let Some(newest_old) = k
+        .generations
+        .iter()
+        .filter(|g| g.generation != k.current && !g.retired)
+        .map(|g| g.generation)
+        .max()
+        && behind == 0
+    {
+        outln!(
+            "no device trusts generation {newest_old} or older: `vakt signing-key retire --through {newest_old}` destroys their private keys"
+        );
+    }
+}
+
+fn print_retired(r: &pb::RetiredSigningKeys) {
+    if let Some(k) = &r.keys {
+        print_keys(k);
+    }
+    if r.retired.is_empty() {
+        outln!("nothing to retire: those generations were retired already");
+    } else {
+        let list: Vec<String> = r.retired.iter().map(u32::to_string).collect();
+        outln!(
+            "retired generation(s) {}: their private keys are destroyed",
+            list.join(", ")
+        );
+    }
+    if !r.stranded.is_empty() {
+        outln!(
+            "{} device(s) trust only a retired key and cannot be sent signed commands (lock, unlock, wipe) until they connect and acknowledge the current one:",
+            r.stranded.len()
+        );
+        for d in &r.stranded {
+            outln!(
+                "  {} {} (generation {})",
+                d.device_id,
+                d.hostname,
+                d.generation
+            );
+        }
     }
 }
 
@@ -87,6 +165,26 @@ pub async fn run(cli: &Cli, cmd: &SigningKeyCmd) -> anyhow::Result<()> {
                 .into_inner(),
             *json,
         ),
+        SigningKeyCmd::Retire {
+            through,
+            force,
+            json,
+        } => {
+            let r = c
+                .retire_signing_keys(pb::RetireSigningKeysRequest {
+                    through: *through,
+                    force: *force,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if *json {
+                outln!("{}", retired_json(&r));
+            } else {
+                print_retired(&r);
+            }
+            return Ok(());
+        }
     };
     if json {
         outln!("{}", keys_json(&keys));
