@@ -344,11 +344,21 @@ pub async fn expire_due(state: &State, now_ms: i64) -> Result<Vec<String>, Store
 /// Hands the signing-key chain to every agent connected to this server, now; a full channel
 /// (a very slow agent) gets it at its next connect. Returns how many were handed it.
 pub fn hand_key_chain(state: &State) -> usize {
+    hand_key_chain_to(state, |_| true)
+}
+
+/// [`hand_key_chain`] to the connected devices `to` picks by id only.
+pub fn hand_key_chain_to(state: &State, to: impl Fn(&str) -> bool) -> usize {
     let chain = state.pki.command_keys.chain();
     let senders: Vec<_> = state
         .connected
         .lock()
-        .map(|m| m.values().map(|c| c.tx.clone()).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(id, _)| to(id))
+                .map(|(_, c)| c.tx.clone())
+                .collect()
+        })
         .unwrap_or_default();
     let mut handed = 0usize;
     for tx in senders {

@@ -616,6 +616,36 @@ mod tests {
     }
 
     #[test]
+    fn a_data_directory_with_retired_generations_is_sealed_with_them_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_pem, ca_key_pem) = crate::pki::new_ca().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
+        std::fs::write(dir.path().join("ca.key"), ca_key_pem).unwrap();
+        let ring = crate::signing::KeyRing::load_or_create(dir.path()).unwrap();
+        ring.rotate(1_000).unwrap();
+        ring.retire(0, 2_000).unwrap();
+        let key = SecretsKey::generate();
+        let sealed = Material::from_dir(dir.path())
+            .unwrap()
+            .unwrap()
+            .sealed(&key);
+        let names: Vec<&str> = sealed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ca.pem",
+                "ca.key",
+                "retired-command-key.0000000000",
+                "command-key.0000000001"
+            ]
+        );
+        let retired = open(&key, names[2], &sealed[2].1).unwrap();
+        let retired = String::from_utf8(retired).unwrap();
+        assert!(crate::signing::is_retired_text(&retired), "{retired}");
+        assert!(!retired.contains("PRIVATE KEY"), "{retired}");
+    }
+
+    #[test]
     fn the_key_file_round_trips_and_bad_ones_say_why() {
         let key = SecretsKey::generate();
         let again = SecretsKey::parse(&key.to_text()).unwrap();

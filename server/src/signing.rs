@@ -509,8 +509,7 @@ impl KeyRing {
     /// Why a listing compared on use and every few seconds suffices (no change feed):
     /// rotations and retirements are rare, a generation is only ever added or retired, and
     /// every path that must not miss one looks first (`vakt signing-key show|rotate|retire`,
-    /// signing for any generation but the newest, an agent trusting a key this replica does
-    /// not know). The periodic look (`server::run`) only decides how soon this replica's own
+    /// every signature, an agent trusting a key this replica does not know). The periodic look (`server::run`) only decides how soon this replica's own
     /// connected agents are handed the new chain.
     pub fn refresh(&self) -> Result<bool, PkiError> {
         let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
@@ -587,16 +586,15 @@ impl KeyRing {
         })
     }
 
-    /// Signs `message` with generation `n` (the newest one the device acknowledged). Any
-    /// generation but the newest is looked for in the shared store first: another replica may
-    /// have rotated (a generation this one lacks) or retired it. A retired generation signs
-    /// nothing ([`SignError::Retired`]). One nobody has (a data directory restored from before
-    /// a rotation) signs with the newest: the agent refuses it visibly rather than the server
-    /// refusing to send.
+    /// Signs `message` with generation `n` (the newest one the device acknowledged). The
+    /// shared store is looked at first: another replica may have rotated (a generation this
+    /// one lacks) or retired this one, even the one this replica still takes for the newest.
+    /// One names query per signature, and signing is rare (a command's delivery). A retired
+    /// generation signs nothing ([`SignError::Retired`]). One nobody has (a data directory
+    /// restored from before a rotation) signs with the newest: the agent refuses it visibly
+    /// rather than the server refusing to send.
     pub fn sign(&self, n: u32, message: &[u8]) -> Result<Vec<u8>, SignError> {
-        if n != self.current().0
-            && let Err(e) = self.refresh()
-        {
+        if let Err(e) = self.refresh() {
             tracing::error!("reloading the command-signing keys: {e}");
         }
         let g = self.read();

@@ -169,8 +169,10 @@ pub(super) async fn retire(
     )
     .await?;
     // Devices connected on a retired key get the chain now, so their commands need not wait
-    // for a reconnect.
-    let handed = crate::commands::hand_key_chain(api.state());
+    // for a reconnect (the others have nothing to follow).
+    let handed = crate::commands::hand_key_chain_to(api.state(), |id| {
+        stranded.iter().any(|d| d.device_id == id)
+    });
     tracing::info!(
         through = r.through,
         ?retired,
