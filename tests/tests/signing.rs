@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use vakt_proto::pb;
 use vakt_proto::pb::agent_service_client::AgentServiceClient;
-use vakt_tests::{TestAgent, TestServer, tools_required, wait_until};
+use vakt_tests::{TestAgent, TestServer, on_both_engines, tools_required, wait_until};
 
 /// A lock that only leaves a mark: no D-Bus, no accounts touched.
 fn lock_config(marker: &Path) -> String {
@@ -425,6 +425,10 @@ async fn retiring_old_keys_refuses_while_devices_trust_them_and_forced_they_catc
         assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
     }
     let proc_a = a.spawn();
+    wait_until("A to enroll", Duration::from_secs(30), || {
+        a.dir.join("state/identity.json").exists()
+    })
+    .await;
     let (dev_a, dev_b, dev_c) = (a.device_id(), b.device_id(), c.device_id());
     wait_until("A to connect", Duration::from_secs(30), || {
         server.vakt_json(&["device", "show", &dev_a])["connected"] == true
