@@ -370,9 +370,14 @@ impl SharedGenerations for SharedSecrets {
         // Live first: a retirement inserts the retired item and removes the live one in one
         // transaction, so when the live one is gone the retired one is there.
         let name = generation_name(n);
-        let name = match self.get(&name).map_err(|e| pki_error(&name, e))? {
-            Some(_) => name,
-            None => retired_generation_name(n),
+        let live = self
+            .store
+            .secret(&name)
+            .map_err(|e| pki_error(&name, e.into()))?;
+        let name = if live.is_some() {
+            name
+        } else {
+            retired_generation_name(n)
         };
         let text = self.get_text(&name).map_err(|e| pki_error(&name, e))?;
         Ok((PathBuf::from(format!("secrets/{name}")), text))

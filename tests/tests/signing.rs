@@ -36,6 +36,23 @@ fn lock_state(server: &TestServer, device: &str) -> String {
         .to_string()
 }
 
+/// Waits for `device`'s lock to succeed and checks that the site lock command left its mark.
+async fn lock_runs(
+    server: &TestServer,
+    who: &str,
+    device: &str,
+    mark: &Path,
+    agent: &vakt_tests::AgentProcess,
+) {
+    wait_until(
+        &format!("{who}'s lock to succeed"),
+        Duration::from_secs(30),
+        || lock_state(server, device) == "succeeded",
+    )
+    .await;
+    assert!(mark.exists(), "{who}'s log:\n{}", agent.log());
+}
+
 fn report_loss(server: &TestServer, device: &str) {
     let out = server.vakt_ok(&["loss", "report", device, "--reported-by", "anna@sorsele.se"]);
     assert!(out.contains("lock queued"), "{out}");
@@ -312,18 +329,10 @@ async fn a_rotation_reaches_connected_and_offline_agents_and_both_still_lock() {
     })
     .await;
     assert_eq!(pinned_key(&b), key2);
-    wait_until("B's lock to succeed", Duration::from_secs(30), || {
-        lock_state(&server, &dev_b) == "succeeded"
-    })
-    .await;
-    assert!(mark_b.exists(), "B's log:\n{}", proc_b.log());
+    lock_runs(&server, "B", &dev_b, &mark_b, &proc_b).await;
 
     report_loss(&server, &dev_a);
-    wait_until("A's lock to succeed", Duration::from_secs(30), || {
-        lock_state(&server, &dev_a) == "succeeded"
-    })
-    .await;
-    assert!(mark_a.exists(), "A's log:\n{}", proc_a.log());
+    lock_runs(&server, "A", &dev_a, &mark_a, &proc_a).await;
 
     let audit = server.vakt_json(&["audit"]);
     let rotations = audit
@@ -570,17 +579,9 @@ async fn retiring_old_keys_refuses_while_devices_trust_them_and_forced_they_catc
         generation(&server, &dev_b) == 1
     })
     .await;
-    wait_until("B's lock to succeed", Duration::from_secs(30), || {
-        lock_state(&server, &dev_b) == "succeeded"
-    })
-    .await;
-    assert!(mark_b.exists(), "B's log:\n{}", proc_b.log());
+    lock_runs(&server, "B", &dev_b, &mark_b, &proc_b).await;
     report_loss(&server, &dev_a);
-    wait_until("A's lock to succeed", Duration::from_secs(30), || {
-        lock_state(&server, &dev_a) == "succeeded"
-    })
-    .await;
-    assert!(mark_a.exists(), "A's log:\n{}", proc_a.log());
+    lock_runs(&server, "A", &dev_a, &mark_a, &proc_a).await;
 
     // Nobody trusts generation 0 any more; a restarted server loads the retired generation
     // and the chain, and retiring it again is a no-op.
