@@ -331,8 +331,12 @@ fn modified_ms(path: &Path) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A generation's stored text, where it came from (for errors) and the time to take for its
+/// creation when the text does not say (a file's modification time).
+type StoredText = (PathBuf, String, i64);
+
 /// Parses texts of generations 0, 1, … in order, each checked against the one before.
-fn parse_all(texts: &[(PathBuf, String, i64)]) -> Result<Vec<Generation>, PkiError> {
+fn parse_all(texts: &[StoredText]) -> Result<Vec<Generation>, PkiError> {
     let mut generations: Vec<Generation> = Vec::with_capacity(texts.len());
     for (n, (source, text, fallback_ms)) in texts.iter().enumerate() {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
@@ -376,8 +380,7 @@ pub fn dir_generation_texts(dir: &Path) -> Result<Option<Vec<String>>, PkiError>
 /// Every generation file in `dir`, in order, with its modification time (a retired file
 /// rather than a private one where both exist), and the private key files a crashed
 /// retirement left beside their retired files.
-#[allow(clippy::type_complexity)]
-fn read_dir_texts(dir: &Path) -> Result<(Vec<(PathBuf, String, i64)>, Vec<PathBuf>), PkiError> {
+fn read_dir_texts(dir: &Path) -> Result<(Vec<StoredText>, Vec<PathBuf>), PkiError> {
     let mut texts = Vec::new();
     let mut leftovers = Vec::new();
     for n in 0.. {

@@ -2,7 +2,8 @@
 //! the same moment on an empty database make one CA, one initial admin token (written by the
 //! one that won) and one command-signing keyring, sealed in the database under the
 //! `--secrets-key` file; an agent enrolled through one reports to the other; a rotation on one
-//! reaches an agent held by the other, which then runs a lock queued there. A wrong, missing or
+//! reaches an agent held by the other, which then runs a lock queued there, and a retirement on
+//! one is seen by the other. A wrong, missing or
 //! malformed key is refused at start with nothing written. Skips, saying why, only when
 //! PostgreSQL is not installed.
 
@@ -180,6 +181,15 @@ async fn two_replicas_started_at_once_share_one_installation() {
     );
     assert!(out.status.success(), "loss report on B: {}", stderr(&out));
     wait_until("the lock to run", Duration::from_secs(30), || mark.exists()).await;
+
+    // Generation 0 retired on B: its sealed private item is swapped for its public form, and
+    // A (which made generation 1 from it) says so too.
+    let retired = vakt_json(&b, &token, &["signing-key", "retire", "--through", "0"]);
+    assert_eq!(retired["retired_now"], serde_json::json!([0]), "{retired}");
+    let on_a = vakt_json(&a, &token, &["signing-key", "show"]);
+    assert_eq!(on_a["generations"][0]["retired"], true, "{on_a}");
+    assert_eq!(on_a["generations"][1]["retired"], false, "{on_a}");
+    assert_eq!(count("secrets"), "4");
     drop(proc);
 }
 
