@@ -595,4 +595,8 @@ async fn retiring_old_keys_refuses_while_devices_trust_them_and_forced_they_catc
     let r = server.vakt_json(&["signing-key", "retire", "--through", "0"]);
     assert_eq!(r["retired_now"], serde_json::json!([]), "{r}");
     assert_eq!(r["stranded"], serde_json::json!([]), "{r}");
+    let text = server.vakt_ok(&["signing-key", "show"]);
+    assert!(text.contains("(retired 20"), "{text}");
+    let text = server.vakt_ok(&["signing-key", "retire", "--through", "0"]);
+    assert!(text.contains("nothing to retire"), "{text}");
 }
