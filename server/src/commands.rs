@@ -137,7 +137,8 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
     let now = now_ms();
     let due: Vec<_> = state
         .store
-        .open_commands_of(device_id)?
+        .open_commands_of_async(device_id)
+        .await?
         .into_iter()
         .filter(|c| deliverable(c, now))
         .collect();
@@ -146,7 +147,8 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
     }
     let generation = state
         .store
-        .device(device_id)?
+        .device_async(device_id)
+        .await?
         .and_then(|r| r.device)
         .map_or(0, |d| d.command_key_generation);
     let total = due.len();

@@ -18,6 +18,15 @@
 //!   from this tree at open, so a Connect and the expiry timer never decode the history
 //! - `secrets` (PostgreSQL only; empty on sled): name → sealed blob (`secrets.rs` seals and
 //!   opens them; this module only stores bytes)
+//! - `losses`: case id (time-ordered) → `LossCase`
+//! - index trees, each written in the transaction that writes what it indexes, so a lookup
+//!   reads only the records it finds instead of decoding a whole tree:
+//!   `device_hostnames`: hostname (ASCII letters lowered), 0, device id → device id;
+//!   `loss_devices`: device id, 0, case id → case id. A lookup still checks each record it
+//!   finds (the record decides, an index entry only points). `indexes`: index name → the
+//!   version of its layout, written once it is built: an index without its mark (a data
+//!   directory or database from before it) is built from its records at open
+//!   ([`Store::ensure_indexes`])
 
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +36,7 @@ use vakt_proto::pb;
 
 mod engine;
 pub use engine::Engine;
-use engine::{Indexed, Tree, Turn, TxError, TxResult, TxTree, abort};
+use engine::{Entry, Indexed, Tree, Turn, TxError, TxResult, TxTree, abort};
 mod identity;
 pub mod migrate;
 mod pg;
@@ -143,6 +152,12 @@ pub struct Store {
     commands: Tree,
     open_commands: Arc<Mutex<OpenCommands>>,
     losses: Tree,
+    /// Hostname (ASCII letters lowered), 0, device id → device id (see the module doc).
+    hostnames: Tree,
+    /// Device id, 0, loss case id → case id.
+    loss_devices: Tree,
+    /// Index name → the version of its layout, once built ([`Store::ensure_indexes`]).
+    indexes: Tree,
     /// Policy-domain records (findings, people, trips, exemptions, policy versions, outbox)
     /// are the policy engine's serde types stored as JSON; see ARCHITECTURE.md.
     findings: Tree,
@@ -383,7 +398,7 @@ struct PendingEnrollment {
 /// one use taken. Its own refusals (`abort`) come before it writes anything, so the rest of
 /// the batch goes on without it.
 fn enroll_one(
-    [tokens, devices, hw, certs, revoked]: &[TxTree<'_>; 5],
+    [tokens, devices, hw, certs, revoked, names]: &[TxTree<'_>; 6],
     p: &PendingEnrollment,
 ) -> TxResult<pb::DeviceRecord, EnrollError> {
     let Some(raw) = tokens.get(p.token_hash)? else {
@@ -395,10 +410,7 @@ fn enroll_one(
         decode("enroll_tokens", &p.token_hash, &raw).map_err(|e| abort(e.into()))?;
     validate_token(&tok, p.now_ms).map_err(|e| abort(e.into()))?;
     let rec = identity::apply_enrollment(
-        devices,
-        hw,
-        certs,
-        revoked,
+        [devices, hw, certs, revoked, names],
         &p.plan,
         &p.device,
         &p.hardware,
@@ -411,10 +423,69 @@ fn enroll_one(
 }
 
 fn section_key(device_id: &str, kind: i32) -> Vec<u8> {
-    let mut k = device_id.as_bytes().to_vec();
-    k.push(0);
+    let mut k = device_prefix(device_id);
     k.extend_from_slice(&kind.to_be_bytes());
     k
+}
+
+/// The hostname index's tree.
+const HOSTNAMES: &str = "device_hostnames";
+/// The loss cases' device index's tree.
+const LOSS_DEVICES: &str = "loss_devices";
+/// The layout of the index trees' keys (their mark in `indexes`): a change of layout is a new
+/// version, and the indexes are built again at the next open.
+const INDEX_VERSION: &[u8] = b"1";
+
+/// Where a hostname's entries begin in the hostname index: the name with ASCII letters
+/// lowered (as `find_device` compares names), then 0. A name holding a 0 byte may share a
+/// prefix with another; lookups compare the record's own name, so that only costs a read.
+fn hostname_prefix(hostname: &str) -> Vec<u8> {
+    let mut k = hostname.to_ascii_lowercase().into_bytes();
+    k.push(0);
+    k
+}
+
+/// A device's entry in the hostname index.
+fn hostname_key(hostname: &str, device_id: &str) -> Vec<u8> {
+    let mut k = hostname_prefix(hostname);
+    k.extend_from_slice(device_id.as_bytes());
+    k
+}
+
+/// Where a device's entries begin in a tree keyed by device first (`sections`, the loss
+/// cases' index): its id, then 0.
+fn device_prefix(device_id: &str) -> Vec<u8> {
+    let mut k = device_id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// A loss case's entry in the loss cases' index (case ids are time-ordered, so a device's
+/// cases come oldest first).
+fn loss_device_key(device_id: &str, case_id: &str) -> Vec<u8> {
+    let mut k = device_prefix(device_id);
+    k.extend_from_slice(case_id.as_bytes());
+    k
+}
+
+/// Keeps the hostname index in step with a device record written in the same transaction:
+/// the entry under its hostname before (`old`, `None` for a new record) goes and the one
+/// under `new` comes, when they differ.
+fn reindex_hostname(
+    index: &TxTree<'_>,
+    device_id: &str,
+    old: Option<&str>,
+    new: &str,
+) -> Result<(), engine::TxFault> {
+    let key = hostname_key(new, device_id);
+    if let Some(old) = old {
+        let before = hostname_key(old, device_id);
+        if before == key {
+            return Ok(());
+        }
+        index.remove(before)?;
+    }
+    index.insert(key, device_id.as_bytes())
 }
 
 fn hardware_key(hw: &pb::HardwareIdentity) -> Option<Vec<u8>> {
@@ -462,7 +533,7 @@ impl Store {
     fn with_engine(engine: Engine, lock: Option<std::fs::File>) -> Result<Self, StoreError> {
         let commands = engine.tree("commands")?;
         let open_commands = OpenCommands::load(&commands)?;
-        Ok(Self {
+        let store = Self {
             devices: engine.tree("devices")?,
             hardware: engine.tree("hardware")?,
             certs: engine.tree("certs")?,
@@ -474,6 +545,9 @@ impl Store {
             commands,
             open_commands: Arc::new(Mutex::new(open_commands)),
             losses: engine.tree("losses")?,
+            hostnames: engine.tree(HOSTNAMES)?,
+            loss_devices: engine.tree(LOSS_DEVICES)?,
+            indexes: engine.tree("indexes")?,
             findings: engine.tree("findings")?,
             people: engine.tree("people")?,
             trips: engine.tree("trips")?,
@@ -487,13 +561,99 @@ impl Store {
             secrets: engine.tree("secrets")?,
             engine,
             _lock: lock.map(std::sync::Arc::new),
-        })
+        };
+        store.ensure_indexes()?;
+        Ok(store)
+    }
+
+    /// Builds every index tree whose mark in `indexes` is missing or of another layout (a data
+    /// directory or database from before it), from its records, then marks it. On sled this
+    /// process is the only writer (the data directory's lock), so a marked index is also
+    /// checked against its records by count, and one that differs is built again exactly (its
+    /// stray entries removed). On PostgreSQL other replicas may be writing while this one
+    /// opens, and they keep the index in their transactions, so a build only adds entries:
+    /// removing one could remove a replica's fresh entry. A stray entry left that way costs
+    /// a lookup one record read, never a wrong answer (lookups check each record).
+    fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let sole_writer = self.engine.pg().is_none();
+        for (index, records, version) in [
+            (&self.hostnames, &self.devices, INDEX_VERSION),
+            (&self.loss_devices, &self.losses, INDEX_VERSION),
+        ] {
+            let marked = self.indexes.get(index.name())?.as_deref() == Some(version);
+            if marked && (!sole_writer || index.len()? == records.len()?) {
+                continue;
+            }
+            let entries = self.index_entries(index, records)?;
+            let removes = if sole_writer {
+                let wanted: BTreeSet<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+                index
+                    .keys()?
+                    .into_iter()
+                    .filter(|k| !wanted.contains(k.as_slice()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            index.apply(&entries, &removes)?;
+            // The mark last: a build cut short is done again at the next open.
+            self.indexes.insert(index.name(), version)?;
+            tracing::info!(
+                index = index.name(),
+                entries = entries.len(),
+                removed = removes.len(),
+                "index built from its records"
+            );
+        }
+        Ok(())
+    }
+
+    /// The entries `index` should hold for the records of `records`. A record that does not
+    /// decode is left out, said once per record: no lookup can find it by what it holds.
+    fn index_entries(&self, index: &Tree, records: &Tree) -> Result<Vec<Entry>, StoreError> {
+        let mut entries = Vec::new();
+        for (k, v) in records.iter()? {
+            let entry = if index.name() == HOSTNAMES {
+                decode::<pb::DeviceRecord>(records.name(), &k, &v).map(|r| {
+                    let host = r.device.map(|d| d.hostname).unwrap_or_default();
+                    (hostname_key(&host, &String::from_utf8_lossy(&k)), k)
+                })
+            } else {
+                decode::<pb::LossCase>(records.name(), &k, &v)
+                    .map(|c| (loss_device_key(&c.device_id, &c.id), k))
+            };
+            match entry {
+                Ok(e) => entries.push(e),
+                Err(e) => tracing::warn!(index = index.name(), "left out of the index: {e}"),
+            }
+        }
+        Ok(entries)
     }
 
     /// What other replicas commit from now on, as the store's records (see [`Change`]).
     /// Empty on the embedded store, which has no other writers. Call it once per process.
     pub fn changes(&self) -> Changes {
         Changes(self.engine.changes())
+    }
+
+    /// Runs `f`, synchronous store work, so that waiting for PostgreSQL holds no thread of the
+    /// caller's runtime: on PostgreSQL on tokio's blocking pool, awaited (the engine's own wait
+    /// then blocks a pool thread, not a worker that other tasks need); on sled, and outside a
+    /// tokio runtime, in place (sled writes memory and its log, and its durable flush, the
+    /// group commit, is awaited asynchronously anyway).
+    async fn unblocked<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.engine.pg().is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return f(self);
+        }
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(PgFault::Task(e.to_string()).into()),
+        }
     }
 
     /// Makes everything written so far durable (one flush shared with every concurrent
@@ -563,6 +723,18 @@ impl Store {
     pub fn admin_token(&self, hash: &[u8; 32]) -> Result<Option<pb::AdminTokenRecord>, StoreError> {
         self.admin_tokens
             .get(hash)?
+            .map(|v| decode("admin_tokens", hash, &v))
+            .transpose()
+    }
+
+    /// [`Store::admin_token`] without holding a runtime thread while PostgreSQL answers.
+    pub async fn admin_token_async(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<pb::AdminTokenRecord>, StoreError> {
+        self.admin_tokens
+            .get_async(hash)
+            .await?
             .map(|v| decode("admin_tokens", hash, &v))
             .transpose()
     }
@@ -749,6 +921,7 @@ impl Store {
                 &self.hardware,
                 &self.certs,
                 &self.revoked_certs,
+                &self.hostnames,
             ],
             |trees| {
                 let [tokens, devices, hw, ..] = trees;
@@ -796,6 +969,40 @@ impl Store {
             .get(id.as_bytes())?
             .map(|v| decode("devices", id.as_bytes(), &v))
             .transpose()
+    }
+
+    /// [`Store::device`] without holding a thread of the caller's runtime while PostgreSQL
+    /// answers (`Tree::get_async`): for IT's calls on the lock path.
+    pub async fn device_async(&self, id: &str) -> Result<Option<pb::DeviceRecord>, StoreError> {
+        self.devices
+            .get_async(id.as_bytes())
+            .await?
+            .map(|v| decode("devices", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// The devices whose hostname is `hostname`, ASCII letters' case ignored, found through
+    /// the hostname index: only their records are read and decoded (one query on PostgreSQL,
+    /// awaited without holding a runtime thread), however many devices the store holds. Each
+    /// record found is checked to bear the name, so an index entry can only point, never
+    /// decide. In device id order.
+    pub async fn devices_named(&self, hostname: &str) -> Result<Vec<pb::DeviceRecord>, StoreError> {
+        let found = self
+            .devices
+            .scan_through_async(&self.hostnames, hostname_prefix(hostname))
+            .await?;
+        let mut out = Vec::new();
+        for (k, v) in found {
+            let rec: pb::DeviceRecord = decode("devices", &k, &v)?;
+            let named = rec
+                .device
+                .as_ref()
+                .is_some_and(|d| d.hostname.eq_ignore_ascii_case(hostname));
+            if named {
+                out.push(rec);
+            }
+        }
+        Ok(out)
     }
 
     pub fn devices(&self) -> Result<Vec<pb::DeviceRecord>, StoreError> {
@@ -904,9 +1111,9 @@ impl Store {
             Some(pb::section::Body::Host(h)) => Some(h.clone()),
             _ => None,
         });
-        let result = self
-            .engine
-            .transaction([&self.devices, &self.sections], |[devices, secs]| {
+        let result = self.engine.transaction(
+            [&self.devices, &self.sections, &self.hostnames],
+            |[devices, secs, names]| {
                 let Some(raw) = devices.get(device_id.as_bytes())? else {
                     return Ok(None);
                 };
@@ -943,6 +1150,7 @@ impl Store {
                     d.last_report_sequence = sequence;
                     d.last_report_ms = now_ms;
                     if let Some(h) = &hostname {
+                        reindex_hostname(names, device_id, Some(&d.hostname), &h.hostname)?;
                         d.hostname = h.hostname.clone();
                         if !h.serial.is_empty() {
                             d.serial = h.serial.clone();
@@ -973,7 +1181,8 @@ impl Store {
                     resend,
                     changed,
                 }))
-            });
+            },
+        );
         let Some(outcome) = result? else {
             return Err(StoreError::Io {
                 path: PathBuf::from(device_id),
@@ -986,10 +1195,8 @@ impl Store {
 
     /// The latest stored section of each kind for a device.
     pub fn sections(&self, device_id: &str) -> Result<Vec<pb::Section>, StoreError> {
-        let mut prefix = device_id.as_bytes().to_vec();
-        prefix.push(0);
         self.sections
-            .scan_prefix(&prefix)?
+            .scan_prefix(device_prefix(device_id))?
             .iter()
             .map(|(k, v)| decode("sections", k, v))
             .collect()
@@ -1004,6 +1211,20 @@ impl Store {
         let key = section_key(device_id, kind as i32);
         self.sections
             .get(&key)?
+            .map(|v| decode("sections", &key, &v))
+            .transpose()
+    }
+
+    /// [`Store::section`] without holding a runtime thread while PostgreSQL answers.
+    pub async fn section_async(
+        &self,
+        device_id: &str,
+        kind: pb::SectionKind,
+    ) -> Result<Option<pb::Section>, StoreError> {
+        let key = section_key(device_id, kind as i32);
+        self.sections
+            .get_async(&key)
+            .await?
             .map(|v| decode("sections", &key, &v))
             .transpose()
     }
@@ -1063,7 +1284,13 @@ impl<F: Fn(&mut pb::DeviceRecord)> DeviceChange<F> {
         let old = old?;
         match pb::DeviceRecord::decode(old) {
             Ok(mut rec) => {
+                let name = rec.device.as_ref().map(|d| d.hostname.clone());
                 (self.f)(&mut rec);
+                // A single-record update cannot keep the hostname index (reports and
+                // enrollments rename, in their transactions), so it never renames.
+                if let (Some(d), Some(name)) = (rec.device.as_mut(), name) {
+                    d.hostname = name;
+                }
                 let bytes = rec.encode_to_vec();
                 self.out = Some(rec);
                 self.err = None;
@@ -1193,7 +1420,9 @@ impl Store {
             detail: detail.into(),
             at_ms,
         };
-        let (k, v) = self.audit.append(|last| audit_entry(last, &draft))?;
+        let (k, v) = self
+            .unblocked(move |s| s.audit.append(|last| audit_entry(last, &draft)))
+            .await?;
         self.flush().await?;
         decode("audit", &k, &v)
     }
@@ -1231,6 +1460,23 @@ impl Store {
     pub fn open_commands_of(&self, device_id: &str) -> Result<Vec<pb::CommandInfo>, StoreError> {
         let ids = self.open_index().of(device_id);
         self.commands_by_id(&ids)
+    }
+
+    /// [`Store::open_commands_of`] without holding a runtime thread while PostgreSQL answers
+    /// (a device has one or two open commands: each is one read).
+    pub async fn open_commands_of_async(
+        &self,
+        device_id: &str,
+    ) -> Result<Vec<pb::CommandInfo>, StoreError> {
+        let ids = self.open_index().of(device_id);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // Skipped when gone, as `commands_by_id` does.
+            if let Some(v) = self.commands.get_async(id.as_bytes()).await? {
+                out.push(decode("commands", id.as_bytes(), &v)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Every open command of every device, oldest first.
@@ -1329,6 +1575,52 @@ impl Store {
             .transpose()
     }
 
+    /// [`Store::loss`] without holding a runtime thread while PostgreSQL answers.
+    pub async fn loss_async(&self, id: &str) -> Result<Option<pb::LossCase>, StoreError> {
+        self.losses
+            .get_async(id.as_bytes())
+            .await?
+            .map(|v| decode("losses", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every loss case of `device_id`, oldest first, found through the loss cases' device
+    /// index: only that device's cases are read and decoded (one query on PostgreSQL, awaited
+    /// without holding a runtime thread), however many cases the years have opened. Each case
+    /// found is checked to be the device's.
+    pub async fn losses_of(&self, device_id: &str) -> Result<Vec<pb::LossCase>, StoreError> {
+        let found = self
+            .losses
+            .scan_through_async(&self.loss_devices, device_prefix(device_id))
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for (k, v) in found {
+            let case: pb::LossCase = decode("losses", &k, &v)?;
+            if case.device_id == device_id {
+                out.push(case);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The open loss case of a device (the latest, should there ever be two), if any.
+    pub async fn open_loss_of(&self, device_id: &str) -> Result<Option<pb::LossCase>, StoreError> {
+        Ok(self
+            .losses_of(device_id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|c| c.open))
+    }
+
+    /// The latest loss case of a device, open or closed, if it ever had one.
+    pub async fn latest_loss_of(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<pb::LossCase>, StoreError> {
+        Ok(self.losses_of(device_id).await?.pop())
+    }
+
     /// Every loss case, oldest first.
     pub fn losses(&self) -> Result<Vec<pb::LossCase>, StoreError> {
         self.losses
@@ -1348,7 +1640,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         {
             let _order = self.command_writes.lock().await;
-            self.write_loss(case, commands, device_state)?;
+            let (case, commands) = (case.clone(), commands.to_vec());
+            self.unblocked(move |s| s.write_loss(&case, &commands, device_state))
+                .await?;
         }
         self.flush().await
     }
@@ -1361,9 +1655,18 @@ impl Store {
         device_state: Option<pb::DeviceState>,
     ) -> Result<(), StoreError> {
         let result = self.engine.transaction(
-            [&self.losses, &self.commands, &self.devices],
-            |[l, c, d]| {
+            [
+                &self.losses,
+                &self.commands,
+                &self.devices,
+                &self.loss_devices,
+            ],
+            |[l, c, d, by_device]| {
                 l.insert(case.id.as_bytes(), case.encode_to_vec())?;
+                by_device.insert(
+                    loss_device_key(&case.device_id, &case.id),
+                    case.id.as_bytes(),
+                )?;
                 for cmd in commands {
                     c.insert(cmd.id.as_bytes(), cmd.encode_to_vec())?;
                 }
@@ -1470,6 +1773,19 @@ impl Store {
             .collect()
     }
 
+    /// [`Store::json_get`] without holding a runtime thread while PostgreSQL answers.
+    pub async fn json_get_async<T: serde::de::DeserializeOwned>(
+        &self,
+        t: JsonTree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.json_tree(t)
+            .get_async(key)
+            .await?
+            .map(|v| Self::decode_json(t, key, &v))
+            .transpose()
+    }
+
     pub fn json_get<T: serde::de::DeserializeOwned>(
         &self,
         t: JsonTree,
@@ -1492,7 +1808,9 @@ impl Store {
             .iter()
             .map(|(k, v)| Ok((k.clone(), Self::encode_json(t, k, v)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.json_tree(t).apply(&puts, removes)?;
+        let removes = removes.to_vec();
+        self.unblocked(move |s| s.json_tree(t).apply(&puts, &removes))
+            .await?;
         self.flush().await
     }
 

@@ -100,6 +100,38 @@ impl Place {
     }
 }
 
+impl Place {
+    /// Removes `trees` behind the store's back (the store is closed on sled), as a data
+    /// directory or database from before they existed lacks them.
+    async fn drop_raw(&self, trees: &[&str]) {
+        match &self.pg {
+            Some((cluster, db)) => {
+                let names: Vec<String> = trees.iter().map(|t| format!("'{t}'")).collect();
+                cluster.sql(
+                    db,
+                    &format!("DELETE FROM vakt_kv WHERE tree IN ({})", names.join(", ")),
+                );
+            }
+            None => {
+                let path = self.data().join("db");
+                for _ in 0..50 {
+                    match sled::open(&path) {
+                        Ok(db) => {
+                            for t in trees {
+                                db.drop_tree(t).unwrap();
+                            }
+                            db.flush().unwrap();
+                            return;
+                        }
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                    }
+                }
+                panic!("sled stayed locked");
+            }
+        }
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -136,6 +168,10 @@ both!(
     a_checkin_from_a_stale_record_keeps_the_other_write,
     concurrent_command_updates_are_never_lost,
     concurrent_checkins_lose_nothing,
+    devices_are_found_by_hostname_through_the_index,
+    loss_cases_are_found_by_device_through_the_index,
+    a_store_from_before_the_indexes_builds_them_at_open,
+    a_loss_report_reads_only_its_device_and_its_cases,
 );
 
 fn device(id: &str) -> pb::Device {
@@ -1137,4 +1173,294 @@ async fn reports_leave_connections_for_everything_else() {
     let other = tempfile::tempdir().unwrap();
     let store = Store::open_at(other.path(), &small).unwrap();
     assert_eq!(store.report_slots(), 1, "a small pool still stores reports");
+}
+
+/// A device called `hostname`.
+fn named(id: &str, hostname: &str) -> pb::Device {
+    pb::Device {
+        hostname: hostname.into(),
+        ..device(id)
+    }
+}
+
+/// The ids of `recs`, sorted.
+fn device_ids(recs: Vec<pb::DeviceRecord>) -> Vec<String> {
+    let mut ids: Vec<String> = recs
+        .into_iter()
+        .filter_map(|r| r.device)
+        .map(|d| d.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A report whose host section names the device `hostname`.
+fn host_report(hostname: &str) -> Vec<pb::Section> {
+    vakt_proto::convert::report_to_sections(&vakt_proto::model::Report {
+        host: vakt_proto::model::HostFacts {
+            hostname: hostname.into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// The hostname index: found with ASCII case ignored, two devices of one name are both found
+/// (the API refuses the name as ambiguous), a name is not a prefix of a longer one, a report
+/// that renames moves the entry, an update never renames, and it all survives a restart.
+async fn devices_are_found_by_hostname_through_the_index(p: Place) {
+    {
+        let s = p.open();
+        let h = token(&s, "tok", 3).await;
+        for (id, name, cert) in [("d1", "Lap-A", 1), ("d2", "lap-b", 2), ("d3", "LAP-B", 3)] {
+            s.enroll(&h, 1, named(id, name), Default::default(), [cert; 32])
+                .await
+                .unwrap();
+        }
+        assert_eq!(device_ids(s.devices_named("lap-a").await.unwrap()), ["d1"]);
+        assert_eq!(device_ids(s.devices_named("LAP-A").await.unwrap()), ["d1"]);
+        assert_eq!(
+            device_ids(s.devices_named("Lap-B").await.unwrap()),
+            ["d2", "d3"]
+        );
+        assert!(s.devices_named("lap").await.unwrap().is_empty());
+        assert!(s.devices_named("lap-a2").await.unwrap().is_empty());
+        s.store_report("d1", 1, &host_report("lap-c"), &[], 5, "t")
+            .await
+            .unwrap();
+        assert!(s.devices_named("lap-a").await.unwrap().is_empty());
+        assert_eq!(device_ids(s.devices_named("lap-C").await.unwrap()), ["d1"]);
+        s.update_device("d2", |r| {
+            if let Some(d) = r.device.as_mut() {
+                d.hostname = "elsewhere".into();
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            s.device("d2").unwrap().unwrap().device.unwrap().hostname,
+            "lap-b"
+        );
+    }
+    let s = p.reopen().await;
+    assert_eq!(device_ids(s.devices_named("lap-c").await.unwrap()), ["d1"]);
+    assert_eq!(
+        device_ids(s.devices_named("lap-b").await.unwrap()),
+        ["d2", "d3"]
+    );
+    assert!(s.devices_named("lap-a").await.unwrap().is_empty());
+}
+
+fn case(id: &str, device: &str, open: bool) -> pb::LossCase {
+    pb::LossCase {
+        id: id.into(),
+        device_id: device.into(),
+        open,
+        ..Default::default()
+    }
+}
+
+fn case_id(c: Option<pb::LossCase>) -> Option<String> {
+    c.map(|c| c.id)
+}
+
+/// The loss cases' device index: a device's open case and its latest, open or closed,
+/// follow every write of its cases and survive a restart; other devices' cases never answer.
+async fn loss_cases_are_found_by_device_through_the_index(p: Place) {
+    {
+        let s = p.open();
+        for c in [
+            case("loss-01", "d1", false),
+            case("loss-02", "d1", true),
+            case("loss-03", "d2", false),
+            case("loss-04", "d10", true),
+        ] {
+            s.save_loss(&c, &[], None).await.unwrap();
+        }
+        assert_eq!(
+            case_id(s.open_loss_of("d1").await.unwrap()).as_deref(),
+            Some("loss-02")
+        );
+        assert_eq!(
+            case_id(s.latest_loss_of("d1").await.unwrap()).as_deref(),
+            Some("loss-02")
+        );
+        assert_eq!(case_id(s.open_loss_of("d2").await.unwrap()), None);
+        assert_eq!(
+            case_id(s.latest_loss_of("d2").await.unwrap()).as_deref(),
+            Some("loss-03")
+        );
+        assert_eq!(case_id(s.latest_loss_of("d3").await.unwrap()), None);
+        // Closing the case: no open one, the latest is still it.
+        s.save_loss(&case("loss-02", "d1", false), &[], None)
+            .await
+            .unwrap();
+        assert_eq!(case_id(s.open_loss_of("d1").await.unwrap()), None);
+        assert_eq!(
+            case_id(s.latest_loss_of("d1").await.unwrap()).as_deref(),
+            Some("loss-02")
+        );
+        s.save_loss(&case("loss-05", "d1", true), &[], None)
+            .await
+            .unwrap();
+    }
+    let s = p.reopen().await;
+    assert_eq!(
+        case_id(s.open_loss_of("d1").await.unwrap()).as_deref(),
+        Some("loss-05")
+    );
+    assert_eq!(
+        s.losses_of("d1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["loss-01", "loss-02", "loss-05"]
+    );
+    assert_eq!(
+        case_id(s.open_loss_of("d10").await.unwrap()).as_deref(),
+        Some("loss-04")
+    );
+}
+
+/// A data directory (or database) written before the index trees existed has none: the
+/// store builds them from the records at open and answers as if they had always been kept.
+/// On sled, where the store is the only writer, an index that lost an entry behind its back
+/// is found by its count and built again too.
+async fn a_store_from_before_the_indexes_builds_them_at_open(p: Place) {
+    {
+        let s = p.open();
+        let h = token(&s, "tok", 2).await;
+        s.enroll(&h, 1, named("d1", "Lap-A"), Default::default(), [1; 32])
+            .await
+            .unwrap();
+        s.enroll(&h, 1, named("d2", "lap-a"), Default::default(), [2; 32])
+            .await
+            .unwrap();
+        s.save_loss(&case("loss-01", "d1", false), &[], None)
+            .await
+            .unwrap();
+        s.save_loss(&case("loss-02", "d1", true), &[], None)
+            .await
+            .unwrap();
+    }
+    p.drop_raw(&["device_hostnames", "loss_devices", "indexes"])
+        .await;
+    {
+        let s = p.reopen().await;
+        assert_eq!(
+            device_ids(s.devices_named("LAP-A").await.unwrap()),
+            ["d1", "d2"]
+        );
+        assert_eq!(
+            case_id(s.open_loss_of("d1").await.unwrap()).as_deref(),
+            Some("loss-02")
+        );
+        // Kept from here on, as for any store.
+        s.store_report("d2", 1, &host_report("lap-b"), &[], 5, "t")
+            .await
+            .unwrap();
+        assert_eq!(device_ids(s.devices_named("lap-a").await.unwrap()), ["d1"]);
+    }
+    if p.pg.is_none() {
+        // The marks stay; one entry goes.
+        p.drop_raw(&["device_hostnames"]).await;
+        p.write_raw("device_hostnames", b"lap-b\0d2", b"d2").await;
+        let s = p.reopen().await;
+        assert_eq!(device_ids(s.devices_named("lap-a").await.unwrap()), ["d1"]);
+        assert_eq!(device_ids(s.devices_named("lap-b").await.unwrap()), ["d2"]);
+    }
+}
+
+/// `ReportLoss` by hostname reads the device it names and that device's cases, nothing
+/// else: with another device's record and another device's case that do not decode in the
+/// store (a full read of either tree fails, as the lookups before the indexes did), the loss
+/// is reported, a second report of it is refused as already open, and a hostname two devices
+/// share is refused as ambiguous. On PostgreSQL the call's round trips are counted and do
+/// not grow with the closed cases stored.
+async fn a_loss_report_reads_only_its_device_and_its_cases(p: Place) {
+    use vakt_proto::pb::admin_service_server::AdminService;
+    let garbage: [(&str, &[u8]); 2] = [("devices", b"dbad"), ("losses", b"loss-000000000001bad")];
+    // sled's raw writes need the store closed: before it is opened; PostgreSQL's after (the
+    // table exists once the store migrated the database).
+    if p.pg.is_none() {
+        for (tree, key) in garbage {
+            p.write_raw(tree, key, &[0xff, 0xff, 0xff]).await;
+        }
+    }
+    let key = p.dir.path().join("secrets.key");
+    let state = vakt_server::server::prepare_at(
+        &p.data(),
+        &p.location,
+        Some(&key),
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await
+    .unwrap();
+    if p.pg.is_some() {
+        for (tree, key) in garbage {
+            p.write_raw(tree, key, &[0xff, 0xff, 0xff]).await;
+        }
+    }
+    let s = &state.store;
+    assert!(
+        s.devices().is_err() && s.losses().is_err(),
+        "the garbage is stored"
+    );
+    let h = token(s, "tok", 3).await;
+    for (id, name, cert) in [("d1", "pc-1", 1), ("d2", "pc-2", 2), ("d3", "PC-2", 3)] {
+        s.enroll(&h, 1, named(id, name), Default::default(), [cert; 32])
+            .await
+            .unwrap();
+    }
+    let admin = std::fs::read_to_string(p.data().join("admin.token")).unwrap();
+    let api = vakt_server::api::admin::AdminApi::new(state.clone());
+    let report = |device: &str| {
+        let mut req = tonic::Request::new(pb::ReportLossRequest {
+            device: device.into(),
+            ..Default::default()
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", admin.trim()).parse().unwrap(),
+        );
+        api.report_loss(req)
+    };
+    let closed_cases = |n: usize, from: usize| {
+        let s = s.clone();
+        async move {
+            for i in from..from + n {
+                let c = case(&format!("loss-{i:08}"), "d2", false);
+                s.save_loss(&c, &[], None).await.unwrap();
+            }
+        }
+    };
+    closed_cases(10, 0).await;
+    let before = s.round_trips();
+    let case = report("PC-1").await.unwrap().into_inner();
+    let few = s.round_trips().map(|after| after - before.unwrap());
+    assert_eq!(
+        (case.device_id.as_str(), case.hostname.as_str()),
+        ("d1", "pc-1")
+    );
+    let lock = s.command(&case.lock_command_id).unwrap().unwrap();
+    assert_eq!(lock.kind, pb::CommandKind::Lock as i32);
+    let err = report("pc-1").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains(&case.id), "{}", err.message());
+    let err = report("pc-2").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("2 devices"), "{}", err.message());
+    // By id, with ten times the closed cases of another device stored.
+    closed_cases(100, 10).await;
+    let before = s.round_trips();
+    let by_id = report("d2").await.unwrap().into_inner();
+    let many = s.round_trips().map(|after| after - before.unwrap());
+    assert_eq!(by_id.device_id, "d2");
+    if let (Some(few), Some(many)) = (few, many) {
+        eprintln!("ReportLoss round trips: by hostname {few}, by id with 110 closed cases {many}");
+        // By id saves the hostname lookup's query; nothing grows with the cases.
+        assert!(many <= few, "by hostname {few}, by id {many}");
+    }
 }

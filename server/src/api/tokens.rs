@@ -184,16 +184,42 @@ fn when(ms: i64) -> String {
 /// Revoked, expired and unapproved tokens are refused as unauthenticated, each saying why.
 pub fn authorize_token(state: &State, presented: &str, needs: pb::Role) -> Result<Actor, Status> {
     let hash = token::hash(presented);
+    let rec = state.store.admin_token(&hash).map_err(internal)?;
+    judge_token(state, presented, &hash, rec, needs)
+}
+
+/// [`authorize_token`] with the token's record read without holding a runtime thread while
+/// PostgreSQL answers (the lock path). The last use, noted at most once a minute, is still
+/// written synchronously.
+pub async fn authorize_token_async(
+    state: &State,
+    presented: &str,
+    needs: pb::Role,
+) -> Result<Actor, Status> {
+    let hash = token::hash(presented);
     let rec = state
         .store
-        .admin_token(&hash)
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Status::unauthenticated(format!(
-                "API token {} is not valid on this server",
-                token::redacted(presented)
-            ))
-        })?;
+        .admin_token_async(&hash)
+        .await
+        .map_err(internal)?;
+    judge_token(state, presented, &hash, rec, needs)
+}
+
+/// Who presents `presented` (hashed `hash`), from its stored record `rec`, as
+/// [`authorize_token`] judges it.
+fn judge_token(
+    state: &State,
+    presented: &str,
+    hash: &[u8; 32],
+    rec: Option<pb::AdminTokenRecord>,
+    needs: pb::Role,
+) -> Result<Actor, Status> {
+    let rec = rec.ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "API token {} is not valid on this server",
+            token::redacted(presented)
+        ))
+    })?;
     let now = now_ms();
     let (id, name) = (&rec.id, &rec.name);
     match admin_token_state(&rec, now) {
@@ -221,7 +247,7 @@ pub fn authorize_token(state: &State, presented: &str, needs: pb::Role) -> Resul
     }
     if now.saturating_sub(rec.last_used_at_ms) >= crate::store::LAST_USED_GRANULARITY_MS {
         // Bookkeeping only: a failure to note the time must not refuse the call.
-        if let Err(e) = state.store.touch_admin_token(&hash, now) {
+        if let Err(e) = state.store.touch_admin_token(hash, now) {
             tracing::warn!(token = %id, "last use not recorded: {e}");
         }
     }

@@ -435,6 +435,44 @@ impl Tree {
         }
     }
 
+    /// [`Tree::get`] without holding a thread of the caller's runtime: on PostgreSQL the query
+    /// runs as a task of the engine's own runtime and is awaited (one round trip, alone, not
+    /// gathered with the agents' hot path, so IT's calls never queue behind the fleet's). On
+    /// sled the same as `get`, which reads memory or its page cache.
+    pub async fn get_async(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.inner {
+            TreeInner::Pg(t) => Ok(t.get_async(key.as_ref()).await?),
+            TreeInner::Sled(_) => self.get(key),
+        }
+    }
+
+    /// The records of this tree that an index names: for each entry of `index` whose key
+    /// starts with `prefix`, in the index's key order, its value (a key of this tree) and this
+    /// tree's record under it. Index entries whose record is gone are left out. Only those
+    /// records are read: one query on PostgreSQL, awaited as [`Tree::get_async`] is.
+    pub async fn scan_through_async(
+        &self,
+        index: &Tree,
+        prefix: impl AsRef<[u8]>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        match (&self.inner, &index.inner) {
+            (TreeInner::Pg(t), TreeInner::Pg(i)) => {
+                Ok(t.scan_through_async(i, prefix.as_ref()).await?)
+            }
+            (TreeInner::Sled(t), TreeInner::Sled(i)) => {
+                let mut out = Vec::new();
+                for kv in i.scan_prefix(prefix) {
+                    let (_, key) = kv?;
+                    if let Some(v) = t.get(&key)? {
+                        out.push((key.to_vec(), v.to_vec()));
+                    }
+                }
+                Ok(out)
+            }
+            _ => Err(StoreError::MixedEngines),
+        }
+    }
+
     pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
         match &self.inner {
             TreeInner::Sled(t) => t.insert(key.as_ref(), value.as_ref()).map(|_| ())?,

@@ -203,15 +203,11 @@ pub enum PlanChanged {
 }
 
 /// The device part of an enrollment, inside the store's enrolling transaction: checks that the
-/// plan still holds, then writes the record, its certificate and the hardware index. Every
-/// `abort` comes before the first write, so an enrollment refused here leaves nothing in a
-/// transaction that goes on with others (`Store::enroll_device`).
-#[allow(clippy::too_many_arguments)]
+/// plan still holds, then writes the record, its certificate, the hardware index and the
+/// hostname index. Every `abort` comes before the first write, so an enrollment refused here
+/// leaves nothing in a transaction that goes on with others (`Store::enroll_device`).
 pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
-    devices: &TxTree<'_>,
-    hardware: &TxTree<'_>,
-    certs: &TxTree<'_>,
-    revoked: &TxTree<'_>,
+    [devices, hardware, certs, revoked, names]: [&TxTree<'_>; 5],
     plan: &EnrollPlan,
     device: &pb::Device,
     hw: &pb::HardwareIdentity,
@@ -223,6 +219,10 @@ pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
     }
     let id = plan.target(device).to_string();
     let existing = tx_device(devices, &id)?;
+    let old_name = existing
+        .as_ref()
+        .and_then(|r| r.device.as_ref())
+        .map(|d| d.hostname.clone());
     if existing.is_some() && matches!(plan, EnrollPlan::New { .. }) {
         // A new device's id is fresh; one that exists was never meant to be taken over.
         return Err(abort(E::from(PlanChanged::Changed)));
@@ -263,6 +263,8 @@ pub(super) fn apply_enrollment<E: From<StoreError> + From<PlanChanged>>(
     rec.cert_not_after_ms = cert.not_after_ms;
     rec.hardware = Some(hw.clone());
     devices.insert(id.as_bytes(), rec.encode_to_vec())?;
+    let name = rec.device.as_ref().map_or("", |d| d.hostname.as_str());
+    super::reindex_hostname(names, &id, old_name.as_deref(), name)?;
     certs.insert(&cert.sha256[..], id.as_bytes())?;
     if let Some(k) = hardware_key(hw) {
         let mut ids = ids_of(hardware.get(&k)?.as_deref());

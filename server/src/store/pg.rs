@@ -39,10 +39,11 @@ use tokio_postgres::error::SqlState;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/0001_trees.sql")),
     (2, include_str!("../../migrations/0002_changes.sql")),
+    (3, include_str!("../../migrations/0003_indexes.sql")),
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Key of the advisory lock that serialises migrations between servers starting at once.
 const MIGRATION_LOCK: i64 = 0x7661_6b74_0001;
@@ -648,6 +649,16 @@ const WRITE_ALL: &str = "WITH gone AS (DELETE FROM vakt_kv WHERE (tree, key) IN 
 const SCAN: &str = "SELECT key, value FROM vakt_kv WHERE tree = $1 AND key >= $2 ORDER BY key";
 const SCAN_BOUNDED: &str =
     "SELECT key, value FROM vakt_kv WHERE tree = $1 AND key >= $2 AND key < $3 ORDER BY key";
+/// Records found through an index tree by a prefix of the index's keys ($1 index, $2 prefix,
+/// $3 the prefix's end, $4 the records' tree): each index value is a record's key. Index
+/// entries whose record is gone find nothing (inner join).
+const SCAN_THROUGH: &str = "SELECT r.key, r.value FROM vakt_kv i \
+                            JOIN vakt_kv r ON r.tree = $4 AND r.key = i.value \
+                            WHERE i.tree = $1 AND i.key >= $2 AND i.key < $3 ORDER BY i.key";
+/// [`SCAN_THROUGH`] for a prefix without an end (empty or all 0xff): $3 is the records' tree.
+const SCAN_THROUGH_OPEN: &str = "SELECT r.key, r.value FROM vakt_kv i \
+                                 JOIN vakt_kv r ON r.tree = $3 AND r.key = i.value \
+                                 WHERE i.tree = $1 AND i.key >= $2 ORDER BY i.key";
 const KEYS: &str = "SELECT key FROM vakt_kv WHERE tree = $1 ORDER BY key";
 const LAST: &str = "SELECT key, value FROM vakt_kv WHERE tree = $1 ORDER BY key DESC LIMIT 1";
 const COUNT: &str = "SELECT count(*) FROM vakt_kv WHERE tree = $1";
@@ -844,6 +855,26 @@ impl Conn {
             };
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
+    }
+
+    async fn scan_through_q(
+        &self,
+        index: &str,
+        prefix: &[u8],
+        tree: &str,
+    ) -> Result<Vec<Entry>, tokio_postgres::Error> {
+        let c = &self.client;
+        let rows = match prefix_end(prefix) {
+            Some(end) => {
+                let st = c.prepare_cached(SCAN_THROUGH).await?;
+                c.query(&st, &[&index, &prefix, &end, &tree]).await?
+            }
+            None => {
+                let st = c.prepare_cached(SCAN_THROUGH_OPEN).await?;
+                c.query(&st, &[&index, &prefix, &tree]).await?
+            }
+        };
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     fn keys(&self, tree: &str) -> Result<Vec<Vec<u8>>, PgFault> {
@@ -1283,9 +1314,10 @@ impl PgTree {
     }
 }
 
-/// The agents' hot path, asynchronous and gathered with other callers' requests into shared
-/// statements (`pg_batch`). A gathered statement that failed is run again alone, so the caller
-/// gets the real outcome or the real error.
+/// Asynchronous operations, which hold no thread of the caller's runtime: the agents' hot
+/// path, gathered with other callers' requests into shared statements (`pg_batch`; a gathered
+/// statement that failed is run again alone, so the caller gets the real outcome or the real
+/// error), and IT's reads, each alone.
 impl PgTree {
     /// [`PgTree::get_through`], gathered.
     pub async fn get_through_async(
@@ -1326,6 +1358,28 @@ impl PgTree {
                 let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
                 c.get_many_q(tree, &refs).await
             })
+            .await
+    }
+
+    /// [`PgTree::get`], awaited on the engine's runtime (alone: IT's reads, not the hot path).
+    pub async fn get_async(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PgFault> {
+        let (tree, key) = (self.name, key.to_vec());
+        self.engine
+            .alone(move |c| async move { c.get_q(tree, &key).await })
+            .await
+    }
+
+    /// The records of this tree that `index` names under `prefix` (see
+    /// [`super::engine::Tree::scan_through_async`]), in one query awaited on the engine's
+    /// runtime.
+    pub async fn scan_through_async(
+        &self,
+        index: &PgTree,
+        prefix: &[u8],
+    ) -> Result<Vec<Entry>, PgFault> {
+        let (index, tree, prefix) = (index.name, self.name, prefix.to_vec());
+        self.engine
+            .alone(move |c| async move { c.scan_through_q(index, &prefix, tree).await })
             .await
     }
 

@@ -21,7 +21,7 @@ pub(super) async fn get(
     req: Request<pb::GetDeviceRequest>,
 ) -> Result<Response<pb::DeviceDetail>, Status> {
     api.authorize(&req, pb::Role::Viewer)?;
-    let rec = api.find_device(&req.get_ref().id)?;
+    let rec = api.find_device(&req.get_ref().id).await?;
     let device = api.device_view(rec);
     let mut sections = api.state.store.sections(&device.id).map_err(internal)?;
     sections.sort_by_key(|s| s.kind);
@@ -44,7 +44,7 @@ pub(super) async fn assign(
             r.email
         )));
     }
-    let rec = api.find_device(&r.id)?;
+    let rec = api.find_device(&r.id).await?;
     let id = rec.device.map(|d| d.id).unwrap_or_default();
     let updated = api
         .state

@@ -35,7 +35,7 @@ pub(super) async fn reenroll(
     req: Request<pb::ReenrollDeviceRequest>,
 ) -> Result<Response<pb::Device>, Status> {
     let actor = api.authorize(&req, pb::Role::Admin)?;
-    let rec = api.find_device(&req.get_ref().id)?;
+    let rec = api.find_device(&req.get_ref().id).await?;
     let id = rec.device.map(|d| d.id).unwrap_or_default();
     let until = now_ms() + REENROLL_WINDOW_MS;
     let updated = api
@@ -63,7 +63,7 @@ pub(super) async fn retire(
     req: Request<pb::RetireDeviceRequest>,
 ) -> Result<Response<pb::Device>, Status> {
     let actor = api.authorize(&req, pb::Role::Admin)?;
-    let rec = api.find_device(&req.get_ref().id)?;
+    let rec = api.find_device(&req.get_ref().id).await?;
     let id = rec.device.map(|d| d.id).unwrap_or_default();
     let updated = api
         .state()

@@ -13,11 +13,20 @@ use vakt_proto::pb;
 impl AdminApi {
     /// Step 4 of section 8.1: the manager of the person the device is assigned to hears of
     /// the loss (and orders a replacement). Queued in the outbox; the case records to whom.
+    /// The person is read by their address (people are stored under it, lowered), not found
+    /// among everyone.
     async fn tell_manager_of_loss(&self, mut case: pb::LossCase) -> Result<pb::LossCase, Status> {
-        let people = crate::findings::people(&self.state).map_err(internal)?;
-        let person = people.iter().find(|p| {
-            !case.assigned_to.is_empty() && p.email.eq_ignore_ascii_case(&case.assigned_to)
-        });
+        let person: Option<crate::people::Person> = if case.assigned_to.is_empty() {
+            None
+        } else {
+            let key = case.assigned_to.to_lowercase();
+            self.state
+                .store
+                .json_get_async(crate::store::JsonTree::People, key.as_bytes())
+                .await
+                .map_err(internal)?
+        };
+        let person = person.as_ref();
         let Some(manager) = person
             .and_then(|p| p.manager_email.clone())
             .or_else(|| self.state.notify.it_address.clone())
@@ -50,47 +59,42 @@ impl AdminApi {
         Ok(case)
     }
 
-    /// The open loss case of a device, if any.
-    fn open_case(&self, device_id: &str) -> Result<Option<pb::LossCase>, Status> {
-        Ok(self
-            .state
+    /// The open loss case of a device, if any (through the store's index of cases by device).
+    async fn open_case(&self, device_id: &str) -> Result<Option<pb::LossCase>, Status> {
+        self.state
             .store
-            .losses()
-            .map_err(internal)?
-            .into_iter()
-            .rev()
-            .find(|c| c.device_id == device_id && c.open))
+            .open_loss_of(device_id)
+            .await
+            .map_err(internal)
     }
 
     /// A case by its id, or the latest case of a device named by id or hostname.
-    fn case_for(&self, what: &str) -> Result<pb::LossCase, Status> {
+    async fn case_for(&self, what: &str) -> Result<pb::LossCase, Status> {
         let what = what.trim();
-        if let Some(c) = self.state.store.loss(what).map_err(internal)? {
+        if let Some(c) = self.state.store.loss_async(what).await.map_err(internal)? {
             return Ok(c);
         }
-        let d = self.find_device(what)?.device.unwrap_or_default();
+        let d = self.find_device(what).await?.device.unwrap_or_default();
         self.state
             .store
-            .losses()
+            .latest_loss_of(&d.id)
+            .await
             .map_err(internal)?
-            .into_iter()
-            .rev()
-            .find(|c| c.device_id == d.id)
             .ok_or_else(|| Status::not_found(format!("{} has no loss case", d.hostname)))
     }
 
     /// A loss case as shown: with what a wipe would achieve now and when the device last
     /// reported (never stored in the case). A device record that cannot be read leaves the
     /// report time unknown (0), not the view failed.
-    fn loss_view(&self, mut case: pb::LossCase) -> pb::LossCase {
-        let reported_ms = match self.state.store.device(&case.device_id) {
+    async fn loss_view(&self, mut case: pb::LossCase) -> pb::LossCase {
+        let reported_ms = match self.state.store.device_async(&case.device_id).await {
             Ok(rec) => rec.and_then(|r| r.device).map_or(0, |d| d.last_report_ms),
             Err(e) => {
                 tracing::warn!(device = %case.device_id, "device record: {e}");
                 0
             }
         };
-        case.wipe_readiness = Some(self.wipe_readiness(&case.device_id, reported_ms));
+        case.wipe_readiness = Some(self.wipe_readiness(&case.device_id, reported_ms).await);
         case
     }
 }
@@ -105,7 +109,8 @@ pub(super) async fn list_commands(
         None
     } else {
         Some(
-            api.find_device(device)?
+            api.find_device(device)
+                .await?
                 .device
                 .map(|d| d.id)
                 .unwrap_or_default(),
@@ -129,12 +134,12 @@ pub(super) async fn report(
     // Stage times, logged when the whole call is slow: a lost laptop's lock is the one
     // path IT times with a stopwatch, so a slow one must say where its time went.
     let mut stages = Stages::start();
-    let actor = api.authorize(&req, pb::Role::Operator)?;
+    let actor = api.authorize_async(&req, pb::Role::Operator).await?;
     let r = req.into_inner();
-    let rec = api.find_device(&r.device)?;
+    let rec = api.find_device(&r.device).await?;
     let d = rec.device.unwrap_or_default();
     stages.lap("lookup");
-    if let Some(open) = api.open_case(&d.id)? {
+    if let Some(open) = api.open_case(&d.id).await? {
         return Err(Status::already_exists(format!(
             "{} already has an open loss case {}; see `vakt loss show {}`",
             d.hostname, open.id, d.id
@@ -210,7 +215,7 @@ pub(super) async fn report(
     .map_err(internal)?;
     stages.lap("notify");
     stages.warn_if_slower_than(std::time::Duration::from_millis(100), "loss report", &d.id);
-    Ok(Response::new(api.loss_view(case)))
+    Ok(Response::new(api.loss_view(case).await))
 }
 
 pub(super) async fn update(
@@ -219,7 +224,7 @@ pub(super) async fn update(
 ) -> Result<Response<pb::LossCase>, Status> {
     let actor = api.authorize(&req, pb::Role::Operator)?;
     let r = req.into_inner();
-    let mut case = api.case_for(&r.device)?;
+    let mut case = api.case_for(&r.device).await?;
     if !case.open {
         return Err(Status::failed_precondition(format!(
             "loss case {} is closed",
@@ -288,9 +293,8 @@ pub(super) async fn get(
     req: Request<pb::GetLossRequest>,
 ) -> Result<Response<pb::LossCase>, Status> {
     api.authorize(&req, pb::Role::Viewer)?;
-    Ok(Response::new(
-        api.loss_view(api.case_for(&req.get_ref().device)?),
-    ))
+    let case = api.case_for(&req.get_ref().device).await?;
+    Ok(Response::new(api.loss_view(case).await))
 }
 
 pub(super) async fn list(
@@ -299,15 +303,12 @@ pub(super) async fn list(
 ) -> Result<Response<pb::ListLossesResponse>, Status> {
     api.authorize(&req, pb::Role::Viewer)?;
     let open_only = req.get_ref().open_only;
-    let mut cases: Vec<_> = api
-        .state
-        .store
-        .losses()
-        .map_err(internal)?
-        .into_iter()
-        .filter(|c| c.open || !open_only)
-        .map(|c| api.loss_view(c))
-        .collect();
+    let mut cases = Vec::new();
+    for c in api.state.store.losses().map_err(internal)? {
+        if c.open || !open_only {
+            cases.push(api.loss_view(c).await);
+        }
+    }
     cases.sort_by(|a, b| b.opened_ms.cmp(&a.opened_ms).then(b.id.cmp(&a.id)));
     Ok(Response::new(pb::ListLossesResponse { cases }))
 }
@@ -317,7 +318,7 @@ pub(super) async fn recover(
     req: Request<pb::GetLossRequest>,
 ) -> Result<Response<pb::LossCase>, Status> {
     let actor = api.authorize(&req, pb::Role::Operator)?;
-    let mut case = api.case_for(&req.get_ref().device)?;
+    let mut case = api.case_for(&req.get_ref().device).await?;
     if !case.open {
         return Err(Status::failed_precondition(format!(
             "loss case {} was already closed at {}",
@@ -385,7 +386,8 @@ pub(super) async fn incident_report(
 ) -> Result<Response<pb::IncidentReport>, Status> {
     api.authorize(&req, pb::Role::Viewer)?;
     // With the readiness as known now: the report says whether the disk was encrypted.
-    let case = api.loss_view(api.case_for(&req.get_ref().device)?);
+    let case = api.case_for(&req.get_ref().device).await?;
+    let case = api.loss_view(case).await;
     let commands: Vec<_> = api
         .state
         .store
@@ -412,7 +414,7 @@ pub(super) async fn request_wipe(
             "a wipe needs a --reason a second admin can judge (at least a few words)",
         ));
     }
-    let rec = api.find_device(&r.device)?;
+    let rec = api.find_device(&r.device).await?;
     let d = rec.device.unwrap_or_default();
     let now = now_ms();
     let mut cmd = crate::commands::new_command(
@@ -422,7 +424,7 @@ pub(super) async fn request_wipe(
         reason,
         now,
     );
-    match api.open_case(&d.id)? {
+    match api.open_case(&d.id).await? {
         Some(mut case) => {
             cmd.loss_case_id = case.id.clone();
             case.wipe_command_ids.push(cmd.id.clone());

@@ -70,6 +70,20 @@ pub fn role_name(r: pb::Role) -> &'static str {
     }
 }
 
+/// The bearer token a request presents.
+fn bearer<T>(req: &Request<T>) -> Result<&str, Status> {
+    let header = req.metadata().get("authorization").ok_or_else(|| {
+        Status::unauthenticated("admin calls need an API token (--token or --token-file)")
+    })?;
+    let value = header
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| Status::unauthenticated("the authorization header must be 'Bearer <token>'"))
+        .map(str::trim)
+}
+
 impl AdminApi {
     pub fn new(state: State) -> Self {
         Self { state }
@@ -77,19 +91,17 @@ impl AdminApi {
 
     /// Checks the bearer token of a request against the role a call needs.
     pub fn authorize<T>(&self, req: &Request<T>, needs: pb::Role) -> Result<Actor, Status> {
-        let header = req.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("admin calls need an API token (--token or --token-file)")
-        })?;
-        let value = header
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-        let presented = value
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| {
-                Status::unauthenticated("the authorization header must be 'Bearer <token>'")
-            })?
-            .trim();
-        super::tokens::authorize_token(&self.state, presented, needs)
+        super::tokens::authorize_token(&self.state, bearer(req)?, needs)
+    }
+
+    /// [`AdminApi::authorize`] with the token read without holding a runtime thread while
+    /// PostgreSQL answers: for the lock path.
+    pub async fn authorize_async<T>(
+        &self,
+        req: &Request<T>,
+        needs: pb::Role,
+    ) -> Result<Actor, Status> {
+        super::tokens::authorize_token_async(&self.state, bearer(req)?, needs).await
     }
 
     pub(crate) fn state(&self) -> &State {
@@ -126,30 +138,21 @@ impl AdminApi {
     }
 
     /// The device named by id or hostname. A hostname shared by several devices is ambiguous.
-    pub fn find_device(&self, id: &str) -> Result<pb::DeviceRecord, Status> {
+    /// Read through the store's indexes, without decoding other devices, and awaited without
+    /// holding a runtime thread while PostgreSQL answers.
+    pub async fn find_device(&self, id: &str) -> Result<pb::DeviceRecord, Status> {
         let id = id.trim();
-        if let Some(rec) = self.state.store.device(id).map_err(internal)? {
+        let store = &self.state.store;
+        if let Some(rec) = store.device_async(id).await.map_err(internal)? {
             return Ok(rec);
         }
-        let matches: Vec<_> = self
-            .state
-            .store
-            .devices()
-            .map_err(internal)?
-            .into_iter()
-            .filter(|r| {
-                r.device
-                    .as_ref()
-                    .is_some_and(|d| d.hostname.eq_ignore_ascii_case(id))
-            })
-            .collect();
+        let mut matches = store.devices_named(id).await.map_err(internal)?;
         match matches.len() {
             0 => Err(Status::not_found(format!(
                 "no device with id or hostname '{id}'"
             ))),
             1 => matches
-                .into_iter()
-                .next()
+                .pop()
                 .ok_or_else(|| Status::not_found(format!("no device '{id}'"))),
             n => Err(Status::failed_precondition(format!(
                 "{n} devices have the hostname '{id}'; use the device id"
@@ -208,12 +211,14 @@ impl AdminApi {
     }
 
     /// What a wipe of the device would achieve now, from its latest storage section (one
-    /// read), with the device's last report (`reported_ms`).
-    fn wipe_readiness(&self, device_id: &str, reported_ms: i64) -> pb::WipeReadiness {
+    /// read, awaited without holding a runtime thread), with the device's last report
+    /// (`reported_ms`).
+    async fn wipe_readiness(&self, device_id: &str, reported_ms: i64) -> pb::WipeReadiness {
         let section = self
             .state
             .store
-            .section(device_id, pb::SectionKind::Storage)
+            .section_async(device_id, pb::SectionKind::Storage)
+            .await
             .map_err(|e| {
                 tracing::warn!(device = %device_id, "storage section: {e}");
                 e.to_string()

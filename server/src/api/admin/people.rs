@@ -204,7 +204,11 @@ pub(super) async fn grant_exemption(
     let r = req.into_inner();
     let subject = match (r.device.trim(), r.person.trim()) {
         (d, "") if !d.is_empty() => crate::policy::ExemptionSubject::Device(
-            api.find_device(d)?.device.map(|d| d.id).unwrap_or_default(),
+            api.find_device(d)
+                .await?
+                .device
+                .map(|d| d.id)
+                .unwrap_or_default(),
         ),
         ("", p) if looks_like_email(&p.to_lowercase()) => {
             crate::policy::ExemptionSubject::Person(p.to_lowercase())

@@ -18,7 +18,8 @@ pub(super) async fn list_findings(
         None
     } else {
         Some(
-            api.find_device(&r.device)?
+            api.find_device(&r.device)
+                .await?
                 .device
                 .map(|d| d.id)
                 .unwrap_or_default(),

@@ -1,0 +1,13 @@
+-- Schema 3: index trees. From this version the store keeps two indexes as rows of vakt_kv,
+-- written in the same transaction as the records they index: `device_hostnames` (a device's
+-- hostname, ASCII letters lowered, 0, its id -> the id) and `loss_devices` (a loss case's
+-- device id, 0, the case id -> the case id). A server of schema 2 writes devices and loss
+-- cases without them, so the version alone is this migration's point: such a server refuses
+-- to start on a database of schema 3 instead of leaving the indexes behind.
+--
+-- The entries are built from the records by the first server of schema 3 that starts
+-- (`Store::ensure_indexes`), because the hostnames are inside protobuf records that SQL cannot
+-- read. It builds an index whose mark in the `indexes` tree is missing. A database of schema 2
+-- has no marks; the statement below states, for any database reaching schema 3 by this
+-- migration, that whatever marks it holds were not made by a server keeping the indexes.
+DELETE FROM vakt_kv WHERE tree = 'indexes';
