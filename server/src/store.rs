@@ -509,7 +509,9 @@ impl Store {
         match location {
             StoreLocation::Embedded => {
                 let lock = lock_dir(dir)?;
-                Self::with_engine(Engine::open_sled(&dir.join("db"))?, Some(lock))
+                let store = Self::with_engine(Engine::open_sled(&dir.join("db"))?, Some(lock))?;
+                store.ensure_indexes()?;
+                Ok(store)
             }
             StoreLocation::Postgres(url) => Self::connect_postgres(url)?.lock_data(dir),
         }
@@ -524,16 +526,20 @@ impl Store {
         Self::with_engine(Engine::Pg(pg), None)
     }
 
-    /// Creates `dir` (private) and takes its exclusive lock for as long as the store is open.
+    /// Creates `dir` (private) and takes its exclusive lock for as long as the store is open,
+    /// then builds the indexes the database lacks ([`Store::ensure_indexes`]): only now, after
+    /// the caller's checks, so a refused start writes nothing, and a store connected only to
+    /// be read or filled (`vakt-server migrate`) gets nothing written.
     pub fn lock_data(mut self, dir: &Path) -> Result<Self, StoreError> {
         self._lock = Some(std::sync::Arc::new(lock_dir(dir)?));
+        self.ensure_indexes()?;
         Ok(self)
     }
 
     fn with_engine(engine: Engine, lock: Option<std::fs::File>) -> Result<Self, StoreError> {
         let commands = engine.tree("commands")?;
         let open_commands = OpenCommands::load(&commands)?;
-        let store = Self {
+        Ok(Self {
             devices: engine.tree("devices")?,
             hardware: engine.tree("hardware")?,
             certs: engine.tree("certs")?,
@@ -561,9 +567,7 @@ impl Store {
             secrets: engine.tree("secrets")?,
             engine,
             _lock: lock.map(std::sync::Arc::new),
-        };
-        store.ensure_indexes()?;
-        Ok(store)
+        })
     }
 
     /// Builds every index tree whose mark in `indexes` is missing or of another layout (a data
@@ -595,7 +599,9 @@ impl Store {
             } else {
                 Vec::new()
             };
-            index.apply(&entries, &removes)?;
+            if !(entries.is_empty() && removes.is_empty()) {
+                index.apply(&entries, &removes)?;
+            }
             // The mark last: a build cut short is done again at the next open.
             self.indexes.insert(index.name(), version)?;
             tracing::info!(
