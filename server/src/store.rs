@@ -1020,6 +1020,9 @@ impl Store {
     }
 
     /// Applies `f` to a device record and writes it back (no flush: for last-seen and similar).
+    /// It never renames the device: a hostname `f` sets is not kept, since this one-record
+    /// write cannot keep the hostname index (reports and enrollments rename, in their
+    /// transactions).
     pub fn update_device(
         &self,
         id: &str,

@@ -627,7 +627,7 @@ async fn a_checkin_from_a_stale_record_keeps_the_other_write(p: Place) {
     let seen = s.device_by_cert(&[1; 32]).unwrap().unwrap();
     s.update_device("d1", |r| {
         if let Some(d) = r.device.as_mut() {
-            d.hostname = "renamed".into();
+            d.assigned_to = "renamed".into();
         }
     })
     .unwrap();
@@ -638,7 +638,7 @@ async fn a_checkin_from_a_stale_record_keeps_the_other_write(p: Place) {
     assert_eq!(o.acknowledged_sequence, 4);
     let d = s.device("d1").unwrap().unwrap().device.unwrap();
     assert_eq!(
-        (d.hostname.as_str(), d.last_report_sequence, d.last_seen_ms),
+        (d.assigned_to.as_str(), d.last_report_sequence, d.last_seen_ms),
         ("renamed", 4, 50)
     );
     // From the current record, and then from one the check-in itself made stale.
@@ -651,7 +651,7 @@ async fn a_checkin_from_a_stale_record_keeps_the_other_write(p: Place) {
         .unwrap();
     let d = s.device("d1").unwrap().unwrap().device.unwrap();
     assert_eq!(
-        (d.hostname.as_str(), d.last_report_sequence, d.last_seen_ms),
+        (d.assigned_to.as_str(), d.last_report_sequence, d.last_seen_ms),
         ("renamed", 6, 70)
     );
 }
@@ -734,7 +734,7 @@ async fn concurrent_checkins_lose_nothing(p: Place) {
             for i in (0..DEVICES).filter(|i| u64::from(*i) % ROUNDS == round) {
                 s.update_device(&format!("d{i}"), |r| {
                     if let Some(d) = r.device.as_mut() {
-                        d.hostname = "renamed".into();
+                        d.assigned_to = "renamed".into();
                     }
                 })
                 .unwrap();
@@ -747,7 +747,7 @@ async fn concurrent_checkins_lose_nothing(p: Place) {
     for i in 0..DEVICES {
         let d = s.device(&format!("d{i}")).unwrap().unwrap().device.unwrap();
         assert_eq!(
-            (d.last_report_sequence, d.last_seen_ms, d.hostname.as_str()),
+            (d.last_report_sequence, d.last_seen_ms, d.assigned_to.as_str()),
             (ROUNDS, 1000 + ROUNDS as i64, "renamed"),
             "device d{i}"
         );
