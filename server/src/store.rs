@@ -213,6 +213,37 @@ fn decode<M: Message + Default>(
     })
 }
 
+/// The record under `key` of `tree`, decoded, read with [`Tree::get_async`] (no runtime
+/// thread held while PostgreSQL answers).
+async fn get_decoded<M: Message + Default>(
+    tree: &Tree,
+    key: &[u8],
+) -> Result<Option<M>, StoreError> {
+    tree.get_async(key)
+        .await?
+        .map(|v| decode(tree.name(), key, &v))
+        .transpose()
+}
+
+/// The records of `tree` that `index` names under `prefix` ([`Tree::scan_through_async`]),
+/// decoded, and of them those `keep` finds really match: an index entry only points, the
+/// record decides.
+async fn found_through<M: Message + Default>(
+    tree: &Tree,
+    index: &Tree,
+    prefix: Vec<u8>,
+    keep: impl Fn(&M) -> bool,
+) -> Result<Vec<M>, StoreError> {
+    let mut out = Vec::new();
+    for (k, v) in tree.scan_through_async(index, prefix).await? {
+        let rec: M = decode(tree.name(), &k, &v)?;
+        if keep(&rec) {
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
 /// The ids of every open command (awaiting approval, pending or delivered), by device, oldest
 /// first. Derived data: rebuilt from the `commands` tree when the store opens, and changed
 /// right after the write it mirrors, with writers to the tree taking turns
@@ -738,11 +769,7 @@ impl Store {
         &self,
         hash: &[u8; 32],
     ) -> Result<Option<pb::AdminTokenRecord>, StoreError> {
-        self.admin_tokens
-            .get_async(hash)
-            .await?
-            .map(|v| decode("admin_tokens", hash, &v))
-            .transpose()
+        get_decoded(&self.admin_tokens, hash).await
     }
 
     pub fn admin_token_count(&self) -> Result<usize, StoreError> {
@@ -980,11 +1007,7 @@ impl Store {
     /// [`Store::device`] without holding a thread of the caller's runtime while PostgreSQL
     /// answers (`Tree::get_async`): for IT's calls on the lock path.
     pub async fn device_async(&self, id: &str) -> Result<Option<pb::DeviceRecord>, StoreError> {
-        self.devices
-            .get_async(id.as_bytes())
-            .await?
-            .map(|v| decode("devices", id.as_bytes(), &v))
-            .transpose()
+        get_decoded(&self.devices, id.as_bytes()).await
     }
 
     /// The devices whose hostname is `hostname`, ASCII letters' case ignored, found through
@@ -993,22 +1016,18 @@ impl Store {
     /// record found is checked to bear the name, so an index entry can only point, never
     /// decide. In device id order.
     pub async fn devices_named(&self, hostname: &str) -> Result<Vec<pb::DeviceRecord>, StoreError> {
-        let found = self
-            .devices
-            .scan_through_async(&self.hostnames, hostname_prefix(hostname))
-            .await?;
-        let mut out = Vec::new();
-        for (k, v) in found {
-            let rec: pb::DeviceRecord = decode("devices", &k, &v)?;
-            let named = rec
-                .device
-                .as_ref()
-                .is_some_and(|d| d.hostname.eq_ignore_ascii_case(hostname));
-            if named {
-                out.push(rec);
-            }
-        }
-        Ok(out)
+        let prefix = hostname_prefix(hostname);
+        found_through(
+            &self.devices,
+            &self.hostnames,
+            prefix,
+            |r: &pb::DeviceRecord| {
+                r.device
+                    .as_ref()
+                    .is_some_and(|d| d.hostname.eq_ignore_ascii_case(hostname))
+            },
+        )
+        .await
     }
 
     pub fn devices(&self) -> Result<Vec<pb::DeviceRecord>, StoreError> {
@@ -1230,12 +1249,7 @@ impl Store {
         device_id: &str,
         kind: pb::SectionKind,
     ) -> Result<Option<pb::Section>, StoreError> {
-        let key = section_key(device_id, kind as i32);
-        self.sections
-            .get_async(&key)
-            .await?
-            .map(|v| decode("sections", &key, &v))
-            .transpose()
+        get_decoded(&self.sections, &section_key(device_id, kind as i32)).await
     }
 
     /// [`Store::section`] for each of `device_ids`, in one read (one round trip on
@@ -1481,8 +1495,8 @@ impl Store {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             // Skipped when gone, as `commands_by_id` does.
-            if let Some(v) = self.commands.get_async(id.as_bytes()).await? {
-                out.push(decode("commands", id.as_bytes(), &v)?);
+            if let Some(c) = get_decoded(&self.commands, id.as_bytes()).await? {
+                out.push(c);
             }
         }
         Ok(out)
@@ -1586,11 +1600,7 @@ impl Store {
 
     /// [`Store::loss`] without holding a runtime thread while PostgreSQL answers.
     pub async fn loss_async(&self, id: &str) -> Result<Option<pb::LossCase>, StoreError> {
-        self.losses
-            .get_async(id.as_bytes())
-            .await?
-            .map(|v| decode("losses", id.as_bytes(), &v))
-            .transpose()
+        get_decoded(&self.losses, id.as_bytes()).await
     }
 
     /// Every loss case of `device_id`, oldest first, found through the loss cases' device
@@ -1598,18 +1608,14 @@ impl Store {
     /// without holding a runtime thread), however many cases the years have opened. Each case
     /// found is checked to be the device's.
     pub async fn losses_of(&self, device_id: &str) -> Result<Vec<pb::LossCase>, StoreError> {
-        let found = self
-            .losses
-            .scan_through_async(&self.loss_devices, device_prefix(device_id))
-            .await?;
-        let mut out = Vec::with_capacity(found.len());
-        for (k, v) in found {
-            let case: pb::LossCase = decode("losses", &k, &v)?;
-            if case.device_id == device_id {
-                out.push(case);
-            }
-        }
-        Ok(out)
+        let prefix = device_prefix(device_id);
+        found_through(
+            &self.losses,
+            &self.loss_devices,
+            prefix,
+            |c: &pb::LossCase| c.device_id == device_id,
+        )
+        .await
     }
 
     /// The open loss case of a device (the latest, should there ever be two), if any.

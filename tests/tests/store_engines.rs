@@ -638,7 +638,11 @@ async fn a_checkin_from_a_stale_record_keeps_the_other_write(p: Place) {
     assert_eq!(o.acknowledged_sequence, 4);
     let d = s.device("d1").unwrap().unwrap().device.unwrap();
     assert_eq!(
-        (d.assigned_to.as_str(), d.last_report_sequence, d.last_seen_ms),
+        (
+            d.assigned_to.as_str(),
+            d.last_report_sequence,
+            d.last_seen_ms
+        ),
         ("renamed", 4, 50)
     );
     // From the current record, and then from one the check-in itself made stale.
@@ -651,7 +655,11 @@ async fn a_checkin_from_a_stale_record_keeps_the_other_write(p: Place) {
         .unwrap();
     let d = s.device("d1").unwrap().unwrap().device.unwrap();
     assert_eq!(
-        (d.assigned_to.as_str(), d.last_report_sequence, d.last_seen_ms),
+        (
+            d.assigned_to.as_str(),
+            d.last_report_sequence,
+            d.last_seen_ms
+        ),
         ("renamed", 6, 70)
     );
 }
@@ -747,7 +755,11 @@ async fn concurrent_checkins_lose_nothing(p: Place) {
     for i in 0..DEVICES {
         let d = s.device(&format!("d{i}")).unwrap().unwrap().device.unwrap();
         assert_eq!(
-            (d.last_report_sequence, d.last_seen_ms, d.assigned_to.as_str()),
+            (
+                d.last_report_sequence,
+                d.last_seen_ms,
+                d.assigned_to.as_str()
+            ),
             (ROUNDS, 1000 + ROUNDS as i64, "renamed"),
             "device d{i}"
         );
