@@ -10,4 +10,9 @@
 -- read. It builds an index whose mark in the `indexes` tree is missing. A database of schema 2
 -- has no marks; the statement below states, for any database reaching schema 3 by this
 -- migration, that whatever marks it holds were not made by a server keeping the indexes.
+--
+-- Replicas of schema 2 that were already running when the first replica of schema 3 started
+-- keep writing without the indexes until they stop: upgrade all replicas together. After a
+-- mixed period, deleting the marks (the statement below) and restarting one replica builds
+-- the indexes again from the records.
 DELETE FROM vakt_kv WHERE tree = 'indexes';
