@@ -594,3 +594,144 @@ async fn listing_devices_costs_postgresql_the_same_round_trips_for_30_or_300() {
     println!("ListDevices round trips: 30 devices {small}, 300 devices {large}");
     assert!(large <= small + 2, "30 devices: {small}, 300: {large}");
 }
+
+/// What a loss report's lookups cost on PostgreSQL with 10,000 devices and 5,000 closed loss
+/// cases stored, before the indexes (every device and every case read and decoded, as
+/// `find_device` and `open_case` did, through the same public store calls) and through them,
+/// side by side, and `ReportLoss` end to end by hostname and by id. A measurement, not a
+/// check (it takes a minute to fill): run with
+/// `cargo test -p vakt-tests --test postgres_server report_loss_on_postgres -- --ignored --nocapture`.
+/// BENCHMARKS.md ("Loss report lookups") records its figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: fills 10,000 devices"]
+async fn report_loss_on_postgres_before_and_after_the_indexes() {
+    use std::time::{Duration, Instant};
+    use vakt_proto::pb;
+    use vakt_proto::pb::admin_service_server::AdminService;
+    const DEVICES: usize = 10_000;
+    const CASES: usize = 5_000;
+    const RUNS: usize = 30;
+    let Some(pg) = cluster() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let location = vakt_server::store::StoreLocation::Postgres(pg.database("loss"));
+    let state = vakt_server::server::prepare_at(
+        &tmp.path().join("data"),
+        &location,
+        Some(&tmp.path().join("secrets.key")),
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await
+    .unwrap();
+    let (secret, _) = vakt_server::api::admin::create_enroll_token(
+        &state.store,
+        u32::try_from(DEVICES).unwrap(),
+        3600,
+        "t",
+        "",
+    )
+    .await
+    .unwrap();
+    let filled = Instant::now();
+    for start in (0..DEVICES).step_by(256) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in start..(start + 256).min(DEVICES) {
+            let (store, token) = (state.store.clone(), vakt_server::token::hash(&secret));
+            tasks.spawn(async move {
+                let device = pb::Device {
+                    id: format!("dev-{i:05}"),
+                    hostname: format!("lap-{i:05}"),
+                    ..Default::default()
+                };
+                let hw = pb::HardwareIdentity {
+                    machine_id: format!("m{i}"),
+                    ..Default::default()
+                };
+                let mut cert = [0u8; 32];
+                cert[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                store.enroll(&token, 1, device, hw, cert).await.unwrap();
+                if i >= DEVICES - CASES {
+                    let case = pb::LossCase {
+                        id: format!("loss-{i:012x}000000"),
+                        device_id: format!("dev-{i:05}"),
+                        open: false,
+                        ..Default::default()
+                    };
+                    store.save_loss(&case, &[], None).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    }
+    println!(
+        "report_loss on PostgreSQL: {DEVICES} devices, {CASES} closed cases stored in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
+    let admin = std::fs::read_to_string(tmp.path().join("data/admin.token")).unwrap();
+    let api = vakt_server::api::admin::AdminApi::new(state.clone());
+    let report_loss = |device: String| {
+        let mut req = tonic::Request::new(pb::ReportLossRequest {
+            device,
+            ..Default::default()
+        });
+        let bearer = format!("Bearer {}", admin.trim());
+        req.metadata_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        api.report_loss(req)
+    };
+    let store = &state.store;
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    for run in 0..RUNS {
+        let name = format!("LAP-{run:05}");
+        let t = Instant::now();
+        let found: Vec<_> = store
+            .devices()
+            .unwrap()
+            .into_iter()
+            .filter(|r| {
+                r.device
+                    .as_ref()
+                    .is_some_and(|d| d.hostname.eq_ignore_ascii_case(&name))
+            })
+            .collect();
+        let id = found[0].device.as_ref().unwrap().id.clone();
+        let open = store
+            .losses()
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find(|c| c.device_id == id && c.open);
+        times[0].push(t.elapsed());
+        assert!(open.is_none() && found.len() == 1);
+        let t = Instant::now();
+        let found = store.devices_named(&name).await.unwrap();
+        let open = store.open_loss_of(&id).await.unwrap();
+        times[1].push(t.elapsed());
+        assert!(open.is_none() && found.len() == 1);
+        let t = Instant::now();
+        let case = report_loss(name).await.unwrap().into_inner();
+        times[2].push(t.elapsed());
+        assert_eq!(case.device_id, id);
+        let t = Instant::now();
+        report_loss(format!("dev-{:05}", 100 + run)).await.unwrap();
+        times[3].push(t.elapsed());
+    }
+    for (what, mut t) in [
+        "lookups before the indexes",
+        "lookups through the indexes",
+        "ReportLoss by hostname",
+        "ReportLoss by id",
+    ]
+    .into_iter()
+    .zip(times)
+    {
+        t.sort();
+        println!(
+            "report_loss on PostgreSQL: {what}: median {:.2} ms, worst {:.2} ms",
+            t[RUNS / 2].as_secs_f64() * 1e3,
+            t[RUNS - 1].as_secs_f64() * 1e3
+        );
+    }
+}
