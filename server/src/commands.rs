@@ -178,7 +178,7 @@ pub async fn deliver(state: &State, device_id: &str) -> Result<usize, StoreError
         pushed += 1;
         state
             .store
-            .update_command(&c.id, |c| {
+            .update_command(&c.id, move |c| {
                 if c.state == pb::CommandState::Pending as i32 {
                     c.state = pb::CommandState::Delivered as i32;
                 }
@@ -234,7 +234,7 @@ pub async fn record_result(
         );
         state
             .store
-            .update_command(&c.id, |c| {
+            .update_command(&c.id, move |c| {
                 // Another server may have recorded a final result meanwhile.
                 if is_final(c.state) {
                     return false;
@@ -283,7 +283,7 @@ pub async fn record_result(
     }
     state
         .store
-        .update_command(&c.id, |c| {
+        .update_command(&c.id, move |c| {
             // Final stays final, whoever wrote it (an expiry or a result on another server).
             if is_final(c.state) {
                 return false;
@@ -320,7 +320,7 @@ pub async fn expire_due(state: &State, now_ms: i64) -> Result<Vec<String>, Store
             // or expired it since the index was read.
             let written = state
                 .store
-                .update_command(&c.id, |c| {
+                .update_command(&c.id, move |c| {
                     let still_waiting = matches!(
                         pb::CommandState::try_from(c.state),
                         Ok(pb::CommandState::Pending | pb::CommandState::AwaitingApproval)

@@ -1560,26 +1560,33 @@ impl Store {
     /// Why a transaction and a condition: servers on one database (replicas) change the same
     /// command (one records the agent's result while another expires or approves it), and a
     /// read-then-write would let the later write undo the earlier; `f` sees the command as it
-    /// is now and decides again if a concurrent writer came first.
+    /// is now and decides again if a concurrent writer came first. Run where it holds no
+    /// runtime worker while PostgreSQL answers ([`Store::unblocked`]), so `f` owns what it
+    /// uses.
     pub async fn update_command(
         &self,
         id: &str,
-        f: impl Fn(&mut pb::CommandInfo) -> bool,
+        f: impl Fn(&mut pb::CommandInfo) -> bool + Send + 'static,
     ) -> Result<Option<pb::CommandInfo>, StoreError> {
         let updated = {
             let _order = self.command_writes.lock().await;
-            let updated = self.engine.transaction([&self.commands], |[commands]| {
-                let Some(raw) = commands.get(id.as_bytes())? else {
-                    return Ok(None);
-                };
-                let mut c: pb::CommandInfo =
-                    decode("commands", id.as_bytes(), &raw).map_err(abort)?;
-                if !f(&mut c) {
-                    return Ok(None);
-                }
-                commands.insert(id.as_bytes(), c.encode_to_vec())?;
-                Ok::<_, engine::TxError<StoreError>>(Some(c))
-            })?;
+            let id = id.to_string();
+            let updated = self
+                .unblocked(move |s| {
+                    s.engine.transaction([&s.commands], |[commands]| {
+                        let Some(raw) = commands.get(id.as_bytes())? else {
+                            return Ok(None);
+                        };
+                        let mut c: pb::CommandInfo =
+                            decode("commands", id.as_bytes(), &raw).map_err(abort)?;
+                        if !f(&mut c) {
+                            return Ok(None);
+                        }
+                        commands.insert(id.as_bytes(), c.encode_to_vec())?;
+                        Ok::<_, engine::TxError<StoreError>>(Some(c))
+                    })
+                })
+                .await?;
             if let Some(c) = &updated {
                 self.open_index().record(c);
             }

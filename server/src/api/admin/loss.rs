@@ -499,7 +499,7 @@ pub(super) async fn approve_wipe(
     let approved = api
         .state
         .store
-        .update_command(&id, |c| {
+        .update_command(&id, move |c| {
             // Checked again in the transaction: another admin on another server may have
             // approved or cancelled it, or it expired, since it was read above.
             if c.state != pb::CommandState::AwaitingApproval as i32 {
