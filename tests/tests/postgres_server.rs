@@ -743,3 +743,96 @@ async fn report_loss_on_postgres_before_and_after_the_indexes() {
         );
     }
 }
+
+/// A loss report waiting for PostgreSQL holds no thread of the caller's runtime: with the
+/// table locked by another session for two seconds, `ReportLoss` on a current-thread runtime
+/// (one thread for everything) waits while a ticker task on the same runtime keeps ticking.
+/// Checked: with `ReportLoss` authorising through the synchronous `authorize` again, its
+/// first read blocks the thread and the ticker stalls while it waits.
+#[tokio::test]
+async fn a_loss_report_waiting_for_postgresql_holds_no_runtime_thread() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use vakt_proto::pb;
+    use vakt_proto::pb::admin_service_server::AdminService;
+    let Some(pg) = cluster() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let location = vakt_server::store::StoreLocation::Postgres(pg.database("held"));
+    let state = vakt_server::server::prepare_at(
+        &tmp.path().join("data"),
+        &location,
+        Some(&tmp.path().join("secrets.key")),
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await
+    .unwrap();
+    let (secret, _) = vakt_server::api::admin::create_enroll_token(&state.store, 1, 600, "t", "")
+        .await
+        .unwrap();
+    let device = pb::Device {
+        id: "d1".into(),
+        hostname: "pc-1".into(),
+        ..Default::default()
+    };
+    let token = vakt_server::token::hash(&secret);
+    state
+        .store
+        .enroll(&token, 1, device, Default::default(), [1; 32])
+        .await
+        .unwrap();
+    let admin = std::fs::read_to_string(tmp.path().join("data/admin.token")).unwrap();
+    let mut req = tonic::Request::new(pb::ReportLossRequest {
+        device: "pc-1".into(),
+        ..Default::default()
+    });
+    let bearer = format!("Bearer {}", admin.trim());
+    req.metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let _held = pg.session(
+        "held",
+        "BEGIN; LOCK TABLE vakt_kv IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;",
+    );
+    wait_until(
+        "the other session holds the table",
+        Duration::from_secs(10),
+        || {
+            pg.sql(
+                "held",
+                "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+             AND relation = 'vakt_kv'::regclass AND granted",
+            ) == "1"
+        },
+    )
+    .await;
+    let ticks = std::sync::Arc::new(AtomicU32::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let began = std::time::Instant::now();
+    let api = vakt_server::api::admin::AdminApi::new(state.clone());
+    let case = tokio::time::timeout(Duration::from_secs(10), api.report_loss(req))
+        .await
+        .expect("the lock is released after two seconds")
+        .unwrap()
+        .into_inner();
+    let waited = began.elapsed();
+    ticker.abort();
+    let ticked = ticks.load(Ordering::Relaxed);
+    assert_eq!(case.device_id, "d1");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the report waited for the lock ({waited:?})"
+    );
+    // A tick every 10 ms while it waited: at least a third of them, however slow the machine.
+    let expected = u32::try_from(waited.as_millis() / 10).unwrap();
+    assert!(
+        ticked >= expected / 3,
+        "the runtime's thread was held: {ticked} ticks in {waited:?}"
+    );
+}
