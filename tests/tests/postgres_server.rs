@@ -14,6 +14,21 @@ use vakt_tests::load::{admin, reports, sim};
 use vakt_tests::pg::PgCluster;
 use vakt_tests::{TestAgent, TestServer, stderr, wait_until};
 
+/// A server's state as `serve` prepares it, its store on a new database `db` of `pg` and its
+/// data directory under `dir` (`data/`, with its `admin.token`).
+async fn prepared(pg: &PgCluster, db: &str, dir: &std::path::Path) -> vakt_server::api::State {
+    let location = vakt_server::store::StoreLocation::Postgres(pg.database(db));
+    vakt_server::server::prepare_at(
+        &dir.join("data"),
+        &location,
+        Some(&dir.join("secrets.key")),
+        &[],
+        vakt_server::notify::NotifyConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
 fn cluster() -> Option<PgCluster> {
     PgCluster::start()
         .map_err(|why| eprintln!("skipped: {why}"))
@@ -505,16 +520,7 @@ async fn listing_devices_costs_postgresql_the_same_round_trips_for_30_or_300() {
     use vakt_proto::{model, pb};
     let Some(pg) = cluster() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let location = vakt_server::store::StoreLocation::Postgres(pg.database("list"));
-    let state = vakt_server::server::prepare_at(
-        &tmp.path().join("data"),
-        &location,
-        Some(&tmp.path().join("secrets.key")),
-        &[],
-        vakt_server::notify::NotifyConfig::default(),
-    )
-    .await
-    .unwrap();
+    let state = prepared(&pg, "list", tmp.path()).await;
     let (secret, _) =
         vakt_server::api::admin::create_enroll_token(&state.store, 300, 600, "test", "")
             .await
@@ -613,16 +619,7 @@ async fn report_loss_on_postgres_before_and_after_the_indexes() {
     const RUNS: usize = 30;
     let Some(pg) = cluster() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let location = vakt_server::store::StoreLocation::Postgres(pg.database("loss"));
-    let state = vakt_server::server::prepare_at(
-        &tmp.path().join("data"),
-        &location,
-        Some(&tmp.path().join("secrets.key")),
-        &[],
-        vakt_server::notify::NotifyConfig::default(),
-    )
-    .await
-    .unwrap();
+    let state = prepared(&pg, "loss", tmp.path()).await;
     let (secret, _) = vakt_server::api::admin::create_enroll_token(
         &state.store,
         u32::try_from(DEVICES).unwrap(),
@@ -756,16 +753,7 @@ async fn a_loss_report_waiting_for_postgresql_holds_no_runtime_thread() {
     use vakt_proto::pb::admin_service_server::AdminService;
     let Some(pg) = cluster() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let location = vakt_server::store::StoreLocation::Postgres(pg.database("held"));
-    let state = vakt_server::server::prepare_at(
-        &tmp.path().join("data"),
-        &location,
-        Some(&tmp.path().join("secrets.key")),
-        &[],
-        vakt_server::notify::NotifyConfig::default(),
-    )
-    .await
-    .unwrap();
+    let state = prepared(&pg, "held", tmp.path()).await;
     let (secret, _) = vakt_server::api::admin::create_enroll_token(&state.store, 1, 600, "t", "")
         .await
         .unwrap();
