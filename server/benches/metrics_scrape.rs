@@ -33,12 +33,7 @@ const RUNS: usize = 15;
 /// not sections).
 fn report(i: usize) -> model::Report {
     model::Report {
-        host: model::HostFacts {
-            hostname: format!("lap-{i:05}"),
-            os: "Debian GNU/Linux 12 (bookworm)".into(),
-            serial: format!("PF{i:06}"),
-            ..Default::default()
-        },
+        host: common::host(i),
         ..Default::default()
     }
 }

@@ -32,12 +32,7 @@ const RUNS: usize = 30;
 
 fn report(i: usize) -> model::Report {
     model::Report {
-        host: model::HostFacts {
-            hostname: format!("lap-{i:05}"),
-            os: "Debian GNU/Linux 12 (bookworm)".into(),
-            serial: format!("PF{i:06}"),
-            ..Default::default()
-        },
+        host: common::host(i),
         storage: model::Storage {
             volumes: vec![model::Volume {
                 mount: "/".into(),

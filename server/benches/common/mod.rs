@@ -21,6 +21,16 @@ pub async fn prepared() -> (tempfile::TempDir, State, String) {
     (dir, state, bearer)
 }
 
+/// Device `i`'s host facts, named as [`fill`] names it (`lap-{i:05}`).
+pub fn host(i: usize) -> model::HostFacts {
+    model::HostFacts {
+        hostname: format!("lap-{i:05}"),
+        os: "Debian GNU/Linux 12 (bookworm)".into(),
+        serial: format!("PF{i:06}"),
+        ..Default::default()
+    }
+}
+
 /// Devices written at once, so they share flushes as a fleet's do.
 const AT_ONCE: usize = 256;
 
