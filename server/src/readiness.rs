@@ -209,6 +209,25 @@ pub fn wipe_readiness(storage: Option<&Storage>, plan: Option<&WipePlan>) -> Rea
     }
 }
 
+/// The version of the judgement and its wording that device records' stored readiness was made
+/// by (`DeviceRecord.readiness_version`). Raise it with any change to [`wipe_readiness`],
+/// `erase_scope` or the lines [`Readiness::to_pb`] writes: the store then judges every device
+/// again when it opens, and until then views judge from the section.
+pub const JUDGEMENT_VERSION: u32 = 1;
+
+/// What a device record keeps of the readiness judged from `section` (the storage section
+/// being stored, `None`: none): the view without the last report, which the view adds.
+pub fn summary(section: Option<&pb::Section>) -> pb::WipeReadiness {
+    from_section(section).to_pb(0)
+}
+
+/// The readiness a device record keeps, if it was judged by this version of the judgement.
+pub fn kept(rec: &pb::DeviceRecord) -> Option<&pb::WipeReadiness> {
+    rec.readiness
+        .as_ref()
+        .filter(|_| rec.readiness_version == JUDGEMENT_VERSION)
+}
+
 /// The readiness of a device from its stored storage section; a section that does not decode
 /// is `unknown` with the reason, never an error for the caller's view.
 pub fn from_section(section: Option<&pb::Section>) -> Readiness {

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use vakt_proto::pb;
 
+mod by_device;
 mod engine;
 pub use engine::Engine;
 use engine::{Entry, Indexed, Tree, Turn, TxError, TxResult, TxTree, abort};
@@ -150,6 +151,8 @@ pub struct Store {
     admin_tokens: Tree,
     audit: Tree,
     commands: Tree,
+    /// Every command under its device (`store/by_device.rs`), written with the command.
+    command_devices: Tree,
     open_commands: Arc<Mutex<OpenCommands>>,
     losses: Tree,
     /// Hostname (ASCII letters lowered), 0, device id → device id (see the module doc).
@@ -570,16 +573,22 @@ impl Store {
     fn with_engine(engine: Engine, lock: Option<std::fs::File>) -> Result<Self, StoreError> {
         let commands = engine.tree("commands")?;
         let open_commands = OpenCommands::load(&commands)?;
+        let command_devices = engine.tree(by_device::COMMAND_DEVICES)?;
+        by_device::build_command_index(&commands, &command_devices)?;
+        let devices = engine.tree("devices")?;
+        let sections = engine.tree("sections")?;
+        by_device::judge_unjudged(&devices, &sections)?;
         Ok(Self {
-            devices: engine.tree("devices")?,
+            devices,
             hardware: engine.tree("hardware")?,
             certs: engine.tree("certs")?,
             revoked_certs: engine.tree("revoked_certs")?,
-            sections: engine.tree("sections")?,
+            sections,
             enroll_tokens: engine.tree("enroll_tokens")?,
             admin_tokens: engine.tree("admin_tokens")?,
             audit: engine.tree("audit")?,
             commands,
+            command_devices,
             open_commands: Arc::new(Mutex::new(open_commands)),
             losses: engine.tree("losses")?,
             hostnames: engine.tree(HOSTNAMES)?,
@@ -1173,6 +1182,12 @@ impl Store {
                             secs.insert(key, &bytes)?;
                             stored.insert(s.kind, Some(bytes));
                             changed = true;
+                            if s.kind == pb::SectionKind::Storage as i32 {
+                                // Judged once here, with the section, so a device list
+                                // decodes no storage section (`DeviceRecord.readiness`).
+                                rec.readiness = Some(crate::readiness::summary(Some(s)));
+                                rec.readiness_version = crate::readiness::JUDGEMENT_VERSION;
+                            }
                         }
                     }
                     d.last_report_sequence = sequence;
@@ -1549,7 +1564,14 @@ impl Store {
     pub async fn put_command(&self, c: &pb::CommandInfo) -> Result<(), StoreError> {
         {
             let _order = self.command_writes.lock().await;
-            self.commands.insert(c.id.as_bytes(), c.encode_to_vec())?;
+            self.engine.transaction(
+                [&self.commands, &self.command_devices],
+                |[commands, index]| {
+                    commands.insert(c.id.as_bytes(), c.encode_to_vec())?;
+                    index.insert(by_device::command_key(&c.device_id, &c.id), b"")?;
+                    Ok::<_, engine::TxError<StoreError>>(())
+                },
+            )?;
             self.open_index().record(c);
         }
         self.flush().await
@@ -1682,8 +1704,9 @@ impl Store {
                 &self.commands,
                 &self.devices,
                 &self.loss_devices,
+                &self.command_devices,
             ],
-            |[l, c, d, by_device]| {
+            |[l, c, d, by_device, index]| {
                 l.insert(case.id.as_bytes(), case.encode_to_vec())?;
                 by_device.insert(
                     loss_device_key(&case.device_id, &case.id),
@@ -1691,6 +1714,7 @@ impl Store {
                 )?;
                 for cmd in commands {
                     c.insert(cmd.id.as_bytes(), cmd.encode_to_vec())?;
+                    index.insert(by_device::command_key(&cmd.device_id, &cmd.id), b"")?;
                 }
                 if let Some(st) = device_state
                     && let Some(raw) = d.get(case.device_id.as_bytes())?
@@ -1709,6 +1733,22 @@ impl Store {
         let mut open = self.open_index();
         commands.iter().for_each(|c| open.record(c));
         Ok(())
+    }
+
+    /// Every command of one device, oldest first (as [`Store::commands`] orders them),
+    /// through the by-device index: one prefix scan and one read of the device's commands,
+    /// whatever the size of the whole history.
+    pub fn commands_of(&self, device_id: &str) -> Result<Vec<pb::CommandInfo>, StoreError> {
+        let prefix = by_device::device_prefix(device_id);
+        let ids = by_device::command_ids(&self.command_devices.scan_prefix(&prefix)?, &prefix);
+        let refs: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+        // An indexed id whose record is gone is skipped, as `commands_by_id` does.
+        self.commands
+            .get_many(&refs)?
+            .into_iter()
+            .zip(&ids)
+            .filter_map(|(v, id)| v.map(|v| decode("commands", id, &v)))
+            .collect()
     }
 }
 

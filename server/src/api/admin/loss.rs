@@ -116,14 +116,13 @@ pub(super) async fn list_commands(
                 .unwrap_or_default(),
         )
     };
-    let commands = api
-        .state
-        .store
-        .commands()
-        .map_err(internal)?
-        .into_iter()
-        .filter(|c| filter.as_ref().is_none_or(|d| &c.device_id == d))
-        .collect();
+    // One device's commands through the store's by-device index, not the whole history.
+    let store = &api.state.store;
+    let commands = match &filter {
+        Some(device) => store.commands_of(device),
+        None => store.commands(),
+    }
+    .map_err(internal)?;
     Ok(Response::new(pb::ListCommandsResponse { commands }))
 }
 
@@ -388,10 +387,11 @@ pub(super) async fn incident_report(
     // With the readiness as known now: the report says whether the disk was encrypted.
     let case = api.case_for(&req.get_ref().device).await?;
     let case = api.loss_view(case).await;
+    // A case's commands are all its device's: read those, not the whole history.
     let commands: Vec<_> = api
         .state
         .store
-        .commands()
+        .commands_of(&case.device_id)
         .map_err(internal)?
         .into_iter()
         .filter(|c| c.loss_case_id == case.id)

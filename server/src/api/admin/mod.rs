@@ -167,43 +167,65 @@ impl AdminApi {
     /// The views of `recs`, in order: what the store adds to each (hardware peers, the
     /// storage section the wipe readiness is judged from) read for all of them at once, a
     /// thousand devices a read, so a list of 10,000 costs PostgreSQL about 20 round trips,
-    /// not 20,000. A store error leaves those views without what it would have added (the
-    /// readiness `unknown`, saying why): a view never fails for it.
+    /// not 20,000. The readiness is the one the record keeps (judged when its storage
+    /// section was stored); only records without a current one (written before it was kept,
+    /// until the store opens again) have their sections read and judged here. A store error
+    /// leaves those views without what it would have added (the readiness `unknown`, saying
+    /// why): a view never fails for it.
     pub(crate) fn device_views(&self, recs: Vec<pb::DeviceRecord>) -> Vec<pb::Device> {
         const CHUNK: usize = 1000;
         let store = &self.state.store;
         let mut out = Vec::with_capacity(recs.len());
         for chunk in recs.chunks(CHUNK) {
-            let ids: Vec<&str> = chunk
+            // The records whose readiness is judged here, by their place in the chunk.
+            let unjudged: Vec<usize> = (0..chunk.len())
+                .filter(|&i| crate::readiness::kept(&chunk[i]).is_none())
+                .collect();
+            let ids: Vec<&str> = unjudged
                 .iter()
-                .map(|r| r.device.as_ref().map_or("", |d| d.id.as_str()))
+                .map(|&i| chunk[i].device.as_ref().map_or("", |d| d.id.as_str()))
                 .collect();
             // A read that fails fails for the whole chunk: said once, not once per device.
             let peers = store.hardware_peers_many(chunk).unwrap_or_else(|e| {
                 tracing::warn!("hardware peers of {} devices: {e}", chunk.len());
                 Vec::new()
             });
-            let storage = store
-                .section_many(&ids, pb::SectionKind::Storage)
-                .map_err(|e| {
-                    tracing::warn!("storage sections of {} devices: {e}", chunk.len());
-                    e.to_string()
-                });
+            let storage = if ids.is_empty() {
+                Ok(Vec::new())
+            } else {
+                store
+                    .section_many(&ids, pb::SectionKind::Storage)
+                    .map_err(|e| {
+                        tracing::warn!("storage sections of {} devices: {e}", ids.len());
+                        e.to_string()
+                    })
+            };
             for (i, rec) in chunk.iter().enumerate() {
                 let mut d = rec.device.clone().unwrap_or_default();
                 d.connected = self.state.is_connected(&d.id);
                 identity::identity_view(rec, peers.get(i).cloned(), &mut d);
-                let section = match storage.as_ref().map(|found| found.get(i)) {
-                    Ok(Some(Ok(found))) => Ok(found.as_ref()),
-                    // This device's section alone does not decode.
-                    Ok(Some(Err(e))) => {
-                        tracing::warn!(device = %d.id, "storage section: {e}");
-                        Err(e.to_string())
+                let readiness = match crate::readiness::kept(rec) {
+                    Some(kept) => pb::WipeReadiness {
+                        reported_ms: d.last_report_ms,
+                        ..kept.clone()
+                    },
+                    None => {
+                        let at = unjudged.binary_search(&i).ok();
+                        let section =
+                            match storage.as_ref().map(|found| at.and_then(|j| found.get(j))) {
+                                Ok(Some(Ok(found))) => Ok(found.as_ref()),
+                                // This device's section alone does not decode.
+                                Ok(Some(Err(e))) => {
+                                    tracing::warn!(device = %d.id, "storage section: {e}");
+                                    Err(e.to_string())
+                                }
+                                Ok(None) => Ok(None),
+                                Err(e) => Err(e.clone()),
+                            };
+                        readiness_of(section, d.last_report_ms)
                     }
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e.clone()),
                 };
-                d.wipe_readiness = Some(readiness_of(section, d.last_report_ms));
+                d.wipe_readiness = Some(readiness);
                 out.push(d);
             }
         }
