@@ -545,7 +545,7 @@ impl Store {
                 let lock = lock_dir(dir)?;
                 let store = Self::with_engine(Engine::open_sled(&dir.join("db"))?, Some(lock))?;
                 store.ensure_indexes()?;
-                Ok(store)
+                store.with_lists_by_device()
             }
             StoreLocation::Postgres(url) => Self::connect_postgres(url)?.lock_data(dir),
         }
@@ -567,28 +567,32 @@ impl Store {
     pub fn lock_data(mut self, dir: &Path) -> Result<Self, StoreError> {
         self._lock = Some(std::sync::Arc::new(lock_dir(dir)?));
         self.ensure_indexes()?;
+        self.with_lists_by_device()
+    }
+
+    /// Makes what the by-device lists read where a store written before them lacks it
+    /// (`store/by_device.rs`). Run when the store is taken into use, after the checks that
+    /// refuse a database before anything is written to it.
+    fn with_lists_by_device(self) -> Result<Self, StoreError> {
+        by_device::build_command_index(&self.commands, &self.command_devices)?;
+        by_device::judge_unjudged(&self.devices, &self.sections)?;
         Ok(self)
     }
 
     fn with_engine(engine: Engine, lock: Option<std::fs::File>) -> Result<Self, StoreError> {
         let commands = engine.tree("commands")?;
         let open_commands = OpenCommands::load(&commands)?;
-        let command_devices = engine.tree(by_device::COMMAND_DEVICES)?;
-        by_device::build_command_index(&commands, &command_devices)?;
-        let devices = engine.tree("devices")?;
-        let sections = engine.tree("sections")?;
-        by_device::judge_unjudged(&devices, &sections)?;
         Ok(Self {
-            devices,
+            devices: engine.tree("devices")?,
             hardware: engine.tree("hardware")?,
             certs: engine.tree("certs")?,
             revoked_certs: engine.tree("revoked_certs")?,
-            sections,
+            sections: engine.tree("sections")?,
             enroll_tokens: engine.tree("enroll_tokens")?,
             admin_tokens: engine.tree("admin_tokens")?,
             audit: engine.tree("audit")?,
             commands,
-            command_devices,
+            command_devices: engine.tree(by_device::COMMAND_DEVICES)?,
             open_commands: Arc::new(Mutex::new(open_commands)),
             losses: engine.tree("losses")?,
             hostnames: engine.tree(HOSTNAMES)?,

@@ -172,6 +172,7 @@ both!(
     loss_cases_are_found_by_device_through_the_index,
     a_store_from_before_the_indexes_builds_them_at_open,
     a_loss_report_reads_only_its_device_and_its_cases,
+    lists_by_device_show_what_the_whole_trees_show_and_an_old_store_gets_them_at_open,
 );
 
 fn device(id: &str) -> pb::Device {
@@ -1475,4 +1476,158 @@ async fn a_loss_report_reads_only_its_device_and_its_cases(p: Place) {
         // By id saves the hostname lookup's query; nothing grows with the cases.
         assert!(many <= few, "by hostname {few}, by id {many}");
     }
+/// A report with a storage section: `/home` on `home` (encrypted or not), `/` and swap
+/// encrypted, wiped by erasing LUKS key slots.
+fn storage_report(home_encrypted: bool) -> Vec<pb::Section> {
+    use vakt_proto::model;
+    let vol = |mount: &str, device: &str, encrypted: bool| model::Volume {
+        mount: mount.into(),
+        device: device.into(),
+        encrypted,
+        scheme: encrypted.then_some(model::CryptScheme::Luks2),
+        ..Default::default()
+    };
+    let report = model::Report {
+        storage: model::Storage {
+            volumes: vec![
+                vol("/", "/dev/sda2", true),
+                vol("/home", "/dev/sdb1", home_encrypted),
+            ],
+            swap: vec![vol("", "/dev/sda3", true)],
+            wipe: Some(model::WipePlan {
+                strategy: model::WipeStrategy::LuksErase,
+                devices: Vec::new(),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    vakt_proto::convert::report_to_sections(&report)
+}
+
+/// The commands of `device` as the whole history shows them (what the lists did before the
+/// by-device index).
+fn filtered(s: &Store, device: &str) -> Vec<pb::CommandInfo> {
+    let all = s.commands().unwrap();
+    all.into_iter().filter(|c| c.device_id == device).collect()
+}
+
+/// The readiness each device record keeps, by device.
+fn kept(s: &Store, ids: &[&str]) -> Vec<(Option<pb::WipeReadiness>, u32)> {
+    ids.iter()
+        .map(|id| {
+            let r = s.device(id).unwrap().unwrap();
+            (r.readiness, r.readiness_version)
+        })
+        .collect()
+}
+
+/// The by-device lists (commands through the `command_devices` index, the readiness each
+/// device record keeps) say what the whole trees say, in the same order; and a store written
+/// before them (no index, records without readiness) gets them when it opens.
+async fn lists_by_device_show_what_the_whole_trees_show_and_an_old_store_gets_them_at_open(
+    p: Place,
+) {
+    use pb::CommandState as S;
+    use vakt_server::readiness::{JUDGEMENT_VERSION, summary};
+    let devices = ["d1", "d2", "d3", "d1x"];
+    {
+        let s = p.open();
+        let h = token(&s, "tok", 4).await;
+        for (n, id) in devices.iter().enumerate() {
+            s.enroll(&h, 1, device(id), Default::default(), [n as u8 + 1; 32])
+                .await
+                .unwrap();
+        }
+        s.store_report("d1", 1, &storage_report(false), &[], 5, "t")
+            .await
+            .unwrap();
+        s.store_report("d2", 1, &storage_report(true), &[], 5, "t")
+            .await
+            .unwrap();
+        // d3 never reported; d1x's id starts with d1's.
+        s.put_command(&command("c3", "d1", S::Pending))
+            .await
+            .unwrap();
+        s.put_command(&command("c1", "d2", S::Succeeded))
+            .await
+            .unwrap();
+        s.put_command(&command("c2", "d1x", S::Pending))
+            .await
+            .unwrap();
+        let case = pb::LossCase {
+            id: "l1".into(),
+            device_id: "d1".into(),
+            ..Default::default()
+        };
+        let lost = [
+            command("c0", "d1", S::Pending),
+            command("c4", "d1", S::Pending),
+        ];
+        s.save_loss(&case, &lost, None).await.unwrap();
+        s.update_command("c3", |c| {
+            c.state = S::Failed as i32;
+            true
+        })
+        .await
+        .unwrap();
+        assert_eq!(ids(s.commands_of("d1").unwrap()), ["c0", "c3", "c4"]);
+        for d in devices {
+            assert_eq!(s.commands_of(d).unwrap(), filtered(&s, d), "{d}");
+        }
+        assert!(s.commands_of("d").unwrap().is_empty());
+        // Each storage section's readiness is kept with its device, as judged from it.
+        for (id, home_encrypted) in [("d1", false), ("d2", true)] {
+            let section = s.section(id, pb::SectionKind::Storage).unwrap();
+            let judged = summary(section.as_ref());
+            let state = if home_encrypted {
+                "crypto-erase"
+            } else {
+                "partial"
+            };
+            assert_eq!(judged.state, state);
+            assert_eq!(kept(&s, &[id]), [(Some(judged), JUDGEMENT_VERSION)]);
+        }
+    }
+
+    // The same data as a store written before either existed has it.
+    let (before, judged): (Vec<Vec<pb::CommandInfo>>, Vec<_>) = {
+        let s = p.reopen().await;
+        let lists = devices.iter().map(|d| s.commands_of(d).unwrap()).collect();
+        let judged = kept(&s, &devices);
+        // d3 and d1x never reported: judged (no storage section) when the store opened.
+        assert_eq!(judged[2], (Some(summary(None)), JUDGEMENT_VERSION));
+        assert_eq!(judged[3], judged[2]);
+        let records: Vec<_> = devices
+            .iter()
+            .map(|d| s.device(d).unwrap().unwrap())
+            .collect();
+        drop(s);
+        p.drop_raw(&["command_devices"]).await;
+        for mut rec in records {
+            rec.readiness = None;
+            rec.readiness_version = 0;
+            let id = rec.device.clone().unwrap().id;
+            p.write_raw(
+                "devices",
+                id.as_bytes(),
+                &prost::Message::encode_to_vec(&rec),
+            )
+            .await;
+        }
+        (lists, judged)
+    };
+    let s = p.reopen().await;
+    let after: Vec<_> = devices.iter().map(|d| s.commands_of(d).unwrap()).collect();
+    assert_eq!(after, before, "the index is built at open");
+    assert_eq!(
+        kept(&s, &devices),
+        judged,
+        "the readiness is judged at open"
+    );
+    // And kept from then on.
+    s.put_command(&command("c5", "d2", S::Pending))
+        .await
+        .unwrap();
+    assert_eq!(ids(s.commands_of("d2").unwrap()), ["c1", "c5"]);
 }

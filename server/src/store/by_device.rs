@@ -63,6 +63,12 @@ pub(super) fn build_command_index(commands: &Tree, index: &Tree) -> Result<usize
         let c: pb::CommandInfo = decode("commands", &k, &v)?;
         puts.push((command_key(&c.device_id, &c.id), Vec::new()));
     }
+    if puts.is_empty() {
+        // Nothing to index, and nothing written: a new database stays empty for `vakt-server
+        // migrate`. The mark is set at the first open that finds commands (their entries are
+        // there already, so that build changes nothing).
+        return Ok(0);
+    }
     let indexed = puts.len();
     puts.push((BUILT.to_vec(), b"1".to_vec()));
     index.apply(&puts, &[])?;

@@ -548,6 +548,96 @@ fn looks_like_email(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A report whose storage section makes the readiness `partial` (/home not encrypted).
+    fn partial_report() -> vakt_proto::model::Report {
+        use vakt_proto::model;
+        let vol = |mount: &str, device: &str, encrypted: bool| model::Volume {
+            mount: mount.into(),
+            device: device.into(),
+            encrypted,
+            scheme: encrypted.then_some(model::CryptScheme::Luks2),
+            ..Default::default()
+        };
+        model::Report {
+            storage: model::Storage {
+                volumes: vec![
+                    vol("/", "/dev/sda2", true),
+                    vol("/home", "/dev/sdb1", false),
+                ],
+                swap: vec![vol("", "/dev/sda3", true)],
+                wipe: Some(model::WipePlan {
+                    strategy: model::WipeStrategy::LuksErase,
+                    devices: Vec::new(),
+                }),
+                ..Default::default()
+            },
+            ..crate::testing::laptop_report()
+        }
+    }
+
+    /// The views show the readiness a record keeps, and judge from the section the records
+    /// that keep none or one judged by another version: the same views either way.
+    #[tokio::test]
+    async fn device_views_show_the_kept_readiness_and_judge_the_rest_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::server::prepare(dir.path(), &[], Default::default())
+            .await
+            .unwrap();
+        let partial = crate::testing::seed_device(&state, "lap-1", &partial_report()).await;
+        let none = crate::testing::seed_device(&state, "lap-2", &Default::default()).await;
+        let api = AdminApi::new(state.clone());
+        let views = |api: &AdminApi| api.device_views(state.store.devices().unwrap());
+        let kept = views(&api);
+        let readiness = |v: &[pb::Device], id: &str| {
+            v.iter()
+                .find(|d| d.id == id)
+                .and_then(|d| d.wipe_readiness.clone())
+                .unwrap()
+        };
+        let p = readiness(&kept, &partial);
+        assert_eq!(p.state, "partial");
+        assert_eq!(p.readable.len(), 1, "{p:?}");
+        assert!(p.readable[0].contains("/home"), "{p:?}");
+        assert_ne!(p.reported_ms, 0, "the view adds the last report");
+        assert_eq!(readiness(&kept, &none).state, "unknown");
+        let rec = state.store.device(&partial).unwrap().unwrap();
+        assert_eq!(rec.readiness.as_ref().map(|r| r.reported_ms), Some(0));
+
+        // Records without it (an older server's), or judged by another version: judged
+        // from the section, the same as kept.
+        for version in [0, crate::readiness::JUDGEMENT_VERSION + 1] {
+            for id in [&partial, &none] {
+                state
+                    .store
+                    .update_device(id, |r| {
+                        r.readiness_version = version;
+                        if version == 0 {
+                            r.readiness = None;
+                        }
+                    })
+                    .unwrap();
+            }
+            assert_eq!(
+                views(&api),
+                kept,
+                "judged from the section (version {version})"
+            );
+        }
+
+        // A kept readiness is what the view shows: no section is read for it.
+        state
+            .store
+            .update_device(&partial, |r| {
+                r.readiness = Some(pb::WipeReadiness {
+                    state: "crypto-erase".into(),
+                    ..Default::default()
+                });
+                r.readiness_version = crate::readiness::JUDGEMENT_VERSION;
+            })
+            .unwrap();
+        assert_eq!(readiness(&views(&api), &partial).state, "crypto-erase");
+    }
+
     #[test]
     fn email_shapes() {
         assert!(looks_like_email("anna.berg@sorsele.se"));
