@@ -296,7 +296,7 @@ async fn main() {
                     .section_many(c, pb::SectionKind::Storage)
                     .expect("read")
             })
-            .count()
+            .collect::<Vec<_>>()
     });
     let sections: Vec<pb::Section> = store
         .section_many(&id_refs, pb::SectionKind::Storage)
