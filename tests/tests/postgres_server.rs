@@ -512,8 +512,9 @@ async fn postgresql_restarted_under_load_refuses_reports_then_resumes_losing_not
 
 /// Listing devices on PostgreSQL reads what each view adds (its hardware peers, its storage
 /// section for the wipe readiness) for the whole list at once: the round trips of
-/// `ListDevices` do not grow with the devices listed (6 and 4 here). Checked: with only the
-/// hardware peers read one device at a time again, 35 and 303.
+/// `ListDevices` do not grow with the devices listed (6 and 4 here; 5 and 3 since session 11,
+/// when the readiness kept in each device record spares the sections' read). Checked: with
+/// only the hardware peers read one device at a time again, 35 and 303.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_devices_costs_postgresql_the_same_round_trips_for_30_or_300() {
     use vakt_proto::pb::admin_service_server::AdminService;
