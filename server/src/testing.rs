@@ -1,5 +1,5 @@
 //! Fixtures the unit tests of several modules share: a device enrolled straight into the
-//! store with one report, and a laptop report that the Sorsele pack finds violations in.
+//! store, with one report or none, and a laptop report that the Sorsele pack finds violations in.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +10,18 @@ use vakt_proto::{model, pb};
 
 /// Enrolls a device straight into the store and stores one report for it.
 pub async fn seed_device(state: &State, hostname: &str, report: &model::Report) -> String {
+    let id = enroll_device(state, hostname).await;
+    let sections = vakt_proto::convert::report_to_sections(report);
+    state
+        .store
+        .store_report(&id, 1, &sections, &[], now_ms(), "0.1.0")
+        .await
+        .unwrap();
+    id
+}
+
+/// Enrolls a device straight into the store, as one that has not reported yet.
+pub async fn enroll_device(state: &State, hostname: &str) -> String {
     let (secret, _) = create_enroll_token(&state.store, 1, 600, "test", "")
         .await
         .unwrap();
@@ -32,12 +44,6 @@ pub async fn seed_device(state: &State, hostname: &str, report: &model::Report) 
             pb::HardwareIdentity::default(),
             [7; 32],
         )
-        .await
-        .unwrap();
-    let sections = vakt_proto::convert::report_to_sections(report);
-    state
-        .store
-        .store_report(&id, 1, &sections, &[], now, "0.1.0")
         .await
         .unwrap();
     id

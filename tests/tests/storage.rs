@@ -195,6 +195,14 @@ fn wipe_readiness_and_the_disk_encryption_notice_for_two_laptops() {
         text.contains("wipe        partial (/home (/dev/sdb1): not encrypted; swap"),
         "{text}"
     );
+    // As of which report: the device's last, the same time the JSON names `last_report`.
+    assert!(!a["last_report"].as_str().unwrap().is_empty(), "{a:#}");
+    assert_eq!(a["wipe_readiness_as_of"], a["last_report"], "{a:#}");
+    let as_of = format!(
+        "not encrypted), as of {} (",
+        a["last_report"].as_str().unwrap()
+    );
+    assert!(text.contains(&as_of), "{text}");
 
     // The device list: a column, and the field in JSON.
     let list = server.vakt_ok(&["devices"]);
@@ -225,6 +233,13 @@ fn wipe_readiness_and_the_disk_encryption_notice_for_two_laptops() {
     }
     let case = server.vakt_json(&["loss", "show", &partial]);
     assert_eq!(case["wipe_readable"], readable);
+    assert_eq!(case["wipe_readiness_as_of"], a["last_report"], "{case:#}");
+    let text = server.vakt_ok(&["loss", "show", &partial]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("a wipe     partial") && l.contains(&as_of)),
+        "{text}"
+    );
     let out = server.vakt(&["wipe", "request", &partial, "--reason", "stulen"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

@@ -46,6 +46,7 @@ fn anonymous_frame(s: &Session, title: &'static str) -> Frame {
         logged_in: false,
         can_operate: false,
         can_admin: false,
+        now_ms: crate::timefmt::now_ms(),
     }
 }
 

@@ -4,11 +4,12 @@
 //! console. Here a request's header must arrive within [`HEADER_READ_TIMEOUT`] (hyper's own
 //! timer, which also closes a kept-alive connection left silent that long), and at most
 //! [`MAX_CONNECTIONS`] are served at once; further ones wait in the listen queue until a
-//! place frees, which a silent one does within the timeout.
+//! place frees, which a silent one does within the timeout. Each request carries its peer's
+//! address as axum's `ConnectInfo` (the metrics endpoint names who it refused).
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub async fn serve<L>(mut listener: L, app: Router, shutdown: impl Future<Output = ()>)
 where
     L: axum::serve::Listener,
+    L::Addr: Clone + Send + Sync + 'static,
 {
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -38,11 +40,18 @@ where
             },
             () = &mut shutdown => break,
         };
-        let io = tokio::select! {
-            (io, _) = listener.accept() => io,
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer.clone()));
+            // A router is always ready (axum's documentation), so it is called without
+            // `poll_ready`.
+            tower_service::Service::call(&mut app.clone(), req)
+        });
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _place = place;

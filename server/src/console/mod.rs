@@ -346,12 +346,20 @@ pub struct Frame {
     pub logged_in: bool,
     pub can_operate: bool,
     pub can_admin: bool,
+    /// The wall clock when the page was made, for ages shown on it (`as_of`).
+    pub now_ms: i64,
 }
 
 impl Frame {
     /// One of a pair of texts, in the page's language.
     pub fn t(&self, sv: &'static str, en: &'static str) -> &'static str {
         self.lang.t(sv, en)
+    }
+
+    /// How old a wipe readiness is ([`view::as_of`]), as of this page. (By reference: askama
+    /// passes a template's field that way.)
+    pub fn as_of(&self, reported_ms: &i64) -> String {
+        view::as_of(self.lang, self.now_ms, *reported_ms)
     }
 }
 
@@ -508,6 +516,7 @@ impl Authed {
             logged_in: true,
             can_operate: role_rank(self.user.role) >= role_rank(pb::Role::Operator),
             can_admin: role_rank(self.user.role) >= role_rank(pb::Role::Admin),
+            now_ms: crate::timefmt::now_ms(),
         }
     }
 

@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::api::admin::create_admin_token;
-use crate::testing::{laptop_report, seed_device};
+use crate::testing::{enroll_device, laptop_report, seed_device};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use vakt_proto::model;
@@ -454,12 +454,37 @@ async fn the_device_page_shows_the_report_escaped() {
         "why it is unknown, in Swedish"
     );
     assert!(!unknown.body.contains("does not report its wipe strategy"));
+    // As of which report the readiness stands, or that there is none.
+    let as_of = |b: &str| {
+        b.split("data-readiness-as-of=")
+            .nth(1)
+            .map(|s| s.split("</span>").next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        as_of(b).contains("enligt rapporten 20") && as_of(b).contains(" UTC (nyss)"),
+        "{}",
+        as_of(b)
+    );
+    let silent = enroll_device(&f.state, "lap-new").await;
+    let never = c.get(&format!("/devices/{silent}")).await;
+    assert!(
+        as_of(&never.body).contains("aldrig rapporterat"),
+        "{}",
+        never.body
+    );
     let filtered = c.get(&format!("/devices/{id}?source=os-vendor")).await;
     assert!(filtered.body.contains("0 av 1 program"));
     c.post("/lang", &[("csrf", &csrf), ("lang", "en"), ("back", "/")])
         .await;
     let english = c.get(&format!("/devices/{id}")).await;
     assert!(english.body.contains("/home (/dev/sdb1): not encrypted"));
+    assert!(
+        as_of(&english.body).contains("as of 20")
+            && as_of(&english.body).contains(" UTC (just now)")
+    );
+    let english_never = c.get(&format!("/devices/{silent}")).await;
+    assert!(as_of(&english_never.body).contains("never reported"));
     let english = c.get(&format!("/devices/{old}")).await;
     assert!(
         english
@@ -532,6 +557,10 @@ async fn the_loss_procedure_runs_through_the_forms() {
     assert!(
         page.body.contains("data-readiness=\"partial\""),
         "the approver sees what a wipe would do"
+    );
+    assert!(
+        page.body.contains("data-readiness-as-of=") && page.body.contains("(nyss)</span>"),
+        "and as of which report"
     );
     assert!(page.body.contains("data-state=\"pending\""), "lock queued");
     // A second report while the case is open: the API's refusal, as a page.

@@ -2,7 +2,7 @@
 //! the device list's search. No I/O; `now_ms` is always passed in.
 
 use super::i18n::Lang;
-use crate::timefmt::rfc3339_ms;
+use crate::timefmt::{Age, rfc3339_ms};
 use vakt_proto::pb;
 
 /// A timestamp for people: `2026-11-28 08:46:20 UTC`; a dash for never.
@@ -19,21 +19,31 @@ pub fn ago(lang: Lang, now_ms: i64, ms: i64) -> String {
     if ms <= 0 {
         return lang.t("aldrig", "never").into();
     }
-    let s = now_ms.saturating_sub(ms) / 1000;
-    if s < 60 {
-        return lang.t("nyss", "just now").into();
-    }
-    let (n, sv, en) = if s < 3600 {
-        (s / 60, "min", "min")
-    } else if s < 2 * 86400 {
-        (s / 3600, "tim", "h")
-    } else {
-        (s / 86400, "dagar", "days")
+    let (n, sv, en) = match crate::timefmt::age(now_ms, ms) {
+        Age::JustNow => return lang.t("nyss", "just now").into(),
+        Age::Minutes(n) => (n, "min", "min"),
+        Age::Hours(n) => (n, "tim", "h"),
+        Age::Days(n) => (n, "dagar", "days"),
     };
     match lang {
         Lang::Sv => format!("för {n} {sv} sedan"),
         Lang::En => format!("{n} {en} ago"),
     }
+}
+
+/// How old a judgement from a device's last report is, for wipe readiness: "as of 2026-11-30
+/// 14:02:00 UTC (3 days ago)", or that the device never reported (`reported_ms` 0). An admin
+/// deciding to wipe a stolen laptop must see that the judgement may be days old.
+pub fn as_of(lang: Lang, now_ms: i64, reported_ms: i64) -> String {
+    if reported_ms <= 0 {
+        return lang.t("aldrig rapporterat", "never reported").into();
+    }
+    format!(
+        "{} {} ({})",
+        lang.t("enligt rapporten", "as of"),
+        when(reported_ms),
+        ago(lang, now_ms, reported_ms)
+    )
 }
 
 /// A byte count in binary units, with the language's decimal separator.
@@ -253,6 +263,22 @@ mod tests {
     fn times_read_as_utc_and_never_is_a_dash() {
         assert_eq!(when(0), "–");
         assert_eq!(when(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn readiness_says_as_of_when_in_both_languages() {
+        let now = 1_764_600_000_000;
+        let then = now - 3 * 86_400_000;
+        assert_eq!(
+            as_of(Lang::En, now, then),
+            format!("as of {} (3 days ago)", when(then))
+        );
+        assert_eq!(
+            as_of(Lang::Sv, now, then),
+            format!("enligt rapporten {} (för 3 dagar sedan)", when(then))
+        );
+        assert_eq!(as_of(Lang::En, now, 0), "never reported");
+        assert_eq!(as_of(Lang::Sv, now, 0), "aldrig rapporterat");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use vakt_proto::pb;
 use vakt_server::api::device_state_name;
 use vakt_server::commands::{kind_name, state_name};
-use vakt_server::timefmt::rfc3339_ms;
+use vakt_server::timefmt::{as_of, now_ms, rfc3339_ms};
 
 #[derive(Subcommand)]
 pub enum DeviceCmd {
@@ -155,6 +155,7 @@ fn device_json(d: &pb::Device) -> Value {
         "command_key_generation": d.command_key_generation,
         "wipe_readiness": readiness_name(d.wipe_readiness.as_ref()),
         "wipe_readable": d.wipe_readiness.as_ref().map(|w| w.readable.clone()).unwrap_or_default(),
+        "wipe_readiness_as_of": readiness_as_of(d.wipe_readiness.as_ref()),
     })
 }
 
@@ -163,11 +164,23 @@ pub fn readiness_name(w: Option<&pb::WipeReadiness>) -> &str {
     w.map_or("unknown", |w| w.state.as_str())
 }
 
-/// The readiness and what a wipe would leave readable, on one line for people.
-pub fn readiness_line(w: Option<&pb::WipeReadiness>) -> String {
-    match w.map(|w| w.readable.as_slice()) {
+/// `wipe_readiness_as_of`: the device's report the readiness was judged from, RFC 3339, empty
+/// when it never reported (as the JSON forms' other times say never), or when the server
+/// predates readiness.
+pub fn readiness_as_of(w: Option<&pb::WipeReadiness>) -> String {
+    w.map(|w| rfc3339_ms(w.reported_ms)).unwrap_or_default()
+}
+
+/// The readiness, what a wipe would leave readable, and as of which report (at `now_ms`), on
+/// one line for people.
+pub fn readiness_line(w: Option<&pb::WipeReadiness>, now_ms: i64) -> String {
+    let what = match w.map(|w| w.readable.as_slice()) {
         Some(r) if !r.is_empty() => format!("{} ({})", readiness_name(w), r.join("; ")),
         _ => readiness_name(w).to_string(),
+    };
+    match w {
+        Some(w) => format!("{what}, {}", as_of(now_ms, w.reported_ms)),
+        None => what,
     }
 }
 
@@ -300,7 +313,10 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
         if r.storage.tpm { "yes" } else { "no" },
         if r.storage.secure_boot { "on" } else { "off" }
     );
-    outln!("wipe        {}", readiness_line(d.wipe_readiness.as_ref()));
+    outln!(
+        "wipe        {}",
+        readiness_line(d.wipe_readiness.as_ref(), now_ms())
+    );
     for v in r.storage.volumes.iter().chain(&r.storage.swap) {
         outln!(
             "  {:<9} {:<16} {} {}",
@@ -324,6 +340,41 @@ fn print_device(d: &pb::Device, r: &vakt_proto::model::Report) {
             e.section.as_str(),
             e.source,
             e.message
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_says_as_of_which_report() {
+        let now = 1_764_600_000_000;
+        let w = pb::WipeReadiness {
+            state: "partial".into(),
+            readable: vec!["/home (/dev/sdb1)".into()],
+            reported_ms: now - 3 * 86_400_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            readiness_line(Some(&w), now),
+            "partial (/home (/dev/sdb1)), as of 2025-11-28T14:40:00Z (3 days ago)"
+        );
+        assert_eq!(readiness_as_of(Some(&w)), "2025-11-28T14:40:00Z");
+        let never = pb::WipeReadiness {
+            state: "unknown".into(),
+            ..Default::default()
+        };
+        assert_eq!(readiness_line(Some(&never), now), "unknown, never reported");
+        assert_eq!(readiness_as_of(Some(&never)), "");
+        assert_eq!(readiness_line(None, now), "unknown");
+        assert_eq!(
+            device_json(&pb::Device {
+                wipe_readiness: Some(w),
+                ..Default::default()
+            })["wipe_readiness_as_of"],
+            "2025-11-28T14:40:00Z"
         );
     }
 }

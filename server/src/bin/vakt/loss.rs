@@ -2,13 +2,13 @@
 //! 8.1: the case, its lock and unlock, its checklist) and `vakt wipe request|approve` (two
 //! different admins, with what the wipe will reach said to both).
 
-use super::devices::{readiness_line, readiness_name};
+use super::devices::{readiness_as_of, readiness_line, readiness_name};
 use super::{Cli, client, status, tokens};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use vakt_proto::pb;
 use vakt_server::commands::state_name;
-use vakt_server::timefmt::rfc3339_ms;
+use vakt_server::timefmt::{now_ms, rfc3339_ms};
 
 #[derive(Subcommand)]
 pub enum LossCmd {
@@ -133,7 +133,7 @@ pub async fn run(cli: &Cli, cmd: &LossCmd) -> anyhow::Result<()> {
                 }
                 outln!(
                     "a wipe     {}",
-                    readiness_line(case.wipe_readiness.as_ref())
+                    readiness_line(case.wipe_readiness.as_ref(), now_ms())
                 );
                 print_checklist(&case);
             }
@@ -217,7 +217,10 @@ pub async fn wipe(cli: &Cli, cmd: &WipeCmd) -> anyhow::Result<()> {
         .into_inner()
         .device
         .and_then(|d| d.wipe_readiness);
-    eprintln!("wipe readiness: {}", readiness_line(readiness.as_ref()));
+    eprintln!(
+        "wipe readiness: {}",
+        readiness_line(readiness.as_ref(), now_ms())
+    );
     match cmd {
         WipeCmd::Request { .. } => {
             // The id alone on stdout, so a script can hand it to the approver.
@@ -282,5 +285,6 @@ fn loss_json(c: &pb::LossCase) -> Value {
         "checklist": steps,
         "wipe_readiness": readiness_name(c.wipe_readiness.as_ref()),
         "wipe_readable": c.wipe_readiness.as_ref().map(|w| w.readable.clone()).unwrap_or_default(),
+        "wipe_readiness_as_of": readiness_as_of(c.wipe_readiness.as_ref()),
     })
 }
