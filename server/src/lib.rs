@@ -22,6 +22,7 @@ pub mod findings;
 pub mod fsutil;
 pub mod hardening;
 pub mod limit;
+pub mod logwindow;
 pub mod loss;
 pub mod metrics;
 pub mod metrics_access;

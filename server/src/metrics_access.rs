@@ -120,19 +120,34 @@ impl ScrapeToken {
     /// Whether an `Authorization` header's value is `Bearer <this token>` (the scheme in any
     /// case, RFC 9110 section 11.1).
     pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(value) = authorization else {
-            return false;
-        };
-        let Some(space) = value.iter().position(|&b| b == b' ') else {
-            return false;
-        };
+        self.check(authorization).is_ok()
+    }
+
+    /// [`admits`](Self::admits), with why not: what the server's log says of a refusal.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), Refusal> {
+        let value = authorization.ok_or(Refusal::Missing)?;
+        let space = value
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or(Refusal::NotBearer)?;
         let (scheme, rest) = value.split_at(space);
         if !scheme.eq_ignore_ascii_case(b"bearer") {
-            return false;
+            return Err(Refusal::NotBearer);
         }
         let presented = rest.trim_ascii();
-        hmac::verify(&self.key, presented, self.tag.as_ref()).is_ok()
+        hmac::verify(&self.key, presented, self.tag.as_ref()).map_err(|_| Refusal::Wrong)
     }
+}
+
+/// Why a scrape was refused (logged; the scraper gets one answer for all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no Authorization header (missing token)")]
+    Missing,
+    #[error("an Authorization header that is not a bearer token")]
+    NotBearer,
+    #[error("wrong token")]
+    Wrong,
 }
 
 #[cfg(test)]
@@ -154,6 +169,13 @@ mod tests {
         assert!(!t.admits(Some(format!("Bearer {TOKEN}x").as_bytes())));
         assert!(!t.admits(Some(format!("Bearer {}", &TOKEN[1..]).as_bytes())));
         assert!(!t.admits(Some(format!("Bearer {}", TOKEN.to_uppercase()).as_bytes())));
+        assert_eq!(t.check(None), Err(Refusal::Missing));
+        assert_eq!(t.check(Some(TOKEN.as_bytes())), Err(Refusal::NotBearer));
+        assert_eq!(
+            t.check(Some(format!("Basic {TOKEN}").as_bytes())),
+            Err(Refusal::NotBearer)
+        );
+        assert_eq!(t.check(Some(b"Bearer nope")), Err(Refusal::Wrong));
     }
 
     #[test]
@@ -302,6 +324,60 @@ mod served {
         let (status, text) = plain(s.addr, Some(&format!("Bearer {TOKEN}"))).await;
         assert_eq!(status, 200, "{text}");
         assert!(text.contains("vakt_agents_connected 0"), "{text}");
+    }
+
+    /// The server's log lines, as the `fmt` subscriber writes them.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_scrapes_are_logged_with_the_peer_and_why_once_per_window() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        // The test's runtime has one thread, so the served tasks log to this subscriber.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let s = serve(Transport::Plain, Some(TOKEN)).await;
+        for _ in 0..3 {
+            assert_eq!(plain(s.addr, None).await.0, 401);
+        }
+        assert_eq!(plain(s.addr, Some("Bearer wrong")).await.0, 401);
+        assert_eq!(plain(s.addr, Some(&format!("Bearer {TOKEN}"))).await.0, 200);
+        let text = log.text();
+        let refused: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("refused a scrape"))
+            .collect();
+        assert_eq!(refused.len(), 1, "one line per window: {text}");
+        assert!(
+            refused[0].contains("WARN")
+                && refused[0].contains("metrics: refused a scrape from 127.0.0.1:")
+                && refused[0].contains("no Authorization header (missing token)"),
+            "{text}"
+        );
+        // Another endpoint (its own window): the wrong token is named as such.
+        let other = serve(Transport::Plain, Some(TOKEN)).await;
+        assert_eq!(plain(other.addr, Some("Bearer wrong")).await.0, 401);
+        assert!(log.text().contains("wrong token"), "{}", log.text());
     }
 
     #[tokio::test]

@@ -369,12 +369,16 @@ impl MetricsEndpoint {
             }
         };
         let token = access.token.map(std::sync::Arc::new);
+        let logs = std::sync::Arc::new(ScrapeLogs::default());
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move |headers: axum::http::HeaderMap| {
+            axum::routing::get(move |req: axum::extract::Request| {
                 let state = state.clone();
                 let token = token.clone();
-                async move { scrape(&state, token.as_deref(), &headers).await }
+                let logs = logs.clone();
+                // The parts only: a body is not `Sync`, and the future must be `Send`.
+                let (parts, _) = req.into_parts();
+                async move { scrape(&state, token.as_deref(), &logs, &parts).await }
             }),
         );
         Ok(Self { listener, app })
@@ -389,17 +393,60 @@ impl MetricsEndpoint {
     }
 }
 
-/// One scrape: the token checked first, so a request without it costs the server nothing.
+/// How often a refused scrape, or a failed count, is written to the log at most: a
+/// Prometheus with the wrong token scrapes every 15–60 s, a prober as often as it likes.
+pub const SCRAPE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The metrics endpoint's log windows ([`crate::logwindow`]).
+struct ScrapeLogs {
+    refused: std::sync::Mutex<crate::logwindow::LogWindow>,
+    failed: std::sync::Mutex<crate::logwindow::LogWindow>,
+}
+
+impl Default for ScrapeLogs {
+    fn default() -> Self {
+        let window = || std::sync::Mutex::new(crate::logwindow::LogWindow::new(SCRAPE_LOG_EVERY));
+        Self {
+            refused: window(),
+            failed: window(),
+        }
+    }
+}
+
+/// Notes an event in `window` now: `Some(left out since the last line)` when a line is due.
+fn log_due(window: &std::sync::Mutex<crate::logwindow::LogWindow>) -> Option<u64> {
+    // A panic elsewhere while it was held leaves a window still fit to count with.
+    let mut w = window
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    w.note(std::time::Instant::now())
+}
+
+/// One scrape: the token checked first, so a request without it costs the server nothing but
+/// a log line now and then (the peer and why: an admin can tell a misconfigured Prometheus,
+/// or someone probing, from a quiet one).
 async fn scrape(
     state: &State,
     token: Option<&crate::metrics_access::ScrapeToken>,
-    headers: &axum::http::HeaderMap,
+    logs: &ScrapeLogs,
+    req: &axum::http::request::Parts,
 ) -> axum::response::Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
+    let authorization = req.headers.get(header::AUTHORIZATION);
     if let Some(token) = token
-        && !token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        && let Err(why) = token.check(authorization.map(|v| v.as_bytes()))
     {
+        if let Some(left_out) = log_due(&logs.refused) {
+            let peer = req
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or_else(|| "an unknown peer".to_string(), |c| c.0.to_string());
+            tracing::warn!(
+                "metrics: refused a scrape from {peer}: {why}{}",
+                crate::logwindow::suppressed_note(left_out)
+            );
+        }
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer realm=\"vakt-metrics\"")],
@@ -417,7 +464,12 @@ async fn scrape(
         )
             .into_response(),
         Err(e) => {
-            tracing::error!("metrics: {e}");
+            if let Some(left_out) = log_due(&logs.failed) {
+                tracing::error!(
+                    "metrics: {e}{}",
+                    crate::logwindow::suppressed_note(left_out)
+                );
+            }
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "metrics unavailable; see the server's log\n",
