@@ -245,6 +245,12 @@ async fn the_it_desk_works_a_loss_through_the_console_in_a_browser() {
     b.click_through(&b.find("#update-case"));
     assert_eq!(b.find_all("#checklist li[data-done=\"true\"]").len(), 2);
     shot(&b, "06-loss-locked");
+    // The wipe readiness on the loss page says as of which report it stands.
+    let as_of = b.text(&b.find(".wipe-readiness [data-readiness-as-of]"));
+    assert!(
+        as_of.starts_with("enligt rapporten 20") && as_of.contains(" UTC ("),
+        "{as_of}"
+    );
     b.click_through(&b.find("#incident-link"));
     assert!(b.source().contains("Incidentrapport: förlorad utrustning"));
     // Whether the disk was encrypted, for the data-protection officer: this agent's wipe
