@@ -61,12 +61,7 @@ fn report(i: usize) -> model::Report {
         ..Default::default()
     };
     model::Report {
-        host: model::HostFacts {
-            hostname: format!("lap-{i:05}"),
-            os: "Debian GNU/Linux 12 (bookworm)".into(),
-            serial: format!("PF{i:06}"),
-            ..Default::default()
-        },
+        host: common::host(i),
         software,
         storage: model::Storage {
             volumes: vec![

@@ -545,7 +545,7 @@ impl Store {
                 let lock = lock_dir(dir)?;
                 let store = Self::with_engine(Engine::open_sled(&dir.join("db"))?, Some(lock))?;
                 store.ensure_indexes()?;
-                store.with_lists_by_device()
+                store.with_readiness_kept()
             }
             StoreLocation::Postgres(url) => Self::connect_postgres(url)?.lock_data(dir),
         }
@@ -567,14 +567,13 @@ impl Store {
     pub fn lock_data(mut self, dir: &Path) -> Result<Self, StoreError> {
         self._lock = Some(std::sync::Arc::new(lock_dir(dir)?));
         self.ensure_indexes()?;
-        self.with_lists_by_device()
+        self.with_readiness_kept()
     }
 
-    /// Makes what the by-device lists read where a store written before them lacks it
+    /// Judges the wipe readiness of every device record that does not keep a current one
     /// (`store/by_device.rs`). Run when the store is taken into use, after the checks that
     /// refuse a database before anything is written to it.
-    fn with_lists_by_device(self) -> Result<Self, StoreError> {
-        by_device::build_command_index(&self.commands, &self.command_devices)?;
+    fn with_readiness_kept(self) -> Result<Self, StoreError> {
         by_device::judge_unjudged(&self.devices, &self.sections)?;
         Ok(self)
     }
@@ -627,6 +626,7 @@ impl Store {
         for (index, records, version) in [
             (&self.hostnames, &self.devices, INDEX_VERSION),
             (&self.loss_devices, &self.losses, INDEX_VERSION),
+            (&self.command_devices, &self.commands, INDEX_VERSION),
         ] {
             let marked = self.indexes.get(index.name())?.as_deref() == Some(version);
             if marked && (!sole_writer || index.len()? == records.len()?) {
@@ -668,9 +668,12 @@ impl Store {
                     let host = r.device.map(|d| d.hostname).unwrap_or_default();
                     (hostname_key(&host, &String::from_utf8_lossy(&k)), k)
                 })
-            } else {
+            } else if index.name() == LOSS_DEVICES {
                 decode::<pb::LossCase>(records.name(), &k, &v)
                     .map(|c| (loss_device_key(&c.device_id, &c.id), k))
+            } else {
+                decode::<pb::CommandInfo>(records.name(), &k, &v)
+                    .map(|c| (by_device::command_key(&c.device_id, &c.id), Vec::new()))
             };
             match entry {
                 Ok(e) => entries.push(e),

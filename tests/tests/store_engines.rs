@@ -1476,6 +1476,8 @@ async fn a_loss_report_reads_only_its_device_and_its_cases(p: Place) {
         // By id saves the hostname lookup's query; nothing grows with the cases.
         assert!(many <= few, "by hostname {few}, by id {many}");
     }
+}
+
 /// A report with a storage section: `/home` on `home` (encrypted or not), `/` and swap
 /// encrypted, wiped by erasing LUKS key slots.
 fn storage_report(home_encrypted: bool) -> Vec<pb::Section> {
@@ -1603,7 +1605,7 @@ async fn lists_by_device_show_what_the_whole_trees_show_and_an_old_store_gets_th
             .map(|d| s.device(d).unwrap().unwrap())
             .collect();
         drop(s);
-        p.drop_raw(&["command_devices"]).await;
+        p.drop_raw(&["command_devices", "indexes"]).await;
         for mut rec in records {
             rec.readiness = None;
             rec.readiness_version = 0;

@@ -8,8 +8,9 @@
 //!   storage section is stored, so a device list decodes no storage section.
 //!
 //! Both are derived data, made again when the store opens where they are missing: a data
-//! directory (or database) written before them gets the index built in one batch, marked
-//! built, and every device record without a current readiness judged from its section.
+//! directory (or database) written before them gets the index built with the store's other
+//! indexes (`Store::ensure_indexes`, marked in the `indexes` tree), and every device record
+//! without a current readiness judged from its section.
 
 use super::engine::{Entry, Tree};
 use super::{StoreError, decode, section_key};
@@ -18,10 +19,6 @@ use vakt_proto::pb;
 
 /// The index tree's name.
 pub(super) const COMMAND_DEVICES: &str = "command_devices";
-
-/// Marks the index as built for every command in the tree. Device ids are UTF-8, in which the
-/// byte 0xff never occurs, so no device's prefix can reach it.
-const BUILT: &[u8] = b"\xffbuilt";
 
 /// Device records judged per read of their storage sections, when the store opens.
 const JUDGE_CHUNK: usize = 1000;
@@ -47,35 +44,6 @@ pub(super) fn command_ids(entries: &[Entry], prefix: &[u8]) -> Vec<Vec<u8>> {
         .iter()
         .filter_map(|(k, _)| k.strip_prefix(prefix).map(<[u8]>::to_vec))
         .collect()
-}
-
-/// Builds the index from the `commands` tree unless it is marked built: the entries and the
-/// mark in one atomic batch, so a crash midway leaves it unmarked and it is built again.
-/// Entries are only ever added (a command's device never changes and commands are never
-/// deleted), so writers of new commands meanwhile (other replicas) are never undone. Returns
-/// how many commands it indexed (0 when it was built already).
-pub(super) fn build_command_index(commands: &Tree, index: &Tree) -> Result<usize, StoreError> {
-    if index.get(BUILT)?.is_some() {
-        return Ok(0);
-    }
-    let mut puts: Vec<Entry> = Vec::new();
-    for (k, v) in commands.iter()? {
-        let c: pb::CommandInfo = decode("commands", &k, &v)?;
-        puts.push((command_key(&c.device_id, &c.id), Vec::new()));
-    }
-    if puts.is_empty() {
-        // Nothing to index, and nothing written: a new database stays empty for `vakt-server
-        // migrate`. The mark is set at the first open that finds commands (their entries are
-        // there already, so that build changes nothing).
-        return Ok(0);
-    }
-    let indexed = puts.len();
-    puts.push((BUILT.to_vec(), b"1".to_vec()));
-    index.apply(&puts, &[])?;
-    if indexed > 0 {
-        tracing::info!("indexed {indexed} commands by device (a store written before the index)");
-    }
-    Ok(indexed)
 }
 
 /// Judges the wipe readiness of every device record that does not keep one by the current
