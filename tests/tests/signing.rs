@@ -535,6 +535,21 @@ async fn retiring_old_keys_refuses_while_devices_trust_them_and_forced_they_catc
         .filter(|e| e["action"] == "signing-key.retire")
         .collect();
     assert_eq!(retirements.len(), 1, "{audit}");
+    // The two refusals for stranded devices are audited too, naming them; the refusals for
+    // bad input (a generation that is current or missing) changed nothing worth recording.
+    let refusals: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "signing-key.retire-refused")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{audit}");
+    assert!(
+        refusals
+            .iter()
+            .all(|e| e["detail"].as_str().unwrap().contains(&host_b)),
+        "{audit}"
+    );
 
     // C connects trusting only the retired key and is handed the chain. A lock queued for it
     // before it answers is not signed with the retired key: it waits, and once C acknowledges

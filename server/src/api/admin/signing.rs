@@ -141,6 +141,15 @@ pub(super) async fn retire(
         .collect();
     stranded.sort_by(|a, b| (a.generation, &a.hostname).cmp(&(b.generation, &b.hostname)));
     if !stranded.is_empty() && !r.force {
+        // An attempt to destroy keys devices still need is worth IT's eye even when refused
+        // (a mistaken script, or a token used by someone who should not): it is audited.
+        api.audit(
+            &actor,
+            "signing-key.retire-refused",
+            &format!("generations 0-{}", r.through),
+            &format!("stranded={} ({})", stranded.len(), some_names(&stranded)),
+        )
+        .await?;
         return Err(Status::failed_precondition(format!(
             "{} device(s) still trust generation {} or older and could no longer be locked or \
              wiped: {}. Each acknowledges the current key when it next connects (see vakt \
