@@ -749,12 +749,41 @@ async fn report_loss_on_postgres_before_and_after_the_indexes() {
 /// first read blocks the thread and the ticker stalls while it waits.
 #[tokio::test]
 async fn a_loss_report_waiting_for_postgresql_holds_no_runtime_thread() {
+    held_loss_report(
+        "held",
+        "LOCK TABLE vakt_kv IN ACCESS EXCLUSIVE MODE",
+        "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+         AND relation = 'vakt_kv'::regclass AND granted",
+    )
+    .await;
+}
+
+/// The same for the one write authorising makes, the token's last use (at most once a
+/// minute): with only the admin tokens' rows locked (reads pass, the last-use write waits),
+/// the loss report waits for it without holding the runtime's thread. Checked: with the last
+/// use noted by the synchronous `touch_admin_token` again, the ticker stalls.
+#[tokio::test]
+async fn a_last_use_note_waiting_for_postgresql_holds_no_runtime_thread() {
+    held_loss_report(
+        "held_touch",
+        "SELECT 1 FROM vakt_kv WHERE tree = 'admin_tokens' FOR UPDATE",
+        // psql sends the statements one by one: the sleep runs once the rows are locked.
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND query LIKE 'SELECT pg_sleep%'",
+    )
+    .await;
+}
+
+/// `ReportLoss` on database `db` of a new server, on this test's current-thread runtime,
+/// while another session runs `hold` for two seconds (`held` says when it holds): the call
+/// must wait at least half a second and a ticker on the same runtime must keep ticking.
+async fn held_loss_report(db: &str, hold: &str, held: &str) {
     use std::sync::atomic::{AtomicU32, Ordering};
     use vakt_proto::pb;
     use vakt_proto::pb::admin_service_server::AdminService;
     let Some(pg) = cluster() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let state = prepared(&pg, "held", tmp.path()).await;
+    let state = prepared(&pg, db, tmp.path()).await;
     let (secret, _) = vakt_server::api::admin::create_enroll_token(&state.store, 1, 600, "t", "")
         .await
         .unwrap();
@@ -777,20 +806,11 @@ async fn a_loss_report_waiting_for_postgresql_holds_no_runtime_thread() {
     let bearer = format!("Bearer {}", admin.trim());
     req.metadata_mut()
         .insert("authorization", bearer.parse().unwrap());
-    let _held = pg.session(
-        "held",
-        "BEGIN; LOCK TABLE vakt_kv IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;",
-    );
+    let _held = pg.session(db, &format!("BEGIN; {hold}; SELECT pg_sleep(2); COMMIT;"));
     wait_until(
-        "the other session holds the table",
+        "the other session holds the lock",
         Duration::from_secs(10),
-        || {
-            pg.sql(
-                "held",
-                "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
-             AND relation = 'vakt_kv'::regclass AND granted",
-            ) == "1"
-        },
+        || pg.sql(db, held) == "1",
     )
     .await;
     let ticks = std::sync::Arc::new(AtomicU32::new(0));

@@ -185,12 +185,15 @@ fn when(ms: i64) -> String {
 pub fn authorize_token(state: &State, presented: &str, needs: pb::Role) -> Result<Actor, Status> {
     let hash = token::hash(presented);
     let rec = state.store.admin_token(&hash).map_err(internal)?;
-    judge_token(state, presented, &hash, rec, needs)
+    let (actor, touch) = judge_token(presented, rec)?;
+    if let Some(now) = touch {
+        noted(&actor, state.store.touch_admin_token(&hash, now));
+    }
+    holds_role(actor, needs)
 }
 
-/// [`authorize_token`] with the token's record read without holding a runtime thread while
-/// PostgreSQL answers (the lock path). The last use, noted at most once a minute, is still
-/// written synchronously.
+/// [`authorize_token`] without holding a runtime thread while PostgreSQL answers (the lock
+/// path): the token's record read and its last use noted asynchronously.
 pub async fn authorize_token_async(
     state: &State,
     presented: &str,
@@ -202,18 +205,28 @@ pub async fn authorize_token_async(
         .admin_token_async(&hash)
         .await
         .map_err(internal)?;
-    judge_token(state, presented, &hash, rec, needs)
+    let (actor, touch) = judge_token(presented, rec)?;
+    if let Some(now) = touch {
+        noted(&actor, state.store.touch_admin_token_async(hash, now).await);
+    }
+    holds_role(actor, needs)
 }
 
-/// Who presents `presented` (hashed `hash`), from its stored record `rec`, as
-/// [`authorize_token`] judges it.
+/// Says when the last use of `actor`'s token could not be noted. Bookkeeping only: a failure
+/// to note the time must not refuse the call.
+fn noted(actor: &Actor, r: Result<(), crate::store::StoreError>) {
+    if let Err(e) = r {
+        tracing::warn!(token = %actor.token_id, "last use not recorded: {e}");
+    }
+}
+
+/// Who presents `presented`, from its stored record `rec`, if the token works now, and the
+/// time to note as its last use when the one recorded is a minute old or more (the caller
+/// writes it, as its runtime allows; a use refused for its role is a use too).
 fn judge_token(
-    state: &State,
     presented: &str,
-    hash: &[u8; 32],
     rec: Option<pb::AdminTokenRecord>,
-    needs: pb::Role,
-) -> Result<Actor, Status> {
+) -> Result<(Actor, Option<i64>), Status> {
     let rec = rec.ok_or_else(|| {
         Status::unauthenticated(format!(
             "API token {} is not valid on this server",
@@ -245,26 +258,30 @@ fn judge_token(
             )));
         }
     }
-    if now.saturating_sub(rec.last_used_at_ms) >= crate::store::LAST_USED_GRANULARITY_MS {
-        // Bookkeeping only: a failure to note the time must not refuse the call.
-        if let Err(e) = state.store.touch_admin_token(hash, now) {
-            tracing::warn!(token = %id, "last use not recorded: {e}");
-        }
-    }
+    let touch = (now.saturating_sub(rec.last_used_at_ms) >= crate::store::LAST_USED_GRANULARITY_MS)
+        .then_some(now);
     let role = pb::Role::try_from(rec.role).unwrap_or(pb::Role::Unspecified);
-    if role_rank(role) < role_rank(needs) {
+    Ok((
+        Actor {
+            name: rec.name,
+            token_id: rec.id,
+            role,
+        },
+        touch,
+    ))
+}
+
+/// `actor`, if its role is at least `needs`.
+fn holds_role(actor: Actor, needs: pb::Role) -> Result<Actor, Status> {
+    if role_rank(actor.role) < role_rank(needs) {
         return Err(Status::permission_denied(format!(
             "this needs the {} role; token '{}' has {}",
             role_name(needs),
-            rec.name,
-            role_name(role)
+            actor.name,
+            role_name(actor.role)
         )));
     }
-    Ok(Actor {
-        name: rec.name,
-        token_id: rec.id,
-        role,
-    })
+    Ok(actor)
 }
 
 /// Stores a new admin token; returns (id, secret). `expires_at_ms` 0 never expires.

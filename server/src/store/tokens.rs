@@ -62,6 +62,17 @@ impl Store {
         )
         .map(|_| ())
     }
+
+    /// [`Store::touch_admin_token`] without holding a runtime thread while PostgreSQL answers
+    /// (the lock path's authorization).
+    pub async fn touch_admin_token_async(
+        &self,
+        hash: [u8; 32],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.unblocked(move |s| s.touch_admin_token(&hash, now_ms))
+            .await
+    }
 }
 
 fn all<M: Message + Default>(
