@@ -1,9 +1,10 @@
--- Schema 3: index trees. From this version the store keeps two indexes as rows of vakt_kv,
+-- Schema 3: index trees. From this version the store keeps three indexes as rows of vakt_kv,
 -- written in the same transaction as the records they index: `device_hostnames` (a device's
--- hostname, ASCII letters lowered, 0, its id -> the id) and `loss_devices` (a loss case's
--- device id, 0, the case id -> the case id). A server of schema 2 writes devices and loss
--- cases without them, so the version alone is this migration's point: such a server refuses
--- to start on a database of schema 3 instead of leaving the indexes behind.
+-- hostname, ASCII letters lowered, 0, its id -> the id), `loss_devices` (a loss case's device
+-- id, 0, the case id -> the case id) and `command_devices` (a command's device id, 0, the
+-- command id -> empty). A server of schema 2 writes devices, loss cases and commands without
+-- them, so the version alone is this migration's point: such a server refuses to start on a
+-- database of schema 3 instead of leaving the indexes behind.
 --
 -- The entries are built from the records by the first server of schema 3 that starts
 -- (`Store::ensure_indexes`), because the hostnames are inside protobuf records that SQL cannot
