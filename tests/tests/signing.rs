@@ -528,21 +528,14 @@ async fn retiring_old_keys_refuses_while_devices_trust_them_and_forced_they_catc
         }
     }
     let audit = server.vakt_json(&["audit"]);
-    let retirements: Vec<&Value> = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "signing-key.retire")
-        .collect();
-    assert_eq!(retirements.len(), 1, "{audit}");
+    let of = |action: &str| -> Vec<Value> {
+        let all = audit.as_array().unwrap().iter();
+        all.filter(|e| e["action"] == action).cloned().collect()
+    };
+    assert_eq!(of("signing-key.retire").len(), 1, "{audit}");
     // The two refusals for stranded devices are audited too, naming them; the refusals for
     // bad input (a generation that is current or missing) changed nothing worth recording.
-    let refusals: Vec<&Value> = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "signing-key.retire-refused")
-        .collect();
+    let refusals = of("signing-key.retire-refused");
     assert_eq!(refusals.len(), 2, "{audit}");
     assert!(
         refusals
