@@ -40,9 +40,13 @@ pub fn urls_in_text(text: &str) -> String {
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         // The scheme: the letters, digits, '+', '-' and '.' just before "://".
+        // The character before the scheme may be several bytes long (a quoted line is any
+        // text), so the scheme starts after that character, not one byte after its start.
         let start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
             .map_or(rest.len(), |i| at + i);
@@ -83,6 +87,10 @@ mod tests {
         );
         assert_eq!(urls_in_text("no url here"), "no url here");
         assert_eq!(urls_in_text("odd :// text"), "odd :// text");
+        // A scheme right after a character of several bytes (the fuzzer's find: this sliced
+        // inside 'é' and panicked).
+        assert_eq!(urls_in_text("xé://u:p@h/x"), "xé://u:p@h/x");
+        assert_eq!(urls_in_text("é€smtp://u:p@h:25"), "é€smtp://h:25/…");
     }
 
     #[test]
