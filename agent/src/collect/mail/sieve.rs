@@ -1229,8 +1229,11 @@ impl Evaluator<'_> {
                     for (_, m) in &modifiers {
                         v.text = modify(m, &v.text);
                     }
-                    v.text = truncate_bytes(&v.text, MAX_VARIABLE_SIZE);
                 }
+                // Cut whether known or not: Pigeonhole cuts the value it holds, and a value
+                // with unknown parts built from itself ("set a ${a}${a}…" after "${1}")
+                // would otherwise grow eightfold per line until the agent runs out of memory.
+                v.text = truncate_bytes(&v.text, MAX_VARIABLE_SIZE);
                 v.conditions = merge_conditions(&v.conditions, conditions);
                 v
             })
@@ -1250,8 +1253,14 @@ impl Evaluator<'_> {
             let mut next = Vec::with_capacity(out.len() * alternatives.len());
             for a in &out {
                 for b in &alternatives {
+                    // Each reason once: a value built from itself ("${a}${a}") would otherwise
+                    // double its list at every `set`.
                     let mut unknown = a.unknown.clone();
-                    unknown.extend(b.unknown.iter().cloned());
+                    for why in &b.unknown {
+                        if !unknown.contains(why) {
+                            unknown.push(why.clone());
+                        }
+                    }
                     next.push(Value {
                         text: format!("{}{}", a.text, b.text),
                         unknown,
@@ -1948,6 +1957,26 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_value_built_from_itself_stays_within_the_variable_size() {
+        // Each line would multiply the value eightfold: 8^5 copies of "${1}" (160 KiB) and as
+        // many reasons after five lines, 8^12 (256 TiB) after twelve, if unknown values were
+        // not cut. The known part of a value is cut, and so is the written form of one with
+        // unknown parts; each reason is said once.
+        let grow = "set \"a\" \"${a}${a}${a}${a}${a}${a}${a}${a}\";\n";
+        for lines in [5, 12] {
+            let got = read_script(&format!(
+                "if header :matches \"to\" \"*\" {{ set \"a\" \"${{1}}\"; }}\n{}redirect \"${{a}}\";",
+                grow.repeat(lines)
+            ));
+            assert!(!got.deliveries.is_empty(), "{got:?}");
+            for d in &got.deliveries {
+                assert!(d.target.len() <= MAX_VARIABLE_SIZE, "{}", d.target.len());
+                assert!(d.problem.len() < 200, "{}", d.problem);
+            }
+        }
     }
 
     #[test]
