@@ -36,8 +36,16 @@ use super::prefs::{Prefs, parse_prefs};
 use super::text::{bare_address, clean_signature, decode, looks_like_html};
 use crate::collect::limits::thousands;
 use crate::collect::userfile::{self, normalize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Keys read from one list pref (`mail.accountmanager.accounts`, an account's `identities`,
+/// `mail.smtpservers`). Real profiles list a few; the cap is above the user's item budget
+/// ([`super::MAX_ITEMS_PER_USER`]) so that budget still says what it leaves out, and it keeps
+/// a hostile prefs.js (thousands of accounts each naming thousands of identities) from making
+/// the accounts-by-identities walk take the agent's memory and time.
+pub const MAX_KEYS: usize = 256;
 use vakt_proto::model::{ForwardKind, MailSecurity};
 
 pub const CLIENT: &str = "thunderbird";
@@ -148,7 +156,9 @@ pub struct Smtp {
 pub struct Account {
     pub key: String,
     pub server: Option<Server>,
-    pub identities: Vec<Identity>,
+    /// Shared: accounts may name the same identity, which is read once (its signature text
+    /// may be megabytes).
+    pub identities: Vec<Arc<Identity>>,
 }
 
 /// The account manager's view of one profile's prefs.
@@ -157,16 +167,26 @@ pub struct Config {
     pub accounts: Vec<Account>,
     pub smtp: Vec<Smtp>,
     pub default_smtp: Option<String>,
+    /// List prefs that named more than [`MAX_KEYS`] keys, with how many they named.
+    pub too_long: Vec<(String, usize)>,
 }
 
-/// Splits a comma-separated key list (`account1,account2`), as the account manager does.
-fn keys(list: Option<&str>) -> Vec<String> {
-    list.unwrap_or("")
+/// Splits a comma-separated key list (`account1,account2`) as the account manager does, each
+/// key once (it skips one it has loaded already), at most [`MAX_KEYS`] of them; a longer
+/// list is noted in `too_long` under `pref`.
+fn keys(p: &Prefs, pref: &str, too_long: &mut Vec<(String, usize)>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let all: Vec<&str> = p
+        .str(pref)
+        .unwrap_or("")
         .split(',')
         .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_string)
-        .collect()
+        .filter(|k| !k.is_empty() && seen.insert(*k))
+        .collect();
+    if all.len() > MAX_KEYS {
+        too_long.push((pref.to_string(), all.len()));
+    }
+    all.into_iter().take(MAX_KEYS).map(str::to_string).collect()
 }
 
 /// Builds the account configuration from a profile's prefs.
@@ -208,21 +228,28 @@ pub fn config_from_prefs(p: &Prefs) -> Config {
             .filter(|k| !k.is_empty())
             .map(str::to_string),
     };
-    let accounts = keys(p.str("mail.accountmanager.accounts"))
-        .into_iter()
-        .map(|a| Account {
+    let mut too_long = Vec::new();
+    let mut read: BTreeMap<String, Arc<Identity>> = BTreeMap::new();
+    let mut accounts = Vec::new();
+    for a in keys(p, "mail.accountmanager.accounts", &mut too_long) {
+        let identities = keys(p, &format!("mail.account.{a}.identities"), &mut too_long)
+            .into_iter()
+            .map(|i| {
+                read.entry(i)
+                    .or_insert_with_key(|i| Arc::new(identity(i)))
+                    .clone()
+            })
+            .collect();
+        accounts.push(Account {
             server: p
                 .str(&format!("mail.account.{a}.server"))
                 .filter(|k| !k.is_empty())
                 .map(server),
-            identities: keys(p.str(&format!("mail.account.{a}.identities")))
-                .iter()
-                .map(|i| identity(i))
-                .collect(),
+            identities,
             key: a,
-        })
-        .collect();
-    let smtp = keys(p.str("mail.smtpservers"))
+        });
+    }
+    let smtp = keys(p, "mail.smtpservers", &mut too_long)
         .into_iter()
         .map(|k| Smtp {
             hostname: s(format!("mail.smtpserver.{k}.hostname")),
@@ -239,6 +266,7 @@ pub fn config_from_prefs(p: &Prefs) -> Config {
             .str("mail.smtp.defaultserver")
             .filter(|k| !k.is_empty())
             .map(str::to_string),
+        too_long,
     }
 }
 
@@ -317,6 +345,15 @@ fn collect_profile(probe: &mut Probe<'_>, profile: &Path) {
         return;
     }
     let config = config_from_prefs(&prefs);
+    for (pref, n) in &config.too_long {
+        probe.error(
+            &profile.join("prefs.js"),
+            format!(
+                "{pref} names {} keys: only the first {MAX_KEYS} were read",
+                thousands(*n)
+            ),
+        );
+    }
 
     let mut identities_done = BTreeSet::new();
     let mut servers_done = BTreeSet::new();
@@ -597,6 +634,56 @@ user_pref("mail.smtp.defaultserver", "smtp1");
         assert_eq!(c.smtp[0].try_ssl, Some(2));
         assert_eq!(c.smtp[1].try_ssl, None);
         assert_eq!(c.default_smtp.as_deref(), Some("smtp1"));
+    }
+
+    #[test]
+    fn hostile_key_lists_are_read_once_each_and_capped() {
+        // A prefs.js a user can write: one account key repeated, then more accounts than the
+        // cap, every one naming the same identity with a large signature, and an identity
+        // list longer than the cap. Read naively, that is accounts × identities copies of
+        // the signature.
+        let mut text = String::from("user_pref(\"mail.accountmanager.accounts\", \"a,a,a");
+        for n in 0..1000 {
+            text.push_str(&format!(",b{n}"));
+        }
+        text.push_str("\");\n");
+        for n in 0..1000 {
+            text.push_str(&format!(
+                "user_pref(\"mail.account.b{n}.identities\", \"i,i\");\n"
+            ));
+        }
+        let many: Vec<String> = (0..300).map(|n| format!("j{n}")).collect();
+        text.push_str(&format!(
+            "user_pref(\"mail.account.a.identities\", \"i,{}\");\n",
+            many.join(",")
+        ));
+        text.push_str(&format!(
+            "user_pref(\"mail.identity.i.htmlSigText\", \"{}\");\n",
+            "x".repeat(100_000)
+        ));
+        let prefs = parse_prefs(text.as_bytes()).value;
+        let c = config_from_prefs(&prefs);
+        assert_eq!(c.accounts.len(), MAX_KEYS);
+        assert_eq!(c.accounts[0].key, "a");
+        assert_eq!(c.accounts[1].key, "b0");
+        assert_eq!(c.accounts[0].identities.len(), MAX_KEYS);
+        assert_eq!(c.accounts[1].identities.len(), 1);
+        // One identity, read once, shared by every account that names it.
+        let first = &c.accounts[0].identities[0];
+        assert_eq!(first.html_sig_text.len(), 100_000);
+        assert!(
+            c.accounts
+                .iter()
+                .skip(1)
+                .all(|a| Arc::ptr_eq(&a.identities[0], first))
+        );
+        assert_eq!(
+            c.too_long,
+            vec![
+                ("mail.accountmanager.accounts".to_string(), 1001),
+                ("mail.account.a.identities".to_string(), 301),
+            ]
+        );
     }
 
     #[test]
