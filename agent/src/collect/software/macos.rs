@@ -14,11 +14,29 @@
 
 use crate::collect::userfile;
 use crate::collect::{Collected, Root};
+use plist::stream::{Event, Reader};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 use vakt_proto::model::{Package, PackageFormat, SectionKind, SoftwareSource};
 
 const INFO_PLIST_CAP: u64 = 4 << 20;
+/// Nesting deeper than this is refused; real Info.plists nest three or four levels. A
+/// user's bundle is hostile input: a million nested arrays would overflow the stack of
+/// whatever walks or drops them recursively.
+const MAX_DEPTH: usize = 32;
+/// Events (keys, values, ends of collections) read before the file is refused. Real
+/// Info.plists have hundreds; a binary plist whose arrays name the same child array many
+/// times expands exponentially as it is read (the reader refuses only cycles).
+const MAX_EVENTS: usize = 100_000;
+/// The keys read; the rest of the file is only counted.
+const KEYS: [&str; 5] = [
+    "CFBundleIdentifier",
+    "CFBundleDisplayName",
+    "CFBundleName",
+    "CFBundleShortVersionString",
+    "CFBundleVersion",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MacError {
@@ -26,6 +44,16 @@ pub enum MacError {
     Plist(#[from] plist::Error),
     #[error("property list is not a dictionary")]
     NotADictionary,
+    #[error("property list ends inside its dictionary")]
+    Truncated,
+    #[error("property list has a key without a value")]
+    KeyWithoutValue,
+    #[error("property list has a dictionary key that is not a string")]
+    KeyNotAString,
+    #[error("property list nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("property list holds more than {MAX_EVENTS} values")]
+    TooLarge,
 }
 
 /// What an Info.plist says about its bundle.
@@ -36,18 +64,69 @@ pub struct BundleInfo {
     pub version: String,
 }
 
-/// Reads an Info.plist, XML or binary.
+/// Reads an Info.plist, XML or binary, as a stream of events: only the top dictionary's
+/// string values of [`KEYS`] are kept (a later duplicate key wins, as in a parsed
+/// dictionary), and nothing deeper is built, so depth and size are checked as it goes.
 pub fn parse_info_plist(bytes: &[u8]) -> Result<BundleInfo, MacError> {
-    let value = plist::Value::from_reader(Cursor::new(bytes))?;
-    let dict = value.as_dictionary().ok_or(MacError::NotADictionary)?;
+    let mut events = Reader::new(Cursor::new(bytes));
+    match events.next() {
+        Some(Ok(Event::StartDictionary(_))) => {}
+        Some(Ok(_)) => return Err(MacError::NotADictionary),
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(MacError::Truncated),
+    }
+    let mut found: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut depth = 1;
+    // In the top dictionary: the key whose value comes next.
+    let mut key: Option<String> = None;
+    for (n, event) in events.enumerate() {
+        if n >= MAX_EVENTS {
+            return Err(MacError::TooLarge);
+        }
+        let event = event?;
+        if depth == 1 && key.is_none() {
+            // A key, or the end of the dictionary.
+            match event {
+                Event::String(k) => key = Some(k.into_owned()),
+                Event::EndCollection => return Ok(bundle_info(found)),
+                _ => return Err(MacError::KeyNotAString),
+            }
+            continue;
+        }
+        let wanted = key
+            .take()
+            .and_then(|k| KEYS.iter().copied().find(|w| *w == k));
+        match event {
+            Event::StartArray(_) | Event::StartDictionary(_) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(MacError::TooDeep);
+                }
+            }
+            Event::EndCollection if depth == 1 => return Err(MacError::KeyWithoutValue),
+            Event::EndCollection => depth -= 1,
+            _ => {}
+        }
+        if let Some(w) = wanted {
+            match event {
+                Event::String(v) => found.insert(w, v.into_owned()),
+                // Not a string: the key's earlier string value no longer holds.
+                _ => found.remove(w),
+            };
+        }
+    }
+    Err(MacError::Truncated)
+}
+
+fn bundle_info(found: BTreeMap<&'static str, String>) -> BundleInfo {
     let text = |key: &str| {
-        dict.get(key)
-            .and_then(|v| v.as_string())
-            .map(str::trim)
+        found
+            .get(key)
+            .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
-    Ok(BundleInfo {
+    BundleInfo {
         id: text("CFBundleIdentifier").unwrap_or_default(),
         name: text("CFBundleDisplayName")
             .or_else(|| text("CFBundleName"))
@@ -55,7 +134,7 @@ pub fn parse_info_plist(bytes: &[u8]) -> Result<BundleInfo, MacError> {
         version: text("CFBundleShortVersionString")
             .or_else(|| text("CFBundleVersion"))
             .unwrap_or_default(),
-    })
+    }
 }
 
 /// Where a bundle sits.
@@ -241,6 +320,95 @@ mod tests {
         assert!(matches!(
             parse_info_plist(b"<?xml version=\"1.0\"?><plist><array/></plist>"),
             Err(MacError::NotADictionary)
+        ));
+    }
+
+    /// A binary plist (`bplist00`) of `objects`, already encoded with one-byte object
+    /// references; object 0 is the top.
+    fn bplist(objects: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = b"bplist00".to_vec();
+        let mut offsets = Vec::new();
+        for o in objects {
+            offsets.push(u16::try_from(out.len()).unwrap());
+            out.extend_from_slice(o);
+        }
+        let table = out.len() as u64;
+        for o in offsets {
+            out.extend_from_slice(&o.to_be_bytes());
+        }
+        // Trailer: six unused bytes, offset size 2, reference size 1, object count, top
+        // object, offset table's place.
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 2, 1]);
+        out.extend_from_slice(&(objects.len() as u64).to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&table.to_be_bytes());
+        out
+    }
+
+    /// An ASCII string object: its length in the marker up to 14, else in an integer
+    /// object after it.
+    fn bstr(s: &str) -> Vec<u8> {
+        let len = u8::try_from(s.len()).unwrap();
+        let mut o = if len < 15 {
+            vec![0x50 | len]
+        } else {
+            vec![0x5F, 0x10, len]
+        };
+        o.extend_from_slice(s.as_bytes());
+        o
+    }
+
+    #[test]
+    fn a_hand_built_binary_plist_reads_like_a_written_one() {
+        // {CFBundleIdentifier: "se.x", CFBundleName: ["n"], CFBundleName: "N"}: a value that
+        // is not a string does not count, a later duplicate key wins.
+        let top = vec![0xD3, 1, 2, 2, 3, 4, 5];
+        let got = parse_info_plist(&bplist(&[
+            top,
+            bstr("CFBundleIdentifier"),
+            bstr("CFBundleName"),
+            bstr("se.x"),
+            vec![0xA1, 6],
+            bstr("N"),
+            bstr("n"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            got,
+            BundleInfo {
+                id: "se.x".into(),
+                name: "N".into(),
+                version: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn deep_or_exponential_plists_are_refused_without_being_built() {
+        // 200,000 nested arrays (3 MB, under the read cap): building and dropping them as a
+        // value recursed once per level and overflowed the stack.
+        let mut deep = b"<?xml version=\"1.0\"?><plist><dict><key>k</key>".to_vec();
+        deep.extend(b"<array>".repeat(200_000));
+        deep.extend(b"</array>".repeat(200_000));
+        deep.extend(b"</dict></plist>");
+        assert!(matches!(parse_info_plist(&deep), Err(MacError::TooDeep)));
+        // A binary plist of ten levels, each an array naming the next level's array fourteen
+        // times: 14^10 values when expanded, from 200 bytes.
+        let mut objects = vec![vec![0xD1, 1, 2], bstr("CFBundleIdentifier")];
+        for level in 0..10u8 {
+            let mut array = vec![0xAE];
+            array.extend(std::iter::repeat_n(3 + level, 14));
+            objects.push(array);
+        }
+        objects.push(bstr("leaf"));
+        assert!(matches!(
+            parse_info_plist(&bplist(&objects)),
+            Err(MacError::TooLarge)
+        ));
+        // A key without its value.
+        assert!(matches!(
+            parse_info_plist(b"<?xml version=\"1.0\"?><plist><dict><key>a</key></dict></plist>"),
+            Err(MacError::KeyWithoutValue | MacError::Plist(_))
         ));
     }
 
