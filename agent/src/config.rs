@@ -163,6 +163,12 @@ pub struct Config {
 /// The shortest report interval accepted: more often than this only loads the server.
 pub const MIN_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// The longest report interval accepted: a laptop silent for longer is not managed, and a
+/// duration of centuries (which humantime reads) would overflow the timers built from it.
+pub const MAX_REPORT_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest collection budget accepted (`collect.family_timeout`, `total_timeout`), for
+/// the same reasons; a collection that needs more is stuck.
+pub const MAX_COLLECT_BUDGET: Duration = Duration::from_secs(3600);
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -209,6 +215,12 @@ impl Config {
                         MIN_REPORT_INTERVAL.as_secs()
                     ));
                 }
+                if d > MAX_REPORT_INTERVAL {
+                    return Err(format!(
+                        "report_interval: '{s}' is longer than the maximum of {}",
+                        humantime::format_duration(MAX_REPORT_INTERVAL)
+                    ));
+                }
                 d
             }
         };
@@ -230,6 +242,10 @@ impl Config {
             let budget = |key: &str, v: &Option<String>, default| match v {
                 None => Ok(default),
                 Some(s) => match humantime::parse_duration(s) {
+                    Ok(d) if d > MAX_COLLECT_BUDGET => Err(format!(
+                        "collect.{key}: '{s}' is longer than the maximum of {}",
+                        humantime::format_duration(MAX_COLLECT_BUDGET)
+                    )),
                     Ok(d) if d >= Duration::from_secs(1) => Ok(d),
                     Ok(_) => Err(format!("collect.{key}: '{s}' is shorter than 1s")),
                     Err(e) => Err(format!(
@@ -318,6 +334,16 @@ strategy = "luks-erase"
         assert!(err.starts_with("collect.family_timeout: 'soon'"), "{err}");
         let err = Config::parse(&format!("{GOOD}[collect]\nfamily_timeot = \"5s\"\n")).unwrap_err();
         assert!(err.contains("family_timeot"), "{err}");
+        // Centuries parse as durations and overflowed the agent's timers once it ran.
+        let err = Config::parse(&GOOD.replace("\"15m\"", "\"18000000000000000000s\"")).unwrap_err();
+        assert!(err.contains("longer than the maximum of 7days"), "{err}");
+        assert!(Config::parse(&GOOD.replace("\"15m\"", "\"7days\"")).is_ok());
+        let err = Config::parse(&format!("{GOOD}[collect]\ntotal_timeout = \"1000years\"\n"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("collect.total_timeout: '1000years' is longer than the maximum of 1h"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum PkiError {
     ServerCert(#[from] crate::certs::CertsError),
     #[error("a certificate lifetime must be at least {min}, not {given}")]
     LifetimeTooShort { min: String, given: String },
+    #[error("a certificate lifetime must be at most {max} (the CA's own is 20 years), not {given}")]
+    LifetimeTooLong { max: String, given: String },
 }
 
 /// How long an agent certificate is valid unless `serve --device-cert-lifetime` says otherwise.
@@ -43,6 +45,11 @@ pub const SERVER_CERT_LIFETIME: std::time::Duration =
     std::time::Duration::from_secs(397 * 24 * 3600);
 /// The shortest device certificate lifetime accepted (tests use a minute or so).
 pub const MIN_DEVICE_CERT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest certificate lifetime accepted, device or server: a certificate should not
+/// outlive the CA that vouches for it (20 years), and a lifetime past the year 9999 cannot be
+/// written into one at all.
+/// Ten years as humantime counts them (365.25 days each), so the message says "10years".
+pub const MAX_CERT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10 * 31_557_600);
 
 /// The loaded PKI of one data directory.
 pub struct Pki {
@@ -183,6 +190,7 @@ impl Pki {
     /// Issues a new server certificate valid for `lifetime`, writes `server.pem` and serves
     /// it from the next handshake on.
     pub fn reissue_server_cert(&self, lifetime: std::time::Duration) -> Result<(), PkiError> {
+        check_cert_lifetime(lifetime)?;
         let (cert, key) = issue_server_cert(&self.issuer, &self.dir, &self.hostnames, lifetime)?;
         self.server_cert.replace(&cert, &key)?;
         Ok(())
@@ -232,12 +240,20 @@ impl Pki {
     }
 }
 
-/// Refuses a certificate lifetime shorter than [`MIN_DEVICE_CERT_LIFETIME`].
+/// Refuses a certificate lifetime shorter than [`MIN_DEVICE_CERT_LIFETIME`] or longer than
+/// [`MAX_CERT_LIFETIME`].
 pub fn check_cert_lifetime(d: std::time::Duration) -> Result<(), PkiError> {
+    let given = || humantime::format_duration(d).to_string();
     if d < MIN_DEVICE_CERT_LIFETIME {
         return Err(PkiError::LifetimeTooShort {
             min: humantime::format_duration(MIN_DEVICE_CERT_LIFETIME).to_string(),
-            given: humantime::format_duration(d).to_string(),
+            given: given(),
+        });
+    }
+    if d > MAX_CERT_LIFETIME {
+        return Err(PkiError::LifetimeTooLong {
+            max: humantime::format_duration(MAX_CERT_LIFETIME).to_string(),
+            given: given(),
         });
     }
     Ok(())
@@ -396,6 +412,32 @@ mod tests {
         }
         assert_eq!(base64_encode(b"Man"), "TWFu");
         assert_eq!(base64_encode(b"Ma"), "TWE=");
+    }
+
+    #[test]
+    fn certificate_lifetimes_are_bounded_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let years = |n: u64| std::time::Duration::from_secs(n * 31_557_600);
+        assert!(matches!(
+            pki.set_device_cert_lifetime(std::time::Duration::from_secs(59)),
+            Err(PkiError::LifetimeTooShort { .. })
+        ));
+        // 10,000 years would have made every enrollment panic past the year 9999.
+        let err = pki.set_device_cert_lifetime(years(10_000)).unwrap_err();
+        assert!(err.to_string().contains("at most 10years"), "{err}");
+        assert!(matches!(
+            pki.reissue_server_cert(years(11)),
+            Err(PkiError::LifetimeTooLong { .. })
+        ));
+        pki.set_device_cert_lifetime(years(10)).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["ignored".to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap();
+        pki.issue_device_cert(csr.der(), "dev-1", OffsetDateTime::now_utc())
+            .unwrap();
     }
 
     #[test]
