@@ -320,6 +320,63 @@ async fn findings_manager_mail_and_resolution(engine: Engine) {
         .output()
         .unwrap();
     assert!(!out.status.success(), "an exemption is short");
+    // IT grants a long one (for the forwarding rule, so that data abroad is left to the trip
+    // below); one that would end past the year 9999 is refused with a reason (it was stored
+    // as ended at the epoch, expired at once).
+    let grant = |minutes: &str| {
+        server.vakt(&[
+            "exemptions",
+            "grant",
+            "--device",
+            &device,
+            "--rule",
+            "mail-auto-forward-external",
+            "--minutes",
+            minutes,
+            "--reason",
+            "tjänsteresa hela hösten",
+        ])
+    };
+    let out = grant("4294967295");
+    assert!(
+        !out.status.success() && vakt_tests::stderr(&out).contains("--minutes must be at most"),
+        "{}",
+        vakt_tests::stderr(&out)
+    );
+    let out = grant("5259600");
+    assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let ex = server.vakt_json(&["exemptions", "list"]);
+    let granted = ex
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not in {ex}"));
+    let until = granted["until"].as_str().unwrap();
+    assert!(
+        until.starts_with("203") || until.starts_with("204"),
+        "{until}"
+    );
+    // Ended early from the command line: it stays listed, ended now, saying by whom and why.
+    let out = server.vakt(&["exemptions", "revoke", &id, "--reason", "hösten är över"]);
+    assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
+    let ex = server.vakt_json(&["exemptions", "list"]);
+    let ended = ex
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .unwrap();
+    assert!(ended["until"].as_str().unwrap() < until, "{ended}");
+    assert_eq!(ended["revoke_reason"], "hösten är över");
+    assert!(!ended["revoked_by"].as_str().unwrap().is_empty(), "{ended}");
+    let out = server.vakt(&["exemptions", "revoke", &id, "--reason", "hösten är över"]);
+    assert!(
+        vakt_tests::stderr(&out).contains("ended already"),
+        "{}",
+        vakt_tests::stderr(&out)
+    );
 
     // The manager hears of the exemption, and of a loss (section 8.1, step 4).
     wait_until(

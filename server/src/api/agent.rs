@@ -270,6 +270,7 @@ impl AgentService for AgentApi {
             until: Some(crate::findings::ms_to_time(until)),
             reason: reason.to_string(),
             granted_by: format!("requested from the device {}", d.hostname),
+            revoked: None,
         };
         self.state
             .store

@@ -190,6 +190,7 @@ pub fn router(console: Console) -> Router {
         .route("/people/import", post(people::import))
         .route("/trips", post(people::add_trip))
         .route("/exemptions", post(people::grant_exemption))
+        .route("/exemptions/{id}/revoke", post(people::revoke_exemption))
         .route("/policy", get(policy::page))
         .route("/policy/check", post(policy::check))
         .route("/policy/apply", post(policy::apply))

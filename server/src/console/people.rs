@@ -1,10 +1,11 @@
 //! People (from the HR export), their trips, and exemptions from rules: what the policy's rules
-//! look at besides the devices. Importing people, adding a trip and granting an exemption are
-//! the admin API's calls, with its validation and audit entries.
+//! look at besides the devices. Importing people, adding a trip, granting an exemption and
+//! ending one are the admin API's calls, with its validation and audit entries.
 
 use super::view;
 use super::{Authed, Frame, Lang, Page, Post, html};
 use askama::Template;
+use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub struct ExemptionRow {
     pub subject: String,
     pub from: String,
     pub until: String,
+    /// Still in force (no end, or one to come): it can be ended.
+    pub in_force: bool,
 }
 
 #[derive(Template)]
@@ -80,10 +83,12 @@ pub async fn page(a: Authed) -> Page {
             t,
         })
         .collect();
+    let now = crate::timefmt::now_ms();
     let exemptions = exemptions
         .into_iter()
         .rev()
         .map(|e| ExemptionRow {
+            in_force: e.until_ms == 0 || e.until_ms > now,
             subject: if e.device.is_empty() {
                 e.person.clone()
             } else {
@@ -219,6 +224,32 @@ pub async fn grant_exemption(Post(a, f): Post<ExemptionForm>) -> Page {
     let msg = match a.lang {
         Lang::Sv => format!("Undantaget {} från {} är beviljat.", e.id, e.rule),
         Lang::En => format!("Exemption {} from {} is granted.", e.id, e.rule),
+    };
+    Ok(a.done(back, msg))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeExemptionForm {
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn revoke_exemption(
+    Path(id): Path<String>,
+    Post(a, f): Post<RevokeExemptionForm>,
+) -> Page {
+    let back = "/people#exemptions";
+    let answer = a
+        .api()
+        .revoke_exemption(a.req(pb::RevokeExemptionRequest {
+            id,
+            reason: f.reason,
+        }))
+        .await;
+    let e = a.ok(answer, back)?;
+    let msg = match a.lang {
+        Lang::Sv => format!("Undantaget {} från {} har upphört.", e.id, e.rule),
+        Lang::En => format!("Exemption {} from {} has ended.", e.id, e.rule),
     };
     Ok(a.done(back, msg))
 }

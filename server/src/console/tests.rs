@@ -788,6 +788,48 @@ async fn findings_show_by_rule_and_section_and_export_as_csv() {
         .get(&format!("/findings?rule={rule}&status=exempted"))
         .await;
     assert!(exempted.body.contains("data-status=\"exempted\""));
+
+    // IT ends it early with a reason: it stays listed, saying who ended it, and the finding
+    // is a violation again. Ending it twice is refused.
+    let ex_id = page
+        .body
+        .split("action=\"/exemptions/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("an end form for the exemption in force")
+        .to_string();
+    let revoke = format!("/exemptions/{ex_id}/revoke");
+    let r = c
+        .post(
+            &revoke,
+            &[("csrf", &csrf), ("reason", "resan blev inställd")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let page = c.get("/people").await;
+    assert!(page.body.contains("resan blev inställd"), "{}", page.body);
+    assert!(
+        !page.body.contains(&revoke),
+        "no end form for an ended exemption"
+    );
+    let exempted = c
+        .get(&format!("/findings?rule={rule}&status=exempted"))
+        .await;
+    assert!(!exempted.body.contains("data-status=\"exempted\""));
+    let again = c
+        .post(
+            &revoke,
+            &[("csrf", &csrf), ("reason", "resan blev inställd")],
+        )
+        .await;
+    assert_ne!(again.status, 303);
+    assert!(again.body.contains("ended already"), "{}", again.body);
+    let log = f.state.store.audit_log().unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.action == "exemption.revoke" && e.target == ex_id),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]

@@ -178,6 +178,16 @@ pub struct Exemption {
     /// Who asked for or granted it, for the evidence.
     #[serde(default)]
     pub granted_by: String,
+    /// Set when it was ended before its time (`until` is then when); kept for the evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+/// Who ended an exemption early, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub by: String,
+    pub reason: String,
 }
 
 impl Exemption {

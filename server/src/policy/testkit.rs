@@ -89,6 +89,7 @@ pub fn exemption(rule: &str, until: Option<OffsetDateTime>) -> Exemption {
         until,
         reason: "Behöver skicka protokoll".into(),
         granted_by: "anna.berg@sorsele.se".into(),
+        revoked: None,
     }
 }
 

@@ -443,6 +443,13 @@ impl AdminService for AdminApi {
         people::grant_exemption(self, req).await
     }
 
+    async fn revoke_exemption(
+        &self,
+        req: Request<pb::RevokeExemptionRequest>,
+    ) -> Result<Response<pb::ExemptionInfo>, Status> {
+        people::revoke_exemption(self, req).await
+    }
+
     async fn list_exemptions(
         &self,
         req: Request<pb::ListExemptionsRequest>,

@@ -196,6 +196,11 @@ pub(super) async fn list_trips(
     Ok(Response::new(pb::ListTripsResponse { trips }))
 }
 
+/// The longest exemption IT grants with an end (ten years of minutes). A longer one ended
+/// past the year 9999, which a timestamp cannot hold: it was stored as the epoch, an exemption
+/// expired at once. Without `--minutes` an exemption lasts until revoked.
+const MAX_GRANT_MINUTES: u32 = 10 * 366 * 24 * 60;
+
 pub(super) async fn grant_exemption(
     api: &AdminApi,
     req: Request<pb::GrantExemptionRequest>,
@@ -239,6 +244,11 @@ pub(super) async fn grant_exemption(
     if r.reason.trim().len() < 5 {
         return Err(Status::invalid_argument("an exemption needs a --reason"));
     }
+    if r.minutes > MAX_GRANT_MINUTES {
+        return Err(Status::invalid_argument(format!(
+            "--minutes must be at most {MAX_GRANT_MINUTES} (ten years); leave it out for an exemption until revoked"
+        )));
+    }
     let now = now_ms();
     let e = crate::policy::Exemption {
         id: format!("ex-{now:012x}{}", token::hex(&token::random_bytes::<3>())),
@@ -249,6 +259,7 @@ pub(super) async fn grant_exemption(
             .then(|| crate::findings::ms_to_time(now + i64::from(r.minutes) * 60_000)),
         reason: r.reason.trim().to_string(),
         granted_by: actor.audit_name(),
+        revoked: None,
     };
     api.state
         .store
@@ -264,6 +275,65 @@ pub(super) async fn grant_exemption(
         "exemption.grant",
         &e.id,
         &format!("rule={} reason={}", e.rule, e.reason),
+    )
+    .await?;
+    crate::findings::evaluate_all(&api.state)
+        .await
+        .map_err(internal)?;
+    Ok(Response::new(exemption_info(&e)))
+}
+
+/// Ends an exemption now: `until` becomes now and the record keeps who ended it and why, so
+/// findings exempted while it was in force still point at what exempted them. One that has
+/// ended already is refused (nothing to end), as is one not found.
+pub(super) async fn revoke_exemption(
+    api: &AdminApi,
+    req: Request<pb::RevokeExemptionRequest>,
+) -> Result<Response<pb::ExemptionInfo>, Status> {
+    let actor = api.authorize(&req, pb::Role::Operator)?;
+    let r = req.into_inner();
+    let reason = r.reason.trim();
+    if reason.len() < 5 {
+        return Err(Status::invalid_argument(
+            "ending an exemption needs a --reason",
+        ));
+    }
+    let id = r.id.trim();
+    let Some(mut e) = crate::findings::exemptions(&api.state)
+        .map_err(internal)?
+        .into_iter()
+        .find(|e| e.id == id)
+    else {
+        return Err(Status::not_found(format!("no exemption '{id}'")));
+    };
+    let now = crate::findings::ms_to_time(now_ms());
+    if let Some(until) = e.until
+        && until <= now
+    {
+        return Err(Status::failed_precondition(format!(
+            "exemption {id} ended already ({})",
+            crate::timefmt::rfc3339_ms(crate::findings::time_to_ms(until))
+        )));
+    }
+    e.until = Some(now);
+    e.revoked = Some(crate::policy::Revocation {
+        by: actor.audit_name(),
+        reason: reason.to_string(),
+    });
+    api.state
+        .store
+        .json_apply(
+            crate::store::JsonTree::Exemptions,
+            &[(e.id.clone().into_bytes(), e.clone())],
+            &[],
+        )
+        .await
+        .map_err(internal)?;
+    api.audit(
+        &actor,
+        "exemption.revoke",
+        &e.id,
+        &format!("rule={} reason={reason}", e.rule),
     )
     .await?;
     crate::findings::evaluate_all(&api.state)
@@ -314,5 +384,11 @@ fn exemption_info(e: &crate::policy::Exemption) -> pb::ExemptionInfo {
         until_ms: e.until.map(crate::findings::time_to_ms).unwrap_or(0),
         reason: e.reason.clone(),
         granted_by: e.granted_by.clone(),
+        revoked_by: e.revoked.as_ref().map(|r| r.by.clone()).unwrap_or_default(),
+        revoke_reason: e
+            .revoked
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default(),
     }
 }

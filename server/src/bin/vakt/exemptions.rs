@@ -1,5 +1,5 @@
-//! `vakt exemptions grant|list`: exemptions of a device or a person from a rule, time-boxed or
-//! until revoked.
+//! `vakt exemptions grant|list|revoke`: exemptions of a device or a person from a rule,
+//! time-boxed or until revoked.
 
 use super::{Cli, client, status};
 use clap::Subcommand;
@@ -28,6 +28,12 @@ pub enum ExemptionsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// End an exemption now (it stays listed, with who ended it and why).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// `vakt exemptions ...`.
@@ -54,6 +60,18 @@ pub async fn run(cli: &Cli, cmd: &ExemptionsCmd) -> anyhow::Result<()> {
                 .into_inner();
             outln!("{}", e.id);
         }
+        ExemptionsCmd::Revoke { id, reason } => {
+            let e = client(cli)
+                .await?
+                .revoke_exemption(pb::RevokeExemptionRequest {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            outln!("{} ended {}", e.id, rfc3339_ms(e.until_ms));
+        }
         ExemptionsCmd::List { json } => {
             let list = client(cli)
                 .await?
@@ -68,14 +86,20 @@ pub async fn run(cli: &Cli, cmd: &ExemptionsCmd) -> anyhow::Result<()> {
                     .map(|e| {
                         json!({"id": e.id, "device": e.device, "person": e.person, "rule": e.rule,
                                     "from": rfc3339_ms(e.from_ms), "until": rfc3339_ms(e.until_ms),
-                                    "reason": e.reason, "granted_by": e.granted_by})
+                                    "reason": e.reason, "granted_by": e.granted_by,
+                                    "revoked_by": e.revoked_by, "revoke_reason": e.revoke_reason})
                     })
                     .collect();
                 outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for e in &list {
+                    let ended = if e.revoked_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (ended early by {}: {})", e.revoked_by, e.revoke_reason)
+                    };
                     outln!(
-                        "{} {}{} {} until {} — {}",
+                        "{} {}{} {} until {} — {}{ended}",
                         e.id,
                         e.device,
                         e.person,
