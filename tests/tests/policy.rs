@@ -426,7 +426,35 @@ async fn findings_manager_mail_and_resolution(engine: Engine) {
     assert_eq!(fwd["finding"]["section"], "9");
     assert_eq!(fwd["device"]["id"], device.as_str());
 
-    // An approved business trip to Norway exempts the laptop's data abroad.
+    // An approved business trip to Norway exempts the laptop's data abroad. Anna's own
+    // exemption is ended first, so that it is the trip that exempts.
+    let ex = server.vakt_json(&["exemptions", "list"]);
+    let annas = ex
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["rule"] == "mobile-data-abroad")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.vakt_ok(&[
+        "exemptions",
+        "revoke",
+        &annas,
+        "--reason",
+        "uppgiften är klar",
+    ]);
+    let data_status = || {
+        let all = server.vakt_json(&["findings", "--device", &device]);
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "mobile-data-abroad")
+            .map(|f| f["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_ne!(data_status(), "exempted");
     let today = time::OffsetDateTime::now_utc().date();
     server.vakt_ok(&[
         "trips",
