@@ -11,13 +11,20 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `2026-11-28T08:46:20Z` for a millisecond timestamp; empty for 0 (never).
+/// `2026-11-28T08:46:20Z` for a millisecond timestamp; empty for 0 (never). RFC 3339 ends
+/// with the year 9999: a later time (only a stored or reported value gone wrong) is shown as
+/// `after 9999-12-31T23:59:59Z`, never a panic (humantime's formatter refuses it with a `fmt::Error`, which
+/// `to_string` would turn into one).
 pub fn rfc3339_ms(ms: i64) -> String {
+    use std::fmt::Write;
     if ms <= 0 {
         return String::new();
     }
-    let t = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
-    humantime::format_rfc3339_seconds(t).to_string()
+    let mut out = String::new();
+    match UNIX_EPOCH.checked_add(Duration::from_millis(ms.unsigned_abs())) {
+        Some(t) if write!(out, "{}", humantime::format_rfc3339_seconds(t)).is_ok() => out,
+        _ => "after 9999-12-31T23:59:59Z".to_string(),
+    }
 }
 
 /// How long before `now_ms` a time was, in the unit people read it in.
@@ -63,6 +70,17 @@ pub fn as_of(now_ms: i64, reported_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_past_the_year_9999_are_said_not_panicked_on() {
+        assert_eq!(rfc3339_ms(253_402_300_799_000), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339_ms(253_402_300_800_000),
+            "after 9999-12-31T23:59:59Z"
+        );
+        assert_eq!(rfc3339_ms(i64::MAX), "after 9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_ms(0), "");
+    }
 
     #[test]
     fn as_of_says_when_and_how_long_ago() {
