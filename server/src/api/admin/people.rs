@@ -2,8 +2,9 @@
 //! file, its errors bounded for a gRPC header), trips abroad and exemptions. Each change is
 //! audited and re-evaluates every device.
 
-use super::{AdminApi, looks_like_email};
+use super::{Actor, AdminApi, looks_like_email};
 use crate::api::internal;
+use crate::store::JsonTree;
 use crate::timefmt::now_ms;
 use crate::token;
 use tonic::{Request, Response, Status};
@@ -158,28 +159,12 @@ pub(super) async fn add_trip(
         to,
         approved_by: (!approved_by.is_empty()).then_some(approved_by),
     };
-    api.state
-        .store
-        .json_apply(
-            crate::store::JsonTree::Trips,
-            &[(trip.id.clone().into_bytes(), trip.clone())],
-            &[],
-        )
-        .await
-        .map_err(internal)?;
-    api.audit(
-        &actor,
-        "trip.add",
-        &trip.person,
-        &format!(
-            "{} {:?} {}..{}",
-            trip.id, trip.countries, trip.from, trip.to
-        ),
-    )
-    .await?;
-    crate::findings::evaluate_all(&api.state)
-        .await
-        .map_err(internal)?;
+    let detail = format!(
+        "{} {:?} {}..{}",
+        trip.id, trip.countries, trip.from, trip.to
+    );
+    let audit = ("trip.add", trip.person.as_str(), detail.as_str());
+    store_audited(api, &actor, JsonTree::Trips, &trip.id, &trip, audit).await?;
     Ok(Response::new(trip_info(&trip)))
 }
 
@@ -261,25 +246,9 @@ pub(super) async fn grant_exemption(
         granted_by: actor.audit_name(),
         revoked: None,
     };
-    api.state
-        .store
-        .json_apply(
-            crate::store::JsonTree::Exemptions,
-            &[(e.id.clone().into_bytes(), e.clone())],
-            &[],
-        )
-        .await
-        .map_err(internal)?;
-    api.audit(
-        &actor,
-        "exemption.grant",
-        &e.id,
-        &format!("rule={} reason={}", e.rule, e.reason),
-    )
-    .await?;
-    crate::findings::evaluate_all(&api.state)
-        .await
-        .map_err(internal)?;
+    let detail = format!("rule={} reason={}", e.rule, e.reason);
+    let audit = ("exemption.grant", e.id.as_str(), detail.as_str());
+    store_audited(api, &actor, JsonTree::Exemptions, &e.id, &e, audit).await?;
     Ok(Response::new(exemption_info(&e)))
 }
 
@@ -320,26 +289,33 @@ pub(super) async fn revoke_exemption(
         by: actor.audit_name(),
         reason: reason.to_string(),
     });
+    let detail = format!("rule={} reason={reason}", e.rule);
+    let audit = ("exemption.revoke", e.id.as_str(), detail.as_str());
+    store_audited(api, &actor, JsonTree::Exemptions, &e.id, &e, audit).await?;
+    Ok(Response::new(exemption_info(&e)))
+}
+
+/// What every change to a trip or an exemption does: the record stored, the change audited
+/// (`audit`: action, target, detail), then every device evaluated again, since the change
+/// may exempt or un-exempt any of them.
+async fn store_audited<T: serde::Serialize>(
+    api: &AdminApi,
+    actor: &Actor,
+    tree: JsonTree,
+    id: &str,
+    record: &T,
+    audit: (&str, &str, &str),
+) -> Result<(), Status> {
     api.state
         .store
-        .json_apply(
-            crate::store::JsonTree::Exemptions,
-            &[(e.id.clone().into_bytes(), e.clone())],
-            &[],
-        )
+        .json_apply(tree, &[(id.as_bytes().to_vec(), record)], &[])
         .await
         .map_err(internal)?;
-    api.audit(
-        &actor,
-        "exemption.revoke",
-        &e.id,
-        &format!("rule={} reason={reason}", e.rule),
-    )
-    .await?;
+    let (action, target, detail) = audit;
+    api.audit(actor, action, target, detail).await?;
     crate::findings::evaluate_all(&api.state)
         .await
-        .map_err(internal)?;
-    Ok(Response::new(exemption_info(&e)))
+        .map_err(internal)
 }
 
 pub(super) async fn list_exemptions(
