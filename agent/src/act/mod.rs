@@ -125,7 +125,8 @@ impl Executor {
         let before = self
             .clock_offset_ms
             .swap(offset, std::sync::atomic::Ordering::Relaxed);
-        if (offset - before).abs() > 60_000 {
+        // abs_diff: two extreme offsets (a server clock gone wrong) must not overflow.
+        if offset.abs_diff(before) > 60_000 {
             tracing::info!(
                 offset_s = offset / 1000,
                 "this laptop's clock differs from the server's; commands are judged by the server's clock"
