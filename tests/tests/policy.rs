@@ -358,6 +358,21 @@ async fn findings_manager_mail_and_resolution(engine: Engine) {
         until.starts_with("203") || until.starts_with("204"),
         "{until}"
     );
+    // A viewer may read exemptions but not end one: refused, nothing changed.
+    let viewer = server.create_admin_token("viewer", "revisor");
+    let out = server.vakt_with_token(
+        &viewer,
+        &["exemptions", "revoke", &id, "--reason", "hösten är över"],
+    );
+    assert!(!out.status.success(), "a viewer ended an exemption");
+    let ex = server.vakt_json(&["exemptions", "list"]);
+    assert!(
+        ex.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == id.as_str() && e["until"] == until && e["revoked_by"] == ""),
+        "{ex}"
+    );
     // Ended early from the command line: it stays listed, ended now, saying by whom and why.
     let out = server.vakt(&["exemptions", "revoke", &id, "--reason", "hösten är över"]);
     assert!(out.status.success(), "{}", vakt_tests::stderr(&out));
