@@ -48,6 +48,7 @@ pub const MIN_DEVICE_CERT_LIFETIME: std::time::Duration = std::time::Duration::f
 /// The longest certificate lifetime accepted, device or server: a certificate should not
 /// outlive the CA that vouches for it (20 years), and a lifetime past the year 9999 cannot be
 /// written into one at all.
+///
 /// Ten years as humantime counts them (365.25 days each), so the message says "10years".
 pub const MAX_CERT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10 * 31_557_600);
 

@@ -239,12 +239,10 @@ impl AgentService for AgentApi {
                 "--minutes must be 1 to {MAX_EXEMPTION_MINUTES}: an exemption for mobile data abroad is short (policy 8.4)"
             )));
         }
-        let reason = r.reason.trim();
-        if reason.len() < 5 {
-            return Err(Status::invalid_argument(
-                "--reason must say which work task needs mobile data (policy 8.4)",
-            ));
-        }
+        let reason = super::required_reason(
+            &r.reason,
+            "--reason must say which work task needs mobile data (policy 8.4)",
+        )?;
         super::exemption_guard::check_reason(reason)?;
         super::exemption_guard::take(
             &self.state.exemption_limiter,

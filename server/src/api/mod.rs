@@ -19,6 +19,20 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     }
 }
 
+/// A reason given for an action (a wipe, an exemption, ending one), trimmed; refused with
+/// `missing` (which says what the reason is for) when it is shorter than a few characters,
+/// so that "x" or "-" does not pass for one in the audit log and the evidence.
+pub(crate) fn required_reason<'a>(
+    text: &'a str,
+    missing: &'static str,
+) -> Result<&'a str, tonic::Status> {
+    let reason = text.trim();
+    if reason.len() < 5 {
+        return Err(tonic::Status::invalid_argument(missing));
+    }
+    Ok(reason)
+}
+
 /// A store failure seen by a client: internal, with the cause logged here and not sent out.
 pub(crate) fn internal(e: impl std::fmt::Display) -> tonic::Status {
     tracing::error!("internal error: {e}");

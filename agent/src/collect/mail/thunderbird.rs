@@ -39,6 +39,7 @@ use crate::collect::userfile::{self, normalize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use vakt_proto::model::{ForwardKind, MailSecurity};
 
 /// Keys read from one list pref (`mail.accountmanager.accounts`, an account's `identities`,
 /// `mail.smtpservers`). Real profiles list a few; the cap is above the user's item budget
@@ -46,7 +47,6 @@ use std::sync::Arc;
 /// a hostile prefs.js (thousands of accounts each naming thousands of identities) from making
 /// the accounts-by-identities walk take the agent's memory and time.
 pub const MAX_KEYS: usize = 256;
-use vakt_proto::model::{ForwardKind, MailSecurity};
 
 pub const CLIENT: &str = "thunderbird";
 

@@ -408,12 +408,10 @@ pub(super) async fn request_wipe(
 ) -> Result<Response<pb::CommandInfo>, Status> {
     let actor = api.authorize(&req, pb::Role::Admin)?;
     let r = req.into_inner();
-    let reason = r.reason.trim();
-    if reason.len() < 5 {
-        return Err(Status::invalid_argument(
-            "a wipe needs a --reason a second admin can judge (at least a few words)",
-        ));
-    }
+    let reason = crate::api::required_reason(
+        &r.reason,
+        "a wipe needs a --reason a second admin can judge (at least a few words)",
+    )?;
     let rec = api.find_device(&r.device).await?;
     let d = rec.device.unwrap_or_default();
     let now = now_ms();

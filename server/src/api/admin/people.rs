@@ -3,7 +3,7 @@
 //! audited and re-evaluates every device.
 
 use super::{Actor, AdminApi, looks_like_email};
-use crate::api::internal;
+use crate::api::{internal, required_reason};
 use crate::store::JsonTree;
 use crate::timefmt::now_ms;
 use crate::token;
@@ -226,9 +226,7 @@ pub(super) async fn grant_exemption(
             "'{rule}' is neither a rule id nor a rule kind of the policy in force"
         )));
     }
-    if r.reason.trim().len() < 5 {
-        return Err(Status::invalid_argument("an exemption needs a --reason"));
-    }
+    let reason = required_reason(&r.reason, "an exemption needs a --reason")?;
     if r.minutes > MAX_GRANT_MINUTES {
         return Err(Status::invalid_argument(format!(
             "--minutes must be at most {MAX_GRANT_MINUTES} (ten years); leave it out for an exemption until revoked"
@@ -242,7 +240,7 @@ pub(super) async fn grant_exemption(
         from: crate::findings::ms_to_time(now),
         until: (r.minutes > 0)
             .then(|| crate::findings::ms_to_time(now + i64::from(r.minutes) * 60_000)),
-        reason: r.reason.trim().to_string(),
+        reason: reason.to_string(),
         granted_by: actor.audit_name(),
         revoked: None,
     };
@@ -261,12 +259,7 @@ pub(super) async fn revoke_exemption(
 ) -> Result<Response<pb::ExemptionInfo>, Status> {
     let actor = api.authorize(&req, pb::Role::Operator)?;
     let r = req.into_inner();
-    let reason = r.reason.trim();
-    if reason.len() < 5 {
-        return Err(Status::invalid_argument(
-            "ending an exemption needs a --reason",
-        ));
-    }
+    let reason = required_reason(&r.reason, "ending an exemption needs a --reason")?;
     let id = r.id.trim();
     let Some(mut e) = crate::findings::exemptions(&api.state)
         .map_err(internal)?
@@ -275,16 +268,16 @@ pub(super) async fn revoke_exemption(
     else {
         return Err(Status::not_found(format!("no exemption '{id}'")));
     };
-    let now = crate::findings::ms_to_time(now_ms());
-    if let Some(until) = e.until
+    let now = now_ms();
+    if let Some(until) = e.until.map(crate::findings::time_to_ms)
         && until <= now
     {
         return Err(Status::failed_precondition(format!(
             "exemption {id} ended already ({})",
-            crate::timefmt::rfc3339_ms(crate::findings::time_to_ms(until))
+            crate::timefmt::rfc3339_ms(until)
         )));
     }
-    e.until = Some(now);
+    e.until = Some(crate::findings::ms_to_time(now));
     e.revoked = Some(crate::policy::Revocation {
         by: actor.audit_name(),
         reason: reason.to_string(),
